@@ -1,0 +1,1 @@
+"""Every side effect of the workflows; each activity is idempotent."""

@@ -1,0 +1,59 @@
+"""Persist the customer workflow's billing snapshot so the API can answer from the DB."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import col
+from temporalio import activity
+
+from stripe_lifecycle.billing import BillingSnapshot
+from stripe_lifecycle.db import SessionMaker
+from stripe_lifecycle.models import Customer
+
+
+class SnapshotActivities:
+    def __init__(self, sessionmaker: SessionMaker) -> None:
+        self._sessionmaker = sessionmaker
+
+    @activity.defn(name="persist_snapshot")
+    async def persist_snapshot(self, snapshot: BillingSnapshot) -> None:
+        """Upsert the snapshot; an older version (retried or late activity) never wins."""
+        now = datetime.now(UTC)
+        values = {
+            "customer_id": snapshot.customer_id,
+            "email": snapshot.email,
+            "name": snapshot.name,
+            "status": snapshot.status,
+            "plan": snapshot.plan,
+            "mrr_cents": snapshot.mrr_cents,
+            "currency": snapshot.currency,
+            "ltv_cents": snapshot.ltv_cents,
+            "customer_since": _from_epoch(snapshot.customer_since),
+            "livemode": snapshot.livemode,
+            "deleted": snapshot.deleted,
+            "snapshot_version": snapshot.events_applied,
+            "subscriptions": [asdict(s) for s in snapshot.subscriptions.values()],
+            "updated_at": now,
+        }
+        async with self._sessionmaker() as session:
+            dialect = session.get_bind().dialect.name
+            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            stmt = insert(Customer).values(**values)
+            await session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["customer_id"],
+                    set_={k: v for k, v in values.items() if k != "customer_id"},
+                    where=col(Customer.snapshot_version) <= snapshot.events_applied,
+                )
+            )
+            await session.commit()
+        activity.logger.debug(
+            "persisted snapshot of %s at version %d", snapshot.customer_id, snapshot.events_applied
+        )
+
+
+def _from_epoch(value: int | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)

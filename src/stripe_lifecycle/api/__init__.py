@@ -1,0 +1,1 @@
+"""The HTTP API: thin translators between HTTP, the database and Temporal."""

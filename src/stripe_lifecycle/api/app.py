@@ -1,0 +1,66 @@
+"""The FastAPI application and its lifespan (DB engine, Temporal client, forwarder)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from temporalio.client import Client
+
+from stripe_lifecycle.db import create_engine, create_sessionmaker
+from stripe_lifecycle.forwarder import ForwarderConfig, InboxForwarder, temporal_delivery
+from stripe_lifecycle.settings import Settings, get_settings
+
+from . import customers, health, webhooks
+from .state import AppState
+
+
+def forwarder_config(settings: Settings) -> ForwarderConfig:
+    return ForwarderConfig(
+        task_queue=settings.task_queue,
+        index_email=settings.index_email,
+        lanes=settings.forwarder_lanes,
+        sweep_seconds=settings.forwarder_sweep_seconds,
+        max_backoff_seconds=settings.forwarder_max_backoff_seconds,
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        sessionmaker = create_sessionmaker(engine)
+        # Lazy: the API must accept and store webhooks even while Temporal is down.
+        client = await Client.connect(
+            settings.temporal_address, namespace=settings.temporal_namespace, lazy=True
+        )
+        config = forwarder_config(settings)
+        forwarder = InboxForwarder(sessionmaker, temporal_delivery(client, config), config)
+        await forwarder.start()
+        app.state.lifecycle = AppState(
+            settings=settings,
+            engine=engine,
+            sessionmaker=sessionmaker,
+            temporal=client,
+            forwarder=forwarder,
+            api_keys=settings.parsed_api_keys(),
+        )
+        try:
+            yield
+        finally:
+            await forwarder.stop()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="stripe-lifecycle",
+        summary="Durable customer-lifecycle automations for Stripe billing, on Temporal.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.include_router(health.router)
+    app.include_router(webhooks.router)
+    app.include_router(customers.router)
+    return app

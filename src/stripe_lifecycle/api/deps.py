@@ -1,0 +1,88 @@
+"""FastAPI dependencies as `Annotated` aliases."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import Client
+
+from stripe_lifecycle.forwarder import InboxForwarder
+from stripe_lifecycle.settings import ApiRole, Settings
+
+from .state import AppState
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.lifecycle
+    return state
+
+
+AppStateDep = Annotated[AppState, Depends(app_state)]
+
+
+def settings(state: AppStateDep) -> Settings:
+    return state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(settings)]
+
+
+async def session(state: AppStateDep) -> AsyncIterator[AsyncSession]:
+    async with state.sessionmaker() as db:
+        yield db
+
+
+SessionDep = Annotated[AsyncSession, Depends(session)]
+
+
+def temporal(state: AppStateDep) -> Client:
+    return state.temporal
+
+
+TemporalDep = Annotated[Client, Depends(temporal)]
+
+
+def forwarder(state: AppStateDep) -> InboxForwarder:
+    return state.forwarder
+
+
+ForwarderDep = Annotated[InboxForwarder, Depends(forwarder)]
+
+_bearer = HTTPBearer(auto_error=False, description="An API key from LIFECYCLE_API_KEYS")
+
+# Which roles may do what a role allows: admin can do everything support can.
+_GRANTS: dict[ApiRole, frozenset[ApiRole]] = {
+    "support": frozenset({"support", "admin"}),
+    "admin": frozenset({"admin"}),
+}
+
+
+def require_role(role: ApiRole) -> Callable[..., ApiRole]:
+    def check(
+        state: AppStateDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> ApiRole:
+        unauthorized = HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="a valid API key is required (Authorization: Bearer <key>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+        if credentials is None:
+            raise unauthorized
+        # Compare against every key, so timing does not reveal which one nearly matched.
+        matched = [k.role for k in state.api_keys if k.matches(credentials.credentials)]
+        if not matched:
+            raise unauthorized
+        if not _GRANTS[role] & set(matched):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this key lacks the {role} role")
+        return matched[0]
+
+    return check
+
+
+SupportKey = Annotated[ApiRole, Depends(require_role("support"))]
+AdminKey = Annotated[ApiRole, Depends(require_role("admin"))]

@@ -1,0 +1,22 @@
+"""What the API process holds for its lifetime, created in the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+
+from stripe_lifecycle.db import SessionMaker
+from stripe_lifecycle.forwarder import InboxForwarder
+from stripe_lifecycle.settings import ApiKey, Settings
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: SessionMaker
+    temporal: Client
+    forwarder: InboxForwarder
+    api_keys: list[ApiKey]

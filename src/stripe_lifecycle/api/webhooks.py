@@ -1,0 +1,118 @@
+"""`POST /webhooks/stripe`: verify, store, acknowledge; delivery happens after the commit."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import stripe
+from fastapi import APIRouter, Header, HTTPException, Request, status
+from pydantic import BaseModel
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import col
+
+from stripe_lifecycle.models import InboxStatus, WebhookEvent
+from stripe_lifecycle.stripe_normalise import event_customer_id, normalise_event
+
+from .deps import ForwarderDep, SessionDep, SettingsDep
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["webhooks"])
+
+
+class WebhookAck(BaseModel):
+    received: bool = True
+    event_id: str
+    duplicate: bool
+    # "pending": queued for the customer workflow; "ignored": recorded only.
+    status: str
+
+
+@router.post(
+    "/webhooks/stripe",
+    responses={400: {"description": "bad signature or payload; nothing stored"}},
+)
+async def stripe_webhook(
+    request: Request,
+    settings: SettingsDep,
+    session: SessionDep,
+    forwarder: ForwarderDep,
+    stripe_signature: Annotated[str | None, Header()] = None,
+) -> WebhookAck:
+    secret = settings.stripe_webhook_secret
+    if secret is None:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="LIFECYCLE_STRIPE_WEBHOOK_SECRET is not set; no event can be verified",
+        )
+    body = await request.body()
+    if not stripe_signature:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="missing Stripe-Signature header")
+    try:
+        stripe.WebhookSignature.verify_header(
+            body.decode("utf-8"),
+            stripe_signature,
+            secret.get_secret_value(),
+            settings.stripe_webhook_tolerance_seconds,
+        )
+    except (stripe.SignatureVerificationError, UnicodeDecodeError) as exc:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, detail=f"signature verification failed: {exc}"
+        ) from exc
+    payload = _parse_event(body)
+
+    event = normalise_event(payload)
+    row = {
+        "event_id": payload["id"],
+        "type": payload["type"],
+        "livemode": bool(payload.get("livemode", False)),
+        "api_version": payload.get("api_version"),
+        "customer_id": event_customer_id(payload),
+        "created": datetime.fromtimestamp(payload["created"], UTC),
+        "payload": payload,
+        "received_at": datetime.now(UTC),
+        "status": InboxStatus.PENDING if event is not None else InboxStatus.IGNORED,
+        "attempts": 0,
+    }
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    # The unique event id is the dedup truth: a redelivery inserts nothing.
+    result = await session.execute(
+        insert(WebhookEvent)
+        .values(**row)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(col(WebhookEvent.id))
+    )
+    row_id = result.scalar_one_or_none()
+    await session.commit()
+
+    if row_id is None:
+        return WebhookAck(event_id=row["event_id"], duplicate=True, status="duplicate")
+    if event is not None:
+        forwarder.submit(row_id, event)
+    else:
+        log.info("recorded %s %s (no customer to deliver to)", row["type"], row["event_id"])
+    return WebhookAck(event_id=row["event_id"], duplicate=False, status=row["status"])
+
+
+def _parse_event(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="body is not JSON") from exc
+    if not isinstance(payload, dict) or payload.get("object") not in (None, "event"):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="body is not a Stripe event")
+    problems = [
+        name
+        for name, kind in (("id", str), ("type", str), ("created", int), ("data", dict))
+        if not isinstance(payload.get(name), kind)
+    ]
+    if not problems and not isinstance(payload["data"].get("object"), dict):
+        problems.append("data.object")
+    if problems:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            detail=f"Stripe event is missing or has malformed: {', '.join(problems)}",
+        )
+    return payload

@@ -1,0 +1,199 @@
+"""The customer's billing snapshot and how Stripe events change it (pure, deterministic).
+
+Used inside the customer workflow, so: no I/O, no clock, no randomness.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from .messages import BillingEvent, CustomerInfo, InvoiceInfo, SubscriptionInfo
+
+# Subscriptions in these states are billed, so they count towards MRR; trials are not
+# revenue yet and are shown by status instead (the way Stripe's own MRR chart counts).
+MRR_STATUSES = frozenset({"active", "past_due"})
+
+# When a customer has several subscriptions, the snapshot's status is the one that most
+# needs attention: a failed payment outranks a healthy plan, which outranks a trial.
+STATUS_RANK = (
+    "past_due",
+    "unpaid",
+    "active",
+    "trialing",
+    "paused",
+    "incomplete",
+    "incomplete_expired",
+    "canceled",
+)
+
+RECENT_EVENT_IDS = 500
+RECENT_PAID_INVOICES = 100
+
+
+@dataclass
+class SubscriptionState:
+    id: str
+    status: str | None
+    plan: str | None
+    price_id: str | None
+    product_id: str | None
+    interval: str | None
+    quantity: int
+    mrr_cents: int
+    currency: str | None
+    current_period_end: int | None
+    trial_end: int | None
+    cancel_at_period_end: bool
+    version: int
+
+
+@dataclass
+class BillingSnapshot:
+    """What the customer workflow knows about one customer."""
+
+    customer_id: str
+    email: str | None = None
+    name: str | None = None
+    status: str = "none"
+    plan: str | None = None
+    mrr_cents: int = 0
+    currency: str | None = None
+    ltv_cents: int = 0
+    customer_since: int | None = None
+    livemode: bool = False
+    deleted: bool = False
+    subscriptions: dict[str, SubscriptionState] = field(default_factory=dict)
+    customer_version: int = 0
+    events_applied: int = 0
+    last_event_type: str | None = None
+    last_event_created: int | None = None
+
+
+@dataclass
+class CustomerState:
+    """Everything the entity carries across continue-as-new."""
+
+    snapshot: BillingSnapshot
+    recent_event_ids: list[str] = field(default_factory=list)
+    paid_invoice_ids: list[str] = field(default_factory=list)
+
+
+class CustomerLedger:
+    """Applies events to a `CustomerState`: dedup by event id, newest `created` wins."""
+
+    def __init__(self, state: CustomerState) -> None:
+        self.state = state
+        self._seen = set(state.recent_event_ids)
+        self._recent: deque[str] = deque(state.recent_event_ids, maxlen=RECENT_EVENT_IDS)
+        self._paid: deque[str] = deque(state.paid_invoice_ids, maxlen=RECENT_PAID_INVOICES)
+
+    @property
+    def snapshot(self) -> BillingSnapshot:
+        return self.state.snapshot
+
+    def export(self) -> CustomerState:
+        self.state.recent_event_ids = list(self._recent)
+        self.state.paid_invoice_ids = list(self._paid)
+        return self.state
+
+    def apply(self, event: BillingEvent) -> bool:
+        """Apply one event; False if it is a duplicate (already applied)."""
+        if event.event_id in self._seen:
+            return False
+        if len(self._recent) == self._recent.maxlen:
+            self._seen.discard(self._recent[0])
+        self._recent.append(event.event_id)
+        self._seen.add(event.event_id)
+
+        snap = self.snapshot
+        snap.events_applied += 1
+        snap.livemode = event.livemode
+        if snap.last_event_created is None or event.created >= snap.last_event_created:
+            snap.last_event_created = event.created
+            snap.last_event_type = event.type
+        if event.customer is not None:
+            self._apply_customer(event.customer, event.created)
+        if event.subscription is not None:
+            self._apply_subscription(event.subscription, event.created, event.type)
+        if event.invoice is not None:
+            self._apply_invoice(event.invoice, event.type)
+        self._recompute()
+        return True
+
+    def _apply_customer(self, customer: CustomerInfo, created: int) -> None:
+        snap = self.snapshot
+        # An older customer object arriving late must not overwrite newer details.
+        if created < snap.customer_version:
+            return
+        snap.customer_version = created
+        snap.email = customer.email
+        snap.name = customer.name
+        snap.currency = customer.currency or snap.currency
+        if customer.created is not None:
+            snap.customer_since = customer.created
+        snap.deleted = customer.deleted
+
+    def _apply_subscription(self, sub: SubscriptionInfo, created: int, event_type: str) -> None:
+        current = self.snapshot.subscriptions.get(sub.id)
+        if current is not None and created < current.version:
+            return
+        status = "canceled" if event_type == "customer.subscription.deleted" else sub.status
+        first = sub.items[0] if sub.items else None
+        self.snapshot.subscriptions[sub.id] = SubscriptionState(
+            id=sub.id,
+            status=status,
+            plan=_plan_name(sub),
+            price_id=first.price_id if first else None,
+            product_id=first.product_id if first else None,
+            interval=first.interval if first else None,
+            quantity=sum(item.quantity for item in sub.items) or 1,
+            mrr_cents=sub.mrr_cents,
+            currency=sub.currency,
+            current_period_end=sub.current_period_end,
+            trial_end=sub.trial_end,
+            cancel_at_period_end=sub.cancel_at_period_end,
+            version=created,
+        )
+        if self.snapshot.customer_since is None and sub.created is not None:
+            self.snapshot.customer_since = sub.created
+
+    def _apply_invoice(self, invoice: InvoiceInfo, event_type: str) -> None:
+        paid = event_type in ("invoice.paid", "invoice.payment_succeeded")
+        # Both events fire for one payment; LTV counts the invoice once.
+        if not paid or invoice.id is None or invoice.id in self._paid:
+            return
+        self._paid.append(invoice.id)
+        self.snapshot.ltv_cents += invoice.amount_paid
+        if self.snapshot.currency is None:
+            self.snapshot.currency = invoice.currency
+
+    def _recompute(self) -> None:
+        snap = self.snapshot
+        subs = list(snap.subscriptions.values())
+        snap.mrr_cents = sum(s.mrr_cents for s in subs if s.status in MRR_STATUSES)
+        primary = min(subs, key=_status_rank, default=None)
+        if primary is None:
+            snap.status, snap.plan = "none", None
+            return
+        snap.status = primary.status or "none"
+        snap.plan = primary.plan
+        if primary.currency:
+            snap.currency = primary.currency
+
+
+def _status_rank(sub: SubscriptionState) -> tuple[int, int]:
+    rank = STATUS_RANK.index(sub.status) if sub.status in STATUS_RANK else len(STATUS_RANK)
+    # Among equals the most recently changed subscription speaks for the customer.
+    return rank, -sub.version
+
+
+def _plan_name(sub: SubscriptionInfo) -> str | None:
+    if not sub.items:
+        return None
+    item = sub.items[0]
+    return item.nickname or item.product_id or item.price_id
+
+
+def new_state(customer_id: str) -> CustomerState:
+    return CustomerState(snapshot=BillingSnapshot(customer_id=customer_id))

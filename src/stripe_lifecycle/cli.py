@@ -1,0 +1,183 @@
+"""The `lifecycle` command: dev, worker, api, migrate, temporal-setup."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+
+import uvicorn
+from pydantic import ValidationError
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from . import migrate
+from .api.app import create_app
+from .db import create_engine, create_sessionmaker
+from .settings import Settings, get_settings
+from .temporal_setup import (
+    register_search_attributes,
+    start_dev_server,
+    stop_process,
+    try_connect,
+    wait_for_server,
+)
+from .worker import build_worker
+
+log = logging.getLogger("stripe_lifecycle")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: we stop the API and worker together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _api_server(settings: Settings) -> _Server:
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="info",
+        access_log=False,
+    )
+    return _Server(config)
+
+
+async def _serve(settings: Settings, *, api: bool, worker: Worker | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    tasks: list[asyncio.Task[None]] = []
+    server = _api_server(settings) if api else None
+    if server is not None:
+        tasks.append(asyncio.create_task(server.serve()))
+    if worker is not None:
+        tasks.append(asyncio.create_task(worker.run()))
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+    log.info("shutting down")
+    if server is not None:
+        server.should_exit = True
+    if worker is not None:
+        await worker.shutdown()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    stopper.cancel()
+    for task in done:
+        if task is not stopper and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+
+async def _connect(settings: Settings) -> Client:
+    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+
+
+async def cmd_dev(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    process = None
+    client = await try_connect(settings.temporal_address, settings.temporal_namespace)
+    if client is not None:
+        log.info("using the Temporal server already running at %s", settings.temporal_address)
+        await register_search_attributes(client, settings.temporal_namespace)
+    else:
+        address = f"127.0.0.1:{settings.temporal_port}"
+        log.info("starting the Temporal dev server on %s (Web UI on %d)", address, settings.ui_port)
+        process = start_dev_server(
+            settings.data_dir,
+            settings.temporal_port,
+            settings.ui_port,
+            settings.temporal_namespace,
+            settings.data_dir / "temporal.log",
+        )
+        settings = settings.model_copy(update={"temporal_address": address})
+    try:
+        if process is not None:
+            client = await wait_for_server(
+                settings.temporal_address, settings.temporal_namespace, process
+            )
+        assert client is not None
+        await migrate.upgrade(settings.database_url)
+        if settings.stripe_webhook_secret is None:
+            log.warning(
+                "LIFECYCLE_STRIPE_WEBHOOK_SECRET is not set: webhooks will be refused. "
+                "Set it to the whsec_... secret `stripe listen` prints."
+            )
+        engine = create_engine(settings.database_url)
+        try:
+            worker = build_worker(client, settings, create_sessionmaker(engine))
+            log.info(
+                "ready: API http://%s:%d (docs at /docs), Temporal UI http://localhost:%d",
+                settings.api_host,
+                settings.api_port,
+                settings.ui_port,
+            )
+            await _serve(settings, api=True, worker=worker)
+        finally:
+            await engine.dispose()
+    finally:
+        if process is not None:
+            stop_process(process)
+
+
+async def cmd_worker(settings: Settings) -> None:
+    client = await _connect(settings)
+    engine = create_engine(settings.database_url)
+    try:
+        await _serve(
+            settings, api=False, worker=build_worker(client, settings, create_sessionmaker(engine))
+        )
+    finally:
+        await engine.dispose()
+
+
+async def cmd_api(settings: Settings) -> None:
+    await _serve(settings, api=True, worker=None)
+
+
+async def cmd_migrate(settings: Settings) -> None:
+    await migrate.upgrade(settings.database_url)
+    log.info("database at head")
+
+
+async def cmd_temporal_setup(settings: Settings) -> None:
+    client = await _connect(settings)
+    added = await register_search_attributes(client, settings.temporal_namespace)
+    log.info("search attributes added: %s", ", ".join(added) if added else "none (all present)")
+
+
+COMMANDS = {
+    "dev": (cmd_dev, "everything on one machine: Temporal dev server + UI, worker, API, SQLite"),
+    "worker": (cmd_worker, "run the Temporal worker"),
+    "api": (cmd_api, "run the HTTP API (webhooks, /v1)"),
+    "migrate": (cmd_migrate, "apply database migrations"),
+    "temporal-setup": (cmd_temporal_setup, "register our search attributes on a Temporal cluster"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lifecycle", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        print("configuration error:", file=sys.stderr)
+        for error in exc.errors():
+            name = "LIFECYCLE_" + "_".join(str(p) for p in error["loc"]).upper()
+            print(f"  {name}: {error['msg']}", file=sys.stderr)
+        return 2
+    command, _ = COMMANDS[args.command]
+    asyncio.run(command(settings))
+    return 0

@@ -1,0 +1,36 @@
+"""Names engineers see in the Temporal UI: workflow ids and search attributes.
+
+Part of the public contract (DESIGN.md); pure, so workflows can import it.
+"""
+
+from __future__ import annotations
+
+from temporalio.common import SearchAttributeKey
+
+CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
+CUSTOMER_EMAIL = SearchAttributeKey.for_keyword("CustomerEmail")
+LIFECYCLE = SearchAttributeKey.for_keyword("Lifecycle")
+AUTOMATION = SearchAttributeKey.for_keyword("Automation")
+BILLING_STATUS = SearchAttributeKey.for_keyword("BillingStatus")
+PLAN = SearchAttributeKey.for_keyword("Plan")
+MRR_CENTS = SearchAttributeKey.for_int("MrrCents")
+LIVEMODE = SearchAttributeKey.for_bool("Livemode")
+
+SEARCH_ATTRIBUTES: tuple[
+    SearchAttributeKey[str] | SearchAttributeKey[int] | SearchAttributeKey[bool], ...
+] = (
+    CUSTOMER_ID,
+    CUSTOMER_EMAIL,
+    LIFECYCLE,
+    AUTOMATION,
+    BILLING_STATUS,
+    PLAN,
+    MRR_CENTS,
+    LIVEMODE,
+)
+
+BILLING_EVENT_SIGNAL = "billing_event"
+
+
+def customer_workflow_id(customer_id: str) -> str:
+    return f"customer-{customer_id}"

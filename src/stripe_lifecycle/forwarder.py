@@ -1,0 +1,214 @@
+"""Delivers stored webhook events to the customer workflows, and keeps trying until it can.
+
+The webhook handler stores the event and acknowledges Stripe at once; the forwarder then
+signal-with-starts `customer-{cus_id}`. Events are spread over lanes by customer, each
+lane delivering in order, so one customer's events keep their order while different
+customers' events go out concurrently. A lane whose delivery fails (Temporal down)
+retries the same event with backoff and holds the ones behind it. Rows that were stored
+but never delivered (crash, restart, another replica) are picked up by a periodic sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlmodel import col
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
+
+from . import contract
+from .db import SessionMaker
+from .messages import BillingEvent
+from .models import InboxStatus, WebhookEvent
+from .stripe_normalise import normalise_event
+from .workflows.customer import CustomerWorkflow, CustomerWorkflowInput
+
+log = logging.getLogger(__name__)
+
+# Rows younger than this belong to a request still in flight (here or on another
+# replica); the sweep leaves them to that request's own delivery.
+SWEEP_GRACE = timedelta(seconds=10)
+SWEEP_BATCH = 1000
+FLUSH_INTERVAL_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class ForwarderConfig:
+    task_queue: str
+    index_email: bool = True
+    lanes: int = 64
+    sweep_seconds: float = 5.0
+    max_backoff_seconds: float = 30.0
+
+
+Deliver = Callable[[BillingEvent], Awaitable[None]]
+
+
+def temporal_delivery(client: Client, config: ForwarderConfig) -> Deliver:
+    async def deliver(event: BillingEvent) -> None:
+        await client.start_workflow(
+            CustomerWorkflow.run,
+            CustomerWorkflowInput(customer_id=event.customer_id, index_email=config.index_email),
+            id=contract.customer_workflow_id(event.customer_id),
+            task_queue=config.task_queue,
+            start_signal=contract.BILLING_EVENT_SIGNAL,
+            start_signal_args=[event],
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=f"Billing snapshot of Stripe customer {event.customer_id}",
+        )
+
+    return deliver
+
+
+class InboxForwarder:
+    def __init__(self, sessionmaker: SessionMaker, deliver: Deliver, config: ForwarderConfig):
+        self._sessionmaker = sessionmaker
+        self._deliver = deliver
+        self._config = config
+        self._lanes: list[asyncio.Queue[tuple[int, BillingEvent]]] = [
+            asyncio.Queue() for _ in range(config.lanes)
+        ]
+        # Row ids queued or delivered but not yet marked in the DB: the sweep skips them.
+        self._in_flight: set[int] = set()
+        self._delivered: list[int] = []
+        self._flushed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        # Older undelivered events go into the lanes before any new request can.
+        await self.sweep(grace=timedelta(0))
+        self._tasks = [asyncio.create_task(self._lane(q)) for q in self._lanes]
+        self._tasks.append(asyncio.create_task(self._flush_loop()))
+        self._tasks.append(asyncio.create_task(self._sweep_loop()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self._flush()
+
+    def submit(self, row_id: int, event: BillingEvent) -> None:
+        if row_id in self._in_flight:
+            return
+        self._in_flight.add(row_id)
+        lane = zlib.crc32(event.customer_id.encode()) % len(self._lanes)
+        self._lanes[lane].put_nowait((row_id, event))
+
+    def backlog(self) -> int:
+        return len(self._in_flight)
+
+    async def drained(self) -> None:
+        """Wait until everything submitted so far is delivered and marked (tests, bench)."""
+        while self._in_flight:
+            self._flushed.clear()
+            await self._flushed.wait()
+
+    async def sweep(self, grace: timedelta = SWEEP_GRACE) -> int:
+        cutoff = datetime.now(UTC) - grace
+        async with self._sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(col(WebhookEvent.id), col(WebhookEvent.payload))
+                    .where(col(WebhookEvent.status) == InboxStatus.PENDING)
+                    .where(col(WebhookEvent.received_at) <= cutoff)
+                    .order_by(col(WebhookEvent.id))
+                    .limit(SWEEP_BATCH)
+                )
+            ).all()
+        queued = 0
+        for row_id, payload in rows:
+            if not isinstance(row_id, int) or row_id in self._in_flight:
+                continue
+            event = normalise_event(payload) if isinstance(payload, dict) else None
+            if event is None:
+                continue
+            self.submit(row_id, event)
+            queued += 1
+        if queued:
+            log.info("forwarder: %d stored events queued for delivery", queued)
+        return queued
+
+    async def _lane(self, queue: asyncio.Queue[tuple[int, BillingEvent]]) -> None:
+        while True:
+            row_id, event = await queue.get()
+            failures = 0
+            while True:
+                try:
+                    await self._deliver(event)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    failures += 1
+                    await self._record_failure(row_id, exc)
+                    delay = min(self._config.max_backoff_seconds, 0.25 * 2**failures)
+                    log.warning(
+                        "forwarder: delivering %s failed (attempt %d), retrying in %.1fs: %s",
+                        event.event_id,
+                        failures,
+                        delay,
+                        exc,
+                    )
+                    # Jitter keeps lanes from hammering a recovering server in lockstep.
+                    await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            self._delivered.append(row_id)
+
+    async def _record_failure(self, row_id: int, exc: Exception) -> None:
+        try:
+            async with self._sessionmaker() as session:
+                await session.execute(
+                    update(WebhookEvent)
+                    .where(col(WebhookEvent.id) == row_id)
+                    .values(attempts=WebhookEvent.attempts + 1, last_error=str(exc)[:2000])
+                )
+                await session.commit()
+        except Exception:
+            log.exception("forwarder: could not record the failure of row %d", row_id)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_SECONDS)
+            try:
+                await self._flush()
+            except Exception:
+                log.exception("forwarder: marking delivered events failed; will retry")
+
+    async def _flush(self) -> None:
+        # One UPDATE for many deliveries keeps the DB off the hot path.
+        if not self._delivered:
+            self._flushed.set()
+            return
+        batch, self._delivered = self._delivered, []
+        try:
+            async with self._sessionmaker() as session:
+                await session.execute(
+                    update(WebhookEvent)
+                    .where(col(WebhookEvent.id).in_(batch))
+                    .values(
+                        status=InboxStatus.FORWARDED,
+                        forwarded_at=datetime.now(UTC),
+                        attempts=WebhookEvent.attempts + 1,
+                    )
+                )
+                await session.commit()
+        except Exception:
+            self._delivered.extend(batch)
+            raise
+        self._in_flight.difference_update(batch)
+        self._flushed.set()
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.sweep_seconds)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("forwarder: sweeping the inbox failed; will retry")

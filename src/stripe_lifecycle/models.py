@@ -1,0 +1,126 @@
+"""Database tables (SQLModel). Schema changes go through Alembic (`migrations/`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, TypeDecorator
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlmodel import Column, Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on PostgreSQL and SQLite alike.
+
+    SQLite has no timezone type and hands back naive values; we only ever store UTC,
+    so the value read is re-labelled as UTC instead of leaking naive datetimes.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        if value is not None and dialect.name == "sqlite":
+            return value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(
+        self,
+        value: datetime | None,
+        dialect: Dialect,  # noqa: ARG002 (the signature is SQLAlchemy's)
+    ) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class InboxStatus:
+    PENDING = "pending"
+    FORWARDED = "forwarded"
+    # Recorded and acknowledged but not for a customer workflow (no customer on the event).
+    IGNORED = "ignored"
+
+
+class WebhookEventBase(SQLModel):
+    event_id: str = Field(max_length=255, unique=True)
+    type: str = Field(max_length=255)
+    livemode: bool
+    api_version: str | None = Field(default=None, max_length=64)
+    customer_id: str | None = Field(default=None, max_length=255)
+    created: datetime = Field(sa_type=UTCDateTime)
+
+
+class WebhookEvent(WebhookEventBase, table=True):
+    """The webhook inbox: every verified Stripe event, stored before it is acknowledged.
+
+    The unique `event_id` is the deduplication truth: Stripe retries and duplicate
+    deliveries collapse onto one row.
+    """
+
+    __tablename__ = "webhook_inbox"
+    __table_args__ = (
+        Index("ix_webhook_inbox_pending", "status", "id"),
+        Index("ix_webhook_inbox_customer_id", "customer_id"),
+    )
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    payload: dict[str, Any] = Field(sa_column=Column(JSONType, nullable=False))
+    received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    status: str = Field(default=InboxStatus.PENDING, max_length=16)
+    forwarded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    attempts: int = 0
+    last_error: str | None = None
+
+
+class CustomerBase(SQLModel):
+    email: str | None = Field(default=None, max_length=512)
+    name: str | None = Field(default=None, max_length=512)
+    status: str = Field(default="none", max_length=32)
+    plan: str | None = Field(default=None, max_length=255)
+    mrr_cents: int = Field(default=0, sa_type=BigInteger)
+    currency: str | None = Field(default=None, max_length=3)
+    ltv_cents: int = Field(default=0, sa_type=BigInteger)
+    customer_since: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    livemode: bool = False
+    deleted: bool = False
+
+
+class Customer(CustomerBase, table=True):
+    """The billing snapshot of one customer, written by the customer workflow."""
+
+    __tablename__ = "customers"
+
+    customer_id: str = Field(primary_key=True, max_length=255)
+    # Monotonic count of events applied by the workflow: a retried or late activity
+    # carrying an older snapshot must not overwrite a newer one.
+    snapshot_version: int = Field(default=0, sa_type=BigInteger)
+    subscriptions: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSONType, nullable=False)
+    )
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class LifecyclePublic(SQLModel):
+    workflow_id: str
+    lifecycle: str
+    automation: str | None = None
+    status: str
+
+
+class CustomerPublic(CustomerBase):
+    customer_id: str
+    subscriptions: list[dict[str, Any]]
+    updated_at: datetime
+    lifecycles: list[LifecyclePublic] = []

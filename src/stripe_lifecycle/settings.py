@@ -1,0 +1,122 @@
+"""Configuration from `LIFECYCLE_*` environment variables, validated once at start-up."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ApiRole = Literal["support", "admin"]
+API_ROLES: tuple[ApiRole, ...] = ("support", "admin")
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    role: ApiRole
+    key: SecretStr
+
+    def matches(self, presented: str) -> bool:
+        # Constant-time, so response timing does not leak how much of a key was right.
+        return hmac.compare_digest(self.key.get_secret_value().encode(), presented.encode())
+
+
+class Settings(BaseSettings):
+    """Every setting of the API, the worker and `lifecycle dev`."""
+
+    # An empty `LIFECYCLE_X=` line (common in .env files) means "not set", not "empty".
+    model_config = SettingsConfigDict(
+        env_prefix="LIFECYCLE_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
+
+    database_url: str = "sqlite+aiosqlite:///./data/lifecycle.db"
+    data_dir: Path = Path("./data")
+
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "stripe-lifecycle"
+    temporal_port: int = Field(default=7233, ge=1, le=65535)
+    ui_port: int = Field(default=8233, ge=1, le=65535)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    api_keys: SecretStr = SecretStr("")
+    public_url: str = "http://localhost:8000"
+
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1)
+    stripe_api_key: SecretStr | None = None
+
+    mail_transport: Literal["outbox", "postmark", "smtp"] = "outbox"
+    mail_from: str = "billing@example.com"
+    postmark_server_token: SecretStr | None = None
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=1025, ge=1, le=65535)
+
+    automations: Path = Path("automations.yaml")
+    templates_dir: Path | None = None
+    index_email: bool = True
+
+    forwarder_lanes: int = Field(default=64, ge=1, le=1024)
+    forwarder_sweep_seconds: float = Field(default=5.0, gt=0)
+    forwarder_max_backoff_seconds: float = Field(default=30.0, gt=0)
+
+    worker_max_cached_workflows: int = Field(default=1000, ge=0)
+    worker_max_concurrent_workflow_tasks: int = Field(default=100, ge=1)
+    worker_max_concurrent_activities: int = Field(default=100, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "LIFECYCLE_DATABASE_URL must be an async SQLAlchemy URL: "
+                "sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db"
+            )
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _role_key_pairs(cls, value: SecretStr) -> SecretStr:
+        parse_api_keys(value.get_secret_value())
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("LIFECYCLE_PUBLIC_URL must start with http:// or https://")
+        return value.rstrip("/")
+
+    def parsed_api_keys(self) -> list[ApiKey]:
+        return parse_api_keys(self.api_keys.get_secret_value())
+
+
+def parse_api_keys(raw: str) -> list[ApiKey]:
+    """Parse `role:key,role:key`; the error names the variable and never echoes a key."""
+    keys: list[ApiKey] = []
+    for position, pair in enumerate(p.strip() for p in raw.split(",")):
+        if not pair:
+            continue
+        role, sep, key = pair.partition(":")
+        if not sep or not key:
+            raise ValueError(
+                f"LIFECYCLE_API_KEYS entry {position + 1} must be role:key "
+                f"(roles: {', '.join(API_ROLES)})"
+            )
+        if role not in API_ROLES:
+            raise ValueError(
+                f"LIFECYCLE_API_KEYS entry {position + 1} has unknown role {role!r} "
+                f"(roles: {', '.join(API_ROLES)})"
+            )
+        keys.append(ApiKey(role=role, key=SecretStr(key)))
+    return keys
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

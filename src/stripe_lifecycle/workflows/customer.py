@@ -1,0 +1,152 @@
+"""The customer entity workflow: one long-lived `customer-{cus_id}` per Stripe customer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
+
+with workflow.unsafe.imports_passed_through():
+    from stripe_lifecycle import contract
+    from stripe_lifecycle.billing import BillingSnapshot, CustomerLedger, CustomerState, new_state
+    from stripe_lifecycle.messages import BillingEvent
+
+
+@dataclass
+class CustomerWorkflowInput:
+    customer_id: str
+    # Search attributes are stored unencrypted; operators may keep emails out of them.
+    index_email: bool = True
+    state: CustomerState | None = None
+    # Continue as new past this many history events even if the SDK has not suggested it
+    # yet: a short history keeps replays on a cold worker cheap. None: only when suggested.
+    max_history_events: int | None = 10_000
+    pending: list[BillingEvent] = field(default_factory=list)
+
+
+# The DB may be down for a while; keep trying rather than drop a snapshot.
+PERSIST_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+)
+
+
+@workflow.defn(name="CustomerWorkflow")
+class CustomerWorkflow:
+    """Holds one customer's billing snapshot, fed by Stripe events.
+
+    Signals: `billing_event(BillingEvent)` — a normalised Stripe event; duplicates (by
+    event id) are ignored, and an event older than what is known about the same object
+    does not overwrite it.
+    Queries: `state() -> BillingSnapshot`.
+    Never completes on its own: a late event must find this run and its state, not start
+    an empty one. Continues as new when the SDK suggests it, carrying the state.
+    """
+
+    @workflow.init
+    def __init__(self, input: CustomerWorkflowInput) -> None:
+        self._input = input
+        self._ledger = CustomerLedger(input.state or new_state(input.customer_id))
+        self._pending: list[BillingEvent] = list(input.pending)
+        # Search attributes survive continue-as-new; start from what the run already has.
+        current = workflow.info().typed_search_attributes
+        self._indexed: dict[str, Any] = {
+            key.name: current.get(key)
+            for key in contract.SEARCH_ATTRIBUTES
+            if current.get(key) is not None
+        }
+
+    @workflow.run
+    async def run(self, input: CustomerWorkflowInput) -> None:
+        self._set_details()
+        while True:
+            await workflow.wait_condition(lambda: bool(self._pending) or self._history_full())
+            if self._pending:
+                await self._apply_pending()
+            if self._history_full():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(
+                    CustomerWorkflowInput(
+                        customer_id=input.customer_id,
+                        index_email=input.index_email,
+                        max_history_events=input.max_history_events,
+                        state=self._ledger.export(),
+                        pending=self._pending,
+                    )
+                )
+
+    def _history_full(self) -> bool:
+        info = workflow.info()
+        limit = self._input.max_history_events
+        return info.is_continue_as_new_suggested() or (
+            limit is not None and info.get_current_history_length() >= limit
+        )
+
+    @workflow.signal(name=contract.BILLING_EVENT_SIGNAL)
+    def billing_event(self, event: BillingEvent) -> None:
+        self._pending.append(event)
+
+    @workflow.query
+    def state(self) -> BillingSnapshot:
+        return self._ledger.snapshot
+
+    async def _apply_pending(self) -> None:
+        # Apply in Stripe's order; sort is stable so same-second events keep arrival order.
+        batch = sorted(self._pending, key=lambda e: e.created)
+        self._pending = []
+        applied = [event for event in batch if self._ledger.apply(event)]
+        if not applied:
+            return
+        self._index()
+        self._set_details()
+        await workflow.execute_activity(
+            "persist_snapshot",
+            self._ledger.snapshot,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=PERSIST_RETRY,
+        )
+
+    def _index(self) -> None:
+        snap = self._ledger.snapshot
+        wanted: dict[str, Any] = {
+            contract.CUSTOMER_ID.name: snap.customer_id,
+            contract.CUSTOMER_EMAIL.name: snap.email if self._input.index_email else None,
+            contract.BILLING_STATUS.name: snap.status,
+            contract.PLAN.name: snap.plan,
+            contract.MRR_CENTS.name: snap.mrr_cents,
+            contract.LIVEMODE.name: snap.livemode,
+        }
+        updates: list[SearchAttributeUpdate[Any]] = []
+        keys = {key.name: key for key in contract.SEARCH_ATTRIBUTES}
+        for name, value in wanted.items():
+            if self._indexed.get(name, _UNSET) == value:
+                continue
+            key = keys[name]
+            updates.append(key.value_unset() if value is None else key.value_set(value))
+            self._indexed[name] = value
+        # Only changes are upserted: each upsert is an event in the workflow's history.
+        if updates:
+            workflow.upsert_search_attributes(updates)
+
+    def _set_details(self) -> None:
+        snap = self._ledger.snapshot
+        if snap.events_applied == 0:
+            workflow.set_current_details("Waiting for the first Stripe event.")
+            return
+        money = f"{snap.mrr_cents / 100:.2f} {(snap.currency or '').upper()}".strip()
+        subs = ", ".join(
+            f"{s.id} {s.status} ({s.plan or 'no plan'})" for s in snap.subscriptions.values()
+        )
+        workflow.set_current_details(
+            f"**Status:** {snap.status} · **Plan:** {snap.plan or '—'} · **MRR:** {money}  \n"
+            f"**Subscriptions:** {subs or 'none'}  \n"
+            f"**Last event:** {snap.last_event_type} · {snap.events_applied} events applied"
+            + (" · customer deleted in Stripe" if snap.deleted else "")
+        )
+
+
+_UNSET = object()

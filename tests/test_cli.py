@@ -1,0 +1,147 @@
+"""The `lifecycle` command: configuration errors, and `lifecycle dev` as a user runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import httpx
+import pytest
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from stripe_lifecycle import contract
+from stripe_lifecycle.settings import Settings, parse_api_keys
+
+from .conftest import free_port
+from .events import customer_event, unique_customer_id
+from .signing import WEBHOOK_SECRET, signed
+
+LIFECYCLE = str(Path(sysconfig.get_path("scripts")) / "lifecycle")
+
+
+def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [LIFECYCLE, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+def clean_env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")}
+    env.update(values)
+    return env
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("LIFECYCLE_DATABASE_URL", "postgresql://x/y", "async SQLAlchemy URL"),
+        ("LIFECYCLE_API_KEYS", "owner:abc", "unknown role 'owner'"),
+        ("LIFECYCLE_API_KEYS", "support", "must be role:key"),
+        ("LIFECYCLE_API_PORT", "eighty", "valid integer"),
+        ("LIFECYCLE_MAIL_TRANSPORT", "pigeon", "'outbox', 'postmark' or 'smtp'"),
+    ],
+)
+def test_bad_configuration_fails_fast_naming_the_variable(
+    tmp_path: Path, variable: str, value: str, message: str
+) -> None:
+    result = run_cli("migrate", env=clean_env(**{variable: value}), cwd=tmp_path)
+    assert result.returncode == 2
+    assert variable in result.stderr
+    assert message in result.stderr
+    assert "abc" not in result.stderr  # a key is never echoed
+
+
+def test_api_keys_parse_roles() -> None:
+    keys = parse_api_keys(" support:k1 , admin:k2,")
+    assert [(k.role, k.key.get_secret_value()) for k in keys] == [
+        ("support", "k1"),
+        ("admin", "k2"),
+    ]
+    assert keys[0].matches("k1") and not keys[0].matches("k2")
+    assert Settings(public_url="https://billing.example.com/").public_url == (
+        "https://billing.example.com"
+    )
+
+
+def test_migrate_creates_the_sqlite_database(tmp_path: Path) -> None:
+    db = tmp_path / "nested" / "lifecycle.db"
+    result = run_cli(
+        "migrate", env=clean_env(LIFECYCLE_DATABASE_URL=f"sqlite+aiosqlite:///{db}"), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert db.exists()
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def test_lifecycle_dev_runs_everything_and_stops_cleanly(tmp_path: Path) -> None:
+    temporal_port, ui_port, api_port = free_port(), free_port(), free_port()
+    env = clean_env(
+        LIFECYCLE_DATA_DIR=str(tmp_path / "data"),
+        LIFECYCLE_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'data' / 'lifecycle.db'}",
+        LIFECYCLE_TEMPORAL_ADDRESS=f"127.0.0.1:{temporal_port}",
+        LIFECYCLE_TEMPORAL_PORT=str(temporal_port),
+        LIFECYCLE_UI_PORT=str(ui_port),
+        LIFECYCLE_API_PORT=str(api_port),
+        LIFECYCLE_STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        LIFECYCLE_API_KEYS="support:dev-support-key",
+    )
+    log = (tmp_path / "dev.log").open("w")
+    process = subprocess.Popen([LIFECYCLE, "dev"], env=env, cwd=tmp_path, stdout=log, stderr=log)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}") as http:
+            for _ in range(240):
+                assert process.poll() is None, (tmp_path / "dev.log").read_text()
+                try:
+                    if (await http.get("/readyz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.25)
+            else:
+                raise AssertionError((tmp_path / "dev.log").read_text())
+
+            cus = unique_customer_id()
+            body, headers = signed(customer_event(cus, "sam@example.com", created=1_790_000_000))
+            assert (
+                await http.post("/webhooks/stripe", content=body, headers=headers)
+            ).status_code == 200
+
+            client = await Client.connect(f"127.0.0.1:{temporal_port}")
+            handle = client.get_workflow_handle(contract.customer_workflow_id(cus))
+            for _ in range(100):
+                try:
+                    attrs = (await handle.describe()).typed_search_attributes
+                except RPCError as exc:  # the forwarder delivers after the 200
+                    assert exc.status == RPCStatusCode.NOT_FOUND
+                    await asyncio.sleep(0.1)
+                    continue
+                if attrs.get(contract.CUSTOMER_EMAIL) == "sam@example.com":
+                    break
+                await asyncio.sleep(0.1)
+            assert attrs.get(contract.CUSTOMER_ID) == cus
+            customer = await http.get(
+                f"/v1/customers/{cus}", headers={"Authorization": "Bearer dev-support-key"}
+            )
+            assert customer.json()["email"] == "sam@example.com"
+        async with httpx.AsyncClient() as ui:
+            assert (await ui.get(f"http://127.0.0.1:{ui_port}/")).status_code == 200
+        assert (tmp_path / "data" / "temporal.db").exists()
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=60)
+        log.close()
+    assert code == 0, (tmp_path / "dev.log").read_text()
+    assert not _port_open(temporal_port), "the embedded Temporal server outlived `lifecycle dev`"
+    assert not _port_open(api_port)
+    assert sys.executable  # the CLI ran from this interpreter's environment

