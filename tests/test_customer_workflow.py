@@ -43,7 +43,7 @@ async def send(client: Client, task_queue: str, *events: dict[str, object]) -> N
     for raw in events:
         event = normalise_event(raw)
         assert event is not None
-        await deliver(event)
+        await deliver(event.customer_id, [event])
 
 
 async def settled(handle: WorkflowHandle[CustomerWorkflow, None], events: int) -> BillingSnapshot:

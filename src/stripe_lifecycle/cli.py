@@ -46,6 +46,9 @@ def _api_server(settings: Settings) -> _Server:
         port=settings.api_port,
         log_level="info",
         access_log=False,
+        # Longer than the 60 s idle timeout of common load balancers, so the proxy, not
+        # us, closes idle keep-alive connections (otherwise requests race the close).
+        timeout_keep_alive=75,
     )
     return _Server(config)
 

@@ -29,7 +29,7 @@ SEARCH_ATTRIBUTES: tuple[
     LIVEMODE,
 )
 
-BILLING_EVENT_SIGNAL = "billing_event"
+BILLING_EVENTS_SIGNAL = "billing_events"
 
 
 def customer_workflow_id(customer_id: str) -> str:

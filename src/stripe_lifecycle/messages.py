@@ -5,7 +5,8 @@ and nothing here imports a DB or HTTP library (workflow code passes this module 
 the sandbox).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Temporal's data converter resolves these
+# types for every payload, and string annotations make each resolution far slower.
 
 from dataclasses import dataclass, field
 
@@ -108,7 +109,7 @@ class PaymentMethodInfo:
 
 @dataclass
 class BillingEvent:
-    """A Stripe event normalised for the customer workflow (the `billing_event` signal)."""
+    """A Stripe event normalised for the customer workflow."""
 
     event_id: str
     type: str
@@ -121,3 +122,10 @@ class BillingEvent:
     invoice: InvoiceInfo | None = None
     payment_method: PaymentMethodInfo | None = None
     previous_attributes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BillingEvents:
+    """The `billing_events` signal: one customer's events, oldest stored first."""
+
+    events: list[BillingEvent]

@@ -66,7 +66,9 @@ class Settings(BaseSettings):
     forwarder_max_backoff_seconds: float = Field(default=30.0, gt=0)
 
     worker_max_cached_workflows: int = Field(default=1000, ge=0)
-    worker_max_concurrent_workflow_tasks: int = Field(default=100, ge=1)
+    # Workflow tasks are CPU-bound Python run on a thread pool of this size: more threads
+    # than cores only adds GIL contention.
+    worker_max_concurrent_workflow_tasks: int = Field(default=8, ge=1)
     worker_max_concurrent_activities: int = Field(default=100, ge=1)
 
     @field_validator("database_url")

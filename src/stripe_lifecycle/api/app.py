@@ -10,6 +10,7 @@ from temporalio.client import Client
 
 from stripe_lifecycle.db import create_engine, create_sessionmaker
 from stripe_lifecycle.forwarder import ForwarderConfig, InboxForwarder, temporal_delivery
+from stripe_lifecycle.inbox import InboxWriter
 from stripe_lifecycle.settings import Settings, get_settings
 
 from . import customers, health, webhooks
@@ -40,17 +41,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         config = forwarder_config(settings)
         forwarder = InboxForwarder(sessionmaker, temporal_delivery(client, config), config)
         await forwarder.start()
+        inbox = InboxWriter(engine)
+        inbox.start()
         app.state.lifecycle = AppState(
             settings=settings,
             engine=engine,
             sessionmaker=sessionmaker,
             temporal=client,
+            inbox=inbox,
             forwarder=forwarder,
             api_keys=settings.parsed_api_keys(),
         )
         try:
             yield
         finally:
+            await inbox.stop()
             await forwarder.stop()
             await engine.dispose()
 

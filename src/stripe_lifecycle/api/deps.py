@@ -10,8 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
-from stripe_lifecycle.forwarder import InboxForwarder
-from stripe_lifecycle.settings import ApiRole, Settings
+from stripe_lifecycle.settings import ApiRole
 
 from .state import AppState
 
@@ -22,13 +21,6 @@ def app_state(request: Request) -> AppState:
 
 
 AppStateDep = Annotated[AppState, Depends(app_state)]
-
-
-def settings(state: AppStateDep) -> Settings:
-    return state.settings
-
-
-SettingsDep = Annotated[Settings, Depends(settings)]
 
 
 async def session(state: AppStateDep) -> AsyncIterator[AsyncSession]:
@@ -45,12 +37,6 @@ def temporal(state: AppStateDep) -> Client:
 
 TemporalDep = Annotated[Client, Depends(temporal)]
 
-
-def forwarder(state: AppStateDep) -> InboxForwarder:
-    return state.forwarder
-
-
-ForwarderDep = Annotated[InboxForwarder, Depends(forwarder)]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from LIFECYCLE_API_KEYS")
 

@@ -9,6 +9,7 @@ from temporalio.client import Client
 
 from stripe_lifecycle.db import SessionMaker
 from stripe_lifecycle.forwarder import InboxForwarder
+from stripe_lifecycle.inbox import InboxWriter
 from stripe_lifecycle.settings import ApiKey, Settings
 
 
@@ -18,5 +19,6 @@ class AppState:
     engine: AsyncEngine
     sessionmaker: SessionMaker
     temporal: Client
+    inbox: InboxWriter
     forwarder: InboxForwarder
     api_keys: list[ApiKey]

@@ -10,13 +10,11 @@ from typing import Annotated, Any
 import stripe
 from fastapi import APIRouter, Header, HTTPException, Request, status
 from pydantic import BaseModel
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import col
 
-from stripe_lifecycle.models import InboxStatus, WebhookEvent
+from stripe_lifecycle.models import InboxStatus
 from stripe_lifecycle.stripe_normalise import event_customer_id, normalise_event
 
-from .deps import ForwarderDep, SessionDep, SettingsDep
+from .deps import AppStateDep
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["webhooks"])
@@ -36,11 +34,10 @@ class WebhookAck(BaseModel):
 )
 async def stripe_webhook(
     request: Request,
-    settings: SettingsDep,
-    session: SessionDep,
-    forwarder: ForwarderDep,
+    state: AppStateDep,
     stripe_signature: Annotated[str | None, Header()] = None,
 ) -> WebhookAck:
+    settings = state.settings
     secret = settings.stripe_webhook_secret
     if secret is None:
         raise HTTPException(
@@ -76,21 +73,13 @@ async def stripe_webhook(
         "status": InboxStatus.PENDING if event is not None else InboxStatus.IGNORED,
         "attempts": 0,
     }
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     # The unique event id is the dedup truth: a redelivery inserts nothing.
-    result = await session.execute(
-        insert(WebhookEvent)
-        .values(**row)
-        .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(col(WebhookEvent.id))
-    )
-    row_id = result.scalar_one_or_none()
-    await session.commit()
+    row_id = await state.inbox.store(row)
 
     if row_id is None:
         return WebhookAck(event_id=row["event_id"], duplicate=True, status="duplicate")
     if event is not None:
-        forwarder.submit(row_id, event)
+        state.forwarder.submit(row_id, event)
     else:
         log.info("recorded %s %s (no customer to deliver to)", row["type"], row["event_id"])
     return WebhookAck(event_id=row["event_id"], duplicate=False, status=row["status"])

@@ -1,7 +1,5 @@
 """The customer entity workflow: one long-lived `customer-{cus_id}` per Stripe customer."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -12,7 +10,7 @@ from temporalio.common import RetryPolicy, SearchAttributeUpdate
 with workflow.unsafe.imports_passed_through():
     from stripe_lifecycle import contract
     from stripe_lifecycle.billing import BillingSnapshot, CustomerLedger, CustomerState, new_state
-    from stripe_lifecycle.messages import BillingEvent
+    from stripe_lifecycle.messages import BillingEvent, BillingEvents
 
 
 @dataclass
@@ -39,9 +37,9 @@ PERSIST_RETRY = RetryPolicy(
 class CustomerWorkflow:
     """Holds one customer's billing snapshot, fed by Stripe events.
 
-    Signals: `billing_event(BillingEvent)` — a normalised Stripe event; duplicates (by
-    event id) are ignored, and an event older than what is known about the same object
-    does not overwrite it.
+    Signals: `billing_events(BillingEvents)` — normalised Stripe events of this customer;
+    duplicates (by event id) are ignored, and an event older than what is known about the
+    same object does not overwrite it.
     Queries: `state() -> BillingSnapshot`.
     Never completes on its own: a late event must find this run and its state, not start
     an empty one. Continues as new when the SDK suggests it, carrying the state.
@@ -86,9 +84,9 @@ class CustomerWorkflow:
             limit is not None and info.get_current_history_length() >= limit
         )
 
-    @workflow.signal(name=contract.BILLING_EVENT_SIGNAL)
-    def billing_event(self, event: BillingEvent) -> None:
-        self._pending.append(event)
+    @workflow.signal(name=contract.BILLING_EVENTS_SIGNAL)
+    def billing_events(self, batch: BillingEvents) -> None:
+        self._pending.extend(batch.events)
 
     @workflow.query
     def state(self) -> BillingSnapshot:

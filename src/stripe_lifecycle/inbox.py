@@ -1,0 +1,91 @@
+"""Group commit for the webhook inbox.
+
+Under load, many webhook requests are in flight at once; each waiting for its own
+INSERT and COMMIT (an fsync on PostgreSQL) makes the database the bottleneck. The writer
+gathers whatever requests arrived while the previous batch was being written into one
+multi-row INSERT and one COMMIT, and answers each request only after its row is durable.
+A lone request is written at once: batching only happens when there is a queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import SQLModel
+
+from .models import WebhookEvent
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 500
+
+
+@dataclass
+class _Pending:
+    row: dict[str, Any]
+    done: asyncio.Future[int | None]
+
+
+class InboxWriter:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._table: Table = SQLModel.metadata.tables[WebhookEvent.__tablename__]
+        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        # One statement object, executed with many parameter sets: SQLAlchemy compiles it
+        # once and sends each batch as multi-row INSERT ... RETURNING.
+        self._statement = (
+            insert(self._table)
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(self._table.c.event_id, self._table.c.id)
+        )
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def store(self, row: dict[str, Any]) -> int | None:
+        """Store one event row; its inbox id, or None if the event id was already stored."""
+        pending = _Pending(row, asyncio.get_running_loop().create_future())
+        self._queue.put_nowait(pending)
+        return await pending.done
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._write(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("inbox: writing %d events failed: %s", len(batch), exc)
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_exception(exc)
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        # The same event twice in one batch (a fast Stripe retry): only the first is new.
+        first: dict[str, _Pending] = {}
+        for item in batch:
+            first.setdefault(item.row["event_id"], item)
+        async with self._engine.begin() as conn:
+            result = await conn.execute(self._statement, [item.row for item in first.values()])
+            inserted: dict[str, int] = {row.event_id: row.id for row in result}
+        for item in batch:
+            is_first = first[item.row["event_id"]] is item
+            if not item.done.done():
+                item.done.set_result(inserted.get(item.row["event_id"]) if is_first else None)
