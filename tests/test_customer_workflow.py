@@ -56,8 +56,9 @@ async def settled(handle: WorkflowHandle[CustomerWorkflow, None], events: int) -
     raise AssertionError(f"workflow applied {snap.events_applied} of {events} events")
 
 
+@pytest.mark.usefixtures("worker")
 async def test_snapshot_from_real_events_is_queryable_and_persisted(
-    dev_env: WorkflowEnvironment, worker: Worker, sqlite_url: str, task_queue: str
+    dev_env: WorkflowEnvironment, sqlite_url: str, task_queue: str
 ) -> None:
     client = dev_env.client
     cus = unique_customer_id()
@@ -100,11 +101,11 @@ async def test_snapshot_from_real_events_is_queryable_and_persisted(
         )
         assert row.subscriptions[0]["id"] == "sub_T1"
     await engine.dispose()
-    assert worker.task_queue == task_queue
 
 
+@pytest.mark.usefixtures("worker")
 async def test_duplicates_are_ignored_and_late_events_do_not_regress_state(
-    dev_env: WorkflowEnvironment, worker: Worker, task_queue: str
+    dev_env: WorkflowEnvironment, task_queue: str
 ) -> None:
     client = dev_env.client
     cus = unique_customer_id()
@@ -119,11 +120,11 @@ async def test_duplicates_are_ignored_and_late_events_do_not_regress_state(
     snap = await settled(handle, 2)
     assert snap.events_applied == 2  # the triple delivery counted once
     assert (snap.status, snap.plan, snap.mrr_cents) == ("past_due", "Pro", 4900)
-    assert worker.task_queue == task_queue
 
 
+@pytest.mark.usefixtures("worker")
 async def test_continue_as_new_keeps_state_and_dedup_window(
-    dev_env: WorkflowEnvironment, worker: Worker, task_queue: str
+    dev_env: WorkflowEnvironment, task_queue: str
 ) -> None:
     client = dev_env.client
     cus = unique_customer_id()
@@ -153,11 +154,11 @@ async def test_continue_as_new_keeps_state_and_dedup_window(
     snap = await settled(handle, 14)
     assert snap.events_applied == 14
     assert snap.email == "grace@example.org"
-    assert worker.task_queue == task_queue
 
 
+@pytest.mark.usefixtures("worker")
 async def test_history_replays_deterministically(
-    dev_env: WorkflowEnvironment, worker: Worker, task_queue: str
+    dev_env: WorkflowEnvironment, task_queue: str
 ) -> None:
     client = dev_env.client
     cus = unique_customer_id()
@@ -173,11 +174,11 @@ async def test_history_replays_deterministically(
     await settled(handle, 2)
     history = await handle.fetch_history()
     await Replayer(workflows=WORKFLOWS, workflow_runner=sandbox_runner()).replay_workflow(history)
-    assert worker.task_queue == task_queue
 
 
+@pytest.mark.usefixtures("worker")
 async def test_email_kept_out_of_search_attributes_when_indexing_is_off(
-    dev_env: WorkflowEnvironment, worker: Worker, task_queue: str
+    dev_env: WorkflowEnvironment, task_queue: str
 ) -> None:
     client = dev_env.client
     cus = unique_customer_id()
@@ -193,7 +194,6 @@ async def test_email_kept_out_of_search_attributes_when_indexing_is_off(
     attrs = (await handle.describe()).typed_search_attributes
     assert attrs.get(contract.CUSTOMER_ID) == cus
     assert attrs.get(contract.CUSTOMER_EMAIL) is None
-    assert worker.task_queue == task_queue
 
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("customer_workflow_*.json"))
