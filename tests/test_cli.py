@@ -145,3 +145,44 @@ async def test_lifecycle_dev_runs_everything_and_stops_cleanly(tmp_path: Path) -
     assert not _port_open(temporal_port), "the embedded Temporal server outlived `lifecycle dev`"
     assert not _port_open(api_port)
     assert sys.executable  # the CLI ran from this interpreter's environment
+
+
+def test_automations_validate_list_and_init(tmp_path: Path) -> None:
+    env = clean_env()
+    result = run_cli("automations", "validate", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "automations.default.yaml: 4 automations, all valid" in result.stdout
+
+    listing = run_cli("automations", "list", env=env, cwd=tmp_path).stdout
+    assert "dunning-annual-plans  [enabled]" in listing
+    assert "filters: subscription_interval=['year']" in listing
+    assert "- 30d before: send card_expiring/reminder" in listing
+
+    assert run_cli("automations", "init", env=env, cwd=tmp_path).returncode == 0
+    assert (tmp_path / "automations.yaml").read_text().startswith("# The automations")
+    again = run_cli("automations", "init", env=env, cwd=tmp_path)
+    assert again.returncode != 0 and "exists already" in again.stderr
+
+
+@pytest.mark.parametrize("command", [("automations", "validate"), ("worker",), ("dev",)])
+def test_invalid_automations_stop_the_start_naming_file_automation_and_field(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    bad = tmp_path / "mine.yaml"
+    bad.write_text(
+        "automations:\n"
+        "  - name: dunning-typo\n"
+        "    lifecycle: dunning\n"
+        "    steps:\n"
+        "      - {after: 3 days, send: dunning/reminder}\n"
+        "      - {after: 7d, send: dunning/final-notise}\n"
+    )
+    result = run_cli(*command, env=clean_env(LIFECYCLE_AUTOMATIONS=str(bad)), cwd=tmp_path)
+    assert result.returncode == 2
+    assert (
+        f"{bad}: automation 'dunning-typo': steps[0].after: bad duration '3 days'" in result.stderr
+    )
+    assert (
+        f"{bad}: automation 'dunning-typo': steps[1].send: unknown template 'dunning/final-notise'"
+        in result.stderr
+    )

@@ -36,13 +36,13 @@ async def test_migrations_match_models_and_downgrade_cleanly(database_url: str) 
     try:
         async with engine.begin() as conn:
             assert await conn.run_sync(_diff) == []
-            assert {"webhook_inbox", "customers"} <= await conn.run_sync(_tables)
+            assert {"webhook_inbox", "customers", "messages"} <= await conn.run_sync(_tables)
         async with engine.begin() as conn:
             await conn.run_sync(_downgrade, database_url)
         async with engine.connect() as conn:
             assert await conn.run_sync(_tables) == {"alembic_version"}
         await upgrade(database_url)  # and back up again: upgrades are repeatable
         async with engine.connect() as conn:
-            assert {"webhook_inbox", "customers"} <= await conn.run_sync(_tables)
+            assert {"webhook_inbox", "customers", "messages"} <= await conn.run_sync(_tables)
     finally:
         await engine.dispose()

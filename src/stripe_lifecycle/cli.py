@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import shutil
 import signal
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
 from pydantic import ValidationError
@@ -17,7 +19,15 @@ from temporalio.worker import Worker
 
 from . import migrate
 from .api.app import create_app
+from .automations import (
+    PACKAGED_DEFAULTS,
+    Automation,
+    AutomationsError,
+    automations_path,
+    parse_automations,
+)
 from .db import create_engine, create_sessionmaker
+from .mail.templates import Brand, TemplateRenderer
 from .settings import Settings, get_settings
 from .temporal_setup import (
     register_search_attributes,
@@ -155,6 +165,44 @@ async def cmd_temporal_setup(settings: Settings) -> None:
     log.info("search attributes added: %s", ", ".join(added) if added else "none (all present)")
 
 
+def load_checked_automations(settings: Settings) -> tuple[Path, list[Automation]]:
+    """The automations in force, validated against the templates that exist."""
+    renderer = TemplateRenderer(Brand.from_settings(settings), settings.templates_dir)
+    path = automations_path(settings.automations)
+    text = path.read_text(encoding="utf-8")
+    return path, parse_automations(text, str(path), renderer.names())
+
+
+async def cmd_automations_validate(settings: Settings) -> None:
+    path, automations = load_checked_automations(settings)
+    print(f"{path}: {len(automations)} automations, all valid")
+
+
+async def cmd_automations_list(settings: Settings) -> None:
+    path, automations = load_checked_automations(settings)
+    print(f"# {path}")
+    for a in sorted(automations, key=lambda a: (a.lifecycle, a.priority)):
+        state = "enabled" if a.enabled else f"paused (on_pause: {a.on_pause})"
+        print(f"{a.lifecycle:<16} {a.priority:>4}  {a.name}  [{state}]")
+        print(f"{'':<22}filters: {a.filters.describe()}")
+        for step in a.steps:
+            print(f"{'':<22}- {step.describe()}")
+
+
+async def cmd_automations_init(settings: Settings) -> None:
+    target = settings.automations
+    if target.exists():
+        raise SystemExit(f"{target} exists already; edit it, or remove it to start again")
+    shutil.copyfile(PACKAGED_DEFAULTS, target)
+    print(f"wrote the default automations to {target}")
+
+
+AUTOMATION_COMMANDS = {
+    "validate": (cmd_automations_validate, "check the automations file and its templates"),
+    "list": (cmd_automations_list, "show the automations in force, by lifecycle and priority"),
+    "init": (cmd_automations_init, "write the default automations to LIFECYCLE_AUTOMATIONS"),
+}
+
 COMMANDS = {
     "dev": (cmd_dev, "everything on one machine: Temporal dev server + UI, worker, API, SQLite"),
     "worker": (cmd_worker, "run the Temporal worker"),
@@ -169,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text)
+    automations = sub.add_parser("automations", help="validate, list or create automations")
+    automations_sub = automations.add_subparsers(dest="action", required=True)
+    for name, (_, help_text) in AUTOMATION_COMMANDS.items():
+        automations_sub.add_parser(name, help=help_text)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -181,6 +233,18 @@ def main(argv: list[str] | None = None) -> int:
             name = "LIFECYCLE_" + "_".join(str(p) for p in error["loc"]).upper()
             print(f"  {name}: {error['msg']}", file=sys.stderr)
         return 2
-    command, _ = COMMANDS[args.command]
-    asyncio.run(command(settings))
+    if args.command == "automations":
+        command, _ = AUTOMATION_COMMANDS[args.action]
+    else:
+        command, _ = COMMANDS[args.command]
+    try:
+        if args.command in ("dev", "worker", "api"):
+            # A bad automation must stop the start, not surface at 3 a.m. in a workflow.
+            load_checked_automations(settings)
+        asyncio.run(command(settings))
+    except AutomationsError as exc:
+        print("invalid automations:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
     return 0

@@ -124,3 +124,63 @@ class CustomerPublic(CustomerBase):
     subscriptions: list[dict[str, Any]]
     updated_at: datetime
     lifecycles: list[LifecyclePublic] = []
+
+
+class MessageStatus:
+    # Recorded, send in progress. A row still pending when its activity is retried means
+    # the earlier attempt died mid-send: the outcome is unknown and it is not sent again.
+    PENDING = "pending"
+    SENT = "sent"
+    # Recorded only: the outbox transport, or a test-mode event to a non-allowed domain.
+    RECORDED = "recorded"
+    SUPPRESSED = "suppressed"
+    # The transport refused it for good (e.g. invalid address): not retried.
+    FAILED = "failed"
+    # A temporary transport failure: the activity retries and may send it.
+    RETRYING = "retrying"
+    UNKNOWN = "unknown"
+
+
+class MessageBase(SQLModel):
+    customer_id: str = Field(max_length=255, index=True)
+    workflow_id: str = Field(max_length=255)
+    lifecycle: str = Field(max_length=32)
+    automation: str = Field(max_length=255)
+    step: str = Field(max_length=255)
+    template: str = Field(max_length=255)
+    to: str = Field(max_length=512)
+    subject: str = ""
+    status: str = Field(default=MessageStatus.PENDING, max_length=16)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Message(MessageBase, table=True):
+    """Every email a lifecycle sent or decided not to send, recorded before the send.
+
+    `send_key` (workflow id + step) is unique: a retried activity finds its row and
+    never sends twice.
+    """
+
+    __tablename__ = "messages"
+
+    id: str = Field(primary_key=True, max_length=36)
+    send_key: str = Field(max_length=512, unique=True)
+    html: str = ""
+    text: str = ""
+    links: list[str] = Field(default_factory=list, sa_column=Column(JSONType, nullable=False))
+    transport: str = Field(max_length=16)
+    provider_message_id: str | None = Field(default=None, max_length=255)
+    error: str | None = None
+    livemode: bool = False
+
+
+class MessagePublic(MessageBase):
+    id: str
+
+
+class MessageDetail(MessagePublic):
+    html: str
+    text: str
+    links: list[str]
+    error: str | None

@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     smtp_host: str = "localhost"
     smtp_port: int = Field(default=1025, ge=1, le=65535)
 
+    brand_name: str = "Your product"
+    brand_logo_url: str | None = None
+    brand_support_email: str | None = None
+    brand_primary_color: str = "#635bff"
+    brand_address: str | None = None
+
     automations: Path = Path("automations.yaml")
     templates_dir: Path | None = None
     index_email: bool = True

@@ -1,0 +1,390 @@
+"""Automation definitions as data: load, validate and select (pure apart from reading the file).
+
+An automation names a lifecycle, a priority, filters and ordered steps. For each trigger
+of a lifecycle the first enabled automation (lowest `priority`, then file order) whose
+filters all match runs: exactly one per trigger, like Stripe's Automations. A running
+instance keeps the `Automation` it started with (it is passed to the workflow), so
+editing the file never changes an instance mid-flight.
+
+Step timing: `after: 3d` is measured from the start of the instance; `before: 7d` from
+the lifecycle's anchor date (trial end, period end, card expiry) and is only allowed on
+lifecycles that have one.
+"""
+
+# No `from __future__ import annotations`: these dataclasses cross the Temporal boundary and
+# the data converter resolves their types per payload.
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LIFECYCLES = (
+    "dunning",
+    "payment_action",
+    "trial",
+    "winback",
+    "scheduled_cancel",
+    "renewal",
+    "card_expiring",
+    "plan_change",
+    "upgrade",
+)
+
+# What each lifecycle's `before:` is measured from; lifecycles not listed have no anchor.
+ANCHORS = {
+    "trial": "trial end",
+    "scheduled_cancel": "period end",
+    "renewal": "period end",
+    "card_expiring": "card expiry",
+}
+
+INVOICE_ACTIONS = ("cancel_subscription", "mark_uncollectible", "void_invoice", "mark_unpaid")
+# Actions that change the customer's billing are only allowed where the lifecycle owns the
+# failed invoice; every lifecycle may tell the team.
+ALLOWED_ACTIONS: dict[str, frozenset[str]] = {
+    lifecycle: frozenset({"notify_team", *(INVOICE_ACTIONS if lifecycle == "dunning" else ())})
+    for lifecycle in LIFECYCLES
+}
+ALL_ACTIONS = frozenset().union(*ALLOWED_ACTIONS.values())
+
+PACKAGED_DEFAULTS = Path(__file__).with_name("automations.default.yaml")
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
+
+
+def parse_duration(value: object) -> int:
+    """`30s`, `15m`, `2h`, `3d`, `1w` → seconds."""
+    match = _DURATION.match(str(value)) if isinstance(value, str | int) else None
+    if match is None or isinstance(value, bool):
+        raise ValueError(f"bad duration {value!r} (use a number and s, m, h, d or w, e.g. 3d)")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: when (`after` from start, or `before` the anchor) and what (send or action)."""
+
+    index: int
+    after_seconds: int | None = None
+    before_seconds: int | None = None
+    send: str | None = None
+    action: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Stable within an automation snapshot: part of the send/action idempotency key."""
+        return f"{self.index}-{(self.send or self.action or '').replace('/', '-')}"
+
+    def describe(self) -> str:
+        when = (
+            f"after {_human(self.after_seconds)}"
+            if self.after_seconds is not None
+            else f"{_human(self.before_seconds or 0)} before"
+        )
+        what = f"send {self.send}" if self.send else f"action {self.action}"
+        return f"{when}: {what}"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """All given filters must match; an absent filter matches anything."""
+
+    livemode: bool | None = None
+    subscription_interval: list[str] = field(default_factory=list)
+    invoice_amount_min: int | None = None
+    invoice_amount_max: int | None = None
+    currency: list[str] = field(default_factory=list)
+    product: list[str] = field(default_factory=list)
+    price: list[str] = field(default_factory=list)
+    plan: list[str] = field(default_factory=list)
+    cancellation_reason: list[str] = field(default_factory=list)
+    customer_metadata: dict[str, str] = field(default_factory=dict)
+    invoice_metadata: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        parts = [
+            f"{name}={value}" for name, value in vars(self).items() if value not in (None, [], {})
+        ]
+        return ", ".join(parts) or "any"
+
+
+@dataclass(frozen=True)
+class Automation:
+    name: str
+    lifecycle: str
+    priority: int = 100
+    enabled: bool = True
+    on_pause: str = "finish"
+    filters: Filters = field(default_factory=Filters)
+    steps: list[Step] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MatchContext:
+    """What a trigger knows about the customer, invoice and subscription, for filters."""
+
+    livemode: bool = False
+    subscription_interval: str | None = None
+    invoice_amount: int | None = None
+    currency: str | None = None
+    product_ids: Sequence[str] = ()
+    price_ids: Sequence[str] = ()
+    plan: str | None = None
+    cancellation_reason: str | None = None
+    customer_metadata: Mapping[str, str] = field(default_factory=dict)
+    invoice_metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+def matches(filters: Filters, ctx: MatchContext) -> bool:
+    checks = (
+        filters.livemode is None or filters.livemode == ctx.livemode,
+        _one_of(filters.subscription_interval, ctx.subscription_interval),
+        filters.invoice_amount_min is None
+        or (ctx.invoice_amount is not None and ctx.invoice_amount >= filters.invoice_amount_min),
+        filters.invoice_amount_max is None
+        or (ctx.invoice_amount is not None and ctx.invoice_amount <= filters.invoice_amount_max),
+        _one_of(filters.currency, ctx.currency.lower() if ctx.currency else None),
+        not filters.product or bool(set(filters.product) & set(ctx.product_ids)),
+        not filters.price or bool(set(filters.price) & set(ctx.price_ids)),
+        _one_of(filters.plan, ctx.plan),
+        _one_of(filters.cancellation_reason, ctx.cancellation_reason),
+        all(ctx.customer_metadata.get(k) == v for k, v in filters.customer_metadata.items()),
+        all(ctx.invoice_metadata.get(k) == v for k, v in filters.invoice_metadata.items()),
+    )
+    return all(checks)
+
+
+def select(
+    automations: Iterable[Automation], lifecycle: str, ctx: MatchContext
+) -> Automation | None:
+    """The automation that runs for this trigger, or None when no enabled one matches."""
+    candidates = [a for a in automations if a.lifecycle == lifecycle and a.enabled]
+    # sorted() is stable: equal priorities keep the file's order.
+    for automation in sorted(candidates, key=lambda a: a.priority):
+        if matches(automation.filters, ctx):
+            return automation
+    return None
+
+
+def _one_of(allowed: list[str], value: str | None) -> bool:
+    return not allowed or value in allowed
+
+
+def _human(seconds: int | None) -> str:
+    seconds = seconds or 0
+    for unit, size in (("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+class AutomationsError(ValueError):
+    """Every problem found in an automations file, each naming file, automation and field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass
+class _Checker:
+    source: str
+    known_templates: frozenset[str]
+    problems: list[str] = field(default_factory=list)
+
+    def problem(self, automation: str | None, where: str, message: str) -> None:
+        who = f"automation {automation!r}" if automation else "top level"
+        self.problems.append(f"{self.source}: {who}: {where}: {message}")
+
+
+_AUTOMATION_KEYS = {"name", "lifecycle", "priority", "enabled", "on_pause", "filters", "steps"}
+_STEP_KEYS = {"after", "before", "send", "action"}
+_LIST_FILTERS = {
+    "subscription_interval",
+    "currency",
+    "product",
+    "price",
+    "plan",
+    "cancellation_reason",
+}
+_INT_FILTERS = {"invoice_amount_min", "invoice_amount_max"}
+_MAP_FILTERS = {"customer_metadata", "invoice_metadata"}
+
+
+def parse_automations(text: str, source: str, known_templates: Iterable[str]) -> list[Automation]:
+    """Parse and validate; raises AutomationsError listing every problem found."""
+    check = _Checker(source, frozenset(known_templates))
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise AutomationsError([f"{source}: not valid YAML: {exc}"]) from exc
+    if not isinstance(document, dict) or not isinstance(document.get("automations"), list):
+        raise AutomationsError(
+            [f"{source}: top level: expected a mapping with an `automations` list"]
+        )
+    automations: list[Automation] = []
+    seen: set[str] = set()
+    for position, raw in enumerate(document["automations"]):
+        automation = _parse_automation(check, raw, position)
+        if automation is None:
+            continue
+        if automation.name in seen:
+            check.problem(automation.name, "name", "used by more than one automation")
+        seen.add(automation.name)
+        automations.append(automation)
+    if check.problems:
+        raise AutomationsError(check.problems)
+    return automations
+
+
+def _parse_automation(check: _Checker, raw: object, position: int) -> Automation | None:
+    if not isinstance(raw, dict):
+        check.problem(None, f"automations[{position}]", "expected a mapping")
+        return None
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        check.problem(None, f"automations[{position}].name", "required, a non-empty string")
+        return None
+    for key in sorted(set(raw) - _AUTOMATION_KEYS):
+        check.problem(
+            name, key, f"unknown field (expected one of {', '.join(sorted(_AUTOMATION_KEYS))})"
+        )
+    lifecycle = raw.get("lifecycle")
+    if lifecycle not in LIFECYCLES:
+        check.problem(name, "lifecycle", f"{lifecycle!r} is not one of {', '.join(LIFECYCLES)}")
+        return None
+    priority = raw.get("priority", 100)
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        check.problem(name, "priority", f"{priority!r} is not a whole number")
+        priority = 100
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        check.problem(name, "enabled", f"{enabled!r} is not true or false")
+    on_pause = raw.get("on_pause", "finish")
+    if on_pause not in ("finish", "cancel"):
+        check.problem(name, "on_pause", f"{on_pause!r} is not finish or cancel")
+    filters = _parse_filters(check, name, raw.get("filters") or {})
+    steps_raw = raw.get("steps")
+    if not isinstance(steps_raw, list) or not steps_raw:
+        check.problem(name, "steps", "required, a non-empty list")
+        steps_raw = []
+    steps = [
+        step
+        for index, raw_step in enumerate(steps_raw)
+        if (step := _parse_step(check, name, lifecycle, index, raw_step)) is not None
+    ]
+    return Automation(
+        name=name,
+        lifecycle=lifecycle,
+        priority=priority,
+        enabled=enabled is True,
+        on_pause=str(on_pause),
+        filters=filters,
+        steps=steps,
+    )
+
+
+def _parse_filters(check: _Checker, name: str, raw: object) -> Filters:
+    if not isinstance(raw, dict):
+        check.problem(name, "filters", "expected a mapping")
+        return Filters()
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = f"filters.{key}"
+        if key == "livemode":
+            if not isinstance(value, bool):
+                check.problem(name, where, f"{value!r} is not true or false")
+            values[key] = value
+        elif key in _LIST_FILTERS:
+            items = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, str) for v in items):
+                check.problem(name, where, "expected a string or a list of strings")
+            values[key] = [str(v).lower() if key == "currency" else str(v) for v in items]
+        elif key in _INT_FILTERS:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                check.problem(name, where, f"{value!r} is not an amount in minor units (e.g. 5000)")
+            values[key] = value
+        elif key in _MAP_FILTERS:
+            if not isinstance(value, dict):
+                check.problem(name, where, "expected a mapping of metadata keys to values")
+                continue
+            values[key] = {str(k): str(v) for k, v in value.items()}
+        else:
+            known = sorted({"livemode", *_LIST_FILTERS, *_INT_FILTERS, *_MAP_FILTERS})
+            check.problem(name, where, f"unknown filter (expected one of {', '.join(known)})")
+    low, high = values.get("invoice_amount_min"), values.get("invoice_amount_max")
+    if isinstance(low, int) and isinstance(high, int) and low > high:
+        check.problem(name, "filters.invoice_amount_min", "is greater than invoice_amount_max")
+    return Filters(**values)
+
+
+def _parse_step(check: _Checker, name: str, lifecycle: str, index: int, raw: object) -> Step | None:
+    where = f"steps[{index}]"
+    if not isinstance(raw, dict):
+        check.problem(name, where, "expected a mapping like {after: 3d, send: dunning/reminder}")
+        return None
+    for key in sorted(set(raw) - _STEP_KEYS):
+        check.problem(
+            name, f"{where}.{key}", "unknown field (expected after or before, and send or action)"
+        )
+    timing: dict[str, int] = {}
+    for key in ("after", "before"):
+        if key in raw:
+            try:
+                timing[key] = parse_duration(raw[key])
+            except ValueError as exc:
+                check.problem(name, f"{where}.{key}", str(exc))
+    if ("after" in raw) == ("before" in raw):
+        check.problem(name, where, "needs exactly one of `after` or `before`")
+    if "before" in raw and lifecycle not in ANCHORS:
+        anchored = ", ".join(f"{k} ({v})" for k, v in ANCHORS.items())
+        check.problem(
+            name,
+            f"{where}.before",
+            f"{lifecycle} has no date to count back from; only {anchored} do",
+        )
+    send, action = raw.get("send"), raw.get("action")
+    if (send is None) == (action is None):
+        check.problem(name, where, "needs exactly one of `send` or `action`")
+    if send is not None and send not in check.known_templates:
+        check.problem(name, f"{where}.send", f"unknown template {send!r}")
+    if action is not None:
+        if action not in ALL_ACTIONS:
+            check.problem(
+                name,
+                f"{where}.action",
+                f"unknown action {action!r} (one of {', '.join(sorted(ALL_ACTIONS))})",
+            )
+        elif action not in ALLOWED_ACTIONS[lifecycle]:
+            allowed = ", ".join(sorted(ALLOWED_ACTIONS[lifecycle]))
+            check.problem(
+                name, f"{where}.action", f"{action!r} is not allowed for {lifecycle} ({allowed})"
+            )
+    return Step(
+        index=index,
+        after_seconds=timing.get("after"),
+        before_seconds=timing.get("before"),
+        send=str(send) if send is not None else None,
+        action=str(action) if action is not None else None,
+    )
+
+
+def automations_path(configured: Path) -> Path:
+    """The configured file; the packaged default set while the default name is absent."""
+    if configured.exists():
+        return configured
+    if configured == Path("automations.yaml"):
+        return PACKAGED_DEFAULTS
+    raise AutomationsError(
+        [f"{configured}: LIFECYCLE_AUTOMATIONS names a file that does not exist"]
+    )
+
+
+def load_automations(configured: Path, known_templates: Iterable[str]) -> list[Automation]:
+    path = automations_path(configured)
+    return parse_automations(path.read_text(encoding="utf-8"), str(path), known_templates)

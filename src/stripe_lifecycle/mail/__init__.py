@@ -1,0 +1,5 @@
+"""Lifecycle email: templates rendered with the brand (transports live beside them)."""
+
+from .templates import Brand, RenderedEmail, TemplateNotFound, TemplateRenderer
+
+__all__ = ["Brand", "RenderedEmail", "TemplateNotFound", "TemplateRenderer"]
