@@ -54,8 +54,17 @@ class Settings(BaseSettings):
     mail_transport: Literal["outbox", "postmark", "smtp"] = "outbox"
     mail_from: str = "billing@example.com"
     postmark_server_token: SecretStr | None = None
+    # Postmark's API base; set only to point at a stand-in (tests, a proxy). postmarker
+    # joins "/email" to it, so a path prefix here is dropped.
+    postmark_api_url: str | None = None
+    postmark_message_stream: str = "outbound"
     smtp_host: str = "localhost"
     smtp_port: int = Field(default=1025, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    # Test-mode events (livemode false) only mail these domains; others are suppressed.
+    test_mode_allowed_domains: str = "example.com"
 
     brand_name: str = "Your product"
     brand_logo_url: str | None = None
@@ -99,6 +108,11 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("LIFECYCLE_PUBLIC_URL must start with http:// or https://")
         return value.rstrip("/")
+
+    def test_mode_domains(self) -> frozenset[str]:
+        return frozenset(
+            d.strip().lower() for d in self.test_mode_allowed_domains.split(",") if d.strip()
+        )
 
     def parsed_api_keys(self) -> list[ApiKey]:
         return parse_api_keys(self.api_keys.get_secret_value())

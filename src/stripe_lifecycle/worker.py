@@ -6,8 +6,11 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from .activities.mail import MailActivities
 from .activities.snapshots import SnapshotActivities
 from .db import SessionMaker
+from .mail.templates import Brand, TemplateRenderer
+from .mail.transports import build_transport
 from .settings import Settings
 from .workflows.customer import CustomerWorkflow
 
@@ -34,11 +37,18 @@ def build_worker(
     task_queue: str | None = None,
 ) -> Worker:
     snapshots = SnapshotActivities(sessionmaker)
+    mail = MailActivities(
+        build_transport(settings),
+        TemplateRenderer(Brand.from_settings(settings), settings.templates_dir),
+        sessionmaker,
+        sender=settings.mail_from,
+        test_mode_allowed_domains=settings.test_mode_domains(),
+    )
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=WORKFLOWS,
-        activities=[snapshots.persist_snapshot],
+        activities=[snapshots.persist_snapshot, mail.send_email],
         workflow_runner=sandbox_runner(),
         max_cached_workflows=settings.worker_max_cached_workflows,
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
