@@ -29,6 +29,7 @@ from .signing import WEBHOOK_SECRET
 
 SUPPORT_KEY = "sk_support_7f3e9a1c"
 ADMIN_KEY = "sk_admin_2b8d6e4f"
+LINK_SECRET = "link-secret-for-tests-9c1d7e2a5b"
 
 BIN = Path(sysconfig.get_path("scripts"))
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -122,6 +123,7 @@ def app_settings(
         "api_keys": f"support:{SUPPORT_KEY},admin:{ADMIN_KEY}",
         "forwarder_max_backoff_seconds": 0.5,
         "forwarder_sweep_seconds": 0.5,
+        "link_secret": LINK_SECRET,
     }
     values.update(extra)
     return Settings(**values)

@@ -177,7 +177,8 @@ def test_invalid_automations_stop_the_start_naming_file_automation_and_field(
         "      - {after: 3 days, send: dunning/reminder}\n"
         "      - {after: 7d, send: dunning/final-notise}\n"
     )
-    result = run_cli(*command, env=clean_env(LIFECYCLE_AUTOMATIONS=str(bad)), cwd=tmp_path)
+    env = clean_env(LIFECYCLE_AUTOMATIONS=str(bad), LIFECYCLE_LINK_SECRET="s")
+    result = run_cli(*command, env=env, cwd=tmp_path)
     assert result.returncode == 2
     assert (
         f"{bad}: automation 'dunning-typo': steps[0].after: bad duration '3 days'" in result.stderr
@@ -186,3 +187,10 @@ def test_invalid_automations_stop_the_start_naming_file_automation_and_field(
         f"{bad}: automation 'dunning-typo': steps[1].send: unknown template 'dunning/final-notise'"
         in result.stderr
     )
+
+
+def test_api_and_worker_refuse_to_start_without_a_link_secret(tmp_path: Path) -> None:
+    for command in ("api", "worker"):
+        result = run_cli(command, env=clean_env(), cwd=tmp_path)
+        assert result.returncode == 2
+        assert "LIFECYCLE_LINK_SECRET is required" in result.stderr

@@ -83,13 +83,19 @@ APP_ENV_NAMES = {
     "LIFECYCLE_SMTP_PORT",
     "LIFECYCLE_MAIL_FROM",
     "LIFECYCLE_PUBLIC_URL",
+    "LIFECYCLE_LINK_SECRET",
 }
-REQUIRED_SECRETS = ("LIFECYCLE_STRIPE_WEBHOOK_SECRET", "LIFECYCLE_API_KEYS")
+REQUIRED_SECRETS = (
+    "LIFECYCLE_STRIPE_WEBHOOK_SECRET",
+    "LIFECYCLE_API_KEYS",
+    "LIFECYCLE_LINK_SECRET",
+)
 OPTIONAL_SECRETS = ("LIFECYCLE_STRIPE_API_KEY", "LIFECYCLE_POSTMARK_SERVER_TOKEN")
 # What an operator might put in .env for the required secrets.
 OPERATOR_ENV = {
     "LIFECYCLE_STRIPE_WEBHOOK_SECRET": "whsec_test",
     "LIFECYCLE_API_KEYS": "admin:k-admin,support:k-support",
+    "LIFECYCLE_LINK_SECRET": "a-long-random-link-secret",
 }
 
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message}, ${VAR?message}

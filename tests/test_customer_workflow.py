@@ -23,6 +23,7 @@ from stripe_lifecycle.stripe_normalise import normalise_event
 from stripe_lifecycle.worker import WORKFLOWS, build_worker, sandbox_runner
 from stripe_lifecycle.workflows.customer import CustomerWorkflow, CustomerWorkflowInput
 
+from .conftest import LINK_SECRET
 from .events import customer_event, from_fixture, subscription_event, unique_customer_id
 
 T0 = 1_790_000_000
@@ -33,7 +34,7 @@ async def worker(
     dev_env: WorkflowEnvironment, sqlite_url: str, task_queue: str
 ) -> AsyncIterator[Worker]:
     engine = create_engine(sqlite_url)
-    settings = Settings(database_url=sqlite_url, task_queue=task_queue)
+    settings = Settings(database_url=sqlite_url, task_queue=task_queue, link_secret=LINK_SECRET)
     async with build_worker(dev_env.client, settings, create_sessionmaker(engine)) as w:
         yield w
     await engine.dispose()

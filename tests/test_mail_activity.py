@@ -15,6 +15,7 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from stripe_lifecycle.activities.mail import MailActivities, SendEmailInput
 from stripe_lifecycle.db import SessionMaker, create_engine, create_sessionmaker
+from stripe_lifecycle.links import make_token
 from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
 from stripe_lifecycle.mail.transports import (
     MailTransport,
@@ -26,9 +27,19 @@ from stripe_lifecycle.mail.transports import (
     TemporarySendError,
     UncertainSendError,
 )
-from stripe_lifecycle.models import Customer, Message, MessageStatus
+from stripe_lifecycle.models import Customer, Message, MessageClick, MessageStatus
 
-from .conftest import SUPPORT_KEY, app_settings, free_port, running_api, temporal_address
+from .conftest import (
+    LINK_SECRET,
+    SUPPORT_KEY,
+    app_settings,
+    free_port,
+    running_api,
+    temporal_address,
+)
+
+PUBLIC_URL = "https://billing.acme.test"
+PORTAL = "https://billing.stripe.com/p/session/test_YWNjdF8x"
 
 BRAND = Brand(
     name="Acme Analytics",
@@ -75,6 +86,8 @@ def activities(transport: MailTransport, sessionmaker: SessionMaker) -> MailActi
         sessionmaker,
         sender="billing@acme.test",
         test_mode_allowed_domains=frozenset({"example.com"}),
+        public_url=PUBLIC_URL,
+        link_secret=LINK_SECRET.encode(),
     )
 
 
@@ -98,8 +111,8 @@ def request(step: str = "0-dunning-payment-failed", **overrides: Any) -> SendEma
                 "next_payment_attempt": 1_790_259_200,
                 "attempt_count": 1,
             },
-            "links": {"update_payment": "https://billing.acme.test/t/abc", "unsubscribe": None},
         },
+        "destinations": {"update_payment": PORTAL},
     }
     values.update(overrides)
     return SendEmailInput(**values)
@@ -126,8 +139,11 @@ async def test_sends_once_through_smtp_even_when_the_activity_runs_again(
     [row] = await rows(sessionmaker)
     assert row.status == MessageStatus.SENT and row.sent_at is not None
     assert row.provider_message_id == received["Message-ID"]
-    assert "https://billing.acme.test/t/abc" in row.html and "INV-0042" in row.text
-    assert row.links == ["https://billing.acme.test/t/abc"]
+    [tracked] = row.links
+    assert tracked.startswith(f"{PUBLIC_URL}/t/")
+    assert f'href="{tracked}"' in row.html and tracked in row.text and "INV-0042" in row.text
+    assert PORTAL not in row.html  # only the tracked link is in the email
+    assert row.destinations == {"update_payment": PORTAL}
 
 
 async def test_outbox_records_without_sending(sessionmaker: SessionMaker) -> None:
@@ -244,7 +260,7 @@ async def test_interrupted_send_is_never_repeated(sessionmaker: SessionMaker) ->
 async def test_unrenderable_template_is_a_non_retryable_error(sessionmaker: SessionMaker) -> None:
     mail = activities(ScriptedTransport(), sessionmaker)
     with pytest.raises(ApplicationError) as info:
-        await ActivityEnvironment().run(mail.send_email, request(context={"links": {}}))
+        await ActivityEnvironment().run(mail.send_email, request(context={}))
     assert info.value.non_retryable and info.value.type == "TemplateError"
     assert await rows(sessionmaker) == []
 
@@ -266,7 +282,10 @@ async def test_messages_api_shows_the_log_and_each_message_as_sent(
     await engine.dispose()
 
     auth = {"Authorization": f"Bearer {SUPPORT_KEY}"}
-    async with running_api(app_settings(sqlite_url, temporal_address(dev_env), task_queue)) as (
+    settings = app_settings(
+        sqlite_url, temporal_address(dev_env), task_queue, public_url=PUBLIC_URL
+    )
+    async with running_api(settings) as (
         _,
         http,
     ):
@@ -282,10 +301,25 @@ async def test_messages_api_shows_the_log_and_each_message_as_sent(
             "to", "subject", "status", "created_at", "sent_at",
         }  # fmt: skip
         detail = (await http.get(f"/v1/messages/{first.message_id}", headers=auth)).json()
-        assert "https://billing.acme.test/t/abc" in detail["html"]
-        assert detail["links"] == ["https://billing.acme.test/t/abc"]
+        [tracked] = detail["links"]
+        assert tracked in detail["html"] and tracked in detail["text"]
+
+        token = tracked.removeprefix(f"{PUBLIC_URL}/t/")
+        click = await http.get(f"/t/{token}")
+        assert (click.status_code, click.headers["location"]) == (302, PORTAL)
+        forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+        other_link = make_token(LINK_SECRET.encode(), first.message_id, "offer")
+        other_secret = make_token(b"another secret", first.message_id, "update_payment")
+        for bad in (forged, other_link, other_secret, "garbage", "a.b"):
+            assert (await http.get(f"/t/{bad}")).status_code == 404, bad
         assert (
             await http.get("/v1/customers/cus_Nobody/messages", headers=auth)
         ).status_code == 404
         assert (await http.get("/v1/messages/nope", headers=auth)).status_code == 404
         assert (await http.get(f"/v1/messages/{first.message_id}")).status_code == 401
+
+    engine = create_engine(sqlite_url)
+    async with create_sessionmaker(engine)() as session:
+        clicks = list((await session.execute(select(MessageClick))).scalars())
+    await engine.dispose()
+    assert [(c.message_id, c.link) for c in clicks] == [(first.message_id, "update_payment")]

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import secrets
 import shutil
 import signal
 import sys
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -92,8 +93,20 @@ async def _connect(settings: Settings) -> Client:
     return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
 
 
+def _dev_link_secret(data_dir: Path) -> str:
+    # Kept in the data dir so links in mail sent by earlier runs keep working.
+    path = data_dir / "link-secret"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 async def cmd_dev(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.link_secret is None:
+        secret = SecretStr(_dev_link_secret(settings.data_dir))
+        settings = settings.model_copy(update={"link_secret": secret})
     process = None
     client = await try_connect(settings.temporal_address, settings.temporal_namespace)
     if client is not None:
@@ -238,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         command, _ = COMMANDS[args.command]
     try:
+        if args.command in ("worker", "api"):
+            settings.link_secret_bytes()
         if args.command in ("dev", "worker", "api"):
             # A bad automation must stop the start, not surface at 3 a.m. in a workflow.
             load_checked_automations(settings)
@@ -246,5 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         print("invalid automations:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        if "LIFECYCLE_" not in str(exc):
+            raise
+        print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     return 0

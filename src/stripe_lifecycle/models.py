@@ -169,6 +169,10 @@ class Message(MessageBase, table=True):
     html: str = ""
     text: str = ""
     links: list[str] = Field(default_factory=list, sa_column=Column(JSONType, nullable=False))
+    # Link name -> real URL: the only places this message's tracked links lead to.
+    destinations: dict[str, str] = Field(
+        default_factory=dict, sa_column=Column(JSONType, nullable=False)
+    )
     transport: str = Field(max_length=16)
     provider_message_id: str | None = Field(default=None, max_length=255)
     error: str | None = None
@@ -184,3 +188,14 @@ class MessageDetail(MessagePublic):
     text: str
     links: list[str]
     error: str | None
+
+
+class MessageClick(SQLModel, table=True):
+    """One click on a tracked link: what attribution credits a conversion to."""
+
+    __tablename__ = "message_clicks"
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    message_id: str = Field(max_length=36, index=True)
+    link: str = Field(max_length=64)
+    clicked_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_keys: SecretStr = SecretStr("")
     public_url: str = "http://localhost:8000"
+    # Signs tracked links (/t/...). `lifecycle dev` makes one in the data dir if unset.
+    link_secret: SecretStr | None = None
 
     stripe_webhook_secret: SecretStr | None = None
     stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1)
@@ -108,6 +110,14 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("LIFECYCLE_PUBLIC_URL must start with http:// or https://")
         return value.rstrip("/")
+
+    def link_secret_bytes(self) -> bytes:
+        if self.link_secret is None or not self.link_secret.get_secret_value():
+            raise ValueError(
+                "LIFECYCLE_LINK_SECRET is required to sign tracked links "
+                "(a long random string, the same for every API and worker process)"
+            )
+        return self.link_secret.get_secret_value().encode()
 
     def test_mode_domains(self) -> frozenset[str]:
         return frozenset(

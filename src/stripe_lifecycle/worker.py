@@ -43,6 +43,8 @@ def build_worker(
         sessionmaker,
         sender=settings.mail_from,
         test_mode_allowed_domains=settings.test_mode_domains(),
+        public_url=settings.public_url,
+        link_secret=settings.link_secret_bytes(),
     )
     return Worker(
         client,

@@ -13,6 +13,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from stripe_lifecycle.db import SessionMaker
+from stripe_lifecycle.links import tracked_url
 from stripe_lifecycle.mail.templates import TemplateNotFound, TemplateRenderer
 from stripe_lifecycle.mail.transports import (
     MailTransport,
@@ -45,8 +46,12 @@ class SendEmailInput:
     template: str
     to: str | None
     livemode: bool
-    # The template context (customer, invoice, subscription, links, ...), JSON values only.
+    # The template context (customer, invoice, subscription, ...), JSON values only; the
+    # activity adds `links`.
     context: dict[str, Any] = field(default_factory=dict)
+    # Link name (update_payment, survey, offer, ...) -> where it really leads. The email
+    # carries signed tracked links to these instead.
+    destinations: dict[str, str] = field(default_factory=dict)
 
     @property
     def send_key(self) -> str:
@@ -69,12 +74,16 @@ class MailActivities:
         *,
         sender: str,
         test_mode_allowed_domains: frozenset[str],
+        public_url: str,
+        link_secret: bytes,
     ) -> None:
         self._transport = transport
         self._renderer = renderer
         self._sessionmaker = sessionmaker
         self._sender = sender
         self._allowed_domains = test_mode_allowed_domains
+        self._public_url = public_url
+        self._link_secret = link_secret
 
     @activity.defn(name="send_email")
     async def send_email(self, request: SendEmailInput) -> SendEmailResult:
@@ -88,8 +97,14 @@ class MailActivities:
             await self._finish(existing.id, MessageStatus.UNKNOWN, error="send interrupted")
             return SendEmailResult(existing.id, MessageStatus.UNKNOWN, "send interrupted")
 
+        message_id = existing.id if existing is not None else str(uuid.uuid4())
+        links: dict[str, str | None] = {"unsubscribe": None}
+        links.update(
+            (name, tracked_url(self._public_url, self._link_secret, message_id, name))
+            for name in request.destinations
+        )
         try:
-            rendered = self._renderer.render(request.template, request.context)
+            rendered = self._renderer.render(request.template, {**request.context, "links": links})
         except (TemplateNotFound, TemplateError, ValueError) as exc:
             raise ApplicationError(
                 f"template {request.template} could not be rendered: {exc}",
@@ -97,7 +112,6 @@ class MailActivities:
                 non_retryable=True,
             ) from exc
 
-        message_id = existing.id if existing is not None else str(uuid.uuid4())
         suppressed = self._suppression(request)
         row = {
             "id": message_id,
@@ -112,7 +126,8 @@ class MailActivities:
             "subject": rendered.subject,
             "html": rendered.html,
             "text": rendered.text,
-            "links": _links(request.context),
+            "links": [url for url in links.values() if url is not None],
+            "destinations": dict(request.destinations),
             "transport": self._transport.name,
             "livemode": request.livemode,
             "status": MessageStatus.SUPPRESSED if suppressed else MessageStatus.PENDING,
@@ -205,10 +220,3 @@ class MailActivities:
                 )
             )
             await session.commit()
-
-
-def _links(context: dict[str, Any]) -> list[str]:
-    links = context.get("links")
-    if not isinstance(links, dict):
-        return []
-    return [url for url in links.values() if isinstance(url, str)]

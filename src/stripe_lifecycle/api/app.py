@@ -13,7 +13,7 @@ from stripe_lifecycle.forwarder import ForwarderConfig, InboxForwarder, temporal
 from stripe_lifecycle.inbox import InboxWriter
 from stripe_lifecycle.settings import Settings, get_settings
 
-from . import customers, health, messages, webhooks
+from . import customers, health, messages, tracking, webhooks
 from .state import AppState
 
 
@@ -69,4 +69,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(customers.router)
     app.include_router(messages.router)
+    app.include_router(tracking.router)
     return app
