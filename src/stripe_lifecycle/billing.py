@@ -72,12 +72,25 @@ class BillingSnapshot:
 
 
 @dataclass
+class LifecycleRef:
+    """A lifecycle instance the customer workflow started (a child workflow)."""
+
+    workflow_id: str
+    lifecycle: str
+    automation: str
+    status: str = "running"
+    invoice_id: str | None = None
+    subscription_id: str | None = None
+
+
+@dataclass
 class CustomerState:
     """Everything the entity carries across continue-as-new."""
 
     snapshot: BillingSnapshot
     recent_event_ids: list[str] = field(default_factory=list)
     paid_invoice_ids: list[str] = field(default_factory=list)
+    lifecycles: list[LifecycleRef] = field(default_factory=list)
 
 
 class CustomerLedger:
@@ -97,6 +110,9 @@ class CustomerLedger:
         self.state.recent_event_ids = list(self._recent)
         self.state.paid_invoice_ids = list(self._paid)
         return self.state
+
+    def is_paid(self, invoice_id: str) -> bool:
+        return invoice_id in self._paid
 
     def apply(self, event: BillingEvent) -> bool:
         """Apply one event; False if it is a duplicate (already applied)."""

@@ -20,15 +20,8 @@ from temporalio.worker import Worker
 
 from . import migrate
 from .api.app import create_app
-from .automations import (
-    PACKAGED_DEFAULTS,
-    Automation,
-    AutomationsError,
-    automations_path,
-    parse_automations,
-)
+from .automations import PACKAGED_DEFAULTS, AutomationsError
 from .db import create_engine, create_sessionmaker
-from .mail.templates import Brand, TemplateRenderer
 from .settings import Settings, get_settings
 from .temporal_setup import (
     register_search_attributes,
@@ -37,7 +30,7 @@ from .temporal_setup import (
     try_connect,
     wait_for_server,
 )
-from .worker import build_worker
+from .worker import build_worker, load_checked_automations
 
 log = logging.getLogger("stripe_lifecycle")
 
@@ -176,14 +169,6 @@ async def cmd_temporal_setup(settings: Settings) -> None:
     client = await _connect(settings)
     added = await register_search_attributes(client, settings.temporal_namespace)
     log.info("search attributes added: %s", ", ".join(added) if added else "none (all present)")
-
-
-def load_checked_automations(settings: Settings) -> tuple[Path, list[Automation]]:
-    """The automations in force, validated against the templates that exist."""
-    renderer = TemplateRenderer(Brand.from_settings(settings), settings.templates_dir)
-    path = automations_path(settings.automations)
-    text = path.read_text(encoding="utf-8")
-    return path, parse_automations(text, str(path), renderer.names())
 
 
 async def cmd_automations_validate(settings: Settings) -> None:

@@ -199,3 +199,45 @@ class MessageClick(SQLModel, table=True):
     message_id: str = Field(max_length=36, index=True)
     link: str = Field(max_length=64)
     clicked_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Conversion(SQLModel, table=True):
+    """A Stripe fact with money (a recovered invoice, a converted trial, ...), recorded once
+    per Stripe event and credited to the message that earned it, if any."""
+
+    __tablename__ = "conversions"
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    stripe_event_id: str = Field(max_length=255, unique=True)
+    kind: str = Field(max_length=32)
+    customer_id: str = Field(max_length=255, index=True)
+    lifecycle: str = Field(max_length=32)
+    workflow_id: str = Field(max_length=255)
+    automation: str = Field(max_length=255)
+    invoice_id: str | None = Field(default=None, max_length=255)
+    subscription_id: str | None = Field(default=None, max_length=255)
+    amount_cents: int = Field(default=0, sa_type=BigInteger)
+    mrr_delta_cents: int = Field(default=0, sa_type=BigInteger)
+    currency: str | None = Field(default=None, max_length=3)
+    occurred_at: datetime = Field(sa_type=UTCDateTime)
+    # The message credited, and how: "last_click" or "last_send"; None when no message
+    # of the lifecycle was clicked or sent inside the window.
+    message_id: str | None = Field(default=None, max_length=36)
+    attribution: str | None = Field(default=None, max_length=16)
+    recorded_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class SupportAction(SQLModel, table=True):
+    """Audit of what support did through the API: who, why, and what it stopped."""
+
+    __tablename__ = "support_actions"
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    customer_id: str = Field(max_length=255, index=True)
+    action: str = Field(max_length=64)
+    actor: str = Field(max_length=255)
+    reason: str
+    workflow_ids: list[str] = Field(
+        default_factory=list, sa_column=Column(JSONType, nullable=False)
+    )
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

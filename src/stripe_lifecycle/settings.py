@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     stripe_webhook_secret: SecretStr | None = None
     stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1)
     stripe_api_key: SecretStr | None = None
+    # Stripe's API base; set only to point at a stand-in (tests, a proxy).
+    stripe_api_base: str | None = None
+    # Where `notify_team` actions send their notice.
+    team_email: str | None = None
 
     mail_transport: Literal["outbox", "postmark", "smtp"] = "outbox"
     mail_from: str = "billing@example.com"
@@ -73,6 +77,9 @@ class Settings(BaseSettings):
     brand_support_email: str | None = None
     brand_primary_color: str = "#635bff"
     brand_address: str | None = None
+
+    # A conversion is credited to a message clicked (else sent) this many days before it.
+    attribution_window_days: int = Field(default=7, ge=1)
 
     automations: Path = Path("automations.yaml")
     templates_dir: Path | None = None

@@ -1,20 +1,26 @@
 """The Temporal worker: the only place workflows and activities are wired to real clients."""
 
-from __future__ import annotations
+from datetime import timedelta
+from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from .activities.automations import AutomationActivities
+from .activities.conversions import ConversionActivities
 from .activities.mail import MailActivities
 from .activities.snapshots import SnapshotActivities
+from .activities.stripe_actions import StripeActivities, build_stripe_client
+from .automations import Automation, automations_path, parse_automations
 from .db import SessionMaker
 from .mail.templates import Brand, TemplateRenderer
 from .mail.transports import build_transport
 from .settings import Settings
 from .workflows.customer import CustomerWorkflow
+from .workflows.dunning import DunningWorkflow
 
-WORKFLOWS = [CustomerWorkflow]
+WORKFLOWS = [CustomerWorkflow, DunningWorkflow]
 
 
 def sandbox_runner() -> SandboxedWorkflowRunner:
@@ -25,8 +31,18 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
             "stripe_lifecycle.messages",
             "stripe_lifecycle.billing",
             "stripe_lifecycle.contract",
+            "stripe_lifecycle.automations",
+            "yaml",
         )
     )
+
+
+def load_checked_automations(settings: Settings) -> tuple[Path, list[Automation]]:
+    """The automations in force, validated against the templates that exist."""
+    renderer = TemplateRenderer(Brand.from_settings(settings), settings.templates_dir)
+    path = automations_path(settings.automations)
+    text = path.read_text(encoding="utf-8")
+    return path, parse_automations(text, str(path), renderer.names())
 
 
 def build_worker(
@@ -35,7 +51,10 @@ def build_worker(
     sessionmaker: SessionMaker,
     *,
     task_queue: str | None = None,
+    automations: list[Automation] | None = None,
 ) -> Worker:
+    if automations is None:
+        _, automations = load_checked_automations(settings)
     snapshots = SnapshotActivities(sessionmaker)
     mail = MailActivities(
         build_transport(settings),
@@ -45,12 +64,25 @@ def build_worker(
         test_mode_allowed_domains=settings.test_mode_domains(),
         public_url=settings.public_url,
         link_secret=settings.link_secret_bytes(),
+        team_email=settings.team_email,
     )
+    choices = AutomationActivities(automations)
+    conversions = ConversionActivities(
+        sessionmaker, timedelta(days=settings.attribution_window_days)
+    )
+    stripe_actions = StripeActivities(build_stripe_client(settings))
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=WORKFLOWS,
-        activities=[snapshots.persist_snapshot, mail.send_email],
+        activities=[
+            snapshots.persist_snapshot,
+            mail.send_email,
+            mail.notify_team,
+            choices.choose_automation,
+            conversions.record_conversion,
+            stripe_actions.stripe_action,
+        ],
         workflow_runner=sandbox_runner(),
         max_cached_workflows=settings.worker_max_cached_workflows,
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,

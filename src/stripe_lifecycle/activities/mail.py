@@ -59,6 +59,19 @@ class SendEmailInput:
 
 
 @dataclass
+class TeamNotice:
+    """A plain notice to the business's own team (the `notify_team` action)."""
+
+    key: str
+    customer_id: str
+    workflow_id: str
+    subject: str
+    text: str
+    lifecycle: str = "dunning"
+    automation: str = ""
+
+
+@dataclass
 class SendEmailResult:
     message_id: str
     status: str
@@ -76,6 +89,7 @@ class MailActivities:
         test_mode_allowed_domains: frozenset[str],
         public_url: str,
         link_secret: bytes,
+        team_email: str | None = None,
     ) -> None:
         self._transport = transport
         self._renderer = renderer
@@ -84,6 +98,7 @@ class MailActivities:
         self._allowed_domains = test_mode_allowed_domains
         self._public_url = public_url
         self._link_secret = link_secret
+        self._team_email = team_email
 
     @activity.defn(name="send_email")
     async def send_email(self, request: SendEmailInput) -> SendEmailResult:
@@ -153,6 +168,61 @@ class MailActivities:
             },
             tag=request.template,
         )
+        return await self._deliver(message_id, email)
+
+    @activity.defn(name="notify_team")
+    async def notify_team(self, notice: TeamNotice) -> SendEmailResult:
+        """Tell the team (LIFECYCLE_TEAM_EMAIL); recorded in the customer's log, sent once."""
+        existing = await self._existing(notice.key)
+        if existing is not None and existing.status in SETTLED:
+            return SendEmailResult(existing.id, existing.status, existing.error)
+        message_id = existing.id if existing is not None else str(uuid.uuid4())
+        missing = None if self._team_email else "LIFECYCLE_TEAM_EMAIL is not set"
+        await self._record(
+            {
+                "id": message_id,
+                "send_key": notice.key,
+                "customer_id": notice.customer_id,
+                "workflow_id": notice.workflow_id,
+                "lifecycle": notice.lifecycle,
+                "automation": notice.automation,
+                "step": notice.key.rpartition("/")[2],
+                "template": "team/notice",
+                "to": self._team_email or "",
+                "subject": notice.subject,
+                "html": "",
+                "text": notice.text,
+                "links": [],
+                "destinations": {},
+                "transport": self._transport.name,
+                "livemode": True,
+                "status": MessageStatus.FAILED if missing else MessageStatus.PENDING,
+                "error": missing,
+                "created_at": datetime.now(UTC),
+            }
+        )
+        if self._team_email is None:
+            return SendEmailResult(message_id, MessageStatus.FAILED, missing)
+        email = OutgoingEmail(
+            to=self._team_email,
+            sender=self._sender,
+            subject=notice.subject,
+            html="",
+            text=notice.text,
+            metadata={"workflow_id": notice.workflow_id, "message_id": message_id},
+            tag="team/notice",
+        )
+        return await self._deliver(message_id, email)
+
+    def _suppression(self, request: SendEmailInput) -> str | None:
+        if not request.to:
+            return "the customer has no email address"
+        domain = request.to.rpartition("@")[2].lower()
+        if not request.livemode and domain not in self._allowed_domains:
+            return f"test mode: {domain} is not in LIFECYCLE_TEST_MODE_ALLOWED_DOMAINS"
+        return None
+
+    async def _deliver(self, message_id: str, email: OutgoingEmail) -> SendEmailResult:
         try:
             result = await self._transport.send(email)
         except PermanentSendError as exc:
@@ -172,14 +242,6 @@ class MailActivities:
             message_id, status, sent_at=datetime.now(UTC), provider_id=result.provider_message_id
         )
         return SendEmailResult(message_id, status)
-
-    def _suppression(self, request: SendEmailInput) -> str | None:
-        if not request.to:
-            return "the customer has no email address"
-        domain = request.to.rpartition("@")[2].lower()
-        if not request.livemode and domain not in self._allowed_domains:
-            return f"test mode: {domain} is not in LIFECYCLE_TEST_MODE_ALLOWED_DOMAINS"
-        return None
 
     async def _existing(self, send_key: str) -> Message | None:
         async with self._sessionmaker() as session:

@@ -1,19 +1,111 @@
-"""Read models for support: `GET /v1/customers/{customer_id}`."""
+"""Support's view of a customer, and stopping a customer's dunning."""
 
-from __future__ import annotations
+import logging
 
 from fastapi import APIRouter, HTTPException, status
+from pydantic import BaseModel, Field
+from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.service import RPCError
 
-from stripe_lifecycle.models import Customer, CustomerPublic
+from stripe_lifecycle import contract
+from stripe_lifecycle.models import Customer, CustomerPublic, LifecyclePublic, SupportAction
+from stripe_lifecycle.workflows.dunning import CancelRequest, DunningWorkflow
 
-from .deps import SessionDep, SupportKey
+from .deps import SessionDep, SupportKey, TemporalDep
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["customers"])
+
+LIFECYCLE_TYPES = ("DunningWorkflow",)
+
+
+def _quote(value: str) -> str:
+    """A string literal for a Temporal visibility query."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+async def _lifecycles(
+    temporal: TemporalDep, customer_id: str, running_only: bool = False
+) -> list[LifecyclePublic]:
+    query = f"CustomerId = {_quote(customer_id)} AND WorkflowType != 'CustomerWorkflow'"
+    if running_only:
+        query += " AND ExecutionStatus = 'Running'"
+    found: list[LifecyclePublic] = []
+    async for execution in temporal.list_workflows(query):
+        attrs = execution.typed_search_attributes
+        status_name = (
+            execution.status.name.lower()
+            if isinstance(execution.status, WorkflowExecutionStatus)
+            else "unknown"
+        )
+        found.append(
+            LifecyclePublic(
+                workflow_id=execution.id,
+                lifecycle=attrs.get(contract.LIFECYCLE) or execution.workflow_type,
+                automation=attrs.get(contract.AUTOMATION),
+                status=status_name,
+            )
+        )
+    return found
 
 
 @router.get("/customers/{customer_id}", response_model=CustomerPublic)
-async def get_customer(customer_id: str, session: SessionDep, _role: SupportKey) -> CustomerPublic:
+async def get_customer(
+    customer_id: str, session: SessionDep, temporal: TemporalDep, _caller: SupportKey
+) -> CustomerPublic:
     customer = await session.get(Customer, customer_id)
     if customer is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no customer {customer_id}")
-    return CustomerPublic.model_validate(customer, from_attributes=True)
+    public = CustomerPublic.model_validate(customer, from_attributes=True)
+    try:
+        public.lifecycles = await _lifecycles(temporal, customer_id)
+    except RPCError as exc:
+        # The snapshot is still worth showing while Temporal is unreachable.
+        log.warning("listing the lifecycles of %s failed: %s", customer_id, exc)
+    return public
+
+
+class CancelDunning(BaseModel):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class CancelledDunning(BaseModel):
+    cancelled: list[str]
+
+
+@router.post("/customers/{customer_id}/dunning/cancel")
+async def cancel_dunning(
+    customer_id: str,
+    body: CancelDunning,
+    session: SessionDep,
+    temporal: TemporalDep,
+    caller: SupportKey,
+) -> CancelledDunning:
+    """Stop every running dunning of this customer; answers with what actually stopped."""
+    if await session.get(Customer, customer_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no customer {customer_id}")
+    cancelled: list[str] = []
+    for lifecycle in await _lifecycles(temporal, customer_id, running_only=True):
+        if lifecycle.lifecycle != "dunning":
+            continue
+        handle = temporal.get_workflow_handle_for(DunningWorkflow.run, lifecycle.workflow_id)
+        try:
+            result = await handle.execute_update(
+                DunningWorkflow.cancel, CancelRequest(reason=body.reason, actor=str(caller))
+            )
+        except (WorkflowUpdateFailedError, RPCError) as exc:
+            # It ended between the listing and the update: nothing left to stop.
+            log.info("dunning %s was not cancelled: %s", lifecycle.workflow_id, exc)
+            continue
+        cancelled.append(result.workflow_id)
+    session.add(
+        SupportAction(
+            customer_id=customer_id,
+            action="dunning.cancel",
+            actor=str(caller),
+            reason=body.reason,
+            workflow_ids=cancelled,
+        )
+    )
+    await session.commit()
+    return CancelledDunning(cancelled=cancelled)

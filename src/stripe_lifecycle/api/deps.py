@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -47,11 +49,23 @@ _GRANTS: dict[ApiRole, frozenset[ApiRole]] = {
 }
 
 
-def require_role(role: ApiRole) -> Callable[..., ApiRole]:
+@dataclass(frozen=True)
+class Caller:
+    """Who called: the key's role and a short fingerprint of the key (for audit trails;
+    never the key itself)."""
+
+    role: ApiRole
+    key_id: str
+
+    def __str__(self) -> str:
+        return f"{self.role} key {self.key_id}"
+
+
+def require_role(role: ApiRole) -> Callable[..., Caller]:
     def check(
         state: AppStateDep,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> ApiRole:
+    ) -> Caller:
         unauthorized = HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="a valid API key is required (Authorization: Bearer <key>)",
@@ -65,10 +79,11 @@ def require_role(role: ApiRole) -> Callable[..., ApiRole]:
             raise unauthorized
         if not _GRANTS[role] & set(matched):
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this key lacks the {role} role")
-        return matched[0]
+        key_id = hashlib.sha256(credentials.credentials.encode()).hexdigest()[:8]
+        return Caller(role=matched[0], key_id=key_id)
 
     return check
 
 
-SupportKey = Annotated[ApiRole, Depends(require_role("support"))]
-AdminKey = Annotated[ApiRole, Depends(require_role("admin"))]
+SupportKey = Annotated[Caller, Depends(require_role("support"))]
+AdminKey = Annotated[Caller, Depends(require_role("admin"))]

@@ -5,12 +5,32 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.common import (
+    RetryPolicy,
+    SearchAttributePair,
+    SearchAttributeUpdate,
+    TypedSearchAttributes,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from stripe_lifecycle import contract
-    from stripe_lifecycle.billing import BillingSnapshot, CustomerLedger, CustomerState, new_state
+    from stripe_lifecycle.automations import Automation
+    from stripe_lifecycle.billing import (
+        BillingSnapshot,
+        CustomerLedger,
+        CustomerState,
+        LifecycleRef,
+        new_state,
+    )
     from stripe_lifecycle.messages import BillingEvent, BillingEvents
+    from stripe_lifecycle.workflows.dunning import (
+        ENDING_EVENTS,
+        DunningInput,
+        DunningWorkflow,
+        InvoiceUpdate,
+    )
 
 
 @dataclass
@@ -24,6 +44,17 @@ class CustomerWorkflowInput:
     max_history_events: int | None = 10_000
     pending: list[BillingEvent] = field(default_factory=list)
 
+
+@dataclass
+class LifecycleFinished:
+    """Signal from a lifecycle child when it ends."""
+
+    workflow_id: str
+    outcome: str
+
+
+# Finished lifecycles kept in the entity's state (running ones are always kept).
+FINISHED_LIFECYCLES_KEPT = 50
 
 # The DB may be down for a while; keep trying rather than drop a snapshot.
 PERSIST_RETRY = RetryPolicy(
@@ -40,7 +71,10 @@ class CustomerWorkflow:
     Signals: `billing_events(BillingEvents)` — normalised Stripe events of this customer;
     duplicates (by event id) are ignored, and an event older than what is known about the
     same object does not overwrite it.
-    Queries: `state() -> BillingSnapshot`.
+    `lifecycle_finished(LifecycleFinished)` — a lifecycle child ended.
+    Queries: `state() -> BillingSnapshot`, `lifecycles() -> list[LifecycleRef]`.
+    Starts one DunningWorkflow per failed subscription invoice (`dunning-{invoice_id}`)
+    and forwards that invoice's later events to it.
     Never completes on its own: a late event must find this run and its state, not start
     an empty one. Continues as new when the SDK suggests it, carrying the state.
     """
@@ -88,9 +122,22 @@ class CustomerWorkflow:
     def billing_events(self, batch: BillingEvents) -> None:
         self._pending.extend(batch.events)
 
+    @workflow.signal
+    def lifecycle_finished(self, finished: LifecycleFinished) -> None:
+        for ref in self._ledger.state.lifecycles:
+            if ref.workflow_id == finished.workflow_id:
+                ref.status = finished.outcome
+        running = [r for r in self._ledger.state.lifecycles if r.status == "running"]
+        ended = [r for r in self._ledger.state.lifecycles if r.status != "running"]
+        self._ledger.state.lifecycles = ended[-FINISHED_LIFECYCLES_KEPT:] + running
+
     @workflow.query
     def state(self) -> BillingSnapshot:
         return self._ledger.snapshot
+
+    @workflow.query
+    def lifecycles(self) -> list[LifecycleRef]:
+        return list(self._ledger.state.lifecycles)
 
     async def _apply_pending(self) -> None:
         # Apply in Stripe's order; sort is stable so same-second events keep arrival order.
@@ -108,6 +155,115 @@ class CustomerWorkflow:
             self._ledger.snapshot,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=PERSIST_RETRY,
+        )
+        paid_now = {
+            e.invoice.id
+            for e in batch
+            if e.invoice is not None and ENDING_EVENTS.get(e.type) == "recovered"
+        }
+        for event in applied:
+            await self._route(event, paid_now)
+
+    async def _route(self, event: BillingEvent, paid_now: set[str | None]) -> None:
+        """Start or feed the lifecycle children this event concerns."""
+        invoice = event.invoice
+        running = {r.workflow_id: r for r in self._ledger.state.lifecycles if r.status == "running"}
+        if invoice is not None and invoice.id is not None:
+            dunning_id = f"dunning-{invoice.id}"
+            if event.type == "invoice.payment_failed" and dunning_id not in running:
+                # A payment Stripe already reports as made (the events arrived out of
+                # order) needs no dunning.
+                if invoice.subscription_id and invoice.id not in paid_now:
+                    if not self._ledger.is_paid(invoice.id):
+                        await self._start_dunning(event, dunning_id)
+                return
+            if dunning_id in running:
+                await self._update_dunning(dunning_id, event)
+            return
+        if event.type == "customer.subscription.deleted" and event.subscription is not None:
+            for ref in running.values():
+                if ref.lifecycle == "dunning" and ref.subscription_id == event.subscription.id:
+                    await self._update_dunning(ref.workflow_id, event)
+
+    async def _update_dunning(self, workflow_id: str, event: BillingEvent) -> None:
+        sub_id = event.invoice.subscription_id if event.invoice else None
+        sub = self._ledger.snapshot.subscriptions.get(sub_id or "")
+        await workflow.get_external_workflow_handle(workflow_id).signal(
+            DunningWorkflow.invoice_update,
+            InvoiceUpdate(
+                event_id=event.event_id,
+                event_type=event.type,
+                created=event.created,
+                invoice=event.invoice,
+                mrr_cents=sub.mrr_cents if sub else None,
+            ),
+        )
+
+    async def _start_dunning(self, event: BillingEvent, workflow_id: str) -> None:
+        invoice = event.invoice
+        assert invoice is not None
+        snap = self._ledger.snapshot
+        sub = snap.subscriptions.get(invoice.subscription_id or "")
+        automation = await workflow.execute_activity(
+            "choose_automation",
+            {
+                "lifecycle": "dunning",
+                "livemode": event.livemode,
+                "subscription_interval": sub.interval if sub else None,
+                "invoice_amount": invoice.amount_due,
+                "currency": invoice.currency,
+                "product_ids": invoice.product_ids,
+                "price_ids": invoice.price_ids,
+                "plan": snap.plan,
+                "customer_metadata": {},
+                "invoice_metadata": invoice.metadata,
+            },
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=PERSIST_RETRY,
+            result_type=Automation | None,  # type: ignore[arg-type]
+        )
+        if automation is None:
+            workflow.logger.info("no enabled dunning automation matches %s", workflow_id)
+            return
+        attributes = [
+            SearchAttributePair(contract.CUSTOMER_ID, snap.customer_id),
+            SearchAttributePair(contract.LIFECYCLE, "dunning"),
+            SearchAttributePair(contract.AUTOMATION, automation.name),
+            SearchAttributePair(contract.LIVEMODE, event.livemode),
+        ]
+        if self._input.index_email and snap.email:
+            attributes.append(SearchAttributePair(contract.CUSTOMER_EMAIL, snap.email))
+        try:
+            await workflow.start_child_workflow(
+                DunningWorkflow.run,
+                DunningInput(
+                    customer_id=snap.customer_id,
+                    invoice=invoice,
+                    automation=automation,
+                    customer_email=snap.email,
+                    customer_name=snap.name,
+                    livemode=event.livemode,
+                    mrr_cents=sub.mrr_cents if sub else 0,
+                ),
+                id=workflow_id,
+                # Children outlive this run's continue-as-new; each reports back by signal.
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                # One dunning per invoice ever: a later failure of an invoice whose dunning
+                # support stopped must not start it again.
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=TypedSearchAttributes(attributes),
+                static_summary=f"Dunning of invoice {invoice.id} ({automation.name})",
+            )
+        except WorkflowAlreadyStartedError:
+            return
+        self._ledger.state.lifecycles.append(
+            LifecycleRef(
+                workflow_id=workflow_id,
+                lifecycle="dunning",
+                automation=automation.name,
+                invoice_id=invoice.id,
+                subscription_id=invoice.subscription_id,
+            )
         )
 
     def _index(self) -> None:

@@ -1,0 +1,234 @@
+"""Stripe writes of dunning automations: cancel a subscription, mark an invoice uncollectible,
+void an invoice, or pause a subscription's collection ("mark unpaid").
+
+Each write carries the workflow's idempotency key (workflow id + step), so a retried activity
+repeats the request and Stripe answers it once. A refusal that no retry can change (4xx) is
+returned as a failed step; anything that may pass (429, 5xx, network) is raised so that
+Temporal retries the activity."""
+
+from dataclasses import dataclass
+
+import stripe
+from temporalio import activity
+
+from stripe_lifecycle.settings import Settings
+
+CANCEL_SUBSCRIPTION = "cancel_subscription"
+MARK_UNCOLLECTIBLE = "mark_uncollectible"
+VOID_INVOICE = "void_invoice"
+MARK_UNPAID = "mark_unpaid"
+
+SUBSCRIPTION_ACTIONS = frozenset({CANCEL_SUBSCRIPTION, MARK_UNPAID})
+INVOICE_ACTIONS = frozenset({MARK_UNCOLLECTIBLE, VOID_INVOICE})
+ACTIONS = SUBSCRIPTION_ACTIONS | INVOICE_ACTIONS
+
+DONE = "done"
+FAILED = "failed"
+
+# Below the workflow's one-minute start_to_close_timeout, so a hung request ends the attempt
+# with an error of its own instead of being cut off by the timeout.
+HTTP_TIMEOUT_SECONDS = 30.0
+
+# 4xx answers that say "not now" rather than "never": a concurrent request on the same object
+# or idempotency key (409), a failed dependency outside Stripe (424), a rate limit (429).
+_TRANSIENT_4XX = frozenset({409, 424, 429})
+
+
+@dataclass
+class StripeActionInput:
+    action: str  # cancel_subscription | mark_uncollectible | void_invoice | mark_unpaid
+    invoice_id: str | None
+    subscription_id: str | None
+    # Built by the workflow from workflow id + step: a retried activity repeats the request
+    # and Stripe answers it once.
+    idempotency_key: str
+
+
+@dataclass
+class StripeActionResult:
+    action: str
+    status: str  # "done" or "failed"
+    detail: str  # what happened, for the workflow's details and the log (ids only, no PII)
+
+
+@dataclass(frozen=True)
+class _State:
+    """Where the object of a refused action stands now."""
+
+    reached: bool
+    text: str
+
+
+def build_stripe_client(settings: Settings) -> stripe.StripeClient | None:
+    """The Stripe client for the worker, or None when LIFECYCLE_STRIPE_API_KEY is not set."""
+    if settings.stripe_api_key is None or not settings.stripe_api_key.get_secret_value():
+        return None
+    # stripe-python joins base and path as strings: "https://x/" + "/v1/..." would break.
+    api_base = settings.stripe_api_base.rstrip("/") if settings.stripe_api_base else None
+    return stripe.StripeClient(
+        settings.stripe_api_key.get_secret_value(),
+        base_addresses={"api": api_base} if api_base else None,
+        # Temporal retries the activity with its own backoff; library retries would stack on
+        # top of those and hide how often Stripe was asked.
+        max_network_retries=0,
+        http_client=stripe.HTTPXClient(timeout=HTTP_TIMEOUT_SECONDS, allow_sync_methods=True),
+    )
+
+
+class StripeActivities:
+    def __init__(self, client: stripe.StripeClient | None) -> None:
+        # None when LIFECYCLE_STRIPE_API_KEY is not set: every action then fails visibly.
+        self._client = client
+
+    @activity.defn(name="stripe_action")
+    async def stripe_action(self, request: StripeActionInput) -> StripeActionResult:
+        """Apply one dunning action in Stripe, at most once per idempotency key.
+
+        Returns "done" when Stripe applied it (or the object already was in the wanted state),
+        "failed" with the reason when it cannot be applied; raises on errors worth a retry."""
+        action = request.action
+        if action not in ACTIONS:
+            return _failed(action, f"unknown Stripe action {action!r}")
+        if self._client is None:
+            return _failed(
+                action, "not sent: set LIFECYCLE_STRIPE_API_KEY to let automations call Stripe"
+            )
+        if action in SUBSCRIPTION_ACTIONS:
+            target_id = request.subscription_id
+            if not target_id:
+                return _failed(action, "not sent: the invoice has no subscription")
+        else:
+            target_id = request.invoice_id
+            if not target_id:
+                return _failed(action, "not sent: no invoice id")
+        if not request.idempotency_key:
+            # Without one a retried attempt could not be told apart from a new write.
+            return _failed(action, "not sent: no idempotency key")
+
+        options: stripe.RequestOptions = {"idempotency_key": request.idempotency_key}
+        try:
+            detail = await self._send(self._client, action, target_id, options)
+        except stripe.StripeError as exc:
+            if not _permanent(exc):
+                activity.logger.warning(
+                    "Stripe %s on %s will be retried: %s", action, target_id, _describe(exc)
+                )
+                raise
+            result = await self._after_refusal(self._client, action, target_id, exc)
+        else:
+            result = StripeActionResult(action, DONE, detail)
+        activity.logger.info(
+            "Stripe %s on %s: %s (%s)", action, target_id, result.status, result.detail
+        )
+        return result
+
+    async def _send(
+        self,
+        client: stripe.StripeClient,
+        action: str,
+        target_id: str,
+        options: stripe.RequestOptions,
+    ) -> str:
+        if action == CANCEL_SUBSCRIPTION:
+            subscription = await client.v1.subscriptions.cancel_async(target_id, options=options)
+            return f"subscription {target_id} canceled (status {subscription.status})"
+        if action == MARK_UNPAID:
+            subscription = await client.v1.subscriptions.update_async(
+                target_id,
+                {"pause_collection": {"behavior": "mark_uncollectible"}},
+                options=options,
+            )
+            return (
+                f"collection of subscription {target_id} paused: its invoices are marked "
+                f"uncollectible (status {subscription.status})"
+            )
+        if action == MARK_UNCOLLECTIBLE:
+            invoice = await client.v1.invoices.mark_uncollectible_async(target_id, options=options)
+            return f"invoice {target_id} marked uncollectible (status {invoice.status})"
+        invoice = await client.v1.invoices.void_invoice_async(target_id, options=options)
+        return f"invoice {target_id} voided (status {invoice.status})"
+
+    async def _after_refusal(
+        self, client: stripe.StripeClient, action: str, target_id: str, exc: stripe.StripeError
+    ) -> StripeActionResult:
+        """A permanent refusal: done if the object already is where the action would take it,
+        failed otherwise.
+
+        Stripe refuses to repeat a finished transition, and not always in words that say so:
+        canceling a canceled subscription answers 404 resource_missing ("No such
+        subscription"), the same as for an id that never existed. So the object's state is
+        read back rather than the message parsed."""
+        refusal = f"Stripe refused: {_describe(exc)}"
+        if not isinstance(exc, stripe.InvalidRequestError):
+            return _failed(action, refusal)
+        try:
+            state = await self._current_state(client, action, target_id)
+        except stripe.StripeError as lookup_exc:
+            if not _permanent(lookup_exc):
+                # Unknown whether it is already done: ask again on the next attempt, which
+                # repeats the write under the same key and gets the same refusal.
+                raise
+            return _failed(action, refusal)
+        if state.reached:
+            return StripeActionResult(
+                action, DONE, f"nothing to do: {state.text} (Stripe answered {_describe(exc)})"
+            )
+        return _failed(action, f"{refusal}; {state.text}")
+
+    async def _current_state(
+        self, client: stripe.StripeClient, action: str, target_id: str
+    ) -> _State:
+        if action in SUBSCRIPTION_ACTIONS:
+            subscription = await client.v1.subscriptions.retrieve_async(target_id)
+            if action == CANCEL_SUBSCRIPTION:
+                return _State(
+                    subscription.status == "canceled",
+                    f"subscription {target_id} is {subscription.status}",
+                )
+            pause = subscription.pause_collection
+            behavior = pause.behavior if pause is not None else None
+            return _State(
+                behavior == "mark_uncollectible",
+                f"subscription {target_id} is {subscription.status}, collection "
+                + (f"paused ({behavior})" if behavior else "not paused"),
+            )
+        invoice = await client.v1.invoices.retrieve_async(target_id)
+        wanted = "uncollectible" if action == MARK_UNCOLLECTIBLE else "void"
+        return _State(invoice.status == wanted, f"invoice {target_id} is {invoice.status}")
+
+
+def _failed(action: str, detail: str) -> StripeActionResult:
+    return StripeActionResult(action, FAILED, detail)
+
+
+def _permanent(exc: stripe.StripeError) -> bool:
+    """True when repeating the request cannot change Stripe's answer."""
+    if isinstance(
+        exc,
+        stripe.InvalidRequestError
+        | stripe.AuthenticationError
+        | stripe.PermissionError
+        | stripe.CardError
+        | stripe.IdempotencyError,
+    ):
+        return True
+    if isinstance(exc, stripe.RateLimitError | stripe.APIConnectionError):
+        return False
+    # APIError and the rest: 5xx and the transient 4xx are retried; another 4xx (the library
+    # maps e.g. 405 or 413 to APIError) would be refused again.
+    status = exc.http_status
+    return status is not None and 400 <= status < 500 and status not in _TRANSIENT_4XX
+
+
+def _describe(exc: stripe.StripeError) -> str:
+    """Stripe's error code (or the error's class) and message, e.g.
+    "resource_missing (HTTP 404): No such subscription: 'sub_123'"."""
+    code = exc.code
+    if code is None and exc.error is not None:
+        code = exc.error.code
+    # Without a code the class says more than the error type: Stripe answers 401 and 403 with
+    # type invalid_request_error.
+    label = code or type(exc).__name__
+    status = f" (HTTP {exc.http_status})" if exc.http_status is not None else ""
+    message = exc.user_message or "no message"
+    return f"{label}{status}: {message}"

@@ -1,0 +1,322 @@
+"""DunningWorkflow: the failed-payment sequence of one invoice (`dunning-{invoice_id}`)."""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from stripe_lifecycle.automations import Automation, Step
+    from stripe_lifecycle.messages import InvoiceInfo
+
+
+@dataclass
+class DunningInput:
+    customer_id: str
+    invoice: InvoiceInfo
+    automation: Automation
+    customer_email: str | None = None
+    customer_name: str | None = None
+    livemode: bool = False
+    # The subscription's MRR, recorded as the revenue a recovery keeps.
+    mrr_cents: int = 0
+
+
+@dataclass
+class InvoiceUpdate:
+    """Signal from the customer workflow: what Stripe says about this invoice now."""
+
+    event_id: str
+    event_type: str
+    created: int
+    invoice: InvoiceInfo | None = None
+    mrr_cents: int | None = None
+
+
+@dataclass
+class CancelRequest:
+    reason: str
+    actor: str
+
+
+@dataclass
+class CancelResult:
+    workflow_id: str
+    cancelled: bool
+
+
+@dataclass
+class StepRecord:
+    step: str
+    kind: str
+    target: str
+    status: str
+    at: datetime
+
+
+@dataclass
+class DunningState:
+    invoice_id: str
+    automation: str
+    outcome: str | None
+    steps_done: list[StepRecord] = field(default_factory=list)
+    next_step: str | None = None
+    next_at: datetime | None = None
+
+
+@dataclass
+class DunningResult:
+    outcome: str
+    steps_done: int
+
+
+@dataclass
+class ConversionInput:
+    stripe_event_id: str
+    kind: str
+    customer_id: str
+    lifecycle: str
+    workflow_id: str
+    automation: str
+    invoice_id: str | None
+    subscription_id: str | None
+    amount_cents: int
+    mrr_delta_cents: int
+    currency: str | None
+    occurred_at: int
+
+
+# Outcomes; "recovered" is the one that earns revenue.
+RECOVERED = "recovered"
+ENDING_EVENTS = {
+    "invoice.paid": RECOVERED,
+    "invoice.payment_succeeded": RECOVERED,
+    "invoice.voided": "voided",
+    "invoice.marked_uncollectible": "uncollectible",
+    "customer.subscription.deleted": "subscription_deleted",
+}
+
+MAIL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=10)
+)
+DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
+
+
+@workflow.defn(name="DunningWorkflow")
+class DunningWorkflow:
+    """Runs one dunning automation for one failed invoice, step by step on durable timers.
+
+    Signals: `invoice_update(InvoiceUpdate)` — later failures refresh the invoice (attempt
+    count, next retry) for the copy; paid, voided, uncollectible or subscription deleted
+    end the sequence (paid records a `recovered` conversion).
+    Updates: `cancel(CancelRequest) -> CancelResult` — support stops the sequence.
+    Queries: `state() -> DunningState`.
+    """
+
+    @workflow.init
+    def __init__(self, input: DunningInput) -> None:
+        self._input = input
+        self._invoice = input.invoice
+        self._outcome: str | None = None
+        self._ending: InvoiceUpdate | None = None
+        self._done: list[StepRecord] = []
+        self._next: tuple[Step, datetime] | None = None
+
+    @workflow.run
+    async def run(self, input: DunningInput) -> DunningResult:
+        started = workflow.now()
+        steps = sorted(input.automation.steps, key=lambda s: s.after_seconds or 0)
+        for step in steps:
+            due = started + timedelta(seconds=step.after_seconds or 0)
+            self._next = (step, due)
+            self._describe()
+            wait = max(timedelta(0), due - workflow.now())
+            try:
+                await workflow.wait_condition(lambda: self._outcome is not None, timeout=wait)
+            except TimeoutError:
+                pass
+            if self._outcome is not None:
+                break
+            await self._run_step(step)
+        self._next = None
+        if self._outcome is None:
+            self._outcome = "sequence_finished"
+        if self._outcome == RECOVERED and self._ending is not None:
+            await self._record_recovery(self._ending)
+        self._describe()
+        await self._tell_customer_workflow()
+        return DunningResult(outcome=self._outcome, steps_done=len(self._done))
+
+    async def _tell_customer_workflow(self) -> None:
+        parent = workflow.info().parent
+        if parent is None:
+            return  # started on its own (tests, or by hand): nobody to tell
+        try:
+            await workflow.get_external_workflow_handle(parent.workflow_id).signal(
+                "lifecycle_finished",
+                {"workflow_id": workflow.info().workflow_id, "outcome": self._outcome},
+            )
+        except Exception:
+            # The customer workflow is gone (terminated by hand): the outcome is still in
+            # this workflow's result and history.
+            workflow.logger.warning("could not tell %s that this dunning ended", parent.workflow_id)
+
+    @workflow.signal
+    def invoice_update(self, update: InvoiceUpdate) -> None:
+        if self._outcome is not None:
+            return
+        if update.invoice is not None and update.event_type == "invoice.payment_failed":
+            self._invoice = update.invoice
+        ending = ENDING_EVENTS.get(update.event_type)
+        if ending is not None:
+            self._outcome = ending
+            self._ending = update
+
+    @workflow.update
+    def cancel(self, request: CancelRequest) -> CancelResult:
+        workflow.logger.info("dunning cancelled by %s: %s", request.actor, request.reason)
+        self._outcome = "cancelled"
+        return CancelResult(workflow_id=workflow.info().workflow_id, cancelled=True)
+
+    @cancel.validator
+    def _validate_cancel(self, request: CancelRequest) -> None:
+        if self._outcome is not None:
+            raise ApplicationError(f"this dunning has already ended ({self._outcome})")
+        if not request.reason.strip():
+            raise ApplicationError("a reason is required")
+
+    @workflow.query
+    def state(self) -> DunningState:
+        return DunningState(
+            invoice_id=self._input.invoice.id or "",
+            automation=self._input.automation.name,
+            outcome=self._outcome,
+            steps_done=list(self._done),
+            next_step=self._next[0].key if self._next else None,
+            next_at=self._next[1] if self._next else None,
+        )
+
+    async def _run_step(self, step: Step) -> None:
+        info = workflow.info()
+        if step.send is not None:
+            result = await workflow.execute_activity(
+                "send_email",
+                _send_request(self._input, self._invoice, step, info.workflow_id),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=MAIL_RETRY,
+                result_type=dict,
+            )
+            status = str(result.get("status"))
+            target = step.send
+        elif step.action == "notify_team":
+            result = await workflow.execute_activity(
+                "notify_team",
+                {
+                    "key": f"{info.workflow_id}/{step.key}",
+                    "customer_id": self._input.customer_id,
+                    "workflow_id": info.workflow_id,
+                    "subject": f"Dunning of invoice {self._invoice.id} reached its end",
+                    "text": (
+                        f"Automation {self._input.automation.name} finished its sequence for "
+                        f"invoice {self._invoice.id} (customer {self._input.customer_id}, "
+                        f"{self._invoice.attempt_count} payment attempts) without a payment."
+                    ),
+                },
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=MAIL_RETRY,
+                result_type=dict,
+            )
+            status, target = str(result.get("status")), "notify_team"
+        else:
+            result = await workflow.execute_activity(
+                "stripe_action",
+                {
+                    "action": step.action,
+                    "invoice_id": self._invoice.id,
+                    "subscription_id": self._invoice.subscription_id,
+                    # Stripe answers a repeated request once: retries cannot act twice.
+                    "idempotency_key": f"{info.workflow_id}/{step.key}",
+                },
+                start_to_close_timeout=timedelta(minutes=1),
+                retry_policy=MAIL_RETRY,
+                result_type=dict,
+            )
+            status = str(result.get("status"))
+            if status != "done":
+                status = f"{status}: {result.get('detail')}"
+            target = step.action or ""
+        kind = "send" if step.send else "action"
+        self._done.append(StepRecord(step.key, kind, target, status, workflow.now()))
+
+    async def _record_recovery(self, update: InvoiceUpdate) -> None:
+        invoice = update.invoice or self._invoice
+        await workflow.execute_activity(
+            "record_conversion",
+            ConversionInput(
+                stripe_event_id=update.event_id,
+                kind="recovered",
+                customer_id=self._input.customer_id,
+                lifecycle="dunning",
+                workflow_id=workflow.info().workflow_id,
+                automation=self._input.automation.name,
+                invoice_id=invoice.id,
+                subscription_id=invoice.subscription_id,
+                amount_cents=invoice.amount_paid or invoice.amount_due,
+                mrr_delta_cents=update.mrr_cents
+                if update.mrr_cents is not None
+                else self._input.mrr_cents,
+                currency=invoice.currency,
+                occurred_at=update.created,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=DB_RETRY,
+        )
+
+    def _describe(self) -> None:
+        done = len(self._done)
+        total = len(self._input.automation.steps)
+        head = (
+            f"**Dunning** · automation `{self._input.automation.name}` · {done}/{total} steps done"
+        )
+        if self._outcome is not None:
+            workflow.set_current_details(f"{head}  \n**Ended:** {self._outcome}")
+        elif self._next is not None:
+            step, due = self._next
+            what = step.send or step.action
+            workflow.set_current_details(
+                f"{head}  \n**Next:** {what} at {due.isoformat(timespec='minutes')}"
+                f" · attempt {self._invoice.attempt_count}"
+            )
+
+
+def _send_request(
+    input: DunningInput, invoice: InvoiceInfo, step: Step, workflow_id: str
+) -> dict[str, object]:
+    """The send_email activity's input (a dict: workflows do not import the activities)."""
+    destinations = (
+        {"update_payment": invoice.hosted_invoice_url} if invoice.hosted_invoice_url else {}
+    )
+    return {
+        "workflow_id": workflow_id,
+        "step": step.key,
+        "customer_id": input.customer_id,
+        "lifecycle": "dunning",
+        "automation": input.automation.name,
+        "template": step.send,
+        "to": input.customer_email,
+        "livemode": input.livemode,
+        "context": {
+            "customer": {"email": input.customer_email, "name": input.customer_name},
+            "invoice": {
+                "number": invoice.number,
+                "amount_due": invoice.amount_due,
+                "currency": invoice.currency or "usd",
+                "hosted_invoice_url": invoice.hosted_invoice_url,
+                "next_payment_attempt": invoice.next_payment_attempt,
+                "attempt_count": invoice.attempt_count,
+            },
+        },
+        "destinations": destinations,
+    }

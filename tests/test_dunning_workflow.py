@@ -1,0 +1,271 @@
+"""DunningWorkflow on the time-skipping server: a 12-day sequence in well under a second,
+with the real mail and conversion activities on SQLite."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlmodel import col
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer, Worker
+
+from stripe_lifecycle.automations import PACKAGED_DEFAULTS, Automation, Step, load_automations
+from stripe_lifecycle.db import SessionMaker, create_engine, create_sessionmaker
+from stripe_lifecycle.messages import InvoiceInfo
+from stripe_lifecycle.models import Conversion, Message
+from stripe_lifecycle.settings import Settings
+from stripe_lifecycle.worker import WORKFLOWS, build_worker, sandbox_runner
+from stripe_lifecycle.workflows.dunning import (
+    CancelRequest,
+    DunningInput,
+    DunningResult,
+    DunningWorkflow,
+    InvoiceUpdate,
+)
+
+from .conftest import LINK_SECRET
+
+DAY = 86_400
+TEMPLATES = {"dunning/payment-failed", "dunning/reminder", "dunning/final-notice"}
+
+
+def default_automation() -> Automation:
+    by_name = {a.name: a for a in load_automations(PACKAGED_DEFAULTS, TEMPLATES | {
+        "payment_action/confirm", "card_expiring/reminder"})}  # fmt: skip
+    return by_name["dunning-default"]
+
+
+@pytest.fixture
+async def sessionmaker(sqlite_url: str) -> AsyncIterator[SessionMaker]:
+    engine = create_engine(sqlite_url)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+def worker_for(
+    env: WorkflowEnvironment, sqlite_url: str, sessionmaker: SessionMaker, tq: str, cache: int = 100
+) -> Worker:
+    settings = Settings(
+        database_url=sqlite_url,
+        task_queue=tq,
+        link_secret=LINK_SECRET,
+        worker_max_cached_workflows=cache,
+    )
+    return build_worker(env.client, settings, sessionmaker)
+
+
+def invoice(invoice_id: str) -> InvoiceInfo:
+    return InvoiceInfo(
+        id=invoice_id,
+        customer_id="cus_Dun1",
+        subscription_id="sub_Dun1",
+        status="open",
+        number="INV-7",
+        currency="usd",
+        amount_due=4900,
+        attempt_count=1,
+        next_payment_attempt=1_790_259_200,
+        hosted_invoice_url="https://invoice.stripe.com/i/acct_1/test_abc",
+    )
+
+
+async def start(
+    client: Client, tq: str, automation: Automation | None = None
+) -> WorkflowHandle[DunningWorkflow, DunningResult]:
+    invoice_id = f"in_{uuid.uuid4().hex[:14]}"
+    return await client.start_workflow(
+        DunningWorkflow.run,
+        DunningInput(
+            customer_id="cus_Dun1",
+            invoice=invoice(invoice_id),
+            automation=automation or default_automation(),
+            customer_email="ada@example.com",
+            customer_name="Ada",
+            mrr_cents=4900,
+        ),
+        id=f"dunning-{invoice_id}",
+        task_queue=tq,
+    )
+
+
+async def email_offsets(handle: WorkflowHandle[DunningWorkflow, DunningResult]) -> list[float]:
+    """When each email was scheduled, in days after the start (from the history)."""
+    events = (await handle.fetch_history()).events
+    started = events[0].event_time.ToDatetime()
+    return [
+        round((e.event_time.ToDatetime() - started).total_seconds() / DAY, 2)
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "send_email"
+    ]
+
+
+async def messages(sessionmaker: SessionMaker, workflow_id: str) -> list[Message]:
+    async with sessionmaker() as session:
+        rows = await session.execute(
+            select(Message)
+            .where(col(Message.workflow_id) == workflow_id)
+            .order_by(col(Message.created_at))
+        )
+        return list(rows.scalars())
+
+
+async def test_full_sequence_sends_each_email_at_its_offset(
+    time_skipping_env: WorkflowEnvironment,
+    sqlite_url: str,
+    sessionmaker: SessionMaker,
+    task_queue: str,
+) -> None:
+    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue):
+        handle = await start(time_skipping_env.client, task_queue)
+        result = await handle.result()
+    assert (result.outcome, result.steps_done) == ("sequence_finished", 4)
+    assert await email_offsets(handle) == [0.0, 3.0, 7.0, 12.0]
+    sent = await messages(sessionmaker, handle.id)
+    assert [m.template for m in sent] == [
+        "dunning/payment-failed",
+        "dunning/reminder",
+        "dunning/reminder",
+        "dunning/final-notice",
+    ]
+    assert {m.status for m in sent} == {"recorded"} and {m.to for m in sent} == {"ada@example.com"}
+    assert "$49.00" in sent[0].subject
+    assert sent[0].destinations == {
+        "update_payment": "https://invoice.stripe.com/i/acct_1/test_abc"
+    }
+
+
+async def test_payment_midway_stops_the_sequence_and_records_one_attributed_recovery(
+    time_skipping_env: WorkflowEnvironment,
+    sqlite_url: str,
+    sessionmaker: SessionMaker,
+    task_queue: str,
+) -> None:
+    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue):
+        handle = await start(time_skipping_env.client, task_queue)
+        await time_skipping_env.sleep(timedelta(days=4))
+        paid = invoice(handle.id.removeprefix("dunning-"))
+        paid.amount_paid, paid.status = 4900, "paid"
+        update = InvoiceUpdate(
+            event_id="evt_paid_1",
+            event_type="invoice.paid",
+            # Stripe's clock is the real one; only the workflow's timers were skipped.
+            created=int(time.time()) + 1,
+            invoice=paid,
+            mrr_cents=4900,
+        )
+        await handle.signal(DunningWorkflow.invoice_update, update)
+        await handle.signal(DunningWorkflow.invoice_update, update)  # Stripe redelivers
+        result = await handle.result()
+    assert (result.outcome, result.steps_done) == ("recovered", 2)
+    sent = await messages(sessionmaker, handle.id)
+    assert [m.template for m in sent] == ["dunning/payment-failed", "dunning/reminder"]
+    async with sessionmaker() as session:
+        [conversion] = list((await session.execute(select(Conversion))).scalars())
+    assert (conversion.kind, conversion.stripe_event_id, conversion.mrr_delta_cents) == (
+        "recovered",
+        "evt_paid_1",
+        4900,
+    )
+    assert (conversion.amount_cents, conversion.currency) == (4900, "usd")
+    # No click: the last email sent (the reminder) earned it.
+    assert (conversion.message_id, conversion.attribution) == (sent[1].id, "last_send")
+
+
+async def test_support_cancel_stops_later_steps(
+    dev_env: WorkflowEnvironment, sqlite_url: str, sessionmaker: SessionMaker, task_queue: str
+) -> None:
+    # Updates run on the dev server: the Java time-skipping server loses the outcome of an
+    # update that ends the workflow. The first email goes out at once; the reminder would
+    # wait three days.
+    async with worker_for(dev_env, sqlite_url, sessionmaker, task_queue):
+        handle = await start(dev_env.client, task_queue)
+        for _ in range(100):
+            if (await handle.query(DunningWorkflow.state)).steps_done:
+                break
+            await asyncio.sleep(0.05)
+        with pytest.raises(WorkflowUpdateFailedError):  # the validator wants a reason
+            await handle.execute_update(
+                DunningWorkflow.cancel, CancelRequest(reason=" ", actor="x")
+            )
+        answer = await handle.execute_update(
+            DunningWorkflow.cancel,
+            CancelRequest(reason="customer paid by wire", actor="support key 1a2b"),
+        )
+        assert answer.cancelled and answer.workflow_id == handle.id
+        result = await handle.result()
+        with pytest.raises(RPCError, match="already completed"):  # nothing left to cancel
+            await handle.execute_update(
+                DunningWorkflow.cancel, CancelRequest(reason="again", actor="x")
+            )
+    assert (result.outcome, result.steps_done) == ("cancelled", 1)
+    assert len(await messages(sessionmaker, handle.id)) == 1
+
+
+async def test_worker_restart_mid_sequence_neither_repeats_nor_misses_an_email(
+    time_skipping_env: WorkflowEnvironment,
+    sqlite_url: str,
+    sessionmaker: SessionMaker,
+    task_queue: str,
+) -> None:
+    # No workflow cache: every task is replayed from history, as on a freshly started worker
+    # (and no task waits on a stopped worker's sticky queue).
+    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue, cache=0):
+        handle = await start(time_skipping_env.client, task_queue)
+        await time_skipping_env.sleep(timedelta(days=4))
+    # The first worker is gone; a new one on the same server picks the sequence up.
+    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue, cache=0):
+        result = await handle.result()
+    assert result.steps_done == 4
+    assert await email_offsets(handle) == [0.0, 3.0, 7.0, 12.0]
+    assert len(await messages(sessionmaker, handle.id)) == 4
+
+
+async def test_failed_stripe_action_is_shown_and_the_sequence_goes_on(
+    time_skipping_env: WorkflowEnvironment,
+    sqlite_url: str,
+    sessionmaker: SessionMaker,
+    task_queue: str,
+) -> None:
+    automation = Automation(
+        name="with-final-action",
+        lifecycle="dunning",
+        steps=[
+            default_automation().steps[0],
+            Step(index=1, after_seconds=14 * DAY, action="cancel_subscription"),
+        ],
+    )
+    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue):
+        handle = await start(time_skipping_env.client, task_queue, automation)
+        result = await handle.result()
+        state = await handle.query(DunningWorkflow.state)
+    assert result.steps_done == 2
+    action = state.steps_done[1]
+    assert (action.kind, action.target) == ("action", "cancel_subscription")
+    # No Stripe key here: a permanent failure, shown on the step instead of retried forever.
+    assert action.status.startswith("failed") and "LIFECYCLE_STRIPE_API_KEY" in action.status
+
+
+async def test_histories_replay(
+    time_skipping_env: WorkflowEnvironment,
+    sqlite_url: str,
+    sessionmaker: SessionMaker,
+    task_queue: str,
+) -> None:
+    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue):
+        handle = await start(time_skipping_env.client, task_queue)
+        await time_skipping_env.sleep(timedelta(days=8))
+        await handle.signal(
+            DunningWorkflow.invoice_update,
+            InvoiceUpdate(event_id="evt_void", event_type="invoice.voided", created=1),
+        )
+        assert (await handle.result()).outcome == "voided"
+    history = await handle.fetch_history()
+    await Replayer(workflows=WORKFLOWS, workflow_runner=sandbox_runner()).replay_workflow(history)
