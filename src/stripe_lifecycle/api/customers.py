@@ -16,8 +16,6 @@ from .deps import SessionDep, SupportKey, TemporalDep
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["customers"])
 
-LIFECYCLE_TYPES = ("DunningWorkflow",)
-
 
 def _quote(value: str) -> str:
     """A string literal for a Temporal visibility query."""
