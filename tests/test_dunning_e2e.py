@@ -198,3 +198,29 @@ async def test_payment_after_the_failure_records_the_recovery(
 
 async def _has_lifecycle(client: Client, cus: str) -> bool:
     return bool(await lifecycle_ids(client, cus))
+
+
+async def test_payment_action_required_asks_for_confirmation_and_support_can_stop_it(
+    stack: tuple[FastAPI, httpx.AsyncClient], dev_env: WorkflowEnvironment
+) -> None:
+    _, http = stack
+    cus, invoice_id = unique_customer_id(), f"in_{uuid.uuid4().hex[:14]}"
+    await post(http, customer_event(cus, "di@example.com", created=T0, type_="customer.created"))
+    await post(
+        http,
+        invoice_event(
+            "invoice.payment_action_required__stripe-ruby-mock.json", cus, invoice_id, T0 + 2
+        ),
+    )
+
+    async def asked() -> bool:
+        log = (await http.get(f"/v1/customers/{cus}/messages", headers=AUTH)).json()
+        return [m["template"] for m in log.get("messages", [])] == ["payment_action/confirm"]
+
+    await eventually(asked, "the confirmation email")
+    stop = await http.post(
+        f"/v1/customers/{cus}/dunning/cancel", json={"reason": "confirmed by phone"}, headers=AUTH
+    )
+    assert stop.json() == {"cancelled": [f"payment-action-{invoice_id}"]}
+    handle = dev_env.client.get_workflow_handle(f"payment-action-{invoice_id}")
+    assert (await handle.result())["outcome"] == "cancelled"

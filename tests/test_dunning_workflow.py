@@ -6,6 +6,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -28,6 +29,7 @@ from stripe_lifecycle.workflows.dunning import (
     DunningResult,
     DunningWorkflow,
     InvoiceUpdate,
+    PaymentActionWorkflow,
 )
 
 from .conftest import LINK_SECRET
@@ -95,7 +97,7 @@ async def start(
     )
 
 
-async def email_offsets(handle: WorkflowHandle[DunningWorkflow, DunningResult]) -> list[float]:
+async def email_offsets(handle: WorkflowHandle[Any, DunningResult]) -> list[float]:
     """When each email was scheduled, in days after the start (from the history)."""
     events = (await handle.fetch_history()).events
     started = events[0].event_time.ToDatetime()
@@ -269,3 +271,54 @@ async def test_histories_replay(
         assert (await handle.result()).outcome == "voided"
     history = await handle.fetch_history()
     await Replayer(workflows=WORKFLOWS, workflow_runner=sandbox_runner()).replay_workflow(history)
+
+
+def payment_action_automation() -> Automation:
+    templates = TEMPLATES | {"payment_action/confirm", "card_expiring/reminder"}
+    by_name = {a.name: a for a in load_automations(PACKAGED_DEFAULTS, templates)}
+    return by_name["payment-action-default"]
+
+
+async def test_payment_action_asks_and_reminds_until_a_failure_hands_over_to_dunning(
+    time_skipping_env: WorkflowEnvironment,
+    sqlite_url: str,
+    sessionmaker: SessionMaker,
+    task_queue: str,
+) -> None:
+    client = time_skipping_env.client
+    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue):
+        complete = await client.start_workflow(
+            PaymentActionWorkflow.run,
+            DunningInput(
+                customer_id="cus_Dun1",
+                invoice=invoice("in_3ds_full"),
+                automation=payment_action_automation(),
+                customer_email="ada@example.com",
+            ),
+            id=f"payment-action-in_3ds_{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue,
+        )
+        assert (await complete.result()).outcome == "sequence_finished"
+        handed_over = await client.start_workflow(
+            PaymentActionWorkflow.run,
+            DunningInput(
+                customer_id="cus_Dun1",
+                invoice=invoice("in_3ds_failed"),
+                automation=payment_action_automation(),
+                customer_email="ada@example.com",
+            ),
+            id=f"payment-action-in_3ds_{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue,
+        )
+        await time_skipping_env.sleep(timedelta(days=2))
+        await handed_over.signal(
+            PaymentActionWorkflow.invoice_update,
+            InvoiceUpdate(event_id="evt_f", event_type="invoice.payment_failed", created=1),
+        )
+        result = await handed_over.result()
+    assert await email_offsets(complete) == [0.0, 1.0, 3.0]
+    assert [m.template for m in await messages(sessionmaker, complete.id)] == [
+        "payment_action/confirm"
+    ] * 3
+    assert (result.outcome, result.steps_done) == ("payment_failed", 2)
+    assert {m.lifecycle for m in await messages(sessionmaker, handed_over.id)} == {"payment_action"}

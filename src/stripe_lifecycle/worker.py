@@ -18,9 +18,9 @@ from .mail.templates import Brand, TemplateRenderer
 from .mail.transports import build_transport
 from .settings import Settings
 from .workflows.customer import CustomerWorkflow
-from .workflows.dunning import DunningWorkflow
+from .workflows.dunning import DunningWorkflow, PaymentActionWorkflow
 
-WORKFLOWS = [CustomerWorkflow, DunningWorkflow]
+WORKFLOWS = [CustomerWorkflow, DunningWorkflow, PaymentActionWorkflow]
 
 
 def sandbox_runner() -> SandboxedWorkflowRunner:

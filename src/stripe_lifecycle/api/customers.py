@@ -79,12 +79,13 @@ async def cancel_dunning(
     temporal: TemporalDep,
     caller: SupportKey,
 ) -> CancelledDunning:
-    """Stop every running dunning of this customer; answers with what actually stopped."""
+    """Stop every running dunning and payment-confirmation sequence of this customer;
+    answers with what actually stopped."""
     if await session.get(Customer, customer_id) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no customer {customer_id}")
     cancelled: list[str] = []
     for lifecycle in await _lifecycles(temporal, customer_id, running_only=True):
-        if lifecycle.lifecycle != "dunning":
+        if lifecycle.lifecycle not in ("dunning", "payment_action"):
             continue
         handle = temporal.get_workflow_handle_for(DunningWorkflow.run, lifecycle.workflow_id)
         try:

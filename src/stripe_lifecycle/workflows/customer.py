@@ -24,12 +24,13 @@ with workflow.unsafe.imports_passed_through():
         LifecycleRef,
         new_state,
     )
-    from stripe_lifecycle.messages import BillingEvent, BillingEvents
+    from stripe_lifecycle.messages import BillingEvent, BillingEvents, InvoiceInfo
     from stripe_lifecycle.workflows.dunning import (
         ENDING_EVENTS,
         DunningInput,
         DunningWorkflow,
         InvoiceUpdate,
+        PaymentActionWorkflow,
     )
 
 
@@ -53,6 +54,29 @@ class LifecycleFinished:
     outcome: str
 
 
+@dataclass(frozen=True)
+class InvoiceLifecycle:
+    lifecycle: str
+    prefix: str
+    trigger: str
+    workflow: type[DunningWorkflow]
+    subscriptions_only: bool
+
+    def workflow_id(self, invoice_id: str) -> str:
+        return f"{self.prefix}-{invoice_id}"
+
+
+INVOICE_LIFECYCLES = (
+    InvoiceLifecycle("dunning", "dunning", "invoice.payment_failed", DunningWorkflow, True),
+    InvoiceLifecycle(
+        "payment_action",
+        "payment-action",
+        "invoice.payment_action_required",
+        PaymentActionWorkflow,
+        False,
+    ),
+)
+
 # Finished lifecycles kept in the entity's state (running ones are always kept).
 FINISHED_LIFECYCLES_KEPT = 50
 
@@ -74,7 +98,8 @@ class CustomerWorkflow:
     `lifecycle_finished(LifecycleFinished)` — a lifecycle child ended.
     Queries: `state() -> BillingSnapshot`, `lifecycles() -> list[LifecycleRef]`.
     Starts one DunningWorkflow per failed subscription invoice (`dunning-{invoice_id}`)
-    and forwards that invoice's later events to it.
+    and one PaymentActionWorkflow per invoice awaiting 3-D Secure
+    (`payment-action-{invoice_id}`), and forwards each invoice's later events to them.
     Never completes on its own: a late event must find this run and its state, not start
     an empty one. Continues as new when the SDK suggests it, carrying the state.
     """
@@ -165,27 +190,32 @@ class CustomerWorkflow:
             await self._route(event, paid_now)
 
     async def _route(self, event: BillingEvent, paid_now: set[str | None]) -> None:
-        """Start or feed the lifecycle children this event concerns."""
+        """Start or feed the invoice lifecycles (dunning, payment action) this event concerns."""
         invoice = event.invoice
         running = {r.workflow_id: r for r in self._ledger.state.lifecycles if r.status == "running"}
         if invoice is not None and invoice.id is not None:
-            dunning_id = f"dunning-{invoice.id}"
-            if event.type == "invoice.payment_failed" and dunning_id not in running:
-                # A payment Stripe already reports as made (the events arrived out of
-                # order) needs no dunning.
-                if invoice.subscription_id and invoice.id not in paid_now:
-                    if not self._ledger.is_paid(invoice.id):
-                        await self._start_dunning(event, dunning_id)
-                return
-            if dunning_id in running:
-                await self._update_dunning(dunning_id, event)
+            for kind in INVOICE_LIFECYCLES:
+                workflow_id = kind.workflow_id(invoice.id)
+                if workflow_id in running:
+                    await self._update_lifecycle(workflow_id, event)
+                elif event.type == kind.trigger and self._should_start(kind, invoice, paid_now):
+                    await self._start_invoice_lifecycle(kind, event, workflow_id)
             return
         if event.type == "customer.subscription.deleted" and event.subscription is not None:
             for ref in running.values():
-                if ref.lifecycle == "dunning" and ref.subscription_id == event.subscription.id:
-                    await self._update_dunning(ref.workflow_id, event)
+                if ref.invoice_id is not None and ref.subscription_id == event.subscription.id:
+                    await self._update_lifecycle(ref.workflow_id, event)
 
-    async def _update_dunning(self, workflow_id: str, event: BillingEvent) -> None:
+    def _should_start(
+        self, kind: InvoiceLifecycle, invoice: InvoiceInfo, paid_now: set[str | None]
+    ) -> bool:
+        # Dunning is for subscription invoices; and a payment Stripe already reports as
+        # made (events arriving out of order) needs neither lifecycle.
+        if kind.subscriptions_only and not invoice.subscription_id:
+            return False
+        return invoice.id not in paid_now and not self._ledger.is_paid(invoice.id or "")
+
+    async def _update_lifecycle(self, workflow_id: str, event: BillingEvent) -> None:
         sub_id = event.invoice.subscription_id if event.invoice else None
         sub = self._ledger.snapshot.subscriptions.get(sub_id or "")
         await workflow.get_external_workflow_handle(workflow_id).signal(
@@ -199,7 +229,9 @@ class CustomerWorkflow:
             ),
         )
 
-    async def _start_dunning(self, event: BillingEvent, workflow_id: str) -> None:
+    async def _start_invoice_lifecycle(
+        self, kind: InvoiceLifecycle, event: BillingEvent, workflow_id: str
+    ) -> None:
         invoice = event.invoice
         assert invoice is not None
         snap = self._ledger.snapshot
@@ -207,7 +239,7 @@ class CustomerWorkflow:
         automation = await workflow.execute_activity(
             "choose_automation",
             {
-                "lifecycle": "dunning",
+                "lifecycle": kind.lifecycle,
                 "livemode": event.livemode,
                 "subscription_interval": sub.interval if sub else None,
                 "invoice_amount": invoice.amount_due,
@@ -223,11 +255,11 @@ class CustomerWorkflow:
             result_type=Automation | None,  # type: ignore[arg-type]
         )
         if automation is None:
-            workflow.logger.info("no enabled dunning automation matches %s", workflow_id)
+            workflow.logger.info("no enabled %s automation matches %s", kind.lifecycle, workflow_id)
             return
         attributes = [
             SearchAttributePair(contract.CUSTOMER_ID, snap.customer_id),
-            SearchAttributePair(contract.LIFECYCLE, "dunning"),
+            SearchAttributePair(contract.LIFECYCLE, kind.lifecycle),
             SearchAttributePair(contract.AUTOMATION, automation.name),
             SearchAttributePair(contract.LIVEMODE, event.livemode),
         ]
@@ -235,7 +267,7 @@ class CustomerWorkflow:
             attributes.append(SearchAttributePair(contract.CUSTOMER_EMAIL, snap.email))
         try:
             await workflow.start_child_workflow(
-                DunningWorkflow.run,
+                kind.workflow.run,
                 DunningInput(
                     customer_id=snap.customer_id,
                     invoice=invoice,
@@ -252,14 +284,14 @@ class CustomerWorkflow:
                 # support stopped must not start it again.
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=TypedSearchAttributes(attributes),
-                static_summary=f"Dunning of invoice {invoice.id} ({automation.name})",
+                static_summary=f"{kind.workflow.title} of invoice {invoice.id} ({automation.name})",
             )
         except WorkflowAlreadyStartedError:
             return
         self._ledger.state.lifecycles.append(
             LifecycleRef(
                 workflow_id=workflow_id,
-                lifecycle="dunning",
+                lifecycle=kind.lifecycle,
                 automation=automation.name,
                 invoice_id=invoice.id,
                 subscription_id=invoice.subscription_id,

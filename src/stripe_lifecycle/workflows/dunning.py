@@ -1,4 +1,8 @@
-"""DunningWorkflow: the failed-payment sequence of one invoice (`dunning-{invoice_id}`)."""
+"""Invoice lifecycles: DunningWorkflow (`dunning-{invoice_id}`, a failed payment) and
+PaymentActionWorkflow (`payment-action-{invoice_id}`, 3-D Secure confirmation needed).
+
+Both run one automation for one invoice, step by step on durable timers, and end when
+Stripe reports the invoice settled; they differ in their trigger and their words."""
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -108,12 +112,22 @@ DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=t
 class DunningWorkflow:
     """Runs one dunning automation for one failed invoice, step by step on durable timers.
 
+    PaymentActionWorkflow is the same sequence for an invoice awaiting the customer's
+    3-D Secure confirmation; the handlers below are shared.
+
     Signals: `invoice_update(InvoiceUpdate)` — later failures refresh the invoice (attempt
     count, next retry) for the copy; paid, voided, uncollectible or subscription deleted
     end the sequence (paid records a `recovered` conversion).
     Updates: `cancel(CancelRequest) -> CancelResult` — support stops the sequence.
     Queries: `state() -> DunningState`.
     """
+
+    lifecycle = "dunning"
+    title = "Dunning"
+    # The event that starts an instance; its repeats refresh the invoice (attempt count,
+    # next retry) for the copy.
+    trigger = "invoice.payment_failed"
+    endings = ENDING_EVENTS
 
     @workflow.init
     def __init__(self, input: DunningInput) -> None:
@@ -161,29 +175,33 @@ class DunningWorkflow:
         except Exception:
             # The customer workflow is gone (terminated by hand): the outcome is still in
             # this workflow's result and history.
-            workflow.logger.warning("could not tell %s that this dunning ended", parent.workflow_id)
+            workflow.logger.warning(
+                "could not tell %s that this lifecycle ended", parent.workflow_id
+            )
 
     @workflow.signal
     def invoice_update(self, update: InvoiceUpdate) -> None:
         if self._outcome is not None:
             return
-        if update.invoice is not None and update.event_type == "invoice.payment_failed":
+        if update.invoice is not None and update.event_type == self.trigger:
             self._invoice = update.invoice
-        ending = ENDING_EVENTS.get(update.event_type)
+        ending = self.endings.get(update.event_type)
         if ending is not None:
             self._outcome = ending
             self._ending = update
 
     @workflow.update
     def cancel(self, request: CancelRequest) -> CancelResult:
-        workflow.logger.info("dunning cancelled by %s: %s", request.actor, request.reason)
+        workflow.logger.info(
+            "%s cancelled by %s: %s", self.lifecycle, request.actor, request.reason
+        )
         self._outcome = "cancelled"
         return CancelResult(workflow_id=workflow.info().workflow_id, cancelled=True)
 
     @cancel.validator
     def _validate_cancel(self, request: CancelRequest) -> None:
         if self._outcome is not None:
-            raise ApplicationError(f"this dunning has already ended ({self._outcome})")
+            raise ApplicationError(f"this {self.lifecycle} has already ended ({self._outcome})")
         if not request.reason.strip():
             raise ApplicationError("a reason is required")
 
@@ -203,7 +221,7 @@ class DunningWorkflow:
         if step.send is not None:
             result = await workflow.execute_activity(
                 "send_email",
-                _send_request(self._input, self._invoice, step, info.workflow_id),
+                _send_request(self._input, self._invoice, step, info.workflow_id, self.lifecycle),
                 start_to_close_timeout=timedelta(minutes=2),
                 retry_policy=MAIL_RETRY,
                 result_type=dict,
@@ -217,7 +235,9 @@ class DunningWorkflow:
                     "key": f"{info.workflow_id}/{step.key}",
                     "customer_id": self._input.customer_id,
                     "workflow_id": info.workflow_id,
-                    "subject": f"Dunning of invoice {self._invoice.id} reached its end",
+                    "lifecycle": self.lifecycle,
+                    "automation": self._input.automation.name,
+                    "subject": f"{self.title} of invoice {self._invoice.id} reached its end",
                     "text": (
                         f"Automation {self._input.automation.name} finished its sequence for "
                         f"invoice {self._invoice.id} (customer {self._input.customer_id}, "
@@ -258,7 +278,7 @@ class DunningWorkflow:
                 stripe_event_id=update.event_id,
                 kind="recovered",
                 customer_id=self._input.customer_id,
-                lifecycle="dunning",
+                lifecycle=self.lifecycle,
                 workflow_id=workflow.info().workflow_id,
                 automation=self._input.automation.name,
                 invoice_id=invoice.id,
@@ -277,9 +297,8 @@ class DunningWorkflow:
     def _describe(self) -> None:
         done = len(self._done)
         total = len(self._input.automation.steps)
-        head = (
-            f"**Dunning** · automation `{self._input.automation.name}` · {done}/{total} steps done"
-        )
+        automation = self._input.automation.name
+        head = f"**{self.title}** · automation `{automation}` · {done}/{total} steps done"
         if self._outcome is not None:
             workflow.set_current_details(f"{head}  \n**Ended:** {self._outcome}")
         elif self._next is not None:
@@ -292,7 +311,7 @@ class DunningWorkflow:
 
 
 def _send_request(
-    input: DunningInput, invoice: InvoiceInfo, step: Step, workflow_id: str
+    input: DunningInput, invoice: InvoiceInfo, step: Step, workflow_id: str, lifecycle: str
 ) -> dict[str, object]:
     """The send_email activity's input (a dict: workflows do not import the activities)."""
     destinations = (
@@ -302,7 +321,7 @@ def _send_request(
         "workflow_id": workflow_id,
         "step": step.key,
         "customer_id": input.customer_id,
-        "lifecycle": "dunning",
+        "lifecycle": lifecycle,
         "automation": input.automation.name,
         "template": step.send,
         "to": input.customer_email,
@@ -320,3 +339,21 @@ def _send_request(
         },
         "destinations": destinations,
     }
+
+
+@workflow.defn(name="PaymentActionWorkflow")
+class PaymentActionWorkflow(DunningWorkflow):
+    """The customer's bank wants a 3-D Secure confirmation: ask, remind, until paid.
+
+    Signals, updates and queries as DunningWorkflow's. A failure of the same invoice ends
+    it: dunning takes over from there.
+    """
+
+    lifecycle = "payment_action"
+    title = "Payment confirmation"
+    trigger = "invoice.payment_action_required"
+    endings = {**ENDING_EVENTS, "invoice.payment_failed": "payment_failed"}
+
+    @workflow.run
+    async def run(self, input: DunningInput) -> DunningResult:
+        return await super().run(input)
