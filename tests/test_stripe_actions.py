@@ -19,17 +19,11 @@ from stripe_lifecycle.activities.stripe_actions import (
     StripeActionInput,
     StripeActionResult,
     StripeActivities,
-    build_stripe_client,
 )
 from stripe_lifecycle.settings import Settings
+from stripe_lifecycle.stripe_client import build_stripe_client
 
 from .conftest import free_port
-
-# stripe-python's HTTPXClient hands httpx the encoded form as `data=str`, which httpx 0.28
-# deprecates; the request it sends is the same.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Use 'content=<...>' to upload raw bytes/text content:DeprecationWarning"
-)
 
 API_KEY = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"
 KEY = "dunning-in_123-cus_123/step-3"

@@ -11,12 +11,13 @@ from .activities.automations import AutomationActivities
 from .activities.conversions import ConversionActivities
 from .activities.mail import MailActivities
 from .activities.snapshots import SnapshotActivities
-from .activities.stripe_actions import StripeActivities, build_stripe_client
+from .activities.stripe_actions import StripeActivities
 from .automations import Automation, automations_path, parse_automations
 from .db import SessionMaker
 from .mail.templates import Brand, TemplateRenderer
 from .mail.transports import build_transport
 from .settings import Settings
+from .stripe_client import build_stripe_client
 from .workflows.customer import CustomerWorkflow
 from .workflows.dunning import DunningWorkflow, PaymentActionWorkflow
 

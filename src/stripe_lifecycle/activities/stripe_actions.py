@@ -11,8 +11,6 @@ from dataclasses import dataclass
 import stripe
 from temporalio import activity
 
-from stripe_lifecycle.settings import Settings
-
 CANCEL_SUBSCRIPTION = "cancel_subscription"
 MARK_UNCOLLECTIBLE = "mark_uncollectible"
 VOID_INVOICE = "void_invoice"
@@ -24,10 +22,6 @@ ACTIONS = SUBSCRIPTION_ACTIONS | INVOICE_ACTIONS
 
 DONE = "done"
 FAILED = "failed"
-
-# Below the workflow's one-minute start_to_close_timeout, so a hung request ends the attempt
-# with an error of its own instead of being cut off by the timeout.
-HTTP_TIMEOUT_SECONDS = 30.0
 
 # 4xx answers that say "not now" rather than "never": a concurrent request on the same object
 # or idempotency key (409), a failed dependency outside Stripe (424), a rate limit (429).
@@ -57,22 +51,6 @@ class _State:
 
     reached: bool
     text: str
-
-
-def build_stripe_client(settings: Settings) -> stripe.StripeClient | None:
-    """The Stripe client for the worker, or None when LIFECYCLE_STRIPE_API_KEY is not set."""
-    if settings.stripe_api_key is None or not settings.stripe_api_key.get_secret_value():
-        return None
-    # stripe-python joins base and path as strings: "https://x/" + "/v1/..." would break.
-    api_base = settings.stripe_api_base.rstrip("/") if settings.stripe_api_base else None
-    return stripe.StripeClient(
-        settings.stripe_api_key.get_secret_value(),
-        base_addresses={"api": api_base} if api_base else None,
-        # Temporal retries the activity with its own backoff; library retries would stack on
-        # top of those and hide how often Stripe was asked.
-        max_network_retries=0,
-        http_client=stripe.HTTPXClient(timeout=HTTP_TIMEOUT_SECONDS, allow_sync_methods=True),
-    )
 
 
 class StripeActivities:

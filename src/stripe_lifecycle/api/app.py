@@ -12,6 +12,7 @@ from stripe_lifecycle.db import create_engine, create_sessionmaker
 from stripe_lifecycle.forwarder import ForwarderConfig, InboxForwarder, temporal_delivery
 from stripe_lifecycle.inbox import InboxWriter
 from stripe_lifecycle.settings import Settings, get_settings
+from stripe_lifecycle.stripe_client import build_stripe_client
 
 from . import customers, health, messages, tracking, webhooks
 from .state import AppState
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             inbox=inbox,
             forwarder=forwarder,
             api_keys=settings.parsed_api_keys(),
+            stripe=build_stripe_client(settings),
         )
         try:
             yield

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import stripe
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
@@ -22,3 +23,5 @@ class AppState:
     inbox: InboxWriter
     forwarder: InboxForwarder
     api_keys: list[ApiKey]
+    # None without LIFECYCLE_STRIPE_API_KEY: tracked links then go to their stored target.
+    stripe: stripe.StripeClient | None = None
