@@ -79,11 +79,14 @@ def invoice(invoice_id: str) -> InvoiceInfo:
 
 
 async def start(
-    client: Client, tq: str, automation: Automation | None = None
+    client: Client,
+    tq: str,
+    automation: Automation | None = None,
+    kind: type[DunningWorkflow] = DunningWorkflow,
 ) -> WorkflowHandle[DunningWorkflow, DunningResult]:
     invoice_id = f"in_{uuid.uuid4().hex[:14]}"
     return await client.start_workflow(
-        DunningWorkflow.run,
+        kind.run,
         DunningInput(
             customer_id="cus_Dun1",
             invoice=invoice(invoice_id),
@@ -92,7 +95,7 @@ async def start(
             customer_name="Ada",
             mrr_cents=4900,
         ),
-        id=f"dunning-{invoice_id}",
+        id=f"{kind.lifecycle.replace('_', '-')}-{invoice_id}",
         task_queue=tq,
     )
 
@@ -287,28 +290,12 @@ async def test_payment_action_asks_and_reminds_until_a_failure_hands_over_to_dun
 ) -> None:
     client = time_skipping_env.client
     async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue):
-        complete = await client.start_workflow(
-            PaymentActionWorkflow.run,
-            DunningInput(
-                customer_id="cus_Dun1",
-                invoice=invoice("in_3ds_full"),
-                automation=payment_action_automation(),
-                customer_email="ada@example.com",
-            ),
-            id=f"payment-action-in_3ds_{uuid.uuid4().hex[:8]}",
-            task_queue=task_queue,
+        complete = await start(
+            client, task_queue, payment_action_automation(), PaymentActionWorkflow
         )
         assert (await complete.result()).outcome == "sequence_finished"
-        handed_over = await client.start_workflow(
-            PaymentActionWorkflow.run,
-            DunningInput(
-                customer_id="cus_Dun1",
-                invoice=invoice("in_3ds_failed"),
-                automation=payment_action_automation(),
-                customer_email="ada@example.com",
-            ),
-            id=f"payment-action-in_3ds_{uuid.uuid4().hex[:8]}",
-            task_queue=task_queue,
+        handed_over = await start(
+            client, task_queue, payment_action_automation(), PaymentActionWorkflow
         )
         await time_skipping_env.sleep(timedelta(days=2))
         await handed_over.signal(
