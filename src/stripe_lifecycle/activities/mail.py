@@ -128,27 +128,26 @@ class MailActivities:
             ) from exc
 
         suppressed = self._suppression(request)
-        row = {
-            "id": message_id,
-            "send_key": request.send_key,
-            "customer_id": request.customer_id,
-            "workflow_id": request.workflow_id,
-            "lifecycle": request.lifecycle,
-            "automation": request.automation,
-            "step": request.step,
-            "template": request.template,
-            "to": request.to or "",
-            "subject": rendered.subject,
-            "html": rendered.html,
-            "text": rendered.text,
-            "links": [url for url in links.values() if url is not None],
-            "destinations": dict(request.destinations),
-            "transport": self._transport.name,
-            "livemode": request.livemode,
-            "status": MessageStatus.SUPPRESSED if suppressed else MessageStatus.PENDING,
-            "error": suppressed,
-            "created_at": datetime.now(UTC),
-        }
+        row = Message(
+            id=message_id,
+            send_key=request.send_key,
+            customer_id=request.customer_id,
+            workflow_id=request.workflow_id,
+            lifecycle=request.lifecycle,
+            automation=request.automation,
+            step=request.step,
+            template=request.template,
+            to=request.to or "",
+            subject=rendered.subject,
+            html=rendered.html,
+            text=rendered.text,
+            links=[url for url in links.values() if url is not None],
+            destinations=dict(request.destinations),
+            transport=self._transport.name,
+            livemode=request.livemode,
+            status=MessageStatus.SUPPRESSED if suppressed else MessageStatus.PENDING,
+            error=suppressed,
+        )
         await self._record(row)
         if suppressed:
             activity.logger.info("message %s suppressed: %s", message_id, suppressed)
@@ -179,27 +178,23 @@ class MailActivities:
         message_id = existing.id if existing is not None else str(uuid.uuid4())
         missing = None if self._team_email else "LIFECYCLE_TEAM_EMAIL is not set"
         await self._record(
-            {
-                "id": message_id,
-                "send_key": notice.key,
-                "customer_id": notice.customer_id,
-                "workflow_id": notice.workflow_id,
-                "lifecycle": notice.lifecycle,
-                "automation": notice.automation,
-                "step": notice.key.rpartition("/")[2],
-                "template": "team/notice",
-                "to": self._team_email or "",
-                "subject": notice.subject,
-                "html": "",
-                "text": notice.text,
-                "links": [],
-                "destinations": {},
-                "transport": self._transport.name,
-                "livemode": True,
-                "status": MessageStatus.FAILED if missing else MessageStatus.PENDING,
-                "error": missing,
-                "created_at": datetime.now(UTC),
-            }
+            Message(
+                id=message_id,
+                send_key=notice.key,
+                customer_id=notice.customer_id,
+                workflow_id=notice.workflow_id,
+                lifecycle=notice.lifecycle,
+                automation=notice.automation,
+                step=notice.key.rpartition("/")[2],
+                template="team/notice",
+                to=self._team_email or "",
+                subject=notice.subject,
+                text=notice.text,
+                transport=self._transport.name,
+                livemode=True,
+                status=MessageStatus.FAILED if missing else MessageStatus.PENDING,
+                error=missing,
+            )
         )
         if self._team_email is None:
             return SendEmailResult(message_id, MessageStatus.FAILED, missing)
@@ -248,7 +243,9 @@ class MailActivities:
             result = await session.execute(select(Message).where(col(Message.send_key) == send_key))
             return result.scalar_one_or_none()
 
-    async def _record(self, row: dict[str, Any]) -> None:
+    async def _record(self, message: Message) -> None:
+        """Insert the message, or refresh a retried one's row (same send key)."""
+        row = message.model_dump()
         async with self._sessionmaker() as session:
             dialect = session.get_bind().dialect.name
             insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
