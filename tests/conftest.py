@@ -24,8 +24,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from stripe_lifecycle import contract
 from stripe_lifecycle.api.app import create_app
+from stripe_lifecycle.db import create_engine, create_sessionmaker
 from stripe_lifecycle.migrate import upgrade
 from stripe_lifecycle.settings import Settings
+from stripe_lifecycle.worker import build_worker
 
 from .signing import WEBHOOK_SECRET
 
@@ -124,6 +126,21 @@ async def running_api(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
             yield app, http
+
+
+@contextlib.asynccontextmanager
+async def running_stack(
+    env: WorkflowEnvironment, database_url: str, task_queue: str, **extra: Any
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The real app and a real worker on `env`, sharing one database."""
+    settings = app_settings(database_url, temporal_address(env), task_queue, **extra)
+    engine = create_engine(database_url)
+    try:
+        async with build_worker(env.client, settings, create_sessionmaker(engine)):
+            async with running_api(settings) as (app, http):
+                yield app, http
+    finally:
+        await engine.dispose()
 
 
 def app_settings(

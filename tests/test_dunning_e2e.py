@@ -15,9 +15,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from stripe_lifecycle.db import create_engine, create_sessionmaker
 from stripe_lifecycle.models import Conversion, SupportAction
-from stripe_lifecycle.worker import build_worker
 
-from .conftest import SUPPORT_KEY, app_settings, running_api, temporal_address
+from .conftest import SUPPORT_KEY, running_stack
 from .events import customer_event, from_fixture, subscription_event, unique_customer_id
 from .signing import signed
 
@@ -29,12 +28,8 @@ AUTH = {"Authorization": f"Bearer {SUPPORT_KEY}"}
 async def stack(
     dev_env: WorkflowEnvironment, sqlite_url: str, task_queue: str
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    settings = app_settings(sqlite_url, temporal_address(dev_env), task_queue)
-    engine = create_engine(sqlite_url)
-    async with build_worker(dev_env.client, settings, create_sessionmaker(engine)):
-        async with running_api(settings) as (app, http):
-            yield app, http
-    await engine.dispose()
+    async with running_stack(dev_env, sqlite_url, task_queue) as pair:
+        yield pair
 
 
 async def post(http: httpx.AsyncClient, event: dict[str, Any]) -> None:

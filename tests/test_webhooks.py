@@ -18,12 +18,17 @@ from temporalio.testing import WorkflowEnvironment
 
 from stripe_lifecycle import contract
 from stripe_lifecycle.api.deps import AdminKey
-from stripe_lifecycle.db import create_engine, create_sessionmaker
 from stripe_lifecycle.models import InboxStatus, WebhookEvent
-from stripe_lifecycle.worker import build_worker
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 
-from .conftest import ADMIN_KEY, SUPPORT_KEY, app_settings, running_api, temporal_address
+from .conftest import (
+    ADMIN_KEY,
+    SUPPORT_KEY,
+    app_settings,
+    running_api,
+    running_stack,
+    temporal_address,
+)
 from .events import customer_event, from_fixture, subscription_event, unique_customer_id
 from .signing import WEBHOOK_SECRET, signed, stripe_signature
 from .stripe_fixtures import load_fixture
@@ -35,12 +40,8 @@ T0 = 1_790_000_000
 async def api(
     dev_env: WorkflowEnvironment, database_url: str, task_queue: str
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    settings = app_settings(database_url, temporal_address(dev_env), task_queue)
-    engine = create_engine(database_url)
-    async with build_worker(dev_env.client, settings, create_sessionmaker(engine)):
-        async with running_api(settings) as (app, http):
-            yield app, http
-    await engine.dispose()
+    async with running_stack(dev_env, database_url, task_queue) as pair:
+        yield pair
 
 
 async def inbox(app: FastAPI) -> list[WebhookEvent]:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Header, HTTPException, Request, status
 from pydantic import BaseModel
 
 from stripe_lifecycle.models import InboxStatus
-from stripe_lifecycle.stripe_normalise import event_customer_id, normalise_event
+from stripe_lifecycle.stripe_normalise import normalise_event
 
 from .deps import AppStateDep
 
@@ -66,7 +66,8 @@ async def stripe_webhook(
         "type": payload["type"],
         "livemode": bool(payload.get("livemode", False)),
         "api_version": payload.get("api_version"),
-        "customer_id": event_customer_id(payload),
+        # normalise_event answers None exactly when the event names no customer.
+        "customer_id": event.customer_id if event is not None else None,
         "created": datetime.fromtimestamp(payload["created"], UTC),
         "payload": payload,
         "received_at": datetime.now(UTC),

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from stripe_lifecycle.messages import BillingEvent, BillingEvents, InvoiceInfo
     from stripe_lifecycle.workflows.dunning import (
         ENDING_EVENTS,
+        RECOVERED,
         DunningInput,
         DunningWorkflow,
         InvoiceUpdate,
@@ -184,7 +185,7 @@ class CustomerWorkflow:
         paid_now = {
             e.invoice.id
             for e in batch
-            if e.invoice is not None and ENDING_EVENTS.get(e.type) == "recovered"
+            if e.invoice is not None and ENDING_EVENTS.get(e.type) == RECOVERED
         }
         for event in applied:
             await self._route(event, paid_now)
