@@ -22,7 +22,7 @@ from . import migrate
 from .api.app import create_app
 from .automations import PACKAGED_DEFAULTS, AutomationsError
 from .db import create_engine, create_sessionmaker
-from .settings import Settings, get_settings
+from .settings import ConfigurationError, Settings, get_settings
 from .temporal_setup import (
     register_search_attributes,
     start_dev_server,
@@ -247,9 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
-    except ValueError as exc:
-        if "LIFECYCLE_" not in str(exc):
-            raise
+    except ConfigurationError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -15,6 +15,10 @@ ApiRole = Literal["support", "admin"]
 API_ROLES: tuple[ApiRole, ...] = ("support", "admin")
 
 
+class ConfigurationError(ValueError):
+    """A setting that cannot work, found when it is used; the message names the variable."""
+
+
 @dataclass(frozen=True)
 class ApiKey:
     role: ApiRole
@@ -120,7 +124,7 @@ class Settings(BaseSettings):
 
     def link_secret_bytes(self) -> bytes:
         if self.link_secret is None or not self.link_secret.get_secret_value():
-            raise ValueError(
+            raise ConfigurationError(
                 "LIFECYCLE_LINK_SECRET is required to sign tracked links "
                 "(a long random string, the same for every API and worker process)"
             )

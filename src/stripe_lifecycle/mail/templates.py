@@ -94,6 +94,7 @@ from jinja2 import (
 )
 
 from ..money import format_amount
+from ..settings import ConfigurationError
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -155,10 +156,10 @@ class Brand:
 
     def __post_init__(self) -> None:
         if not self.name.strip():
-            raise ValueError("LIFECYCLE_BRAND_NAME must not be empty")
+            raise ConfigurationError("LIFECYCLE_BRAND_NAME must not be empty")
         # It lands inside style attributes: a colour, nothing else.
         if not _HEX_COLOUR.fullmatch(self.primary_color):
-            raise ValueError(
+            raise ConfigurationError(
                 "LIFECYCLE_BRAND_PRIMARY_COLOR must be a hex colour like #635bff, "
                 f"got {self.primary_color!r}"
             )
@@ -207,7 +208,9 @@ class TemplateRenderer:
         loaders: list[BaseLoader] = []
         if templates_dir is not None:
             if not templates_dir.is_dir():
-                raise ValueError(f"LIFECYCLE_TEMPLATES_DIR {str(templates_dir)!r} is not a folder")
+                raise ConfigurationError(
+                    f"LIFECYCLE_TEMPLATES_DIR {str(templates_dir)!r} is not a folder"
+                )
             loaders.append(FileSystemLoader(templates_dir))
         loaders.append(PackageLoader("stripe_lifecycle", "templates"))
         self._env = Environment(

@@ -31,7 +31,7 @@ from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 from urllib3.exceptions import ProxyError as Urllib3ProxyError
 from urllib3.exceptions import SSLError as Urllib3SSLError
 
-from stripe_lifecycle.settings import Settings
+from stripe_lifecycle.settings import ConfigurationError, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -353,7 +353,9 @@ def build_transport(settings: Settings) -> MailTransport:
         return OutboxTransport()
     if kind == "smtp":
         if settings.smtp_username and settings.smtp_password is None:
-            raise ValueError("LIFECYCLE_SMTP_USERNAME is set but LIFECYCLE_SMTP_PASSWORD is not")
+            raise ConfigurationError(
+                "LIFECYCLE_SMTP_USERNAME is set but LIFECYCLE_SMTP_PASSWORD is not"
+            )
         return SmtpTransport(
             settings.smtp_host,
             settings.smtp_port,
@@ -364,7 +366,7 @@ def build_transport(settings: Settings) -> MailTransport:
     if kind == "postmark":
         token = settings.postmark_server_token
         if token is None or not token.get_secret_value():
-            raise ValueError(
+            raise ConfigurationError(
                 "LIFECYCLE_POSTMARK_SERVER_TOKEN must be set when LIFECYCLE_MAIL_TRANSPORT=postmark"
             )
         return PostmarkTransport(
