@@ -67,8 +67,13 @@ def subscription_event(
     quantity: int = 1,
     nickname: str = "Pro",
     type_: str = "customer.subscription.updated",
+    previous_attributes: dict[str, Any] | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
-    """A subscription event in the current (2025+) API shape: period ends on the items."""
+    """A subscription event in the current (2025+) API shape: period ends on the items.
+
+    `fields` replace top-level subscription fields (trial_end, cancel_at_period_end, ...).
+    """
     period_end = created + 30 * 86_400
     return {
         "id": event_id(),
@@ -108,6 +113,8 @@ def subscription_event(
                         }
                     ],
                 },
-            }
+                **fields,
+            },
+            **({"previous_attributes": previous_attributes} if previous_attributes else {}),
         },
     }

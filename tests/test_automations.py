@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from stripe_lifecycle.automations import (
+    LIFECYCLES,
     PACKAGED_DEFAULTS,
     AutomationsError,
     MatchContext,
@@ -20,6 +21,8 @@ from stripe_lifecycle.automations import (
     parse_duration,
     select,
 )
+from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
+from stripe_lifecycle.settings import Settings
 
 TEMPLATES = {
     "dunning/payment-failed",
@@ -284,8 +287,10 @@ def test_packaged_defaults_are_valid_and_used_when_no_file_exists(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     assert automations_path(Path("automations.yaml")) == PACKAGED_DEFAULTS
-    automations = load_automations(Path("automations.yaml"), TEMPLATES)
-    assert {"dunning", "payment_action", "card_expiring"} <= {a.lifecycle for a in automations}
+    shipped = TemplateRenderer(Brand.from_settings(Settings())).names()
+    automations = load_automations(Path("automations.yaml"), shipped)
+    # Every lifecycle the engine runs on Stripe events has a default.
+    assert {a.lifecycle for a in automations} == set(LIFECYCLES) - {"upgrade"}
     annual = select(automations, "dunning", MatchContext(subscription_interval="year"))
     assert annual is not None and annual.name == "dunning-annual-plans"
     (tmp_path / "automations.yaml").write_text("automations: []\n")

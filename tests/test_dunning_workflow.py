@@ -19,6 +19,7 @@ from temporalio.worker import Replayer, Worker
 
 from stripe_lifecycle.automations import PACKAGED_DEFAULTS, Automation, Step, load_automations
 from stripe_lifecycle.db import SessionMaker, create_engine, create_sessionmaker
+from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
 from stripe_lifecycle.messages import InvoiceInfo
 from stripe_lifecycle.models import Conversion, Message
 from stripe_lifecycle.settings import Settings
@@ -39,9 +40,12 @@ TEMPLATES = {"dunning/payment-failed", "dunning/reminder", "dunning/final-notice
 
 
 def default_automation() -> Automation:
-    by_name = {a.name: a for a in load_automations(PACKAGED_DEFAULTS, TEMPLATES | {
-        "payment_action/confirm", "card_expiring/reminder"})}  # fmt: skip
-    return by_name["dunning-default"]
+    return packaged("dunning-default")
+
+
+def packaged(name: str) -> Automation:
+    shipped = TemplateRenderer(Brand.from_settings(Settings())).names()
+    return {a.name: a for a in load_automations(PACKAGED_DEFAULTS, shipped)}[name]
 
 
 @pytest.fixture
@@ -277,9 +281,7 @@ async def test_histories_replay(
 
 
 def payment_action_automation() -> Automation:
-    templates = TEMPLATES | {"payment_action/confirm", "card_expiring/reminder"}
-    by_name = {a.name: a for a in load_automations(PACKAGED_DEFAULTS, templates)}
-    return by_name["payment-action-default"]
+    return packaged("payment-action-default")
 
 
 async def test_payment_action_asks_and_reminds_until_a_failure_hands_over_to_dunning(

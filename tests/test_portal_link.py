@@ -1,6 +1,8 @@
 """The dunning email's "fix your card" link makes a Customer Portal session when clicked,
 through the real stripe library against a local server that answers like Stripe's API;
-if Stripe refuses, the invoice's hosted page is the fallback."""
+if Stripe refuses, the invoice's hosted page is the fallback. Links of the other
+lifecycles stored as `portal:` do the same with LIFECYCLE_BILLING_URL as the fallback;
+`hosted:survey` leads to the survey page."""
 
 import json
 import threading
@@ -70,7 +72,40 @@ def stripe_api() -> Iterator[str]:
     server.shutdown()
 
 
-async def sent_link(sqlite_url: str, customer_id: str, lifecycle: str) -> str:
+INVOICE_CONTEXT = {
+    "customer": {"email": "ada@example.com", "name": None},
+    "invoice": {
+        "number": "INV-1",
+        "amount_due": 4900,
+        "currency": "usd",
+        "hosted_invoice_url": HOSTED,
+        "next_payment_attempt": None,
+        "attempt_count": 1,
+    },
+}
+SUBSCRIPTION_CONTEXT = {
+    "customer": {"email": "ada@example.com", "name": None},
+    "subscription": {
+        "plan": "Pro",
+        "amount": 4900,
+        "currency": "usd",
+        "current_period_end": 1_800_000_000,
+        "trial_end": 1_800_000_000,
+        "cancel_at": None,
+    },
+    "payment_method": None,
+}
+
+
+async def sent_link(
+    sqlite_url: str,
+    customer_id: str,
+    lifecycle: str,
+    *,
+    template: str | None = None,
+    context: dict[str, Any] = INVOICE_CONTEXT,
+    destinations: dict[str, str] | None = None,
+) -> str:
     engine = create_engine(sqlite_url)
     sessionmaker = create_sessionmaker(engine)
     async with sessionmaker() as session:
@@ -85,7 +120,8 @@ async def sent_link(sqlite_url: str, customer_id: str, lifecycle: str) -> str:
         public_url="http://api.test",
         link_secret=LINK_SECRET.encode(),
     )
-    template = "dunning/payment-failed" if lifecycle == "dunning" else "payment_action/confirm"
+    if template is None:
+        template = "dunning/payment-failed" if lifecycle == "dunning" else "payment_action/confirm"
     result = await ActivityEnvironment().run(
         mail.send_email,
         SendEmailInput(
@@ -97,18 +133,8 @@ async def sent_link(sqlite_url: str, customer_id: str, lifecycle: str) -> str:
             template=template,
             to="ada@example.com",
             livemode=False,
-            context={
-                "customer": {"email": "ada@example.com", "name": None},
-                "invoice": {
-                    "number": "INV-1",
-                    "amount_due": 4900,
-                    "currency": "usd",
-                    "hosted_invoice_url": HOSTED,
-                    "next_payment_attempt": None,
-                    "attempt_count": 1,
-                },
-            },
-            destinations={"update_payment": HOSTED},
+            context=context,
+            destinations=destinations or {"update_payment": HOSTED},
         ),
     )
     async with sessionmaker() as session:
@@ -155,3 +181,78 @@ async def test_fix_card_link_opens_a_fresh_portal_session(
         assert auth == "Bearer sk_test_portal"
     else:
         assert FakeStripe.requests == []
+
+
+BILLING = "https://app.acme.test/billing"
+
+
+@pytest.mark.parametrize(
+    ("customer_id", "api_key", "billing_url", "status", "expected", "return_url"),
+    [
+        ("cus_Portal", True, BILLING, 302, PORTAL, [BILLING]),
+        ("cus_Portal", True, None, 302, PORTAL, None),  # the dashboard's default return
+        ("cus_NoPortal", True, BILLING, 302, BILLING, [BILLING]),  # Stripe refused
+        ("cus_Portal", False, BILLING, 302, BILLING, None),  # no API key: billing page
+        ("cus_Portal", False, None, 503, None, None),  # nowhere to send them
+    ],
+)
+async def test_portal_marker_links_of_other_lifecycles(
+    dev_env: WorkflowEnvironment,
+    sqlite_url: str,
+    task_queue: str,
+    stripe_api: str,
+    customer_id: str,
+    api_key: bool,
+    billing_url: str | None,
+    status: int,
+    expected: str | None,
+    return_url: list[str] | None,
+) -> None:
+    path = await sent_link(
+        sqlite_url,
+        customer_id,
+        "trial",
+        template="trial/ending",
+        context=SUBSCRIPTION_CONTEXT,
+        destinations={"update_payment": "portal:"},
+    )
+    keys: dict[str, Any] = {"stripe_api_key": "sk_test_portal"} if api_key else {}
+    settings = app_settings(
+        sqlite_url,
+        temporal_address(dev_env),
+        task_queue,
+        stripe_api_base=stripe_api,
+        billing_url=billing_url,
+        **keys,
+    )
+    async with running_api(settings) as (_, http):
+        click = await http.get(path)
+    assert click.status_code == status
+    assert click.headers.get("location") == expected
+    if api_key:
+        [(_, form, _)] = FakeStripe.requests
+        assert form.get("return_url") == return_url
+    else:
+        assert FakeStripe.requests == []
+
+
+async def test_survey_marker_leads_to_the_survey_page_of_the_same_token(
+    dev_env: WorkflowEnvironment, sqlite_url: str, task_queue: str
+) -> None:
+    path = await sent_link(
+        sqlite_url,
+        "cus_Survey",
+        "winback",
+        template="winback/cancelled",
+        context=SUBSCRIPTION_CONTEXT,
+        destinations={"survey": "hosted:survey"},
+    )
+    settings = app_settings(sqlite_url, temporal_address(dev_env), task_queue)
+    async with running_api(settings) as (_, http):
+        click = await http.get(path)
+        assert click.status_code == 302
+        token = path.removeprefix("/t/")
+        assert click.headers["location"] == f"{settings.public_url}/survey/{token}"
+        page = await http.get(f"/survey/{token}")
+    assert page.status_code == 200
+    assert "<h1>Why did you cancel?</h1>" in page.text

@@ -4,6 +4,10 @@ history when a workflow changes on purpose, behind `workflow.patched`.
 
 - customer_workflow_v1: customer created, trial, active, invoice paid, a redelivered
   event, then one batch holding an older event and a newer one.
+- customer_workflow_v2: a trial converted (paid invoice and activation in reverse
+  order), an upgrade (expansion), a cancellation scheduled and undone (saved), then the
+  subscription deleted (win-back started).
+- trial_workflow_v1: a trial extended, then cut short (a late reminder skipped).
 - dunning_workflow_v1: the default dunning; two emails, a retry failure (invoice
   refreshed), a third email, then paid (recovered conversion).
 """
@@ -20,7 +24,12 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
 def test_there_are_recorded_histories() -> None:
-    assert {p.stem for p in HISTORIES} >= {"customer_workflow_v1", "dunning_workflow_v1"}
+    assert {p.stem for p in HISTORIES} >= {
+        "customer_workflow_v1",
+        "customer_workflow_v2",
+        "dunning_workflow_v1",
+        "trial_workflow_v1",
+    }
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

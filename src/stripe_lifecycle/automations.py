@@ -114,6 +114,20 @@ class Filters:
 
 
 @dataclass(frozen=True)
+class Offer:
+    """What a win-back or save email offers: words, a code to type, where to accept it.
+
+    The code is a Stripe promotion code (or coupon) the business created in Stripe; the
+    url is where accepting happens (a checkout or pricing page). Without a url the offer
+    button opens the customer's billing portal.
+    """
+
+    description: str
+    code: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
 class Automation:
     name: str
     lifecycle: str
@@ -122,6 +136,7 @@ class Automation:
     on_pause: str = "finish"
     filters: Filters = field(default_factory=Filters)
     steps: list[Step] = field(default_factory=list)
+    offer: Offer | None = None
 
 
 @dataclass(frozen=True)
@@ -202,7 +217,19 @@ class _Checker:
         self.problems.append(f"{self.source}: {who}: {where}: {message}")
 
 
-_AUTOMATION_KEYS = {"name", "lifecycle", "priority", "enabled", "on_pause", "filters", "steps"}
+_AUTOMATION_KEYS = {
+    "name",
+    "lifecycle",
+    "priority",
+    "enabled",
+    "on_pause",
+    "filters",
+    "steps",
+    "offer",
+}
+_OFFER_KEYS = {"description", "code", "url"}
+# Shipped templates that show the automation's offer and cannot render without one.
+OFFER_TEMPLATES = frozenset({"winback/offer", "upgrade/offer"})
 _STEP_KEYS = {"after", "before", "send", "action"}
 _LIST_FILTERS = {
     "subscription_interval",
@@ -278,6 +305,15 @@ def _parse_automation(check: _Checker, raw: object, position: int) -> Automation
         for index, raw_step in enumerate(steps_raw)
         if (step := _parse_step(check, name, lifecycle, index, raw_step)) is not None
     ]
+    offer = _parse_offer(check, name, raw["offer"]) if "offer" in raw else None
+    if offer is None:
+        for step in steps:
+            if step.send in OFFER_TEMPLATES:
+                check.problem(
+                    name,
+                    f"steps[{step.index}].send",
+                    f"{step.send} shows an offer: add `offer: {{description: ..., code: ...}}`",
+                )
     return Automation(
         name=name,
         lifecycle=lifecycle,
@@ -286,6 +322,31 @@ def _parse_automation(check: _Checker, raw: object, position: int) -> Automation
         on_pause=str(on_pause),
         filters=filters,
         steps=steps,
+        offer=offer,
+    )
+
+
+def _parse_offer(check: _Checker, name: str, raw: object) -> Offer | None:
+    if not isinstance(raw, dict):
+        check.problem(name, "offer", "expected a mapping like {description: ..., code: ...}")
+        return None
+    for key in sorted(set(raw) - _OFFER_KEYS):
+        check.problem(
+            name, f"offer.{key}", f"unknown field (expected {', '.join(sorted(_OFFER_KEYS))})"
+        )
+    description = raw.get("description")
+    if not isinstance(description, str) or not description.strip():
+        check.problem(name, "offer.description", "required, e.g. 20% off for 3 months")
+        return None
+    code, url = raw.get("code"), raw.get("url")
+    if code is not None and not isinstance(code, str):
+        check.problem(name, "offer.code", f"{code!r} is not a string")
+    if url is not None and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+        check.problem(name, "offer.url", f"{url!r} is not an http(s) URL")
+    return Offer(
+        description=description,
+        code=str(code) if code is not None else None,
+        url=str(url) if url is not None else None,
     )
 
 

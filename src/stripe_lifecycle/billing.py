@@ -7,9 +7,15 @@ Used inside the customer workflow, so: no I/O, no clock, no randomness.
 # types for every payload, and string annotations make each resolution far slower.
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from .messages import BillingEvent, CustomerInfo, InvoiceInfo, SubscriptionInfo
+from .messages import (
+    BillingEvent,
+    CustomerInfo,
+    InvoiceInfo,
+    PaymentMethodInfo,
+    SubscriptionInfo,
+)
 
 # Subscriptions in these states are billed, so they count towards MRR; trials are not
 # revenue yet and are shown by status instead (the way Stripe's own MRR chart counts).
@@ -28,8 +34,12 @@ STATUS_RANK = (
     "canceled",
 )
 
+# Subscriptions that still bill (or will): a customer with one of these has not churned.
+LIVE_STATUSES = frozenset({"active", "trialing", "past_due", "unpaid", "paused", "incomplete"})
+
 RECENT_EVENT_IDS = 500
 RECENT_PAID_INVOICES = 100
+RECENT_STARTS = 200
 
 
 @dataclass
@@ -47,6 +57,37 @@ class SubscriptionState:
     trial_end: int | None
     cancel_at_period_end: bool
     version: int
+    # Recurring amount per billing period (before discounts), for the email copy.
+    amount_cents: int = 0
+    cancel_at: int | None = None
+    cancellation_reason: str | None = None
+    paused: bool = False
+    default_payment_method: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def cancel_scheduled(self) -> bool:
+        """Set to end at period end or on a date, and not over yet."""
+        live = self.status not in ("canceled", "incomplete_expired")
+        return live and (self.cancel_at_period_end or self.cancel_at is not None)
+
+    @property
+    def ends_at(self) -> int | None:
+        return self.cancel_at or self.current_period_end
+
+
+@dataclass
+class PaymentMethodState:
+    """A card the customer could be billed with, and when it expires."""
+
+    id: str
+    brand: str | None
+    last4: str | None
+    exp_month: int | None
+    exp_year: int | None
+    version: int
+    # Kept after a detach so an older `attached` arriving late cannot bring it back.
+    detached: bool = False
 
 
 @dataclass
@@ -69,6 +110,11 @@ class BillingSnapshot:
     events_applied: int = 0
     last_event_type: str | None = None
     last_event_created: int | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    # The customer's own default (invoice_settings.default_payment_method or, for
+    # customers that never moved to PaymentMethods, default_source).
+    default_payment_method: str | None = None
+    payment_methods: dict[str, PaymentMethodState] = field(default_factory=dict)
 
 
 @dataclass
@@ -81,6 +127,12 @@ class LifecycleRef:
     status: str = "running"
     invoice_id: str | None = None
     subscription_id: str | None = None
+    # What the instance is about when that is not an invoice (a subscription, a card),
+    # and the date its `before:` steps count back from.
+    subject_id: str | None = None
+    anchor: int | None = None
+    # A conversion was recorded for it: one per instance, whichever event came first.
+    converted: bool = False
 
 
 @dataclass
@@ -91,6 +143,9 @@ class CustomerState:
     recent_event_ids: list[str] = field(default_factory=list)
     paid_invoice_ids: list[str] = field(default_factory=list)
     lifecycles: list[LifecycleRef] = field(default_factory=list)
+    # Lifecycle instance ids already decided on (started, or no automation matched), so
+    # a trigger seen again costs no second automation lookup and starts nothing twice.
+    starts_decided: list[str] = field(default_factory=list)
 
 
 class CustomerLedger:
@@ -101,6 +156,7 @@ class CustomerLedger:
         self._seen = set(state.recent_event_ids)
         self._recent: deque[str] = deque(state.recent_event_ids, maxlen=RECENT_EVENT_IDS)
         self._paid: deque[str] = deque(state.paid_invoice_ids, maxlen=RECENT_PAID_INVOICES)
+        self._decided: deque[str] = deque(state.starts_decided, maxlen=RECENT_STARTS)
 
     @property
     def snapshot(self) -> BillingSnapshot:
@@ -109,7 +165,42 @@ class CustomerLedger:
     def export(self) -> CustomerState:
         self.state.recent_event_ids = list(self._recent)
         self.state.paid_invoice_ids = list(self._paid)
+        self.state.starts_decided = list(self._decided)
         return self.state
+
+    def start_decided(self, workflow_id: str) -> bool:
+        return workflow_id in self._decided
+
+    def decide_start(self, workflow_id: str) -> None:
+        self._decided.append(workflow_id)
+
+    def subscription(self, sub_id: str | None) -> SubscriptionState | None:
+        """A copy of what is known of a subscription (so callers can compare later)."""
+        current = self.snapshot.subscriptions.get(sub_id or "")
+        return None if current is None else replace(current, metadata=dict(current.metadata))
+
+    def billing_payment_method(self) -> PaymentMethodState | None:
+        """The card the next invoice will be charged to, as far as events tell.
+
+        The customer's default, else that of the subscription that speaks for the
+        customer, else the only card known.
+        """
+        snap = self.snapshot
+        methods = {k: m for k, m in snap.payment_methods.items() if not m.detached}
+        primary = min(snap.subscriptions.values(), key=_status_rank, default=None)
+        for candidate in (
+            snap.default_payment_method,
+            primary.default_payment_method if primary else None,
+        ):
+            if candidate is not None:
+                return methods.get(candidate)
+        return next(iter(methods.values())) if len(methods) == 1 else None
+
+    def has_live_subscription(self, *, besides: str | None = None) -> bool:
+        return any(
+            s.status in LIVE_STATUSES and s.id != besides
+            for s in self.snapshot.subscriptions.values()
+        )
 
     def is_paid(self, invoice_id: str) -> bool:
         return invoice_id in self._paid
@@ -135,6 +226,8 @@ class CustomerLedger:
             self._apply_subscription(event.subscription, event.created, event.type)
         if event.invoice is not None:
             self._apply_invoice(event.invoice, event.type)
+        if event.payment_method is not None:
+            self._apply_payment_method(event.payment_method, event.created, event.type)
         self._recompute()
         return True
 
@@ -150,6 +243,37 @@ class CustomerLedger:
         if customer.created is not None:
             snap.customer_since = customer.created
         snap.deleted = customer.deleted
+        snap.metadata = dict(customer.metadata)
+        snap.default_payment_method = customer.default_payment_method
+
+    def _apply_payment_method(self, pm: PaymentMethodInfo, created: int, event_type: str) -> None:
+        methods = self.snapshot.payment_methods
+        current = methods.get(pm.id)
+        if current is not None and created < current.version:
+            return
+        if event_type == "payment_method.detached":
+            methods[pm.id] = PaymentMethodState(
+                pm.id, pm.brand, pm.last4, pm.exp_month, pm.exp_year, created, detached=True
+            )
+            return
+        if (
+            event_type == "customer.source.expiring"
+            and self.snapshot.default_payment_method is None
+        ):
+            # Stripe warns about the card it bills (a legacy default source); the customer
+            # object that would name it has not reached us.
+            self.snapshot.default_payment_method = pm.id
+        # Only cards expire; other payment methods (SEPA, ACH, ...) have nothing to track.
+        if pm.exp_month is None or pm.exp_year is None:
+            return
+        methods[pm.id] = PaymentMethodState(
+            id=pm.id,
+            brand=pm.brand,
+            last4=pm.last4,
+            exp_month=pm.exp_month,
+            exp_year=pm.exp_year,
+            version=created,
+        )
 
     def _apply_subscription(self, sub: SubscriptionInfo, created: int, event_type: str) -> None:
         current = self.snapshot.subscriptions.get(sub.id)
@@ -171,6 +295,12 @@ class CustomerLedger:
             trial_end=sub.trial_end,
             cancel_at_period_end=sub.cancel_at_period_end,
             version=created,
+            amount_cents=sum((item.unit_amount or 0) * item.quantity for item in sub.items),
+            cancel_at=sub.cancel_at,
+            cancellation_reason=sub.cancellation_reason,
+            paused=sub.paused,
+            default_payment_method=sub.default_payment_method,
+            metadata=dict(sub.metadata),
         )
         if self.snapshot.customer_since is None and sub.created is not None:
             self.snapshot.customer_since = sub.created

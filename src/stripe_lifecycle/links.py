@@ -10,6 +10,12 @@ import base64
 import hashlib
 import hmac
 
+# Stored destinations that are not URLs but resolved when the link is clicked: a Customer
+# Portal session (made then, as they expire within minutes) and the hosted cancellation
+# survey page.
+PORTAL = "portal:"
+HOSTED_SURVEY = "hosted:survey"
+
 # 128 bits of the MAC: far beyond guessing, and keeps links short in email clients.
 _MAC_BYTES = 16
 

@@ -241,3 +241,38 @@ class SupportAction(SQLModel, table=True):
         default_factory=list, sa_column=Column(JSONType, nullable=False)
     )
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class FeedbackSource:
+    # The survey page behind the cancellation email's "Tell us why" button.
+    EMAIL = "email"
+    # The product's own cancel flow, through the API.
+    API = "api"
+
+
+class CancellationFeedbackBase(SQLModel):
+    customer_id: str = Field(max_length=255, index=True)
+    subscription_id: str | None = Field(default=None, max_length=255)
+    # The email answered; unique, so answering the same email again replaces the answer.
+    message_id: str | None = Field(default=None, max_length=36, unique=True)
+    workflow_id: str | None = Field(default=None, max_length=255)
+    # One of Stripe's `cancellation_details.feedback` values.
+    reason: str = Field(max_length=32)
+    comment: str | None = None
+    source: str = Field(max_length=16)
+    # Who recorded it through the API (the caller's role and key fingerprint).
+    actor: str | None = Field(default=None, max_length=255)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class CancellationFeedback(CancellationFeedbackBase, table=True):
+    """Why a customer cancelled, in their words: what the win-back lifecycle learns from."""
+
+    __tablename__ = "cancellation_feedback"
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+
+
+class CancellationFeedbackPublic(CancellationFeedbackBase):
+    id: int

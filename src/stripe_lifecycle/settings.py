@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_keys: SecretStr = SecretStr("")
     public_url: str = "http://localhost:8000"
+    # The billing page of your own app: where "update your card" and offer links lead when
+    # Stripe cannot make a Customer Portal session (no API key, Stripe unreachable).
+    billing_url: str | None = None
     # Signs tracked links (/t/...). `lifecycle dev` makes one in the data dir if unset.
     link_secret: SecretStr | None = None
 
@@ -121,6 +124,13 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("LIFECYCLE_PUBLIC_URL must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("billing_url")
+    @classmethod
+    def _http_billing_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("LIFECYCLE_BILLING_URL must start with http:// or https://")
+        return value
 
     def link_secret_bytes(self) -> bytes:
         if self.link_secret is None or not self.link_secret.get_secret_value():

@@ -59,7 +59,10 @@ def event_customer_id(event: StripeObject) -> str | None:
     obj = _event_object(event)
     if obj.get("object") == "customer":
         return _id_of(obj.get("id"))
-    return _id_of(obj.get("customer"))
+    # A detached payment method no longer names its customer; the event's previous
+    # attributes still do.
+    previous = _dict(_dict(event.get("data")).get("previous_attributes"))
+    return _id_of(obj.get("customer")) or _id_of(previous.get("customer"))
 
 
 def normalise_event(event: StripeObject) -> BillingEvent | None:

@@ -20,8 +20,9 @@ from .settings import Settings
 from .stripe_client import build_stripe_client
 from .workflows.customer import CustomerWorkflow
 from .workflows.dunning import DunningWorkflow, PaymentActionWorkflow
+from .workflows.lifecycle import SEQUENCE_WORKFLOWS
 
-WORKFLOWS = [CustomerWorkflow, DunningWorkflow, PaymentActionWorkflow]
+WORKFLOWS = [CustomerWorkflow, DunningWorkflow, PaymentActionWorkflow, *SEQUENCE_WORKFLOWS.values()]
 
 
 def sandbox_runner() -> SandboxedWorkflowRunner:
@@ -33,6 +34,8 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
             "stripe_lifecycle.billing",
             "stripe_lifecycle.contract",
             "stripe_lifecycle.automations",
+            "stripe_lifecycle.lifecycle_rules",
+            "stripe_lifecycle.links",
             "yaml",
         )
     )

@@ -14,7 +14,7 @@ from stripe_lifecycle.inbox import InboxWriter
 from stripe_lifecycle.settings import Settings, get_settings
 from stripe_lifecycle.stripe_client import build_stripe_client
 
-from . import customers, health, messages, tracking, webhooks
+from . import customers, health, messages, survey, tracking, webhooks
 from .state import AppState
 
 
@@ -72,4 +72,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(customers.router)
     app.include_router(messages.router)
     app.include_router(tracking.router)
+    app.include_router(survey.router)
     return app

@@ -1,10 +1,13 @@
 """`GET /t/{token}`: a tracked link in an email. Records the click, then redirects to the
 destination stored for that message and link; anything else is a 404.
 
-The "fix your card" link of dunning and expiring-card mail leads to a Stripe Customer
-Portal session made at click time (portal sessions expire within minutes, so one made
-when the email was sent would be dead by the time it is read); if Stripe cannot make
-one, the stored destination (the invoice's hosted page) is the fallback.
+Some destinations are resolved at click time. The "fix your card" link of dunning mail,
+and every link stored as the `portal:` marker (trial, renewal, expiring card, save
+offers), lead to a Stripe Customer Portal session made then: portal sessions expire
+within minutes, so one made when the email was sent would be dead by the time it is
+read. If Stripe cannot make one, the fallback is the invoice's hosted page (dunning) or
+`LIFECYCLE_BILLING_URL`. The `hosted:survey` marker leads to the cancellation survey
+page, `/survey/{token}`.
 """
 
 import logging
@@ -13,7 +16,7 @@ import stripe
 from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import RedirectResponse
 
-from stripe_lifecycle.links import read_token
+from stripe_lifecycle.links import HOSTED_SURVEY, PORTAL, read_token
 from stripe_lifecycle.models import Message, MessageClick
 
 from .deps import AppStateDep, SessionDep
@@ -22,7 +25,8 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["tracking"])
 
 PORTAL_LINK = "update_payment"
-PORTAL_LIFECYCLES = frozenset({"dunning", "card_expiring"})
+# Dunning stores the invoice's hosted page, which doubles as the fallback.
+PORTAL_LIFECYCLES = frozenset({"dunning"})
 
 
 @router.get("/t/{token}", response_class=RedirectResponse, status_code=status.HTTP_302_FOUND)
@@ -38,21 +42,39 @@ async def follow_link(token: str, state: AppStateDep, session: SessionDep) -> Re
     except Exception:
         # The reader came to fix a card: a lost click must not stand in their way.
         log.exception("could not record a click on message %s", message.id)
-    if found[1] == PORTAL_LINK and message.lifecycle in PORTAL_LIFECYCLES:
+    if destination == HOSTED_SURVEY:
+        destination = f"{state.settings.public_url}/survey/{token}"
+    elif destination == PORTAL:
+        fallback = state.settings.billing_url
+        destination = await _portal_session(state.stripe, message.customer_id, fallback)
+    elif found[1] == PORTAL_LINK and message.lifecycle in PORTAL_LIFECYCLES:
         destination = await _portal_session(state.stripe, message.customer_id, destination)
     return RedirectResponse(destination, status_code=status.HTTP_302_FOUND)
 
 
 async def _portal_session(
-    client: stripe.StripeClient | None, customer_id: str, fallback: str
+    client: stripe.StripeClient | None, customer_id: str, fallback: str | None
 ) -> str:
     if client is None:
-        return fallback
+        return _or_unavailable(fallback)
+    sessions = client.v1.billing_portal.sessions
     try:
-        portal = await client.v1.billing_portal.sessions.create_async(
-            {"customer": customer_id, "return_url": fallback}
+        # Without a return URL the portal goes back to the default set in Stripe's dashboard.
+        portal = await (
+            sessions.create_async({"customer": customer_id, "return_url": fallback})
+            if fallback is not None
+            else sessions.create_async({"customer": customer_id})
         )
     except stripe.StripeError as exc:
         log.warning("no portal session for %s (%s); using the stored link", customer_id, exc)
-        return fallback
+        return _or_unavailable(fallback)
     return portal.url
+
+
+def _or_unavailable(fallback: str | None) -> str:
+    if fallback is None:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="billing is unavailable right now; please try again or contact support",
+        )
+    return fallback

@@ -16,22 +16,31 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from stripe_lifecycle import contract
+    from stripe_lifecycle import lifecycle_rules as rules
     from stripe_lifecycle.automations import Automation
     from stripe_lifecycle.billing import (
         BillingSnapshot,
         CustomerLedger,
         CustomerState,
         LifecycleRef,
+        PaymentMethodState,
+        SubscriptionState,
         new_state,
     )
     from stripe_lifecycle.messages import BillingEvent, BillingEvents, InvoiceInfo
     from stripe_lifecycle.workflows.dunning import (
         ENDING_EVENTS,
         RECOVERED,
+        ConversionInput,
         DunningInput,
         DunningWorkflow,
         InvoiceUpdate,
         PaymentActionWorkflow,
+    )
+    from stripe_lifecycle.workflows.lifecycle import (
+        SEQUENCE_WORKFLOWS,
+        LifecycleInput,
+        LifecycleUpdate,
     )
 
 
@@ -80,6 +89,10 @@ INVOICE_LIFECYCLES = (
 
 # Finished lifecycles kept in the entity's state (running ones are always kept).
 FINISHED_LIFECYCLES_KEPT = 50
+
+# Histories recorded before the subscription and card lifecycles existed replay without
+# them; runs from then on take the new branch.
+SEQUENCES_PATCH = "subscription-and-card-lifecycles"
 
 # The DB may be down for a while; keep trying rather than drop a snapshot.
 PERSIST_RETRY = RetryPolicy(
@@ -151,7 +164,8 @@ class CustomerWorkflow:
     @workflow.signal
     def lifecycle_finished(self, finished: LifecycleFinished) -> None:
         for ref in self._ledger.state.lifecycles:
-            if ref.workflow_id == finished.workflow_id:
+            # A scheduled cancellation's id comes back: only the running one has ended.
+            if ref.workflow_id == finished.workflow_id and ref.status == "running":
                 ref.status = finished.outcome
         running = [r for r in self._ledger.state.lifecycles if r.status == "running"]
         ended = [r for r in self._ledger.state.lifecycles if r.status != "running"]
@@ -169,7 +183,13 @@ class CustomerWorkflow:
         # Apply in Stripe's order; sort is stable so same-second events keep arrival order.
         batch = sorted(self._pending, key=lambda e: e.created)
         self._pending = []
-        applied = [event for event in batch if self._ledger.apply(event)]
+        # Each applied event with its subscription as it was before: lifecycles start on
+        # changes (a cancellation scheduled, a plan made cheaper), not on states.
+        applied: list[tuple[BillingEvent, SubscriptionState | None]] = []
+        for event in batch:
+            before = self._ledger.subscription(rules.subscription_of(event))
+            if self._ledger.apply(event):
+                applied.append((event, before))
         if not applied:
             return
         self._index()
@@ -187,8 +207,13 @@ class CustomerWorkflow:
             for e in batch
             if e.invoice is not None and ENDING_EVENTS.get(e.type) == RECOVERED
         }
-        for event in applied:
+        sequences = workflow.patched(SEQUENCES_PATCH)
+        for event, before in applied:
             await self._route(event, paid_now)
+            if sequences:
+                for decision in rules.decide(event, before, self._ledger):
+                    await self._carry_out(decision, event)
+        self._set_details()
 
     async def _route(self, event: BillingEvent, paid_now: set[str | None]) -> None:
         """Start or feed the invoice lifecycles (dunning, payment action) this event concerns."""
@@ -258,14 +283,6 @@ class CustomerWorkflow:
         if automation is None:
             workflow.logger.info("no enabled %s automation matches %s", kind.lifecycle, workflow_id)
             return
-        attributes = [
-            SearchAttributePair(contract.CUSTOMER_ID, snap.customer_id),
-            SearchAttributePair(contract.LIFECYCLE, kind.lifecycle),
-            SearchAttributePair(contract.AUTOMATION, automation.name),
-            SearchAttributePair(contract.LIVEMODE, event.livemode),
-        ]
-        if self._input.index_email and snap.email:
-            attributes.append(SearchAttributePair(contract.CUSTOMER_EMAIL, snap.email))
         try:
             await workflow.start_child_workflow(
                 kind.workflow.run,
@@ -284,7 +301,7 @@ class CustomerWorkflow:
                 # One dunning per invoice ever: a later failure of an invoice whose dunning
                 # support stopped must not start it again.
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=TypedSearchAttributes(attributes),
+                search_attributes=self._child_attributes(kind.lifecycle, automation, event),
                 static_summary=f"{kind.workflow.title} of invoice {invoice.id} ({automation.name})",
             )
         except WorkflowAlreadyStartedError:
@@ -298,6 +315,168 @@ class CustomerWorkflow:
                 subscription_id=invoice.subscription_id,
             )
         )
+
+    async def _carry_out(self, decision: rules.Decision, event: BillingEvent) -> None:
+        if isinstance(decision, rules.Start):
+            await self._start_sequence(decision, event)
+        elif isinstance(decision, rules.Convert):
+            await self._record_conversion(decision, event)
+        else:
+            ref = self._running_ref(decision.workflow_id)
+            if ref is None:
+                return
+            update = LifecycleUpdate(event_id=event.event_id, created=event.created)
+            if isinstance(decision, rules.Retime):
+                ref.anchor = update.anchor = decision.anchor
+                update.context = self._sequence_context(ref.subscription_id)
+            else:
+                update.outcome = decision.outcome
+            await workflow.get_external_workflow_handle(decision.workflow_id).signal(
+                "lifecycle_update", update
+            )
+
+    def _running_ref(self, workflow_id: str) -> LifecycleRef | None:
+        for ref in self._ledger.state.lifecycles:
+            if ref.workflow_id == workflow_id and ref.status == "running":
+                return ref
+        return None
+
+    async def _start_sequence(self, start: rules.Start, event: BillingEvent) -> None:
+        if self._running_ref(start.workflow_id) is not None:
+            return
+        if not start.reusable:
+            self._ledger.decide_start(start.workflow_id)
+        snap = self._ledger.snapshot
+        sub = snap.subscriptions.get(start.subscription_id or "")
+        automation = await workflow.execute_activity(
+            "choose_automation",
+            {
+                "lifecycle": start.lifecycle,
+                "livemode": event.livemode,
+                "subscription_interval": sub.interval if sub else None,
+                "invoice_amount": sub.amount_cents if sub else None,
+                "currency": sub.currency if sub else snap.currency,
+                "product_ids": [sub.product_id] if sub and sub.product_id else [],
+                "price_ids": [sub.price_id] if sub and sub.price_id else [],
+                "plan": sub.plan if sub else snap.plan,
+                "cancellation_reason": sub.cancellation_reason if sub else None,
+                "customer_metadata": snap.metadata,
+                "invoice_metadata": sub.metadata if sub else {},
+            },
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=PERSIST_RETRY,
+            result_type=Automation | None,  # type: ignore[arg-type]
+        )
+        if automation is None:
+            workflow.logger.info(
+                "no enabled %s automation matches %s", start.lifecycle, start.workflow_id
+            )
+            return
+        kind = SEQUENCE_WORKFLOWS[start.lifecycle]
+        try:
+            await workflow.start_child_workflow(
+                kind.run,  # type: ignore[attr-defined]
+                LifecycleInput(
+                    customer_id=snap.customer_id,
+                    automation=automation,
+                    subject_id=start.subject_id,
+                    subscription_id=start.subscription_id,
+                    anchor=start.anchor,
+                    customer_email=snap.email,
+                    customer_name=snap.name,
+                    livemode=event.livemode,
+                    context=self._sequence_context(start.subscription_id),
+                ),
+                id=start.workflow_id,
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                # Ids name one instance (a trial, a renewal period); only a cancellation
+                # that was undone and scheduled again reuses its id.
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE
+                if start.reusable
+                else WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=self._child_attributes(start.lifecycle, automation, event),
+                static_summary=f"{kind.title} of {start.subject_id} ({automation.name})",
+            )
+        except WorkflowAlreadyStartedError:
+            return
+        self._ledger.state.lifecycles.append(
+            LifecycleRef(
+                workflow_id=start.workflow_id,
+                lifecycle=start.lifecycle,
+                automation=automation.name,
+                subscription_id=start.subscription_id,
+                subject_id=start.subject_id,
+                anchor=start.anchor,
+            )
+        )
+
+    async def _record_conversion(self, convert: rules.Convert, event: BillingEvent) -> None:
+        ref = None
+        for candidate in self._ledger.state.lifecycles:
+            if candidate.workflow_id == convert.workflow_id:
+                ref = candidate
+        if ref is not None:
+            ref.converted = True
+        await workflow.execute_activity(
+            "record_conversion",
+            ConversionInput(
+                stripe_event_id=event.event_id,
+                kind=convert.kind,
+                customer_id=self._ledger.snapshot.customer_id,
+                lifecycle=convert.lifecycle,
+                workflow_id=convert.workflow_id or workflow.info().workflow_id,
+                automation=ref.automation if ref is not None else "",
+                invoice_id=convert.invoice_id,
+                subscription_id=convert.subscription_id,
+                amount_cents=convert.amount_cents,
+                mrr_delta_cents=convert.mrr_delta_cents,
+                currency=convert.currency,
+                occurred_at=event.created,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=PERSIST_RETRY,
+        )
+
+    def _sequence_context(self, subscription_id: str | None) -> dict[str, Any]:
+        """Template objects for a subscription or card lifecycle, from the snapshot."""
+        snap = self._ledger.snapshot
+        sub = snap.subscriptions.get(subscription_id or "")
+        currency = (sub.currency if sub else None) or snap.currency or "usd"
+        amount = sub.amount_cents if sub else 0
+        return {
+            "subscription": {
+                "plan": sub.plan if sub else snap.plan,
+                "amount": amount,
+                "currency": currency,
+                "current_period_end": sub.current_period_end if sub else None,
+                "trial_end": sub.trial_end if sub else None,
+                "cancel_at": sub.cancel_at if sub else None,
+            },
+            "payment_method": _card(self._ledger.billing_payment_method()),
+            # What the next invoice will ask for, as far as the subscription tells.
+            "invoice": {
+                "number": None,
+                "amount_due": amount,
+                "currency": currency,
+                "hosted_invoice_url": None,
+                "next_payment_attempt": None,
+                "attempt_count": 0,
+            },
+        }
+
+    def _child_attributes(
+        self, lifecycle: str, automation: Automation, event: BillingEvent
+    ) -> TypedSearchAttributes:
+        snap = self._ledger.snapshot
+        attributes: list[SearchAttributePair[Any]] = [
+            SearchAttributePair(contract.CUSTOMER_ID, snap.customer_id),
+            SearchAttributePair(contract.LIFECYCLE, lifecycle),
+            SearchAttributePair(contract.AUTOMATION, automation.name),
+            SearchAttributePair(contract.LIVEMODE, event.livemode),
+        ]
+        if self._input.index_email and snap.email:
+            attributes.append(SearchAttributePair(contract.CUSTOMER_EMAIL, snap.email))
+        return TypedSearchAttributes(attributes)
 
     def _index(self) -> None:
         snap = self._ledger.snapshot
@@ -330,12 +509,25 @@ class CustomerWorkflow:
         subs = ", ".join(
             f"{s.id} {s.status} ({s.plan or 'no plan'})" for s in snap.subscriptions.values()
         )
+        running = [r.workflow_id for r in self._ledger.state.lifecycles if r.status == "running"]
         workflow.set_current_details(
             f"**Status:** {snap.status} · **Plan:** {snap.plan or '—'} · **MRR:** {money}  \n"
             f"**Subscriptions:** {subs or 'none'}  \n"
             f"**Last event:** {snap.last_event_type} · {snap.events_applied} events applied"
             + (" · customer deleted in Stripe" if snap.deleted else "")
+            + (f"  \n**Running lifecycles:** {', '.join(running)}" if running else "")
         )
+
+
+def _card(card: PaymentMethodState | None) -> dict[str, Any] | None:
+    if card is None:
+        return None
+    return {
+        "brand": card.brand,
+        "last4": card.last4,
+        "exp_month": card.exp_month,
+        "exp_year": card.exp_year,
+    }
 
 
 _UNSET = object()

@@ -1,0 +1,312 @@
+"""Why customers cancel: the survey page behind the cancellation email's "Tell us why"
+button, and the API through which the product's own cancel flow records the same answer.
+
+`GET /survey/{token}` and `POST /survey/{token}` take the signed token of the email's
+`survey` link (the tracking redirect sends the reader here with it): a page, not JSON, so
+a bad answer re-renders the page with a 422 and what to fix. One answer per email: answering
+again replaces it. The reasons are Stripe's `cancellation_details.feedback` values, so
+answers line up with what the Stripe dashboard and Customer Portal collect.
+"""
+
+from http import HTTPStatus
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Form, HTTPException, status
+from fastapi.responses import HTMLResponse
+from jinja2 import DictLoader, Environment, StrictUndefined, select_autoescape
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from stripe_lifecycle.links import read_token
+from stripe_lifecycle.mail.templates import Brand
+from stripe_lifecycle.models import (
+    CancellationFeedback,
+    CancellationFeedbackPublic,
+    FeedbackSource,
+    Message,
+    utcnow,
+)
+
+from .deps import AppStateDep, SessionDep, SupportKey
+
+router = APIRouter(tags=["cancellation feedback"])
+
+SURVEY_LINK = "survey"
+COMMENT_MAX_LENGTH = 5000
+
+CancellationReason = Literal[
+    "too_expensive",
+    "missing_features",
+    "switched_service",
+    "unused",
+    "customer_service",
+    "too_complex",
+    "low_quality",
+    "other",
+]
+
+# In the order the page offers them; the wording of Stripe's Customer Portal.
+REASON_LABELS: dict[CancellationReason, str] = {
+    "too_expensive": "It's too expensive",
+    "missing_features": "Some features are missing",
+    "switched_service": "I'm switching to a different service",
+    "unused": "I don't use the service enough",
+    "customer_service": "Customer service was less than expected",
+    "too_complex": "Ease of use was less than expected",
+    "low_quality": "Quality was less than expected",
+    "other": "Other reason",
+}
+
+# The page stands alone: inline CSS, no script, nothing fetched from elsewhere, and a
+# referrer policy so the token in the URL goes nowhere.
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<meta name="robots" content="noindex">
+<title>{{ brand.name }}: {{ "Thank you" if thanks else "Why did you cancel?" }}</title>
+<style>
+body { margin: 0; background: #f6f9fc; color: #1a1f36;
+  font: 16px/1.5 -apple-system, BlinkMacSystemFont, "Segoe UI", Roboto, Helvetica, Arial,
+  sans-serif; }
+main { box-sizing: border-box; max-width: 560px; margin: 0 auto; padding: 32px 16px; }
+.brand { margin: 0 0 20px; font-size: 20px; font-weight: 700; }
+.card { background: #fff; border: 1px solid #e6ebf1; border-radius: 8px; padding: 24px; }
+h1 { margin: 0 0 8px; font-size: 22px; line-height: 1.3; }
+p { margin: 0 0 16px; }
+form { margin: 0 0 16px; }
+fieldset { border: 0; margin: 0 0 16px; padding: 0; }
+legend { padding: 0; margin: 0 0 8px; font-weight: 600; }
+.choice { display: flex; gap: 10px; align-items: center; margin: 0 0 8px; padding: 12px;
+  border: 1px solid #e6ebf1; border-radius: 6px; cursor: pointer; }
+.choice input { margin: 0; width: 18px; height: 18px; flex: none; }
+label[for=comment] { display: block; margin: 0 0 8px; font-weight: 600; }
+textarea { box-sizing: border-box; width: 100%; min-height: 96px; padding: 10px;
+  border: 1px solid #c1c9d2; border-radius: 6px; font: inherit; }
+button { width: 100%; margin-top: 16px; padding: 12px 16px; border: 0; border-radius: 6px;
+  background: {{ brand.primary_color }}; color: {{ brand.on_primary_color }};
+  font: inherit; font-weight: 600; cursor: pointer; }
+.error { padding: 12px; border-radius: 6px; background: #fdecea; color: #a4281d; }
+.muted { color: #697386; font-size: 14px; }
+</style>
+</head>
+<body>
+<main>
+<p class="brand">{{ brand.name }}</p>
+<div class="card">
+{% if thanks %}
+<h1>Thank you</h1>
+<p>We've got your answer. It helps us make {{ brand.name }} better.</p>
+<p class="muted">Changed your mind? Open the link in the email again to change your answer.</p>
+{% else %}
+<h1>Why did you cancel?</h1>
+<p>Your answer helps us make {{ brand.name }} better. It takes a few seconds.</p>
+{% if error %}<p class="error" role="alert">{{ error }}</p>{% endif %}
+<form method="post">
+<fieldset>
+<legend>The main reason</legend>
+{% for value, label in reasons.items() %}
+<label class="choice"><input type="radio" name="reason" value="{{ value }}" required
+{%- if value == reason %} checked{% endif %}> {{ label }}</label>
+{% endfor %}
+</fieldset>
+<label for="comment">Anything else you'd like to tell us? (optional)</label>
+<textarea id="comment" name="comment" maxlength="{{ comment_max_length }}">{{ comment }}</textarea>
+<button type="submit">Send</button>
+</form>
+{% endif %}
+{% if brand.support_email %}
+<p class="muted">Questions? Write to us at
+<a href="mailto:{{ brand.support_email }}">{{ brand.support_email }}</a>.</p>
+{% endif %}
+</div>
+</main>
+</body>
+</html>
+"""
+
+_PAGES = Environment(
+    loader=DictLoader({"survey.html": _PAGE}),
+    autoescape=select_autoescape(),
+    undefined=StrictUndefined,
+)
+
+_HEADERS = {
+    # The token grants answering for this customer: keep the page out of caches.
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
+
+
+def _page(
+    brand: Brand,
+    *,
+    status_code: int = status.HTTP_200_OK,
+    thanks: bool = False,
+    reason: str | None = None,
+    comment: str | None = None,
+    error: str | None = None,
+) -> HTMLResponse:
+    html = _PAGES.get_template("survey.html").render(
+        brand=brand,
+        thanks=thanks,
+        reasons=REASON_LABELS,
+        reason=reason,
+        comment=comment or "",
+        comment_max_length=COMMENT_MAX_LENGTH,
+        error=error,
+    )
+    return HTMLResponse(html, status_code=status_code, headers=_HEADERS)
+
+
+async def _surveyed_message(state: AppStateDep, session: AsyncSession, token: str) -> Message:
+    found = read_token(state.settings.link_secret_bytes(), token)
+    message = await session.get(Message, found[0]) if found else None
+    if found is None or message is None or found[1] != SURVEY_LINK:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown survey")
+    return message
+
+
+async def _answer_to(session: AsyncSession, message_id: str) -> CancellationFeedback | None:
+    result = await session.execute(
+        select(CancellationFeedback).where(col(CancellationFeedback.message_id) == message_id)
+    )
+    return result.scalar_one_or_none()
+
+
+def subscription_of(workflow_id: str, customer_id: str) -> str | None:
+    """The subscription a win-back email is about, from its workflow id
+    (`winback-{cus_id}-{sub_id}`); other lifecycles' ids do not name one."""
+    subscription_id = workflow_id.removeprefix(f"winback-{customer_id}-")
+    if subscription_id == workflow_id or not subscription_id.startswith("sub_"):
+        return None
+    return subscription_id
+
+
+def _comment(text: str | None) -> str | None:
+    return (text or "").strip() or None
+
+
+@router.get("/survey/{token}", response_class=HTMLResponse)
+async def survey_page(token: str, state: AppStateDep, session: SessionDep) -> HTMLResponse:
+    """The survey, with the answer already given to this email (if any) selected."""
+    message = await _surveyed_message(state, session, token)
+    answer = await _answer_to(session, message.id)
+    return _page(
+        Brand.from_settings(state.settings),
+        reason=answer.reason if answer else None,
+        comment=answer.comment if answer else None,
+    )
+
+
+@router.post("/survey/{token}", response_class=HTMLResponse)
+async def answer_survey(
+    token: str,
+    state: AppStateDep,
+    session: SessionDep,
+    reason: Annotated[str, Form()] = "",
+    comment: Annotated[str, Form()] = "",
+) -> HTMLResponse:
+    """Store the answer to this email (replacing an earlier one) and thank the reader."""
+    message = await _surveyed_message(state, session, token)
+    brand = Brand.from_settings(state.settings)
+    error: str | None = None
+    if reason not in REASON_LABELS:
+        error = "Please choose the main reason you cancelled."
+    elif len(comment) > COMMENT_MAX_LENGTH:
+        error = f"Please keep your comment under {COMMENT_MAX_LENGTH} characters."
+    if error:
+        return _page(
+            brand,
+            status_code=HTTPStatus.UNPROCESSABLE_ENTITY,
+            reason=reason,
+            comment=comment,
+            error=error,
+        )
+    now = utcnow()
+    values = CancellationFeedback(
+        customer_id=message.customer_id,
+        subscription_id=subscription_of(message.workflow_id, message.customer_id),
+        message_id=message.id,
+        workflow_id=message.workflow_id,
+        reason=reason,
+        comment=_comment(comment),
+        source=FeedbackSource.EMAIL,
+        created_at=now,
+        updated_at=now,
+    ).model_dump(exclude={"id"})
+    # An upsert on the unique message id, so a double-clicked submit cannot race itself
+    # into an integrity error: the last answer wins.
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    await session.execute(
+        insert(CancellationFeedback)
+        .values(**values)
+        .on_conflict_do_update(
+            index_elements=["message_id"],
+            set_={"reason": reason, "comment": values["comment"], "updated_at": now},
+        )
+    )
+    await session.commit()
+    return _page(brand, thanks=True)
+
+
+class FeedbackIn(BaseModel):
+    subscription_id: str | None = Field(default=None, min_length=1, max_length=255)
+    reason: CancellationReason
+    comment: str | None = Field(default=None, max_length=COMMENT_MAX_LENGTH)
+
+
+class FeedbackList(BaseModel):
+    feedback: list[CancellationFeedbackPublic]
+
+
+@router.post(
+    "/v1/customers/{customer_id}/cancellation-feedback",
+    status_code=status.HTTP_201_CREATED,
+)
+async def record_feedback(
+    customer_id: str, body: FeedbackIn, session: SessionDep, caller: SupportKey
+) -> CancellationFeedbackPublic:
+    """Record why the customer cancelled, as the product's own cancel flow asked them.
+
+    The customer need not be known here yet: the cancel flow usually runs before Stripe's
+    webhook has reached us, and the answer must not be lost for it.
+    """
+    row = CancellationFeedback(
+        customer_id=customer_id,
+        subscription_id=body.subscription_id,
+        reason=body.reason,
+        comment=_comment(body.comment),
+        source=FeedbackSource.API,
+        actor=str(caller),
+    )
+    session.add(row)
+    await session.commit()
+    await session.refresh(row)
+    return CancellationFeedbackPublic.model_validate(row, from_attributes=True)
+
+
+@router.get("/v1/customers/{customer_id}/cancellation-feedback")
+async def customer_feedback(
+    customer_id: str, session: SessionDep, _role: SupportKey
+) -> FeedbackList:
+    """Every cancellation answer of the customer, from email and API, oldest first."""
+    rows = await session.execute(
+        select(CancellationFeedback)
+        .where(col(CancellationFeedback.customer_id) == customer_id)
+        .order_by(col(CancellationFeedback.created_at), col(CancellationFeedback.id))
+    )
+    return FeedbackList(
+        feedback=[
+            CancellationFeedbackPublic.model_validate(f, from_attributes=True)
+            for f in rows.scalars()
+        ]
+    )

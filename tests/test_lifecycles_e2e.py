@@ -1,0 +1,433 @@
+"""Subscription and card lifecycles started, fed and ended by the customer workflow, on the
+dev server (search attributes registered), with the packaged automations, the real
+activities and SQLite.
+
+The dev server keeps real time, so these check what starts, what ends and what is
+recorded; the timing of steps is tested on the time-skipping server
+(test_sequence_workflows.py)."""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlmodel import col
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from stripe_lifecycle import contract
+from stripe_lifecycle.billing import LifecycleRef
+from stripe_lifecycle.db import SessionMaker, create_engine, create_sessionmaker
+from stripe_lifecycle.forwarder import ForwarderConfig, temporal_delivery
+from stripe_lifecycle.models import Conversion, Message
+from stripe_lifecycle.settings import Settings
+from stripe_lifecycle.stripe_normalise import normalise_event
+from stripe_lifecycle.worker import build_worker
+from stripe_lifecycle.workflows.customer import CustomerWorkflow
+
+from .conftest import LINK_SECRET
+from .events import customer_event, from_fixture, subscription_event, unique_customer_id
+
+DAY = 86_400
+
+
+@pytest.fixture
+async def sessionmaker(sqlite_url: str) -> AsyncIterator[SessionMaker]:
+    engine = create_engine(sqlite_url)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+async def worker(
+    dev_env: WorkflowEnvironment, sqlite_url: str, task_queue: str, sessionmaker: SessionMaker
+) -> AsyncIterator[Worker]:
+    settings = Settings(database_url=sqlite_url, task_queue=task_queue, link_secret=LINK_SECRET)
+    async with build_worker(dev_env.client, settings, sessionmaker) as w:
+        yield w
+
+
+class Customer:
+    """One test customer: send it events, read what its workflow started."""
+
+    def __init__(self, client: Client, task_queue: str, sessionmaker: SessionMaker) -> None:
+        self.id = unique_customer_id()
+        # Workflow ids name subscriptions and cards, so each test needs its own.
+        self.sub = f"sub_{self.id[4:]}"
+        self.pm = f"pm_{self.id[4:]}"
+        self.client = client
+        self.sessionmaker = sessionmaker
+        self._deliver = temporal_delivery(client, ForwarderConfig(task_queue=task_queue))
+        self.handle = client.get_workflow_handle_for(
+            CustomerWorkflow.run, contract.customer_workflow_id(self.id)
+        )
+
+    async def send(self, *events: dict[str, Any]) -> None:
+        for raw in events:
+            event = normalise_event(raw)
+            assert event is not None
+            await self._deliver(event.customer_id, [event])
+
+    async def lifecycles(self) -> dict[str, LifecycleRef]:
+        """The latest instance under each workflow id."""
+        return {r.workflow_id: r for r in await self.handle.query(CustomerWorkflow.lifecycles)}
+
+    async def wait_for(self, workflow_id: str, status: str = "running") -> LifecycleRef:
+        found: dict[str, LifecycleRef] = {}
+
+        async def check() -> bool:
+            nonlocal found
+            found = await self.lifecycles()
+            ref = found.get(workflow_id)
+            return ref is not None and ref.status == status
+
+        await eventually(check, f"{workflow_id} {status}, have {found}")
+        return found[workflow_id]
+
+    async def settled(self, events: int) -> None:
+        async def applied() -> bool:
+            state = await self.handle.query(CustomerWorkflow.state)
+            return state.events_applied >= events
+
+        await eventually(applied, f"{events} events applied")
+
+    async def conversions(self) -> list[Conversion]:
+        async with self.sessionmaker() as session:
+            rows = await session.execute(
+                select(Conversion)
+                .where(col(Conversion.customer_id) == self.id)
+                .order_by(col(Conversion.id))
+            )
+            return list(rows.scalars())
+
+    async def messages(self, workflow_id: str) -> list[Message]:
+        async with self.sessionmaker() as session:
+            rows = await session.execute(
+                select(Message).where(col(Message.workflow_id) == workflow_id)
+            )
+            return list(rows.scalars())
+
+
+@pytest.fixture
+def customer(dev_env: WorkflowEnvironment, task_queue: str, sessionmaker: SessionMaker) -> Customer:
+    return Customer(dev_env.client, task_queue, sessionmaker)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    for _ in range(300):
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def paid_invoice(
+    cus: str, created: int, amount: int, *, sub_id: str, reason: str = "subscription_cycle"
+) -> dict[str, Any]:
+    return from_fixture(
+        "invoice.paid__stripe-ruby-mock.json",
+        cus,
+        created=created,
+        id=f"in_T{created}{amount}",
+        subscription=sub_id,
+        billing_reason=reason,
+        amount_due=amount,
+        amount_paid=amount,
+    )
+
+
+async def test_trial_starts_sends_welcome_and_converts_once_whatever_the_order(
+    customer: Customer,
+) -> None:
+    now = int(time.time())
+    cus, sub = customer.id, customer.sub
+    await customer.send(
+        customer_event(cus, "ada@example.com", created=now - 10, type_="customer.created"),
+        subscription_event(
+            cus,
+            sub_id=sub,
+            created=now - 9,
+            status="trialing",
+            type_="customer.subscription.created",
+            trial_end=now + 14 * DAY,
+        ),
+    )
+    ref = await customer.wait_for(f"trial-{sub}")
+    assert (ref.lifecycle, ref.automation, ref.anchor) == ("trial", "trial-default", now + 14 * DAY)
+    child = await customer.client.get_workflow_handle(f"trial-{sub}").describe()
+    assert child.workflow_type == "TrialWorkflow"
+    assert child.typed_search_attributes.get(contract.LIFECYCLE) == "trial"
+    assert child.typed_search_attributes.get(contract.AUTOMATION) == "trial-default"
+    assert child.typed_search_attributes.get(contract.CUSTOMER_ID) == cus
+
+    async def welcomed() -> bool:
+        return [m.template for m in await customer.messages(f"trial-{sub}")] == ["trial/welcome"]
+
+    await eventually(welcomed, "the welcome email")
+
+    # Stripe's trial-end pair, within a second, delivered newest first; then the
+    # duplicate payment event Stripe sends for the same invoice. (After the welcome was
+    # recorded, so it falls in the attribution window.)
+    later = int(time.time()) + 2
+    paid = paid_invoice(cus, later + 1, 4900, sub_id=sub)
+    await customer.send(
+        paid,
+        subscription_event(cus, sub_id=sub, created=later, status="active"),
+        {**paid, "id": paid["id"] + "x", "type": "invoice.payment_succeeded"},
+    )
+    ref = await customer.wait_for(f"trial-{sub}", "converted")
+    conversions = await customer.conversions()
+    assert [
+        (c.kind, c.lifecycle, c.automation, c.mrr_delta_cents, c.amount_cents) for c in conversions
+    ] == [("trial_converted", "trial", "trial-default", 4900, 4900)]
+    # Attributed to the welcome email, the last one sent within the window.
+    assert conversions[0].message_id == (await customer.messages(f"trial-{sub}"))[0].id
+    assert ref.converted
+
+
+async def test_trial_extended_is_retimed_and_a_lapsed_trial_expires(customer: Customer) -> None:
+    now = int(time.time())
+    cus, sub = customer.id, customer.sub
+    await customer.send(
+        subscription_event(
+            cus,
+            sub_id=sub,
+            created=now - 9,
+            trial_end=now + 7 * DAY,
+            status="trialing",
+            type_="customer.subscription.created",
+        )
+    )
+    await customer.wait_for(f"trial-{sub}")
+    await customer.send(
+        subscription_event(
+            cus, sub_id=sub, created=now - 8, status="trialing", trial_end=now + 21 * DAY
+        )
+    )
+
+    async def retimed() -> bool:
+        state = await customer.client.get_workflow_handle(f"trial-{sub}").query("state")
+        return bool(state["anchor"]) and datetime.fromisoformat(
+            state["anchor"]
+        ) == datetime.fromtimestamp(now + 21 * DAY, UTC)
+
+    await eventually(retimed, "the trial's new end date")
+    await customer.send(subscription_event(cus, sub_id=sub, created=now - 7, status="paused"))
+    await customer.wait_for(f"trial-{sub}", "expired")
+    assert await customer.conversions() == []
+
+
+async def test_scheduled_cancel_saved_then_cancelled_hands_over_to_winback_and_reactivation(
+    customer: Customer,
+) -> None:
+    now = int(time.time())
+    cus, sub = customer.id, customer.sub
+    await customer.send(
+        customer_event(cus, "ada@example.com", created=now - 20),
+        subscription_event(
+            cus, sub_id=sub, created=now - 19, type_="customer.subscription.created"
+        ),
+        subscription_event(
+            cus,
+            sub_id=sub,
+            created=now - 18,
+            cancel_at_period_end=True,
+            previous_attributes={"cancel_at_period_end": False},
+        ),
+    )
+    first = await customer.wait_for(f"scheduled-cancel-{sub}")
+    assert first.anchor == now - 18 + 30 * DAY  # the period end
+    await customer.send(
+        subscription_event(cus, sub_id=sub, created=now - 17, cancel_at_period_end=False)
+    )
+    await customer.wait_for(f"scheduled-cancel-{sub}", "saved")
+    saved = await customer.conversions()
+    assert [(c.kind, c.mrr_delta_cents) for c in saved] == [("saved", 4900)]
+
+    # Cancelled again (the id comes back for a new instance), and this time it ends.
+    await customer.send(
+        subscription_event(cus, sub_id=sub, created=now - 16, cancel_at_period_end=True)
+    )
+    await customer.wait_for(f"scheduled-cancel-{sub}")
+    await customer.send(
+        subscription_event(
+            cus,
+            sub_id=sub,
+            created=now - 15,
+            status="canceled",
+            type_="customer.subscription.deleted",
+            cancel_at_period_end=True,
+            cancellation_details={"reason": "cancellation_requested"},
+        )
+    )
+    await customer.wait_for(f"scheduled-cancel-{sub}", "cancelled")
+    winback = await customer.wait_for(f"winback-{cus}-{sub}")
+    assert winback.automation == "winback-voluntary"
+
+    async def confirmation_sent() -> bool:
+        sent = await customer.messages(winback.workflow_id)
+        return [m.template for m in sent] == ["winback/cancelled"]
+
+    await eventually(confirmation_sent, "the cancellation confirmation")
+    survey = (await customer.messages(winback.workflow_id))[0]
+    assert survey.destinations == {"survey": "hosted:survey", "offer": "portal:"}
+
+    # They come back on a new subscription.
+    await customer.send(
+        subscription_event(
+            cus,
+            created=now - 5,
+            sub_id=f"{sub}2",
+            unit_amount=9900,
+            type_="customer.subscription.created",
+        )
+    )
+    await customer.wait_for(winback.workflow_id, "reactivated")
+    kinds = [(c.kind, c.subscription_id, c.mrr_delta_cents) for c in await customer.conversions()]
+    assert kinds == [("saved", sub, 4900), ("reactivated", f"{sub}2", 9900)]
+
+
+async def test_involuntary_churn_runs_its_own_winback_and_partial_cancel_is_not_churn(
+    customer: Customer,
+) -> None:
+    now = int(time.time())
+    cus, sub = customer.id, customer.sub
+    await customer.send(
+        subscription_event(
+            cus, sub_id=sub, created=now - 20, type_="customer.subscription.created"
+        ),
+        subscription_event(
+            cus, created=now - 19, sub_id=f"{sub}2", type_="customer.subscription.created"
+        ),
+        subscription_event(
+            cus,
+            created=now - 18,
+            sub_id=f"{sub}2",
+            status="canceled",
+            type_="customer.subscription.deleted",
+        ),
+    )
+    await customer.settled(3)
+    # The customer still pays for the other subscription: not churn, no win-back.
+    assert f"winback-{cus}-{sub}2" not in await customer.lifecycles()
+    await customer.send(
+        subscription_event(
+            cus,
+            sub_id=sub,
+            created=now - 17,
+            status="canceled",
+            type_="customer.subscription.deleted",
+            cancellation_details={"reason": "payment_failed"},
+        )
+    )
+    winback = await customer.wait_for(f"winback-{cus}-{sub}")
+    assert winback.automation == "winback-involuntary"
+
+
+async def test_plan_changes_record_expansion_and_start_a_downgrade_check_in(
+    customer: Customer,
+) -> None:
+    now = int(time.time())
+    cus, sub = customer.id, customer.sub
+    changed: dict[str, Any] = {"items": {"data": []}}
+    await customer.send(
+        subscription_event(
+            cus, sub_id=sub, created=now - 20, type_="customer.subscription.created"
+        ),
+        subscription_event(
+            cus, sub_id=sub, created=now - 19, unit_amount=9900, previous_attributes=changed
+        ),
+    )
+
+    async def expanded() -> bool:
+        return [(c.kind, c.mrr_delta_cents) for c in await customer.conversions()] == [
+            ("expansion", 5000)
+        ]
+
+    await eventually(expanded, "an expansion conversion")
+    expansion = (await customer.conversions())[0]
+    assert (expansion.lifecycle, expansion.message_id, expansion.attribution) == (
+        "upgrade",
+        None,
+        None,
+    )
+    await customer.send(
+        subscription_event(
+            cus, sub_id=sub, created=now - 18, unit_amount=1900, previous_attributes=changed
+        )
+    )
+    ref = await customer.wait_for(f"plan-change-{sub}-{now - 18}")
+    assert ref.automation == "plan-change-downgrade"
+
+
+async def test_annual_renewal_reminder_runs_until_the_renewal_is_paid(customer: Customer) -> None:
+    now = int(time.time())
+    cus, sub = customer.id, customer.sub
+    await customer.send(
+        subscription_event(
+            cus,
+            sub_id=sub,
+            created=now - 20,
+            interval="year",
+            type_="customer.subscription.created",
+        )
+    )
+    # The helper's period is 30 days whatever the interval; the anchor is what Stripe says.
+    renewal = f"renewal-{sub}-{now - 20 + 30 * DAY}"
+    ref = await customer.wait_for(renewal)
+    assert ref.automation == "renewal-annual"
+    # An invoice of an earlier cycle is not this renewal's; the one billed at the period
+    # end is.
+    await customer.send(paid_invoice(cus, now - 10, 49_000, sub_id=sub))
+    await customer.settled(2)
+    assert (await customer.lifecycles())[renewal].status == "running"
+    await customer.send(paid_invoice(cus, now - 20 + 30 * DAY, 49_000, sub_id=sub))
+    await customer.wait_for(renewal, "renewed")
+    # A monthly plan matches no renewal automation: nothing runs for it.
+    await customer.send(
+        subscription_event(
+            cus, created=now - 5, sub_id=f"{sub}3", type_="customer.subscription.created"
+        )
+    )
+    await asyncio.sleep(0.5)
+    assert not any(w.startswith(f"renewal-{sub}3") for w in await customer.lifecycles())
+
+
+async def test_expiring_default_card_is_tracked_until_the_network_updates_it(
+    customer: Customer,
+) -> None:
+    now = int(time.time())
+    cus, sub = customer.id, customer.sub
+    soon = datetime.fromtimestamp(now + 40 * DAY, UTC)
+    card = {"brand": "visa", "last4": "4242", "exp_month": soon.month, "exp_year": soon.year}
+    attached = from_fixture(
+        "payment_method.attached__stripe-ruby-mock.json", cus, created=now - 20, id=customer.pm
+    )
+    attached["data"]["object"]["card"].update(card)
+    await customer.send(
+        subscription_event(
+            cus,
+            sub_id=sub,
+            created=now - 21,
+            type_="customer.subscription.created",
+            default_payment_method=customer.pm,
+        ),
+        attached,
+    )
+    expiring = f"card-expiring-{customer.pm}-{soon.year:04d}{soon.month:02d}"
+    ref = await customer.wait_for(expiring)
+    assert ref.automation == "card-expiring-default"
+
+    updated = from_fixture(
+        "payment_method.attached__stripe-ruby-mock.json", cus, created=now - 10, id=customer.pm
+    )
+    updated["type"] = "payment_method.automatically_updated"
+    updated["data"]["object"]["card"].update({**card, "exp_year": soon.year + 3})
+    await customer.send(updated)
+    await customer.wait_for(expiring, "card_updated")
+    renewed = f"card-expiring-{customer.pm}-{soon.year + 3:04d}{soon.month:02d}"
+    await customer.wait_for(renewed)
