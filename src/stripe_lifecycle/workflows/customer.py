@@ -262,26 +262,19 @@ class CustomerWorkflow:
         assert invoice is not None
         snap = self._ledger.snapshot
         sub = snap.subscriptions.get(invoice.subscription_id or "")
-        automation = await workflow.execute_activity(
-            "choose_automation",
-            {
-                "lifecycle": kind.lifecycle,
-                "livemode": event.livemode,
-                "subscription_interval": sub.interval if sub else None,
-                "invoice_amount": invoice.amount_due,
-                "currency": invoice.currency,
-                "product_ids": invoice.product_ids,
-                "price_ids": invoice.price_ids,
-                "plan": snap.plan,
-                "customer_metadata": {},
-                "invoice_metadata": invoice.metadata,
-            },
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=PERSIST_RETRY,
-            result_type=Automation | None,  # type: ignore[arg-type]
+        automation = await self._choose_automation(
+            kind.lifecycle,
+            workflow_id,
+            event,
+            subscription_interval=sub.interval if sub else None,
+            invoice_amount=invoice.amount_due,
+            currency=invoice.currency,
+            product_ids=invoice.product_ids,
+            price_ids=invoice.price_ids,
+            plan=snap.plan,
+            invoice_metadata=invoice.metadata,
         )
         if automation is None:
-            workflow.logger.info("no enabled %s automation matches %s", kind.lifecycle, workflow_id)
             return
         try:
             await workflow.start_child_workflow(
@@ -348,29 +341,20 @@ class CustomerWorkflow:
             self._ledger.decide_start(start.workflow_id)
         snap = self._ledger.snapshot
         sub = snap.subscriptions.get(start.subscription_id or "")
-        automation = await workflow.execute_activity(
-            "choose_automation",
-            {
-                "lifecycle": start.lifecycle,
-                "livemode": event.livemode,
-                "subscription_interval": sub.interval if sub else None,
-                "invoice_amount": sub.amount_cents if sub else None,
-                "currency": sub.currency if sub else snap.currency,
-                "product_ids": [sub.product_id] if sub and sub.product_id else [],
-                "price_ids": [sub.price_id] if sub and sub.price_id else [],
-                "plan": sub.plan if sub else snap.plan,
-                "cancellation_reason": sub.cancellation_reason if sub else None,
-                "customer_metadata": snap.metadata,
-                "invoice_metadata": sub.metadata if sub else {},
-            },
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=PERSIST_RETRY,
-            result_type=Automation | None,  # type: ignore[arg-type]
+        automation = await self._choose_automation(
+            start.lifecycle,
+            start.workflow_id,
+            event,
+            subscription_interval=sub.interval if sub else None,
+            invoice_amount=sub.amount_cents if sub else None,
+            currency=sub.currency if sub else snap.currency,
+            product_ids=[sub.product_id] if sub and sub.product_id else [],
+            price_ids=[sub.price_id] if sub and sub.price_id else [],
+            plan=sub.plan if sub else snap.plan,
+            cancellation_reason=sub.cancellation_reason if sub else None,
+            invoice_metadata=sub.metadata if sub else {},
         )
         if automation is None:
-            workflow.logger.info(
-                "no enabled %s automation matches %s", start.lifecycle, start.workflow_id
-            )
             return
         kind = SEQUENCE_WORKFLOWS[start.lifecycle]
         try:
@@ -409,6 +393,26 @@ class CustomerWorkflow:
                 anchor=start.anchor,
             )
         )
+
+    async def _choose_automation(
+        self, lifecycle: str, workflow_id: str, event: BillingEvent, **trigger: Any
+    ) -> Automation | None:
+        """The automation this trigger runs (an activity: the definitions are the worker's)."""
+        automation: Automation | None = await workflow.execute_activity(
+            "choose_automation",
+            {
+                "lifecycle": lifecycle,
+                "livemode": event.livemode,
+                "customer_metadata": self._ledger.snapshot.metadata,
+                **trigger,
+            },
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=PERSIST_RETRY,
+            result_type=Automation | None,  # type: ignore[arg-type]
+        )
+        if automation is None:
+            workflow.logger.info("no enabled %s automation matches %s", lifecycle, workflow_id)
+        return automation
 
     async def _record_conversion(self, convert: rules.Convert, event: BillingEvent) -> None:
         ref = None

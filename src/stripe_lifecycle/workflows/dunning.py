@@ -108,8 +108,47 @@ MAIL_RETRY = RetryPolicy(
 DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
 
 
+class LifecycleHandlers:
+    """What every lifecycle workflow shares: support can stop it, and it tells the
+    customer workflow that started it how it ended."""
+
+    lifecycle = ""
+    _outcome: str | None
+
+    @workflow.update
+    def cancel(self, request: CancelRequest) -> CancelResult:
+        workflow.logger.info(
+            "%s cancelled by %s: %s", self.lifecycle, request.actor, request.reason
+        )
+        self._outcome = "cancelled"
+        return CancelResult(workflow_id=workflow.info().workflow_id, cancelled=True)
+
+    @cancel.validator
+    def _validate_cancel(self, request: CancelRequest) -> None:
+        if self._outcome is not None:
+            raise ApplicationError(f"this {self.lifecycle} has already ended ({self._outcome})")
+        if not request.reason.strip():
+            raise ApplicationError("a reason is required")
+
+    async def _tell_customer_workflow(self) -> None:
+        parent = workflow.info().parent
+        if parent is None:
+            return  # started on its own (tests, or by hand): nobody to tell
+        try:
+            await workflow.get_external_workflow_handle(parent.workflow_id).signal(
+                "lifecycle_finished",
+                {"workflow_id": workflow.info().workflow_id, "outcome": self._outcome},
+            )
+        except Exception:
+            # The customer workflow is gone (terminated by hand): the outcome is still in
+            # this workflow's result and history.
+            workflow.logger.warning(
+                "could not tell %s that this lifecycle ended", parent.workflow_id
+            )
+
+
 @workflow.defn(name="DunningWorkflow")
-class DunningWorkflow:
+class DunningWorkflow(LifecycleHandlers):
     """Runs one dunning automation for one failed invoice, step by step on durable timers.
 
     PaymentActionWorkflow is the same sequence for an invoice awaiting the customer's
@@ -163,22 +202,6 @@ class DunningWorkflow:
         await self._tell_customer_workflow()
         return DunningResult(outcome=self._outcome, steps_done=len(self._done))
 
-    async def _tell_customer_workflow(self) -> None:
-        parent = workflow.info().parent
-        if parent is None:
-            return  # started on its own (tests, or by hand): nobody to tell
-        try:
-            await workflow.get_external_workflow_handle(parent.workflow_id).signal(
-                "lifecycle_finished",
-                {"workflow_id": workflow.info().workflow_id, "outcome": self._outcome},
-            )
-        except Exception:
-            # The customer workflow is gone (terminated by hand): the outcome is still in
-            # this workflow's result and history.
-            workflow.logger.warning(
-                "could not tell %s that this lifecycle ended", parent.workflow_id
-            )
-
     @workflow.signal
     def invoice_update(self, update: InvoiceUpdate) -> None:
         if self._outcome is not None:
@@ -189,21 +212,6 @@ class DunningWorkflow:
         if ending is not None:
             self._outcome = ending
             self._ending = update
-
-    @workflow.update
-    def cancel(self, request: CancelRequest) -> CancelResult:
-        workflow.logger.info(
-            "%s cancelled by %s: %s", self.lifecycle, request.actor, request.reason
-        )
-        self._outcome = "cancelled"
-        return CancelResult(workflow_id=workflow.info().workflow_id, cancelled=True)
-
-    @cancel.validator
-    def _validate_cancel(self, request: CancelRequest) -> None:
-        if self._outcome is not None:
-            raise ApplicationError(f"this {self.lifecycle} has already ended ({self._outcome})")
-        if not request.reason.strip():
-            raise ApplicationError("a reason is required")
 
     @workflow.query
     def state(self) -> DunningState:

@@ -18,15 +18,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from stripe_lifecycle.automations import Automation, Step
     from stripe_lifecycle.links import HOSTED_SURVEY, PORTAL
     from stripe_lifecycle.workflows.dunning import (
         MAIL_RETRY,
-        CancelRequest,
-        CancelResult,
+        LifecycleHandlers,
         StepRecord,
     )
 
@@ -79,7 +77,7 @@ class LifecycleResult:
     steps_done: int
 
 
-class SequenceWorkflow:
+class SequenceWorkflow(LifecycleHandlers):
     """The engine; subclasses name the lifecycle and how long to wait for its outcome.
 
     Signals: `lifecycle_update(LifecycleUpdate)`. Updates: `cancel(CancelRequest)`.
@@ -147,21 +145,6 @@ class SequenceWorkflow:
             self._changed = True
         if update.outcome is not None:
             self._outcome = update.outcome
-
-    @workflow.update
-    def cancel(self, request: CancelRequest) -> CancelResult:
-        workflow.logger.info(
-            "%s cancelled by %s: %s", self.lifecycle, request.actor, request.reason
-        )
-        self._outcome = "cancelled"
-        return CancelResult(workflow_id=workflow.info().workflow_id, cancelled=True)
-
-    @cancel.validator
-    def _validate_cancel(self, request: CancelRequest) -> None:
-        if self._outcome is not None:
-            raise ApplicationError(f"this {self.lifecycle} has already ended ({self._outcome})")
-        if not request.reason.strip():
-            raise ApplicationError("a reason is required")
 
     @workflow.query
     def state(self) -> LifecycleState:
@@ -293,20 +276,6 @@ class SequenceWorkflow:
             "offer": offer.url if offer is not None and offer.url else PORTAL,
         }
         return {name: targets[name] for name in self.links}
-
-    async def _tell_customer_workflow(self) -> None:
-        parent = workflow.info().parent
-        if parent is None:
-            return  # started on its own (tests, or by hand): nobody to tell
-        try:
-            await workflow.get_external_workflow_handle(parent.workflow_id).signal(
-                "lifecycle_finished",
-                {"workflow_id": workflow.info().workflow_id, "outcome": self._outcome},
-            )
-        except Exception:
-            workflow.logger.warning(
-                "could not tell %s that this lifecycle ended", parent.workflow_id
-            )
 
     def _describe(self) -> None:
         automation = self._input.automation
