@@ -9,6 +9,7 @@ on the time-skipping server."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import socket
 import sysconfig
 import uuid
@@ -20,12 +21,16 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import select
+from sqlmodel import col
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from stripe_lifecycle import contract
 from stripe_lifecycle.api.app import create_app
-from stripe_lifecycle.db import create_engine, create_sessionmaker
+from stripe_lifecycle.db import SessionMaker, create_engine, create_sessionmaker
 from stripe_lifecycle.migrate import upgrade
+from stripe_lifecycle.models import Message
 from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.worker import build_worker
 
@@ -109,6 +114,66 @@ async def sqlite_url(tmp_path: Path) -> str:
     url = f"sqlite+aiosqlite:///{tmp_path / 'lifecycle.db'}"
     await upgrade(url)
     return url
+
+
+@pytest.fixture
+async def sessionmaker(sqlite_url: str) -> AsyncIterator[SessionMaker]:
+    """Sessions on this test's SQLite database."""
+    engine = create_engine(sqlite_url)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+@dataclasses.dataclass
+class WorkerRig:
+    """One test's Temporal server, task queue and SQLite database: real workers to run on
+    them, and the emails those workers recorded."""
+
+    env: WorkflowEnvironment
+    database_url: str
+    sessionmaker: SessionMaker
+    task_queue: str
+
+    def worker(self, cache: int = 100) -> Worker:
+        """The real worker: every workflow and activity. With `cache=0` every task is
+        replayed from history, as on a freshly started worker, and no task waits on the
+        sticky queue of a stopped one."""
+        settings = Settings(
+            database_url=self.database_url,
+            task_queue=self.task_queue,
+            link_secret=LINK_SECRET,
+            worker_max_cached_workflows=cache,
+        )
+        return build_worker(self.env.client, settings, self.sessionmaker)
+
+    async def messages(self, workflow_id: str) -> list[Message]:
+        """The emails `workflow_id` recorded, oldest first."""
+        async with self.sessionmaker() as session:
+            rows = await session.execute(
+                select(Message)
+                .where(col(Message.workflow_id) == workflow_id)
+                .order_by(col(Message.created_at))
+            )
+            return list(rows.scalars())
+
+
+@pytest.fixture
+def skipping_rig(
+    time_skipping_env: WorkflowEnvironment,
+    sqlite_url: str,
+    sessionmaker: SessionMaker,
+    task_queue: str,
+) -> WorkerRig:
+    """Workers on the time-skipping server: for long timers."""
+    return WorkerRig(time_skipping_env, sqlite_url, sessionmaker, task_queue)
+
+
+@pytest.fixture
+def dev_rig(
+    dev_env: WorkflowEnvironment, sqlite_url: str, sessionmaker: SessionMaker, task_queue: str
+) -> WorkerRig:
+    """Workers on the dev server: for updates, search attributes and real time."""
+    return WorkerRig(dev_env, sqlite_url, sessionmaker, task_queue)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

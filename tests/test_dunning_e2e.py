@@ -3,7 +3,7 @@ on the dev server starting and feeding its dunning child, the support cancel end
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -19,6 +19,7 @@ from stripe_lifecycle.models import Conversion, SupportAction
 from .conftest import SUPPORT_KEY, running_stack
 from .events import customer_event, from_fixture, subscription_event, unique_customer_id
 from .signing import signed
+from .workflow_helpers import eventually
 
 T0 = 1_790_000_000
 AUTH = {"Authorization": f"Bearer {SUPPORT_KEY}"}
@@ -51,14 +52,6 @@ def invoice_event(
         amount_due=4900,
         **fields,
     )
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    for _ in range(200):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def lifecycle_ids(client: Client, cus: str) -> list[str]:
@@ -98,6 +91,7 @@ async def test_failed_payment_starts_one_dunning_that_support_can_stop(
             "lifecycle": "dunning",
             "automation": "dunning-default",
             "status": "running",
+            "outcome": "running",
         }
     ]
 
@@ -130,6 +124,12 @@ async def test_failed_payment_starts_one_dunning_that_support_can_stop(
     assert audit[0].actor.startswith("support key ")
     handle = dev_env.client.get_workflow_handle(f"dunning-{invoice_id}")
     assert (await handle.result())["outcome"] == "cancelled"
+
+    async def outcome_shown() -> bool:
+        shown = (await http.get(f"/v1/customers/{cus}", headers=AUTH)).json()["lifecycles"]
+        return [(x["status"], x["outcome"]) for x in shown] == [("completed", "cancelled")]
+
+    await eventually(outcome_shown, "the cancelled outcome in the customer view")
 
 
 async def test_payment_reported_before_the_failure_starts_nothing(

@@ -1,31 +1,19 @@
 """DunningWorkflow on the time-skipping server: a 12-day sequence in well under a second,
 with the real mail and conversion activities on SQLite."""
 
-import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
 
-import pytest
 from sqlalchemy import select
-from sqlmodel import col
-from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.service import RPCError
-from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer, Worker
+from temporalio.client import WorkflowHandle
+from temporalio.worker import Replayer
 
-from stripe_lifecycle.automations import PACKAGED_DEFAULTS, Automation, Step, load_automations
-from stripe_lifecycle.db import SessionMaker, create_engine, create_sessionmaker
-from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
+from stripe_lifecycle.automations import Automation, Step
 from stripe_lifecycle.messages import InvoiceInfo
-from stripe_lifecycle.models import Conversion, Message
-from stripe_lifecycle.settings import Settings
-from stripe_lifecycle.worker import WORKFLOWS, build_worker, sandbox_runner
+from stripe_lifecycle.models import Conversion
+from stripe_lifecycle.worker import WORKFLOWS, sandbox_runner
 from stripe_lifecycle.workflows.dunning import (
-    CancelRequest,
     DunningInput,
     DunningResult,
     DunningWorkflow,
@@ -33,38 +21,14 @@ from stripe_lifecycle.workflows.dunning import (
     PaymentActionWorkflow,
 )
 
-from .conftest import LINK_SECRET
+from .conftest import WorkerRig
+from .workflow_helpers import DAY, cancel_by_support, email_offsets, packaged, wait_for_steps
 
-DAY = 86_400
 TEMPLATES = {"dunning/payment-failed", "dunning/reminder", "dunning/final-notice"}
 
 
 def default_automation() -> Automation:
     return packaged("dunning-default")
-
-
-def packaged(name: str) -> Automation:
-    shipped = TemplateRenderer(Brand.from_settings(Settings())).names()
-    return {a.name: a for a in load_automations(PACKAGED_DEFAULTS, shipped)}[name]
-
-
-@pytest.fixture
-async def sessionmaker(sqlite_url: str) -> AsyncIterator[SessionMaker]:
-    engine = create_engine(sqlite_url)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
-
-
-def worker_for(
-    env: WorkflowEnvironment, sqlite_url: str, sessionmaker: SessionMaker, tq: str, cache: int = 100
-) -> Worker:
-    settings = Settings(
-        database_url=sqlite_url,
-        task_queue=tq,
-        link_secret=LINK_SECRET,
-        worker_max_cached_workflows=cache,
-    )
-    return build_worker(env.client, settings, sessionmaker)
 
 
 def invoice(invoice_id: str) -> InvoiceInfo:
@@ -83,13 +47,12 @@ def invoice(invoice_id: str) -> InvoiceInfo:
 
 
 async def start(
-    client: Client,
-    tq: str,
+    rig: WorkerRig,
     automation: Automation | None = None,
     kind: type[DunningWorkflow] = DunningWorkflow,
 ) -> WorkflowHandle[DunningWorkflow, DunningResult]:
     invoice_id = f"in_{uuid.uuid4().hex[:14]}"
-    return await client.start_workflow(
+    return await rig.env.client.start_workflow(
         kind.run,
         DunningInput(
             customer_id="cus_Dun1",
@@ -100,44 +63,17 @@ async def start(
             mrr_cents=4900,
         ),
         id=f"{kind.lifecycle.replace('_', '-')}-{invoice_id}",
-        task_queue=tq,
+        task_queue=rig.task_queue,
     )
 
 
-async def email_offsets(handle: WorkflowHandle[Any, DunningResult]) -> list[float]:
-    """When each email was scheduled, in days after the start (from the history)."""
-    events = (await handle.fetch_history()).events
-    started = events[0].event_time.ToDatetime()
-    return [
-        round((e.event_time.ToDatetime() - started).total_seconds() / DAY, 2)
-        for e in events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-        and e.activity_task_scheduled_event_attributes.activity_type.name == "send_email"
-    ]
-
-
-async def messages(sessionmaker: SessionMaker, workflow_id: str) -> list[Message]:
-    async with sessionmaker() as session:
-        rows = await session.execute(
-            select(Message)
-            .where(col(Message.workflow_id) == workflow_id)
-            .order_by(col(Message.created_at))
-        )
-        return list(rows.scalars())
-
-
-async def test_full_sequence_sends_each_email_at_its_offset(
-    time_skipping_env: WorkflowEnvironment,
-    sqlite_url: str,
-    sessionmaker: SessionMaker,
-    task_queue: str,
-) -> None:
-    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue):
-        handle = await start(time_skipping_env.client, task_queue)
+async def test_full_sequence_sends_each_email_at_its_offset(skipping_rig: WorkerRig) -> None:
+    async with skipping_rig.worker():
+        handle = await start(skipping_rig)
         result = await handle.result()
     assert (result.outcome, result.steps_done) == ("sequence_finished", 4)
     assert await email_offsets(handle) == [0.0, 3.0, 7.0, 12.0]
-    sent = await messages(sessionmaker, handle.id)
+    sent = await skipping_rig.messages(handle.id)
     assert [m.template for m in sent] == [
         "dunning/payment-failed",
         "dunning/reminder",
@@ -152,14 +88,11 @@ async def test_full_sequence_sends_each_email_at_its_offset(
 
 
 async def test_payment_midway_stops_the_sequence_and_records_one_attributed_recovery(
-    time_skipping_env: WorkflowEnvironment,
-    sqlite_url: str,
-    sessionmaker: SessionMaker,
-    task_queue: str,
+    skipping_rig: WorkerRig,
 ) -> None:
-    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue):
-        handle = await start(time_skipping_env.client, task_queue)
-        await time_skipping_env.sleep(timedelta(days=4))
+    async with skipping_rig.worker():
+        handle = await start(skipping_rig)
+        await skipping_rig.env.sleep(timedelta(days=4))
         paid = invoice(handle.id.removeprefix("dunning-"))
         paid.amount_paid, paid.status = 4900, "paid"
         update = InvoiceUpdate(
@@ -174,9 +107,9 @@ async def test_payment_midway_stops_the_sequence_and_records_one_attributed_reco
         await handle.signal(DunningWorkflow.invoice_update, update)  # Stripe redelivers
         result = await handle.result()
     assert (result.outcome, result.steps_done) == ("recovered", 2)
-    sent = await messages(sessionmaker, handle.id)
+    sent = await skipping_rig.messages(handle.id)
     assert [m.template for m in sent] == ["dunning/payment-failed", "dunning/reminder"]
-    async with sessionmaker() as session:
+    async with skipping_rig.sessionmaker() as session:
         [conversion] = list((await session.execute(select(Conversion))).scalars())
     assert (conversion.kind, conversion.stripe_event_id, conversion.mrr_delta_cents) == (
         "recovered",
@@ -188,60 +121,37 @@ async def test_payment_midway_stops_the_sequence_and_records_one_attributed_reco
     assert (conversion.message_id, conversion.attribution) == (sent[1].id, "last_send")
 
 
-async def test_support_cancel_stops_later_steps(
-    dev_env: WorkflowEnvironment, sqlite_url: str, sessionmaker: SessionMaker, task_queue: str
-) -> None:
+async def test_support_cancel_stops_later_steps(dev_rig: WorkerRig) -> None:
     # Updates run on the dev server: the Java time-skipping server loses the outcome of an
     # update that ends the workflow. The first email goes out at once; the reminder would
     # wait three days.
-    async with worker_for(dev_env, sqlite_url, sessionmaker, task_queue):
-        handle = await start(dev_env.client, task_queue)
-        for _ in range(100):
-            if (await handle.query(DunningWorkflow.state)).steps_done:
-                break
-            await asyncio.sleep(0.05)
-        with pytest.raises(WorkflowUpdateFailedError):  # the validator wants a reason
-            await handle.execute_update(
-                DunningWorkflow.cancel, CancelRequest(reason=" ", actor="x")
-            )
-        answer = await handle.execute_update(
-            DunningWorkflow.cancel,
-            CancelRequest(reason="customer paid by wire", actor="support key 1a2b"),
-        )
-        assert answer.cancelled and answer.workflow_id == handle.id
+    async with dev_rig.worker():
+        handle = await start(dev_rig)
+        await wait_for_steps(handle, 1)
+        await cancel_by_support(handle, "customer paid by wire")
         result = await handle.result()
-        with pytest.raises(RPCError, match="already completed"):  # nothing left to cancel
-            await handle.execute_update(
-                DunningWorkflow.cancel, CancelRequest(reason="again", actor="x")
-            )
     assert (result.outcome, result.steps_done) == ("cancelled", 1)
-    assert len(await messages(sessionmaker, handle.id)) == 1
+    assert len(await dev_rig.messages(handle.id)) == 1
 
 
 async def test_worker_restart_mid_sequence_neither_repeats_nor_misses_an_email(
-    time_skipping_env: WorkflowEnvironment,
-    sqlite_url: str,
-    sessionmaker: SessionMaker,
-    task_queue: str,
+    skipping_rig: WorkerRig,
 ) -> None:
     # No workflow cache: every task is replayed from history, as on a freshly started worker
     # (and no task waits on a stopped worker's sticky queue).
-    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue, cache=0):
-        handle = await start(time_skipping_env.client, task_queue)
-        await time_skipping_env.sleep(timedelta(days=4))
+    async with skipping_rig.worker(cache=0):
+        handle = await start(skipping_rig)
+        await skipping_rig.env.sleep(timedelta(days=4))
     # The first worker is gone; a new one on the same server picks the sequence up.
-    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue, cache=0):
+    async with skipping_rig.worker(cache=0):
         result = await handle.result()
     assert result.steps_done == 4
     assert await email_offsets(handle) == [0.0, 3.0, 7.0, 12.0]
-    assert len(await messages(sessionmaker, handle.id)) == 4
+    assert len(await skipping_rig.messages(handle.id)) == 4
 
 
 async def test_failed_stripe_action_is_shown_and_the_sequence_goes_on(
-    time_skipping_env: WorkflowEnvironment,
-    sqlite_url: str,
-    sessionmaker: SessionMaker,
-    task_queue: str,
+    skipping_rig: WorkerRig,
 ) -> None:
     automation = Automation(
         name="with-final-action",
@@ -251,8 +161,8 @@ async def test_failed_stripe_action_is_shown_and_the_sequence_goes_on(
             Step(index=1, after_seconds=14 * DAY, action="cancel_subscription"),
         ],
     )
-    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue):
-        handle = await start(time_skipping_env.client, task_queue, automation)
+    async with skipping_rig.worker():
+        handle = await start(skipping_rig, automation)
         result = await handle.result()
         state = await handle.query(DunningWorkflow.state)
     assert result.steps_done == 2
@@ -262,15 +172,10 @@ async def test_failed_stripe_action_is_shown_and_the_sequence_goes_on(
     assert action.status.startswith("failed") and "LIFECYCLE_STRIPE_API_KEY" in action.status
 
 
-async def test_histories_replay(
-    time_skipping_env: WorkflowEnvironment,
-    sqlite_url: str,
-    sessionmaker: SessionMaker,
-    task_queue: str,
-) -> None:
-    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue):
-        handle = await start(time_skipping_env.client, task_queue)
-        await time_skipping_env.sleep(timedelta(days=8))
+async def test_histories_replay(skipping_rig: WorkerRig) -> None:
+    async with skipping_rig.worker():
+        handle = await start(skipping_rig)
+        await skipping_rig.env.sleep(timedelta(days=8))
         await handle.signal(
             DunningWorkflow.invoice_update,
             InvoiceUpdate(event_id="evt_void", event_type="invoice.voided", created=1),
@@ -285,29 +190,21 @@ def payment_action_automation() -> Automation:
 
 
 async def test_payment_action_asks_and_reminds_until_a_failure_hands_over_to_dunning(
-    time_skipping_env: WorkflowEnvironment,
-    sqlite_url: str,
-    sessionmaker: SessionMaker,
-    task_queue: str,
+    skipping_rig: WorkerRig,
 ) -> None:
-    client = time_skipping_env.client
-    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue):
-        complete = await start(
-            client, task_queue, payment_action_automation(), PaymentActionWorkflow
-        )
+    async with skipping_rig.worker():
+        complete = await start(skipping_rig, payment_action_automation(), PaymentActionWorkflow)
         assert (await complete.result()).outcome == "sequence_finished"
-        handed_over = await start(
-            client, task_queue, payment_action_automation(), PaymentActionWorkflow
-        )
-        await time_skipping_env.sleep(timedelta(days=2))
+        handed_over = await start(skipping_rig, payment_action_automation(), PaymentActionWorkflow)
+        await skipping_rig.env.sleep(timedelta(days=2))
         await handed_over.signal(
             PaymentActionWorkflow.invoice_update,
             InvoiceUpdate(event_id="evt_f", event_type="invoice.payment_failed", created=1),
         )
         result = await handed_over.result()
     assert await email_offsets(complete) == [0.0, 1.0, 3.0]
-    assert [m.template for m in await messages(sessionmaker, complete.id)] == [
+    assert [m.template for m in await skipping_rig.messages(complete.id)] == [
         "payment_action/confirm"
     ] * 3
     assert (result.outcome, result.steps_done) == ("payment_failed", 2)
-    assert {m.lifecycle for m in await messages(sessionmaker, handed_over.id)} == {"payment_action"}
+    assert {m.lifecycle for m in await skipping_rig.messages(handed_over.id)} == {"payment_action"}

@@ -3,7 +3,6 @@ once Temporal is back, in order, including across an API restart."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sysconfig
 from pathlib import Path
@@ -21,6 +20,7 @@ from stripe_lifecycle.workflows.customer import CustomerWorkflow
 from .conftest import app_settings, free_port, running_api
 from .events import customer_event, subscription_event, unique_customer_id
 from .signing import signed
+from .workflow_helpers import eventually
 
 T0 = 1_790_000_000
 TEMPORAL_CLI = str(Path(sysconfig.get_path("scripts")) / "temporal")
@@ -34,16 +34,6 @@ async def inbox_rows(database_url: str) -> list[WebhookEvent]:
         )
     await engine.dispose()
     return rows
-
-
-async def wait_for(condition_check: object, what: str, timeout: float = 20.0) -> None:
-    assert callable(condition_check)
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if await condition_check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def start_temporal_on(port: int) -> WorkflowEnvironment:
@@ -72,7 +62,7 @@ async def test_temporal_down_then_up_delivers_the_stored_event(
             rows = await inbox_rows(database_url)
             return rows[0].attempts >= 1 and rows[0].last_error is not None
 
-        await wait_for(failed_once, "a recorded delivery failure")
+        await eventually(failed_once, "a recorded delivery failure", timeout=20.0)
         [row] = await inbox_rows(database_url)
         assert row.status == InboxStatus.PENDING
 
@@ -91,7 +81,7 @@ async def test_temporal_down_then_up_delivers_the_stored_event(
                     snap = await handle.query(CustomerWorkflow.state)
                     return snap.email == "noor@example.com"
 
-                await wait_for(applied, "the event to reach the workflow")
+                await eventually(applied, "the event to reach the workflow", timeout=20.0)
                 assert (await http.get("/readyz")).status_code == 200
             await engine.dispose()
 
@@ -132,7 +122,7 @@ async def test_events_stored_before_a_restart_are_delivered_in_order_after_it(
                     snap = await handle.query(CustomerWorkflow.state)
                     return snap.events_applied == 3
 
-                await wait_for(all_applied, "all three events")
+                await eventually(all_applied, "all three events", timeout=20.0)
                 snap = await handle.query(CustomerWorkflow.state)
                 assert snap.status == "past_due"
                 history = await handle.fetch_history()

@@ -922,15 +922,30 @@ def test_payment_of_a_subscription_without_a_trial_converts_nothing() -> None:
     assert cus.step(first) == []
 
 
-@pytest.mark.parametrize(
-    "order",
-    [
-        "subscription-then-invoice",
-        "invoice-then-subscription",
-        "one-batch-subscription-first",
-        "one-batch-invoice-first",
-    ],
-)
+# How the subscription and invoice events of one moment can reach the customer workflow.
+DELIVERY_ORDERS = [
+    "subscription-then-invoice",
+    "invoice-then-subscription",
+    "one-batch-subscription-first",
+    "one-batch-invoice-first",
+]
+
+
+def delivered(
+    cus: Customer, order: str, subscription: BillingEvent, invoice: BillingEvent
+) -> list[Decision]:
+    """What `cus` decides on the two events, delivered in `order` (one of DELIVERY_ORDERS)."""
+    if order == "subscription-then-invoice":
+        return cus.batch(subscription) + cus.batch(invoice)
+    if order == "invoice-then-subscription":
+        return cus.batch(invoice) + cus.batch(subscription)
+    if order == "one-batch-subscription-first":
+        return cus.batch(subscription, invoice)
+    assert order == "one-batch-invoice-first"
+    return cus.batch(invoice, subscription)
+
+
+@pytest.mark.parametrize("order", DELIVERY_ORDERS)
 def test_trial_conversion_race_converts_exactly_once(order: str) -> None:
     cus = Customer()
     trial_end = T + 14 * DAY
@@ -954,14 +969,7 @@ def test_trial_conversion_race_converts_exactly_once(order: str) -> None:
         previous={"status": "trialing"},
     )
     paid = invoice_event(cus.id, created=trial_end, sub_id=SUB, amount_paid=4900)
-    if order == "subscription-then-invoice":
-        decisions = cus.batch(activated) + cus.batch(paid)
-    elif order == "invoice-then-subscription":
-        decisions = cus.batch(paid) + cus.batch(activated)
-    elif order == "one-batch-subscription-first":
-        decisions = cus.batch(activated, paid)
-    else:
-        decisions = cus.batch(paid, activated)
+    decisions = delivered(cus, order, activated, paid)
     assert [d for d in decisions if isinstance(d, Convert)] == [
         Convert(
             "trial_converted",
@@ -1154,28 +1162,31 @@ def churned_customer() -> Customer:
     return cus
 
 
+def comeback(cus: Customer, **fields: Any) -> BillingEvent:
+    """The churned customer's new subscription `sub_new`, created the day after."""
+    return sub_event(cus.id, created=DELETED_AT + DAY, sub_id="sub_new", type_=CREATED, **fields)
+
+
+def reactivated(workflow_id: str, mrr_delta_cents: int) -> Convert:
+    """The win-back `workflow_id` credited with a new subscription `sub_new`."""
+    return Convert(
+        "reactivated",
+        WINBACK,
+        workflow_id,
+        "sub_new",
+        mrr_delta_cents=mrr_delta_cents,
+        amount_cents=0,
+        currency="usd",
+    )
+
+
 def test_new_active_subscription_converts_the_win_back() -> None:
     cus = churned_customer()
     wid = winback_id(cus.id, DELETED_SUB)
     period_end = DELETED_AT + 31 * DAY
-    back = sub_event(
-        cus.id,
-        created=DELETED_AT + DAY,
-        sub_id="sub_new",
-        unit_amount=9900,
-        period_end=period_end,
-        type_=CREATED,
-    )
+    back = comeback(cus, unit_amount=9900, period_end=period_end)
     assert cus.batch(back) == [
-        Convert(
-            "reactivated",
-            WINBACK,
-            wid,
-            "sub_new",
-            mrr_delta_cents=9900,
-            amount_cents=0,
-            currency="usd",
-        ),
+        reactivated(wid, mrr_delta_cents=9900),
         End(wid, "reactivated"),
         Start(RENEWAL, renewal_id("sub_new", period_end), "sub_new", "sub_new", period_end),
     ]
@@ -1195,29 +1206,12 @@ def test_incomplete_subscription_converts_the_win_back_when_its_first_payment_su
     cus = churned_customer()
     wid = winback_id(cus.id, DELETED_SUB)
     period_end = DELETED_AT + 31 * DAY
-    incomplete = sub_event(
-        cus.id,
-        created=DELETED_AT + DAY,
-        status="incomplete",
-        sub_id="sub_new",
-        period_end=period_end,
-        type_=CREATED,
-    )
+    incomplete = comeback(cus, status="incomplete", period_end=period_end)
     assert cus.batch(incomplete) == []
     active = sub_event(
         cus.id, created=DELETED_AT + DAY + 60, sub_id="sub_new", period_end=period_end
     )
-    assert of(WINBACK, cus.batch(active)) == [
-        Convert(
-            "reactivated",
-            WINBACK,
-            wid,
-            "sub_new",
-            mrr_delta_cents=4900,
-            amount_cents=0,
-            currency="usd",
-        )
-    ]
+    assert of(WINBACK, cus.batch(active)) == [reactivated(wid, mrr_delta_cents=4900)]
 
 
 @pytest.mark.parametrize(
@@ -1259,15 +1253,7 @@ def test_reactivation_is_credited_to_the_latest_unconverted_win_back(
     cus.ledger.decide_start(renewal_id("sub_new", PERIOD_END))
     back = sub_event(cus.id, created=T, sub_id="sub_new", type_=CREATED)
     assert cus.step(back) == [
-        Convert(
-            "reactivated",
-            WINBACK,
-            credited,
-            "sub_new",
-            mrr_delta_cents=4900,
-            amount_cents=0,
-            currency="usd",
-        ),
+        reactivated(credited, mrr_delta_cents=4900),
         *(End(wid, "reactivated") for wid in ended),
     ]
 
@@ -1283,15 +1269,7 @@ def test_new_trial_ends_the_win_back_without_converting_it() -> None:
     cus = churned_customer()
     wid = winback_id(cus.id, DELETED_SUB)
     trial_end = DELETED_AT + 15 * DAY
-    trial = sub_event(
-        cus.id,
-        created=DELETED_AT + DAY,
-        status="trialing",
-        sub_id="sub_new",
-        period_end=trial_end,
-        trial_end=trial_end,
-        type_=CREATED,
-    )
+    trial = comeback(cus, status="trialing", period_end=trial_end, trial_end=trial_end)
     assert cus.batch(trial) == [
         Start(TRIAL, trial_id("sub_new"), "sub_new", "sub_new", anchor=trial_end),
         End(wid, "trial_started"),
@@ -1404,29 +1382,14 @@ def test_period_rolling_over_renews_and_starts_the_next_renewal() -> None:
     ]
 
 
-@pytest.mark.parametrize(
-    "order",
-    [
-        "invoice-then-subscription",
-        "one-batch-invoice-first",
-        "subscription-then-invoice",
-        "one-batch-subscription-first",
-    ],
-)
+@pytest.mark.parametrize("order", DELIVERY_ORDERS)
 def test_renewal_renews_once_whichever_event_of_the_cycle_comes_first(order: str) -> None:
     cus = active_customer()
     next_end = PERIOD_END + 31 * DAY
     next_id = renewal_id(SUB, next_end)
     rolled = sub_event(cus.id, created=PERIOD_END, period_end=next_end)
     paid = invoice_event(cus.id, created=PERIOD_END, sub_id=SUB, amount_paid=4900)
-    if order == "invoice-then-subscription":
-        decisions = cus.batch(paid) + cus.batch(rolled)
-    elif order == "one-batch-invoice-first":
-        decisions = cus.batch(paid, rolled)
-    elif order == "subscription-then-invoice":
-        decisions = cus.batch(rolled) + cus.batch(paid)
-    else:
-        decisions = cus.batch(rolled, paid)
+    decisions = delivered(cus, order, rolled, paid)
     assert sorted(decisions, key=repr) == [
         End(RENEWAL_ID, "renewed"),
         Start(RENEWAL, next_id, SUB, SUB, anchor=next_end),

@@ -8,61 +8,45 @@ recorded; the timing of steps is tested on the time-skipping server
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 from sqlmodel import col
-from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from stripe_lifecycle import contract
 from stripe_lifecycle.billing import LifecycleRef
-from stripe_lifecycle.db import SessionMaker, create_engine, create_sessionmaker
 from stripe_lifecycle.forwarder import ForwarderConfig, temporal_delivery
 from stripe_lifecycle.models import Conversion, Message
-from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.stripe_normalise import normalise_event
-from stripe_lifecycle.worker import build_worker
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 
-from .conftest import LINK_SECRET
+from .conftest import WorkerRig
 from .events import customer_event, from_fixture, subscription_event, unique_customer_id
-
-DAY = 86_400
-
-
-@pytest.fixture
-async def sessionmaker(sqlite_url: str) -> AsyncIterator[SessionMaker]:
-    engine = create_engine(sqlite_url)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
+from .workflow_helpers import DAY, eventually
 
 
 @pytest.fixture(autouse=True)
-async def worker(
-    dev_env: WorkflowEnvironment, sqlite_url: str, task_queue: str, sessionmaker: SessionMaker
-) -> AsyncIterator[Worker]:
-    settings = Settings(database_url=sqlite_url, task_queue=task_queue, link_secret=LINK_SECRET)
-    async with build_worker(dev_env.client, settings, sessionmaker) as w:
+async def worker(dev_rig: WorkerRig) -> AsyncIterator[Worker]:
+    async with dev_rig.worker() as w:
         yield w
 
 
 class Customer:
     """One test customer: send it events, read what its workflow started."""
 
-    def __init__(self, client: Client, task_queue: str, sessionmaker: SessionMaker) -> None:
+    def __init__(self, rig: WorkerRig) -> None:
         self.id = unique_customer_id()
         # Workflow ids name subscriptions and cards, so each test needs its own.
         self.sub = f"sub_{self.id[4:]}"
         self.pm = f"pm_{self.id[4:]}"
-        self.client = client
-        self.sessionmaker = sessionmaker
-        self._deliver = temporal_delivery(client, ForwarderConfig(task_queue=task_queue))
-        self.handle = client.get_workflow_handle_for(
+        self.client = rig.env.client
+        self.rig = rig
+        self._deliver = temporal_delivery(self.client, ForwarderConfig(task_queue=rig.task_queue))
+        self.handle = self.client.get_workflow_handle_for(
             CustomerWorkflow.run, contract.customer_workflow_id(self.id)
         )
 
@@ -95,8 +79,15 @@ class Customer:
 
         await eventually(applied, f"{events} events applied")
 
+    def subscription_event(self, *, created: int, **fields: Any) -> dict[str, Any]:
+        """A subscription event of this customer: by default about its subscription `sub`."""
+        return subscription_event(self.id, created=created, **({"sub_id": self.sub} | fields))
+
+    async def messages(self, workflow_id: str) -> list[Message]:
+        return await self.rig.messages(workflow_id)
+
     async def conversions(self) -> list[Conversion]:
-        async with self.sessionmaker() as session:
+        async with self.rig.sessionmaker() as session:
             rows = await session.execute(
                 select(Conversion)
                 .where(col(Conversion.customer_id) == self.id)
@@ -104,25 +95,10 @@ class Customer:
             )
             return list(rows.scalars())
 
-    async def messages(self, workflow_id: str) -> list[Message]:
-        async with self.sessionmaker() as session:
-            rows = await session.execute(
-                select(Message).where(col(Message.workflow_id) == workflow_id)
-            )
-            return list(rows.scalars())
-
 
 @pytest.fixture
-def customer(dev_env: WorkflowEnvironment, task_queue: str, sessionmaker: SessionMaker) -> Customer:
-    return Customer(dev_env.client, task_queue, sessionmaker)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    for _ in range(300):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+def customer(dev_rig: WorkerRig) -> Customer:
+    return Customer(dev_rig)
 
 
 def paid_invoice(
@@ -147,9 +123,7 @@ async def test_trial_starts_sends_welcome_and_converts_once_whatever_the_order(
     cus, sub = customer.id, customer.sub
     await customer.send(
         customer_event(cus, "ada@example.com", created=now - 10, type_="customer.created"),
-        subscription_event(
-            cus,
-            sub_id=sub,
+        customer.subscription_event(
             created=now - 9,
             status="trialing",
             type_="customer.subscription.created",
@@ -176,7 +150,7 @@ async def test_trial_starts_sends_welcome_and_converts_once_whatever_the_order(
     paid = paid_invoice(cus, later + 1, 4900, sub_id=sub)
     await customer.send(
         paid,
-        subscription_event(cus, sub_id=sub, created=later, status="active"),
+        customer.subscription_event(created=later, status="active"),
         {**paid, "id": paid["id"] + "x", "type": "invoice.payment_succeeded"},
     )
     ref = await customer.wait_for(f"trial-{sub}", "converted")
@@ -191,11 +165,9 @@ async def test_trial_starts_sends_welcome_and_converts_once_whatever_the_order(
 
 async def test_trial_extended_is_retimed_and_a_lapsed_trial_expires(customer: Customer) -> None:
     now = int(time.time())
-    cus, sub = customer.id, customer.sub
+    sub = customer.sub
     await customer.send(
-        subscription_event(
-            cus,
-            sub_id=sub,
+        customer.subscription_event(
             created=now - 9,
             trial_end=now + 7 * DAY,
             status="trialing",
@@ -204,9 +176,7 @@ async def test_trial_extended_is_retimed_and_a_lapsed_trial_expires(customer: Cu
     )
     await customer.wait_for(f"trial-{sub}")
     await customer.send(
-        subscription_event(
-            cus, sub_id=sub, created=now - 8, status="trialing", trial_end=now + 21 * DAY
-        )
+        customer.subscription_event(created=now - 8, status="trialing", trial_end=now + 21 * DAY)
     )
 
     async def retimed() -> bool:
@@ -216,7 +186,7 @@ async def test_trial_extended_is_retimed_and_a_lapsed_trial_expires(customer: Cu
         ) == datetime.fromtimestamp(now + 21 * DAY, UTC)
 
     await eventually(retimed, "the trial's new end date")
-    await customer.send(subscription_event(cus, sub_id=sub, created=now - 7, status="paused"))
+    await customer.send(customer.subscription_event(created=now - 7, status="paused"))
     await customer.wait_for(f"trial-{sub}", "expired")
     assert await customer.conversions() == []
 
@@ -228,12 +198,8 @@ async def test_scheduled_cancel_saved_then_cancelled_hands_over_to_winback_and_r
     cus, sub = customer.id, customer.sub
     await customer.send(
         customer_event(cus, "ada@example.com", created=now - 20),
-        subscription_event(
-            cus, sub_id=sub, created=now - 19, type_="customer.subscription.created"
-        ),
-        subscription_event(
-            cus,
-            sub_id=sub,
+        customer.subscription_event(created=now - 19, type_="customer.subscription.created"),
+        customer.subscription_event(
             created=now - 18,
             cancel_at_period_end=True,
             previous_attributes={"cancel_at_period_end": False},
@@ -241,22 +207,16 @@ async def test_scheduled_cancel_saved_then_cancelled_hands_over_to_winback_and_r
     )
     first = await customer.wait_for(f"scheduled-cancel-{sub}")
     assert first.anchor == now - 18 + 30 * DAY  # the period end
-    await customer.send(
-        subscription_event(cus, sub_id=sub, created=now - 17, cancel_at_period_end=False)
-    )
+    await customer.send(customer.subscription_event(created=now - 17, cancel_at_period_end=False))
     await customer.wait_for(f"scheduled-cancel-{sub}", "saved")
     saved = await customer.conversions()
     assert [(c.kind, c.mrr_delta_cents) for c in saved] == [("saved", 4900)]
 
     # Cancelled again (the id comes back for a new instance), and this time it ends.
-    await customer.send(
-        subscription_event(cus, sub_id=sub, created=now - 16, cancel_at_period_end=True)
-    )
+    await customer.send(customer.subscription_event(created=now - 16, cancel_at_period_end=True))
     await customer.wait_for(f"scheduled-cancel-{sub}")
     await customer.send(
-        subscription_event(
-            cus,
-            sub_id=sub,
+        customer.subscription_event(
             created=now - 15,
             status="canceled",
             type_="customer.subscription.deleted",
@@ -278,8 +238,7 @@ async def test_scheduled_cancel_saved_then_cancelled_hands_over_to_winback_and_r
 
     # They come back on a new subscription.
     await customer.send(
-        subscription_event(
-            cus,
+        customer.subscription_event(
             created=now - 5,
             sub_id=f"{sub}2",
             unit_amount=9900,
@@ -297,14 +256,11 @@ async def test_involuntary_churn_runs_its_own_winback_and_partial_cancel_is_not_
     now = int(time.time())
     cus, sub = customer.id, customer.sub
     await customer.send(
-        subscription_event(
-            cus, sub_id=sub, created=now - 20, type_="customer.subscription.created"
+        customer.subscription_event(created=now - 20, type_="customer.subscription.created"),
+        customer.subscription_event(
+            created=now - 19, sub_id=f"{sub}2", type_="customer.subscription.created"
         ),
-        subscription_event(
-            cus, created=now - 19, sub_id=f"{sub}2", type_="customer.subscription.created"
-        ),
-        subscription_event(
-            cus,
+        customer.subscription_event(
             created=now - 18,
             sub_id=f"{sub}2",
             status="canceled",
@@ -315,9 +271,7 @@ async def test_involuntary_churn_runs_its_own_winback_and_partial_cancel_is_not_
     # The customer still pays for the other subscription: not churn, no win-back.
     assert f"winback-{cus}-{sub}2" not in await customer.lifecycles()
     await customer.send(
-        subscription_event(
-            cus,
-            sub_id=sub,
+        customer.subscription_event(
             created=now - 17,
             status="canceled",
             type_="customer.subscription.deleted",
@@ -332,14 +286,12 @@ async def test_plan_changes_record_expansion_and_start_a_downgrade_check_in(
     customer: Customer,
 ) -> None:
     now = int(time.time())
-    cus, sub = customer.id, customer.sub
+    sub = customer.sub
     changed: dict[str, Any] = {"items": {"data": []}}
     await customer.send(
-        subscription_event(
-            cus, sub_id=sub, created=now - 20, type_="customer.subscription.created"
-        ),
-        subscription_event(
-            cus, sub_id=sub, created=now - 19, unit_amount=9900, previous_attributes=changed
+        customer.subscription_event(created=now - 20, type_="customer.subscription.created"),
+        customer.subscription_event(
+            created=now - 19, unit_amount=9900, previous_attributes=changed
         ),
     )
 
@@ -356,9 +308,7 @@ async def test_plan_changes_record_expansion_and_start_a_downgrade_check_in(
         None,
     )
     await customer.send(
-        subscription_event(
-            cus, sub_id=sub, created=now - 18, unit_amount=1900, previous_attributes=changed
-        )
+        customer.subscription_event(created=now - 18, unit_amount=1900, previous_attributes=changed)
     )
     ref = await customer.wait_for(f"plan-change-{sub}-{now - 18}")
     assert ref.automation == "plan-change-downgrade"
@@ -368,9 +318,7 @@ async def test_annual_renewal_reminder_runs_until_the_renewal_is_paid(customer: 
     now = int(time.time())
     cus, sub = customer.id, customer.sub
     await customer.send(
-        subscription_event(
-            cus,
-            sub_id=sub,
+        customer.subscription_event(
             created=now - 20,
             interval="year",
             type_="customer.subscription.created",
@@ -389,8 +337,8 @@ async def test_annual_renewal_reminder_runs_until_the_renewal_is_paid(customer: 
     await customer.wait_for(renewal, "renewed")
     # A monthly plan matches no renewal automation: nothing runs for it.
     await customer.send(
-        subscription_event(
-            cus, created=now - 5, sub_id=f"{sub}3", type_="customer.subscription.created"
+        customer.subscription_event(
+            created=now - 5, sub_id=f"{sub}3", type_="customer.subscription.created"
         )
     )
     await asyncio.sleep(0.5)
@@ -401,7 +349,7 @@ async def test_expiring_default_card_is_tracked_until_the_network_updates_it(
     customer: Customer,
 ) -> None:
     now = int(time.time())
-    cus, sub = customer.id, customer.sub
+    cus = customer.id
     soon = datetime.fromtimestamp(now + 40 * DAY, UTC)
     card = {"brand": "visa", "last4": "4242", "exp_month": soon.month, "exp_year": soon.year}
     attached = from_fixture(
@@ -409,9 +357,7 @@ async def test_expiring_default_card_is_tracked_until_the_network_updates_it(
     )
     attached["data"]["object"]["card"].update(card)
     await customer.send(
-        subscription_event(
-            cus,
-            sub_id=sub,
+        customer.subscription_event(
             created=now - 21,
             type_="customer.subscription.created",
             default_payment_method=customer.pm,

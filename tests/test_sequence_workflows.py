@@ -11,31 +11,24 @@ server loses the outcome of an update that ends the workflow.
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
-from sqlalchemy import select
-from sqlmodel import col
-from temporalio.api.enums.v1 import EventType
-from temporalio.api.history.v1 import HistoryEvent
-from temporalio.client import Client, WorkflowHandle, WorkflowHistory, WorkflowUpdateFailedError
-from temporalio.service import RPCError
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Replayer
 
-from stripe_lifecycle.automations import PACKAGED_DEFAULTS, Automation, Offer, load_automations
-from stripe_lifecycle.db import SessionMaker, create_engine, create_sessionmaker
-from stripe_lifecycle.mail.templates import Brand, TemplateRenderer, format_date, month_name
-from stripe_lifecycle.models import Message
-from stripe_lifecycle.settings import Settings
-from stripe_lifecycle.worker import WORKFLOWS, build_worker, sandbox_runner
+from stripe_lifecycle.automations import Automation, Offer
+from stripe_lifecycle.mail.templates import format_date, month_name
+from stripe_lifecycle.worker import WORKFLOWS, sandbox_runner
 from stripe_lifecycle.workflows.dunning import CancelRequest
 from stripe_lifecycle.workflows.lifecycle import (
     CardExpiringWorkflow,
     LifecycleInput,
     LifecycleResult,
+    LifecycleState,
     LifecycleUpdate,
     PlanChangeWorkflow,
     RenewalWorkflow,
@@ -44,39 +37,19 @@ from stripe_lifecycle.workflows.lifecycle import (
     WinbackWorkflow,
 )
 
-from .conftest import LINK_SECRET
+from .conftest import WorkerRig
+from .workflow_helpers import (
+    DAY,
+    cancel_by_support,
+    email_offsets,
+    ended_after,
+    packaged,
+    wait_for_steps,
+)
 
-DAY = 86_400
 Run = Callable[[Any, LifecycleInput], Awaitable[LifecycleResult]]
 Handle = WorkflowHandle[Any, LifecycleResult]
 CARD: dict[str, Any] = {"brand": "visa", "last4": "4242", "exp_month": 8, "exp_year": 2031}
-
-
-def packaged(name: str) -> Automation:
-    """One automation of the packaged defaults, checked against the shipped templates."""
-    brand = Brand("Acme", logo_url=None, support_email=None, primary_color="#635bff", address=None)
-    shipped = TemplateRenderer(brand).names()
-    by_name = {a.name: a for a in load_automations(PACKAGED_DEFAULTS, shipped)}
-    return by_name[name]
-
-
-@pytest.fixture
-async def sessionmaker(sqlite_url: str) -> AsyncIterator[SessionMaker]:
-    engine = create_engine(sqlite_url)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
-
-
-def worker_for(
-    env: WorkflowEnvironment, sqlite_url: str, sessionmaker: SessionMaker, tq: str, cache: int = 100
-) -> Worker:
-    settings = Settings(
-        database_url=sqlite_url,
-        task_queue=tq,
-        link_secret=LINK_SECRET,
-        worker_max_cached_workflows=cache,
-    )
-    return build_worker(env.client, settings, sessionmaker)
 
 
 def context(
@@ -114,8 +87,7 @@ async def epoch_now(env: WorkflowEnvironment) -> int:
 
 
 async def start(
-    client: Client,
-    tq: str,
+    rig: WorkerRig,
     run: Run,
     automation: Automation,
     *,
@@ -124,7 +96,7 @@ async def start(
     subject_id: str | None = None,
 ) -> Handle:
     subject_id = subject_id or f"sub_{uuid.uuid4().hex[:14]}"
-    return await client.start_workflow(
+    return await rig.env.client.start_workflow(
         run,
         LifecycleInput(
             customer_id="cus_Life1",
@@ -137,17 +109,16 @@ async def start(
             context=template_context,
         ),
         id=f"{automation.lifecycle.replace('_', '-')}-{subject_id}",
-        task_queue=tq,
+        task_queue=rig.task_queue,
     )
 
 
-async def start_trial(env: WorkflowEnvironment, tq: str, trial_days: float) -> tuple[Handle, int]:
+async def start_trial(rig: WorkerRig, trial_days: float) -> tuple[Handle, int]:
     """A trial of the default automation ending `trial_days` from now; and its start."""
-    started = await epoch_now(env)
+    started = await epoch_now(rig.env)
     trial_end = started + int(trial_days * DAY)
     handle = await start(
-        env.client,
-        tq,
+        rig,
         TrialWorkflow.run,
         packaged("trial-default"),
         anchor=trial_end,
@@ -169,56 +140,39 @@ def new_trial_end(started: int, days: float, event_id: str) -> LifecycleUpdate:
     )
 
 
-def days_after_start(history: WorkflowHistory, event: HistoryEvent) -> float:
-    started = history.events[0].event_time.ToDatetime()
-    return round((event.event_time.ToDatetime() - started).total_seconds() / DAY, 2)
+class FinishedTrial(NamedTuple):
+    handle: Handle
+    started: int
+    result: LifecycleResult
+    state: LifecycleState
 
 
-async def email_offsets(handle: Handle) -> list[float]:
-    """When each email was scheduled, in days after the start (from the history)."""
-    history = await handle.fetch_history()
-    return [
-        days_after_start(history, e)
-        for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-        and e.activity_task_scheduled_event_attributes.activity_type.name == "send_email"
-    ]
-
-
-async def ended_after(handle: Handle) -> float:
-    """When the workflow completed, in days after its start (from the history)."""
-    history = await handle.fetch_history()
-    last = history.events[-1]
-    assert last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
-    return days_after_start(history, last)
-
-
-async def messages(sessionmaker: SessionMaker, workflow_id: str) -> list[Message]:
-    async with sessionmaker() as session:
-        rows = await session.execute(
-            select(Message)
-            .where(col(Message.workflow_id) == workflow_id)
-            .order_by(col(Message.created_at))
-        )
-        return list(rows.scalars())
+async def run_trial(
+    rig: WorkerRig, trial_days: float, *, on_day: float = 0, end_moves_to: float | None = None
+) -> FinishedTrial:
+    """A trial ending `trial_days` after its start, run to its end on a worker of `rig`.
+    With `end_moves_to`, on day `on_day` Stripe moves the trial end to that day."""
+    async with rig.worker():
+        handle, started = await start_trial(rig, trial_days)
+        if end_moves_to is not None:
+            await rig.env.sleep(timedelta(days=on_day))
+            moved = new_trial_end(started, end_moves_to, "evt_trial_end_moved")
+            await handle.signal(TrialWorkflow.lifecycle_update, moved)
+        result = await handle.result()
+        state = await handle.query(TrialWorkflow.state)
+    return FinishedTrial(handle, started, result, state)
 
 
 async def test_trial_welcomes_reminds_before_the_end_and_finishes_after_the_linger(
-    time_skipping_env: WorkflowEnvironment,
-    sqlite_url: str,
-    sessionmaker: SessionMaker,
-    task_queue: str,
+    skipping_rig: WorkerRig,
 ) -> None:
-    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue):
-        handle, started = await start_trial(time_skipping_env, task_queue, trial_days=14)
-        result = await handle.result()
-        state = await handle.query(TrialWorkflow.state)
+    handle, started, result, state = await run_trial(skipping_rig, trial_days=14)
     assert (result.outcome, result.steps_done) == ("sequence_finished", 3)
     # Welcome at once, then 7 and 2 days before the trial ends on day 14; the instance
     # then waits 2 days for the first charge before it gives up on an outcome.
     assert await email_offsets(handle) == [0.0, 7.0, 12.0]
     assert await ended_after(handle) == 16.0
-    sent = await messages(sessionmaker, handle.id)
+    sent = await skipping_rig.messages(handle.id)
     assert [m.template for m in sent] == ["trial/welcome", "trial/ending", "trial/ending"]
     assert len({m.send_key for m in sent}) == 3
     assert {m.status for m in sent} == {"recorded"} and {m.to for m in sent} == {"ada@example.com"}
@@ -236,19 +190,16 @@ async def test_trial_welcomes_reminds_before_the_end_and_finishes_after_the_ling
 
 
 async def test_extended_trial_moves_the_reminders_and_never_resends_a_step(
-    time_skipping_env: WorkflowEnvironment,
-    sqlite_url: str,
-    sessionmaker: SessionMaker,
-    task_queue: str,
+    skipping_rig: WorkerRig,
 ) -> None:
-    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue):
-        handle, started = await start_trial(time_skipping_env, task_queue, trial_days=14)
-        await time_skipping_env.sleep(timedelta(days=3))
+    async with skipping_rig.worker():
+        handle, started = await start_trial(skipping_rig, trial_days=14)
+        await skipping_rig.env.sleep(timedelta(days=3))
         extended = new_trial_end(started, 21, "evt_extend_1")
         await handle.signal(TrialWorkflow.lifecycle_update, extended)
         await handle.signal(TrialWorkflow.lifecycle_update, extended)  # Stripe redelivers
         # Day 15: the "7 days left" reminder of the 21-day trial went out on day 14.
-        await time_skipping_env.sleep(timedelta(days=12))
+        await skipping_rig.env.sleep(timedelta(days=12))
         await handle.signal(
             TrialWorkflow.lifecycle_update, new_trial_end(started, 28, "evt_extend_2")
         )
@@ -258,24 +209,16 @@ async def test_extended_trial_moves_the_reminders_and_never_resends_a_step(
     assert (result.outcome, result.steps_done) == ("sequence_finished", 3)
     assert await email_offsets(handle) == [0.0, 14.0, 26.0]
     assert await ended_after(handle) == 30.0
-    sent = await messages(sessionmaker, handle.id)
+    sent = await skipping_rig.messages(handle.id)
     assert [m.step for m in sent] == ["0-trial-welcome", "1-trial-ending", "2-trial-ending"]
     # Each reminder names the trial end it was sent for: the fresher context reached it.
     assert sent[1].subject.endswith(f"trial ends on {format_date(started + 21 * DAY)}")
     assert sent[2].subject.endswith(f"trial ends on {format_date(started + 28 * DAY)}")
 
 
-async def test_short_trial_skips_the_reminder_it_is_too_short_for(
-    time_skipping_env: WorkflowEnvironment,
-    sqlite_url: str,
-    sessionmaker: SessionMaker,
-    task_queue: str,
-) -> None:
-    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue):
-        handle, _ = await start_trial(time_skipping_env, task_queue, trial_days=5)
-        result = await handle.result()
-        state = await handle.query(TrialWorkflow.state)
-    sent = await messages(sessionmaker, handle.id)
+async def test_short_trial_skips_the_reminder_it_is_too_short_for(skipping_rig: WorkerRig) -> None:
+    handle, _, result, state = await run_trial(skipping_rig, trial_days=5)
+    sent = await skipping_rig.messages(handle.id)
     # A 5-day trial has no "7 days left" moment; "2 days left" is on day 3.
     assert [m.template for m in sent] == ["trial/welcome", "trial/ending"]
     assert await email_offsets(handle) == [0.0, 3.0]
@@ -289,21 +232,13 @@ async def test_short_trial_skips_the_reminder_it_is_too_short_for(
 
 
 async def test_shortened_trial_sends_only_the_latest_overdue_reminder(
-    time_skipping_env: WorkflowEnvironment,
-    sqlite_url: str,
-    sessionmaker: SessionMaker,
-    task_queue: str,
+    skipping_rig: WorkerRig,
 ) -> None:
-    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue):
-        handle, started = await start_trial(time_skipping_env, task_queue, trial_days=14)
-        await time_skipping_env.sleep(timedelta(days=6))
-        # On day 6 the trial end moves to day 7.5: both reminders came due (days 0.5 and
-        # 5.5) while the instance ran, and the date is still ahead.
-        await handle.signal(
-            TrialWorkflow.lifecycle_update, new_trial_end(started, 7.5, "evt_shorten")
-        )
-        result = await handle.result()
-        state = await handle.query(TrialWorkflow.state)
+    # On day 6 the trial end moves to day 7.5: both reminders came due (days 0.5 and
+    # 5.5) while the instance ran, and the date is still ahead.
+    handle, started, result, state = await run_trial(
+        skipping_rig, trial_days=14, on_day=6, end_moves_to=7.5
+    )
     assert await email_offsets(handle) == [0.0, 6.0]
     assert [(r.step, r.status) for r in state.steps_done] == [
         ("0-trial-welcome", "recorded"),
@@ -312,25 +247,16 @@ async def test_shortened_trial_sends_only_the_latest_overdue_reminder(
     ]
     assert (result.outcome, result.steps_done) == ("sequence_finished", 3)
     assert await ended_after(handle) == 9.5
-    sent = await messages(sessionmaker, handle.id)
+    sent = await skipping_rig.messages(handle.id)
     assert sent[1].subject.endswith(f"trial ends on {format_date(started + int(7.5 * DAY))}")
 
 
-async def test_trial_cut_short_still_gets_its_last_reminder(
-    time_skipping_env: WorkflowEnvironment,
-    sqlite_url: str,
-    sessionmaker: SessionMaker,
-    task_queue: str,
-) -> None:
-    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue):
-        handle, started = await start_trial(time_skipping_env, task_queue, trial_days=14)
-        await time_skipping_env.sleep(timedelta(days=1))
-        # On day 1 the trial end moves to day 1.5: "a date moved earlier", so the latest
-        # reminder that came due runs (its new moment, day -0.5, is only a calculation).
-        await handle.signal(TrialWorkflow.lifecycle_update, new_trial_end(started, 1.5, "evt_cut"))
-        result = await handle.result()
+async def test_trial_cut_short_still_gets_its_last_reminder(skipping_rig: WorkerRig) -> None:
+    # On day 1 the trial end moves to day 1.5: "a date moved earlier", so the latest
+    # reminder that came due runs (its new moment, day -0.5, is only a calculation).
+    handle, _, result, _ = await run_trial(skipping_rig, trial_days=14, on_day=1, end_moves_to=1.5)
     assert await email_offsets(handle) == [0.0, 1.0]
-    assert [m.step for m in await messages(sessionmaker, handle.id)] == [
+    assert [m.step for m in await skipping_rig.messages(handle.id)] == [
         "0-trial-welcome",
         "2-trial-ending",
     ]
@@ -338,19 +264,13 @@ async def test_trial_cut_short_still_gets_its_last_reminder(
 
 
 async def test_trial_ended_early_sends_no_more_reminders_and_still_waits_for_the_charge(
-    time_skipping_env: WorkflowEnvironment,
-    sqlite_url: str,
-    sessionmaker: SessionMaker,
-    task_queue: str,
+    skipping_rig: WorkerRig,
 ) -> None:
-    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue):
-        handle, started = await start_trial(time_skipping_env, task_queue, trial_days=14)
-        await time_skipping_env.sleep(timedelta(days=8))
-        # "End trial now" in the Dashboard on day 8: trial_end is the present moment, so
-        # "2 days left" (now day 6) makes no sense any more.
-        await handle.signal(TrialWorkflow.lifecycle_update, new_trial_end(started, 8, "evt_end"))
-        result = await handle.result()
-        state = await handle.query(TrialWorkflow.state)
+    # "End trial now" in the Dashboard on day 8: trial_end is the present moment, so
+    # "2 days left" (now day 6) makes no sense any more.
+    handle, _, result, state = await run_trial(
+        skipping_rig, trial_days=14, on_day=8, end_moves_to=8
+    )
     assert await email_offsets(handle) == [0.0, 7.0]
     assert [(r.step, r.status) for r in state.steps_done] == [
         ("0-trial-welcome", "recorded"),
@@ -362,15 +282,10 @@ async def test_trial_ended_early_sends_no_more_reminders_and_still_waits_for_the
     assert await ended_after(handle) == 10.0
 
 
-async def test_outcome_signal_ends_the_trial_at_once(
-    time_skipping_env: WorkflowEnvironment,
-    sqlite_url: str,
-    sessionmaker: SessionMaker,
-    task_queue: str,
-) -> None:
-    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue):
-        handle, started = await start_trial(time_skipping_env, task_queue, trial_days=14)
-        await time_skipping_env.sleep(timedelta(days=8))
+async def test_outcome_signal_ends_the_trial_at_once(skipping_rig: WorkerRig) -> None:
+    async with skipping_rig.worker():
+        handle, started = await start_trial(skipping_rig, trial_days=14)
+        await skipping_rig.env.sleep(timedelta(days=8))
         # The customer paid early: the first paid invoice converts the trial.
         converted = LifecycleUpdate(
             event_id="evt_paid", created=started + 8 * DAY, outcome="converted"
@@ -383,52 +298,31 @@ async def test_outcome_signal_ends_the_trial_at_once(
     assert await email_offsets(handle) == [0.0, 7.0]
     # Ended on day 8, not after the last reminder (day 12) or the linger (day 16).
     assert await ended_after(handle) == 8.0
-    assert [m.step for m in await messages(sessionmaker, handle.id)] == [
+    assert [m.step for m in await skipping_rig.messages(handle.id)] == [
         "0-trial-welcome",
         "1-trial-ending",
     ]
 
 
-async def wait_for_steps(handle: Handle, count: int) -> None:
-    for _ in range(200):
-        if len((await handle.query(TrialWorkflow.state)).steps_done) >= count:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{handle.id} did not reach {count} steps")
-
-
-async def test_support_cancel_stops_later_steps(
-    dev_env: WorkflowEnvironment, sqlite_url: str, sessionmaker: SessionMaker, task_queue: str
-) -> None:
+async def test_support_cancel_stops_later_steps(dev_rig: WorkerRig) -> None:
     # Updates run on the dev server: the Java time-skipping server loses the outcome of an
     # update that ends the workflow. The welcome goes out at once; the first reminder
     # would wait a week.
-    async with worker_for(dev_env, sqlite_url, sessionmaker, task_queue):
-        handle, _ = await start_trial(dev_env, task_queue, trial_days=14)
+    async with dev_rig.worker():
+        handle, _ = await start_trial(dev_rig, trial_days=14)
         await wait_for_steps(handle, 1)
-        with pytest.raises(WorkflowUpdateFailedError) as rejected:
-            await handle.execute_update(TrialWorkflow.cancel, CancelRequest(reason=" ", actor="x"))
-        assert str(rejected.value.cause) == "a reason is required"
-        answer = await handle.execute_update(
-            TrialWorkflow.cancel,
-            CancelRequest(reason="customer asked by phone", actor="support key 1a2b"),
-        )
-        assert answer.cancelled and answer.workflow_id == handle.id
+        await cancel_by_support(handle, "customer asked by phone")
         result = await handle.result()
-        with pytest.raises(RPCError, match="already completed"):  # nothing left to cancel
-            await handle.execute_update(
-                TrialWorkflow.cancel, CancelRequest(reason="again", actor="x")
-            )
     assert (result.outcome, result.steps_done) == ("cancelled", 1)
-    assert [m.template for m in await messages(sessionmaker, handle.id)] == ["trial/welcome"]
+    assert [m.template for m in await dev_rig.messages(handle.id)] == ["trial/welcome"]
 
 
 async def test_cancel_validator_rejects_an_instance_that_has_already_ended(
-    dev_env: WorkflowEnvironment, sqlite_url: str, sessionmaker: SessionMaker, task_queue: str
+    dev_rig: WorkerRig,
 ) -> None:
     # No workflow cache, so no task waits on the stopped worker's sticky queue.
-    async with worker_for(dev_env, sqlite_url, sessionmaker, task_queue, cache=0):
-        handle, started = await start_trial(dev_env, task_queue, trial_days=14)
+    async with dev_rig.worker(cache=0):
+        handle, started = await start_trial(dev_rig, trial_days=14)
         await wait_for_steps(handle, 1)
     # With no worker, the conversion and the cancel request queue up on the server and
     # reach the next worker in one task, signal first: the workflow has an outcome but
@@ -439,7 +333,7 @@ async def test_cancel_validator_rejects_an_instance_that_has_already_ended(
         handle.execute_update(TrialWorkflow.cancel, CancelRequest(reason="late", actor="x"))
     )
     await asyncio.sleep(0.2)  # let the server admit the update before a worker polls
-    async with worker_for(dev_env, sqlite_url, sessionmaker, task_queue, cache=0):
+    async with dev_rig.worker(cache=0):
         with pytest.raises(WorkflowUpdateFailedError) as rejected:
             await cancel
         result = await handle.result()
@@ -448,10 +342,7 @@ async def test_cancel_validator_rejects_an_instance_that_has_already_ended(
 
 
 async def test_winback_offers_then_waits_a_week_for_a_resubscription(
-    time_skipping_env: WorkflowEnvironment,
-    sqlite_url: str,
-    sessionmaker: SessionMaker,
-    task_queue: str,
+    skipping_rig: WorkerRig,
 ) -> None:
     automation = dataclasses.replace(
         packaged("winback-voluntary"),
@@ -461,11 +352,10 @@ async def test_winback_offers_then_waits_a_week_for_a_resubscription(
             url="https://example.com/pricing",
         ),
     )
-    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue):
-        now = await epoch_now(time_skipping_env)
+    async with skipping_rig.worker():
+        now = await epoch_now(skipping_rig.env)
         handle = await start(
-            time_skipping_env.client,
-            task_queue,
+            skipping_rig,
             WinbackWorkflow.run,
             automation,
             anchor=None,
@@ -475,7 +365,7 @@ async def test_winback_offers_then_waits_a_week_for_a_resubscription(
     assert (result.outcome, result.steps_done) == ("sequence_finished", 3)
     assert await email_offsets(handle) == [0.0, 14.0, 45.0]
     assert await ended_after(handle) == 52.0
-    sent = await messages(sessionmaker, handle.id)
+    sent = await skipping_rig.messages(handle.id)
     assert [m.template for m in sent] == ["winback/cancelled", "winback/offer", "winback/offer"]
     assert "Pro subscription has been cancelled" in sent[0].text
     for offer in sent[1:]:
@@ -489,20 +379,16 @@ async def test_winback_offers_then_waits_a_week_for_a_resubscription(
 
 
 async def test_card_expiring_reminds_before_the_expiry_and_ends_card_expired(
-    time_skipping_env: WorkflowEnvironment,
-    sqlite_url: str,
-    sessionmaker: SessionMaker,
-    task_queue: str,
+    skipping_rig: WorkerRig,
 ) -> None:
-    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue):
-        now = await epoch_now(time_skipping_env)
+    async with skipping_rig.worker():
+        now = await epoch_now(skipping_rig.env)
         # The card works through the last second of its expiry month.
         expiry = now + 40 * DAY
         last_day = datetime.fromtimestamp(expiry - 1, UTC)
         card = {**CARD, "exp_month": last_day.month, "exp_year": last_day.year}
         handle = await start(
-            time_skipping_env.client,
-            task_queue,
+            skipping_rig,
             CardExpiringWorkflow.run,
             packaged("card-expiring-default"),
             anchor=expiry,
@@ -514,7 +400,7 @@ async def test_card_expiring_reminds_before_the_expiry_and_ends_card_expired(
     # 30 and 7 days before the expiry, and no wait after it.
     assert await email_offsets(handle) == [10.0, 33.0]
     assert await ended_after(handle) == 40.0
-    sent = await messages(sessionmaker, handle.id)
+    sent = await skipping_rig.messages(handle.id)
     assert [m.subject for m in sent] == ["Your Visa ending in 4242 expires soon"] * 2
     expires = f"expires at the end of {month_name(last_day.month)} {last_day.year}"
     assert all(expires in m.text for m in sent)
@@ -533,10 +419,7 @@ async def test_card_expiring_reminds_before_the_expiry_and_ends_card_expired(
     ids=["scheduled_cancel", "renewal", "plan_change"],
 )
 async def test_other_lifecycles_send_their_steps_and_linger_as_configured(
-    time_skipping_env: WorkflowEnvironment,
-    sqlite_url: str,
-    sessionmaker: SessionMaker,
-    task_queue: str,
+    skipping_rig: WorkerRig,
     run: Run,
     automation: str,
     anchor_days: int | None,
@@ -545,13 +428,12 @@ async def test_other_lifecycles_send_their_steps_and_linger_as_configured(
     template: str,
 ) -> None:
     steps = packaged(automation)
-    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue):
-        now = await epoch_now(time_skipping_env)
+    async with skipping_rig.worker():
+        now = await epoch_now(skipping_rig.env)
         anchor = None if anchor_days is None else now + anchor_days * DAY
         period_end = anchor or now + 30 * DAY
         handle = await start(
-            time_skipping_env.client,
-            task_queue,
+            skipping_rig,
             run,
             steps,
             anchor=anchor,
@@ -561,61 +443,53 @@ async def test_other_lifecycles_send_their_steps_and_linger_as_configured(
     assert (result.outcome, result.steps_done) == ("sequence_finished", len(offsets))
     assert await email_offsets(handle) == offsets
     assert await ended_after(handle) == end
-    sent = await messages(sessionmaker, handle.id)
+    sent = await skipping_rig.messages(handle.id)
     assert [m.template for m in sent] == [f"{steps.lifecycle}/{template}"] * len(offsets)
     assert all(format_date(period_end) in m.text for m in sent)
 
 
 async def test_worker_restart_mid_trial_neither_repeats_nor_misses_an_email(
-    time_skipping_env: WorkflowEnvironment,
-    sqlite_url: str,
-    sessionmaker: SessionMaker,
-    task_queue: str,
+    skipping_rig: WorkerRig,
 ) -> None:
     # No workflow cache: every task is replayed from history, as on a freshly started worker
     # (and no task waits on a stopped worker's sticky queue).
-    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue, cache=0):
-        handle, started = await start_trial(time_skipping_env, task_queue, trial_days=14)
-        await time_skipping_env.sleep(timedelta(days=3))
+    async with skipping_rig.worker(cache=0):
+        handle, started = await start_trial(skipping_rig, trial_days=14)
+        await skipping_rig.env.sleep(timedelta(days=3))
         await handle.signal(
             TrialWorkflow.lifecycle_update, new_trial_end(started, 21, "evt_extend")
         )
-        await time_skipping_env.sleep(timedelta(days=12))
+        await skipping_rig.env.sleep(timedelta(days=12))
     # The first worker is gone; a new one on the same server picks the trial up.
-    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue, cache=0):
+    async with skipping_rig.worker(cache=0):
         result = await handle.result()
     assert (result.outcome, result.steps_done) == ("sequence_finished", 3)
     assert await email_offsets(handle) == [0.0, 14.0, 19.0]
-    assert [m.step for m in await messages(sessionmaker, handle.id)] == [
+    assert [m.step for m in await skipping_rig.messages(handle.id)] == [
         "0-trial-welcome",
         "1-trial-ending",
         "2-trial-ending",
     ]
 
 
-async def run_recorded_trial(env: WorkflowEnvironment, task_queue: str) -> Handle:
+async def run_recorded_trial(rig: WorkerRig) -> Handle:
     """The trial of tests/histories/trial_workflow_v1.json: extended on day 3 (fresher
     context), shortened to end on day 11.5 when it is day 10 (the 7-day reminder skipped,
-    the 2-day one sent at once), finished after the linger on day 13.5. Needs a worker on
-    `task_queue`. The file holds `fetch_history().to_json()` of one such run (task queue
+    the 2-day one sent at once), finished after the linger on day 13.5. Needs a worker of
+    `rig`. The file holds `fetch_history().to_json()` of one such run (task queue
     `rec`); tests/test_replay.py replays it."""
-    handle, started = await start_trial(env, task_queue, trial_days=14)
-    await env.sleep(timedelta(days=3))
+    handle, started = await start_trial(rig, trial_days=14)
+    await rig.env.sleep(timedelta(days=3))
     await handle.signal(TrialWorkflow.lifecycle_update, new_trial_end(started, 21, "evt_ext"))
-    await env.sleep(timedelta(days=7))
+    await rig.env.sleep(timedelta(days=7))
     await handle.signal(TrialWorkflow.lifecycle_update, new_trial_end(started, 11.5, "evt_short"))
     assert (await handle.result()).outcome == "sequence_finished"
     return handle
 
 
-async def test_trial_history_replays(
-    time_skipping_env: WorkflowEnvironment,
-    sqlite_url: str,
-    sessionmaker: SessionMaker,
-    task_queue: str,
-) -> None:
-    async with worker_for(time_skipping_env, sqlite_url, sessionmaker, task_queue):
-        handle = await run_recorded_trial(time_skipping_env, task_queue)
+async def test_trial_history_replays(skipping_rig: WorkerRig) -> None:
+    async with skipping_rig.worker():
+        handle = await run_recorded_trial(skipping_rig)
         state = await handle.query(TrialWorkflow.state)
     assert [r.status for r in state.steps_done] == ["recorded", "skipped: too late", "recorded"]
     assert await email_offsets(handle) == [0.0, 10.0]

@@ -10,11 +10,13 @@ import secrets
 import shutil
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from pydantic import SecretStr, ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -22,6 +24,7 @@ from . import migrate
 from .api.app import create_app
 from .automations import PACKAGED_DEFAULTS, AutomationsError
 from .db import create_engine, create_sessionmaker
+from .pausing import cancel_paused_instances
 from .settings import ConfigurationError, Settings, get_settings
 from .temporal_setup import (
     register_search_attributes,
@@ -57,7 +60,13 @@ def _api_server(settings: Settings) -> _Server:
     return _Server(config)
 
 
-async def _serve(settings: Settings, *, api: bool, worker: Worker | None) -> None:
+async def _serve(
+    settings: Settings,
+    *,
+    api: bool,
+    worker: Worker | None,
+    after_start: Coroutine[Any, Any, object] | None = None,
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -68,6 +77,8 @@ async def _serve(settings: Settings, *, api: bool, worker: Worker | None) -> Non
         tasks.append(asyncio.create_task(server.serve()))
     if worker is not None:
         tasks.append(asyncio.create_task(worker.run()))
+    # Not among `tasks`: its end (or failure, which it logs) must not stop the process.
+    follow_up = asyncio.create_task(_logged(after_start)) if after_start is not None else None
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down")
@@ -76,10 +87,28 @@ async def _serve(settings: Settings, *, api: bool, worker: Worker | None) -> Non
     if worker is not None:
         await worker.shutdown()
     await asyncio.gather(*tasks, return_exceptions=True)
+    if follow_up is not None:
+        follow_up.cancel()
     stopper.cancel()
     for task in done:
         if task is not stopper and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
+
+
+async def _logged(work: Coroutine[Any, Any, object]) -> None:
+    try:
+        await work
+    except Exception:
+        log.exception("a start-up task failed; the process goes on")
+
+
+def _worker_and_pausing(
+    client: Client, settings: Settings, engine: AsyncEngine
+) -> tuple[Worker, Coroutine[Any, Any, list[str]]]:
+    """The worker, and the stop of paused automations' instances to run once it is up."""
+    _, automations = load_checked_automations(settings)
+    worker = build_worker(client, settings, create_sessionmaker(engine), automations=automations)
+    return worker, cancel_paused_instances(client, automations)
 
 
 async def _connect(settings: Settings) -> Client:
@@ -130,14 +159,14 @@ async def cmd_dev(settings: Settings) -> None:
             )
         engine = create_engine(settings.database_url)
         try:
-            worker = build_worker(client, settings, create_sessionmaker(engine))
+            worker, pausing = _worker_and_pausing(client, settings, engine)
             log.info(
                 "ready: API http://%s:%d (docs at /docs), Temporal UI http://localhost:%d",
                 settings.api_host,
                 settings.api_port,
                 settings.ui_port,
             )
-            await _serve(settings, api=True, worker=worker)
+            await _serve(settings, api=True, worker=worker, after_start=pausing)
         finally:
             await engine.dispose()
     finally:
@@ -149,9 +178,8 @@ async def cmd_worker(settings: Settings) -> None:
     client = await _connect(settings)
     engine = create_engine(settings.database_url)
     try:
-        await _serve(
-            settings, api=False, worker=build_worker(client, settings, create_sessionmaker(engine))
-        )
+        worker, pausing = _worker_and_pausing(client, settings, engine)
+        await _serve(settings, api=False, worker=worker, after_start=pausing)
     finally:
         await engine.dispose()
 

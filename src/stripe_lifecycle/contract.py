@@ -34,3 +34,8 @@ BILLING_EVENTS_SIGNAL = "billing_events"
 
 def customer_workflow_id(customer_id: str) -> str:
     return f"customer-{customer_id}"
+
+
+def visibility_literal(value: str) -> str:
+    """A string literal for a Temporal visibility (list filter) query."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -116,7 +116,10 @@ class LifecyclePublic(SQLModel):
     workflow_id: str
     lifecycle: str
     automation: str | None = None
+    # Temporal's status (running, completed, ...) and the business outcome it ended with
+    # (recovered, converted, saved, ..., "running" while it runs; None if unknown).
     status: str
+    outcome: str | None = None
 
 
 class CustomerPublic(CustomerBase):

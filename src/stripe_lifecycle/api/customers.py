@@ -1,14 +1,20 @@
 """Support's view of a customer, and stopping a customer's dunning."""
 
 import logging
+from datetime import timedelta
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
-from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.client import (
+    WorkflowExecutionStatus,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
 from temporalio.service import RPCError
 
 from stripe_lifecycle import contract
 from stripe_lifecycle.models import Customer, CustomerPublic, LifecyclePublic, SupportAction
+from stripe_lifecycle.workflows.customer import CustomerWorkflow
 from stripe_lifecycle.workflows.dunning import CancelRequest, DunningWorkflow
 
 from .deps import SessionDep, SupportKey, TemporalDep
@@ -16,16 +22,15 @@ from .deps import SessionDep, SupportKey, TemporalDep
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["customers"])
 
-
-def _quote(value: str) -> str:
-    """A string literal for a Temporal visibility query."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+# Support waits for this page: without a worker the outcomes are left out, not waited for.
+OUTCOME_QUERY_TIMEOUT = timedelta(seconds=3)
 
 
 async def _lifecycles(
     temporal: TemporalDep, customer_id: str, running_only: bool = False
 ) -> list[LifecyclePublic]:
-    query = f"CustomerId = {_quote(customer_id)} AND WorkflowType != 'CustomerWorkflow'"
+    customer = contract.visibility_literal(customer_id)
+    query = f"CustomerId = {customer} AND WorkflowType != 'CustomerWorkflow'"
     if running_only:
         query += " AND ExecutionStatus = 'Running'"
     found: list[LifecyclePublic] = []
@@ -60,6 +65,20 @@ async def get_customer(
     except RPCError as exc:
         # The snapshot is still worth showing while Temporal is unreachable.
         log.warning("listing the lifecycles of %s failed: %s", customer_id, exc)
+        return public
+    try:
+        outcomes = {
+            ref.workflow_id: ref.status
+            for ref in await temporal.get_workflow_handle_for(
+                CustomerWorkflow.run, contract.customer_workflow_id(customer_id)
+            ).query(CustomerWorkflow.lifecycles, rpc_timeout=OUTCOME_QUERY_TIMEOUT)
+        }
+    except (RPCError, WorkflowQueryFailedError) as exc:
+        # The query needs a worker; Temporal's own status is shown without it.
+        log.warning("the lifecycle outcomes of %s are unavailable: %s", customer_id, exc)
+        return public
+    for lifecycle in public.lifecycles:
+        lifecycle.outcome = outcomes.get(lifecycle.workflow_id)
     return public
 
 

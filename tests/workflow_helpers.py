@@ -1,0 +1,91 @@
+"""Helpers shared by the workflow tests: the packaged automations, what a workflow's
+history says about when it sent its emails and ended, support's cancel update, and
+waiting for what happens in real time (the dev server, the API's forwarder)."""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import WorkflowHandle, WorkflowHistory, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from stripe_lifecycle.automations import PACKAGED_DEFAULTS, Automation, load_automations
+from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
+from stripe_lifecycle.workflows.dunning import CancelRequest, LifecycleHandlers
+
+DAY = 86_400
+
+
+def packaged(name: str) -> Automation:
+    """One automation of the packaged defaults, checked against the shipped templates."""
+    brand = Brand("Acme", logo_url=None, support_email=None, primary_color="#635bff", address=None)
+    shipped = TemplateRenderer(brand).names()
+    by_name = {a.name: a for a in load_automations(PACKAGED_DEFAULTS, shipped)}
+    return by_name[name]
+
+
+def days_after_start(history: WorkflowHistory, event: HistoryEvent) -> float:
+    started = history.events[0].event_time.ToDatetime()
+    return round((event.event_time.ToDatetime() - started).total_seconds() / DAY, 2)
+
+
+async def email_offsets(handle: WorkflowHandle[Any, Any]) -> list[float]:
+    """When each email was scheduled, in days after the start (from the history)."""
+    history = await handle.fetch_history()
+    return [
+        days_after_start(history, e)
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "send_email"
+    ]
+
+
+async def ended_after(handle: WorkflowHandle[Any, Any]) -> float:
+    """When the workflow completed, in days after its start (from the history)."""
+    history = await handle.fetch_history()
+    last = history.events[-1]
+    assert last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
+    return days_after_start(history, last)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], what: str, timeout: float = 15.0
+) -> None:
+    """Polls `check` until it holds; fails naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def wait_for_steps(handle: WorkflowHandle[Any, Any], count: int) -> None:
+    """Until the lifecycle workflow's `state` query lists `count` steps done."""
+
+    async def done() -> bool:
+        state = await handle.query("state")
+        return len(state["steps_done"]) >= count
+
+    await eventually(done, f"{handle.id} to reach {count} steps")
+
+
+async def cancel_by_support(handle: WorkflowHandle[Any, Any], reason: str) -> None:
+    """Support's cancel update, which every lifecycle shares: refused without a reason,
+    answered with the workflow it stopped, and refused once the workflow has completed.
+    Returns once it has completed."""
+    with pytest.raises(WorkflowUpdateFailedError) as rejected:
+        await handle.execute_update(LifecycleHandlers.cancel, CancelRequest(reason=" ", actor="x"))
+    assert str(rejected.value.cause) == "a reason is required"
+    answer = await handle.execute_update(
+        LifecycleHandlers.cancel, CancelRequest(reason=reason, actor="support key 1a2b")
+    )
+    assert answer.cancelled and answer.workflow_id == handle.id
+    await handle.result()
+    with pytest.raises(RPCError, match="already completed"):  # nothing left to cancel
+        await handle.execute_update(
+            LifecycleHandlers.cancel, CancelRequest(reason="again", actor="x")
+        )
