@@ -154,6 +154,10 @@ async def test_trial_starts_sends_welcome_and_converts_once_whatever_the_order(
         {**paid, "id": paid["id"] + "x", "type": "invoice.payment_succeeded"},
     )
     ref = await customer.wait_for(f"trial-{sub}", "converted")
+    snapshot = await customer.handle.query(CustomerWorkflow.state)
+    assert [(r.workflow_id, r.status) for r in snapshot.lifecycles] == [
+        (f"trial-{sub}", "converted")
+    ]
     conversions = await customer.conversions()
     assert [
         (c.kind, c.lifecycle, c.automation, c.mrr_delta_cents, c.amount_cents) for c in conversions

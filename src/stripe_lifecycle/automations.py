@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from .send_windows import SendWindow, parse_window
+
 LIFECYCLES = (
     "dunning",
     "payment_action",
@@ -137,6 +139,11 @@ class Automation:
     filters: Filters = field(default_factory=Filters)
     steps: list[Step] = field(default_factory=list)
     offer: Offer | None = None
+    # Local hours the customer may be mailed; None: any time. An automation without one
+    # gets LIFECYCLE_SEND_WINDOW when it is chosen.
+    send_window: SendWindow | None = None
+    # Set when the file says `send_window: any`, so the default does not apply either.
+    any_time: bool = False
 
 
 @dataclass(frozen=True)
@@ -226,6 +233,7 @@ _AUTOMATION_KEYS = {
     "filters",
     "steps",
     "offer",
+    "send_window",
 }
 _OFFER_KEYS = {"description", "code", "url"}
 # Shipped templates that show the automation's offer and cannot render without one.
@@ -306,6 +314,12 @@ def _parse_automation(check: _Checker, raw: object, position: int) -> Automation
         if (step := _parse_step(check, name, lifecycle, index, raw_step)) is not None
     ]
     offer = _parse_offer(check, name, raw["offer"]) if "offer" in raw else None
+    window = None
+    if "send_window" in raw:
+        try:
+            window = parse_window(raw["send_window"])
+        except ValueError as exc:
+            check.problem(name, "send_window", str(exc))
     if offer is None:
         for step in steps:
             if step.send in OFFER_TEMPLATES:
@@ -323,6 +337,8 @@ def _parse_automation(check: _Checker, raw: object, position: int) -> Automation
         filters=filters,
         steps=steps,
         offer=offer,
+        send_window=window,
+        any_time=raw.get("send_window") == "any",
     )
 
 

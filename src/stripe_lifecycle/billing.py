@@ -91,6 +91,24 @@ class PaymentMethodState:
 
 
 @dataclass
+class LifecycleRef:
+    """A lifecycle instance the customer workflow started (a child workflow)."""
+
+    workflow_id: str
+    lifecycle: str
+    automation: str
+    status: str = "running"
+    invoice_id: str | None = None
+    subscription_id: str | None = None
+    # What the instance is about when that is not an invoice (a subscription, a card),
+    # and the date its `before:` steps count back from.
+    subject_id: str | None = None
+    anchor: int | None = None
+    # A conversion was recorded for it: one per instance, whichever event came first.
+    converted: bool = False
+
+
+@dataclass
 class BillingSnapshot:
     """What the customer workflow knows about one customer."""
 
@@ -111,28 +129,14 @@ class BillingSnapshot:
     last_event_type: str | None = None
     last_event_created: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    # Billing address country (ISO code): the fallback for the customer's time zone.
+    country: str | None = None
     # The customer's own default (invoice_settings.default_payment_method or, for
     # customers that never moved to PaymentMethods, default_source).
     default_payment_method: str | None = None
     payment_methods: dict[str, PaymentMethodState] = field(default_factory=dict)
-
-
-@dataclass
-class LifecycleRef:
-    """A lifecycle instance the customer workflow started (a child workflow)."""
-
-    workflow_id: str
-    lifecycle: str
-    automation: str
-    status: str = "running"
-    invoice_id: str | None = None
-    subscription_id: str | None = None
-    # What the instance is about when that is not an invoice (a subscription, a card),
-    # and the date its `before:` steps count back from.
-    subject_id: str | None = None
-    anchor: int | None = None
-    # A conversion was recorded for it: one per instance, whichever event came first.
-    converted: bool = False
+    # Filled in by the customer workflow's `state` query (the ledger keeps the list).
+    lifecycles: list[LifecycleRef] = field(default_factory=list)
 
 
 @dataclass
@@ -196,6 +200,12 @@ class CustomerLedger:
                 return methods.get(candidate)
         return next(iter(methods.values())) if len(methods) == 1 else None
 
+    @property
+    def timezone(self) -> str | None:
+        """An IANA zone the business stored on the Stripe customer, if any."""
+        metadata = self.snapshot.metadata
+        return metadata.get("timezone") or metadata.get("tz")
+
     def has_live_subscription(self, *, besides: str | None = None) -> bool:
         return any(
             s.status in LIVE_STATUSES and s.id != besides
@@ -244,6 +254,7 @@ class CustomerLedger:
             snap.customer_since = customer.created
         snap.deleted = customer.deleted
         snap.metadata = dict(customer.metadata)
+        snap.country = customer.country
         snap.default_payment_method = customer.default_payment_method
 
     def _apply_payment_method(self, pm: PaymentMethodInfo, created: int, event_type: str) -> None:

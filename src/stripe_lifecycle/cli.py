@@ -1,10 +1,11 @@
-"""The `lifecycle` command: dev, worker, api, migrate, temporal-setup."""
+"""The `lifecycle` command: dev, worker, api, migrate, temporal-setup, automations, templates."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import shutil
@@ -24,6 +25,15 @@ from . import migrate
 from .api.app import create_app
 from .automations import PACKAGED_DEFAULTS, AutomationsError
 from .db import create_engine, create_sessionmaker
+from .mail.preview import (
+    PreviewError,
+    default_sample,
+    find_automation,
+    parse_event,
+    render_preview,
+    sample_event,
+)
+from .mail.templates import Brand, TemplateRenderer
 from .pausing import cancel_paused_instances
 from .settings import ConfigurationError, Settings, get_settings
 from .temporal_setup import (
@@ -211,6 +221,15 @@ async def cmd_automations_list(settings: Settings) -> None:
         state = "enabled" if a.enabled else f"paused (on_pause: {a.on_pause})"
         print(f"{a.lifecycle:<16} {a.priority:>4}  {a.name}  [{state}]")
         print(f"{'':<22}filters: {a.filters.describe()}")
+        if a.send_window is not None:
+            print(f"{'':<22}send window: {a.send_window.describe()} (customer's local time)")
+        elif a.any_time:
+            print(f"{'':<22}send window: any time")
+        if a.offer is not None:
+            print(
+                f"{'':<22}offer: {a.offer.description}"
+                + (f" ({a.offer.code})" if a.offer.code else "")
+            )
         for step in a.steps:
             print(f"{'':<22}- {step.describe()}")
 
@@ -227,6 +246,55 @@ AUTOMATION_COMMANDS = {
     "validate": (cmd_automations_validate, "check the automations file and its templates"),
     "list": (cmd_automations_list, "show the automations in force, by lifecycle and priority"),
     "init": (cmd_automations_init, "write the default automations to LIFECYCLE_AUTOMATIONS"),
+}
+
+
+# Their arguments come first: `main` binds them, as the other commands take settings only.
+async def cmd_templates_list(_args: argparse.Namespace, settings: Settings) -> None:
+    for name in TemplateRenderer(Brand.from_settings(settings), settings.templates_dir).names():
+        print(name)
+
+
+async def cmd_templates_render(args: argparse.Namespace, settings: Settings) -> None:
+    renderer = TemplateRenderer(Brand.from_settings(settings), settings.templates_dir)
+    try:
+        if args.fixture is None:
+            event = sample_event(default_sample(args.template))
+        else:
+            event = parse_event(args.fixture.read_text(encoding="utf-8"), str(args.fixture))
+        automation = None
+        if args.automation is not None:
+            _, automations = load_checked_automations(settings)
+            automation = find_automation(automations, args.automation)
+        preview = render_preview(
+            renderer,
+            args.template,
+            event,
+            public_url=settings.public_url,
+            automation=automation,
+            unsubscribe_billing=settings.unsubscribe_billing,
+        )
+    except OSError as exc:
+        raise SystemExit(f"cannot read {args.fixture}: {exc.strerror}") from exc
+    except PreviewError as exc:
+        raise SystemExit(str(exc)) from exc
+    # Notes on stderr, so `--part html > preview.html` is the email alone.
+    if args.fixture is None:
+        print(f"# the bundled sample {event['type']} event", file=sys.stderr)
+    for what, why in preview.samples.items():
+        print(f"# sample {what}: {why}", file=sys.stderr)
+    email = preview.email
+    if args.part == "all":
+        print(f"Subject: {email.subject}\n\n--- text ---\n{email.text}\n--- html ---")
+        sys.stdout.write(email.html)
+    else:
+        parts = {"subject": email.subject + "\n", "text": email.text, "html": email.html}
+        sys.stdout.write(parts[args.part])
+
+
+TEMPLATE_COMMANDS = {
+    "list": (cmd_templates_list, "the email templates in use, shipped and overridden"),
+    "render": (cmd_templates_render, "render a template against a Stripe event (a JSON file)"),
 }
 
 COMMANDS = {
@@ -247,6 +315,16 @@ def main(argv: list[str] | None = None) -> int:
     automations_sub = automations.add_subparsers(dest="action", required=True)
     for name, (_, help_text) in AUTOMATION_COMMANDS.items():
         automations_sub.add_parser(name, help=help_text)
+    templates = sub.add_parser("templates", help="list email templates, preview one")
+    templates_sub = templates.add_subparsers(dest="action", required=True)
+    templates_sub.add_parser("list", help=TEMPLATE_COMMANDS["list"][1])
+    render = templates_sub.add_parser("render", help=TEMPLATE_COMMANDS["render"][1])
+    render.add_argument("template", help="<lifecycle>/<purpose>, e.g. dunning/payment-failed")
+    render.add_argument(
+        "--fixture", type=Path, help="a Stripe event JSON file (default: a bundled sample event)"
+    )
+    render.add_argument("--part", choices=("all", "subject", "html", "text"), default="all")
+    render.add_argument("--automation", help="use this automation's offer (default: a sample)")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -261,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "automations":
         command, _ = AUTOMATION_COMMANDS[args.action]
+    elif args.command == "templates":
+        command = functools.partial(TEMPLATE_COMMANDS[args.action][0], args)
     else:
         command, _ = COMMANDS[args.command]
     try:

@@ -54,3 +54,33 @@ def read_token(secret: bytes, token: str) -> tuple[str, str] | None:
 
 def tracked_url(public_url: str, secret: bytes, message_id: str, link: str) -> str:
     return f"{public_url}/t/{make_token(secret, message_id, link)}"
+
+
+def _unsubscribe_mac(secret: bytes, payload: bytes) -> bytes:
+    # Its own prefix, so a link token can never pass for an unsubscribe token or back.
+    return hmac.new(secret, b"unsubscribe:" + payload, hashlib.sha256).digest()[:_MAC_BYTES]
+
+
+def make_unsubscribe_token(secret: bytes, customer_id: str, category: str) -> str:
+    """A token naming a customer and a mail category (marketing, product, billing)."""
+    payload = f"{customer_id}:{category}".encode()
+    return f"{_b64(payload)}.{_b64(_unsubscribe_mac(secret, payload))}"
+
+
+def read_unsubscribe_token(secret: bytes, token: str) -> tuple[str, str] | None:
+    """(customer id, category) of a genuine unsubscribe token; None for anything else."""
+    encoded, sep, signature = token.partition(".")
+    if not sep:
+        return None
+    try:
+        payload, mac = _unb64(encoded), _unb64(signature)
+    except (ValueError, TypeError):
+        return None
+    if not hmac.compare_digest(mac, _unsubscribe_mac(secret, payload)):
+        return None
+    customer_id, sep, category = payload.decode(errors="replace").rpartition(":")
+    return (customer_id, category) if sep and customer_id and category else None
+
+
+def unsubscribe_url(public_url: str, secret: bytes, customer_id: str, category: str) -> str:
+    return f"{public_url}/u/{make_unsubscribe_token(secret, customer_id, category)}"

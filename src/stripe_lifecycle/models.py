@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, TypeDecorator
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, TypeDecorator, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlmodel import Column, Field, SQLModel
@@ -142,6 +142,19 @@ class MessageStatus:
     # A temporary transport failure: the activity retries and may send it.
     RETRYING = "retrying"
     UNKNOWN = "unknown"
+    # Reported by Postmark's webhooks after the send: the receiving server took it, or
+    # refused it (the error says the bounce type).
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    # Held back by the marketing frequency cap; not settled: sending the step again
+    # re-evaluates it.
+    DEFERRED = "deferred"
+
+
+# Mail that reached (or went to) the customer: what can earn a conversion. A bounce went
+# out but was never read; reports count it as sent, attribution does not credit it.
+CREDITABLE_STATUSES = (MessageStatus.SENT, MessageStatus.RECORDED, MessageStatus.DELIVERED)
+SENT_STATUSES = (*CREDITABLE_STATUSES, MessageStatus.BOUNCED)
 
 
 class MessageBase(SQLModel):
@@ -177,7 +190,8 @@ class Message(MessageBase, table=True):
         default_factory=dict, sa_column=Column(JSONType, nullable=False)
     )
     transport: str = Field(max_length=16)
-    provider_message_id: str | None = Field(default=None, max_length=255)
+    # Indexed: Postmark's webhooks name the message by it.
+    provider_message_id: str | None = Field(default=None, max_length=255, index=True)
     error: str | None = None
     livemode: bool = False
 
@@ -279,3 +293,111 @@ class CancellationFeedback(CancellationFeedbackBase, table=True):
 
 class CancellationFeedbackPublic(CancellationFeedbackBase):
     id: int
+
+
+class ConversionCredit(SQLModel, table=True):
+    """A message's share of a conversion (one row per credited message; none when the
+    conversion is unattributed). Written with the conversion, in the same transaction."""
+
+    __tablename__ = "conversion_credits"
+    __table_args__ = (UniqueConstraint("conversion_id", "message_id"),)
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    conversion_id: int = Field(sa_type=BigInteger, foreign_key="conversions.id", index=True)
+    message_id: str = Field(max_length=36, index=True)
+    # "last_click", "last_send", "first_touch" or "linear" (see attribution.py).
+    rule: str = Field(max_length=16)
+    # Basis points: the shares of one conversion add up to 10 000.
+    share_bp: int
+    # The conversion's MRR delta and amount split by share (minor units, the conversion's
+    # currency); the parts add up to exactly the conversion's figures.
+    mrr_delta_cents: int = Field(default=0, sa_type=BigInteger)
+    amount_cents: int = Field(default=0, sa_type=BigInteger)
+
+
+class MailCategory:
+    """What a customer can opt out of: each lifecycle's mail belongs to one category."""
+
+    # Win-back and upgrade campaigns: Postmark's broadcast stream, frequency-capped.
+    MARKETING = "marketing"
+    # Trial, plan change and scheduled-cancellation mail about the product.
+    PRODUCT = "product"
+    # Recovery of money owed: stays deliverable after an unsubscribe unless
+    # LIFECYCLE_UNSUBSCRIBE_BILLING is true.
+    BILLING = "billing"
+    ALL = (MARKETING, PRODUCT, BILLING)
+
+
+# Lifecycle key -> mail category (an unknown lifecycle counts as product mail).
+LIFECYCLE_CATEGORIES: dict[str, str] = {
+    "winback": MailCategory.MARKETING,
+    "upgrade": MailCategory.MARKETING,
+    "trial": MailCategory.PRODUCT,
+    "plan_change": MailCategory.PRODUCT,
+    "scheduled_cancel": MailCategory.PRODUCT,
+    "dunning": MailCategory.BILLING,
+    "payment_action": MailCategory.BILLING,
+    "card_expiring": MailCategory.BILLING,
+    "renewal": MailCategory.BILLING,
+}
+
+
+class SuppressionScope:
+    # Every email to the address (a hard bounce, a complaint about transactional mail).
+    ALL = "all"
+    # Marketing mail only: Postmark suppressed the address on the broadcast stream.
+    MARKETING = "marketing"
+
+
+class Suppression(SQLModel, table=True):
+    """An address not to mail, learnt from Postmark's webhooks: one row per address and
+    Postmark message stream, mirroring that stream's suppression list, so reactivating the
+    address on the stream lifts exactly what it put here."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (UniqueConstraint("email", "stream"),)
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    # Lower-cased.
+    email: str = Field(max_length=512)
+    stream: str = Field(max_length=64)
+    scope: str = Field(max_length=16)
+    # Postmark's word for it: HardBounce, SpamComplaint, ManualSuppression (an unsubscribe
+    # handled by Postmark), ...
+    reason: str = Field(max_length=64)
+    # Our message that caused it, when Postmark names one.
+    message_id: str | None = Field(default=None, max_length=36)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class MailPreference(SQLModel, table=True):
+    """A customer's choice for one category of mail; no row means subscribed."""
+
+    __tablename__ = "mail_preferences"
+    __table_args__ = (UniqueConstraint("customer_id", "category"),)
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    customer_id: str = Field(max_length=255)
+    category: str = Field(max_length=16)
+    subscribed: bool
+    # How it was last set: "one-click" (the List-Unsubscribe POST) or "preferences" (the page).
+    source: str = Field(max_length=16)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class MessageEvent(SQLModel, table=True):
+    """What Postmark's webhooks reported (Delivery, Bounce, SpamComplaint, Open, Click,
+    SubscriptionChange), stored once: the unique `event_key` (a digest of the fields that
+    identify the event) makes a redelivered webhook change nothing."""
+
+    __tablename__ = "message_events"
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    event_key: str = Field(max_length=64, unique=True)
+    # Our message, when the webhook could be matched to one.
+    message_id: str | None = Field(default=None, max_length=36, index=True)
+    record_type: str = Field(max_length=32)
+    email: str | None = Field(default=None, max_length=512)
+    occurred_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    payload: dict[str, Any] = Field(sa_column=Column(JSONType, nullable=False))
+    received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -7,9 +7,16 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stripe_lifecycle.attribution import DEFAULT_MODEL as DEFAULT_ATTRIBUTION_MODEL
+from stripe_lifecycle.attribution import Model as AttributionModel
+from stripe_lifecycle.attribution import parse_model as parse_attribution_model
+from stripe_lifecycle.attribution import parse_windows as parse_attribution_windows
+from stripe_lifecycle.send_windows import parse_window
 
 ApiRole = Literal["support", "admin"]
 API_ROLES: tuple[ApiRole, ...] = ("support", "admin")
@@ -70,7 +77,14 @@ class Settings(BaseSettings):
     # Postmark's API base; set only to point at a stand-in (tests, a proxy). postmarker
     # joins "/email" to it, so a path prefix here is dropped.
     postmark_api_url: str | None = None
+    # Postmark message streams: transactional mail (billing, product) and marketing mail
+    # (win-back, upgrade campaigns).
     postmark_message_stream: str = "outbound"
+    postmark_broadcast_stream: str = "broadcast"
+    # HTTP basic auth of POST /webhooks/postmark (set the same in Postmark's webhook
+    # settings); the endpoint refuses every call while either is unset.
+    postmark_webhook_user: str | None = None
+    postmark_webhook_password: SecretStr | None = None
     smtp_host: str = "localhost"
     smtp_port: int = Field(default=1025, ge=1, le=65535)
     smtp_username: str | None = None
@@ -85,8 +99,25 @@ class Settings(BaseSettings):
     brand_primary_color: str = "#635bff"
     brand_address: str | None = None
 
+    # Billing mail (dunning, payment action, expiring card, renewal) keeps going to
+    # customers who unsubscribed unless this is true.
+    unsubscribe_billing: bool = False
+    # At most this many marketing emails per customer in any window of this many hours.
+    marketing_cap: int = Field(default=1, ge=1)
+    marketing_cap_hours: float = Field(default=24.0, gt=0)
+
     # A conversion is credited to a message clicked (else sent) this many days before it.
     attribution_window_days: int = Field(default=7, ge=1)
+    # How credit is shared between a lifecycle's messages (see attribution.py).
+    attribution_model: AttributionModel = DEFAULT_ATTRIBUTION_MODEL
+    # Per-lifecycle windows, `winback:30,trial:14`; the others use attribution_window_days.
+    attribution_windows: str = ""
+
+    # Local hours customers may be mailed when an automation sets no `send_window`:
+    # `08:00-20:00`, or `any`. Their zone: Stripe `timezone` metadata, else their billing
+    # country's, else default_timezone.
+    send_window: str = "any"
+    default_timezone: str = "UTC"
 
     automations: Path = Path("automations.yaml")
     templates_dir: Path | None = None
@@ -118,6 +149,32 @@ class Settings(BaseSettings):
         parse_api_keys(value.get_secret_value())
         return value
 
+    @field_validator("attribution_model", mode="before")
+    @classmethod
+    def _known_attribution_model(cls, value: object) -> AttributionModel:
+        return parse_attribution_model(str(value))
+
+    @field_validator("attribution_windows")
+    @classmethod
+    def _lifecycle_day_pairs(cls, value: str) -> str:
+        parse_attribution_windows(value)
+        return value
+
+    @field_validator("send_window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        parse_window(value)
+        return value
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Berlin)") from exc
+        return value
+
     @field_validator("public_url")
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
@@ -130,6 +187,13 @@ class Settings(BaseSettings):
     def _http_billing_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("LIFECYCLE_BILLING_URL must start with http:// or https://")
+        return value
+
+    @field_validator("postmark_webhook_user")
+    @classmethod
+    def _basic_auth_user(cls, value: str | None) -> str | None:
+        if value is not None and ":" in value:
+            raise ValueError("LIFECYCLE_POSTMARK_WEBHOOK_USER cannot contain ':' (HTTP basic auth)")
         return value
 
     def link_secret_bytes(self) -> bytes:

@@ -1,6 +1,5 @@
 """The Temporal worker: the only place workflows and activities are wired to real clients."""
 
-from datetime import timedelta
 from pathlib import Path
 
 from temporalio.client import Client
@@ -12,10 +11,12 @@ from .activities.conversions import ConversionActivities
 from .activities.mail import MailActivities
 from .activities.snapshots import SnapshotActivities
 from .activities.stripe_actions import StripeActivities
+from .attribution import Policy
 from .automations import Automation, automations_path, parse_automations
 from .db import SessionMaker
 from .mail.templates import Brand, TemplateRenderer
 from .mail.transports import build_transport
+from .send_windows import parse_window
 from .settings import Settings
 from .stripe_client import build_stripe_client
 from .workflows.customer import CustomerWorkflow
@@ -36,6 +37,7 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
             "stripe_lifecycle.automations",
             "stripe_lifecycle.lifecycle_rules",
             "stripe_lifecycle.links",
+            "stripe_lifecycle.send_windows",
             "yaml",
         )
     )
@@ -69,10 +71,22 @@ def build_worker(
         public_url=settings.public_url,
         link_secret=settings.link_secret_bytes(),
         team_email=settings.team_email,
+        unsubscribe_billing=settings.unsubscribe_billing,
+        marketing_cap=settings.marketing_cap,
+        marketing_cap_hours=settings.marketing_cap_hours,
     )
-    choices = AutomationActivities(automations)
+    choices = AutomationActivities(
+        automations,
+        default_window=parse_window(settings.send_window),
+        default_timezone=settings.default_timezone,
+    )
     conversions = ConversionActivities(
-        sessionmaker, timedelta(days=settings.attribution_window_days)
+        sessionmaker,
+        Policy.build(
+            settings.attribution_model,
+            settings.attribution_window_days,
+            settings.attribution_windows,
+        ),
     )
     stripe_actions = StripeActivities(build_stripe_client(settings))
     return Worker(
@@ -84,6 +98,7 @@ def build_worker(
             mail.send_email,
             mail.notify_team,
             choices.choose_automation,
+            choices.send_time,
             conversions.record_conversion,
             stripe_actions.stripe_action,
         ],

@@ -1,10 +1,14 @@
-"""Which automation runs for a trigger: decided from the definitions the worker loaded."""
+"""Which automation runs for a trigger, and when its mail may go out: decided from the
+definitions and settings the worker loaded, and recorded in the workflow's history."""
 
+import dataclasses
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from temporalio import activity
 
 from stripe_lifecycle.automations import Automation, MatchContext, select
+from stripe_lifecycle.send_windows import SendWindow, next_send_time, zone_for
 
 
 @dataclass
@@ -22,9 +26,25 @@ class ChooseAutomation:
     invoice_metadata: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass
+class SendTimeRequest:
+    due: datetime
+    window: SendWindow
+    timezone: str | None = None
+    country: str | None = None
+
+
 class AutomationActivities:
-    def __init__(self, automations: list[Automation]) -> None:
+    def __init__(
+        self,
+        automations: list[Automation],
+        *,
+        default_window: SendWindow | None = None,
+        default_timezone: str = "UTC",
+    ) -> None:
         self._automations = automations
+        self._default_window = default_window
+        self._default_timezone = default_timezone
 
     @activity.defn(name="choose_automation")
     async def choose_automation(self, trigger: ChooseAutomation) -> Automation | None:
@@ -45,4 +65,18 @@ class AutomationActivities:
             customer_metadata=trigger.customer_metadata,
             invoice_metadata=trigger.invoice_metadata,
         )
-        return select(self._automations, trigger.lifecycle, context)
+        chosen = select(self._automations, trigger.lifecycle, context)
+        if chosen is None or chosen.send_window is not None or chosen.any_time:
+            return chosen
+        # The snapshot carries the window in force now: a later change of the setting
+        # does not move the mail of a running instance either.
+        return dataclasses.replace(chosen, send_window=self._default_window)
+
+    @activity.defn(name="send_time")
+    async def send_time(self, request: SendTimeRequest) -> str:
+        """When (ISO 8601) mail due at `due` may go out in the customer's zone. A local
+        activity: the zone database is the worker's, and the answer is recorded for
+        replays."""
+        zone = zone_for(request.timezone, request.country, self._default_timezone)
+        due = request.due if request.due.tzinfo else request.due.replace(tzinfo=UTC)
+        return next_send_time(due, request.window, zone).isoformat()

@@ -1,81 +1,129 @@
-"""Record conversions once per Stripe event, credited to the message that earned them."""
+"""Record conversions once per Stripe event, credited to the messages that earned them."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from temporalio import activity
 
+from stripe_lifecycle.attribution import NOT_TOUCHES, Policy, Touch, attribute, split_amount
 from stripe_lifecycle.db import SessionMaker
-from stripe_lifecycle.models import Conversion, Message, MessageClick, MessageStatus
+from stripe_lifecycle.models import (
+    CREDITABLE_STATUSES,
+    Conversion,
+    ConversionCredit,
+    Message,
+    MessageClick,
+)
 from stripe_lifecycle.workflows.dunning import ConversionInput
 
-DELIVERED = (MessageStatus.SENT, MessageStatus.RECORDED)
+
+def sent_time() -> ColumnElement[datetime]:
+    """When a message went out: `sent_at`, else (rows from before it was kept) recorded."""
+    return func.coalesce(col(Message.sent_at), col(Message.created_at))
 
 
 class ConversionActivities:
-    def __init__(self, sessionmaker: SessionMaker, window: timedelta) -> None:
+    def __init__(self, sessionmaker: SessionMaker, policy: Policy) -> None:
         self._sessionmaker = sessionmaker
-        self._window = window
+        self._policy = policy
 
     @activity.defn(name="record_conversion")
     async def record_conversion(self, conversion: ConversionInput) -> str | None:
-        """Insert once (unique Stripe event id); returns the credited message id, if any.
+        """Insert once (unique Stripe event id) with its credits; returns the message with
+        the largest credit, if any.
 
-        Credit goes to the last clicked message of the lifecycle inside the window, else
-        to the last one sent; unattributed conversions are recorded too.
+        The attribution model and window (per lifecycle) come from the policy; unattributed
+        conversions are recorded too. A retried activity finds the conversion recorded and
+        writes nothing: the credits were written with it, in one transaction.
         """
         occurred = datetime.fromtimestamp(conversion.occurred_at, UTC)
-        since = occurred - self._window
+        window = self._policy.window_for(conversion.lifecycle)
         async with self._sessionmaker() as session:
-            clicked = (
-                await session.execute(
-                    select(col(Message.id))
-                    .join(MessageClick, col(MessageClick.message_id) == col(Message.id))
-                    .where(col(Message.customer_id) == conversion.customer_id)
-                    .where(col(Message.lifecycle) == conversion.lifecycle)
-                    .where(col(MessageClick.clicked_at).between(since, occurred))
-                    .order_by(col(MessageClick.clicked_at).desc())
-                    .limit(1)
-                )
-            ).scalar_one_or_none()
-            sent = None
-            if clicked is None:
-                sent = (
-                    await session.execute(
-                        select(col(Message.id))
-                        .where(col(Message.customer_id) == conversion.customer_id)
-                        .where(col(Message.lifecycle) == conversion.lifecycle)
-                        .where(col(Message.status).in_(DELIVERED))
-                        .where(col(Message.created_at).between(since, occurred))
-                        .order_by(col(Message.created_at).desc())
-                        .limit(1)
-                    )
-                ).scalar_one_or_none()
-            message_id = clicked or sent
+            touches = await _touches(session, conversion, occurred - window, occurred)
+            credits = attribute(touches, occurred, window, self._policy.model)
+            top = credits[0] if credits else None
             dialect = session.get_bind().dialect.name
             insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-            await session.execute(
-                insert(Conversion)
-                .values(
-                    stripe_event_id=conversion.stripe_event_id,
-                    kind=conversion.kind,
-                    customer_id=conversion.customer_id,
-                    lifecycle=conversion.lifecycle,
-                    workflow_id=conversion.workflow_id,
-                    automation=conversion.automation,
-                    invoice_id=conversion.invoice_id,
-                    subscription_id=conversion.subscription_id,
-                    amount_cents=conversion.amount_cents,
-                    mrr_delta_cents=conversion.mrr_delta_cents,
-                    currency=conversion.currency,
-                    occurred_at=occurred,
-                    message_id=message_id,
-                    attribution="last_click" if clicked else ("last_send" if sent else None),
-                    recorded_at=datetime.now(UTC),
+            conversion_id = (
+                await session.execute(
+                    insert(Conversion)
+                    .values(
+                        stripe_event_id=conversion.stripe_event_id,
+                        kind=conversion.kind,
+                        customer_id=conversion.customer_id,
+                        lifecycle=conversion.lifecycle,
+                        workflow_id=conversion.workflow_id,
+                        automation=conversion.automation,
+                        invoice_id=conversion.invoice_id,
+                        subscription_id=conversion.subscription_id,
+                        amount_cents=conversion.amount_cents,
+                        mrr_delta_cents=conversion.mrr_delta_cents,
+                        currency=conversion.currency,
+                        occurred_at=occurred,
+                        message_id=top.message_id if top else None,
+                        attribution=top.rule if top else None,
+                        recorded_at=datetime.now(UTC),
+                    )
+                    .on_conflict_do_nothing(index_elements=["stripe_event_id"])
+                    .returning(col(Conversion.id))
                 )
-                .on_conflict_do_nothing(index_elements=["stripe_event_id"])
+            ).scalar_one_or_none()
+            if conversion_id is None:
+                # Recorded by an earlier attempt (or a concurrent one): its credits stand.
+                recorded: str | None = (
+                    await session.execute(
+                        select(col(Conversion.message_id)).where(
+                            col(Conversion.stripe_event_id) == conversion.stripe_event_id
+                        )
+                    )
+                ).scalar_one_or_none()
+                return recorded
+            mrr_parts = split_amount(conversion.mrr_delta_cents, credits)
+            amount_parts = split_amount(conversion.amount_cents, credits)
+            session.add_all(
+                ConversionCredit(
+                    conversion_id=conversion_id,
+                    message_id=credit.message_id,
+                    rule=credit.rule,
+                    share_bp=credit.share_bp,
+                    mrr_delta_cents=mrr,
+                    amount_cents=amount,
+                )
+                for credit, mrr, amount in zip(credits, mrr_parts, amount_parts, strict=True)
             )
             await session.commit()
-        return message_id
+        return top.message_id if top else None
+
+
+async def _touches(
+    session: AsyncSession, conversion: ConversionInput, since: datetime, until: datetime
+) -> list[Touch]:
+    """The customer's messages of the lifecycle sent, or clicked, between the two times."""
+    of_this_lifecycle = (
+        col(Message.customer_id) == conversion.customer_id,
+        col(Message.lifecycle) == conversion.lifecycle,
+        col(Message.template).not_in(NOT_TOUCHES),
+    )
+    sent = await session.execute(
+        select(col(Message.id), sent_time())
+        .where(*of_this_lifecycle)
+        .where(col(Message.status).in_(CREDITABLE_STATUSES))
+        .where(sent_time().between(since, until))
+    )
+    sent_at: dict[str, datetime | None] = {row[0]: row[1] for row in sent}
+    clicks: dict[str, list[datetime]] = {}
+    clicked = await session.execute(
+        select(col(MessageClick.message_id), col(MessageClick.clicked_at))
+        .join(Message, col(MessageClick.message_id) == col(Message.id))
+        .where(*of_this_lifecycle)
+        .where(col(MessageClick.clicked_at).between(since, until))
+    )
+    for message_id, clicked_at in clicked:
+        clicks.setdefault(message_id, []).append(clicked_at)
+    return [
+        Touch(message_id, sent_at.get(message_id), tuple(clicks.get(message_id, ())))
+        for message_id in sent_at.keys() | clicks.keys()
+    ]

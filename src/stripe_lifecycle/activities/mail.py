@@ -1,19 +1,29 @@
-"""Render and send lifecycle email, recording every message before it is sent."""
+"""Render and send lifecycle email, recording every message before it is sent.
 
+Before a step's email goes out it must pass, in this order: an address, the test-mode
+allow-list, the suppression list (what Postmark's webhooks reported), the customer's mail
+preferences (unsubscribe), and for marketing mail the frequency cap. Anything stopped is
+recorded with the reason (`suppressed`, or `deferred` with when the cap frees), never
+silently dropped.
+"""
+
+import hashlib
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import parseaddr
 from typing import Any
 
 from jinja2 import TemplateError
-from sqlalchemy import select, update
+from sqlalchemy import false, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from stripe_lifecycle.db import SessionMaker
-from stripe_lifecycle.links import tracked_url
+from stripe_lifecycle.links import tracked_url, unsubscribe_url
 from stripe_lifecycle.mail.templates import TemplateNotFound, TemplateRenderer
 from stripe_lifecycle.mail.transports import (
     MailTransport,
@@ -22,7 +32,15 @@ from stripe_lifecycle.mail.transports import (
     TemporarySendError,
     UncertainSendError,
 )
-from stripe_lifecycle.models import Message, MessageStatus
+from stripe_lifecycle.models import (
+    LIFECYCLE_CATEGORIES,
+    MailCategory,
+    MailPreference,
+    Message,
+    MessageStatus,
+    Suppression,
+    SuppressionScope,
+)
 
 # A message in one of these states is settled: a retried activity returns it as it is.
 SETTLED = frozenset(
@@ -32,8 +50,22 @@ SETTLED = frozenset(
         MessageStatus.SUPPRESSED,
         MessageStatus.FAILED,
         MessageStatus.UNKNOWN,
+        MessageStatus.DELIVERED,
+        MessageStatus.BOUNCED,
     }
 )
+# Marketing messages that take a place under the frequency cap: gone out, or on the way.
+CAPPED = (
+    MessageStatus.PENDING,
+    MessageStatus.RETRYING,
+    MessageStatus.SENT,
+    MessageStatus.RECORDED,
+    MessageStatus.UNKNOWN,
+    MessageStatus.DELIVERED,
+    MessageStatus.BOUNCED,
+)
+IN_FLIGHT = (MessageStatus.PENDING, MessageStatus.RETRYING)
+ONE_CLICK = {"List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
 
 
 @dataclass
@@ -76,6 +108,9 @@ class SendEmailResult:
     message_id: str
     status: str
     error: str | None = None
+    # With status "deferred": when the frequency cap frees (ISO-8601, UTC). Sending the
+    # same step again from then on sends it.
+    retry_at: str | None = None
 
 
 class MailActivities:
@@ -90,7 +125,12 @@ class MailActivities:
         public_url: str,
         link_secret: bytes,
         team_email: str | None = None,
+        unsubscribe_billing: bool = False,
+        marketing_cap: int = 1,
+        marketing_cap_hours: float = 24.0,
     ) -> None:
+        if marketing_cap < 1 or marketing_cap_hours <= 0:
+            raise ValueError("the marketing cap must allow at least one email in a window")
         self._transport = transport
         self._renderer = renderer
         self._sessionmaker = sessionmaker
@@ -99,6 +139,9 @@ class MailActivities:
         self._public_url = public_url
         self._link_secret = link_secret
         self._team_email = team_email
+        self._unsubscribe_billing = unsubscribe_billing
+        self._marketing_cap = marketing_cap
+        self._marketing_cap_window = timedelta(hours=marketing_cap_hours)
 
     @activity.defn(name="send_email")
     async def send_email(self, request: SendEmailInput) -> SendEmailResult:
@@ -113,11 +156,17 @@ class MailActivities:
             return SendEmailResult(existing.id, MessageStatus.UNKNOWN, "send interrupted")
 
         message_id = existing.id if existing is not None else str(uuid.uuid4())
-        links: dict[str, str | None] = {"unsubscribe": None}
-        links.update(
-            (name, tracked_url(self._public_url, self._link_secret, message_id, name))
-            for name in request.destinations
+        category = LIFECYCLE_CATEGORIES.get(request.lifecycle, MailCategory.PRODUCT)
+        unsubscribe = (
+            unsubscribe_url(self._public_url, self._link_secret, request.customer_id, category)
+            if self._unsubscribable(category)
+            else None
         )
+        tracked = {
+            name: tracked_url(self._public_url, self._link_secret, message_id, name)
+            for name in request.destinations
+        }
+        links = {"unsubscribe": unsubscribe, **tracked}
         try:
             rendered = self._renderer.render(request.template, {**request.context, "links": links})
         except (TemplateNotFound, TemplateError, ValueError) as exc:
@@ -127,7 +176,7 @@ class MailActivities:
                 non_retryable=True,
             ) from exc
 
-        suppressed = self._suppression(request)
+        suppressed = self._suppression(request) or await self._stopped(request, category)
         row = Message(
             id=message_id,
             send_key=request.send_key,
@@ -141,14 +190,23 @@ class MailActivities:
             subject=rendered.subject,
             html=rendered.html,
             text=rendered.text,
-            links=[url for url in links.values() if url is not None],
+            # The unsubscribe link is the customer's, not this message's: not a tracked link.
+            links=list(tracked.values()),
             destinations=dict(request.destinations),
             transport=self._transport.name,
             livemode=request.livemode,
             status=MessageStatus.SUPPRESSED if suppressed else MessageStatus.PENDING,
             error=suppressed,
         )
-        await self._record(row)
+        if suppressed or category != MailCategory.MARKETING:
+            await self._record(row)
+        else:
+            retry_at = await self._record_under_cap(row)
+            if retry_at is not None:
+                activity.logger.info("message %s deferred: %s", message_id, row.error)
+                return SendEmailResult(
+                    message_id, MessageStatus.DEFERRED, row.error, retry_at.isoformat()
+                )
         if suppressed:
             activity.logger.info("message %s suppressed: %s", message_id, suppressed)
             return SendEmailResult(message_id, MessageStatus.SUPPRESSED, suppressed)
@@ -160,12 +218,14 @@ class MailActivities:
             subject=rendered.subject,
             html=rendered.html,
             text=rendered.text,
+            headers={"List-Unsubscribe": f"<{unsubscribe}>", **ONE_CLICK} if unsubscribe else {},
             metadata={
                 "workflow_id": request.workflow_id,
                 "step": request.step,
                 "message_id": message_id,
             },
             tag=request.template,
+            broadcast=category == MailCategory.MARKETING,
         )
         return await self._deliver(message_id, email)
 
@@ -217,6 +277,86 @@ class MailActivities:
             return f"test mode: {domain} is not in LIFECYCLE_TEST_MODE_ALLOWED_DOMAINS"
         return None
 
+    def _unsubscribable(self, category: str) -> bool:
+        return category != MailCategory.BILLING or self._unsubscribe_billing
+
+    async def _stopped(self, request: SendEmailInput, category: str) -> str | None:
+        """Why the suppression list or the customer's preferences stop this email, if so."""
+        address = parseaddr(request.to or "")[1].lower()
+        scopes = [SuppressionScope.ALL]
+        if category == MailCategory.MARKETING:
+            scopes.append(SuppressionScope.MARKETING)
+        async with self._sessionmaker() as session:
+            listed = (
+                await session.execute(
+                    select(Suppression)
+                    .where(col(Suppression.email) == address)
+                    .where(col(Suppression.scope).in_(scopes))
+                    .order_by(col(Suppression.created_at))
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+            if listed is not None:
+                return (
+                    f"{address} is on the suppression list: {listed.reason} "
+                    f"(Postmark stream {listed.stream})"
+                )
+            if not self._unsubscribable(category):
+                return None
+            opted_out = await session.scalar(
+                select(func.count())
+                .select_from(MailPreference)
+                .where(col(MailPreference.customer_id) == request.customer_id)
+                .where(col(MailPreference.category) == category)
+                .where(col(MailPreference.subscribed) == false())
+            )
+        return f"unsubscribed from {category}" if opted_out else None
+
+    async def _record_under_cap(self, row: Message) -> datetime | None:
+        """Record a marketing message as pending, or as deferred when the customer already
+        had their share of marketing mail in the window; returns when the cap frees."""
+        now = datetime.now(UTC)
+        since = now - self._marketing_cap_window
+        async with self._sessionmaker() as session:
+            # Two campaigns' steps may come due at once: count and record under a lock per
+            # customer, so both cannot see the same free place.
+            await _lock_customer(session, row.customer_id)
+            taken = await session.execute(
+                select(col(Message.status), col(Message.sent_at), col(Message.created_at))
+                .where(col(Message.customer_id) == row.customer_id)
+                .where(col(Message.lifecycle).in_(_MARKETING_LIFECYCLES))
+                .where(col(Message.status).in_(CAPPED))
+                .where(col(Message.id) != row.id)
+                .where(
+                    or_(
+                        col(Message.sent_at) >= since,
+                        col(Message.sent_at).is_(None)
+                        & (col(Message.status).in_(IN_FLIGHT) | (col(Message.created_at) >= since)),
+                    )
+                )
+            )
+            # When each took its place: sent, else now for one being sent, else recorded.
+            times = sorted(
+                sent_at or (now if status in IN_FLIGHT else created_at)
+                for status, sent_at, created_at in taken
+            )
+            retry_at = (
+                times[len(times) - self._marketing_cap] + self._marketing_cap_window
+                if len(times) >= self._marketing_cap
+                else None
+            )
+            if retry_at is not None:
+                row.status = MessageStatus.DEFERRED
+                row.error = (
+                    f"frequency cap: {len(times)} marketing email(s) in the last "
+                    f"{self._marketing_cap_window.total_seconds() / 3600:g} h "
+                    f"(cap {self._marketing_cap}); "
+                    f"retry at {retry_at.isoformat()}"
+                )
+            await _upsert(session, row)
+            await session.commit()
+        return retry_at
+
     async def _deliver(self, message_id: str, email: OutgoingEmail) -> SendEmailResult:
         try:
             result = await self._transport.send(email)
@@ -244,21 +384,8 @@ class MailActivities:
             return result.scalar_one_or_none()
 
     async def _record(self, message: Message) -> None:
-        """Insert the message, or refresh a retried one's row (same send key)."""
-        row = message.model_dump()
         async with self._sessionmaker() as session:
-            dialect = session.get_bind().dialect.name
-            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-            await session.execute(
-                insert(Message)
-                .values(**row)
-                .on_conflict_do_update(
-                    index_elements=["send_key"],
-                    set_={
-                        k: v for k, v in row.items() if k not in ("id", "send_key", "created_at")
-                    },
-                )
-            )
+            await _upsert(session, message)
             await session.commit()
 
     async def _finish(
@@ -279,3 +406,42 @@ class MailActivities:
                 )
             )
             await session.commit()
+
+
+_MARKETING_LIFECYCLES = tuple(
+    lifecycle
+    for lifecycle, category in LIFECYCLE_CATEGORIES.items()
+    if category == MailCategory.MARKETING
+)
+
+
+async def _upsert(session: AsyncSession, message: Message) -> None:
+    """Insert the message, or refresh a retried one's row (same send key)."""
+    row = message.model_dump()
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    await session.execute(
+        insert(Message)
+        .values(**row)
+        .on_conflict_do_update(
+            index_elements=["send_key"],
+            set_={k: v for k, v in row.items() if k not in ("id", "send_key", "created_at")},
+        )
+    )
+
+
+async def _lock_customer(session: AsyncSession, customer_id: str) -> None:
+    """Hold a lock on the customer's marketing mail until the session's transaction ends."""
+    if session.get_bind().dialect.name == "postgresql":
+        digest = hashlib.sha256(f"marketing-cap:{customer_id}".encode()).digest()
+        await session.execute(
+            select(func.pg_advisory_xact_lock(int.from_bytes(digest[:8], "big", signed=True)))
+        )
+    else:
+        # SQLite has one writer at a time: a write, even one touching no row, takes the
+        # write lock now, before the count, and keeps it until commit.
+        await session.execute(
+            update(Message)
+            .where(false())
+            .values(status=col(Message.status))
+            .execution_options(synchronize_session=False)
+        )

@@ -14,7 +14,19 @@ from stripe_lifecycle.inbox import InboxWriter
 from stripe_lifecycle.settings import Settings, get_settings
 from stripe_lifecycle.stripe_client import build_stripe_client
 
-from . import customers, health, messages, survey, tracking, webhooks
+from . import (
+    customers,
+    dashboard,
+    health,
+    messages,
+    postmark,
+    reports,
+    survey,
+    templates,
+    tracking,
+    unsubscribe,
+    webhooks,
+)
 from .state import AppState
 
 
@@ -73,4 +85,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(messages.router)
     app.include_router(tracking.router)
     app.include_router(survey.router)
+    app.include_router(templates.router)
+    app.include_router(reports.router)
+    app.include_router(postmark.router)
+    app.include_router(unsubscribe.router)
+    app.include_router(dashboard.router)
     return app

@@ -5,7 +5,9 @@ from datetime import timedelta
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import (
+    Client,
     WorkflowExecutionStatus,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
@@ -17,7 +19,7 @@ from stripe_lifecycle.models import Customer, CustomerPublic, LifecyclePublic, S
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 from stripe_lifecycle.workflows.dunning import CancelRequest, DunningWorkflow
 
-from .deps import SessionDep, SupportKey, TemporalDep
+from .deps import TEMPORAL_UNREACHABLE, SessionDep, SupportKey, TemporalDep
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["customers"])
@@ -62,7 +64,7 @@ async def get_customer(
     public = CustomerPublic.model_validate(customer, from_attributes=True)
     try:
         public.lifecycles = await _lifecycles(temporal, customer_id)
-    except RPCError as exc:
+    except TEMPORAL_UNREACHABLE as exc:
         # The snapshot is still worth showing while Temporal is unreachable.
         log.warning("listing the lifecycles of %s failed: %s", customer_id, exc)
         return public
@@ -73,7 +75,7 @@ async def get_customer(
                 CustomerWorkflow.run, contract.customer_workflow_id(customer_id)
             ).query(CustomerWorkflow.lifecycles, rpc_timeout=OUTCOME_QUERY_TIMEOUT)
         }
-    except (RPCError, WorkflowQueryFailedError) as exc:
+    except (*TEMPORAL_UNREACHABLE, WorkflowQueryFailedError) as exc:
         # The query needs a worker; Temporal's own status is shown without it.
         log.warning("the lifecycle outcomes of %s are unavailable: %s", customer_id, exc)
         return public
@@ -90,18 +92,19 @@ class CancelledDunning(BaseModel):
     cancelled: list[str]
 
 
-@router.post("/customers/{customer_id}/dunning/cancel")
-async def cancel_dunning(
-    customer_id: str,
-    body: CancelDunning,
-    session: SessionDep,
-    temporal: TemporalDep,
-    caller: SupportKey,
-) -> CancelledDunning:
-    """Stop every running dunning and payment-confirmation sequence of this customer;
-    answers with what actually stopped."""
+class UnknownCustomer(LookupError):
+    """No customer with that id: there is nothing to cancel."""
+
+
+async def stop_dunning(
+    session: AsyncSession, temporal: Client, customer_id: str, reason: str, actor: str
+) -> list[str]:
+    """Stop every running dunning and payment-confirmation sequence of the customer and
+    record who did it and why (also when nothing was running). Answers the workflow ids
+    that actually stopped; raises `UnknownCustomer` for an unknown customer. Shared by the
+    API and the dashboard."""
     if await session.get(Customer, customer_id) is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no customer {customer_id}")
+        raise UnknownCustomer(customer_id)
     cancelled: list[str] = []
     for lifecycle in await _lifecycles(temporal, customer_id, running_only=True):
         if lifecycle.lifecycle not in ("dunning", "payment_action"):
@@ -109,7 +112,7 @@ async def cancel_dunning(
         handle = temporal.get_workflow_handle_for(DunningWorkflow.run, lifecycle.workflow_id)
         try:
             result = await handle.execute_update(
-                DunningWorkflow.cancel, CancelRequest(reason=body.reason, actor=str(caller))
+                DunningWorkflow.cancel, CancelRequest(reason=reason, actor=actor)
             )
         except (WorkflowUpdateFailedError, RPCError) as exc:
             # It ended between the listing and the update: nothing left to stop.
@@ -120,10 +123,29 @@ async def cancel_dunning(
         SupportAction(
             customer_id=customer_id,
             action="dunning.cancel",
-            actor=str(caller),
-            reason=body.reason,
+            actor=actor,
+            reason=reason,
             workflow_ids=cancelled,
         )
     )
     await session.commit()
+    return cancelled
+
+
+@router.post("/customers/{customer_id}/dunning/cancel")
+async def cancel_dunning(
+    customer_id: str,
+    body: CancelDunning,
+    session: SessionDep,
+    temporal: TemporalDep,
+    caller: SupportKey,
+) -> CancelledDunning:
+    """Stop every running dunning and payment-confirmation sequence of this customer;
+    answers with what actually stopped."""
+    try:
+        cancelled = await stop_dunning(session, temporal, customer_id, body.reason, str(caller))
+    except UnknownCustomer:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, detail=f"no customer {customer_id}"
+        ) from None
     return CancelledDunning(cancelled=cancelled)

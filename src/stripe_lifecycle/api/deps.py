@@ -11,6 +11,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from stripe_lifecycle.settings import ApiRole
 
@@ -38,6 +39,10 @@ def temporal(state: AppStateDep) -> Client:
 
 
 TemporalDep = Annotated[Client, Depends(temporal)]
+
+# What a call to an unreachable Temporal raises: the lazy client's first connect fails with
+# a RuntimeError ("Failed client connect"), later calls with an RPCError.
+TEMPORAL_UNREACHABLE = (RPCError, RuntimeError, TimeoutError)
 
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from LIFECYCLE_API_KEYS")

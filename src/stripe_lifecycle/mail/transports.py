@@ -51,6 +51,9 @@ class OutgoingEmail:
     metadata: Mapping[str, str] = field(default_factory=dict)
     # Postmark Tag: the template name.
     tag: str | None = None
+    # Marketing mail: Postmark sends it through the broadcast message stream, apart from
+    # transactional mail. Other transports ignore it.
+    broadcast: bool = False
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,7 @@ class PostmarkTransport:
         *,
         api_url: str | None = None,
         message_stream: str = "outbound",
+        broadcast_stream: str = "broadcast",
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> None:
         if not server_token:
@@ -246,6 +250,7 @@ class PostmarkTransport:
         options: dict[str, Any] = {"root_api_url": api_url} if api_url else {}
         self._client = PostmarkClient(server_token=server_token, timeout=timeout, **options)
         self._message_stream = message_stream
+        self._broadcast_stream = broadcast_stream
 
     async def send(self, email: OutgoingEmail) -> SendResult:
         response = await asyncio.to_thread(self._send, email)
@@ -264,7 +269,7 @@ class PostmarkTransport:
                 Headers=dict(email.headers),
                 Metadata=dict(email.metadata),
                 Tag=email.tag,
-                MessageStream=self._message_stream,
+                MessageStream=self._broadcast_stream if email.broadcast else self._message_stream,
             )
         except ClientError as exc:
             # postmarker raises ClientError for any HTTP error whose body has an ErrorCode,
@@ -373,6 +378,7 @@ def build_transport(settings: Settings) -> MailTransport:
             token.get_secret_value(),
             api_url=settings.postmark_api_url,
             message_stream=settings.postmark_message_stream,
+            broadcast_stream=settings.postmark_broadcast_stream,
         )
     assert_never(kind)
 

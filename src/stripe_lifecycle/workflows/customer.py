@@ -1,5 +1,6 @@
 """The customer entity workflow: one long-lived `customer-{cus_id}` per Stripe customer."""
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -173,7 +174,10 @@ class CustomerWorkflow:
 
     @workflow.query
     def state(self) -> BillingSnapshot:
-        return self._ledger.snapshot
+        """The snapshot with every lifecycle instance it started, running and ended."""
+        return dataclasses.replace(
+            self._ledger.snapshot, lifecycles=list(self._ledger.state.lifecycles)
+        )
 
     @workflow.query
     def lifecycles(self) -> list[LifecycleRef]:
@@ -287,6 +291,8 @@ class CustomerWorkflow:
                     customer_name=snap.name,
                     livemode=event.livemode,
                     mrr_cents=sub.mrr_cents if sub else 0,
+                    customer_timezone=self._ledger.timezone,
+                    customer_country=snap.country,
                 ),
                 id=workflow_id,
                 # Children outlive this run's continue-as-new; each reports back by signal.
@@ -370,6 +376,8 @@ class CustomerWorkflow:
                     customer_name=snap.name,
                     livemode=event.livemode,
                     context=self._sequence_context(start.subscription_id),
+                    customer_timezone=self._ledger.timezone,
+                    customer_country=snap.country,
                 ),
                 id=start.workflow_id,
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,

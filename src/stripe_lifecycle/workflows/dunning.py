@@ -6,6 +6,7 @@ Stripe reports the invoice settled; they differ in their trigger and their words
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -13,7 +14,9 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from stripe_lifecycle.automations import Automation, Step
+    from stripe_lifecycle.links import PORTAL
     from stripe_lifecycle.messages import InvoiceInfo
+    from stripe_lifecycle.send_windows import SendWindow
 
 
 @dataclass
@@ -26,6 +29,9 @@ class DunningInput:
     livemode: bool = False
     # The subscription's MRR, recorded as the revenue a recovery keeps.
     mrr_cents: int = 0
+    # Where the customer's send window is measured: Stripe `timezone` metadata, country.
+    customer_timezone: str | None = None
+    customer_country: str | None = None
 
 
 @dataclass
@@ -102,6 +108,10 @@ ENDING_EVENTS = {
     "customer.subscription.deleted": "subscription_deleted",
 }
 
+# The step's mail waited for the send window (or the frequency cap) and the lifecycle
+# ended first.
+NOT_SENT = "not sent: ended while waiting for its send window"
+
 MAIL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=10)
 )
@@ -129,6 +139,53 @@ class LifecycleHandlers:
             raise ApplicationError(f"this {self.lifecycle} has already ended ({self._outcome})")
         if not request.reason.strip():
             raise ApplicationError("a reason is required")
+
+    async def _send_email(
+        self,
+        request: dict[str, Any],
+        window: SendWindow | None,
+        timezone: str | None,
+        country: str | None,
+    ) -> dict[str, Any] | None:
+        """send_email, held to the customer's send window and past the marketing
+        frequency cap; None when the lifecycle ended while the mail waited."""
+        if window is not None:
+            at = await workflow.execute_local_activity(
+                "send_time",
+                {"due": workflow.now(), "window": window, "timezone": timezone, "country": country},
+                start_to_close_timeout=timedelta(seconds=10),
+                result_type=str,
+            )
+            if not await self._hold_until(datetime.fromisoformat(at)):
+                return None
+        while True:
+            result: dict[str, Any] = await workflow.execute_activity(
+                "send_email",
+                request,
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=MAIL_RETRY,
+                result_type=dict,
+            )
+            retry_at = result.get("retry_at")
+            if result.get("status") != "deferred" or not retry_at:
+                return result
+            # Over the cap on marketing mail: the same step asks again once it frees. A
+            # time not ahead of this workflow's clock would only ask again at once.
+            free = datetime.fromisoformat(str(retry_at))
+            if free <= workflow.now():
+                return result
+            if not await self._hold_until(free):
+                return None
+
+    async def _hold_until(self, at: datetime) -> bool:
+        """Wait until `at`; False if the lifecycle ended meanwhile."""
+        wait = at - workflow.now()
+        if wait > timedelta(0):
+            try:
+                await workflow.wait_condition(lambda: self._outcome is not None, timeout=wait)
+            except TimeoutError:
+                pass
+        return self._outcome is None
 
     async def _tell_customer_workflow(self) -> None:
         parent = workflow.info().parent
@@ -227,14 +284,13 @@ class DunningWorkflow(LifecycleHandlers):
     async def _run_step(self, step: Step) -> None:
         info = workflow.info()
         if step.send is not None:
-            result = await workflow.execute_activity(
-                "send_email",
+            sent = await self._send_email(
                 _send_request(self._input, self._invoice, step, info.workflow_id, self.lifecycle),
-                start_to_close_timeout=timedelta(minutes=2),
-                retry_policy=MAIL_RETRY,
-                result_type=dict,
+                self._input.automation.send_window,
+                self._input.customer_timezone,
+                self._input.customer_country,
             )
-            status = str(result.get("status"))
+            status = str(sent.get("status")) if sent is not None else NOT_SENT
             target = step.send
         elif step.action == "notify_team":
             result = await workflow.execute_activity(
@@ -322,9 +378,9 @@ def _send_request(
     input: DunningInput, invoice: InvoiceInfo, step: Step, workflow_id: str, lifecycle: str
 ) -> dict[str, object]:
     """The send_email activity's input (a dict: workflows do not import the activities)."""
-    destinations = (
-        {"update_payment": invoice.hosted_invoice_url} if invoice.hosted_invoice_url else {}
-    )
+    # An invoice without a hosted page (not finalized yet, or sent by hand) still gets a
+    # way to pay: the Customer Portal, made when the link is clicked.
+    destinations = {"update_payment": invoice.hosted_invoice_url or PORTAL}
     return {
         "workflow_id": workflow_id,
         "step": step.key,

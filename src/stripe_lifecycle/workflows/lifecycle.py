@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from stripe_lifecycle.links import HOSTED_SURVEY, PORTAL
     from stripe_lifecycle.workflows.dunning import (
         MAIL_RETRY,
+        NOT_SENT,
         LifecycleHandlers,
         StepRecord,
     )
@@ -45,6 +46,9 @@ class LifecycleInput:
     livemode: bool = False
     # Template objects (customer, subscription, payment_method, invoice), JSON values.
     context: dict[str, Any] = field(default_factory=dict)
+    # Where the customer's send window is measured: Stripe `timezone` metadata, country.
+    customer_timezone: str | None = None
+    customer_country: str | None = None
 
 
 @dataclass
@@ -210,8 +214,7 @@ class SequenceWorkflow(LifecycleHandlers):
         info = workflow.info()
         automation = self._input.automation
         if step.send is not None:
-            result = await workflow.execute_activity(
-                "send_email",
+            sent = await self._send_email(
                 {
                     "workflow_id": info.workflow_id,
                     "step": step.key,
@@ -224,13 +227,12 @@ class SequenceWorkflow(LifecycleHandlers):
                     "context": self._template_context(),
                     "destinations": self._destinations(),
                 },
-                start_to_close_timeout=timedelta(minutes=2),
-                retry_policy=MAIL_RETRY,
-                result_type=dict,
+                automation.send_window,
+                self._input.customer_timezone,
+                self._input.customer_country,
             )
-            record = StepRecord(
-                step.key, "send", step.send, str(result.get("status")), workflow.now()
-            )
+            status = str(sent.get("status")) if sent is not None else NOT_SENT
+            record = StepRecord(step.key, "send", step.send, status, workflow.now())
         else:
             result = await workflow.execute_activity(
                 "notify_team",

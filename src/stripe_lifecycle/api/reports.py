@@ -1,0 +1,85 @@
+"""`GET /v1/reports/attribution`: conversions and revenue per automation, step or template,
+as JSON, or as CSV for `Accept: text/csv`. The queries live in `stripe_lifecycle.reports`."""
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.exceptions import RequestValidationError
+
+from stripe_lifecycle.reports import (
+    AttributionReport,
+    GroupBy,
+    RangeError,
+    attribution_report,
+    report_csv,
+    report_range,
+)
+
+from .deps import SessionDep, SupportKey
+
+router = APIRouter(prefix="/v1/reports", tags=["reports"])
+
+CSV = "text/csv"
+
+
+@router.get(
+    "/attribution",
+    response_model=AttributionReport,
+    responses={200: {"content": {CSV: {"schema": {"type": "string"}}}}},
+)
+async def get_attribution_report(
+    session: SessionDep,
+    _caller: SupportKey,
+    since: Annotated[
+        str | None,
+        Query(
+            description="ISO date or datetime (UTC unless it says); default 30 days before until"
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        Query(description="ISO date (that whole day included) or datetime; default now"),
+    ] = None,
+    group_by: Annotated[GroupBy, Query(description="one row per automation, step or template")] = (
+        "step"
+    ),
+    accept: Annotated[str | None, Header()] = None,
+) -> AttributionReport | Response:
+    """What each automation, step or template earned: conversions credited to its emails,
+    MRR and amounts per currency, emails sent and conversions per email sent; the
+    conversions no email earned; and dunning's failed invoices, recoveries and recovery
+    rate. The same rows as CSV for `Accept: text/csv`."""
+    try:
+        start, end = report_range(since, until, datetime.now(UTC))
+    except RangeError as exc:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("query", exc.parameter), "msg": str(exc)}]
+        ) from None
+    report = await attribution_report(session, start, end, group_by)
+    if _wants_csv(accept):
+        name = f"attribution-{start:%Y%m%d}-{end:%Y%m%d}.csv"
+        return Response(
+            report_csv(report),
+            media_type=f"{CSV}; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+    return report
+
+
+def _wants_csv(accept: str | None) -> bool:
+    """CSV when the client ranks text/csv above JSON (q-values; JSON wins ties)."""
+    ranks: dict[str, float] = {}
+    for part in (accept or "").split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        ranks[media.lower()] = max(quality, ranks.get(media.lower(), 0.0))
+    json_rank = max(ranks.get("application/json", 0.0), ranks.get("*/*", 0.0))
+    return ranks.get(CSV, 0.0) > json_rank

@@ -1,0 +1,654 @@
+"""Template preview: a template rendered against a Stripe event, as its lifecycle would send it.
+
+A marketer gives a template name and a Stripe event (a captured webhook, or one of the
+small sample events below) and sees the subject, HTML and text the customer would get.
+The context is built the way the real lifecycle builds it:
+
+- invoice lifecycles (`dunning`, `payment_action`): `workflows.dunning._send_request`,
+  the function the DunningWorkflow itself calls;
+- subscription and card lifecycles: the event is applied to a `CustomerLedger`, as the
+  customer workflow does, and the template objects are read from its snapshot the way
+  `CustomerWorkflow._sequence_context` and `SequenceWorkflow._template_context` read them
+  (methods of the workflow classes, so `_sequence_context` and `_template_context` below
+  copy them; they belong in one shared pure function);
+- links: the names the workflow passes as destinations; whether there is an unsubscribe
+  link copies `MailActivities.send_email` (by the lifecycle's mail category).
+
+What one event cannot tell (the customer's name on an invoice event, the subscription of
+an upcoming invoice, a trial end on a subscription that has none) is filled with sample
+values, and each is named in `Preview.samples`. Tracked links become `{public_url}/t/preview-<link>`
+and the unsubscribe link (where the mail activity adds one) `{public_url}/u/preview`: no
+signature, so the real endpoints answer them with a 404.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from jinja2 import UndefinedError
+
+from stripe_lifecycle.automations import Automation, Offer, Step
+from stripe_lifecycle.billing import CustomerLedger, new_state
+from stripe_lifecycle.lifecycle_rules import CARD_EXPIRING, TRIAL, UPGRADE, subscription_of
+from stripe_lifecycle.messages import (
+    BillingEvent,
+    CustomerInfo,
+    InvoiceInfo,
+    PaymentMethodInfo,
+    SubscriptionInfo,
+    SubscriptionItemInfo,
+)
+from stripe_lifecycle.models import LIFECYCLE_CATEGORIES, MailCategory
+from stripe_lifecycle.stripe_normalise import PAYMENT_METHOD_OBJECTS, normalise_event
+from stripe_lifecycle.workflows.customer import INVOICE_LIFECYCLES, _card
+from stripe_lifecycle.workflows.dunning import DunningInput, _send_request
+from stripe_lifecycle.workflows.lifecycle import SEQUENCE_WORKFLOWS
+
+from .templates import RenderedEmail, TemplateRenderer
+
+DAY = 86_400
+LINK_NAMES = ("update_payment", "survey", "offer")
+INVOICE_LIFECYCLE_KEYS = frozenset(kind.lifecycle for kind in INVOICE_LIFECYCLES)
+# Lifecycles with a template but no workflow of their own yet: the links their templates
+# use (see the table in mail/templates.py).
+_LINKS_WITHOUT_WORKFLOW = {UPGRADE: ("offer",)}
+PREVIEW_OBJECTS = frozenset({"invoice", "subscription", "customer", *PAYMENT_METHOD_OBJECTS})
+
+SAMPLE_CUSTOMER_ID = "cus_sample"
+SAMPLE_CUSTOMER_NAME = "Ada Lovelace"
+SAMPLE_CUSTOMER_EMAIL = "ada.lovelace@example.com"
+SAMPLE_OFFER = Offer(description="30% off for 3 months", code="SAMPLE30")
+# 2026-03-02 09:00 UTC: the sample events' `created`, so their dates stay the same.
+SAMPLE_CREATED = 1_772_442_000
+
+
+class PreviewError(ValueError):
+    """The event (or automation) cannot be previewed with that template; says why."""
+
+
+class UnknownTemplate(PreviewError, LookupError):
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        self.name = name
+        self.known = list(known)
+        super().__init__(f"no email template {name!r}; known templates: {', '.join(known)}")
+
+
+@dataclass(frozen=True)
+class PreviewContext:
+    """The template context of one preview, and what in it is sample data."""
+
+    template: str
+    lifecycle: str
+    event_type: str
+    context: dict[str, Any]
+    links: dict[str, str | None]
+    # What the event did not tell, filled with sample values: what → why.
+    samples: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Preview:
+    template: str
+    lifecycle: str
+    event_type: str
+    email: RenderedEmail
+    links: dict[str, str | None]
+    samples: dict[str, str]
+
+
+def preview_url(public_url: str, link: str) -> str:
+    return f"{public_url.rstrip('/')}/t/preview-{link}"
+
+
+def preview_unsubscribe_url(public_url: str) -> str:
+    return f"{public_url.rstrip('/')}/u/preview"
+
+
+def lifecycle_of(template: str) -> str:
+    return template.partition("/")[0]
+
+
+def render_preview(
+    renderer: TemplateRenderer,
+    template: str,
+    event: Mapping[str, Any],
+    *,
+    public_url: str,
+    automation: Automation | None = None,
+    unsubscribe_billing: bool = False,
+) -> Preview:
+    """`template` rendered against `event`; raises UnknownTemplate or PreviewError."""
+    known = renderer.names()
+    if template not in known:
+        raise UnknownTemplate(template, known)
+    built = build_context(
+        template,
+        event,
+        public_url=public_url,
+        automation=automation,
+        unsubscribe_billing=unsubscribe_billing,
+    )
+    try:
+        email = renderer.render(template, built.context)
+    except (UndefinedError, TypeError, ValueError) as exc:
+        raise PreviewError(
+            f"{template} could not be rendered with this {built.event_type} event: {exc}"
+        ) from exc
+    return Preview(
+        template=template,
+        lifecycle=built.lifecycle,
+        event_type=built.event_type,
+        email=email,
+        links=built.links,
+        samples=built.samples,
+    )
+
+
+def build_context(
+    template: str,
+    event: Mapping[str, Any],
+    *,
+    public_url: str,
+    automation: Automation | None = None,
+    unsubscribe_billing: bool = False,
+) -> PreviewContext:
+    """The context `template`'s lifecycle would render it with, had `event` started it.
+
+    `unsubscribe_billing` is `LIFECYCLE_UNSUBSCRIBE_BILLING`: whether billing mail carries
+    an unsubscribe link too.
+    """
+    lifecycle = lifecycle_of(template)
+    if automation is not None and automation.lifecycle != lifecycle:
+        raise PreviewError(
+            f"automation {automation.name} is a {automation.lifecycle} automation; "
+            f"{template} is sent by {lifecycle} automations"
+        )
+    samples: dict[str, str] = {}
+    billing = _normalise(event, samples)
+    ledger = CustomerLedger(new_state(billing.customer_id))
+    if lifecycle in INVOICE_LIFECYCLE_KEYS:
+        context, destinations = _invoice_context(
+            template, lifecycle, billing, ledger, automation, samples
+        )
+    else:
+        context, destinations = _lifecycle_context(lifecycle, billing, ledger, automation, samples)
+    # Mirrors MailActivities.send_email (activities/mail.py): which mail can be
+    # unsubscribed from is the activity's decision, by the lifecycle's mail category.
+    category = LIFECYCLE_CATEGORIES.get(lifecycle, MailCategory.PRODUCT)
+    unsubscribable = category != MailCategory.BILLING or unsubscribe_billing
+    links: dict[str, str | None] = {
+        "unsubscribe": preview_unsubscribe_url(public_url) if unsubscribable else None
+    }
+    links.update((name, preview_url(public_url, name)) for name in destinations)
+    return PreviewContext(
+        template=template,
+        lifecycle=lifecycle,
+        event_type=billing.type,
+        context={**context, "links": links},
+        links=links,
+        samples=samples,
+    )
+
+
+def find_automation(automations: Sequence[Automation], name: str) -> Automation:
+    for automation in automations:
+        if automation.name == name:
+            return automation
+    known = ", ".join(a.name for a in automations) or "none"
+    raise PreviewError(f"no automation {name!r}; known automations: {known}")
+
+
+def parse_event(text: str, source: str) -> dict[str, Any]:
+    """A Stripe event from JSON text; PreviewError naming `source` if it is not one."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PreviewError(f"{source} is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PreviewError(f"{source} is not a Stripe event (a JSON object)")
+    return data
+
+
+# --- From the event -----------------------------------------------------------------
+
+
+def _normalise(event: Mapping[str, Any], samples: dict[str, str]) -> BillingEvent:
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, Mapping) else None
+    event_type = event.get("type")
+    if not isinstance(event_type, str) or not isinstance(obj, Mapping):
+        raise PreviewError(
+            'not a Stripe event: expected {"type": ..., "data": {"object": {...}}} '
+            "(a webhook payload as Stripe sends it)"
+        )
+    kind = obj.get("object")
+    if kind not in PREVIEW_OBJECTS:
+        raise PreviewError(
+            f"the {event_type} event carries a {kind}; a preview needs an invoice, "
+            "subscription, customer or payment method (card, source) event"
+        )
+    raw: dict[str, Any] = dict(event)
+    raw.setdefault("id", "evt_preview")
+    if "created" not in raw:
+        raw["created"] = SAMPLE_CREATED
+        samples["event.created"] = "the event has no created time"
+    try:
+        billing = normalise_event(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PreviewError(f"the {event_type} event could not be read: {exc!r}") from exc
+    if billing is None:
+        # A Source can belong to no customer (`customer.source.expiring` of a receiver).
+        raw = copy.deepcopy(raw)
+        raw["data"]["object"]["customer"] = SAMPLE_CUSTOMER_ID
+        billing = normalise_event(raw)
+    if billing is None:
+        raise PreviewError(f"the {event_type} event names no customer")
+    return billing
+
+
+def _apply(ledger: CustomerLedger, billing: BillingEvent, **objects: Any) -> None:
+    """Apply a sample object as if Stripe had sent it with the event."""
+    ledger.apply(
+        BillingEvent(
+            event_id=f"{billing.event_id}/sample-{'-'.join(objects)}",
+            type="preview.sample",
+            created=billing.created,
+            livemode=billing.livemode,
+            customer_id=billing.customer_id,
+            **objects,
+        )
+    )
+
+
+def _customer(ledger: CustomerLedger, billing: BillingEvent, samples: dict[str, str]) -> None:
+    if billing.customer is not None:
+        return
+    snap = ledger.snapshot
+    samples["customer"] = f"the {billing.type} event carries no customer object"
+    sample = CustomerInfo(
+        id=billing.customer_id,
+        email=SAMPLE_CUSTOMER_EMAIL,
+        name=SAMPLE_CUSTOMER_NAME,
+        currency=snap.currency,
+        # What the event itself said about the customer's default card stays.
+        default_payment_method=snap.default_payment_method,
+    )
+    _apply(ledger, billing, customer=sample)
+
+
+def _invoice_context(
+    template: str,
+    lifecycle: str,
+    billing: BillingEvent,
+    ledger: CustomerLedger,
+    automation: Automation | None,
+    samples: dict[str, str],
+) -> tuple[dict[str, Any], list[str]]:
+    ledger.apply(billing)
+    _customer(ledger, billing, samples)
+    invoice = billing.invoice
+    if invoice is None:
+        samples["invoice"] = f"the {billing.type} event carries no invoice"
+        invoice = _sample_invoice(lifecycle, billing)
+    snap = ledger.snapshot
+    request = _send_request(
+        DunningInput(
+            customer_id=snap.customer_id,
+            invoice=invoice,
+            automation=automation or Automation(name="preview", lifecycle=lifecycle),
+            customer_email=snap.email,
+            customer_name=snap.name,
+            livemode=billing.livemode,
+        ),
+        invoice,
+        Step(index=0, send=template),
+        "preview",
+        lifecycle,
+    )
+    context = cast(dict[str, Any], request["context"])
+    return context, list(cast(dict[str, str], request["destinations"]))
+
+
+def _sample_invoice(lifecycle: str, billing: BillingEvent) -> InvoiceInfo:
+    sub = billing.subscription
+    amount = sum((i.unit_amount or 0) * i.quantity for i in sub.items) if sub else 0
+    return InvoiceInfo(
+        id="in_sample",
+        customer_id=billing.customer_id,
+        subscription_id=sub.id if sub else None,
+        status="open",
+        number="SAMPLE-0001",
+        currency=(sub.currency if sub else None) or "usd",
+        amount_due=amount or 4900,
+        attempt_count=1,
+        next_payment_attempt=billing.created + 3 * DAY if lifecycle == "dunning" else None,
+        hosted_invoice_url="https://invoice.stripe.com/i/sample",
+        created=billing.created,
+    )
+
+
+def _lifecycle_context(
+    lifecycle: str,
+    billing: BillingEvent,
+    ledger: CustomerLedger,
+    automation: Automation | None,
+    samples: dict[str, str],
+) -> tuple[dict[str, Any], list[str]]:
+    subscription_id = None
+    if lifecycle != CARD_EXPIRING:
+        billing = _with_subscription(lifecycle, billing, samples)
+        subscription_id = subscription_of(billing)
+    ledger.apply(billing)
+    _customer(ledger, billing, samples)
+    if lifecycle == CARD_EXPIRING and ledger.billing_payment_method() is None:
+        samples["payment_method"] = f"the {billing.type} event names no card with an expiry date"
+        # Under the id of the default the event named, if any, so it is the one billed.
+        card_id = ledger.snapshot.default_payment_method or "pm_sample"
+        _apply(ledger, billing, payment_method=_sample_card(billing, card_id))
+    kind = SEQUENCE_WORKFLOWS.get(lifecycle)
+    links = kind.links if kind else _LINKS_WITHOUT_WORKFLOW.get(lifecycle, LINK_NAMES)
+    offer = automation.offer if automation is not None else None
+    if automation is None and "offer" in links:
+        samples["offer"] = "no automation given (--automation NAME uses its offer)"
+        offer = SAMPLE_OFFER
+    return _template_context(ledger, subscription_id, offer), list(links)
+
+
+def _with_subscription(
+    lifecycle: str, billing: BillingEvent, samples: dict[str, str]
+) -> BillingEvent:
+    """The event with the subscription its lifecycle needs, sample parts filled in."""
+    sub = billing.subscription
+    if sub is None:
+        sub_id = subscription_of(billing) or "sub_sample"
+        samples["subscription"] = f"the {billing.type} event carries no subscription"
+        sub = _sample_subscription(lifecycle, billing, sub_id)
+    if lifecycle == TRIAL and sub.trial_end is None:
+        samples["subscription.trial_end"] = f"subscription {sub.id} has no trial end"
+        sub = replace(sub, trial_end=billing.created + 14 * DAY)
+    if sub.current_period_end is None:
+        samples["subscription.current_period_end"] = f"subscription {sub.id} has no period end"
+        sub = replace(sub, current_period_end=billing.created + 30 * DAY)
+    return replace(billing, subscription=sub)
+
+
+def _sample_subscription(lifecycle: str, billing: BillingEvent, sub_id: str) -> SubscriptionInfo:
+    invoice = billing.invoice
+    currency = (invoice.currency if invoice else None) or "usd"
+    amount = (invoice.amount_due if invoice else 0) or 4900
+    status = {"trial": "trialing", "winback": "canceled"}.get(lifecycle, "active")
+    return SubscriptionInfo(
+        id=sub_id,
+        customer_id=billing.customer_id,
+        status=status,
+        currency=currency,
+        items=[
+            SubscriptionItemInfo(
+                id="si_sample",
+                price_id="price_sample",
+                product_id="prod_sample",
+                nickname="Pro",
+                unit_amount=amount,
+                currency=currency,
+                interval="month",
+            )
+        ],
+        # An upcoming invoice is charged when the period ends.
+        current_period_end=(invoice.next_payment_attempt if invoice else None)
+        or billing.created + 30 * DAY,
+        trial_end=billing.created + 14 * DAY if lifecycle == TRIAL else None,
+        cancel_at_period_end=lifecycle == "scheduled_cancel",
+    )
+
+
+def _sample_card(billing: BillingEvent, card_id: str) -> PaymentMethodInfo:
+    # Expiring at the end of the month after the event: the reminder's usual moment.
+    year, month = divmod(_month_index(billing.created) + 1, 12)
+    return PaymentMethodInfo(
+        id=card_id,
+        customer_id=billing.customer_id,
+        type="card",
+        brand="visa",
+        last4="4242",
+        exp_month=month + 1,
+        exp_year=year,
+    )
+
+
+def _month_index(epoch: int) -> int:
+    day = datetime.fromtimestamp(epoch, UTC)
+    return day.year * 12 + day.month - 1
+
+
+def _template_context(
+    ledger: CustomerLedger, subscription_id: str | None, offer: Offer | None
+) -> dict[str, Any]:
+    # Mirrors SequenceWorkflow._template_context (workflows/lifecycle.py), whose input
+    # carries the snapshot's email and name.
+    snap = ledger.snapshot
+    context: dict[str, Any] = {
+        "customer": {"email": snap.email, "name": snap.name},
+        **_sequence_context(ledger, subscription_id),
+    }
+    if offer is not None:
+        context["offer"] = {"code": offer.code, "description": offer.description}
+    return context
+
+
+def _sequence_context(ledger: CustomerLedger, subscription_id: str | None) -> dict[str, Any]:
+    # Mirrors CustomerWorkflow._sequence_context (workflows/customer.py) line for line.
+    snap = ledger.snapshot
+    sub = snap.subscriptions.get(subscription_id or "")
+    currency = (sub.currency if sub else None) or snap.currency or "usd"
+    amount = sub.amount_cents if sub else 0
+    return {
+        "subscription": {
+            "plan": sub.plan if sub else snap.plan,
+            "amount": amount,
+            "currency": currency,
+            "current_period_end": sub.current_period_end if sub else None,
+            "trial_end": sub.trial_end if sub else None,
+            "cancel_at": sub.cancel_at if sub else None,
+        },
+        "payment_method": _card(ledger.billing_payment_method()),
+        "invoice": {
+            "number": None,
+            "amount_due": amount,
+            "currency": currency,
+            "hosted_invoice_url": None,
+            "next_payment_attempt": None,
+            "attempt_count": 0,
+        },
+    }
+
+
+# --- Sample events ------------------------------------------------------------------
+# Small hand-written events in the current API shape (periods on subscription items,
+# invoices reaching their subscription through `parent`), for previews without a fixture.
+
+
+def _sample_event(
+    event_type: str, obj: dict[str, Any], previous: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    data: dict[str, Any] = {"object": obj}
+    if previous is not None:
+        data["previous_attributes"] = previous
+    return {
+        "id": f"evt_sample_{event_type.replace('.', '_')}",
+        "object": "event",
+        "api_version": "2025-09-30.clover",
+        "created": SAMPLE_CREATED,
+        "livemode": False,
+        "type": event_type,
+        "data": data,
+    }
+
+
+def _subscription(
+    status: str, *, amount: int = 4900, quantity: int = 1, nickname: str = "Pro", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "id": "sub_sample",
+        "object": "subscription",
+        "customer": SAMPLE_CUSTOMER_ID,
+        "status": status,
+        "currency": "usd",
+        "created": SAMPLE_CREATED - 90 * DAY,
+        "cancel_at_period_end": False,
+        "cancel_at": None,
+        "trial_end": None,
+        "items": {
+            "object": "list",
+            "data": [
+                {
+                    "id": "si_sample",
+                    "object": "subscription_item",
+                    "quantity": quantity,
+                    "current_period_start": SAMPLE_CREATED - 16 * DAY,
+                    "current_period_end": SAMPLE_CREATED + 14 * DAY,
+                    "price": {
+                        "id": f"price_sample_{nickname.lower()}",
+                        "object": "price",
+                        "nickname": nickname,
+                        "product": "prod_sample",
+                        "currency": "usd",
+                        "unit_amount": amount,
+                        "recurring": {"interval": "month", "interval_count": 1},
+                    },
+                }
+            ],
+        },
+        **extra,
+    }
+
+
+def _invoice(**extra: Any) -> dict[str, Any]:
+    return {
+        "id": "in_sample",
+        "object": "invoice",
+        "customer": SAMPLE_CUSTOMER_ID,
+        "status": "open",
+        "billing_reason": "subscription_cycle",
+        "number": "SAMPLE-0042",
+        "currency": "usd",
+        "amount_due": 4900,
+        "amount_paid": 0,
+        "amount_remaining": 4900,
+        "total": 4900,
+        "attempt_count": 1,
+        "next_payment_attempt": SAMPLE_CREATED + 3 * DAY,
+        "hosted_invoice_url": "https://invoice.stripe.com/i/acct_sample/in_sample",
+        "created": SAMPLE_CREATED - 3600,
+        "parent": {
+            "type": "subscription_details",
+            "subscription_details": {"subscription": "sub_sample"},
+        },
+        **extra,
+    }
+
+
+def _card_object(kind: str) -> dict[str, Any]:
+    card = {"brand": "mastercard", "last4": "4444", "exp_month": 3, "exp_year": 2026}
+    if kind == "card":
+        return {"id": "card_sample", "object": "card", "customer": SAMPLE_CUSTOMER_ID, **card}
+    return {
+        "id": "pm_sample",
+        "object": "payment_method",
+        "type": "card",
+        "customer": SAMPLE_CUSTOMER_ID,
+        "card": card,
+    }
+
+
+SAMPLE_EVENTS: dict[str, Callable[[], dict[str, Any]]] = {
+    "invoice.payment_failed": lambda: _sample_event("invoice.payment_failed", _invoice()),
+    "invoice.payment_action_required": lambda: _sample_event(
+        "invoice.payment_action_required", _invoice(next_payment_attempt=None)
+    ),
+    "invoice.upcoming": lambda: _sample_event(
+        "invoice.upcoming",
+        _invoice(
+            id=None,
+            status="draft",
+            number=None,
+            amount_due=49000,
+            attempt_count=0,
+            next_payment_attempt=SAMPLE_CREATED + 7 * DAY,
+            hosted_invoice_url=None,
+        ),
+    ),
+    "customer.subscription.created": lambda: _sample_event(
+        "customer.subscription.created",
+        _subscription("trialing", trial_end=SAMPLE_CREATED + 14 * DAY),
+    ),
+    "customer.subscription.trial_will_end": lambda: _sample_event(
+        "customer.subscription.trial_will_end",
+        _subscription("trialing", trial_end=SAMPLE_CREATED + 3 * DAY),
+    ),
+    "customer.subscription.updated": lambda: _sample_event(
+        "customer.subscription.updated",
+        _subscription("active", nickname="Starter", amount=1900, quantity=3),
+        {"quantity": 2},
+    ),
+    "customer.subscription.updated-cancel": lambda: _sample_event(
+        "customer.subscription.updated",
+        _subscription("active", cancel_at_period_end=True),
+        {"cancel_at_period_end": False},
+    ),
+    "customer.subscription.updated-downgrade": lambda: _sample_event(
+        "customer.subscription.updated",
+        _subscription("active", nickname="Starter", amount=1900),
+        {
+            "items": {
+                "object": "list",
+                "data": [{"id": "si_sample", "price": {"id": "price_sample_pro"}}],
+            }
+        },
+    ),
+    "customer.subscription.deleted": lambda: _sample_event(
+        "customer.subscription.deleted",
+        _subscription(
+            "canceled",
+            canceled_at=SAMPLE_CREATED,
+            ended_at=SAMPLE_CREATED,
+            cancellation_details={"reason": "cancellation_requested", "feedback": None},
+        ),
+    ),
+    "customer.source.expiring": lambda: _sample_event(
+        "customer.source.expiring", _card_object("card")
+    ),
+    "payment_method.attached": lambda: _sample_event(
+        "payment_method.attached", _card_object("payment_method")
+    ),
+}
+
+# The sample event each lifecycle's templates preview with when no event is given.
+DEFAULT_SAMPLES = {
+    "dunning": "invoice.payment_failed",
+    "payment_action": "invoice.payment_action_required",
+    "trial": "customer.subscription.created",
+    "winback": "customer.subscription.deleted",
+    "scheduled_cancel": "customer.subscription.updated-cancel",
+    "renewal": "invoice.upcoming",
+    "card_expiring": "customer.source.expiring",
+    "plan_change": "customer.subscription.updated-downgrade",
+    "upgrade": "customer.subscription.updated",
+}
+
+
+def default_sample(template: str) -> str:
+    """The sample event `template` previews with by default."""
+    return DEFAULT_SAMPLES.get(lifecycle_of(template), "customer.subscription.updated")
+
+
+def sample_event(name: str) -> dict[str, Any]:
+    """A fresh copy of the named sample event; PreviewError naming the known ones."""
+    build = SAMPLE_EVENTS.get(name)
+    if build is None:
+        raise PreviewError(f"no sample event {name!r}; sample events: {', '.join(SAMPLE_EVENTS)}")
+    return build()

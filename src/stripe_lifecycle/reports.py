@@ -1,0 +1,544 @@
+"""The attribution report: what each automation, step or template earned over a time range.
+
+Read-only queries over `conversions`, `conversion_credits` and `messages`, shared by the
+API (`GET /v1/reports/attribution`) and anything else that shows the figures. Money is
+never summed across currencies: every figure with money in it comes with its currency.
+
+- A conversion is in the range when it occurred in it (`since` included, `until` not); a
+  message when it was sent in it. Conversions are credited as they were recorded (the
+  model in force then, see attribution.py).
+- `rows`: per group and currency, the conversions credited to its messages, their share
+  (`credited_conversions`: under `linear` a conversion credits several rows), the MRR and
+  amount credited, the messages it sent in the range and credited conversions per message
+  sent. A group whose messages earned nothing has one row with no currency. A group that
+  earned in two currencies has a row for each, both with all the group's messages.
+- `unattributed`: conversions that no message earned, per lifecycle and automation.
+- `dunning`: failed invoices (dunning instances in the range: those that recorded a
+  message in it, and those recovered in it), the recovered ones, and the recovered MRR
+  and amounts per currency.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import io
+import re
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel
+from sqlalchemy import ColumnElement, exists, func, select, union
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from stripe_lifecycle.attribution import NOT_TOUCHES, WHOLE
+from stripe_lifecycle.models import (
+    SENT_STATUSES,
+    Conversion,
+    ConversionCredit,
+    Message,
+)
+
+GroupBy = Literal["automation", "step", "template"]
+GROUPINGS: tuple[GroupBy, ...] = get_args(GroupBy)
+DEFAULT_RANGE = timedelta(days=30)
+RECOVERED = "recovered"
+
+
+class ReportRow(BaseModel):
+    lifecycle: str
+    automation: str | None
+    step: str | None
+    template: str | None
+    currency: str | None
+    # Conversions credited, wholly or in part, to this row's messages.
+    conversions: int
+    # Their shares added up: equal to `conversions` unless credit is split (linear).
+    credited_conversions: float
+    mrr_delta_cents: int
+    amount_cents: int
+    messages_sent: int
+    # credited_conversions per message sent; None when nothing was sent in the range.
+    conversion_rate: float | None
+
+
+class UnattributedRow(BaseModel):
+    lifecycle: str
+    automation: str | None
+    currency: str | None
+    conversions: int
+    mrr_delta_cents: int
+    amount_cents: int
+
+
+class CurrencyTotal(BaseModel):
+    currency: str | None
+    conversions: int
+    attributed_conversions: int
+    mrr_delta_cents: int
+    attributed_mrr_delta_cents: int
+    amount_cents: int
+    attributed_amount_cents: int
+
+
+class RecoveredMoney(BaseModel):
+    currency: str | None
+    invoices: int
+    mrr_delta_cents: int
+    amount_cents: int
+
+
+class DunningSummary(BaseModel):
+    failed_invoices: int
+    recovered_invoices: int
+    # recovered_invoices / failed_invoices; None when no invoice failed.
+    recovery_rate: float | None
+    recovered: list[RecoveredMoney]
+
+
+class AttributionReport(BaseModel):
+    since: datetime
+    until: datetime
+    group_by: GroupBy
+    rows: list[ReportRow]
+    unattributed: list[UnattributedRow]
+    totals: list[CurrencyTotal]
+    messages_sent: int
+    dunning: DunningSummary
+
+
+def report_range(since: str | None, until: str | None, now: datetime) -> tuple[datetime, datetime]:
+    """ISO dates or datetimes → a UTC range; by default the 30 days up to `now`.
+
+    A date as `until` includes that whole day; a datetime without an offset is UTC.
+    Raises `RangeError` naming the parameter.
+    """
+    end = _bound("until", until, end_of_day=True) if until else now
+    start = _bound("since", since, end_of_day=False) if since else end - DEFAULT_RANGE
+    if start >= end:
+        raise RangeError("since", f"since ({start.isoformat()}) must be before until")
+    return start, end
+
+
+class RangeError(ValueError):
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _bound(name: str, raw: str, *, end_of_day: bool) -> datetime:
+    text = raw.strip()
+    try:
+        if _DATE_ONLY.match(text):
+            day = date.fromisoformat(text) + timedelta(days=1 if end_of_day else 0)
+            return datetime.combine(day, time(), UTC)
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise RangeError(
+            name,
+            f"{name} must be an ISO date (2026-01-31) or datetime "
+            f"(2026-01-31T12:00:00Z), not {raw!r}",
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _sent_time() -> ColumnElement[datetime]:
+    return func.coalesce(col(Message.sent_at), col(Message.created_at))
+
+
+def _group_columns(group_by: GroupBy) -> list[Any]:
+    columns: list[Any] = [col(Message.lifecycle)]
+    if group_by in ("automation", "step"):
+        columns.append(col(Message.automation))
+    if group_by == "step":
+        columns.append(col(Message.step))
+    if group_by in ("step", "template"):
+        columns.append(col(Message.template))
+    return columns
+
+
+def _key(
+    group_by: GroupBy, values: Sequence[Any]
+) -> tuple[str, str | None, str | None, str | None]:
+    """(lifecycle, automation, step, template) from the grouped columns' values."""
+    it = iter(values)
+    lifecycle = next(it)
+    automation = next(it) if group_by in ("automation", "step") else None
+    step = next(it) if group_by == "step" else None
+    template = next(it) if group_by in ("step", "template") else None
+    return lifecycle, automation, step, template
+
+
+def _step_order(step: str | None) -> tuple[int, str]:
+    # Step keys start with their position ("10-dunning-reminder"): 2 before 10.
+    index, _, rest = (step or "").partition("-")
+    return (int(index), rest) if index.isdigit() else (-1, step or "")
+
+
+async def attribution_report(
+    session: AsyncSession, since: datetime, until: datetime, group_by: GroupBy = "step"
+) -> AttributionReport:
+    occurred_in_range = (
+        col(Conversion.occurred_at) >= since,
+        col(Conversion.occurred_at) < until,
+    )
+    sent_in_range = (_sent_time() >= since, _sent_time() < until)
+    groups = _group_columns(group_by)
+
+    credited = await session.execute(
+        select(
+            *groups,
+            col(Conversion.currency),
+            func.count(func.distinct(col(Conversion.id))),
+            func.sum(col(ConversionCredit.share_bp)),
+            func.sum(col(ConversionCredit.mrr_delta_cents)),
+            func.sum(col(ConversionCredit.amount_cents)),
+        )
+        .select_from(ConversionCredit)
+        .join(Conversion, col(Conversion.id) == col(ConversionCredit.conversion_id))
+        .join(Message, col(Message.id) == col(ConversionCredit.message_id))
+        .where(*occurred_in_range)
+        .group_by(*groups, col(Conversion.currency))
+    )
+    sent = await session.execute(
+        select(*groups, func.count())
+        .where(col(Message.status).in_(SENT_STATUSES))
+        .where(col(Message.template).not_in(NOT_TOUCHES))
+        .where(*sent_in_range)
+        .group_by(*groups)
+    )
+    messages_sent = {_key(group_by, row[:-1]): int(row[-1]) for row in sent}
+
+    rows: list[ReportRow] = []
+    earned: set[tuple[str, str | None, str | None, str | None]] = set()
+    for row in credited:
+        key = _key(group_by, row[: len(groups)])
+        currency, conversions, share_bp, mrr, amount = row[len(groups) :]
+        earned.add(key)
+        rows.append(
+            _row(
+                key,
+                currency,
+                int(conversions),
+                int(share_bp),
+                int(mrr),
+                int(amount),
+                messages_sent.get(key, 0),
+            )
+        )
+    for key, count in messages_sent.items():
+        if key not in earned:
+            rows.append(_row(key, None, 0, 0, 0, 0, count))
+    rows.sort(
+        key=lambda r: (
+            r.lifecycle,
+            r.automation or "",
+            _step_order(r.step),
+            r.template or "",
+            r.currency or "",
+        )
+    )
+
+    no_credit = ~exists().where(col(ConversionCredit.conversion_id) == col(Conversion.id))
+    unattributed = [
+        UnattributedRow(
+            lifecycle=lifecycle,
+            automation=automation or None,
+            currency=currency,
+            conversions=int(conversions),
+            mrr_delta_cents=int(mrr),
+            amount_cents=int(amount),
+        )
+        for lifecycle, automation, currency, conversions, mrr, amount in await session.execute(
+            select(
+                col(Conversion.lifecycle),
+                col(Conversion.automation),
+                col(Conversion.currency),
+                func.count(),
+                func.sum(col(Conversion.mrr_delta_cents)),
+                func.sum(col(Conversion.amount_cents)),
+            )
+            .where(*occurred_in_range)
+            .where(no_credit)
+            .group_by(
+                col(Conversion.lifecycle), col(Conversion.automation), col(Conversion.currency)
+            )
+        )
+    ]
+    unattributed.sort(key=lambda r: (r.lifecycle, r.automation or "", r.currency or ""))
+
+    totals = [
+        CurrencyTotal(
+            currency=currency,
+            conversions=int(count),
+            attributed_conversions=int(count)
+            - sum(u.conversions for u in unattributed if u.currency == currency),
+            mrr_delta_cents=int(mrr),
+            attributed_mrr_delta_cents=int(mrr)
+            - sum(u.mrr_delta_cents for u in unattributed if u.currency == currency),
+            amount_cents=int(amount),
+            attributed_amount_cents=int(amount)
+            - sum(u.amount_cents for u in unattributed if u.currency == currency),
+        )
+        for currency, count, mrr, amount in await session.execute(
+            select(
+                col(Conversion.currency),
+                func.count(),
+                func.sum(col(Conversion.mrr_delta_cents)),
+                func.sum(col(Conversion.amount_cents)),
+            )
+            .where(*occurred_in_range)
+            .group_by(col(Conversion.currency))
+        )
+    ]
+    totals.sort(key=lambda t: t.currency or "")
+
+    return AttributionReport(
+        since=since,
+        until=until,
+        group_by=group_by,
+        rows=rows,
+        unattributed=unattributed,
+        totals=totals,
+        messages_sent=sum(messages_sent.values()),
+        dunning=await _dunning(session, occurred_in_range, sent_in_range),
+    )
+
+
+def _row(
+    key: tuple[str, str | None, str | None, str | None],
+    currency: str | None,
+    conversions: int,
+    share_bp: int,
+    mrr: int,
+    amount: int,
+    messages_sent: int,
+) -> ReportRow:
+    lifecycle, automation, step, template = key
+    credited = round(share_bp / WHOLE, 4)
+    return ReportRow(
+        lifecycle=lifecycle,
+        automation=automation,
+        step=step,
+        template=template,
+        currency=currency,
+        conversions=conversions,
+        credited_conversions=credited,
+        mrr_delta_cents=mrr,
+        amount_cents=amount,
+        messages_sent=messages_sent,
+        conversion_rate=round(credited / messages_sent, 4) if messages_sent else None,
+    )
+
+
+async def _dunning(
+    session: AsyncSession,
+    occurred_in_range: tuple[ColumnElement[bool], ...],
+    sent_in_range: tuple[ColumnElement[bool], ...],
+) -> DunningSummary:
+    recovered = (
+        col(Conversion.lifecycle) == "dunning",
+        col(Conversion.kind) == RECOVERED,
+        *occurred_in_range,
+    )
+    in_dunning = union(
+        select(col(Message.workflow_id)).where(col(Message.lifecycle) == "dunning", *sent_in_range),
+        select(col(Conversion.workflow_id)).where(*recovered),
+    ).subquery()
+    failed = (await session.execute(select(func.count()).select_from(in_dunning))).scalar_one()
+    recovered_invoices = (
+        await session.execute(
+            select(func.count(func.distinct(col(Conversion.workflow_id)))).where(*recovered)
+        )
+    ).scalar_one()
+    money = [
+        RecoveredMoney(
+            currency=currency,
+            invoices=int(invoices),
+            mrr_delta_cents=int(mrr),
+            amount_cents=int(amount),
+        )
+        for currency, invoices, mrr, amount in await session.execute(
+            select(
+                col(Conversion.currency),
+                func.count(func.distinct(col(Conversion.workflow_id))),
+                func.sum(col(Conversion.mrr_delta_cents)),
+                func.sum(col(Conversion.amount_cents)),
+            )
+            .where(*recovered)
+            .group_by(col(Conversion.currency))
+        )
+    ]
+    money.sort(key=lambda m: m.currency or "")
+    return DunningSummary(
+        failed_invoices=int(failed),
+        recovered_invoices=int(recovered_invoices),
+        recovery_rate=round(recovered_invoices / failed, 4) if failed else None,
+        recovered=money,
+    )
+
+
+CSV_COLUMNS = (
+    "record",
+    "lifecycle",
+    "automation",
+    "step",
+    "template",
+    "currency",
+    "conversions",
+    "credited_conversions",
+    "mrr_delta_cents",
+    "amount_cents",
+    "messages_sent",
+    "conversion_rate",
+)
+
+
+def report_csv(report: AttributionReport) -> str:
+    """The report's rows (`record` = attributed) and unattributed conversions (`record` =
+    unattributed) as CSV with one header line; empty cells for what does not apply."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in report.rows:
+        writer.writerow(_cells({"record": "attributed", **row.model_dump()}))
+    for unattributed in report.unattributed:
+        writer.writerow(_cells({"record": "unattributed", **unattributed.model_dump()}))
+    return out.getvalue()
+
+
+def _cells(values: dict[str, Any]) -> list[str]:
+    return ["" if values.get(name) is None else str(values[name]) for name in CSV_COLUMNS]
+
+
+# Dunning recovery over time: the `dunning` summary above, period by period (the dashboard).
+
+Interval = Literal["day", "week"]
+INTERVALS: tuple[Interval, ...] = get_args(Interval)
+# Ranges up to this long are shown day by day, longer ones week by week.
+DAILY_UP_TO = timedelta(days=31)
+
+
+class RecoveryPoint(BaseModel):
+    """One period of the series: the `dunning` summary of [start, end)."""
+
+    start: datetime
+    end: datetime
+    failed_invoices: int
+    recovered_invoices: int
+    recovery_rate: float | None
+    recovered: list[RecoveredMoney]
+
+
+class RecoverySeries(BaseModel):
+    since: datetime
+    until: datetime
+    interval: Interval
+    points: list[RecoveryPoint]
+
+    def currencies(self) -> list[str | None]:
+        """Every currency recovered in some period, sorted."""
+        found = {money.currency for point in self.points for money in point.recovered}
+        return sorted(found, key=lambda c: c or "")
+
+
+def default_interval(since: datetime, until: datetime) -> Interval:
+    return "day" if until - since <= DAILY_UP_TO else "week"
+
+
+def periods(
+    since: datetime, until: datetime, interval: Interval
+) -> list[tuple[datetime, datetime]]:
+    """Consecutive [start, end) periods covering [since, until): whole UTC days, or ISO
+    weeks (Monday to Sunday, UTC); the first and last are cut to the range."""
+    step = timedelta(days=1 if interval == "day" else 7)
+    start = datetime.combine(since.astimezone(UTC).date(), time(), UTC)
+    if interval == "week":
+        start -= timedelta(days=start.weekday())
+    found: list[tuple[datetime, datetime]] = []
+    while start < until:
+        end = start + step
+        found.append((max(start, since), min(end, until)))
+        start = end
+    return found
+
+
+async def recovery_series(
+    session: AsyncSession, since: datetime, until: datetime, interval: Interval
+) -> RecoverySeries:
+    """Failed and recovered invoices, recovery rate and recovered money per period, counted
+    as `attribution_report`'s `dunning` summary counts them for its whole range: an invoice
+    is in dunning in a period when its dunning recorded an email in it or was recovered in
+    it. So a period's figures equal that summary's for the same range, and the money of the
+    periods adds up to the range's (invoices can count in several periods)."""
+    spans = periods(since, until, interval)
+    starts = [start for start, _ in spans]
+
+    def period(moment: datetime) -> int:
+        return bisect.bisect_right(starts, moment) - 1
+
+    in_dunning: list[set[str]] = [set() for _ in spans]
+    recovered_in: list[set[str]] = [set() for _ in spans]
+    # period -> currency -> (invoices, MRR, amount)
+    money: list[dict[str | None, tuple[set[str], int, int]]] = [{} for _ in spans]
+
+    emailed = await session.execute(
+        select(col(Message.workflow_id), _sent_time())
+        .where(col(Message.lifecycle) == "dunning")
+        .where(_sent_time() >= since, _sent_time() < until)
+        .distinct()
+    )
+    for workflow_id, sent_at in emailed:
+        in_dunning[period(sent_at)].add(workflow_id)
+
+    recoveries = await session.execute(
+        select(
+            col(Conversion.workflow_id),
+            col(Conversion.occurred_at),
+            col(Conversion.currency),
+            col(Conversion.mrr_delta_cents),
+            col(Conversion.amount_cents),
+        ).where(
+            col(Conversion.lifecycle) == "dunning",
+            col(Conversion.kind) == RECOVERED,
+            col(Conversion.occurred_at) >= since,
+            col(Conversion.occurred_at) < until,
+        )
+    )
+    for workflow_id, occurred_at, currency, mrr, amount in recoveries:
+        index = period(occurred_at)
+        in_dunning[index].add(workflow_id)
+        recovered_in[index].add(workflow_id)
+        invoices, mrr_sum, amount_sum = money[index].get(currency, (set(), 0, 0))
+        invoices.add(workflow_id)
+        money[index][currency] = (invoices, mrr_sum + int(mrr), amount_sum + int(amount))
+
+    points = []
+    for index, (start, end) in enumerate(spans):
+        failed, recovered = len(in_dunning[index]), len(recovered_in[index])
+        points.append(
+            RecoveryPoint(
+                start=start,
+                end=end,
+                failed_invoices=failed,
+                recovered_invoices=recovered,
+                recovery_rate=round(recovered / failed, 4) if failed else None,
+                recovered=[
+                    RecoveredMoney(
+                        currency=currency,
+                        invoices=len(invoices),
+                        mrr_delta_cents=mrr,
+                        amount_cents=amount,
+                    )
+                    for currency, (invoices, mrr, amount) in sorted(
+                        money[index].items(), key=lambda item: item[0] or ""
+                    )
+                ],
+            )
+        )
+    return RecoverySeries(since=since, until=until, interval=interval, points=points)

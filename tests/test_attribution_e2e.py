@@ -1,0 +1,202 @@
+"""Revenue attribution end to end: signed webhooks through the real API, the customer and
+dunning workflows on the dev server sending real (outbox) email, a click through the
+tracked redirect, the recovery recorded by the real activity, and the report read back
+as JSON and as CSV."""
+
+import csv
+import io
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+from sqlmodel import col
+from temporalio.testing import WorkflowEnvironment
+
+from stripe_lifecycle.db import create_engine, create_sessionmaker
+from stripe_lifecycle.models import Conversion
+
+from .conftest import SUPPORT_KEY, running_stack
+from .events import customer_event, from_fixture, subscription_event, unique_customer_id
+from .signing import signed
+from .workflow_helpers import eventually
+
+AUTH = {"Authorization": f"Bearer {SUPPORT_KEY}"}
+DAY = 86_400
+
+# Two emails a second apart, and a final notice that keeps the dunning running meanwhile.
+AUTOMATIONS = """\
+automations:
+  - name: dunning-quick
+    lifecycle: dunning
+    steps:
+      - {after: 0s, send: dunning/payment-failed}
+      - {after: 1s, send: dunning/reminder}
+      - {after: 1h, send: dunning/final-notice}
+"""
+STEP_FAILED, STEP_REMINDER = "0-dunning-payment-failed", "1-dunning-reminder"
+
+
+@pytest.fixture
+async def stack(
+    dev_env: WorkflowEnvironment, sqlite_url: str, task_queue: str, tmp_path: Path
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    automations = tmp_path / "automations.yaml"
+    automations.write_text(AUTOMATIONS, encoding="utf-8")
+    async with running_stack(dev_env, sqlite_url, task_queue, automations=automations) as pair:
+        yield pair
+
+
+class Customer:
+    """One customer with a failed subscription invoice, driven through signed webhooks."""
+
+    def __init__(self, http: httpx.AsyncClient, env: WorkflowEnvironment) -> None:
+        self.http, self.env = http, env
+        self.id = unique_customer_id()
+        self.sub = f"sub_{self.id[4:]}"
+        self.invoice = f"in_{uuid.uuid4().hex[:14]}"
+
+    async def post(self, event: dict[str, Any]) -> None:
+        body, headers = signed(event)
+        response = await self.http.post("/webhooks/stripe", content=body, headers=headers)
+        assert response.status_code == 200, response.text
+
+    def invoice_event(self, fixture: str, created: int, **fields: Any) -> dict[str, Any]:
+        return from_fixture(
+            fixture,
+            self.id,
+            created=created,
+            id=self.invoice,
+            subscription=self.sub,
+            billing_reason="subscription_cycle",
+            amount_due=4900,
+            **fields,
+        )
+
+    async def fail_payment(self) -> list[dict[str, Any]]:
+        """The payment fails; returns the two emails dunning sends, oldest first."""
+        now = int(time.time())
+        await self.post(customer_event(self.id, "ada@example.com", created=now - 10))
+        await self.post(
+            subscription_event(self.id, created=now - 9, status="past_due", sub_id=self.sub)
+        )
+        await self.post(
+            self.invoice_event("invoice.payment_failed__stripe-ruby-mock.json", now - 8)
+        )
+        emails: list[dict[str, Any]] = []
+
+        async def both_sent() -> bool:
+            nonlocal emails
+            log = (await self.http.get(f"/v1/customers/{self.id}/messages", headers=AUTH)).json()
+            emails = log.get("messages", [])
+            return [m["status"] for m in emails] == ["recorded", "recorded"]
+
+        await eventually(both_sent, f"the two dunning emails of {self.id}")
+        assert [m["step"] for m in emails] == [STEP_FAILED, STEP_REMINDER]
+        return emails
+
+    async def click(self, email: dict[str, Any]) -> None:
+        detail = (await self.http.get(f"/v1/messages/{email['id']}", headers=AUTH)).json()
+        [link] = [url for url in detail["links"] if "/t/" in url]
+        response = await self.http.get("/t/" + link.partition("/t/")[2])
+        assert response.status_code == 302
+        assert response.headers["location"].startswith("https://invoice.stripe.com/")
+
+    async def pay(self, created: int) -> None:
+        """Stripe reports the invoice paid at `created`; waits for the recovery."""
+        await self.post(
+            self.invoice_event("invoice.paid__stripe-ruby-mock.json", created, amount_paid=4900)
+        )
+        handle = self.env.client.get_workflow_handle(f"dunning-{self.invoice}")
+        assert (await handle.result())["outcome"] == "recovered"
+
+
+async def test_recoveries_are_credited_to_the_clicked_then_last_email_within_the_window(
+    stack: tuple[FastAPI, httpx.AsyncClient], dev_env: WorkflowEnvironment, sqlite_url: str
+) -> None:
+    _, http = stack
+    clicker, reader, late, unpaid = (Customer(http, dev_env) for _ in range(4))
+
+    # Clicked the first email (after the reminder went out), then paid.
+    clicked_email, _ = await clicker.fail_payment()
+    await clicker.click(clicked_email)
+    await clicker.pay(int(time.time()) + 1)
+    # Clicked nothing, paid: the last email sent earned it.
+    _, last_email = await reader.fail_payment()
+    await reader.pay(int(time.time()) + 1)
+    # Paid eight days after the emails: outside the 7-day window, earned by no email.
+    await late.fail_payment()
+    await late.pay(int(time.time()) + 8 * DAY)
+    # Never paid.
+    await unpaid.fail_payment()
+
+    engine = create_engine(sqlite_url)
+    async with create_sessionmaker(engine)() as session:
+        rows = await session.execute(select(Conversion).order_by(col(Conversion.id)))
+        credited = [(c.customer_id, c.message_id, c.attribution) for c in rows.scalars()]
+    await engine.dispose()
+    assert credited == [
+        (clicker.id, clicked_email["id"], "last_click"),
+        (reader.id, last_email["id"], "last_send"),
+        (late.id, None, None),
+    ]
+
+    today = datetime.now(UTC).date()
+    window = {
+        "since": (today - timedelta(days=1)).isoformat(),
+        "until": (today + timedelta(days=10)).isoformat(),
+    }
+    response = await http.get("/v1/reports/attribution", params=window, headers=AUTH)
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert [
+        (r["automation"], r["step"], r["template"], r["currency"], r["conversions"])
+        + (r["mrr_delta_cents"], r["messages_sent"], r["conversion_rate"])
+        for r in report["rows"]
+    ] == [
+        ("dunning-quick", STEP_FAILED, "dunning/payment-failed", "usd", 1, 4900, 4, 0.25),
+        ("dunning-quick", STEP_REMINDER, "dunning/reminder", "usd", 1, 4900, 4, 0.25),
+    ]
+    assert [
+        (u["automation"], u["currency"], u["conversions"], u["mrr_delta_cents"])
+        for u in report["unattributed"]
+    ] == [("dunning-quick", "usd", 1, 4900)]
+    assert report["dunning"] == {
+        "failed_invoices": 4,
+        "recovered_invoices": 3,
+        "recovery_rate": 0.75,
+        "recovered": [
+            {"currency": "usd", "invoices": 3, "mrr_delta_cents": 14_700, "amount_cents": 14_700}
+        ],
+    }
+
+    as_csv = await http.get(
+        "/v1/reports/attribution", params=window, headers={**AUTH, "Accept": "text/csv"}
+    )
+    assert as_csv.headers["content-type"].startswith("text/csv")
+    table = list(csv.DictReader(io.StringIO(as_csv.text)))
+    assert len(as_csv.text.splitlines()) == 1 + len(table)  # one header line
+    attributed = [r for r in table if r["record"] == "attributed"]
+    unattributed = [r for r in table if r["record"] == "unattributed"]
+    assert [typed(r, report["rows"][0]) for r in attributed] == report["rows"]
+    assert [typed(r, report["unattributed"][0]) for r in unattributed] == report["unattributed"]
+
+
+def typed(cells: dict[str, str], like: dict[str, Any]) -> dict[str, Any]:
+    """A CSV row as the JSON row it stands for: the JSON row's fields, in their types."""
+    out: dict[str, Any] = {}
+    for name, example in like.items():
+        value = cells[name]
+        if value == "":
+            out[name] = None
+        elif isinstance(example, bool) or not isinstance(example, int | float):
+            out[name] = value
+        else:
+            out[name] = type(example)(value)
+    return out

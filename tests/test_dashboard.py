@@ -1,0 +1,616 @@
+"""The dashboard: signing in, what the page shows for emails and conversions recorded by the
+real activities (SQLite and PostgreSQL), and support stopping a dunning through it on the
+real dev server. The browser half is tests/test_dashboard_browser.py."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+
+from stripe_lifecycle.activities.conversions import ConversionActivities
+from stripe_lifecycle.activities.mail import MailActivities, SendEmailInput
+from stripe_lifecycle.api.dashboard import (
+    SESSION_COOKIE,
+    DashboardSession,
+    key_fingerprint,
+    seal_session,
+    session_secret,
+)
+from stripe_lifecycle.attribution import Policy
+from stripe_lifecycle.db import SessionMaker
+from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
+from stripe_lifecycle.mail.transports import OutboxTransport
+from stripe_lifecycle.models import Message, SupportAction
+from stripe_lifecycle.reports import attribution_report, periods, recovery_series
+from stripe_lifecycle.settings import Settings
+from stripe_lifecycle.workflows.dunning import ConversionInput
+
+from .conftest import (
+    ADMIN_KEY,
+    LINK_SECRET,
+    SUPPORT_KEY,
+    app_settings,
+    free_port,
+    running_api,
+    running_stack,
+)
+from .events import customer_event, from_fixture, subscription_event, unique_customer_id
+from .signing import signed
+from .workflow_helpers import eventually
+
+DAY = 86_400
+T0 = 1_790_000_000
+PAYMENT_FAILED, REMINDER = "dunning/payment-failed", "dunning/reminder"
+
+
+# --- reading the page --------------------------------------------------------------------
+
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source"}
+
+
+class _Page(HTMLParser):
+    """The text inside every element with an id, the `<title>`s of the SVG charts, and the
+    attributes of every element, by tag."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.by_id: dict[str, list[str]] = {}
+        self.titles: list[str] = []
+        self.elements: list[tuple[str, dict[str, str]]] = []
+        self._open: list[tuple[str, str | None]] = []
+        self._svg_depth = 0
+        self._title: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        self.elements.append((tag, values))
+        if tag in _VOID:
+            return
+        self._open.append((tag, values.get("id")))
+        if values.get("id"):
+            self.by_id.setdefault(values["id"], [])
+        if tag == "svg":
+            self._svg_depth += 1
+        if tag == "title" and self._svg_depth:
+            self._title = []
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append((tag, {k: v or "" for k, v in attrs}))
+
+    def handle_endtag(self, tag: str) -> None:
+        while self._open:
+            open_tag, _ = self._open.pop()
+            if open_tag == "svg":
+                self._svg_depth -= 1
+            if open_tag == "title" and self._title is not None:
+                self.titles.append(" ".join("".join(self._title).split()))
+                self._title = None
+            if open_tag == tag:
+                break
+
+    def handle_data(self, data: str) -> None:
+        for _, element_id in self._open:
+            if element_id:
+                self.by_id[element_id].append(data)
+        if self._title is not None:
+            self._title.append(data)
+
+    def text(self, element_id: str) -> str:
+        return " ".join(" ".join(self.by_id[element_id]).split())
+
+    def attrs(self, tag: str, **match: str) -> list[dict[str, str]]:
+        return [
+            a
+            for t, a in self.elements
+            if t == tag and all(a.get(k.replace("_", "-")) == v for k, v in match.items())
+        ]
+
+
+def read_page(html: str) -> _Page:
+    page = _Page()
+    page.feed(html)
+    page.close()
+    return page
+
+
+def csrf_of(html: str) -> str:
+    [token] = {a["value"] for a in read_page(html).attrs("input", name="csrf")}
+    return token
+
+
+async def sign_in(http: httpx.AsyncClient, key: str) -> httpx.Response:
+    return await http.post("/dashboard/login", data={"key": key})
+
+
+# --- data written by the real activities -------------------------------------------------
+
+
+@dataclass
+class Rig:
+    """The API (`http`), and the worker's real mail and conversion activities writing to
+    the API's database."""
+
+    http: httpx.AsyncClient
+    settings: Settings
+    sessionmaker: SessionMaker
+    mail: MailActivities
+    app: FastAPI | None = None
+
+    async def send(self, invoice_id: str, index: int, template: str, currency: str) -> Message:
+        request = SendEmailInput(
+            workflow_id=f"dunning-{invoice_id}",
+            step=f"{index}-{template.replace('/', '-')}",
+            customer_id=f"cus_{invoice_id}",
+            lifecycle="dunning",
+            automation="dunning-default",
+            template=template,
+            to="ada@example.com",
+            livemode=False,
+            context={
+                "customer": {"email": "ada@example.com", "name": "Ada"},
+                "invoice": {
+                    "number": "INV-0042",
+                    "amount_due": 4900,
+                    "currency": currency,
+                    "hosted_invoice_url": "https://invoice.stripe.com/i/acct_1/test",
+                    "next_payment_attempt": None,
+                    "attempt_count": 1,
+                },
+            },
+            destinations={"update_payment": "https://invoice.stripe.com/i/acct_1/test"},
+        )
+        result = await ActivityEnvironment().run(self.mail.send_email, request)
+        async with self.sessionmaker() as session:
+            message = await session.get(Message, result.message_id)
+        assert message is not None and message.status == "recorded"
+        return message
+
+    async def click(self, message: Message) -> None:
+        [link] = [url for url in message.links if "/t/" in url]
+        response = await self.http.get("/t/" + link.partition("/t/")[2])
+        assert response.status_code == 302, response.text
+
+    async def recover(self, invoice_id: str, at: int, amount: int, currency: str) -> str | None:
+        """The invoice paid at `at` (unix time), recorded by the real conversion activity."""
+        activities = ConversionActivities(self.sessionmaker, Policy())
+        credited: str | None = await ActivityEnvironment().run(
+            activities.record_conversion,
+            ConversionInput(
+                stripe_event_id=f"evt_paid_{invoice_id}",
+                kind="recovered",
+                customer_id=f"cus_{invoice_id}",
+                lifecycle="dunning",
+                workflow_id=f"dunning-{invoice_id}",
+                automation="dunning-default",
+                invoice_id=invoice_id,
+                subscription_id="sub_1",
+                amount_cents=amount,
+                mrr_delta_cents=amount,
+                currency=currency,
+                occurred_at=at,
+            ),
+        )
+        return credited
+
+
+def mail_activities(settings: Settings, sessionmaker: SessionMaker) -> MailActivities:
+    return MailActivities(
+        OutboxTransport(),
+        TemplateRenderer(Brand.from_settings(settings)),
+        sessionmaker,
+        sender="billing@acme.test",
+        test_mode_allowed_domains=frozenset({"example.com"}),
+        public_url=settings.public_url,
+        link_secret=LINK_SECRET.encode(),
+    )
+
+
+@pytest.fixture
+async def rig(database_url: str) -> AsyncIterator[Rig]:
+    # No Temporal: the app's client is lazy, so an unused port will do (the list of
+    # customers in dunning then says Temporal is unreachable).
+    settings = app_settings(database_url, f"127.0.0.1:{free_port()}", "tq-dashboard")
+    async with running_api(settings) as (app, http):
+        sessionmaker: SessionMaker = app.state.lifecycle.sessionmaker
+        yield Rig(http, settings, sessionmaker, mail_activities(settings, sessionmaker), app)
+
+
+def invoice() -> str:
+    return f"in_{uuid.uuid4().hex[:12]}"
+
+
+async def away_from_midnight() -> None:
+    """The figures per day are checked for today: don't start seconds before midnight."""
+    now = datetime.now(UTC)
+    left = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC) - now
+    if left < timedelta(seconds=30):
+        await asyncio.sleep(left.total_seconds() + 1)
+
+
+# --- signing in --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_sign_in_refuses_a_wrong_key_and_gives_a_strict_http_only_session(
+    rig: Rig,
+) -> None:
+    http = rig.http
+    anonymous = await http.get("/dashboard")
+    assert (anonymous.status_code, anonymous.headers["location"]) == (303, "/dashboard/login")
+    form = await http.get("/dashboard/login")
+    assert form.status_code == 200
+    assert read_page(form.text).attrs("input", name="key", type="password")
+
+    wrong = await sign_in(http, "sk_not_a_key")
+    assert wrong.status_code == 401
+    assert "not a support or admin key" in wrong.text
+    assert "set-cookie" not in wrong.headers
+    assert (await http.get("/dashboard")).status_code == 303
+
+    signed_in = await sign_in(http, SUPPORT_KEY)
+    assert (signed_in.status_code, signed_in.headers["location"]) == (303, "/dashboard")
+    cookie = signed_in.headers["set-cookie"]
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")[1:]}
+    assert {"httponly", "samesite", "path", "max-age"} <= attributes
+    assert "secure" not in attributes  # plain http: a Secure cookie would never come back
+    assert re.search(r"SameSite=strict", cookie, re.IGNORECASE)
+    assert "Path=/dashboard" in cookie and "Max-Age=43200" in cookie
+    # It names the role and the key's fingerprint, never the key.
+    value = cookie.split(";")[0].partition("=")[2].strip('"')
+    payload = json.loads(base64.urlsafe_b64decode(value.split(".")[0] + "=="))
+    assert (payload["r"], payload["k"]) == ("support", key_fingerprint(SUPPORT_KEY))
+    assert SUPPORT_KEY not in value and SUPPORT_KEY not in json.dumps(payload)
+
+    page = await http.get("/dashboard")
+    assert page.status_code == 200
+    assert f"Signed in with the support key {key_fingerprint(SUPPORT_KEY)}" in " ".join(
+        page.text.replace("<code>", "").replace("</code>", "").split()
+    )
+    assert page.headers["cache-control"] == "no-store"
+    assert "script-src" not in page.headers["content-security-policy"]
+    # Signed in already: the login page sends on to the dashboard.
+    assert (await http.get("/dashboard/login")).headers["location"] == "/dashboard"
+
+    # Signing out needs the session's CSRF token, then ends the session.
+    assert (await http.post("/dashboard/logout", data={"csrf": "forged"})).status_code == 403
+    out = await http.post("/dashboard/logout", data={"csrf": csrf_of(page.text)})
+    assert (out.status_code, out.headers["location"]) == (303, "/dashboard/login")
+    assert "Max-Age=0" in out.headers["set-cookie"]
+    assert (await http.get("/dashboard")).status_code == 303
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_forged_expired_or_revoked_sessions_and_bearer_keys(rig: Rig) -> None:
+    secret = session_secret(rig.settings)
+
+    def cookie(role: str, key: str, expires_in: float) -> dict[str, str]:
+        session = DashboardSession(
+            role="admin" if role == "admin" else "support",
+            key_id=key_fingerprint(key),
+            expires_at=int(time.time() + expires_in),
+            nonce="n1",
+        )
+        return {"Cookie": f"{SESSION_COOKIE}={seal_session(secret, session)}"}
+
+    async def status_with(headers: dict[str, str]) -> int:
+        return (await rig.http.get("/dashboard", headers=headers)).status_code
+
+    assert await status_with(cookie("admin", ADMIN_KEY, 60)) == 200
+    assert await status_with(cookie("admin", ADMIN_KEY, -1)) == 303  # expired
+    assert await status_with(cookie("admin", "sk_removed_key", 60)) == 303  # key not configured
+    assert await status_with(cookie("admin", SUPPORT_KEY, 60)) == 303  # not that key's role
+    genuine = cookie("support", SUPPORT_KEY, 60)["Cookie"]
+    payload, _, mac = genuine.partition("=")[2].partition(".")
+    admin_claim = base64.urlsafe_b64encode(
+        base64.urlsafe_b64decode(payload + "==").replace(b'"support"', b'"admin"')
+    ).rstrip(b"=")
+    forged = f"{SESSION_COOKIE}={admin_claim.decode()}.{mac}"
+    assert await status_with({"Cookie": forged}) == 303
+    other_secret = Settings(link_secret="another-secret", api_keys="")
+    foreign = seal_session(
+        session_secret(other_secret),
+        DashboardSession("support", key_fingerprint(SUPPORT_KEY), int(time.time()) + 60, "n"),
+    )
+    assert await status_with({"Cookie": f"{SESSION_COOKIE}={foreign}"}) == 303
+
+    # Scripts send the key itself.
+    assert await status_with({"Authorization": f"Bearer {ADMIN_KEY}"}) == 200
+    assert await status_with({"Authorization": f"Bearer {SUPPORT_KEY}"}) == 200
+    refused = await rig.http.get("/dashboard", headers={"Authorization": "Bearer sk_wrong"})
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    # A proxy's basic auth in front of the dashboard is not a key: sign in as usual.
+    assert await status_with({"Authorization": "Basic dXNlcjpwYXNz"}) == 303
+
+    # Over https the cookie is Secure.
+    assert rig.app is not None
+    transport = httpx.ASGITransport(app=rig.app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://api.test") as https:
+        response = await sign_in(https, ADMIN_KEY)
+    assert response.status_code == 303
+    assert "secure" in response.headers["set-cookie"].lower().split("; ")
+
+
+# --- the figures -------------------------------------------------------------------------
+
+
+async def test_the_page_shows_recovery_and_earnings_recorded_by_the_activities(rig: Rig) -> None:
+    await away_from_midnight()
+    clicked, reminded, lost, euro, late = (invoice() for _ in range(5))
+    first = await rig.send(clicked, 0, PAYMENT_FAILED, "usd")
+    await rig.send(clicked, 1, REMINDER, "usd")
+    await rig.click(first)
+    await rig.send(reminded, 0, PAYMENT_FAILED, "usd")
+    reminder = await rig.send(reminded, 1, REMINDER, "usd")
+    await rig.send(lost, 0, PAYMENT_FAILED, "usd")
+    euro_email = await rig.send(euro, 0, PAYMENT_FAILED, "eur")
+    await rig.send(late, 0, PAYMENT_FAILED, "usd")
+    now = int(time.time())
+    assert await rig.recover(clicked, now + 2, 4900, "usd") == first.id
+    assert await rig.recover(reminded, now + 3 * DAY, 2900, "usd") == reminder.id
+    assert await rig.recover(euro, now + 2, 3900, "eur") == euro_email.id
+    assert await rig.recover(late, now + 8 * DAY, 4900, "usd") is None  # past the window
+
+    today = datetime.now(UTC).date()
+    since, until = today - timedelta(days=1), today + timedelta(days=10)
+    response = await rig.http.get(
+        "/dashboard",
+        params={"since": since.isoformat(), "until": until.isoformat()},
+        headers={"Authorization": f"Bearer {SUPPORT_KEY}"},
+    )
+    assert response.status_code == 200, response.text
+    page = read_page(response.text)
+
+    # Headline: five invoices in dunning, four recovered; money per currency.
+    assert page.text("recovered-revenue") == (
+        "Recovered revenue €39.00 1 invoice in EUR $127.00 3 invoices in USD"
+    )
+    assert (
+        page.text("recovered-mrr") == "Recovered MRR €39.00 per month kept $127.00 per month kept"
+    )
+    assert page.text("recovery-rate-figure") == (
+        "Recovery rate 80% 4 of 5 invoices in dunning recovered"
+    )
+    assert page.text("earned-by-email") == (
+        "MRR earned by email (all lifecycles) €39.00 1 of 1 conversion credited to email "
+        "$78.00 2 of 3 conversions credited to email"
+    )
+    # The range form shows the range asked for; 11 days are shown day by day.
+    assert page.attrs("input", id="since")[0]["value"] == since.isoformat()
+    assert page.attrs("input", id="until")[0]["value"] == until.isoformat()
+    assert page.attrs("option", value="day")[0].get("selected") == ""
+
+    def day(offset: int) -> str:
+        moment = datetime.fromtimestamp(now + offset * DAY, UTC)
+        return f"{moment.day} {moment:%b %Y}"
+
+    # Recovered revenue per day, one chart per currency, each bar titled with its figures.
+    for chart in ("recovered-usd", "recovered-eur", "recovery-rate"):
+        [svg] = page.attrs("svg", id=chart)
+        assert svg["role"] == "img" and svg["aria-labelledby"] == f"{chart}-title {chart}-desc"
+    assert page.text("recovered-usd-title") == "Recovered revenue per day (USD)"
+    assert f"{day(0)}: $49.00 recovered from 1 invoice" in page.titles
+    assert f"{day(3)}: $29.00 recovered from 1 invoice" in page.titles
+    assert f"{day(8)}: $49.00 recovered from 1 invoice" in page.titles
+    assert f"{day(0)}: €39.00 recovered from 1 invoice" in page.titles
+    assert f"{day(1)}: $0.00 recovered from 0 invoices" in page.titles
+    assert len(page.attrs("rect", **{"class": "bar"})) >= 2 * 11
+    # Recovery rate per day: today 2 of the 5 invoices emailed; later days 1 of 1.
+    assert [t for t in page.titles if "in dunning)" in t] == [
+        f"{day(0)}: 40% recovered (2 of 5 invoices in dunning)",
+        f"{day(3)}: 100% recovered (1 of 1 invoice in dunning)",
+        f"{day(8)}: 100% recovered (1 of 1 invoice in dunning)",
+    ]
+    assert len(page.attrs("circle", **{"class": "dot"})) == 3
+
+    # MRR earned per automation and per step, per currency, with what no email earned.
+    assert "dunning-default (dunning): $78.00 MRR from 2 conversions, 7 emails sent" in page.titles
+    assert "dunning-default (dunning): €39.00 MRR from 1 conversion, 7 emails sent" in page.titles
+    assert (
+        "dunning-default › 1. dunning/payment-failed (dunning): $49.00 MRR from 1 conversion, "
+        "5 emails sent" in page.titles
+    )
+    assert (
+        "dunning-default › 2. dunning/reminder (dunning): $29.00 MRR from 1 conversion, "
+        "2 emails sent" in page.titles
+    )
+    assert "Not credited to any email: $49.00 MRR." in response.text
+    # No Temporal here: the list says so instead of failing the page.
+    assert "Temporal could not be reached" in response.text
+
+    # Nothing of it falls in last month.
+    earlier = await rig.http.get(
+        "/dashboard",
+        params={"since": (today - timedelta(days=40)).isoformat(), "until": since.isoformat()},
+        headers={"Authorization": f"Bearer {SUPPORT_KEY}"},
+    )
+    empty = read_page(earlier.text)
+    assert empty.text("recovery-rate-figure") == (
+        "Recovery rate — 0 of 0 invoices in dunning recovered"
+    )
+    assert "No revenue recovered in this range." in earlier.text
+    assert "No conversion was credited to an email in this range." in earlier.text
+    assert page.attrs("svg", id="recovery-rate") and not empty.attrs("circle")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_the_default_range_is_90_days_by_week_and_a_bad_range_says_why(rig: Rig) -> None:
+    auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    page = read_page((await rig.http.get("/dashboard", headers=auth)).text)
+    today = datetime.now(UTC).date()
+    assert page.attrs("input", id="until")[0]["value"] == today.isoformat()
+    assert page.attrs("input", id="since")[0]["value"] == (today - timedelta(days=90)).isoformat()
+    assert page.attrs("option", value="week")[0].get("selected") == ""
+    assert page.text("recovery-rate-title") == "Recovery rate per week"
+
+    bad = await rig.http.get("/dashboard", params={"since": "yesterday"}, headers=auth)
+    assert bad.status_code == 422
+    assert "since must be an ISO date" in bad.text and "Showing the last 90 days" in bad.text
+
+
+async def test_the_series_adds_up_to_the_report_for_the_same_range(rig: Rig) -> None:
+    """Each period's figures are the attribution report's dunning summary for that period."""
+    a, b = invoice(), invoice()
+    await rig.send(a, 0, PAYMENT_FAILED, "usd")
+    await rig.send(b, 0, PAYMENT_FAILED, "usd")
+    now = int(time.time())
+    await rig.recover(a, now + 1, 4900, "usd")
+    await rig.recover(b, now + 9 * DAY, 1500, "usd")
+    start = datetime.fromtimestamp(now, UTC) - timedelta(days=2)
+    end = start + timedelta(days=20)
+    async with rig.sessionmaker() as session:
+        series = await recovery_series(session, start, end, "week")
+        assert [(p.start, p.end) for p in series.points] == periods(start, end, "week")
+        for point in series.points:
+            summary = (await attribution_report(session, point.start, point.end)).dunning
+            assert (
+                point.failed_invoices,
+                point.recovered_invoices,
+                point.recovery_rate,
+                point.recovered,
+            ) == (
+                summary.failed_invoices,
+                summary.recovered_invoices,
+                summary.recovery_rate,
+                summary.recovered,
+            )
+        whole = (await attribution_report(session, start, end)).dunning
+    assert sum(m.amount_cents for p in series.points for m in p.recovered) == 6400
+    assert [m.amount_cents for m in whole.recovered] == [6400]
+
+
+def test_periods_are_utc_days_or_monday_weeks_cut_to_the_range() -> None:
+    since = datetime(2026, 11, 4, 15, 30, tzinfo=UTC)  # a Wednesday
+    until = datetime(2026, 11, 20, tzinfo=UTC)
+    assert periods(since, until, "week") == [
+        (since, datetime(2026, 11, 9, tzinfo=UTC)),
+        (datetime(2026, 11, 9, tzinfo=UTC), datetime(2026, 11, 16, tzinfo=UTC)),
+        (datetime(2026, 11, 16, tzinfo=UTC), until),
+    ]
+    days = periods(since, datetime(2026, 11, 6, 1, tzinfo=UTC), "day")
+    assert days == [
+        (since, datetime(2026, 11, 5, tzinfo=UTC)),
+        (datetime(2026, 11, 5, tzinfo=UTC), datetime(2026, 11, 6, tzinfo=UTC)),
+        (datetime(2026, 11, 6, tzinfo=UTC), datetime(2026, 11, 6, 1, tzinfo=UTC)),
+    ]
+
+
+# --- stopping a dunning through the dashboard (real dev server, API and worker) ----------
+
+
+async def start_dunning(http: httpx.AsyncClient, email: str) -> tuple[str, str]:
+    """A customer whose invoice payment failed, through signed webhooks: (customer id,
+    dunning workflow id)."""
+    cus, invoice_id = unique_customer_id(), f"in_{uuid.uuid4().hex[:14]}"
+    events: list[dict[str, Any]] = [
+        customer_event(cus, email, created=T0, type_="customer.created"),
+        subscription_event(cus, created=T0 + 1, status="past_due"),
+        from_fixture(
+            "invoice.payment_failed__stripe-ruby-mock.json",
+            cus,
+            created=T0 + 2,
+            id=invoice_id,
+            subscription="sub_T1",
+            billing_reason="subscription_cycle",
+            amount_due=4900,
+        ),
+    ]
+    for event in events:
+        body, headers = signed(event)
+        response = await http.post("/webhooks/stripe", content=body, headers=headers)
+        assert response.status_code == 200, response.text
+    return cus, f"dunning-{invoice_id}"
+
+
+async def test_support_stops_a_dunning_from_the_dashboard_and_forged_posts_are_refused(
+    dev_env: WorkflowEnvironment, sqlite_url: str, task_queue: str
+) -> None:
+    async with running_stack(dev_env, sqlite_url, task_queue) as (app, http):
+        cus, workflow_id = await start_dunning(http, "ada@example.com")
+        assert (await sign_in(http, SUPPORT_KEY)).status_code == 303
+
+        async def listed() -> bool:
+            return bool(
+                read_page((await http.get("/dashboard")).text).attrs(
+                    "tr", data_workflow=workflow_id
+                )
+            )
+
+        await eventually(listed, "the dunning on the dashboard")
+        html = (await http.get("/dashboard")).text
+        page = read_page(html)
+        [row] = page.attrs("tr", data_workflow=workflow_id)
+        assert row["data-customer"] == cus
+        row_text = " ".join(
+            html.split(f'data-workflow="{workflow_id}"')[1].split("</tr>")[0].split()
+        )
+        assert "ada@example.com" in row_text and "dunning-default" in row_text
+        assert workflow_id.removeprefix("dunning-") in row_text
+        [form] = page.attrs("form", action=f"/dashboard/customers/{cus}/dunning/cancel")
+        assert form["method"] == "post"
+        csrf = csrf_of(html)
+        cancel = f"/dashboard/customers/{cus}/dunning/cancel"
+        handle = dev_env.client.get_workflow_handle(workflow_id)
+
+        # Refused: no token, another session's token, no session at all.
+        assert (await http.post(cancel, data={"reason": "x"})).status_code == 403
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as other:
+            await sign_in(other, SUPPORT_KEY)
+            theirs = csrf_of((await other.get("/dashboard")).text)
+            assert theirs != csrf
+            assert (
+                await http.post(cancel, data={"reason": "x", "csrf": theirs})
+            ).status_code == 403
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as nobody:
+            anonymous = await nobody.post(cancel, data={"reason": "x", "csrf": csrf})
+            assert (anonymous.status_code, anonymous.headers["location"]) == (
+                303,
+                "/dashboard/login",
+            )
+        # A reason is required.
+        blank = await http.post(cancel, data={"reason": "  ", "csrf": csrf})
+        assert "failed=" in blank.headers["location"]
+        assert "a reason is required" in (await http.get(blank.headers["location"])).text
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        async with app.state.lifecycle.sessionmaker() as session:
+            assert list((await session.execute(select(SupportAction))).scalars()) == []
+
+        stopped = await http.post(
+            cancel,
+            data={"reason": "paid by bank transfer", "csrf": csrf, "since": "", "until": ""},
+        )
+        assert stopped.status_code == 303
+        after = await http.get(stopped.headers["location"])
+        assert f"Stopped 1 sequence for {cus}." in after.text
+        assert (await handle.result())["outcome"] == "cancelled"
+
+        async def gone() -> bool:
+            html = (await http.get("/dashboard")).text
+            return not read_page(html).attrs("tr", data_workflow=workflow_id)
+
+        await eventually(gone, "the cancelled dunning to leave the list")
+        async with app.state.lifecycle.sessionmaker() as session:
+            [audit] = list((await session.execute(select(SupportAction))).scalars())
+        assert (audit.customer_id, audit.action, audit.reason, audit.workflow_ids) == (
+            cus,
+            "dunning.cancel",
+            "paid by bank transfer",
+            [workflow_id],
+        )
+        assert audit.actor == f"support key {key_fingerprint(SUPPORT_KEY)} (dashboard)"

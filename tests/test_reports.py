@@ -1,0 +1,492 @@
+"""Attribution through the real activities and the report API, on SQLite and PostgreSQL.
+
+Emails are recorded by the real send_email activity (outbox transport), clicks go through
+the real tracking redirect, conversions through the real record_conversion activity; the
+report is read through `GET /v1/reports/attribution`."""
+
+import csv
+import io
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from alembic import command
+from fastapi import FastAPI
+from sqlalchemy import select, text
+from sqlalchemy.engine import Connection
+from sqlmodel import col
+from temporalio.testing import ActivityEnvironment
+
+from stripe_lifecycle.activities.conversions import ConversionActivities
+from stripe_lifecycle.activities.mail import MailActivities, SendEmailInput
+from stripe_lifecycle.attribution import Policy
+from stripe_lifecycle.db import SessionMaker, create_engine
+from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
+from stripe_lifecycle.mail.transports import OutboxTransport
+from stripe_lifecycle.migrate import alembic_config, upgrade
+from stripe_lifecycle.models import Conversion, ConversionCredit, Message
+from stripe_lifecycle.workflows.dunning import ConversionInput
+
+from .conftest import ADMIN_KEY, LINK_SECRET, SUPPORT_KEY, app_settings, free_port, running_api
+
+SUPPORT = {"Authorization": f"Bearer {SUPPORT_KEY}"}
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+DAY = 86_400
+PAYMENT_FAILED, REMINDER, FINAL = (
+    "dunning/payment-failed",
+    "dunning/reminder",
+    "dunning/final-notice",
+)
+
+
+def step_key(index: int, template: str) -> str:
+    return f"{index}-{template.replace('/', '-')}"
+
+
+@dataclass
+class Rig:
+    """The API on this test's database, and the worker's real mail and conversion
+    activities writing to it."""
+
+    app: FastAPI
+    http: httpx.AsyncClient
+    mail: MailActivities
+
+    @property
+    def sessionmaker(self) -> SessionMaker:
+        maker: SessionMaker = self.app.state.lifecycle.sessionmaker
+        return maker
+
+    async def send(
+        self, invoice_id: str, index: int, template: str, *, currency: str = "usd"
+    ) -> Message:
+        """One dunning email of the invoice's dunning, `dunning-{invoice_id}`."""
+        request = SendEmailInput(
+            workflow_id=f"dunning-{invoice_id}",
+            step=step_key(index, template),
+            customer_id=f"cus_{invoice_id}",
+            lifecycle="dunning",
+            automation="dunning-default",
+            template=template,
+            to="ada@example.com",
+            livemode=False,
+            context={
+                "customer": {"email": "ada@example.com", "name": "Ada"},
+                "invoice": {
+                    "number": "INV-0042",
+                    "amount_due": 4900,
+                    "currency": currency,
+                    "hosted_invoice_url": "https://invoice.stripe.com/i/acct_1/test",
+                    "next_payment_attempt": None,
+                    "attempt_count": 1,
+                },
+            },
+            destinations={"update_payment": "https://invoice.stripe.com/i/acct_1/test"},
+        )
+        result = await ActivityEnvironment().run(self.mail.send_email, request)
+        async with self.sessionmaker() as session:
+            message = await session.get(Message, result.message_id)
+        assert message is not None and message.status == "recorded"
+        return message
+
+    async def click(self, message: Message) -> None:
+        """Follows the email's tracked link, as the reader does."""
+        [link] = [url for url in message.links if "/t/" in url]
+        response = await self.http.get("/t/" + link.partition("/t/")[2])
+        assert response.status_code == 302, response.text
+
+    async def convert(
+        self,
+        invoice_id: str,
+        at: int,
+        *,
+        mrr: int = 4900,
+        currency: str = "usd",
+        policy: Policy | None = None,
+        event_id: str | None = None,
+        kind: str = "recovered",
+    ) -> str | None:
+        """The invoice paid at `at` (unix time), recorded by the real activity."""
+        activities = ConversionActivities(self.sessionmaker, policy or Policy())
+        conversion = ConversionInput(
+            stripe_event_id=event_id or f"evt_paid_{invoice_id}",
+            kind=kind,
+            customer_id=f"cus_{invoice_id}",
+            lifecycle="dunning",
+            workflow_id=f"dunning-{invoice_id}",
+            automation="dunning-default",
+            invoice_id=invoice_id,
+            subscription_id="sub_1",
+            amount_cents=mrr,
+            mrr_delta_cents=mrr,
+            currency=currency,
+            occurred_at=at,
+        )
+        credited: str | None = await ActivityEnvironment().run(
+            activities.record_conversion, conversion
+        )
+        return credited
+
+    async def conversion(self, invoice_id: str) -> tuple[Conversion, list[ConversionCredit]]:
+        async with self.sessionmaker() as session:
+            [row] = (
+                await session.execute(
+                    select(Conversion).where(col(Conversion.invoice_id) == invoice_id)
+                )
+            ).scalars()
+            credits = (
+                await session.execute(
+                    select(ConversionCredit)
+                    .where(col(ConversionCredit.conversion_id) == row.id)
+                    .order_by(col(ConversionCredit.share_bp).desc(), col(ConversionCredit.id))
+                )
+            ).scalars()
+            return row, list(credits)
+
+    async def report(self, **params: str) -> dict[str, Any]:
+        response = await self.http.get("/v1/reports/attribution", params=params, headers=SUPPORT)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+
+@pytest.fixture
+async def rig(database_url: str) -> AsyncIterator[Rig]:
+    # Temporal is not needed here: the app's client is lazy, so an unused port will do.
+    settings = app_settings(database_url, f"127.0.0.1:{free_port()}", "tq-reports")
+    async with running_api(settings) as (app, http):
+        mail = MailActivities(
+            OutboxTransport(),
+            TemplateRenderer(Brand.from_settings(settings)),
+            app.state.lifecycle.sessionmaker,
+            sender="billing@acme.test",
+            test_mode_allowed_domains=frozenset({"example.com"}),
+            public_url=settings.public_url,
+            link_secret=LINK_SECRET.encode(),
+        )
+        yield Rig(app, http, mail)
+
+
+def invoice() -> str:
+    return f"in_{uuid.uuid4().hex[:12]}"
+
+
+def around_now(days_after: int = 10) -> dict[str, str]:
+    """A range of whole days from yesterday to `days_after` days from now."""
+    today = datetime.now(UTC).date()
+    return {
+        "since": (today - timedelta(days=1)).isoformat(),
+        "until": (today + timedelta(days=days_after)).isoformat(),
+    }
+
+
+def without_rates(rows: list[dict[str, Any]], *fields: str) -> list[tuple[Any, ...]]:
+    return [tuple(row[f] for f in fields) for row in rows]
+
+
+async def test_clicked_then_sent_then_unattributed_per_step_currency_and_dunning(
+    rig: Rig,
+) -> None:
+    clicked, unclicked, late, euro, unpaid = (invoice() for _ in range(5))
+    first_clicked = await rig.send(clicked, 0, PAYMENT_FAILED)
+    await rig.send(clicked, 1, REMINDER)
+    await rig.click(first_clicked)  # the reader clicks the first email after the reminder
+    await rig.send(unclicked, 0, PAYMENT_FAILED)
+    last_sent = await rig.send(unclicked, 1, REMINDER)
+    await rig.send(late, 0, PAYMENT_FAILED)
+    euro_email = await rig.send(euro, 0, PAYMENT_FAILED, currency="eur")
+    await rig.send(unpaid, 0, PAYMENT_FAILED)
+    now = int(time.time())
+
+    assert await rig.convert(clicked, now + 2) == first_clicked.id
+    assert await rig.convert(unclicked, now + 2) == last_sent.id
+    assert await rig.convert(late, now + 8 * DAY) is None  # a week and a day later
+    assert await rig.convert(euro, now + 2, mrr=3900, currency="eur") == euro_email.id
+    # The activity retried: nothing new is written and the answer is the same.
+    assert await rig.convert(clicked, now + 3) == first_clicked.id
+
+    conversion, credits = await rig.conversion(clicked)
+    assert (conversion.message_id, conversion.attribution) == (first_clicked.id, "last_click")
+    assert [(c.message_id, c.rule, c.share_bp, c.mrr_delta_cents) for c in credits] == [
+        (first_clicked.id, "last_click", 10_000, 4900)
+    ]
+    conversion, credits = await rig.conversion(unclicked)
+    assert (conversion.message_id, conversion.attribution) == (last_sent.id, "last_send")
+    assert len(credits) == 1
+    conversion, credits = await rig.conversion(late)
+    assert (conversion.message_id, conversion.attribution, credits) == (None, None, [])
+
+    report = await rig.report(**around_now(), group_by="step")
+    step0, step1 = step_key(0, PAYMENT_FAILED), step_key(1, REMINDER)
+    fields = (
+        "lifecycle",
+        "automation",
+        "step",
+        "template",
+        "currency",
+        "conversions",
+        "credited_conversions",
+        "mrr_delta_cents",
+        "amount_cents",
+        "messages_sent",
+        "conversion_rate",
+    )
+    assert without_rates(report["rows"], *fields) == [
+        ("dunning", "dunning-default", step0, PAYMENT_FAILED, "eur", 1, 1.0, 3900, 3900, 5, 0.2),
+        ("dunning", "dunning-default", step0, PAYMENT_FAILED, "usd", 1, 1.0, 4900, 4900, 5, 0.2),
+        ("dunning", "dunning-default", step1, REMINDER, "usd", 1, 1.0, 4900, 4900, 2, 0.5),
+    ]
+    assert report["unattributed"] == [
+        {
+            "lifecycle": "dunning",
+            "automation": "dunning-default",
+            "currency": "usd",
+            "conversions": 1,
+            "mrr_delta_cents": 4900,
+            "amount_cents": 4900,
+        }
+    ]
+    assert report["messages_sent"] == 7
+    assert report["totals"] == [
+        {
+            "currency": "eur",
+            "conversions": 1,
+            "attributed_conversions": 1,
+            "mrr_delta_cents": 3900,
+            "attributed_mrr_delta_cents": 3900,
+            "amount_cents": 3900,
+            "attributed_amount_cents": 3900,
+        },
+        {
+            "currency": "usd",
+            "conversions": 3,
+            "attributed_conversions": 2,
+            "mrr_delta_cents": 14_700,
+            "attributed_mrr_delta_cents": 9800,
+            "amount_cents": 14_700,
+            "attributed_amount_cents": 9800,
+        },
+    ]
+    # Five invoices were in dunning, four were recovered; money never mixes currencies.
+    assert report["dunning"] == {
+        "failed_invoices": 5,
+        "recovered_invoices": 4,
+        "recovery_rate": 0.8,
+        "recovered": [
+            {"currency": "eur", "invoices": 1, "mrr_delta_cents": 3900, "amount_cents": 3900},
+            {"currency": "usd", "invoices": 3, "mrr_delta_cents": 14_700, "amount_cents": 14_700},
+        ],
+    }
+
+    by_automation = await rig.report(**around_now(), group_by="automation")
+    assert without_rates(by_automation["rows"], *fields) == [
+        ("dunning", "dunning-default", None, None, "eur", 1, 1.0, 3900, 3900, 7, 0.1429),
+        ("dunning", "dunning-default", None, None, "usd", 2, 2.0, 9800, 9800, 7, 0.2857),
+    ]
+    by_template = await rig.report(**around_now(), group_by="template")
+    assert without_rates(by_template["rows"], "template", "currency", "conversions") == [
+        (PAYMENT_FAILED, "eur", 1),
+        (PAYMENT_FAILED, "usd", 1),
+        (REMINDER, "usd", 1),
+    ]
+
+    # The same rows as CSV: one header line, then the attributed and unattributed rows.
+    response = await rig.http.get(
+        "/v1/reports/attribution",
+        params=around_now(),
+        headers={**SUPPORT, "Accept": "text/csv"},
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    assert "attachment" in response.headers["content-disposition"]
+    lines = response.text.splitlines()
+    assert lines[0].startswith("record,lifecycle,automation,step,template,currency,")
+    parsed = list(csv.DictReader(io.StringIO(response.text)))
+    assert [r["record"] for r in parsed] == ["attributed"] * 3 + ["unattributed"]
+    assert [csv_row(r) for r in parsed[:3]] == report["rows"]
+    assert parsed[3]["mrr_delta_cents"] == "4900" and parsed[3]["step"] == ""
+
+
+def csv_row(cells: dict[str, str]) -> dict[str, Any]:
+    """A CSV row read back into the JSON row's types."""
+    ints = ("conversions", "mrr_delta_cents", "amount_cents", "messages_sent")
+    floats = ("credited_conversions", "conversion_rate")
+    row: dict[str, Any] = {}
+    for name, value in cells.items():
+        if name == "record":
+            continue
+        if value == "":
+            row[name] = None
+        elif name in ints:
+            row[name] = int(value)
+        elif name in floats:
+            row[name] = float(value)
+        else:
+            row[name] = value
+    return row
+
+
+async def test_linear_credit_is_split_across_the_emails_to_the_cent(rig: Rig) -> None:
+    paid = invoice()
+    sent = [
+        await rig.send(paid, 0, PAYMENT_FAILED),
+        await rig.send(paid, 1, REMINDER),
+        await rig.send(paid, 2, FINAL),
+    ]
+    linear = Policy(model="linear")
+    at = int(time.time()) + 2
+    assert await rig.convert(paid, at, mrr=10_000, policy=linear) == sent[2].id
+    assert await rig.convert(paid, at, mrr=10_000, policy=linear) == sent[2].id  # retried
+
+    conversion, credits = await rig.conversion(paid)
+    assert (conversion.message_id, conversion.attribution) == (sent[2].id, "linear")
+    assert [(c.message_id, c.share_bp, c.mrr_delta_cents) for c in credits] == [
+        (sent[2].id, 3334, 3334),
+        (sent[1].id, 3333, 3333),
+        (sent[0].id, 3333, 3333),
+    ]
+    report = await rig.report(**around_now())
+    assert without_rates(
+        report["rows"], "step", "conversions", "credited_conversions", "mrr_delta_cents"
+    ) == [
+        (step_key(0, PAYMENT_FAILED), 1, 0.3333, 3333),
+        (step_key(1, REMINDER), 1, 0.3333, 3333),
+        (step_key(2, FINAL), 1, 0.3334, 3334),
+    ]
+    assert sum(r["mrr_delta_cents"] for r in report["rows"]) == 10_000
+    assert report["totals"][0]["attributed_conversions"] == 1
+
+
+async def test_first_touch_and_a_per_lifecycle_window(rig: Rig) -> None:
+    first, wide, narrow = invoice(), invoice(), invoice()
+    opening = await rig.send(first, 0, PAYMENT_FAILED)
+    await rig.send(first, 1, REMINDER)
+    at = int(time.time()) + 2
+    assert await rig.convert(first, at, policy=Policy(model="first_touch")) == opening.id
+    assert (await rig.conversion(first))[0].attribution == "first_touch"
+
+    # Twenty days later: outside the default week, inside a 30-day dunning window.
+    wide_email = await rig.send(wide, 0, PAYMENT_FAILED)
+    await rig.send(narrow, 0, PAYMENT_FAILED)
+    later = int(time.time()) + 20 * DAY
+    month = Policy.build("last_click_then_last_send", 7, "dunning:30,trial:14")
+    assert await rig.convert(wide, later, policy=month) == wide_email.id
+    assert await rig.convert(narrow, later, policy=Policy.build("linear", 7, "winback:30")) is None
+
+
+async def test_range_defaults_to_the_last_30_days_and_bad_parameters_are_422(rig: Rig) -> None:
+    recent, old, ahead = invoice(), invoice(), invoice()
+    now = int(time.time())
+    await rig.convert(recent, now - DAY)
+    await rig.convert(old, now - 40 * DAY)
+    await rig.convert(ahead, now + 2 * DAY, kind="recovered")
+
+    def counted(body: dict[str, Any]) -> int:
+        return sum(t["conversions"] for t in body["totals"])
+
+    default = await rig.report()
+    assert counted(default) == 1
+    assert default["dunning"]["recovered_invoices"] == 1
+    since, until = (
+        datetime.fromisoformat(default["since"]),
+        datetime.fromisoformat(default["until"]),
+    )
+    assert until - since == timedelta(days=30)
+    assert abs(until - datetime.now(UTC)) < timedelta(minutes=1)
+
+    today = datetime.now(UTC).date()
+    # A date as `until` takes in that whole day; datetimes are exact.
+    assert counted(await rig.report(since=(today - timedelta(days=41)).isoformat())) == 2
+    two_days = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
+    assert counted(await rig.report(until=two_days)) == 2
+    moment = datetime.fromtimestamp(now - 40 * DAY, UTC)
+    exact = await rig.report(
+        since=moment.isoformat().replace("+00:00", "Z"),
+        until=(moment + timedelta(seconds=1)).isoformat(),
+    )
+    assert counted(exact) == 1
+    naive = await rig.report(since="2026-01-01T00:00:00", until="2026-01-02")
+    assert (naive["since"], naive["until"]) == (
+        "2026-01-01T00:00:00Z",
+        "2026-01-03T00:00:00Z",
+    )
+
+    for params, where in [
+        ({"since": "last tuesday"}, "since"),
+        ({"until": "2026-13-01"}, "until"),
+        ({"since": "2026-02-01", "until": "2026-01-01"}, "since"),
+        ({"group_by": "subject"}, "group_by"),
+    ]:
+        response = await rig.http.get("/v1/reports/attribution", params=params, headers=SUPPORT)
+        assert response.status_code == 422, params
+        [error] = response.json()["detail"]
+        assert error["loc"] == ["query", where]
+        assert where in error["msg"] or where == "group_by"
+
+    assert (await rig.http.get("/v1/reports/attribution")).status_code == 401
+    wrong = {"Authorization": "Bearer sk_nope"}
+    assert (await rig.http.get("/v1/reports/attribution", headers=wrong)).status_code == 401
+    assert (await rig.http.get("/v1/reports/attribution", headers=ADMIN)).status_code == 200
+
+
+async def test_json_unless_csv_is_preferred(rig: Rig) -> None:
+    for accept, kind in [
+        ("*/*", "application/json"),
+        ("application/json", "application/json"),
+        ("text/html,application/xhtml+xml,*/*;q=0.8", "application/json"),
+        ("text/csv", "text/csv"),
+        ("text/csv, application/json;q=0.5", "text/csv"),
+        ("application/json, text/csv;q=0.9", "application/json"),
+    ]:
+        response = await rig.http.get(
+            "/v1/reports/attribution", headers={**SUPPORT, "Accept": accept}
+        )
+        assert response.headers["content-type"].startswith(kind), accept
+    empty = await rig.http.get("/v1/reports/attribution", headers={**SUPPORT, "Accept": "text/csv"})
+    assert len(empty.text.splitlines()) == 1  # the header line only
+
+
+def _migrate(connection: Connection, url: str, revision: str, down: bool) -> None:
+    config = alembic_config(url)
+    config.attributes["connection"] = connection
+    (command.downgrade if down else command.upgrade)(config, revision)
+
+
+async def test_conversions_credited_before_credits_existed_are_carried_over(
+    database_url: str,
+) -> None:
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_migrate, database_url, "0006", True)
+            await conn.execute(
+                text(
+                    "INSERT INTO conversions (stripe_event_id, kind, customer_id, lifecycle,"
+                    " workflow_id, automation, amount_cents, mrr_delta_cents, currency,"
+                    " occurred_at, message_id, attribution, recorded_at) VALUES"
+                    " (:event, 'recovered', 'cus_1', 'dunning', 'dunning-in_1', 'd', 4900,"
+                    " 4900, 'usd', :at, :message, 'last_click', :at)"
+                ),
+                [
+                    {"event": "evt_credited", "message": "msg-1", "at": datetime(2026, 1, 1)},
+                    {"event": "evt_unattributed", "message": None, "at": datetime(2026, 1, 1)},
+                ],
+            )
+        await upgrade(database_url)
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT message_id, rule, share_bp, mrr_delta_cents, amount_cents"
+                        " FROM conversion_credits"
+                    )
+                )
+            ).all()
+        assert [tuple(r) for r in rows] == [("msg-1", "last_click", 10_000, 4900, 4900)]
+    finally:
+        await engine.dispose()
