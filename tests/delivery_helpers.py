@@ -5,7 +5,6 @@ each kind of lifecycle."""
 from __future__ import annotations
 
 import email
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import policy
@@ -24,7 +23,7 @@ from stripe_lifecycle.mail.transports import MailTransport, PostmarkTransport
 from stripe_lifecycle.models import Message
 
 from .conftest import LINK_SECRET, free_port
-from .test_transports import TOKEN, PostmarkHttpServer, PostmarkState
+from .test_transports import TOKEN, PostmarkHttpServer, PostmarkState, serving
 
 PUBLIC_URL = "https://billing.acme.test"
 TRANSACTIONAL_STREAM = "outbound"
@@ -103,15 +102,22 @@ def step_email(
 
 
 def mail_activities(
-    transport: MailTransport, sessionmaker: SessionMaker, **options: Any
+    transport: MailTransport,
+    sessionmaker: SessionMaker,
+    *,
+    brand: Brand = BRAND,
+    public_url: str = PUBLIC_URL,
+    **options: Any,
 ) -> MailActivities:
+    """The worker's mail activities as the tests wire them: test mode lets mail to
+    example.com through, links are signed with the tests' `LINK_SECRET`."""
     return MailActivities(
         transport,
-        TemplateRenderer(BRAND),
+        TemplateRenderer(brand),
         sessionmaker,
         sender="billing@acme.test",
         test_mode_allowed_domains=frozenset({"example.com"}),
-        public_url=PUBLIC_URL,
+        public_url=public_url,
         link_secret=LINK_SECRET.encode(),
         **options,
     )
@@ -156,15 +162,8 @@ def running_smtp() -> Iterator[SmtpInbox]:
 
 
 def running_postmark() -> Iterator[PostmarkHttpServer]:
-    server = PostmarkHttpServer(PostmarkState(token=TOKEN))
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with serving(PostmarkHttpServer(PostmarkState(token=TOKEN))) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def postmark_transport(server: PostmarkHttpServer) -> PostmarkTransport:

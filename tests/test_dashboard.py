@@ -11,20 +11,16 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import select
 from temporalio.client import WorkflowExecutionStatus
-from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+from temporalio.testing import WorkflowEnvironment
 
-from stripe_lifecycle.activities.conversions import ConversionActivities
-from stripe_lifecycle.activities.mail import MailActivities, SendEmailInput
 from stripe_lifecycle.api.dashboard import (
     SESSION_COOKIE,
     DashboardSession,
@@ -32,25 +28,18 @@ from stripe_lifecycle.api.dashboard import (
     seal_session,
     session_secret,
 )
-from stripe_lifecycle.attribution import Policy
-from stripe_lifecycle.db import SessionMaker
-from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
-from stripe_lifecycle.mail.transports import OutboxTransport
-from stripe_lifecycle.models import Message, SupportAction
+from stripe_lifecycle.models import SupportAction
 from stripe_lifecycle.reports import attribution_report, periods, recovery_series
 from stripe_lifecycle.settings import Settings
-from stripe_lifecycle.workflows.dunning import ConversionInput
 
 from .conftest import (
     ADMIN_KEY,
-    LINK_SECRET,
     SUPPORT_KEY,
-    app_settings,
-    free_port,
-    running_api,
     running_stack,
 )
 from .events import customer_event, from_fixture, subscription_event, unique_customer_id
+from .report_helpers import DunningRig, invoice
+from .report_helpers import mail_activities as mail_activities  # for test_dashboard_browser
 from .signing import signed
 from .workflow_helpers import eventually
 
@@ -141,98 +130,16 @@ async def sign_in(http: httpx.AsyncClient, key: str) -> httpx.Response:
 # --- data written by the real activities -------------------------------------------------
 
 
-@dataclass
-class Rig:
-    """The API (`http`), and the worker's real mail and conversion activities writing to
-    the API's database."""
-
-    http: httpx.AsyncClient
-    settings: Settings
-    sessionmaker: SessionMaker
-    mail: MailActivities
-    app: FastAPI | None = None
-
-    async def send(self, invoice_id: str, index: int, template: str, currency: str) -> Message:
-        request = SendEmailInput(
-            workflow_id=f"dunning-{invoice_id}",
-            step=f"{index}-{template.replace('/', '-')}",
-            customer_id=f"cus_{invoice_id}",
-            lifecycle="dunning",
-            automation="dunning-default",
-            template=template,
-            to="ada@example.com",
-            livemode=False,
-            context={
-                "customer": {"email": "ada@example.com", "name": "Ada"},
-                "invoice": {
-                    "number": "INV-0042",
-                    "amount_due": 4900,
-                    "currency": currency,
-                    "hosted_invoice_url": "https://invoice.stripe.com/i/acct_1/test",
-                    "next_payment_attempt": None,
-                    "attempt_count": 1,
-                },
-            },
-            destinations={"update_payment": "https://invoice.stripe.com/i/acct_1/test"},
-        )
-        result = await ActivityEnvironment().run(self.mail.send_email, request)
-        async with self.sessionmaker() as session:
-            message = await session.get(Message, result.message_id)
-        assert message is not None and message.status == "recorded"
-        return message
-
-    async def click(self, message: Message) -> None:
-        [link] = [url for url in message.links if "/t/" in url]
-        response = await self.http.get("/t/" + link.partition("/t/")[2])
-        assert response.status_code == 302, response.text
-
-    async def recover(self, invoice_id: str, at: int, amount: int, currency: str) -> str | None:
-        """The invoice paid at `at` (unix time), recorded by the real conversion activity."""
-        activities = ConversionActivities(self.sessionmaker, Policy())
-        credited: str | None = await ActivityEnvironment().run(
-            activities.record_conversion,
-            ConversionInput(
-                stripe_event_id=f"evt_paid_{invoice_id}",
-                kind="recovered",
-                customer_id=f"cus_{invoice_id}",
-                lifecycle="dunning",
-                workflow_id=f"dunning-{invoice_id}",
-                automation="dunning-default",
-                invoice_id=invoice_id,
-                subscription_id="sub_1",
-                amount_cents=amount,
-                mrr_delta_cents=amount,
-                currency=currency,
-                occurred_at=at,
-            ),
-        )
-        return credited
-
-
-def mail_activities(settings: Settings, sessionmaker: SessionMaker) -> MailActivities:
-    return MailActivities(
-        OutboxTransport(),
-        TemplateRenderer(Brand.from_settings(settings)),
-        sessionmaker,
-        sender="billing@acme.test",
-        test_mode_allowed_domains=frozenset({"example.com"}),
-        public_url=settings.public_url,
-        link_secret=LINK_SECRET.encode(),
-    )
+# The rig is tests/report_helpers.py's; tests/test_dashboard_browser.py imports it by this
+# name.
+Rig = DunningRig
 
 
 @pytest.fixture
 async def rig(database_url: str) -> AsyncIterator[Rig]:
-    # No Temporal: the app's client is lazy, so an unused port will do (the list of
-    # customers in dunning then says Temporal is unreachable).
-    settings = app_settings(database_url, f"127.0.0.1:{free_port()}", "tq-dashboard")
-    async with running_api(settings) as (app, http):
-        sessionmaker: SessionMaker = app.state.lifecycle.sessionmaker
-        yield Rig(http, settings, sessionmaker, mail_activities(settings, sessionmaker), app)
-
-
-def invoice() -> str:
-    return f"in_{uuid.uuid4().hex[:12]}"
+    # No Temporal: the list of customers in dunning says Temporal is unreachable.
+    async with Rig.running(database_url, "tq-dashboard") as rig:
+        yield rig
 
 
 async def away_from_midnight() -> None:

@@ -1,24 +1,18 @@
 """The send_email activity: rendered, recorded first, sent at most once, suppressed in test
 mode; on SQLite and PostgreSQL, through a real local SMTP server; and the messages API."""
 
-import email
 from collections.abc import AsyncIterator, Iterator
-from email.message import Message as MimeMessage
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from stripe_lifecycle.activities.mail import MailActivities, SendEmailInput
+from stripe_lifecycle.activities.mail import SendEmailInput
 from stripe_lifecycle.db import SessionMaker, create_engine, create_sessionmaker
 from stripe_lifecycle.links import make_token
-from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
 from stripe_lifecycle.mail.transports import (
-    MailTransport,
     OutboxTransport,
     OutgoingEmail,
     PermanentSendError,
@@ -33,43 +27,24 @@ from .conftest import (
     LINK_SECRET,
     SUPPORT_KEY,
     app_settings,
-    free_port,
     running_api,
     temporal_address,
 )
-
-PUBLIC_URL = "https://billing.acme.test"
-PORTAL = "https://billing.stripe.com/p/session/test_YWNjdF8x"
-
-BRAND = Brand(
-    name="Acme Analytics",
-    logo_url=None,
-    support_email="help@acme.test",
-    primary_color="#635bff",
-    address="1 Main St",
+from .delivery_helpers import (
+    CUSTOMER,
+    INVOICE,
+    PUBLIC_URL,
+    SmtpInbox,
+    mail_activities,
+    running_smtp,
 )
 
-
-class Inbox:
-    """A real SMTP server's handler that keeps what it received."""
-
-    def __init__(self) -> None:
-        self.received: list[MimeMessage] = []
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802, ARG002
-        assert isinstance(envelope.content, bytes)
-        self.received.append(email.message_from_bytes(envelope.content))
-        return "250 OK"
+PORTAL = "https://billing.stripe.com/p/session/test_YWNjdF8x"
 
 
 @pytest.fixture
-def smtp_inbox() -> Iterator[tuple[Inbox, int]]:
-    inbox = Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield inbox, port
-    controller.stop()
+def inbox() -> Iterator[SmtpInbox]:
+    yield from running_smtp()
 
 
 @pytest.fixture
@@ -77,18 +52,6 @@ async def sessionmaker(database_url: str) -> AsyncIterator[SessionMaker]:
     engine = create_engine(database_url)
     yield create_sessionmaker(engine)
     await engine.dispose()
-
-
-def activities(transport: MailTransport, sessionmaker: SessionMaker) -> MailActivities:
-    return MailActivities(
-        transport,
-        TemplateRenderer(BRAND),
-        sessionmaker,
-        sender="billing@acme.test",
-        test_mode_allowed_domains=frozenset({"example.com"}),
-        public_url=PUBLIC_URL,
-        link_secret=LINK_SECRET.encode(),
-    )
 
 
 def request(step: str = "0-dunning-payment-failed", **overrides: Any) -> SendEmailInput:
@@ -101,17 +64,7 @@ def request(step: str = "0-dunning-payment-failed", **overrides: Any) -> SendEma
         "template": "dunning/payment-failed",
         "to": "ada@example.com",
         "livemode": False,
-        "context": {
-            "customer": {"email": "ada@example.com", "name": "Ada"},
-            "invoice": {
-                "number": "INV-0042",
-                "amount_due": 4900,
-                "currency": "usd",
-                "hosted_invoice_url": "https://invoice.stripe.com/i/acct_1/test",
-                "next_payment_attempt": 1_790_259_200,
-                "attempt_count": 1,
-            },
-        },
+        "context": {"customer": CUSTOMER, "invoice": INVOICE},
         "destinations": {"update_payment": PORTAL},
     }
     values.update(overrides)
@@ -124,10 +77,9 @@ async def rows(sessionmaker: SessionMaker) -> list[Message]:
 
 
 async def test_sends_once_through_smtp_even_when_the_activity_runs_again(
-    sessionmaker: SessionMaker, smtp_inbox: tuple[Inbox, int]
+    sessionmaker: SessionMaker, inbox: SmtpInbox
 ) -> None:
-    inbox, port = smtp_inbox
-    mail = activities(SmtpTransport(host="127.0.0.1", port=port), sessionmaker)
+    mail = mail_activities(SmtpTransport(host="127.0.0.1", port=inbox.port), sessionmaker)
     env = ActivityEnvironment()
     first = await env.run(mail.send_email, request())
     again = await env.run(mail.send_email, request())
@@ -148,7 +100,7 @@ async def test_sends_once_through_smtp_even_when_the_activity_runs_again(
 
 async def test_outbox_records_without_sending(sessionmaker: SessionMaker) -> None:
     result = await ActivityEnvironment().run(
-        activities(OutboxTransport(), sessionmaker).send_email, request()
+        mail_activities(OutboxTransport(), sessionmaker).send_email, request()
     )
     [row] = await rows(sessionmaker)
     assert (result.status, row.status, row.transport) == ("recorded", "recorded", "outbox")
@@ -166,14 +118,13 @@ async def test_outbox_records_without_sending(sessionmaker: SessionMaker) -> Non
 )
 async def test_test_mode_only_mails_allowed_domains(
     sessionmaker: SessionMaker,
-    smtp_inbox: tuple[Inbox, int],
+    inbox: SmtpInbox,
     to: str | None,
     livemode: bool,
     status: str,
     reason: str | None,
 ) -> None:
-    inbox, port = smtp_inbox
-    mail = activities(SmtpTransport(host="127.0.0.1", port=port), sessionmaker)
+    mail = mail_activities(SmtpTransport(host="127.0.0.1", port=inbox.port), sessionmaker)
     result = await ActivityEnvironment().run(mail.send_email, request(to=to, livemode=livemode))
     assert result.status == status
     assert len(inbox.received) == (1 if status == MessageStatus.SENT else 0)
@@ -203,7 +154,7 @@ async def test_permanent_refusal_fails_the_message_visibly_and_is_not_retried(
     sessionmaker: SessionMaker,
 ) -> None:
     transport = ScriptedTransport(PermanentSendError("406 inactive recipient"))
-    mail = activities(transport, sessionmaker)
+    mail = mail_activities(transport, sessionmaker)
     result = await ActivityEnvironment().run(mail.send_email, request())
     again = await ActivityEnvironment().run(mail.send_email, request())
     assert (result.status, result.error) == (MessageStatus.FAILED, "406 inactive recipient")
@@ -214,7 +165,7 @@ async def test_temporary_failure_raises_for_a_retry_that_then_sends_once(
     sessionmaker: SessionMaker,
 ) -> None:
     transport = ScriptedTransport(TemporarySendError("429 rate limited"))
-    mail = activities(transport, sessionmaker)
+    mail = mail_activities(transport, sessionmaker)
     with pytest.raises(TemporarySendError):
         await ActivityEnvironment().run(mail.send_email, request())
     assert [r.status for r in await rows(sessionmaker)] == [MessageStatus.RETRYING]
@@ -225,7 +176,7 @@ async def test_temporary_failure_raises_for_a_retry_that_then_sends_once(
 
 async def test_uncertain_send_is_not_retried(sessionmaker: SessionMaker) -> None:
     transport = ScriptedTransport(UncertainSendError("connection lost after the request"))
-    mail = activities(transport, sessionmaker)
+    mail = mail_activities(transport, sessionmaker)
     result = await ActivityEnvironment().run(mail.send_email, request())
     again = await ActivityEnvironment().run(mail.send_email, request())
     assert result.status == again.status == MessageStatus.UNKNOWN
@@ -252,13 +203,13 @@ async def test_interrupted_send_is_never_repeated(sessionmaker: SessionMaker) ->
         await session.commit()
     transport = ScriptedTransport()
     result = await ActivityEnvironment().run(
-        activities(transport, sessionmaker).send_email, request()
+        mail_activities(transport, sessionmaker).send_email, request()
     )
     assert result.status == MessageStatus.UNKNOWN and transport.sent == []
 
 
 async def test_unrenderable_template_is_a_non_retryable_error(sessionmaker: SessionMaker) -> None:
-    mail = activities(ScriptedTransport(), sessionmaker)
+    mail = mail_activities(ScriptedTransport(), sessionmaker)
     with pytest.raises(ApplicationError) as info:
         await ActivityEnvironment().run(mail.send_email, request(context={}))
     assert info.value.non_retryable and info.value.type == "TemplateError"
@@ -273,7 +224,7 @@ async def test_messages_api_shows_the_log_and_each_message_as_sent(
     async with sessionmaker() as session:
         session.add(Customer(customer_id="cus_Mail1", email="ada@example.com"))
         await session.commit()
-    mail = activities(OutboxTransport(), sessionmaker)
+    mail = mail_activities(OutboxTransport(), sessionmaker)
     env = ActivityEnvironment()
     first = await env.run(mail.send_email, request())
     second = await env.run(

@@ -11,6 +11,7 @@ import pytest
 from pydantic import SecretStr
 from temporalio.testing import ActivityEnvironment
 
+from stripe_lifecycle.activities.mail import SendEmailResult
 from stripe_lifecycle.db import SessionMaker, create_engine, create_sessionmaker
 from stripe_lifecycle.mail.transports import (
     OutgoingEmail,
@@ -49,17 +50,24 @@ def headers_of(body: dict[str, Any]) -> dict[str, str]:
     return {h["Name"]: h["Value"] for h in body.get("Headers") or []}
 
 
+async def sent_through_postmark(
+    postmark: PostmarkHttpServer, db: SessionMaker, lifecycle: str
+) -> tuple[SendEmailResult, dict[str, Any]]:
+    """One step's email of `lifecycle`, sent by the activity through the local Postmark
+    server: the activity's result and the one request body Postmark received."""
+    mail = mail_activities(postmark_transport(postmark), db)
+    result = await ActivityEnvironment().run(mail.send_email, step_email(lifecycle))
+    assert result.status == MessageStatus.SENT
+    [request] = postmark.state.requests
+    return result, request.body
+
+
 @pytest.mark.parametrize("lifecycle", ["winback", "upgrade"])
 async def test_marketing_mail_goes_through_the_broadcast_stream_with_one_click_unsubscribe(
     postmark: PostmarkHttpServer, db: SessionMaker, lifecycle: str
 ) -> None:
-    mail = mail_activities(postmark_transport(postmark), db)
+    result, body = await sent_through_postmark(postmark, db, lifecycle)
 
-    result = await ActivityEnvironment().run(mail.send_email, step_email(lifecycle))
-
-    assert result.status == MessageStatus.SENT
-    [request] = postmark.state.requests
-    body = request.body
     assert body["MessageStream"] == BROADCAST_STREAM
     headers = headers_of(body)
     unsubscribe = headers["List-Unsubscribe"]
@@ -79,18 +87,14 @@ async def test_marketing_mail_goes_through_the_broadcast_stream_with_one_click_u
 async def test_transactional_mail_goes_through_the_message_stream(
     postmark: PostmarkHttpServer, db: SessionMaker, lifecycle: str
 ) -> None:
-    mail = mail_activities(postmark_transport(postmark), db)
+    _, body = await sent_through_postmark(postmark, db, lifecycle)
 
-    result = await ActivityEnvironment().run(mail.send_email, step_email(lifecycle))
-
-    assert result.status == MessageStatus.SENT
-    [request] = postmark.state.requests
-    assert request.body["MessageStream"] == TRANSACTIONAL_STREAM
-    headers = headers_of(request.body)
+    assert body["MessageStream"] == TRANSACTIONAL_STREAM
+    headers = headers_of(body)
     if lifecycle == "dunning":
         # Billing mail is not unsubscribable by default: no header, no footer link.
         assert headers == {}
-        assert "/u/" not in request.body["HtmlBody"] and "/u/" not in request.body["TextBody"]
+        assert "/u/" not in body["HtmlBody"] and "/u/" not in body["TextBody"]
     else:
         # Product mail can be unsubscribed from, one click like marketing mail.
         assert headers["List-Unsubscribe"].startswith(f"<{PUBLIC_URL}/u/")

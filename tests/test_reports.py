@@ -7,32 +7,23 @@ report is read through `GET /v1/reports/attribution`."""
 import csv
 import io
 import time
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 from alembic import command
-from fastapi import FastAPI
 from sqlalchemy import select, text
 from sqlalchemy.engine import Connection
 from sqlmodel import col
-from temporalio.testing import ActivityEnvironment
 
-from stripe_lifecycle.activities.conversions import ConversionActivities
-from stripe_lifecycle.activities.mail import MailActivities, SendEmailInput
 from stripe_lifecycle.attribution import Policy
-from stripe_lifecycle.db import SessionMaker, create_engine
-from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
-from stripe_lifecycle.mail.transports import OutboxTransport
+from stripe_lifecycle.db import create_engine
 from stripe_lifecycle.migrate import alembic_config, upgrade
-from stripe_lifecycle.models import Conversion, ConversionCredit, Message
-from stripe_lifecycle.workflows.dunning import ConversionInput
+from stripe_lifecycle.models import Conversion, ConversionCredit
 
-from .conftest import ADMIN_KEY, LINK_SECRET, SUPPORT_KEY, app_settings, free_port, running_api
+from .conftest import ADMIN_KEY, SUPPORT_KEY
+from .report_helpers import DunningRig, invoice, step_key
 
 SUPPORT = {"Authorization": f"Bearer {SUPPORT_KEY}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -44,93 +35,9 @@ PAYMENT_FAILED, REMINDER, FINAL = (
 )
 
 
-def step_key(index: int, template: str) -> str:
-    return f"{index}-{template.replace('/', '-')}"
-
-
-@dataclass
-class Rig:
-    """The API on this test's database, and the worker's real mail and conversion
-    activities writing to it."""
-
-    app: FastAPI
-    http: httpx.AsyncClient
-    mail: MailActivities
-
-    @property
-    def sessionmaker(self) -> SessionMaker:
-        maker: SessionMaker = self.app.state.lifecycle.sessionmaker
-        return maker
-
-    async def send(
-        self, invoice_id: str, index: int, template: str, *, currency: str = "usd"
-    ) -> Message:
-        """One dunning email of the invoice's dunning, `dunning-{invoice_id}`."""
-        request = SendEmailInput(
-            workflow_id=f"dunning-{invoice_id}",
-            step=step_key(index, template),
-            customer_id=f"cus_{invoice_id}",
-            lifecycle="dunning",
-            automation="dunning-default",
-            template=template,
-            to="ada@example.com",
-            livemode=False,
-            context={
-                "customer": {"email": "ada@example.com", "name": "Ada"},
-                "invoice": {
-                    "number": "INV-0042",
-                    "amount_due": 4900,
-                    "currency": currency,
-                    "hosted_invoice_url": "https://invoice.stripe.com/i/acct_1/test",
-                    "next_payment_attempt": None,
-                    "attempt_count": 1,
-                },
-            },
-            destinations={"update_payment": "https://invoice.stripe.com/i/acct_1/test"},
-        )
-        result = await ActivityEnvironment().run(self.mail.send_email, request)
-        async with self.sessionmaker() as session:
-            message = await session.get(Message, result.message_id)
-        assert message is not None and message.status == "recorded"
-        return message
-
-    async def click(self, message: Message) -> None:
-        """Follows the email's tracked link, as the reader does."""
-        [link] = [url for url in message.links if "/t/" in url]
-        response = await self.http.get("/t/" + link.partition("/t/")[2])
-        assert response.status_code == 302, response.text
-
-    async def convert(
-        self,
-        invoice_id: str,
-        at: int,
-        *,
-        mrr: int = 4900,
-        currency: str = "usd",
-        policy: Policy | None = None,
-        event_id: str | None = None,
-        kind: str = "recovered",
-    ) -> str | None:
-        """The invoice paid at `at` (unix time), recorded by the real activity."""
-        activities = ConversionActivities(self.sessionmaker, policy or Policy())
-        conversion = ConversionInput(
-            stripe_event_id=event_id or f"evt_paid_{invoice_id}",
-            kind=kind,
-            customer_id=f"cus_{invoice_id}",
-            lifecycle="dunning",
-            workflow_id=f"dunning-{invoice_id}",
-            automation="dunning-default",
-            invoice_id=invoice_id,
-            subscription_id="sub_1",
-            amount_cents=mrr,
-            mrr_delta_cents=mrr,
-            currency=currency,
-            occurred_at=at,
-        )
-        credited: str | None = await ActivityEnvironment().run(
-            activities.record_conversion, conversion
-        )
-        return credited
+class Rig(DunningRig):
+    """The API on this test's database, the worker's real mail and conversion activities
+    writing to it, and the conversions and report they make."""
 
     async def conversion(self, invoice_id: str) -> tuple[Conversion, list[ConversionCredit]]:
         async with self.sessionmaker() as session:
@@ -157,23 +64,8 @@ class Rig:
 
 @pytest.fixture
 async def rig(database_url: str) -> AsyncIterator[Rig]:
-    # Temporal is not needed here: the app's client is lazy, so an unused port will do.
-    settings = app_settings(database_url, f"127.0.0.1:{free_port()}", "tq-reports")
-    async with running_api(settings) as (app, http):
-        mail = MailActivities(
-            OutboxTransport(),
-            TemplateRenderer(Brand.from_settings(settings)),
-            app.state.lifecycle.sessionmaker,
-            sender="billing@acme.test",
-            test_mode_allowed_domains=frozenset({"example.com"}),
-            public_url=settings.public_url,
-            link_secret=LINK_SECRET.encode(),
-        )
-        yield Rig(app, http, mail)
-
-
-def invoice() -> str:
-    return f"in_{uuid.uuid4().hex[:12]}"
+    async with Rig.running(database_url, "tq-reports") as rig:
+        yield rig
 
 
 def around_now(days_after: int = 10) -> dict[str, str]:
@@ -203,12 +95,12 @@ async def test_clicked_then_sent_then_unattributed_per_step_currency_and_dunning
     await rig.send(unpaid, 0, PAYMENT_FAILED)
     now = int(time.time())
 
-    assert await rig.convert(clicked, now + 2) == first_clicked.id
-    assert await rig.convert(unclicked, now + 2) == last_sent.id
-    assert await rig.convert(late, now + 8 * DAY) is None  # a week and a day later
-    assert await rig.convert(euro, now + 2, mrr=3900, currency="eur") == euro_email.id
+    assert await rig.recover(clicked, now + 2) == first_clicked.id
+    assert await rig.recover(unclicked, now + 2) == last_sent.id
+    assert await rig.recover(late, now + 8 * DAY) is None  # a week and a day later
+    assert await rig.recover(euro, now + 2, amount=3900, currency="eur") == euro_email.id
     # The activity retried: nothing new is written and the answer is the same.
-    assert await rig.convert(clicked, now + 3) == first_clicked.id
+    assert await rig.recover(clicked, now + 3) == first_clicked.id
 
     conversion, credits = await rig.conversion(clicked)
     assert (conversion.message_id, conversion.attribution) == (first_clicked.id, "last_click")
@@ -340,8 +232,8 @@ async def test_linear_credit_is_split_across_the_emails_to_the_cent(rig: Rig) ->
     ]
     linear = Policy(model="linear")
     at = int(time.time()) + 2
-    assert await rig.convert(paid, at, mrr=10_000, policy=linear) == sent[2].id
-    assert await rig.convert(paid, at, mrr=10_000, policy=linear) == sent[2].id  # retried
+    assert await rig.recover(paid, at, amount=10_000, policy=linear) == sent[2].id
+    assert await rig.recover(paid, at, amount=10_000, policy=linear) == sent[2].id  # retried
 
     conversion, credits = await rig.conversion(paid)
     assert (conversion.message_id, conversion.attribution) == (sent[2].id, "linear")
@@ -367,7 +259,7 @@ async def test_first_touch_and_a_per_lifecycle_window(rig: Rig) -> None:
     opening = await rig.send(first, 0, PAYMENT_FAILED)
     await rig.send(first, 1, REMINDER)
     at = int(time.time()) + 2
-    assert await rig.convert(first, at, policy=Policy(model="first_touch")) == opening.id
+    assert await rig.recover(first, at, policy=Policy(model="first_touch")) == opening.id
     assert (await rig.conversion(first))[0].attribution == "first_touch"
 
     # Twenty days later: outside the default week, inside a 30-day dunning window.
@@ -375,16 +267,16 @@ async def test_first_touch_and_a_per_lifecycle_window(rig: Rig) -> None:
     await rig.send(narrow, 0, PAYMENT_FAILED)
     later = int(time.time()) + 20 * DAY
     month = Policy.build("last_click_then_last_send", 7, "dunning:30,trial:14")
-    assert await rig.convert(wide, later, policy=month) == wide_email.id
-    assert await rig.convert(narrow, later, policy=Policy.build("linear", 7, "winback:30")) is None
+    assert await rig.recover(wide, later, policy=month) == wide_email.id
+    assert await rig.recover(narrow, later, policy=Policy.build("linear", 7, "winback:30")) is None
 
 
 async def test_range_defaults_to_the_last_30_days_and_bad_parameters_are_422(rig: Rig) -> None:
     recent, old, ahead = invoice(), invoice(), invoice()
     now = int(time.time())
-    await rig.convert(recent, now - DAY)
-    await rig.convert(old, now - 40 * DAY)
-    await rig.convert(ahead, now + 2 * DAY, kind="recovered")
+    await rig.recover(recent, now - DAY)
+    await rig.recover(old, now - 40 * DAY)
+    await rig.recover(ahead, now + 2 * DAY)
 
     def counted(body: dict[str, Any]) -> int:
         return sum(t["conversions"] for t in body["totals"])

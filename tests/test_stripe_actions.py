@@ -24,6 +24,7 @@ from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.stripe_client import build_stripe_client
 
 from .conftest import free_port
+from .test_transports import serving
 
 API_KEY = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"
 KEY = "dunning-in_123-cus_123/step-3"
@@ -289,15 +290,8 @@ def stripe_api() -> Iterator[StripeHttpServer]:
             )
         },
     )
-    server = StripeHttpServer(state)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with serving(StripeHttpServer(state)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def settings(**values: Any) -> Settings:

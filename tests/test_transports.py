@@ -13,13 +13,15 @@ import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from socketserver import BaseServer
+from typing import Any, TypeVar
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -404,9 +406,12 @@ class PostmarkHttpServer(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
-@pytest.fixture
-def postmark() -> Iterator[PostmarkHttpServer]:
-    server = PostmarkHttpServer(PostmarkState(token=TOKEN))
+Server = TypeVar("Server", bound=BaseServer)
+
+
+@contextmanager
+def serving(server: Server) -> Iterator[Server]:
+    """`server` answering from a thread of its own until the block ends, then closed."""
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
@@ -415,6 +420,12 @@ def postmark() -> Iterator[PostmarkHttpServer]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture
+def postmark() -> Iterator[PostmarkHttpServer]:
+    with serving(PostmarkHttpServer(PostmarkState(token=TOKEN))) as server:
+        yield server
 
 
 def postmark_transport(server: PostmarkHttpServer, token: str = TOKEN) -> PostmarkTransport:
@@ -516,18 +527,12 @@ async def test_postmark_untrusted_certificate_is_temporary(tls_files: TlsFiles) 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(tls_files.cert, tls_files.key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         transport = PostmarkTransport(
             TOKEN, api_url=f"https://127.0.0.1:{server.server_address[1]}", timeout=5
         )
         with pytest.raises(TemporarySendError, match="CERTIFICATE_VERIFY_FAILED"):
             await transport.send(EMAIL)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
     assert server.state.requests == []
 
 

@@ -28,17 +28,17 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _mac(secret: bytes, payload: bytes) -> bytes:
-    return hmac.new(secret, b"link:" + payload, hashlib.sha256).digest()[:_MAC_BYTES]
+def _mac(secret: bytes, purpose: bytes, payload: bytes) -> bytes:
+    # The purpose prefixes the MAC, so a token made for one use never passes for another.
+    return hmac.new(secret, purpose + b":" + payload, hashlib.sha256).digest()[:_MAC_BYTES]
 
 
-def make_token(secret: bytes, message_id: str, link: str) -> str:
-    payload = f"{message_id}:{link}".encode()
-    return f"{_b64(payload)}.{_b64(_mac(secret, payload))}"
+def _sign(secret: bytes, purpose: bytes, first: str, second: str) -> str:
+    payload = f"{first}:{second}".encode()
+    return f"{_b64(payload)}.{_b64(_mac(secret, purpose, payload))}"
 
 
-def read_token(secret: bytes, token: str) -> tuple[str, str] | None:
-    """(message id, link name) of a genuine token; None for anything else."""
+def _read(secret: bytes, purpose: bytes, token: str) -> tuple[str, str] | None:
     encoded, sep, signature = token.partition(".")
     if not sep:
         return None
@@ -46,40 +46,33 @@ def read_token(secret: bytes, token: str) -> tuple[str, str] | None:
         payload, mac = _unb64(encoded), _unb64(signature)
     except (ValueError, TypeError):
         return None
-    if not hmac.compare_digest(mac, _mac(secret, payload)):
+    if not hmac.compare_digest(mac, _mac(secret, purpose, payload)):
         return None
-    message_id, sep, link = payload.decode(errors="replace").partition(":")
-    return (message_id, link) if sep and message_id and link else None
+    first, sep, second = payload.decode(errors="replace").rpartition(":")
+    return (first, second) if sep and first and second else None
+
+
+def make_token(secret: bytes, message_id: str, link: str) -> str:
+    return _sign(secret, b"link", message_id, link)
+
+
+def read_token(secret: bytes, token: str) -> tuple[str, str] | None:
+    """(message id, link name) of a genuine token; None for anything else."""
+    return _read(secret, b"link", token)
 
 
 def tracked_url(public_url: str, secret: bytes, message_id: str, link: str) -> str:
     return f"{public_url}/t/{make_token(secret, message_id, link)}"
 
 
-def _unsubscribe_mac(secret: bytes, payload: bytes) -> bytes:
-    # Its own prefix, so a link token can never pass for an unsubscribe token or back.
-    return hmac.new(secret, b"unsubscribe:" + payload, hashlib.sha256).digest()[:_MAC_BYTES]
-
-
 def make_unsubscribe_token(secret: bytes, customer_id: str, category: str) -> str:
     """A token naming a customer and a mail category (marketing, product, billing)."""
-    payload = f"{customer_id}:{category}".encode()
-    return f"{_b64(payload)}.{_b64(_unsubscribe_mac(secret, payload))}"
+    return _sign(secret, b"unsubscribe", customer_id, category)
 
 
 def read_unsubscribe_token(secret: bytes, token: str) -> tuple[str, str] | None:
     """(customer id, category) of a genuine unsubscribe token; None for anything else."""
-    encoded, sep, signature = token.partition(".")
-    if not sep:
-        return None
-    try:
-        payload, mac = _unb64(encoded), _unb64(signature)
-    except (ValueError, TypeError):
-        return None
-    if not hmac.compare_digest(mac, _unsubscribe_mac(secret, payload)):
-        return None
-    customer_id, sep, category = payload.decode(errors="replace").rpartition(":")
-    return (customer_id, category) if sep and customer_id and category else None
+    return _read(secret, b"unsubscribe", token)
 
 
 def unsubscribe_url(public_url: str, secret: bytes, customer_id: str, category: str) -> str:

@@ -38,6 +38,7 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
             "stripe_lifecycle.lifecycle_rules",
             "stripe_lifecycle.links",
             "stripe_lifecycle.send_windows",
+            "stripe_lifecycle.template_context",
             "yaml",
         )
     )

@@ -217,11 +217,14 @@ def _viewer(request: Request, state: AppState) -> Viewer | None:
     return Viewer(Caller(role=session.role, key_id=session.key_id), session)
 
 
-def _csrf_ok(state: AppState, viewer: Viewer, presented: str) -> bool:
+def _check_csrf(state: AppState, viewer: Viewer, presented: str) -> None:
+    """A form posted with the session cookie must carry the session's CSRF token (403);
+    one posted with a Bearer key needs none."""
     if viewer.session is None:
-        return True
+        return
     expected = csrf_token(session_secret(state.settings), viewer.session)
-    return hmac.compare_digest(expected.encode(), presented.encode())
+    if not hmac.compare_digest(expected.encode(), presented.encode()):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="invalid CSRF token")
 
 
 def _secure(request: Request, settings: Settings) -> bool:
@@ -747,8 +750,8 @@ async def logout(
     request: Request, state: AppStateDep, csrf: Annotated[str, Form()] = ""
 ) -> Response:
     viewer = _viewer(request, state)
-    if viewer is not None and not _csrf_ok(state, viewer, csrf):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="invalid CSRF token")
+    if viewer is not None:
+        _check_csrf(state, viewer, csrf)
     response = _to_login()
     response.delete_cookie(
         SESSION_COOKIE,
@@ -777,8 +780,7 @@ async def cancel_dunning(
     viewer = _viewer(request, state)
     if viewer is None:
         return _to_login()
-    if not _csrf_ok(state, viewer, csrf):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="invalid CSRF token")
+    _check_csrf(state, viewer, csrf)
     back = {k: v for k, v in (("since", since), ("until", until)) if v}
     if not reason.strip():
         back |= {"failed": customer_id, "why": "reason"}

@@ -13,7 +13,6 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, HTTPException, status
 from fastapi.responses import HTMLResponse
-from jinja2 import DictLoader, Environment, StrictUndefined, select_autoescape
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -31,6 +30,7 @@ from stripe_lifecycle.models import (
 )
 
 from .deps import AppStateDep, SessionDep, SupportKey
+from .token_pages import TokenPage
 
 router = APIRouter(tags=["cancellation feedback"])
 
@@ -60,45 +60,21 @@ REASON_LABELS: dict[CancellationReason, str] = {
     "other": "Other reason",
 }
 
-# The page stands alone: inline CSS, no script, nothing fetched from elsewhere, and a
-# referrer policy so the token in the URL goes nowhere.
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
-<meta name="robots" content="noindex">
-<title>{{ brand.name }}: {{ "Thank you" if thanks else "Why did you cancel?" }}</title>
-<style>
-body { margin: 0; background: #f6f9fc; color: #1a1f36;
-  font: 16px/1.5 -apple-system, BlinkMacSystemFont, "Segoe UI", Roboto, Helvetica, Arial,
-  sans-serif; }
-main { box-sizing: border-box; max-width: 560px; margin: 0 auto; padding: 32px 16px; }
-.brand { margin: 0 0 20px; font-size: 20px; font-weight: 700; }
-.card { background: #fff; border: 1px solid #e6ebf1; border-radius: 8px; padding: 24px; }
-h1 { margin: 0 0 8px; font-size: 22px; line-height: 1.3; }
-p { margin: 0 0 16px; }
-form { margin: 0 0 16px; }
-fieldset { border: 0; margin: 0 0 16px; padding: 0; }
-legend { padding: 0; margin: 0 0 8px; font-weight: 600; }
-.choice { display: flex; gap: 10px; align-items: center; margin: 0 0 8px; padding: 12px;
-  border: 1px solid #e6ebf1; border-radius: 6px; cursor: pointer; }
-.choice input { margin: 0; width: 18px; height: 18px; flex: none; }
+# In the frame that every page behind a signed link shares (token_pages.py).
+_SURVEY = TokenPage(
+    "survey.html",
+    """{% extends "token_page.html" %}
+{% block title %}{{ "Thank you" if thanks else "Why did you cancel?" }}{% endblock %}
+{% block style %}
+.choice { align-items: center; }
+.choice input { margin: 0; }
 label[for=comment] { display: block; margin: 0 0 8px; font-weight: 600; }
 textarea { box-sizing: border-box; width: 100%; min-height: 96px; padding: 10px;
   border: 1px solid #c1c9d2; border-radius: 6px; font: inherit; }
-button { width: 100%; margin-top: 16px; padding: 12px 16px; border: 0; border-radius: 6px;
-  background: {{ brand.primary_color }}; color: {{ brand.on_primary_color }};
-  font: inherit; font-weight: 600; cursor: pointer; }
+button { margin-top: 16px; }
 .error { padding: 12px; border-radius: 6px; background: #fdecea; color: #a4281d; }
-.muted { color: #697386; font-size: 14px; }
-</style>
-</head>
-<body>
-<main>
-<p class="brand">{{ brand.name }}</p>
-<div class="card">
+{% endblock %}
+{% block card %}
 {% if thanks %}
 <h1>Thank you</h1>
 <p>We've got your answer. It helps us make {{ brand.name }} better.</p>
@@ -120,30 +96,9 @@ button { width: 100%; margin-top: 16px; padding: 12px 16px; border: 0; border-ra
 <button type="submit">Send</button>
 </form>
 {% endif %}
-{% if brand.support_email %}
-<p class="muted">Questions? Write to us at
-<a href="mailto:{{ brand.support_email }}">{{ brand.support_email }}</a>.</p>
-{% endif %}
-</div>
-</main>
-</body>
-</html>
-"""
-
-_PAGES = Environment(
-    loader=DictLoader({"survey.html": _PAGE}),
-    autoescape=select_autoescape(),
-    undefined=StrictUndefined,
+{% endblock %}
+""",
 )
-
-_HEADERS = {
-    # The token grants answering for this customer: keep the page out of caches.
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
-    ),
-}
 
 
 def _page(
@@ -155,7 +110,8 @@ def _page(
     comment: str | None = None,
     error: str | None = None,
 ) -> HTMLResponse:
-    html = _PAGES.get_template("survey.html").render(
+    return _SURVEY.respond(
+        status_code,
         brand=brand,
         thanks=thanks,
         reasons=REASON_LABELS,
@@ -164,7 +120,6 @@ def _page(
         comment_max_length=COMMENT_MAX_LENGTH,
         error=error,
     )
-    return HTMLResponse(html, status_code=status_code, headers=_HEADERS)
 
 
 async def _surveyed_message(state: AppStateDep, session: AsyncSession, token: str) -> Message:

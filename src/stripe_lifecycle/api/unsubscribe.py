@@ -24,7 +24,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, status
 from fastapi.responses import HTMLResponse
-from jinja2 import DictLoader, Environment, StrictUndefined, select_autoescape
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,6 +35,7 @@ from stripe_lifecycle.models import MailCategory, MailPreference, utcnow
 from stripe_lifecycle.settings import Settings
 
 from .deps import AppStateDep, SessionDep
+from .token_pages import TokenPage
 
 router = APIRouter(tags=["unsubscribe"])
 
@@ -55,42 +55,17 @@ CATEGORY_LABELS: dict[str, tuple[str, str]] = {
     ),
 }
 
-# Standalone like the survey page: inline CSS, no script, nothing fetched from elsewhere,
-# and no referrer, so the token in the URL goes nowhere.
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
-<meta name="robots" content="noindex">
-<title>{{ brand.name }}: email preferences</title>
-<style>
-body { margin: 0; background: #f6f9fc; color: #1a1f36;
-  font: 16px/1.5 -apple-system, BlinkMacSystemFont, "Segoe UI", Roboto, Helvetica, Arial,
-  sans-serif; }
-main { box-sizing: border-box; max-width: 560px; margin: 0 auto; padding: 32px 16px; }
-.brand { margin: 0 0 20px; font-size: 20px; font-weight: 700; }
-.card { background: #fff; border: 1px solid #e6ebf1; border-radius: 8px; padding: 24px; }
-h1 { margin: 0 0 8px; font-size: 22px; line-height: 1.3; }
-p { margin: 0 0 16px; }
-form { margin: 0 0 16px; }
-fieldset { border: 0; margin: 0 0 16px; padding: 0; }
-legend { padding: 0; margin: 0 0 8px; font-weight: 600; }
-.choice { display: flex; gap: 10px; align-items: flex-start; margin: 0 0 8px; padding: 12px;
-  border: 1px solid #e6ebf1; border-radius: 6px; cursor: pointer; }
-.choice input { margin: 3px 0 0; width: 18px; height: 18px; flex: none; }
-button { width: 100%; padding: 12px 16px; border: 0; border-radius: 6px;
-  background: {{ brand.primary_color }}; color: {{ brand.on_primary_color }};
-  font: inherit; font-weight: 600; cursor: pointer; }
+# In the frame that every page behind a signed link shares (token_pages.py).
+_PREFERENCES = TokenPage(
+    "preferences.html",
+    """{% extends "token_page.html" %}
+{% block title %}email preferences{% endblock %}
+{% block style %}
+.choice { align-items: flex-start; }
+.choice input { margin: 3px 0 0; }
 .notice { padding: 12px; border-radius: 6px; background: #e6f4ea; color: #1e5631; }
-.muted { color: #697386; font-size: 14px; }
-</style>
-</head>
-<body>
-<main>
-<p class="brand">{{ brand.name }}</p>
-<div class="card">
+{% endblock %}
+{% block card %}
 <h1>Email preferences</h1>
 {% if notice %}<p class="notice" role="status">{{ notice }}</p>{% endif %}
 {% if offer_one_click %}
@@ -115,30 +90,9 @@ sent: they are about payments on your account.</p>
 {% endif %}
 <button type="submit">Save preferences</button>
 </form>
-{% if brand.support_email %}
-<p class="muted">Questions? Write to us at
-<a href="mailto:{{ brand.support_email }}">{{ brand.support_email }}</a>.</p>
-{% endif %}
-</div>
-</main>
-</body>
-</html>
-"""
-
-_PAGES = Environment(
-    loader=DictLoader({"preferences.html": _PAGE}),
-    autoescape=select_autoescape(),
-    undefined=StrictUndefined,
+{% endblock %}
+""",
 )
-
-_HEADERS = {
-    # The token changes this customer's preferences: keep the page out of caches.
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
-    ),
-}
 
 
 def _choices(settings: Settings) -> tuple[str, ...]:
@@ -196,7 +150,7 @@ async def _page(
     customer_id, category = _reader(state, token)
     choices = _choices(state.settings)
     subscribed = await _subscribed(session, customer_id)
-    html = _PAGES.get_template("preferences.html").render(
+    return _PREFERENCES.respond(
         brand=Brand.from_settings(state.settings),
         token=token,
         category=category,
@@ -207,7 +161,6 @@ async def _page(
         offer_one_click=category in choices and subscribed[category],
         notice=notice,
     )
-    return HTMLResponse(html, headers=_HEADERS)
 
 
 @router.get("/u/{token}", response_class=HTMLResponse)

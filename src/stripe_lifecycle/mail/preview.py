@@ -4,13 +4,11 @@ A marketer gives a template name and a Stripe event (a captured webhook, or one 
 small sample events below) and sees the subject, HTML and text the customer would get.
 The context is built the way the real lifecycle builds it:
 
-- invoice lifecycles (`dunning`, `payment_action`): `workflows.dunning._send_request`,
+- invoice lifecycles (`dunning`, `payment_action`): `workflows.dunning.send_request`,
   the function the DunningWorkflow itself calls;
 - subscription and card lifecycles: the event is applied to a `CustomerLedger`, as the
-  customer workflow does, and the template objects are read from its snapshot the way
-  `CustomerWorkflow._sequence_context` and `SequenceWorkflow._template_context` read them
-  (methods of the workflow classes, so `_sequence_context` and `_template_context` below
-  copy them; they belong in one shared pure function);
+  customer workflow does, and the template objects are built from its snapshot by the
+  functions of `template_context` the workflows use;
 - links: the names the workflow passes as destinations; whether there is an unsubscribe
   link copies `MailActivities.send_email` (by the lifecycle's mail category).
 
@@ -45,8 +43,9 @@ from stripe_lifecycle.messages import (
 )
 from stripe_lifecycle.models import LIFECYCLE_CATEGORIES, MailCategory
 from stripe_lifecycle.stripe_normalise import PAYMENT_METHOD_OBJECTS, normalise_event
-from stripe_lifecycle.workflows.customer import INVOICE_LIFECYCLES, _card
-from stripe_lifecycle.workflows.dunning import DunningInput, _send_request
+from stripe_lifecycle.template_context import subscription_context, with_customer_and_offer
+from stripe_lifecycle.workflows.customer import INVOICE_LIFECYCLES
+from stripe_lifecycle.workflows.dunning import DunningInput, send_request
 from stripe_lifecycle.workflows.lifecycle import SEQUENCE_WORKFLOWS
 
 from .templates import RenderedEmail, TemplateRenderer
@@ -296,7 +295,7 @@ def _invoice_context(
         samples["invoice"] = f"the {billing.type} event carries no invoice"
         invoice = _sample_invoice(lifecycle, billing)
     snap = ledger.snapshot
-    request = _send_request(
+    request = send_request(
         DunningInput(
             customer_id=snap.customer_id,
             invoice=invoice,
@@ -356,7 +355,11 @@ def _lifecycle_context(
     if automation is None and "offer" in links:
         samples["offer"] = "no automation given (--automation NAME uses its offer)"
         offer = SAMPLE_OFFER
-    return _template_context(ledger, subscription_id, offer), list(links)
+    snap = ledger.snapshot
+    context = with_customer_and_offer(
+        subscription_context(ledger, subscription_id), snap.email, snap.name, offer
+    )
+    return context, list(links)
 
 
 def _with_subscription(
@@ -423,48 +426,6 @@ def _sample_card(billing: BillingEvent, card_id: str) -> PaymentMethodInfo:
 def _month_index(epoch: int) -> int:
     day = datetime.fromtimestamp(epoch, UTC)
     return day.year * 12 + day.month - 1
-
-
-def _template_context(
-    ledger: CustomerLedger, subscription_id: str | None, offer: Offer | None
-) -> dict[str, Any]:
-    # Mirrors SequenceWorkflow._template_context (workflows/lifecycle.py), whose input
-    # carries the snapshot's email and name.
-    snap = ledger.snapshot
-    context: dict[str, Any] = {
-        "customer": {"email": snap.email, "name": snap.name},
-        **_sequence_context(ledger, subscription_id),
-    }
-    if offer is not None:
-        context["offer"] = {"code": offer.code, "description": offer.description}
-    return context
-
-
-def _sequence_context(ledger: CustomerLedger, subscription_id: str | None) -> dict[str, Any]:
-    # Mirrors CustomerWorkflow._sequence_context (workflows/customer.py) line for line.
-    snap = ledger.snapshot
-    sub = snap.subscriptions.get(subscription_id or "")
-    currency = (sub.currency if sub else None) or snap.currency or "usd"
-    amount = sub.amount_cents if sub else 0
-    return {
-        "subscription": {
-            "plan": sub.plan if sub else snap.plan,
-            "amount": amount,
-            "currency": currency,
-            "current_period_end": sub.current_period_end if sub else None,
-            "trial_end": sub.trial_end if sub else None,
-            "cancel_at": sub.cancel_at if sub else None,
-        },
-        "payment_method": _card(ledger.billing_payment_method()),
-        "invoice": {
-            "number": None,
-            "amount_due": amount,
-            "currency": currency,
-            "hosted_invoice_url": None,
-            "next_payment_attempt": None,
-            "attempt_count": 0,
-        },
-    }
 
 
 # --- Sample events ------------------------------------------------------------------

@@ -24,11 +24,11 @@ with workflow.unsafe.imports_passed_through():
         CustomerLedger,
         CustomerState,
         LifecycleRef,
-        PaymentMethodState,
         SubscriptionState,
         new_state,
     )
     from stripe_lifecycle.messages import BillingEvent, BillingEvents, InvoiceInfo
+    from stripe_lifecycle.template_context import subscription_context
     from stripe_lifecycle.workflows.dunning import (
         ENDING_EVENTS,
         RECOVERED,
@@ -327,7 +327,7 @@ class CustomerWorkflow:
             update = LifecycleUpdate(event_id=event.event_id, created=event.created)
             if isinstance(decision, rules.Retime):
                 ref.anchor = update.anchor = decision.anchor
-                update.context = self._sequence_context(ref.subscription_id)
+                update.context = subscription_context(self._ledger, ref.subscription_id)
             else:
                 update.outcome = decision.outcome
             await workflow.get_external_workflow_handle(decision.workflow_id).signal(
@@ -375,7 +375,7 @@ class CustomerWorkflow:
                     customer_email=snap.email,
                     customer_name=snap.name,
                     livemode=event.livemode,
-                    context=self._sequence_context(start.subscription_id),
+                    context=subscription_context(self._ledger, start.subscription_id),
                     customer_timezone=self._ledger.timezone,
                     customer_country=snap.country,
                 ),
@@ -449,33 +449,6 @@ class CustomerWorkflow:
             retry_policy=PERSIST_RETRY,
         )
 
-    def _sequence_context(self, subscription_id: str | None) -> dict[str, Any]:
-        """Template objects for a subscription or card lifecycle, from the snapshot."""
-        snap = self._ledger.snapshot
-        sub = snap.subscriptions.get(subscription_id or "")
-        currency = (sub.currency if sub else None) or snap.currency or "usd"
-        amount = sub.amount_cents if sub else 0
-        return {
-            "subscription": {
-                "plan": sub.plan if sub else snap.plan,
-                "amount": amount,
-                "currency": currency,
-                "current_period_end": sub.current_period_end if sub else None,
-                "trial_end": sub.trial_end if sub else None,
-                "cancel_at": sub.cancel_at if sub else None,
-            },
-            "payment_method": _card(self._ledger.billing_payment_method()),
-            # What the next invoice will ask for, as far as the subscription tells.
-            "invoice": {
-                "number": None,
-                "amount_due": amount,
-                "currency": currency,
-                "hosted_invoice_url": None,
-                "next_payment_attempt": None,
-                "attempt_count": 0,
-            },
-        }
-
     def _child_attributes(
         self, lifecycle: str, automation: Automation, event: BillingEvent
     ) -> TypedSearchAttributes:
@@ -529,17 +502,6 @@ class CustomerWorkflow:
             + (" · customer deleted in Stripe" if snap.deleted else "")
             + (f"  \n**Running lifecycles:** {', '.join(running)}" if running else "")
         )
-
-
-def _card(card: PaymentMethodState | None) -> dict[str, Any] | None:
-    if card is None:
-        return None
-    return {
-        "brand": card.brand,
-        "last4": card.last4,
-        "exp_month": card.exp_month,
-        "exp_year": card.exp_year,
-    }
 
 
 _UNSET = object()

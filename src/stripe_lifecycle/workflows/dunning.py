@@ -285,7 +285,7 @@ class DunningWorkflow(LifecycleHandlers):
         info = workflow.info()
         if step.send is not None:
             sent = await self._send_email(
-                _send_request(self._input, self._invoice, step, info.workflow_id, self.lifecycle),
+                send_request(self._input, self._invoice, step, info.workflow_id, self.lifecycle),
                 self._input.automation.send_window,
                 self._input.customer_timezone,
                 self._input.customer_country,
@@ -374,7 +374,7 @@ class DunningWorkflow(LifecycleHandlers):
             )
 
 
-def _send_request(
+def send_request(
     input: DunningInput, invoice: InvoiceInfo, step: Step, workflow_id: str, lifecycle: str
 ) -> dict[str, object]:
     """The send_email activity's input (a dict: workflows do not import the activities)."""

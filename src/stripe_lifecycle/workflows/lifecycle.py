@@ -22,6 +22,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from stripe_lifecycle.automations import Automation, Step
     from stripe_lifecycle.links import HOSTED_SURVEY, PORTAL
+    from stripe_lifecycle.template_context import with_customer_and_offer
     from stripe_lifecycle.workflows.dunning import (
         MAIL_RETRY,
         NOT_SENT,
@@ -259,14 +260,12 @@ class SequenceWorkflow(LifecycleHandlers):
         self._done.append(record)
 
     def _template_context(self) -> dict[str, Any]:
-        context: dict[str, Any] = {
-            "customer": {"email": self._input.customer_email, "name": self._input.customer_name},
-            **self._context,
-        }
-        offer = self._input.automation.offer
-        if offer is not None:
-            context["offer"] = {"code": offer.code, "description": offer.description}
-        return context
+        return with_customer_and_offer(
+            self._context,
+            self._input.customer_email,
+            self._input.customer_name,
+            self._input.automation.offer,
+        )
 
     def _destinations(self) -> dict[str, str]:
         # Markers the tracking endpoint resolves at click time: a fresh Customer Portal

@@ -1,0 +1,134 @@
+"""Shared by the report and dashboard tests: dunning emails and paid invoices recorded by
+the worker's real mail and conversion activities in the API's database, and clicks through
+the API's real tracking redirect."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Self
+
+import httpx
+from fastapi import FastAPI
+from temporalio.testing import ActivityEnvironment
+
+from stripe_lifecycle.activities.conversions import ConversionActivities
+from stripe_lifecycle.activities.mail import MailActivities, SendEmailInput
+from stripe_lifecycle.attribution import Policy
+from stripe_lifecycle.db import SessionMaker
+from stripe_lifecycle.mail.templates import Brand
+from stripe_lifecycle.mail.transports import OutboxTransport
+from stripe_lifecycle.models import Message
+from stripe_lifecycle.settings import Settings
+from stripe_lifecycle.workflows.dunning import ConversionInput
+
+from . import delivery_helpers
+from .conftest import app_settings, free_port, running_api
+from .delivery_helpers import CUSTOMER, INVOICE
+
+
+def invoice() -> str:
+    """A new invoice id; each invoice has a dunning of its own, `dunning-{invoice_id}`."""
+    return f"in_{uuid.uuid4().hex[:12]}"
+
+
+def step_key(index: int, template: str) -> str:
+    """The dunning's step that sends `template` as its `index`th email."""
+    return f"{index}-{template.replace('/', '-')}"
+
+
+def mail_activities(settings: Settings, sessionmaker: SessionMaker) -> MailActivities:
+    """The mail activities, branded and linking as the API's `settings` say, recording
+    emails without sending them (outbox)."""
+    return delivery_helpers.mail_activities(
+        OutboxTransport(),
+        sessionmaker,
+        brand=Brand.from_settings(settings),
+        public_url=settings.public_url,
+    )
+
+
+@dataclass
+class DunningRig:
+    """The API (`http`), and the worker's real mail and conversion activities writing to
+    the API's database."""
+
+    http: httpx.AsyncClient
+    settings: Settings
+    sessionmaker: SessionMaker
+    mail: MailActivities
+    app: FastAPI | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def running(cls, database_url: str, task_queue: str) -> AsyncIterator[Self]:
+        """The rig on the API serving `database_url`. No Temporal behind it: the app's
+        client is lazy, so an unused port will do."""
+        settings = app_settings(database_url, f"127.0.0.1:{free_port()}", task_queue)
+        async with running_api(settings) as (app, http):
+            sessionmaker: SessionMaker = app.state.lifecycle.sessionmaker
+            yield cls(http, settings, sessionmaker, mail_activities(settings, sessionmaker), app)
+
+    async def send(
+        self, invoice_id: str, index: int, template: str, currency: str = "usd"
+    ) -> Message:
+        """One email of the invoice's dunning, recorded (not sent: the outbox)."""
+        request = SendEmailInput(
+            workflow_id=f"dunning-{invoice_id}",
+            step=step_key(index, template),
+            customer_id=f"cus_{invoice_id}",
+            lifecycle="dunning",
+            automation="dunning-default",
+            template=template,
+            to="ada@example.com",
+            livemode=False,
+            context={
+                "customer": CUSTOMER,
+                "invoice": {**INVOICE, "currency": currency, "next_payment_attempt": None},
+            },
+            destinations={"update_payment": "https://invoice.stripe.com/i/acct_1/test"},
+        )
+        result = await ActivityEnvironment().run(self.mail.send_email, request)
+        async with self.sessionmaker() as session:
+            message = await session.get(Message, result.message_id)
+        assert message is not None and message.status == "recorded"
+        return message
+
+    async def click(self, message: Message) -> None:
+        """Follows the email's tracked link, as the reader does."""
+        [link] = [url for url in message.links if "/t/" in url]
+        response = await self.http.get("/t/" + link.partition("/t/")[2])
+        assert response.status_code == 302, response.text
+
+    async def recover(
+        self,
+        invoice_id: str,
+        at: int,
+        amount: int = 4900,
+        currency: str = "usd",
+        *,
+        policy: Policy | None = None,
+    ) -> str | None:
+        """The invoice paid at `at` (unix time), `amount` being the MRR it wins back too,
+        recorded by the real conversion activity; the id of the email credited, if any."""
+        activities = ConversionActivities(self.sessionmaker, policy or Policy())
+        conversion = ConversionInput(
+            stripe_event_id=f"evt_paid_{invoice_id}",
+            kind="recovered",
+            customer_id=f"cus_{invoice_id}",
+            lifecycle="dunning",
+            workflow_id=f"dunning-{invoice_id}",
+            automation="dunning-default",
+            invoice_id=invoice_id,
+            subscription_id="sub_1",
+            amount_cents=amount,
+            mrr_delta_cents=amount,
+            currency=currency,
+            occurred_at=at,
+        )
+        credited: str | None = await ActivityEnvironment().run(
+            activities.record_conversion, conversion
+        )
+        return credited
