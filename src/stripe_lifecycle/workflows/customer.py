@@ -91,8 +91,8 @@ INVOICE_LIFECYCLES = (
 # Finished lifecycles kept in the entity's state (running ones are always kept).
 FINISHED_LIFECYCLES_KEPT = 50
 
-# Histories recorded before the subscription and card lifecycles existed replay without
-# them; runs from then on take the new branch.
+# Runs recorded before the subscription and card lifecycles existed replay without them;
+# runs started since (continue-as-new included) take the new branch.
 SEQUENCES_PATCH = "subscription-and-card-lifecycles"
 
 # The DB may be down for a while; keep trying rather than drop a snapshot.
@@ -124,6 +124,7 @@ class CustomerWorkflow:
         self._input = input
         self._ledger = CustomerLedger(input.state or new_state(input.customer_id))
         self._pending: list[BillingEvent] = list(input.pending)
+        self._sequences = False
         # Search attributes survive continue-as-new; start from what the run already has.
         current = workflow.info().typed_search_attributes
         self._indexed: dict[str, Any] = {
@@ -134,6 +135,9 @@ class CustomerWorkflow:
 
     @workflow.run
     async def run(self, input: CustomerWorkflowInput) -> None:
+        # Decided once, in the run's first workflow task: a patch asked for later, after a
+        # local activity, can land in a different task on replay than it did live.
+        self._sequences = workflow.patched(SEQUENCES_PATCH)
         self._set_details()
         while True:
             await workflow.wait_condition(lambda: bool(self._pending) or self._history_full())
@@ -211,10 +215,9 @@ class CustomerWorkflow:
             for e in batch
             if e.invoice is not None and ENDING_EVENTS.get(e.type) == RECOVERED
         }
-        sequences = workflow.patched(SEQUENCES_PATCH)
         for event, before in applied:
             await self._route(event, paid_now)
-            if sequences:
+            if self._sequences:
                 for decision in rules.decide(event, before, self._ledger):
                     await self._carry_out(decision, event)
         self._set_details()
