@@ -1712,3 +1712,51 @@ def test_legacy_card_watch_survives_the_next_unrelated_event() -> None:
     assert cus.batch(expiring) == [card_start("card_legacy", "201202", at(2012, 3))]
     paid = invoice_event(cus.id, created=LEGACY_AT + DAY, sub_id=None, amount_paid=2000)
     assert cus.step(paid) == []
+
+
+# --- Regressions found in review ----------------------------------------------------
+
+
+def test_two_upgrades_in_one_batch_add_up_to_the_real_gain() -> None:
+    """$49 → $99 → $149 delivered together: +$50 and +$50, not +$100 and +$50."""
+    cus = active_customer()
+    items: dict[str, Any] = {"items": {"data": []}}
+    decisions = cus.batch(
+        sub_event(cus.id, created=T + DAY, unit_amount=9900, previous=items),
+        sub_event(cus.id, created=T + DAY + 1, unit_amount=14900, previous=items),
+    )
+    gains = [d.mrr_delta_cents for d in decisions if isinstance(d, Convert)]
+    assert gains == [5000, 5000]
+
+
+def test_a_cancellation_that_went_through_is_never_saved() -> None:
+    """An update and the deletion of a scheduled cancellation in one batch: cancelled."""
+    cus = scheduled_customer()
+    decisions = cus.batch(
+        sub_event(cus.id, created=T + 2 * DAY, cancel_at_period_end=True, metadata={"x": "1"}),
+        sub_event(cus.id, created=T + 3 * DAY, status="canceled", type_=DELETED),
+    )
+    assert not [d for d in decisions if isinstance(d, Convert)]
+    assert End(SC_ID, "cancelled") in decisions
+    assert End(SC_ID, "saved") not in decisions
+
+
+def test_a_comeback_through_a_trial_is_credited_once_to_the_trial() -> None:
+    cus = churned_customer()
+    trial_end = DELETED_AT + 15 * DAY
+    cus.batch(comeback(cus, status="trialing", period_end=trial_end, trial_end=trial_end))
+    paid = invoice_event(
+        cus.id, created=trial_end + 60, sub_id="sub_new", amount_paid=4900, invoice_id="in_new"
+    )
+    active = sub_event(
+        cus.id, created=trial_end + 30, sub_id="sub_new", period_end=trial_end + 30 * DAY
+    )
+    conversions = [d for d in cus.batch(active, paid) if isinstance(d, Convert)]
+    assert [(c.kind, c.lifecycle) for c in conversions] == [("trial_converted", TRIAL)]
+
+
+def test_a_second_card_without_a_known_default_replaces_nothing() -> None:
+    cus = subscribed_customer()
+    assert cus.step(card_event(cus.id)) == [card_start()]
+    second = card_event(cus.id, created=CARD_ATTACHED + DAY, pm_id="pm_other", exp_year=2030)
+    assert [d for d in cus.step(second) if isinstance(d, End)] == []

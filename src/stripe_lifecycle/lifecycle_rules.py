@@ -30,6 +30,8 @@ UPGRADE = "upgrade"
 
 PAID_EVENTS = frozenset({"invoice.paid", "invoice.payment_succeeded"})
 DELETED = "customer.subscription.deleted"
+# A subscription in one of these is over: nothing about it can be saved any more.
+ENDED = frozenset({"canceled", "incomplete_expired"})
 # A trial that ends in one of these did not turn into a paying subscription.
 TRIAL_LAPSED = frozenset({"canceled", "incomplete_expired", "paused"})
 TRIAL_UNPAID = frozenset({"past_due", "unpaid"})
@@ -208,7 +210,7 @@ def _scheduled_cancel(
         if event.type == DELETED:
             # The period ended: win-back takes over.
             return [End(wid, "cancelled")]
-        if not sub.cancel_scheduled:
+        if not sub.cancel_scheduled and sub.status not in ENDED:
             saved = Convert(
                 "saved",
                 SCHEDULED_CANCEL,
@@ -246,7 +248,8 @@ def _winback(
         r for r in ledger.state.lifecycles if r.lifecycle == WINBACK and r.subscription_id != sub.id
     ]
     if became_active:
-        pending = [r for r in others if not r.converted]
+        # A comeback through a new trial is credited once, to the trial, when it converts.
+        pending = [r for r in others if not r.converted and r.status != "trial_started"]
         if not pending:
             return []
         latest = pending[-1]
@@ -316,12 +319,17 @@ def _plan_change(
         return []
     if not PLAN_FIELDS & set(event.previous_attributes):
         return []
+    # The change this event made: its own subscription against the one before it (the
+    # ledger's state is the whole batch's; an event older than that changed nothing).
+    now = event.subscription
+    if now is None or event.created < before.version:
+        return []
     # Only paying subscriptions move MRR; a trial changing plan is not revenue yet.
-    if before.status not in MRR_STATUSES or sub.status not in MRR_STATUSES:
+    if before.status not in MRR_STATUSES or now.status not in MRR_STATUSES:
         return []
-    if before.currency != sub.currency:
+    if before.currency != now.currency:
         return []
-    delta = sub.mrr_cents - before.mrr_cents
+    delta = now.mrr_cents - before.mrr_cents
     if delta > 0:
         campaigns = _running(ledger, UPGRADE)
         credited = [
@@ -348,9 +356,12 @@ def _card_expiring(event: BillingEvent, ledger: CustomerLedger) -> list[Decision
     live = ledger.has_live_subscription()
     decisions: list[Decision] = []
     for ref in _running(ledger, CARD_EXPIRING):
-        if card is None or card.id != ref.subject_id:
+        watched = ledger.snapshot.payment_methods.get(ref.subject_id or "")
+        # Replaced: detached, or another card is now the one billed. Not knowing which
+        # card is billed (a second card, no default seen) replaces nothing.
+        if watched is None or watched.detached or (card is not None and card.id != watched.id):
             decisions.append(End(ref.workflow_id, "replaced"))
-        elif card_expiry(card) != ref.anchor:
+        elif card_expiry(watched) != ref.anchor:
             # The card network sent new dates (payment_method.automatically_updated).
             decisions.append(End(ref.workflow_id, "card_updated"))
         elif not live:

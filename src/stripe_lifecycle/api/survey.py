@@ -64,7 +64,7 @@ REASON_LABELS: dict[CancellationReason, str] = {
 _SURVEY = TokenPage(
     "survey.html",
     """{% extends "token_page.html" %}
-{% block title %}{{ "Thank you" if thanks else "Why did you cancel?" }}{% endblock %}
+{% block title %}{{ "Thank you" if thanks else question }}{% endblock %}
 {% block style %}
 .choice { align-items: center; }
 .choice input { margin: 0; }
@@ -80,7 +80,7 @@ button { margin-top: 16px; }
 <p>We've got your answer. It helps us make {{ brand.name }} better.</p>
 <p class="muted">Changed your mind? Open the link in the email again to change your answer.</p>
 {% else %}
-<h1>Why did you cancel?</h1>
+<h1>{{ question }}</h1>
 <p>Your answer helps us make {{ brand.name }} better. It takes a few seconds.</p>
 {% if error %}<p class="error" role="alert">{{ error }}</p>{% endif %}
 <form method="post">
@@ -101,8 +101,14 @@ button { margin-top: 16px; }
 )
 
 
+# The same reasons explain a downgrade: its check-in email links here too.
+QUESTIONS = {"plan_change": "What made you change your plan?"}
+DEFAULT_QUESTION = "Why did you cancel?"
+
+
 def _page(
     brand: Brand,
+    message: Message,
     *,
     status_code: int = status.HTTP_200_OK,
     thanks: bool = False,
@@ -113,6 +119,7 @@ def _page(
     return _SURVEY.respond(
         status_code,
         brand=brand,
+        question=QUESTIONS.get(message.lifecycle, DEFAULT_QUESTION),
         thanks=thanks,
         reasons=REASON_LABELS,
         reason=reason,
@@ -157,6 +164,7 @@ async def survey_page(token: str, state: AppStateDep, session: SessionDep) -> HT
     answer = await _answer_to(session, message.id)
     return _page(
         Brand.from_settings(state.settings),
+        message,
         reason=answer.reason if answer else None,
         comment=answer.comment if answer else None,
     )
@@ -181,6 +189,7 @@ async def answer_survey(
     if error:
         return _page(
             brand,
+            message,
             status_code=HTTPStatus.UNPROCESSABLE_ENTITY,
             reason=reason,
             comment=comment,
@@ -210,7 +219,7 @@ async def answer_survey(
         )
     )
     await session.commit()
-    return _page(brand, thanks=True)
+    return _page(brand, message, thanks=True)
 
 
 class FeedbackIn(BaseModel):

@@ -333,6 +333,9 @@ class CustomerWorkflow:
                 update.context = subscription_context(self._ledger, ref.subscription_id)
             else:
                 update.outcome = decision.outcome
+                # Ended now, not when the child's report arrives: an event right behind
+                # this one (a cancellation scheduled again) must find it ended.
+                ref.status = decision.outcome
             await workflow.get_external_workflow_handle(decision.workflow_id).signal(
                 "lifecycle_update", update
             )
