@@ -33,12 +33,13 @@ def _mac(secret: bytes, purpose: bytes, payload: bytes) -> bytes:
     return hmac.new(secret, purpose + b":" + payload, hashlib.sha256).digest()[:_MAC_BYTES]
 
 
-def _sign(secret: bytes, purpose: bytes, first: str, second: str) -> str:
-    payload = f"{first}:{second}".encode()
+def seal(secret: bytes, purpose: bytes, payload: bytes) -> str:
+    """`payload` made tamper-proof for one purpose (links, unsubscribes, sessions, ...)."""
     return f"{_b64(payload)}.{_b64(_mac(secret, purpose, payload))}"
 
 
-def _read(secret: bytes, purpose: bytes, token: str) -> tuple[str, str] | None:
+def unseal(secret: bytes, purpose: bytes, token: str) -> bytes | None:
+    """The payload of a genuine token sealed for `purpose`; None for anything else."""
     encoded, sep, signature = token.partition(".")
     if not sep:
         return None
@@ -46,7 +47,16 @@ def _read(secret: bytes, purpose: bytes, token: str) -> tuple[str, str] | None:
         payload, mac = _unb64(encoded), _unb64(signature)
     except (ValueError, TypeError):
         return None
-    if not hmac.compare_digest(mac, _mac(secret, purpose, payload)):
+    return payload if hmac.compare_digest(mac, _mac(secret, purpose, payload)) else None
+
+
+def _sign(secret: bytes, purpose: bytes, first: str, second: str) -> str:
+    return seal(secret, purpose, f"{first}:{second}".encode())
+
+
+def _read(secret: bytes, purpose: bytes, token: str) -> tuple[str, str] | None:
+    payload = unseal(secret, purpose, token)
+    if payload is None:
         return None
     first, sep, second = payload.decode(errors="replace").rpartition(":")
     return (first, second) if sep and first and second else None

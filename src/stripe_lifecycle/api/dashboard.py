@@ -22,7 +22,6 @@ derived from the session; the strict same-site cookie is the second guard.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import hmac
 import json
@@ -46,6 +45,7 @@ from sqlmodel import col
 from temporalio.client import Client
 
 from stripe_lifecycle import contract
+from stripe_lifecycle.links import seal, unseal
 from stripe_lifecycle.models import Customer
 from stripe_lifecycle.money import currency_exponent, format_amount
 from stripe_lifecycle.reports import (
@@ -121,36 +121,18 @@ def session_secret(settings: Settings) -> bytes:
     return hmac.new(settings.link_secret_bytes(), b"dashboard-session", hashlib.sha256).digest()
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _mac(secret: bytes, purpose: bytes, payload: bytes) -> bytes:
-    return hmac.new(secret, purpose + b":" + payload, hashlib.sha256).digest()
-
-
 def seal_session(secret: bytes, session: DashboardSession) -> str:
     payload = json.dumps(
         {"r": session.role, "k": session.key_id, "e": session.expires_at, "n": session.nonce},
         separators=(",", ":"),
     ).encode()
-    return f"{_b64(payload)}.{_b64(_mac(secret, b'session', payload))}"
+    return seal(secret, b"session", payload)
 
 
 def open_session(secret: bytes, token: str, now: float) -> DashboardSession | None:
     """The session of a genuine, unexpired cookie; None for anything else."""
-    encoded, sep, signature = token.partition(".")
-    if not sep:
-        return None
-    try:
-        payload, mac = _unb64(encoded), _unb64(signature)
-    except (ValueError, TypeError):
-        return None
-    if not hmac.compare_digest(mac, _mac(secret, b"session", payload)):
+    payload = unseal(secret, b"session", token)
+    if payload is None:
         return None
     try:
         values = json.loads(payload)
@@ -168,7 +150,8 @@ def open_session(secret: bytes, token: str, now: float) -> DashboardSession | No
 
 
 def csrf_token(secret: bytes, session: DashboardSession) -> str:
-    return _b64(_mac(secret, b"csrf", session.nonce.encode())[:16])
+    # The MAC part of the nonce sealed for CSRF: nothing a page could guess or reuse.
+    return seal(secret, b"csrf", session.nonce.encode()).rpartition(".")[2]
 
 
 @dataclass(frozen=True)
