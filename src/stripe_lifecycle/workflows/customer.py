@@ -283,39 +283,31 @@ class CustomerWorkflow:
         )
         if automation is None:
             return
-        try:
-            await workflow.start_child_workflow(
-                kind.workflow.run,
-                DunningInput(
-                    customer_id=snap.customer_id,
-                    invoice=invoice,
-                    automation=automation,
-                    customer_email=snap.email,
-                    customer_name=snap.name,
-                    livemode=event.livemode,
-                    mrr_cents=sub.mrr_cents if sub else 0,
-                    customer_timezone=self._ledger.timezone,
-                    customer_country=snap.country,
-                ),
-                id=workflow_id,
-                # Children outlive this run's continue-as-new; each reports back by signal.
-                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                # One dunning per invoice ever: a later failure of an invoice whose dunning
-                # support stopped must not start it again.
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=self._child_attributes(kind.lifecycle, automation, event),
-                static_summary=f"{kind.workflow.title} of invoice {invoice.id} ({automation.name})",
-            )
-        except WorkflowAlreadyStartedError:
-            return
-        self._ledger.state.lifecycles.append(
+        await self._start_child(
+            kind.workflow.run,
+            DunningInput(
+                customer_id=snap.customer_id,
+                invoice=invoice,
+                automation=automation,
+                customer_email=snap.email,
+                customer_name=snap.name,
+                livemode=event.livemode,
+                mrr_cents=sub.mrr_cents if sub else 0,
+                customer_timezone=self._ledger.timezone,
+                customer_country=snap.country,
+            ),
             LifecycleRef(
                 workflow_id=workflow_id,
                 lifecycle=kind.lifecycle,
                 automation=automation.name,
                 invoice_id=invoice.id,
                 subscription_id=invoice.subscription_id,
-            )
+            ),
+            event,
+            # One dunning per invoice ever: a later failure of an invoice whose dunning
+            # support stopped must not start it again.
+            reusable=False,
+            summary=f"{kind.workflow.title} of invoice {invoice.id} ({automation.name})",
         )
 
     async def _carry_out(self, decision: rules.Decision, event: BillingEvent) -> None:
@@ -369,35 +361,21 @@ class CustomerWorkflow:
         if automation is None:
             return
         kind = SEQUENCE_WORKFLOWS[start.lifecycle]
-        try:
-            await workflow.start_child_workflow(
-                kind.run,  # type: ignore[attr-defined]
-                LifecycleInput(
-                    customer_id=snap.customer_id,
-                    automation=automation,
-                    subject_id=start.subject_id,
-                    subscription_id=start.subscription_id,
-                    anchor=start.anchor,
-                    customer_email=snap.email,
-                    customer_name=snap.name,
-                    livemode=event.livemode,
-                    context=subscription_context(self._ledger, start.subscription_id),
-                    customer_timezone=self._ledger.timezone,
-                    customer_country=snap.country,
-                ),
-                id=start.workflow_id,
-                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                # Ids name one instance (a trial, a renewal period); only a cancellation
-                # that was undone and scheduled again reuses its id.
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE
-                if start.reusable
-                else WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=self._child_attributes(start.lifecycle, automation, event),
-                static_summary=f"{kind.title} of {start.subject_id} ({automation.name})",
-            )
-        except WorkflowAlreadyStartedError:
-            return
-        self._ledger.state.lifecycles.append(
+        await self._start_child(
+            kind.run,  # type: ignore[attr-defined]
+            LifecycleInput(
+                customer_id=snap.customer_id,
+                automation=automation,
+                subject_id=start.subject_id,
+                subscription_id=start.subscription_id,
+                anchor=start.anchor,
+                customer_email=snap.email,
+                customer_name=snap.name,
+                livemode=event.livemode,
+                context=subscription_context(self._ledger, start.subscription_id),
+                customer_timezone=self._ledger.timezone,
+                customer_country=snap.country,
+            ),
             LifecycleRef(
                 workflow_id=start.workflow_id,
                 lifecycle=start.lifecycle,
@@ -405,8 +383,41 @@ class CustomerWorkflow:
                 subscription_id=start.subscription_id,
                 subject_id=start.subject_id,
                 anchor=start.anchor,
-            )
+            ),
+            event,
+            # Ids name one instance (a trial, a renewal period); only a cancellation
+            # that was undone and scheduled again reuses its id.
+            reusable=start.reusable,
+            summary=f"{kind.title} of {start.subject_id} ({automation.name})",
         )
+
+    async def _start_child(
+        self,
+        run: Any,
+        input: object,
+        ref: LifecycleRef,
+        event: BillingEvent,
+        *,
+        reusable: bool,
+        summary: str,
+    ) -> None:
+        """Start a lifecycle child and remember it; an id already taken starts nothing."""
+        try:
+            await workflow.start_child_workflow(
+                run,
+                input,
+                id=ref.workflow_id,
+                # Children outlive this run's continue-as-new; each reports back by signal.
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE
+                if reusable
+                else WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=self._child_attributes(ref.lifecycle, ref.automation, event),
+                static_summary=summary,
+            )
+        except WorkflowAlreadyStartedError:
+            return
+        self._ledger.state.lifecycles.append(ref)
 
     async def _choose_automation(
         self, lifecycle: str, workflow_id: str, event: BillingEvent, **trigger: Any
@@ -456,13 +467,13 @@ class CustomerWorkflow:
         )
 
     def _child_attributes(
-        self, lifecycle: str, automation: Automation, event: BillingEvent
+        self, lifecycle: str, automation: str, event: BillingEvent
     ) -> TypedSearchAttributes:
         snap = self._ledger.snapshot
         attributes: list[SearchAttributePair[Any]] = [
             SearchAttributePair(contract.CUSTOMER_ID, snap.customer_id),
             SearchAttributePair(contract.LIFECYCLE, lifecycle),
-            SearchAttributePair(contract.AUTOMATION, automation.name),
+            SearchAttributePair(contract.AUTOMATION, automation),
             SearchAttributePair(contract.LIVEMODE, event.livemode),
         ]
         if self._input.index_email and snap.email:

@@ -177,6 +177,28 @@ class LifecycleHandlers:
             if not await self._hold_until(free):
                 return None
 
+    async def _notify_team(
+        self, step_key: str, customer_id: str, automation: str, subject: str, text: str
+    ) -> str:
+        """The `notify_team` action: a notice to LIFECYCLE_TEAM_EMAIL, sent once; its status."""
+        workflow_id = workflow.info().workflow_id
+        result: dict[str, Any] = await workflow.execute_activity(
+            "notify_team",
+            {
+                "key": f"{workflow_id}/{step_key}",
+                "customer_id": customer_id,
+                "workflow_id": workflow_id,
+                "lifecycle": self.lifecycle,
+                "automation": automation,
+                "subject": subject,
+                "text": text,
+            },
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=MAIL_RETRY,
+            result_type=dict,
+        )
+        return str(result.get("status"))
+
     async def _hold_until(self, at: datetime) -> bool:
         """Wait until `at`; False if the lifecycle ended meanwhile."""
         wait = at - workflow.now()
@@ -293,26 +315,16 @@ class DunningWorkflow(LifecycleHandlers):
             status = str(sent.get("status")) if sent is not None else NOT_SENT
             target = step.send
         elif step.action == "notify_team":
-            result = await workflow.execute_activity(
-                "notify_team",
-                {
-                    "key": f"{info.workflow_id}/{step.key}",
-                    "customer_id": self._input.customer_id,
-                    "workflow_id": info.workflow_id,
-                    "lifecycle": self.lifecycle,
-                    "automation": self._input.automation.name,
-                    "subject": f"{self.title} of invoice {self._invoice.id} reached its end",
-                    "text": (
-                        f"Automation {self._input.automation.name} finished its sequence for "
-                        f"invoice {self._invoice.id} (customer {self._input.customer_id}, "
-                        f"{self._invoice.attempt_count} payment attempts) without a payment."
-                    ),
-                },
-                start_to_close_timeout=timedelta(minutes=2),
-                retry_policy=MAIL_RETRY,
-                result_type=dict,
+            status = await self._notify_team(
+                step.key,
+                self._input.customer_id,
+                self._input.automation.name,
+                f"{self.title} of invoice {self._invoice.id} reached its end",
+                f"Automation {self._input.automation.name} finished its sequence for "
+                f"invoice {self._invoice.id} (customer {self._input.customer_id}, "
+                f"{self._invoice.attempt_count} payment attempts) without a payment.",
             )
-            status, target = str(result.get("status")), "notify_team"
+            target = "notify_team"
         else:
             result = await workflow.execute_activity(
                 "stripe_action",

@@ -24,7 +24,6 @@ with workflow.unsafe.imports_passed_through():
     from stripe_lifecycle.links import HOSTED_SURVEY, PORTAL
     from stripe_lifecycle.template_context import with_customer_and_offer
     from stripe_lifecycle.workflows.dunning import (
-        MAIL_RETRY,
         NOT_SENT,
         LifecycleHandlers,
         StepRecord,
@@ -235,28 +234,15 @@ class SequenceWorkflow(LifecycleHandlers):
             status = str(sent.get("status")) if sent is not None else NOT_SENT
             record = StepRecord(step.key, "send", step.send, status, workflow.now())
         else:
-            result = await workflow.execute_activity(
-                "notify_team",
-                {
-                    "key": f"{info.workflow_id}/{step.key}",
-                    "customer_id": self._input.customer_id,
-                    "workflow_id": info.workflow_id,
-                    "lifecycle": self.lifecycle,
-                    "automation": automation.name,
-                    "subject": f"{self.title}: customer {self._input.customer_id}",
-                    "text": (
-                        f"Automation {automation.name} ({self.lifecycle}) reached step "
-                        f"{step.key} for customer {self._input.customer_id}, "
-                        f"{self._input.subject_id}."
-                    ),
-                },
-                start_to_close_timeout=timedelta(minutes=2),
-                retry_policy=MAIL_RETRY,
-                result_type=dict,
+            status = await self._notify_team(
+                step.key,
+                self._input.customer_id,
+                automation.name,
+                f"{self.title}: customer {self._input.customer_id}",
+                f"Automation {automation.name} ({self.lifecycle}) reached step {step.key} "
+                f"for customer {self._input.customer_id}, {self._input.subject_id}.",
             )
-            record = StepRecord(
-                step.key, "action", "notify_team", str(result.get("status")), workflow.now()
-            )
+            record = StepRecord(step.key, "action", "notify_team", status, workflow.now())
         self._done.append(record)
 
     def _template_context(self) -> dict[str, Any]:
