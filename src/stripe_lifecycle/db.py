@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -40,3 +42,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def create_sessionmaker(engine: AsyncEngine) -> SessionMaker:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def insert_for(dialect: str) -> Callable[..., postgresql.Insert | sqlite.Insert]:
+    """`insert` with ON CONFLICT for the database in use: both dialects spell the clause
+    the same, but each has its own construct."""
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert

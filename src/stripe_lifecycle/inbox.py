@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Table
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
+
+from stripe_lifecycle.db import insert_for
 
 from .models import WebhookEvent
 
@@ -36,7 +37,7 @@ class InboxWriter:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._table: Table = SQLModel.metadata.tables[WebhookEvent.__tablename__]
-        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        insert = insert_for(engine.dialect.name)
         # One statement object, executed with many parameter sets: SQLAlchemy compiles it
         # once and sends each batch as multi-row INSERT ... RETURNING.
         self._statement = (

@@ -3,13 +3,12 @@
 from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from temporalio import activity
 
 from stripe_lifecycle.attribution import NOT_TOUCHES, Policy, Touch, attribute, split_amount
-from stripe_lifecycle.db import SessionMaker
+from stripe_lifecycle.db import SessionMaker, insert_for
 from stripe_lifecycle.models import (
     CREDITABLE_STATUSES,
     Conversion,
@@ -46,7 +45,7 @@ class ConversionActivities:
             credits = attribute(touches, occurred, window, self._policy.model)
             top = credits[0] if credits else None
             dialect = session.get_bind().dialect.name
-            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            insert = insert_for(dialect)
             conversion_id = (
                 await session.execute(
                     insert(Conversion)

@@ -16,13 +16,12 @@ from typing import Any
 
 from jinja2 import TemplateError
 from sqlalchemy import false, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from stripe_lifecycle.db import SessionMaker
+from stripe_lifecycle.db import SessionMaker, insert_for
 from stripe_lifecycle.links import tracked_url, unsubscribe_url
 from stripe_lifecycle.mail.templates import TemplateNotFound, TemplateRenderer
 from stripe_lifecycle.mail.transports import (
@@ -418,7 +417,7 @@ _MARKETING_LIFECYCLES = tuple(
 async def _upsert(session: AsyncSession, message: Message) -> None:
     """Insert the message, or refresh a retried one's row (same send key)."""
     row = message.model_dump()
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = insert_for(session.get_bind().dialect.name)
     await session.execute(
         insert(Message)
         .values(**row)

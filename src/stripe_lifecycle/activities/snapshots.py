@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import UTC, datetime
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col
 from temporalio import activity
 
 from stripe_lifecycle.billing import BillingSnapshot
-from stripe_lifecycle.db import SessionMaker
+from stripe_lifecycle.db import SessionMaker, insert_for
 from stripe_lifecycle.models import Customer
 
 
@@ -40,7 +39,7 @@ class SnapshotActivities:
         }
         async with self._sessionmaker() as session:
             dialect = session.get_bind().dialect.name
-            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            insert = insert_for(dialect)
             stmt = insert(Customer).values(**values)
             await session.execute(
                 stmt.on_conflict_do_update(

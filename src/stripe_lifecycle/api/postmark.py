@@ -33,10 +33,10 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from stripe_lifecycle.db import insert_for
 from stripe_lifecycle.models import (
     Message,
     MessageEvent,
@@ -242,7 +242,7 @@ async def _store_once(
         occurred_at=_timestamp(when),
         payload=record.model_dump(mode="json", exclude=_NOT_STORED),
     ).model_dump(exclude={"id"})
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = insert_for(session.get_bind().dialect.name)
     stored = await session.execute(
         insert(MessageEvent)
         .values(**row)
@@ -268,7 +268,7 @@ async def _suppress(
     row = Suppression(
         email=address, stream=stream, scope=scope, reason=reason[:64], message_id=message_id
     ).model_dump(exclude={"id"})
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = insert_for(session.get_bind().dialect.name)
     await session.execute(
         insert(Suppression)
         .values(**row)

@@ -15,10 +15,10 @@ from fastapi import APIRouter, Form, HTTPException, status
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from stripe_lifecycle.db import insert_for
 from stripe_lifecycle.links import read_token
 from stripe_lifecycle.mail.templates import Brand
 from stripe_lifecycle.models import (
@@ -209,7 +209,7 @@ async def answer_survey(
     ).model_dump(exclude={"id"})
     # An upsert on the unique message id, so a double-clicked submit cannot race itself
     # into an integrity error: the last answer wins.
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = insert_for(session.get_bind().dialect.name)
     await session.execute(
         insert(CancellationFeedback)
         .values(**values)

@@ -25,10 +25,10 @@ from typing import Annotated
 from fastapi import APIRouter, Form, HTTPException, status
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from stripe_lifecycle.db import insert_for
 from stripe_lifecycle.links import read_unsubscribe_token
 from stripe_lifecycle.mail.templates import Brand
 from stripe_lifecycle.models import MailCategory, MailPreference, utcnow
@@ -122,7 +122,7 @@ async def _subscribed(session: AsyncSession, customer_id: str) -> dict[str, bool
 async def _set(
     session: AsyncSession, customer_id: str, changes: dict[str, bool], source: str
 ) -> None:
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = insert_for(session.get_bind().dialect.name)
     now = utcnow()
     for category, subscribed in changes.items():
         # An upsert on (customer, category): a double-clicked button cannot race itself
