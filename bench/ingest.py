@@ -36,10 +36,10 @@ import asyncpg
 import httpx
 from temporalio.common import WorkflowIDConflictPolicy
 
-from stripe_lifecycle import contract
-from stripe_lifecycle.messages import BillingEvents
-from stripe_lifecycle.migrate import upgrade
-from stripe_lifecycle.stripe_normalise import normalise_event
+from stripe_lifecycle.domain import contract
+from stripe_lifecycle.domain.events import BillingEvents
+from stripe_lifecycle.intake.normalise import normalise_event
+from stripe_lifecycle.storage.migrate import upgrade
 from stripe_lifecycle.temporal_setup import start_dev_server, stop_process, wait_for_server
 from stripe_lifecycle.workflows.customer import CustomerWorkflow, CustomerWorkflowInput
 

@@ -26,12 +26,12 @@ from sqlmodel import col
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from stripe_lifecycle import contract
 from stripe_lifecycle.api.app import create_app
-from stripe_lifecycle.db import SessionMaker, create_engine, create_sessionmaker
-from stripe_lifecycle.migrate import upgrade
-from stripe_lifecycle.models import Message
+from stripe_lifecycle.domain import contract
 from stripe_lifecycle.settings import Settings
+from stripe_lifecycle.storage.db import SessionMaker, create_engine, create_sessionmaker
+from stripe_lifecycle.storage.migrate import upgrade
+from stripe_lifecycle.storage.models import Message
 from stripe_lifecycle.worker import build_worker
 
 from .signing import WEBHOOK_SECRET

@@ -17,10 +17,10 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from stripe_lifecycle.activities.mail import MailActivities, SendEmailInput
-from stripe_lifecycle.db import SessionMaker
 from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
 from stripe_lifecycle.mail.transports import MailTransport, PostmarkTransport
-from stripe_lifecycle.models import Message
+from stripe_lifecycle.storage.db import SessionMaker
+from stripe_lifecycle.storage.models import Message
 
 from .conftest import LINK_SECRET, free_port
 from .test_transports import TOKEN, PostmarkHttpServer, PostmarkState, serving

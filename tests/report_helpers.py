@@ -16,12 +16,12 @@ from temporalio.testing import ActivityEnvironment
 
 from stripe_lifecycle.activities.conversions import ConversionActivities
 from stripe_lifecycle.activities.mail import MailActivities, SendEmailInput
-from stripe_lifecycle.attribution import Policy
-from stripe_lifecycle.db import SessionMaker
+from stripe_lifecycle.domain.attribution import Policy
 from stripe_lifecycle.mail.templates import Brand
 from stripe_lifecycle.mail.transports import OutboxTransport
-from stripe_lifecycle.models import Message
 from stripe_lifecycle.settings import Settings
+from stripe_lifecycle.storage.db import SessionMaker
+from stripe_lifecycle.storage.models import Message
 from stripe_lifecycle.workflows.dunning import ConversionInput
 
 from . import delivery_helpers

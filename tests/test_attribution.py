@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from stripe_lifecycle.attribution import (
+from stripe_lifecycle.domain.attribution import (
     MODELS,
     WHOLE,
     Credit,

@@ -19,8 +19,8 @@ from sqlalchemy import select
 from sqlmodel import col
 from temporalio.testing import WorkflowEnvironment
 
-from stripe_lifecycle.db import create_engine, create_sessionmaker
-from stripe_lifecycle.models import Conversion
+from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
+from stripe_lifecycle.storage.models import Conversion
 
 from .conftest import SUPPORT_KEY, running_stack
 from .events import customer_event, from_fixture, subscription_event, unique_customer_id

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stripe_lifecycle.automations import (
+from stripe_lifecycle.domain.automations import (
     LIFECYCLES,
     PACKAGED_DEFAULTS,
     AutomationsError,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from stripe_lifecycle.billing import CustomerLedger, new_state
-from stripe_lifecycle.messages import (
+from stripe_lifecycle.domain.events import (
     BillingEvent,
     CustomerInfo,
     InvoiceInfo,
     SubscriptionInfo,
     SubscriptionItemInfo,
 )
+from stripe_lifecycle.domain.ledger import CustomerLedger, new_state
 
 CUS = "cus_A"
 

@@ -15,7 +15,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from stripe_lifecycle import contract
+from stripe_lifecycle.domain import contract
 from stripe_lifecycle.settings import Settings, parse_api_keys
 
 from .conftest import free_port

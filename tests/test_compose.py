@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from stripe_lifecycle import contract
+from stripe_lifecycle.domain import contract
 from stripe_lifecycle.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

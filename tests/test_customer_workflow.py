@@ -12,13 +12,13 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
-from stripe_lifecycle import contract
-from stripe_lifecycle.billing import BillingSnapshot
-from stripe_lifecycle.db import create_engine, create_sessionmaker
-from stripe_lifecycle.forwarder import ForwarderConfig, temporal_delivery
-from stripe_lifecycle.models import Customer
+from stripe_lifecycle.domain import contract
+from stripe_lifecycle.domain.ledger import BillingSnapshot
+from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
+from stripe_lifecycle.intake.normalise import normalise_event
 from stripe_lifecycle.settings import Settings
-from stripe_lifecycle.stripe_normalise import normalise_event
+from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
+from stripe_lifecycle.storage.models import Customer
 from stripe_lifecycle.worker import WORKFLOWS, build_worker, sandbox_runner
 from stripe_lifecycle.workflows.customer import CustomerWorkflow, CustomerWorkflowInput
 

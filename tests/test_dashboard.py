@@ -28,9 +28,9 @@ from stripe_lifecycle.api.dashboard import (
     seal_session,
     session_secret,
 )
-from stripe_lifecycle.models import SupportAction
-from stripe_lifecycle.reports import attribution_report, periods, recovery_series
 from stripe_lifecycle.settings import Settings
+from stripe_lifecycle.storage.models import SupportAction
+from stripe_lifecycle.storage.reports import attribution_report, periods, recovery_series
 
 from .conftest import (
     ADMIN_KEY,

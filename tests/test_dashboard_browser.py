@@ -24,9 +24,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from stripe_lifecycle.api.app import create_app
 from stripe_lifecycle.api.dashboard import BAR_COLOR, RATE_COLOR, key_fingerprint
-from stripe_lifecycle.db import SessionMaker, create_engine, create_sessionmaker
-from stripe_lifecycle.models import Message, SupportAction
 from stripe_lifecycle.settings import Settings
+from stripe_lifecycle.storage.db import SessionMaker, create_engine, create_sessionmaker
+from stripe_lifecycle.storage.models import Message, SupportAction
 from stripe_lifecycle.worker import build_worker
 
 from .conftest import SUPPORT_KEY, app_settings, free_port, temporal_address

@@ -13,8 +13,8 @@ from sqlalchemy import select
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from stripe_lifecycle.db import create_engine, create_sessionmaker
-from stripe_lifecycle.models import Conversion, SupportAction
+from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
+from stripe_lifecycle.storage.models import Conversion, SupportAction
 
 from .conftest import SUPPORT_KEY, running_stack
 from .events import customer_event, from_fixture, subscription_event, unique_customer_id

@@ -9,9 +9,9 @@ from sqlalchemy import select
 from temporalio.client import WorkflowHandle
 from temporalio.worker import Replayer
 
-from stripe_lifecycle.automations import Automation, Step
-from stripe_lifecycle.messages import InvoiceInfo
-from stripe_lifecycle.models import Conversion
+from stripe_lifecycle.domain.automations import Automation, Step
+from stripe_lifecycle.domain.events import InvoiceInfo
+from stripe_lifecycle.storage.models import Conversion
 from stripe_lifecycle.worker import WORKFLOWS, sandbox_runner
 from stripe_lifecycle.workflows.dunning import (
     DunningInput,

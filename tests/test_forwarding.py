@@ -11,9 +11,9 @@ from sqlalchemy import select
 from sqlmodel import col
 from temporalio.testing import WorkflowEnvironment
 
-from stripe_lifecycle import contract
-from stripe_lifecycle.db import create_engine, create_sessionmaker
-from stripe_lifecycle.models import InboxStatus, WebhookEvent
+from stripe_lifecycle.domain import contract
+from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
+from stripe_lifecycle.storage.models import InboxStatus, WebhookEvent
 from stripe_lifecycle.worker import build_worker
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 

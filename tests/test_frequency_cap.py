@@ -15,9 +15,9 @@ from sqlmodel import col
 from temporalio.testing import ActivityEnvironment
 
 from stripe_lifecycle.activities.mail import MailActivities, SendEmailInput, SendEmailResult
-from stripe_lifecycle.db import SessionMaker, create_engine, create_sessionmaker
 from stripe_lifecycle.mail.transports import SmtpTransport
-from stripe_lifecycle.models import MailPreference, Message, MessageStatus
+from stripe_lifecycle.storage.db import SessionMaker, create_engine, create_sessionmaker
+from stripe_lifecycle.storage.models import MailPreference, Message, MessageStatus
 
 from .delivery_helpers import SmtpInbox, mail_activities, message_rows, running_smtp, step_email
 

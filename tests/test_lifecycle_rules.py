@@ -15,14 +15,20 @@ from typing import Any
 
 import pytest
 
-from stripe_lifecycle.billing import (
+from stripe_lifecycle.domain.events import (
+    BillingEvent,
+    InvoiceInfo,
+    PaymentMethodInfo,
+    SubscriptionInfo,
+)
+from stripe_lifecycle.domain.ledger import (
     CustomerLedger,
     LifecycleRef,
     PaymentMethodState,
     SubscriptionState,
     new_state,
 )
-from stripe_lifecycle.lifecycle_rules import (
+from stripe_lifecycle.domain.rules import (
     CARD_EXPIRING,
     PLAN_CHANGE,
     RENEWAL,
@@ -45,13 +51,7 @@ from stripe_lifecycle.lifecycle_rules import (
     trial_id,
     winback_id,
 )
-from stripe_lifecycle.messages import (
-    BillingEvent,
-    InvoiceInfo,
-    PaymentMethodInfo,
-    SubscriptionInfo,
-)
-from stripe_lifecycle.stripe_normalise import normalise_event
+from stripe_lifecycle.intake.normalise import normalise_event
 
 from .events import customer_event, from_fixture, subscription_event, unique_customer_id
 

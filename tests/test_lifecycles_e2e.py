@@ -17,11 +17,11 @@ from sqlalchemy import select
 from sqlmodel import col
 from temporalio.worker import Worker
 
-from stripe_lifecycle import contract
-from stripe_lifecycle.billing import LifecycleRef
-from stripe_lifecycle.forwarder import ForwarderConfig, temporal_delivery
-from stripe_lifecycle.models import Conversion, Message
-from stripe_lifecycle.stripe_normalise import normalise_event
+from stripe_lifecycle.domain import contract
+from stripe_lifecycle.domain.ledger import LifecycleRef
+from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
+from stripe_lifecycle.intake.normalise import normalise_event
+from stripe_lifecycle.storage.models import Conversion, Message
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 
 from .conftest import WorkerRig

@@ -2,7 +2,7 @@
 
 import pytest
 
-from stripe_lifecycle.links import make_token, read_token, tracked_url
+from stripe_lifecycle.domain.links import make_token, read_token, tracked_url
 
 SECRET = b"s3cret-for-links"
 MESSAGE = "7d0a3c1e-5b2f-4f8e-9a61-2c4d8e0f1a2b"

@@ -10,8 +10,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from stripe_lifecycle.activities.mail import SendEmailInput
-from stripe_lifecycle.db import SessionMaker, create_engine, create_sessionmaker
-from stripe_lifecycle.links import make_token
+from stripe_lifecycle.domain.links import make_token
 from stripe_lifecycle.mail.transports import (
     OutboxTransport,
     OutgoingEmail,
@@ -21,7 +20,8 @@ from stripe_lifecycle.mail.transports import (
     TemporarySendError,
     UncertainSendError,
 )
-from stripe_lifecycle.models import Customer, Message, MessageClick, MessageStatus
+from stripe_lifecycle.storage.db import SessionMaker, create_engine, create_sessionmaker
+from stripe_lifecycle.storage.models import Customer, Message, MessageClick, MessageStatus
 
 from .conftest import (
     LINK_SECRET,

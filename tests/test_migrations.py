@@ -11,9 +11,9 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from stripe_lifecycle import models  # noqa: F401  (registers the tables)
-from stripe_lifecycle.db import create_engine
-from stripe_lifecycle.migrate import alembic_config, upgrade
+from stripe_lifecycle.storage import models  # noqa: F401  (registers the tables)
+from stripe_lifecycle.storage.db import create_engine
+from stripe_lifecycle.storage.migrate import alembic_config, upgrade
 
 
 def _diff(connection: Connection) -> list[Any]:

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from stripe_lifecycle.money import currency_exponent, format_amount, minor_to_major
+from stripe_lifecycle.domain.money import currency_exponent, format_amount, minor_to_major
 
 
 @pytest.mark.parametrize(

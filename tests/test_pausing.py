@@ -12,9 +12,9 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from stripe_lifecycle import contract
-from stripe_lifecycle.automations import Automation, Step
-from stripe_lifecycle.pausing import cancel_paused_instances
+from stripe_lifecycle.domain import contract
+from stripe_lifecycle.domain.automations import Automation, Step
+from stripe_lifecycle.temporal_setup import cancel_paused_instances
 from stripe_lifecycle.workflows.lifecycle import LifecycleInput, LifecycleResult, TrialWorkflow
 
 from .conftest import WorkerRig

@@ -15,10 +15,10 @@ import pytest
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from stripe_lifecycle.activities.mail import MailActivities, SendEmailInput
-from stripe_lifecycle.db import create_engine, create_sessionmaker
 from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
 from stripe_lifecycle.mail.transports import OutboxTransport
-from stripe_lifecycle.models import Customer, Message
+from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
+from stripe_lifecycle.storage.models import Customer, Message
 
 from .conftest import LINK_SECRET, app_settings, running_api, temporal_address
 

@@ -12,14 +12,14 @@ from pydantic import SecretStr
 from temporalio.testing import ActivityEnvironment
 
 from stripe_lifecycle.activities.mail import SendEmailResult
-from stripe_lifecycle.db import SessionMaker, create_engine, create_sessionmaker
 from stripe_lifecycle.mail.transports import (
     OutgoingEmail,
     TemporarySendError,
     build_transport,
 )
-from stripe_lifecycle.models import MessageStatus
 from stripe_lifecycle.settings import Settings
+from stripe_lifecycle.storage.db import SessionMaker, create_engine, create_sessionmaker
+from stripe_lifecycle.storage.models import MessageStatus
 
 from .delivery_helpers import (
     BROADCAST_STREAM,

@@ -16,8 +16,8 @@ from sqlmodel import col
 from temporalio.testing import ActivityEnvironment
 
 from stripe_lifecycle.activities.mail import MailActivities, SendEmailInput, SendEmailResult
-from stripe_lifecycle.db import SessionMaker
-from stripe_lifecycle.models import Customer, MessageEvent, MessageStatus, Suppression
+from stripe_lifecycle.storage.db import SessionMaker
+from stripe_lifecycle.storage.models import Customer, MessageEvent, MessageStatus, Suppression
 
 from .conftest import SUPPORT_KEY, app_settings, free_port, running_api
 from .delivery_helpers import (

@@ -17,10 +17,10 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import Connection
 from sqlmodel import col
 
-from stripe_lifecycle.attribution import Policy
-from stripe_lifecycle.db import create_engine
-from stripe_lifecycle.migrate import alembic_config, upgrade
-from stripe_lifecycle.models import Conversion, ConversionCredit
+from stripe_lifecycle.domain.attribution import Policy
+from stripe_lifecycle.storage.db import create_engine
+from stripe_lifecycle.storage.migrate import alembic_config, upgrade
+from stripe_lifecycle.storage.models import Conversion, ConversionCredit
 
 from .conftest import ADMIN_KEY, SUPPORT_KEY
 from .report_helpers import DunningRig, invoice, step_key

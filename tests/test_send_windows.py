@@ -9,8 +9,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from temporalio.api.enums.v1 import EventType
 
-from stripe_lifecycle.automations import Automation, AutomationsError, Step, parse_automations
-from stripe_lifecycle.send_windows import SendWindow, next_send_time, parse_window, zone_for
+from stripe_lifecycle.domain.automations import (
+    Automation,
+    AutomationsError,
+    Step,
+    parse_automations,
+)
+from stripe_lifecycle.domain.send_windows import SendWindow, next_send_time, parse_window, zone_for
 from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.workflows.dunning import (
     DunningInput,

@@ -20,7 +20,7 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from stripe_lifecycle.automations import Automation, Offer
+from stripe_lifecycle.domain.automations import Automation, Offer
 from stripe_lifecycle.mail.templates import format_date, month_name
 from stripe_lifecycle.worker import WORKFLOWS, sandbox_runner
 from stripe_lifecycle.workflows.dunning import CancelRequest

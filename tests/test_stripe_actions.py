@@ -21,7 +21,7 @@ from stripe_lifecycle.activities.stripe_actions import (
     StripeActivities,
 )
 from stripe_lifecycle.settings import Settings
-from stripe_lifecycle.stripe_client import build_stripe_client
+from stripe_lifecycle.stripe_api.client import build_stripe_client
 
 from .conftest import free_port
 from .test_transports import serving

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from stripe_lifecycle.messages import BillingEvent
-from stripe_lifecycle.stripe_normalise import (
+from stripe_lifecycle.domain.events import BillingEvent
+from stripe_lifecycle.intake.normalise import (
     event_customer_id,
     monthly_amount,
     normalise_event,

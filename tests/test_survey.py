@@ -15,8 +15,8 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from stripe_lifecycle.api.survey import subscription_of
-from stripe_lifecycle.links import make_token
-from stripe_lifecycle.models import CancellationFeedback, Message
+from stripe_lifecycle.domain.links import make_token
+from stripe_lifecycle.storage.models import CancellationFeedback, Message
 
 from .conftest import LINK_SECRET, SUPPORT_KEY, app_settings, free_port, running_api
 

@@ -15,7 +15,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from stripe_lifecycle.forwarder import ForwarderConfig, temporal_delivery
+from stripe_lifecycle.domain.money import format_amount
+from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
+from stripe_lifecycle.intake.normalise import normalise_event
 from stripe_lifecycle.mail import Brand, TemplateRenderer
 from stripe_lifecycle.mail.preview import (
     DEFAULT_SAMPLES,
@@ -32,9 +34,7 @@ from stripe_lifecycle.mail.preview import (
     render_preview,
     sample_event,
 )
-from stripe_lifecycle.money import format_amount
 from stripe_lifecycle.settings import Settings
-from stripe_lifecycle.stripe_normalise import normalise_event
 from stripe_lifecycle.worker import load_checked_automations
 
 from .conftest import ADMIN_KEY, LINK_SECRET, SUPPORT_KEY, WorkerRig, app_settings, free_port

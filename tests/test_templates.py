@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 from jinja2 import UndefinedError
 
-from stripe_lifecycle.mail import Brand, RenderedEmail, TemplateNotFound, TemplateRenderer
-from stripe_lifecycle.mail.templates import describe_card, format_date
-from stripe_lifecycle.messages import InvoiceInfo, PaymentMethodInfo, SubscriptionInfo
-from stripe_lifecycle.money import format_amount
-from stripe_lifecycle.settings import Settings
-from stripe_lifecycle.stripe_normalise import (
+from stripe_lifecycle.domain.events import InvoiceInfo, PaymentMethodInfo, SubscriptionInfo
+from stripe_lifecycle.domain.money import format_amount
+from stripe_lifecycle.intake.normalise import (
     parse_invoice,
     parse_payment_method,
     parse_subscription,
 )
+from stripe_lifecycle.mail import Brand, RenderedEmail, TemplateNotFound, TemplateRenderer
+from stripe_lifecycle.mail.templates import describe_card, format_date
+from stripe_lifecycle.settings import Settings
 
 from .stripe_fixtures import load_fixture
 

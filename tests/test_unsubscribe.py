@@ -15,9 +15,9 @@ from fastapi import FastAPI
 from temporalio.testing import ActivityEnvironment
 
 from stripe_lifecycle.activities.mail import MailActivities, SendEmailInput, SendEmailResult
-from stripe_lifecycle.links import make_token, make_unsubscribe_token, read_unsubscribe_token
+from stripe_lifecycle.domain.links import make_token, make_unsubscribe_token, read_unsubscribe_token
 from stripe_lifecycle.mail.transports import SmtpTransport
-from stripe_lifecycle.models import MessageStatus
+from stripe_lifecycle.storage.models import MessageStatus
 
 from .conftest import LINK_SECRET, app_settings, free_port, running_api
 from .delivery_helpers import (

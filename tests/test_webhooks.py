@@ -16,9 +16,9 @@ from sqlalchemy import select
 from sqlmodel import col
 from temporalio.testing import WorkflowEnvironment
 
-from stripe_lifecycle import contract
 from stripe_lifecycle.api.deps import AdminKey
-from stripe_lifecycle.models import InboxStatus, WebhookEvent
+from stripe_lifecycle.domain import contract
+from stripe_lifecycle.storage.models import InboxStatus, WebhookEvent
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 
 from .conftest import (

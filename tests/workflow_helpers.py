@@ -13,7 +13,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHandle, WorkflowHistory, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from stripe_lifecycle.automations import PACKAGED_DEFAULTS, Automation, load_automations
+from stripe_lifecycle.domain.automations import PACKAGED_DEFAULTS, Automation, load_automations
 from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
 from stripe_lifecycle.workflows.dunning import CancelRequest, LifecycleHandlers
 

@@ -21,11 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from . import migrate
-from .api.app import create_app
-from .automations import PACKAGED_DEFAULTS, AutomationsError
-from .db import create_engine, create_sessionmaker
-from .mail.preview import (
+from stripe_lifecycle.api.app import create_app
+from stripe_lifecycle.domain.automations import PACKAGED_DEFAULTS, AutomationsError
+from stripe_lifecycle.mail.preview import (
     PreviewError,
     default_sample,
     find_automation,
@@ -33,17 +31,19 @@ from .mail.preview import (
     render_preview,
     sample_event,
 )
-from .mail.templates import Brand, TemplateRenderer
-from .pausing import cancel_paused_instances
-from .settings import ConfigurationError, Settings, get_settings
-from .temporal_setup import (
+from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
+from stripe_lifecycle.settings import ConfigurationError, Settings, get_settings
+from stripe_lifecycle.storage import migrate
+from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
+from stripe_lifecycle.temporal_setup import (
+    cancel_paused_instances,
     register_search_attributes,
     start_dev_server,
     stop_process,
     try_connect,
     wait_for_server,
 )
-from .worker import build_worker, load_checked_automations
+from stripe_lifecycle.worker import build_worker, load_checked_automations
 
 log = logging.getLogger("stripe_lifecycle")
 

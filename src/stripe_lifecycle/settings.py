@@ -12,11 +12,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from stripe_lifecycle.attribution import DEFAULT_MODEL as DEFAULT_ATTRIBUTION_MODEL
-from stripe_lifecycle.attribution import Model as AttributionModel
-from stripe_lifecycle.attribution import parse_model as parse_attribution_model
-from stripe_lifecycle.attribution import parse_windows as parse_attribution_windows
-from stripe_lifecycle.send_windows import parse_window
+from stripe_lifecycle.domain.attribution import DEFAULT_MODEL as DEFAULT_ATTRIBUTION_MODEL
+from stripe_lifecycle.domain.attribution import Model as AttributionModel
+from stripe_lifecycle.domain.attribution import parse_model as parse_attribution_model
+from stripe_lifecycle.domain.attribution import parse_windows as parse_attribution_windows
+from stripe_lifecycle.domain.send_windows import parse_window
 
 ApiRole = Literal["support", "admin"]
 API_ROLES: tuple[ApiRole, ...] = ("support", "admin")

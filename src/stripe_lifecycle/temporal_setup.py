@@ -1,4 +1,11 @@
-"""Connecting to Temporal, registering our search attributes, and the embedded dev server."""
+"""Connecting to Temporal, registering our search attributes, the embedded dev server, and
+what a starting worker does to running instances.
+
+Pausing an automation (`enabled: false`) with `on_pause: cancel` stops the instances that
+are still running it; with `on_pause: finish` (the default) they run to their end. That
+runs when a worker starts, since that is when an edited automations file takes effect.
+Every replica may run it: an instance already stopped refuses a second cancel.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +22,13 @@ from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributeIndexedValueType
+from temporalio.service import RPCError
 
-from . import contract
+from stripe_lifecycle.domain import contract
+from stripe_lifecycle.domain.automations import Automation
+from stripe_lifecycle.workflows.dunning import CancelRequest, CancelResult
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +138,34 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> Non
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+ACTOR = "automations file"
+
+
+async def cancel_paused_instances(client: Client, automations: list[Automation]) -> list[str]:
+    """Stop the running instances of paused `on_pause: cancel` automations; their ids."""
+    stopped: list[str] = []
+    for automation in automations:
+        if automation.enabled or automation.on_pause != "cancel":
+            continue
+        query = (
+            f"{contract.AUTOMATION.name} = {contract.visibility_literal(automation.name)}"
+            f" AND {contract.LIFECYCLE.name} = {contract.visibility_literal(automation.lifecycle)}"
+            " AND ExecutionStatus = 'Running'"
+        )
+        request = CancelRequest(
+            reason=f"automation {automation.name} paused (on_pause: cancel)", actor=ACTOR
+        )
+        async for execution in client.list_workflows(query):
+            handle = client.get_workflow_handle(execution.id)
+            try:
+                await handle.execute_update("cancel", request, result_type=CancelResult)
+            except (WorkflowUpdateFailedError, RPCError) as exc:
+                # It ended meanwhile, or another replica stopped it first.
+                log.info("%s was not cancelled: %s", execution.id, exc)
+                continue
+            stopped.append(execution.id)
+    if stopped:
+        log.info("stopped %d instances of paused automations: %s", len(stopped), stopped)
+    return stopped

@@ -6,22 +6,22 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from .activities.automations import AutomationActivities
-from .activities.conversions import ConversionActivities
-from .activities.mail import MailActivities
-from .activities.snapshots import SnapshotActivities
-from .activities.stripe_actions import StripeActivities
-from .attribution import Policy
-from .automations import Automation, automations_path, parse_automations
-from .db import SessionMaker
-from .mail.templates import Brand, TemplateRenderer
-from .mail.transports import build_transport
-from .send_windows import parse_window
-from .settings import Settings
-from .stripe_client import build_stripe_client
-from .workflows.customer import CustomerWorkflow
-from .workflows.dunning import DunningWorkflow, PaymentActionWorkflow
-from .workflows.lifecycle import SEQUENCE_WORKFLOWS
+from stripe_lifecycle.activities.conversions import ConversionActivities
+from stripe_lifecycle.activities.mail import MailActivities
+from stripe_lifecycle.activities.selection import AutomationActivities
+from stripe_lifecycle.activities.snapshots import SnapshotActivities
+from stripe_lifecycle.activities.stripe_actions import StripeActivities
+from stripe_lifecycle.domain.attribution import Policy
+from stripe_lifecycle.domain.automations import Automation, automations_path, parse_automations
+from stripe_lifecycle.domain.send_windows import parse_window
+from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
+from stripe_lifecycle.mail.transports import build_transport
+from stripe_lifecycle.settings import Settings
+from stripe_lifecycle.storage.db import SessionMaker
+from stripe_lifecycle.stripe_api.client import build_stripe_client
+from stripe_lifecycle.workflows.customer import CustomerWorkflow
+from stripe_lifecycle.workflows.dunning import DunningWorkflow, PaymentActionWorkflow
+from stripe_lifecycle.workflows.lifecycle import SEQUENCE_WORKFLOWS
 
 WORKFLOWS = [CustomerWorkflow, DunningWorkflow, PaymentActionWorkflow, *SEQUENCE_WORKFLOWS.values()]
 
@@ -31,15 +31,7 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
     # again in every workflow sandbox (the workflows also mark them passed through).
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(
-            "stripe_lifecycle.messages",
-            "stripe_lifecycle.billing",
-            "stripe_lifecycle.contract",
-            "stripe_lifecycle.automations",
-            "stripe_lifecycle.lifecycle_rules",
-            "stripe_lifecycle.links",
-            "stripe_lifecycle.send_windows",
-            "stripe_lifecycle.template_context",
-            "yaml",
+            "stripe_lifecycle.domain", "yaml"
         )
     )
 

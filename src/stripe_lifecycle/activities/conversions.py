@@ -7,9 +7,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from temporalio import activity
 
-from stripe_lifecycle.attribution import NOT_TOUCHES, Policy, Touch, attribute, split_amount
-from stripe_lifecycle.db import SessionMaker, insert_for
-from stripe_lifecycle.models import (
+from stripe_lifecycle.domain.attribution import NOT_TOUCHES, Policy, Touch, attribute, split_amount
+from stripe_lifecycle.storage.db import SessionMaker, insert_for
+from stripe_lifecycle.storage.models import (
     CREDITABLE_STATUSES,
     Conversion,
     ConversionCredit,

@@ -21,8 +21,7 @@ from sqlmodel import col
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from stripe_lifecycle.db import SessionMaker, insert_for
-from stripe_lifecycle.links import tracked_url, unsubscribe_url
+from stripe_lifecycle.domain.links import tracked_url, unsubscribe_url
 from stripe_lifecycle.mail.templates import TemplateNotFound, TemplateRenderer
 from stripe_lifecycle.mail.transports import (
     MailTransport,
@@ -31,7 +30,8 @@ from stripe_lifecycle.mail.transports import (
     TemporarySendError,
     UncertainSendError,
 )
-from stripe_lifecycle.models import (
+from stripe_lifecycle.storage.db import SessionMaker, insert_for
+from stripe_lifecycle.storage.models import (
     LIFECYCLE_CATEGORIES,
     MailCategory,
     MailPreference,

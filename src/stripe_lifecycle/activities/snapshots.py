@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from sqlmodel import col
 from temporalio import activity
 
-from stripe_lifecycle.billing import BillingSnapshot
-from stripe_lifecycle.db import SessionMaker, insert_for
-from stripe_lifecycle.models import Customer
+from stripe_lifecycle.domain.ledger import BillingSnapshot
+from stripe_lifecycle.storage.db import SessionMaker, insert_for
+from stripe_lifecycle.storage.models import Customer
 
 
 class SnapshotActivities:

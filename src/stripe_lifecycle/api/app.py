@@ -8,13 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from temporalio.client import Client
 
-from stripe_lifecycle.db import create_engine, create_sessionmaker
-from stripe_lifecycle.forwarder import ForwarderConfig, InboxForwarder, temporal_delivery
-from stripe_lifecycle.inbox import InboxWriter
-from stripe_lifecycle.settings import Settings, get_settings
-from stripe_lifecycle.stripe_client import build_stripe_client
-
-from . import (
+from stripe_lifecycle.api import (
     customers,
     dashboard,
     health,
@@ -27,7 +21,12 @@ from . import (
     unsubscribe,
     webhooks,
 )
-from .state import AppState
+from stripe_lifecycle.api.state import AppState
+from stripe_lifecycle.intake.forwarder import ForwarderConfig, InboxForwarder, temporal_delivery
+from stripe_lifecycle.intake.inbox import InboxWriter
+from stripe_lifecycle.settings import Settings, get_settings
+from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
+from stripe_lifecycle.stripe_api.client import build_stripe_client
 
 
 def forwarder_config(settings: Settings) -> ForwarderConfig:

@@ -14,12 +14,11 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError
 
-from stripe_lifecycle import contract
-from stripe_lifecycle.models import Customer, CustomerPublic, LifecyclePublic, SupportAction
+from stripe_lifecycle.api.deps import TEMPORAL_UNREACHABLE, SessionDep, SupportKey, TemporalDep
+from stripe_lifecycle.domain import contract
+from stripe_lifecycle.storage.models import Customer, CustomerPublic, LifecyclePublic, SupportAction
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 from stripe_lifecycle.workflows.dunning import CancelRequest, DunningWorkflow
-
-from .deps import TEMPORAL_UNREACHABLE, SessionDep, SupportKey, TemporalDep
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["customers"])

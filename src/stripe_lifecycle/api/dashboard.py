@@ -44,11 +44,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from temporalio.client import Client
 
-from stripe_lifecycle import contract
-from stripe_lifecycle.links import seal, unseal
-from stripe_lifecycle.models import Customer
-from stripe_lifecycle.money import currency_exponent, format_amount
-from stripe_lifecycle.reports import (
+from stripe_lifecycle.api.customers import UnknownCustomer, stop_dunning
+from stripe_lifecycle.api.deps import (
+    TEMPORAL_UNREACHABLE,
+    AppStateDep,
+    Caller,
+    SessionDep,
+    TemporalDep,
+)
+from stripe_lifecycle.api.state import AppState
+from stripe_lifecycle.domain import contract
+from stripe_lifecycle.domain.links import seal, unseal
+from stripe_lifecycle.domain.money import currency_exponent, format_amount
+from stripe_lifecycle.settings import ApiRole, Settings
+from stripe_lifecycle.storage.models import Customer
+from stripe_lifecycle.storage.reports import (
     INTERVALS,
     AttributionReport,
     Interval,
@@ -60,11 +70,6 @@ from stripe_lifecycle.reports import (
     recovery_series,
     report_range,
 )
-from stripe_lifecycle.settings import ApiRole, Settings
-
-from .customers import UnknownCustomer, stop_dunning
-from .deps import TEMPORAL_UNREACHABLE, AppStateDep, Caller, SessionDep, TemporalDep
-from .state import AppState
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/dashboard", tags=["dashboard"])

@@ -13,9 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from stripe_lifecycle.api.state import AppState
 from stripe_lifecycle.settings import ApiRole
-
-from .state import AppState
 
 
 def app_state(request: Request) -> AppState:

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from .deps import AppStateDep
+from stripe_lifecycle.api.deps import AppStateDep
 
 router = APIRouter(tags=["health"])
 

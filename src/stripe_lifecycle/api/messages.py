@@ -5,9 +5,8 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlmodel import col
 
-from stripe_lifecycle.models import Customer, Message, MessageDetail, MessagePublic
-
-from .deps import SessionDep, SupportKey
+from stripe_lifecycle.api.deps import SessionDep, SupportKey
+from stripe_lifecycle.storage.models import Customer, Message, MessageDetail, MessagePublic
 
 router = APIRouter(prefix="/v1", tags=["messages"])
 

@@ -36,17 +36,16 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from stripe_lifecycle.db import insert_for
-from stripe_lifecycle.models import (
+from stripe_lifecycle.api.deps import AppStateDep, SessionDep
+from stripe_lifecycle.settings import Settings
+from stripe_lifecycle.storage.db import insert_for
+from stripe_lifecycle.storage.models import (
     Message,
     MessageEvent,
     MessageStatus,
     Suppression,
     SuppressionScope,
 )
-from stripe_lifecycle.settings import Settings
-
-from .deps import AppStateDep, SessionDep
 
 router = APIRouter(tags=["webhooks"])
 

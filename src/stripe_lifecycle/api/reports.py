@@ -1,5 +1,5 @@
 """`GET /v1/reports/attribution`: conversions and revenue per automation, step or template,
-as JSON, or as CSV for `Accept: text/csv`. The queries live in `stripe_lifecycle.reports`."""
+as JSON, or as CSV for `Accept: text/csv`. The queries live in `storage/reports.py`."""
 
 from datetime import UTC, datetime
 from typing import Annotated
@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.exceptions import RequestValidationError
 
-from stripe_lifecycle.reports import (
+from stripe_lifecycle.api.deps import SessionDep, SupportKey
+from stripe_lifecycle.storage.reports import (
     AttributionReport,
     GroupBy,
     RangeError,
@@ -15,8 +16,6 @@ from stripe_lifecycle.reports import (
     report_csv,
     report_range,
 )
-
-from .deps import SessionDep, SupportKey
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 

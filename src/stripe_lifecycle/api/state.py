@@ -8,10 +8,10 @@ import stripe
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
-from stripe_lifecycle.db import SessionMaker
-from stripe_lifecycle.forwarder import InboxForwarder
-from stripe_lifecycle.inbox import InboxWriter
+from stripe_lifecycle.intake.forwarder import InboxForwarder
+from stripe_lifecycle.intake.inbox import InboxWriter
 from stripe_lifecycle.settings import ApiKey, Settings
+from stripe_lifecycle.storage.db import SessionMaker
 
 
 @dataclass

@@ -18,19 +18,18 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from stripe_lifecycle.db import insert_for
-from stripe_lifecycle.links import read_token
+from stripe_lifecycle.api.deps import AppStateDep, SessionDep, SupportKey
+from stripe_lifecycle.api.token_pages import TokenPage
+from stripe_lifecycle.domain.links import read_token
 from stripe_lifecycle.mail.templates import Brand
-from stripe_lifecycle.models import (
+from stripe_lifecycle.storage.db import insert_for
+from stripe_lifecycle.storage.models import (
     CancellationFeedback,
     CancellationFeedbackPublic,
     FeedbackSource,
     Message,
     utcnow,
 )
-
-from .deps import AppStateDep, SessionDep, SupportKey
-from .token_pages import TokenPage
 
 router = APIRouter(tags=["cancellation feedback"])
 

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Body, HTTPException, Query, Response, status
 from fastapi.responses import HTMLResponse, PlainTextResponse
 from pydantic import BaseModel
 
-from stripe_lifecycle.automations import AutomationsError
+from stripe_lifecycle.api.deps import AppStateDep, SupportKey
+from stripe_lifecycle.domain.automations import AutomationsError
 from stripe_lifecycle.mail.preview import (
     SAMPLE_EVENTS,
     Preview,
@@ -23,8 +24,6 @@ from stripe_lifecycle.mail.preview import (
 from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
 from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.worker import load_checked_automations
-
-from .deps import AppStateDep, SupportKey
 
 router = APIRouter(prefix="/v1", tags=["templates"])
 

@@ -16,10 +16,9 @@ import stripe
 from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import RedirectResponse
 
-from stripe_lifecycle.links import HOSTED_SURVEY, PORTAL, read_token
-from stripe_lifecycle.models import Message, MessageClick
-
-from .deps import AppStateDep, SessionDep
+from stripe_lifecycle.api.deps import AppStateDep, SessionDep
+from stripe_lifecycle.domain.links import HOSTED_SURVEY, PORTAL, read_token
+from stripe_lifecycle.storage.models import Message, MessageClick
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["tracking"])

@@ -28,14 +28,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from stripe_lifecycle.db import insert_for
-from stripe_lifecycle.links import read_unsubscribe_token
+from stripe_lifecycle.api.deps import AppStateDep, SessionDep
+from stripe_lifecycle.api.token_pages import TokenPage
+from stripe_lifecycle.domain.links import read_unsubscribe_token
 from stripe_lifecycle.mail.templates import Brand
-from stripe_lifecycle.models import MailCategory, MailPreference, utcnow
 from stripe_lifecycle.settings import Settings
-
-from .deps import AppStateDep, SessionDep
-from .token_pages import TokenPage
+from stripe_lifecycle.storage.db import insert_for
+from stripe_lifecycle.storage.models import MailCategory, MailPreference, utcnow
 
 router = APIRouter(tags=["unsubscribe"])
 

@@ -11,10 +11,9 @@ import stripe
 from fastapi import APIRouter, Header, HTTPException, Request, status
 from pydantic import BaseModel
 
-from stripe_lifecycle.models import InboxStatus
-from stripe_lifecycle.stripe_normalise import normalise_event
-
-from .deps import AppStateDep
+from stripe_lifecycle.api.deps import AppStateDep
+from stripe_lifecycle.intake.normalise import normalise_event
+from stripe_lifecycle.storage.models import InboxStatus
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["webhooks"])

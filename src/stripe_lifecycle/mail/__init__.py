@@ -1,5 +1,5 @@
 """Lifecycle email: templates rendered with the brand (transports live beside them)."""
 
-from .templates import Brand, RenderedEmail, TemplateNotFound, TemplateRenderer
+from stripe_lifecycle.mail.templates import Brand, RenderedEmail, TemplateNotFound, TemplateRenderer
 
 __all__ = ["Brand", "RenderedEmail", "TemplateNotFound", "TemplateRenderer"]

@@ -30,10 +30,8 @@ from typing import Any, cast
 
 from jinja2 import UndefinedError
 
-from stripe_lifecycle.automations import Automation, Offer, Step
-from stripe_lifecycle.billing import CustomerLedger, new_state
-from stripe_lifecycle.lifecycle_rules import CARD_EXPIRING, TRIAL, UPGRADE, subscription_of
-from stripe_lifecycle.messages import (
+from stripe_lifecycle.domain.automations import Automation, Offer, Step
+from stripe_lifecycle.domain.events import (
     BillingEvent,
     CustomerInfo,
     InvoiceInfo,
@@ -41,14 +39,15 @@ from stripe_lifecycle.messages import (
     SubscriptionInfo,
     SubscriptionItemInfo,
 )
-from stripe_lifecycle.models import LIFECYCLE_CATEGORIES, MailCategory
-from stripe_lifecycle.stripe_normalise import PAYMENT_METHOD_OBJECTS, normalise_event
-from stripe_lifecycle.template_context import subscription_context, with_customer_and_offer
+from stripe_lifecycle.domain.ledger import CustomerLedger, new_state
+from stripe_lifecycle.domain.rules import CARD_EXPIRING, TRIAL, UPGRADE, subscription_of
+from stripe_lifecycle.domain.template_context import subscription_context, with_customer_and_offer
+from stripe_lifecycle.intake.normalise import PAYMENT_METHOD_OBJECTS, normalise_event
+from stripe_lifecycle.mail.templates import RenderedEmail, TemplateRenderer
+from stripe_lifecycle.storage.models import LIFECYCLE_CATEGORIES, MailCategory
 from stripe_lifecycle.workflows.customer import INVOICE_LIFECYCLES
 from stripe_lifecycle.workflows.dunning import DunningInput, send_request
 from stripe_lifecycle.workflows.lifecycle import SEQUENCE_WORKFLOWS
-
-from .templates import RenderedEmail, TemplateRenderer
 
 DAY = 86_400
 LINK_NAMES = ("update_payment", "survey", "offer")

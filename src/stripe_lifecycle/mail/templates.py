@@ -93,11 +93,11 @@ from jinja2 import (
     select_autoescape,
 )
 
-from ..money import format_amount
-from ..settings import ConfigurationError
+from stripe_lifecycle.domain.money import format_amount
+from stripe_lifecycle.settings import ConfigurationError
 
 if TYPE_CHECKING:
-    from ..settings import Settings
+    from stripe_lifecycle.settings import Settings
 
 SUBJECT_SUFFIX = ".subject.txt"
 HTML_SUFFIX = ".html"

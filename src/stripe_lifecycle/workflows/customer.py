@@ -16,10 +16,10 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from stripe_lifecycle import contract
-    from stripe_lifecycle import lifecycle_rules as rules
-    from stripe_lifecycle.automations import Automation
-    from stripe_lifecycle.billing import (
+    from stripe_lifecycle.domain import contract, rules
+    from stripe_lifecycle.domain.automations import Automation
+    from stripe_lifecycle.domain.events import BillingEvent, BillingEvents, InvoiceInfo
+    from stripe_lifecycle.domain.ledger import (
         BillingSnapshot,
         CustomerLedger,
         CustomerState,
@@ -27,8 +27,7 @@ with workflow.unsafe.imports_passed_through():
         SubscriptionState,
         new_state,
     )
-    from stripe_lifecycle.messages import BillingEvent, BillingEvents, InvoiceInfo
-    from stripe_lifecycle.template_context import subscription_context
+    from stripe_lifecycle.domain.template_context import subscription_context
     from stripe_lifecycle.workflows.dunning import (
         ENDING_EVENTS,
         RECOVERED,

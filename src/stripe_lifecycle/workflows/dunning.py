@@ -13,10 +13,10 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from stripe_lifecycle.automations import Automation, Step
-    from stripe_lifecycle.links import PORTAL
-    from stripe_lifecycle.messages import InvoiceInfo
-    from stripe_lifecycle.send_windows import SendWindow
+    from stripe_lifecycle.domain.automations import Automation, Step
+    from stripe_lifecycle.domain.events import InvoiceInfo
+    from stripe_lifecycle.domain.links import PORTAL
+    from stripe_lifecycle.domain.send_windows import SendWindow
 
 
 @dataclass

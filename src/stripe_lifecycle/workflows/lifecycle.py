@@ -20,9 +20,9 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from stripe_lifecycle.automations import Automation, Step
-    from stripe_lifecycle.links import HOSTED_SURVEY, PORTAL
-    from stripe_lifecycle.template_context import with_customer_and_offer
+    from stripe_lifecycle.domain.automations import Automation, Step
+    from stripe_lifecycle.domain.links import HOSTED_SURVEY, PORTAL
+    from stripe_lifecycle.domain.template_context import with_customer_and_offer
     from stripe_lifecycle.workflows.dunning import (
         NOT_SENT,
         LifecycleHandlers,

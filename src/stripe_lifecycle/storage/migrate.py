@@ -6,12 +6,12 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
 
-from .db import create_engine
+from stripe_lifecycle.storage.db import create_engine
 
 
 def alembic_config(database_url: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", "stripe_lifecycle:migrations")
+    config.set_main_option("script_location", "stripe_lifecycle.storage:migrations")
     config.set_main_option("sqlalchemy.url", database_url)
     return config
 

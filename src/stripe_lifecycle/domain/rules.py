@@ -16,9 +16,14 @@ reads the state the ledger settled on, not the order events came in.
 import calendar
 from dataclasses import dataclass
 
-from .billing import MRR_STATUSES, CustomerLedger, LifecycleRef, PaymentMethodState
-from .billing import SubscriptionState as Sub
-from .messages import BillingEvent
+from stripe_lifecycle.domain.events import BillingEvent
+from stripe_lifecycle.domain.ledger import (
+    MRR_STATUSES,
+    CustomerLedger,
+    LifecycleRef,
+    PaymentMethodState,
+)
+from stripe_lifecycle.domain.ledger import SubscriptionState as Sub
 
 TRIAL = "trial"
 WINBACK = "winback"

@@ -33,8 +33,8 @@ from sqlalchemy import ColumnElement, exists, func, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from stripe_lifecycle.attribution import NOT_TOUCHES, WHOLE
-from stripe_lifecycle.models import (
+from stripe_lifecycle.domain.attribution import NOT_TOUCHES, WHOLE
+from stripe_lifecycle.storage.models import (
     SENT_STATUSES,
     Conversion,
     ConversionCredit,

@@ -27,12 +27,12 @@ from sqlmodel import col
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
-from . import contract
-from .db import SessionMaker
-from .messages import BillingEvent, BillingEvents
-from .models import InboxStatus, WebhookEvent
-from .stripe_normalise import normalise_event
-from .workflows.customer import CustomerWorkflow, CustomerWorkflowInput
+from stripe_lifecycle.domain import contract
+from stripe_lifecycle.domain.events import BillingEvent, BillingEvents
+from stripe_lifecycle.intake.normalise import normalise_event
+from stripe_lifecycle.storage.db import SessionMaker
+from stripe_lifecycle.storage.models import InboxStatus, WebhookEvent
+from stripe_lifecycle.workflows.customer import CustomerWorkflow, CustomerWorkflowInput
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from .messages import (
+from stripe_lifecycle.domain.events import (
     BillingEvent,
     CustomerInfo,
     InvoiceInfo,

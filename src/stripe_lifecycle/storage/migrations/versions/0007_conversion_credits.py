@@ -12,7 +12,7 @@ Create Date: 2026-11-29
 import sqlalchemy as sa
 from alembic import op
 
-from stripe_lifecycle.models import BigIntPK
+from stripe_lifecycle.storage.models import BigIntPK
 
 revision: str = "0007"
 down_revision: str | None = "0006"

@@ -5,8 +5,8 @@ snapshot (pure: the workflows build them, and the template preview builds the sa
 
 from typing import Any
 
-from .automations import Offer
-from .billing import CustomerLedger, PaymentMethodState
+from stripe_lifecycle.domain.automations import Offer
+from stripe_lifecycle.domain.ledger import CustomerLedger, PaymentMethodState
 
 
 def card_context(card: PaymentMethodState | None) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ Create Date: 2026-11-22
 import sqlalchemy as sa
 from alembic import op
 
-from stripe_lifecycle.models import BigIntPK, JSONType, UTCDateTime
+from stripe_lifecycle.storage.models import BigIntPK, JSONType, UTCDateTime
 
 revision: str = "0003"
 down_revision: str | None = "0002"

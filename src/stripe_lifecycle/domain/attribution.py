@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, get_args
 
-from stripe_lifecycle.automations import LIFECYCLES
+from stripe_lifecycle.domain.automations import LIFECYCLES
 
 Model = Literal["last_click_then_last_send", "first_touch", "linear"]
 MODELS: tuple[Model, ...] = get_args(Model)

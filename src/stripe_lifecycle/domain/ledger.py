@@ -9,7 +9,7 @@ Used inside the customer workflow, so: no I/O, no clock, no randomness.
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from .messages import (
+from stripe_lifecycle.domain.events import (
     BillingEvent,
     CustomerInfo,
     InvoiceInfo,

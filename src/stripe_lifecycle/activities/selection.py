@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 from temporalio import activity
 
-from stripe_lifecycle.automations import Automation, MatchContext, select
-from stripe_lifecycle.send_windows import SendWindow, next_send_time, zone_for
+from stripe_lifecycle.domain.automations import Automation, MatchContext, select
+from stripe_lifecycle.domain.send_windows import SendWindow, next_send_time, zone_for
 
 
 @dataclass

@@ -18,9 +18,8 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
-from stripe_lifecycle.db import insert_for
-
-from .models import WebhookEvent
+from stripe_lifecycle.storage.db import insert_for
+from stripe_lifecycle.storage.models import WebhookEvent
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Alembic environment: runs on a connection handed over by `stripe_lifecycle.migrate`,
+"""Alembic environment: runs on a connection handed over by `stripe_lifecycle.storage.migrate`,
 or opens its own async engine when called from the `alembic` command line."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from stripe_lifecycle import models  # noqa: F401  (registers the tables on the metadata)
-from stripe_lifecycle.db import create_engine
+from stripe_lifecycle.storage import models  # noqa: F401  (registers the tables on the metadata)
+from stripe_lifecycle.storage.db import create_engine
 
 target_metadata = SQLModel.metadata
 

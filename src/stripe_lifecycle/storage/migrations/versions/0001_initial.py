@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from stripe_lifecycle.models import BigIntPK, JSONType, UTCDateTime
+from stripe_lifecycle.storage.models import BigIntPK, JSONType, UTCDateTime
 
 revision: str = "0001"
 down_revision: str | None = None

@@ -8,7 +8,7 @@ Create Date: 2026-11-22
 import sqlalchemy as sa
 from alembic import op
 
-from stripe_lifecycle.models import JSONType, UTCDateTime
+from stripe_lifecycle.storage.models import JSONType, UTCDateTime
 
 revision: str = "0002"
 down_revision: str | None = "0001"

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from .send_windows import SendWindow, parse_window
+from stripe_lifecycle.domain.send_windows import SendWindow, parse_window
 
 LIFECYCLES = (
     "dunning",

@@ -2,7 +2,7 @@
 
 import stripe
 
-from .settings import Settings
+from stripe_lifecycle.settings import Settings
 
 # Below the workflow's one-minute start_to_close_timeout, so a hung request ends the attempt
 # with an error of its own instead of being cut off by the timeout.

@@ -1,0 +1,3 @@
+"""Pure domain logic: no I/O, no clock, no randomness.
+
+Workflows pass the whole package through the sandbox as one prefix."""
