@@ -1,0 +1,178 @@
+"""The boundary between workflows and activities: each activity's name and its one
+dataclass in and one out.
+
+Workflows call activities through these definitions
+(`workflow.execute_activity_method(Mail.send_email, SendEmailInput(...), ...)`), so mypy
+checks both sides; the classes beside this module implement them with real clients
+(`MailActivities(Mail)`), wired in `worker.py`. This module imports nothing with I/O, so
+workflows can pass it through the sandbox.
+
+Results that recorded histories hold as plain values (`send_time`'s ISO time,
+`record_conversion`'s message id) keep that shape: replays decode them with these types.
+"""
+
+# No `from __future__ import annotations`: Temporal's data converter resolves these types
+# for every payload.
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from temporalio import activity
+
+from stripe_lifecycle.domain.automations import Automation
+from stripe_lifecycle.domain.ledger import BillingSnapshot
+from stripe_lifecycle.domain.lifecycles import Lifecycle
+from stripe_lifecycle.domain.send_windows import SendWindow
+
+
+@dataclass
+class SendEmailInput:
+    workflow_id: str
+    step: str
+    customer_id: str
+    lifecycle: Lifecycle
+    automation: str
+    template: str
+    to: str | None
+    livemode: bool
+    # The template context (customer, invoice, subscription, ...), JSON values only; the
+    # activity adds `links`.
+    context: dict[str, Any] = field(default_factory=dict)
+    # Link name (update_payment, survey, offer, ...) -> where it really leads. The email
+    # carries signed tracked links to these instead.
+    destinations: dict[str, str] = field(default_factory=dict)
+    # The subscription the email is about, kept with the message (the survey reads it).
+    subscription_id: str | None = None
+
+    @property
+    def send_key(self) -> str:
+        return f"{self.workflow_id}/{self.step}"
+
+
+@dataclass
+class SendEmailResult:
+    message_id: str
+    status: str
+    error: str | None = None
+    # With status "deferred": when the frequency cap frees (ISO-8601, UTC). Sending the
+    # same step again from then on sends it.
+    retry_at: str | None = None
+
+
+@dataclass
+class TeamNotice:
+    """A plain notice to the business's own team (the `notify_team` action)."""
+
+    key: str
+    customer_id: str
+    workflow_id: str
+    subject: str
+    text: str
+    lifecycle: Lifecycle = Lifecycle.DUNNING
+    automation: str = ""
+
+
+@dataclass
+class StripeActionInput:
+    action: str  # cancel_subscription | mark_uncollectible | void_invoice | mark_unpaid
+    invoice_id: str | None
+    subscription_id: str | None
+    # Built by the workflow from workflow id + step: a retried activity repeats the request
+    # and Stripe answers it once.
+    idempotency_key: str
+
+
+@dataclass
+class StripeActionResult:
+    action: str
+    status: str  # "done" or "failed"
+    detail: str  # what happened, for the workflow's details and the log (ids only, no PII)
+
+
+@dataclass
+class ChooseAutomation:
+    lifecycle: Lifecycle
+    livemode: bool = False
+    subscription_interval: str | None = None
+    invoice_amount: int | None = None
+    currency: str | None = None
+    product_ids: list[str] = field(default_factory=list)
+    price_ids: list[str] = field(default_factory=list)
+    plan: str | None = None
+    cancellation_reason: str | None = None
+    customer_metadata: dict[str, str] = field(default_factory=dict)
+    invoice_metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SendTimeRequest:
+    due: datetime
+    window: SendWindow
+    timezone: str | None = None
+    country: str | None = None
+
+
+@dataclass
+class ConversionInput:
+    stripe_event_id: str
+    kind: str
+    customer_id: str
+    lifecycle: Lifecycle
+    workflow_id: str
+    automation: str
+    invoice_id: str | None
+    subscription_id: str | None
+    amount_cents: int
+    mrr_delta_cents: int
+    currency: str | None
+    occurred_at: int
+
+
+class Mail:
+    @activity.defn(name="send_email")
+    async def send_email(self, request: SendEmailInput) -> SendEmailResult:
+        """Send one step's email at most once (the send key is workflow id + step)."""
+        raise NotImplementedError
+
+    @activity.defn(name="notify_team")
+    async def notify_team(self, notice: TeamNotice) -> SendEmailResult:
+        """Tell the team (LIFECYCLE_TEAM_EMAIL), recorded in the customer's log, once."""
+        raise NotImplementedError
+
+
+class Automations:
+    @activity.defn(name="choose_automation")
+    async def choose_automation(self, trigger: ChooseAutomation) -> Automation | None:
+        """The automation a trigger runs, as a snapshot the instance keeps for its life."""
+        raise NotImplementedError
+
+    @activity.defn(name="send_time")
+    async def send_time(self, request: SendTimeRequest) -> str:
+        """When (ISO 8601) mail due at `due` may go out in the customer's zone."""
+        raise NotImplementedError
+
+
+class Conversions:
+    @activity.defn(name="record_conversion")
+    async def record_conversion(self, conversion: ConversionInput) -> str | None:
+        """Record a conversion once, with its credits; the message credited most."""
+        raise NotImplementedError
+
+
+class Snapshots:
+    @activity.defn(name="persist_snapshot")
+    async def persist_snapshot(self, snapshot: BillingSnapshot) -> None:
+        """Store the billing snapshot the API answers from; older versions never win."""
+        raise NotImplementedError
+
+
+class StripeActions:
+    @activity.defn(name="stripe_action")
+    async def stripe_action(self, request: StripeActionInput) -> StripeActionResult:
+        """Apply one automation action in Stripe, at most once per idempotency key."""
+        raise NotImplementedError
+
+
+# Every activity the worker must register, by the definition workflows call.
+DEFINITIONS: tuple[type, ...] = (Mail, Automations, Conversions, Snapshots, StripeActions)

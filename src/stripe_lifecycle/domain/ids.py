@@ -1,0 +1,41 @@
+"""Every workflow id, built in one place (DESIGN.md, "Temporal, as engineers see it").
+
+Ids are built, never parsed back: whatever a reader needs from an instance (its invoice,
+its subscription) is stored beside it.
+"""
+
+
+def customer_workflow_id(customer_id: str) -> str:
+    return f"customer-{customer_id}"
+
+
+def dunning_id(invoice_id: str) -> str:
+    return f"dunning-{invoice_id}"
+
+
+def payment_action_id(invoice_id: str) -> str:
+    return f"payment-action-{invoice_id}"
+
+
+def trial_id(subscription_id: str) -> str:
+    return f"trial-{subscription_id}"
+
+
+def winback_id(customer_id: str, subscription_id: str) -> str:
+    return f"winback-{customer_id}-{subscription_id}"
+
+
+def scheduled_cancel_id(subscription_id: str) -> str:
+    return f"scheduled-cancel-{subscription_id}"
+
+
+def renewal_id(subscription_id: str, period_end: int) -> str:
+    return f"renewal-{subscription_id}-{period_end}"
+
+
+def card_expiring_id(card_id: str, exp_year: int, exp_month: int) -> str:
+    return f"card-expiring-{card_id}-{exp_year:04d}{exp_month:02d}"
+
+
+def plan_change_id(subscription_id: str, created: int) -> str:
+    return f"plan-change-{subscription_id}-{created}"
