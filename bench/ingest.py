@@ -36,7 +36,7 @@ import asyncpg
 import httpx
 from temporalio.common import WorkflowIDConflictPolicy
 
-from stripe_lifecycle.domain import contract
+from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.events import BillingEvents
 from stripe_lifecycle.intake.normalise import normalise_event
 from stripe_lifecycle.storage.migrate import upgrade
@@ -263,7 +263,7 @@ async def main(args: argparse.Namespace) -> None:
             await client.start_workflow(
                 CustomerWorkflow.run,
                 CustomerWorkflowInput(customer_id=billing.customer_id),
-                id=contract.customer_workflow_id(billing.customer_id),
+                id=ids.customer_workflow_id(billing.customer_id),
                 task_queue=task_queue,
                 start_signal=contract.BILLING_EVENTS_SIGNAL,
                 start_signal_args=[BillingEvents(events=[billing])],

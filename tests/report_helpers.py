@@ -15,14 +15,15 @@ from fastapi import FastAPI
 from temporalio.testing import ActivityEnvironment
 
 from stripe_lifecycle.activities.conversions import ConversionActivities
-from stripe_lifecycle.activities.mail import MailActivities, SendEmailInput
+from stripe_lifecycle.activities.interface import ConversionInput, SendEmailInput
+from stripe_lifecycle.activities.mail import MailActivities
 from stripe_lifecycle.domain.attribution import Policy
+from stripe_lifecycle.domain.lifecycles import Lifecycle
 from stripe_lifecycle.mail.templates import Brand
 from stripe_lifecycle.mail.transports import OutboxTransport
 from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.storage.db import SessionMaker
 from stripe_lifecycle.storage.models import Message
-from stripe_lifecycle.workflows.dunning import ConversionInput
 
 from . import delivery_helpers
 from .conftest import app_settings, free_port, running_api
@@ -79,7 +80,7 @@ class DunningRig:
             workflow_id=f"dunning-{invoice_id}",
             step=step_key(index, template),
             customer_id=f"cus_{invoice_id}",
-            lifecycle="dunning",
+            lifecycle=Lifecycle.DUNNING,
             automation="dunning-default",
             template=template,
             to="ada@example.com",
@@ -118,7 +119,7 @@ class DunningRig:
             stripe_event_id=f"evt_paid_{invoice_id}",
             kind="recovered",
             customer_id=f"cus_{invoice_id}",
-            lifecycle="dunning",
+            lifecycle=Lifecycle.DUNNING,
             workflow_id=f"dunning-{invoice_id}",
             automation="dunning-default",
             invoice_id=invoice_id,

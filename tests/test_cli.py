@@ -15,7 +15,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from stripe_lifecycle.domain import contract
+from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.settings import Settings, parse_api_keys
 
 from .conftest import free_port
@@ -117,7 +117,7 @@ async def test_lifecycle_dev_runs_everything_and_stops_cleanly(tmp_path: Path) -
             ).status_code == 200
 
             client = await Client.connect(f"127.0.0.1:{temporal_port}")
-            handle = client.get_workflow_handle(contract.customer_workflow_id(cus))
+            handle = client.get_workflow_handle(ids.customer_workflow_id(cus))
             for _ in range(100):
                 try:
                     attrs = (await handle.describe()).typed_search_attributes

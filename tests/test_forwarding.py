@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlmodel import col
 from temporalio.testing import WorkflowEnvironment
 
-from stripe_lifecycle.domain import contract
+from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import InboxStatus, WebhookEvent
 from stripe_lifecycle.worker import build_worker
@@ -74,7 +74,7 @@ async def test_temporal_down_then_up_delivers_the_stored_event(
                 [row] = await inbox_rows(database_url)
                 assert row.status == InboxStatus.FORWARDED
                 handle = env.client.get_workflow_handle_for(
-                    CustomerWorkflow.run, contract.customer_workflow_id(cus)
+                    CustomerWorkflow.run, ids.customer_workflow_id(cus)
                 )
 
                 async def applied() -> bool:
@@ -115,7 +115,7 @@ async def test_events_stored_before_a_restart_are_delivered_in_order_after_it(
                 rows = await inbox_rows(database_url)
                 assert [r.status for r in rows] == [InboxStatus.FORWARDED] * 3
                 handle = env.client.get_workflow_handle_for(
-                    CustomerWorkflow.run, contract.customer_workflow_id(cus)
+                    CustomerWorkflow.run, ids.customer_workflow_id(cus)
                 )
 
                 async def all_applied() -> bool:

@@ -21,6 +21,17 @@ from stripe_lifecycle.domain.events import (
     PaymentMethodInfo,
     SubscriptionInfo,
 )
+from stripe_lifecycle.domain.ids import (
+    card_expiring_id,
+    customer_workflow_id,
+    dunning_id,
+    payment_action_id,
+    plan_change_id,
+    renewal_id,
+    scheduled_cancel_id,
+    trial_id,
+    winback_id,
+)
 from stripe_lifecycle.domain.ledger import (
     CustomerLedger,
     LifecycleRef,
@@ -28,28 +39,23 @@ from stripe_lifecycle.domain.ledger import (
     SubscriptionState,
     new_state,
 )
+from stripe_lifecycle.domain.lifecycles import Lifecycle
 from stripe_lifecycle.domain.rules import (
-    CARD_EXPIRING,
-    PLAN_CHANGE,
-    RENEWAL,
-    SCHEDULED_CANCEL,
-    TRIAL,
-    UPGRADE,
-    WINBACK,
     Convert,
     Decision,
     End,
+    Forward,
+    Refresh,
     Retime,
     Start,
-    card_expiring_id,
+    apply_batch,
+    begin,
     card_expiry,
     decide,
-    plan_change_id,
-    renewal_id,
-    scheduled_cancel_id,
+    finished,
+    legacy_invoice_routes,
+    started,
     subscription_of,
-    trial_id,
-    winback_id,
 )
 from stripe_lifecycle.intake.normalise import normalise_event
 
@@ -247,51 +253,20 @@ class Customer:
         return decide(event, before, self.ledger)
 
     def batch(self, *events: BillingEvent) -> list[Decision]:
-        """One batch: apply all in Stripe's order, then decide and carry out event by event."""
-        applied: list[tuple[BillingEvent, SubscriptionState | None]] = []
-        for event in sorted(events, key=lambda e: e.created):
-            before = self.ledger.subscription(subscription_of(event))
-            if self.ledger.apply(event):
-                applied.append((event, before))
+        """One batch: apply all in Stripe's order, then decide and carry out event by
+        event, with the bookkeeping the customer workflow uses (every automation matches)."""
         decisions: list[Decision] = []
-        for event, before in applied:
-            for decision in decide(event, before, self.ledger):
+        for applied in apply_batch(self.ledger, list(events)):
+            for decision in decide(applied.event, applied.before, self.ledger):
                 decisions.append(decision)
-                self.carry_out(decision)
+                if begin(self.ledger, decision) and isinstance(decision, Start):
+                    started(self.ledger, decision, "a")
         return decisions
-
-    def carry_out(self, decision: Decision) -> None:
-        if isinstance(decision, Start):
-            if self.running(decision.workflow_id) is not None:
-                return
-            if not decision.reusable:
-                self.ledger.decide_start(decision.workflow_id)
-            self.add_ref(
-                decision.workflow_id,
-                decision.lifecycle,
-                subscription_id=decision.subscription_id,
-                subject_id=decision.subject_id,
-                anchor=decision.anchor,
-            )
-        elif isinstance(decision, Convert):
-            refs = [
-                r for r in self.ledger.state.lifecycles if r.workflow_id == decision.workflow_id
-            ]
-            if refs:
-                refs[-1].converted = True
-        else:
-            ref = self.running(decision.workflow_id)
-            if ref is None:
-                return
-            if isinstance(decision, Retime):
-                ref.anchor = decision.anchor
-            else:
-                ref.status = decision.outcome
 
     def add_ref(
         self,
         workflow_id: str,
-        lifecycle: str,
+        lifecycle: Lifecycle,
         *,
         subscription_id: str | None = None,
         subject_id: str | None = None,
@@ -326,7 +301,7 @@ def active_customer() -> Customer:
     """A customer whose $49 subscription started on T, with its renewal instance running."""
     cus = Customer()
     started = cus.batch(sub_event(cus.id, created=T, type_=CREATED))
-    assert started == [Start(RENEWAL, RENEWAL_ID, SUB, SUB, anchor=PERIOD_END)]
+    assert started == [Start(Lifecycle.RENEWAL, RENEWAL_ID, SUB, SUB, anchor=PERIOD_END)]
     return cus
 
 
@@ -373,8 +348,11 @@ def test_card_expiry_is_the_first_utc_second_after_the_expiry_month(
         (scheduled_cancel_id("sub_1"), "scheduled-cancel-sub_1"),
         (renewal_id("sub_1", 1_767_225_600), "renewal-sub_1-1767225600"),
         (plan_change_id("sub_1", 1_767_225_600), "plan-change-sub_1-1767225600"),
-        (card_expiring_id(card("pm_1", 3, 2027)), "card-expiring-pm_1-202703"),
-        (card_expiring_id(card("pm_1", 12, 2027)), "card-expiring-pm_1-202712"),
+        (card_expiring_id("pm_1", 2027, 3), "card-expiring-pm_1-202703"),
+        (card_expiring_id("pm_1", 2027, 12), "card-expiring-pm_1-202712"),
+        (customer_workflow_id("cus_1"), "customer-cus_1"),
+        (dunning_id("in_1"), "dunning-in_1"),
+        (payment_action_id("in_1"), "payment-action-in_1"),
     ],
 )
 def test_instance_ids(workflow_id: str, expected: str) -> None:
@@ -771,7 +749,7 @@ def test_billing_payment_method(
 def test_trialing_subscription_starts_its_trial_anchored_to_the_trial_end() -> None:
     cus = Customer()
     assert cus.step(trial_event(cus.id)) == [
-        Start(TRIAL, TRIAL_ID, TRIAL_SUB, TRIAL_SUB, anchor=TRIAL_END)
+        Start(Lifecycle.TRIAL, TRIAL_ID, TRIAL_SUB, TRIAL_SUB, anchor=TRIAL_END)
     ]
 
 
@@ -787,14 +765,16 @@ def test_trial_starts_once(prior: str) -> None:
         cus.ledger.decide_start(TRIAL_ID)
     else:
         status = "running" if prior == "running" else "expired"
-        cus.add_ref(TRIAL_ID, TRIAL, subscription_id=TRIAL_SUB, anchor=TRIAL_END, status=status)
+        cus.add_ref(
+            TRIAL_ID, Lifecycle.TRIAL, subscription_id=TRIAL_SUB, anchor=TRIAL_END, status=status
+        )
     assert cus.step(trial_event(cus.id, type_=UPDATED)) == []
 
 
 def trialing_customer() -> Customer:
     cus = Customer()
     assert cus.batch(trial_event(cus.id)) == [
-        Start(TRIAL, TRIAL_ID, TRIAL_SUB, TRIAL_SUB, anchor=TRIAL_END)
+        Start(Lifecycle.TRIAL, TRIAL_ID, TRIAL_SUB, TRIAL_SUB, anchor=TRIAL_END)
     ]
     return cus
 
@@ -830,7 +810,7 @@ def test_deleted_trial_ends_and_the_customer_is_up_for_win_back() -> None:
     deleted = trial_event(cus.id, created=TRIAL_START + DAY, status="canceled", type_=DELETED)
     assert cus.step(deleted) == [
         End(TRIAL_ID, "subscription_deleted"),
-        Start(WINBACK, winback_id(cus.id, TRIAL_SUB), TRIAL_SUB, TRIAL_SUB),
+        Start(Lifecycle.WINBACK, winback_id(cus.id, TRIAL_SUB), TRIAL_SUB, TRIAL_SUB),
     ]
 
 
@@ -839,7 +819,13 @@ def test_trial_becoming_active_is_not_yet_a_conversion() -> None:
     # The old-shape payload keeps the trial's period: it ends after this event.
     active = trial_event(cus.id, created=TRIAL_END - 60, status="active", type_=UPDATED)
     assert cus.step(active) == [
-        Start(RENEWAL, renewal_id(TRIAL_SUB, TRIAL_END), TRIAL_SUB, TRIAL_SUB, anchor=TRIAL_END)
+        Start(
+            Lifecycle.RENEWAL,
+            renewal_id(TRIAL_SUB, TRIAL_END),
+            TRIAL_SUB,
+            TRIAL_SUB,
+            anchor=TRIAL_END,
+        )
     ]
 
 
@@ -858,7 +844,7 @@ def test_zero_invoice_of_a_trial_is_not_a_conversion() -> None:
 def trial_converted(invoice_id: str = "in_T1") -> Convert:
     return Convert(
         "trial_converted",
-        TRIAL,
+        Lifecycle.TRIAL,
         TRIAL_ID,
         TRIAL_SUB,
         mrr_delta_cents=1000,
@@ -959,7 +945,7 @@ def test_trial_conversion_race_converts_exactly_once(order: str) -> None:
             type_=CREATED,
         )
     )
-    assert started == [Start(TRIAL, trial_id(SUB), SUB, SUB, anchor=trial_end)]
+    assert started == [Start(Lifecycle.TRIAL, trial_id(SUB), SUB, SUB, anchor=trial_end)]
     activated = sub_event(
         cus.id,
         created=trial_end,
@@ -973,7 +959,7 @@ def test_trial_conversion_race_converts_exactly_once(order: str) -> None:
     assert [d for d in decisions if isinstance(d, Convert)] == [
         Convert(
             "trial_converted",
-            TRIAL,
+            Lifecycle.TRIAL,
             trial_id(SUB),
             SUB,
             mrr_delta_cents=4900,
@@ -986,8 +972,10 @@ def test_trial_conversion_race_converts_exactly_once(order: str) -> None:
     # ends the renewal the activation started (see the renewal race below).
     trial_ends = [d for d in decisions if isinstance(d, End) and d.workflow_id == trial_id(SUB)]
     assert trial_ends == [End(trial_id(SUB), "converted")]
-    assert of(RENEWAL, decisions) == [
-        Start(RENEWAL, renewal_id(SUB, trial_end + 30 * DAY), SUB, SUB, trial_end + 30 * DAY)
+    assert of(Lifecycle.RENEWAL, decisions) == [
+        Start(
+            Lifecycle.RENEWAL, renewal_id(SUB, trial_end + 30 * DAY), SUB, SUB, trial_end + 30 * DAY
+        )
     ]
 
 
@@ -997,7 +985,7 @@ SC_ID = scheduled_cancel_id(SUB)
 
 
 def scheduled(anchor: int) -> Start:
-    return Start(SCHEDULED_CANCEL, SC_ID, SUB, SUB, anchor=anchor, reusable=True)
+    return Start(Lifecycle.SCHEDULED_CANCEL, SC_ID, SUB, SUB, anchor=anchor, reusable=True)
 
 
 @pytest.mark.parametrize(
@@ -1058,7 +1046,7 @@ def test_undoing_the_cancellation_saves_the_subscription() -> None:
     assert cus.batch(undone) == [
         Convert(
             "saved",
-            SCHEDULED_CANCEL,
+            Lifecycle.SCHEDULED_CANCEL,
             SC_ID,
             SUB,
             mrr_delta_cents=4900,
@@ -1066,7 +1054,7 @@ def test_undoing_the_cancellation_saves_the_subscription() -> None:
             currency="usd",
         ),
         End(SC_ID, "saved"),
-        Start(RENEWAL, RENEWAL_ID, SUB, SUB, anchor=PERIOD_END, reusable=True),
+        Start(Lifecycle.RENEWAL, RENEWAL_ID, SUB, SUB, anchor=PERIOD_END, reusable=True),
     ]
     # Scheduled again: the same id is started again.
     again = sub_event(cus.id, created=T + 3 * DAY, cancel_at=T + 9 * DAY)
@@ -1084,7 +1072,7 @@ def test_subscription_ending_ends_the_scheduled_cancellation_and_starts_win_back
     )
     assert cus.step(deleted) == [
         End(SC_ID, "cancelled"),
-        Start(WINBACK, winback_id(cus.id, SUB), SUB, SUB),
+        Start(Lifecycle.WINBACK, winback_id(cus.id, SUB), SUB, SUB),
     ]
 
 
@@ -1118,7 +1106,7 @@ def deleted_event(customer_id: str) -> BillingEvent:
 def test_cancelled_last_subscription_starts_win_back() -> None:
     cus = Customer()
     assert cus.step(deleted_event(cus.id)) == [
-        Start(WINBACK, f"winback-{cus.id}-{DELETED_SUB}", DELETED_SUB, DELETED_SUB)
+        Start(Lifecycle.WINBACK, f"winback-{cus.id}-{DELETED_SUB}", DELETED_SUB, DELETED_SUB)
     ]
 
 
@@ -1146,7 +1134,7 @@ def test_win_back_only_when_no_other_subscription_is_live(other_status: str, chu
             trial_end=None,
         )
     )
-    expected = [Start(WINBACK, winback_id(cus.id, DELETED_SUB), DELETED_SUB, DELETED_SUB)]
+    expected = [Start(Lifecycle.WINBACK, winback_id(cus.id, DELETED_SUB), DELETED_SUB, DELETED_SUB)]
     assert cus.step(deleted_event(cus.id)) == (expected if churned else [])
 
 
@@ -1171,7 +1159,7 @@ def reactivated(workflow_id: str, mrr_delta_cents: int) -> Convert:
     """The win-back `workflow_id` credited with a new subscription `sub_new`."""
     return Convert(
         "reactivated",
-        WINBACK,
+        Lifecycle.WINBACK,
         workflow_id,
         "sub_new",
         mrr_delta_cents=mrr_delta_cents,
@@ -1188,7 +1176,9 @@ def test_new_active_subscription_converts_the_win_back() -> None:
     assert cus.batch(back) == [
         reactivated(wid, mrr_delta_cents=9900),
         End(wid, "reactivated"),
-        Start(RENEWAL, renewal_id("sub_new", period_end), "sub_new", "sub_new", period_end),
+        Start(
+            Lifecycle.RENEWAL, renewal_id("sub_new", period_end), "sub_new", "sub_new", period_end
+        ),
     ]
     # The subscription coming back from a failed payment later is no second reactivation.
     cus.seed(sub_event(cus.id, created=DELETED_AT + 40 * DAY, sub_id="sub_new", status="past_due"))
@@ -1211,7 +1201,7 @@ def test_incomplete_subscription_converts_the_win_back_when_its_first_payment_su
     active = sub_event(
         cus.id, created=DELETED_AT + DAY + 60, sub_id="sub_new", period_end=period_end
     )
-    assert of(WINBACK, cus.batch(active)) == [reactivated(wid, mrr_delta_cents=4900)]
+    assert of(Lifecycle.WINBACK, cus.batch(active)) == [reactivated(wid, mrr_delta_cents=4900)]
 
 
 @pytest.mark.parametrize(
@@ -1244,7 +1234,7 @@ def test_reactivation_is_credited_to_the_latest_unconverted_win_back(
     for wid, status, converted in refs:
         cus.add_ref(
             wid,
-            WINBACK,
+            Lifecycle.WINBACK,
             subscription_id=f"sub_{wid}",
             subject_id=f"sub_{wid}",
             status=status,
@@ -1260,7 +1250,9 @@ def test_reactivation_is_credited_to_the_latest_unconverted_win_back(
 
 def test_all_win_backs_converted_gives_no_second_reactivation() -> None:
     cus = Customer()
-    cus.add_ref("w_a", WINBACK, subscription_id="sub_a", status="reactivated", converted=True)
+    cus.add_ref(
+        "w_a", Lifecycle.WINBACK, subscription_id="sub_a", status="reactivated", converted=True
+    )
     cus.ledger.decide_start(renewal_id("sub_new", PERIOD_END))
     assert cus.step(sub_event(cus.id, created=T, sub_id="sub_new", type_=CREATED)) == []
 
@@ -1271,7 +1263,7 @@ def test_new_trial_ends_the_win_back_without_converting_it() -> None:
     trial_end = DELETED_AT + 15 * DAY
     trial = comeback(cus, status="trialing", period_end=trial_end, trial_end=trial_end)
     assert cus.batch(trial) == [
-        Start(TRIAL, trial_id("sub_new"), "sub_new", "sub_new", anchor=trial_end),
+        Start(Lifecycle.TRIAL, trial_id("sub_new"), "sub_new", "sub_new", anchor=trial_end),
         End(wid, "trial_started"),
     ]
     assert (cus.ref(wid).status, cus.ref(wid).converted) == ("trial_started", False)
@@ -1289,7 +1281,9 @@ def test_active_subscription_starts_the_renewal_of_its_period() -> None:
     )
     sub_id, period_end = "sub_000000000000000000000000", 1_650_998_505
     assert cus.step(updated) == [
-        Start(RENEWAL, f"renewal-{sub_id}-{period_end}", sub_id, sub_id, anchor=period_end)
+        Start(
+            Lifecycle.RENEWAL, f"renewal-{sub_id}-{period_end}", sub_id, sub_id, anchor=period_end
+        )
     ]
 
 
@@ -1308,7 +1302,7 @@ def test_active_subscription_starts_the_renewal_of_its_period() -> None:
 )
 def test_no_renewal_for_a_subscription_that_will_not_renew(fields: dict[str, Any]) -> None:
     cus = Customer()
-    assert of(RENEWAL, cus.step(sub_event(cus.id, created=T, **fields))) == []
+    assert of(Lifecycle.RENEWAL, cus.step(sub_event(cus.id, created=T, **fields))) == []
 
 
 def test_renewal_starts_once() -> None:
@@ -1340,7 +1334,14 @@ def test_renewal_ends_on_its_cycle_invoice(
         type_=type_,
         billing_reason=billing_reason,
     )
-    assert cus.step(invoice) == ([] if outcome is None else [End(RENEWAL_ID, outcome)])
+    # A failed subscription invoice also starts its dunning, whichever period it bills.
+    dunning: list[Decision] = (
+        [Start(Lifecycle.DUNNING, dunning_id("in_T1"), "in_T1", SUB, invoice=invoice.invoice)]
+        if type_ == FAILED
+        else []
+    )
+    ended: list[Decision] = [] if outcome is None else [End(RENEWAL_ID, outcome)]
+    assert cus.step(invoice) == dunning + ended
 
 
 def test_upcoming_invoice_changes_nothing() -> None:
@@ -1367,7 +1368,7 @@ def test_deleted_subscription_ends_its_renewal_and_starts_win_back() -> None:
     cus = active_customer()
     deleted = sub_event(cus.id, created=T + DAY, status="canceled", type_=DELETED)
     assert cus.step(deleted) == [
-        Start(WINBACK, winback_id(cus.id, SUB), SUB, SUB),
+        Start(Lifecycle.WINBACK, winback_id(cus.id, SUB), SUB, SUB),
         End(RENEWAL_ID, "subscription_deleted"),
     ]
 
@@ -1378,7 +1379,7 @@ def test_period_rolling_over_renews_and_starts_the_next_renewal() -> None:
     rolled = sub_event(cus.id, created=PERIOD_END, period_end=next_end)
     assert cus.step(rolled) == [
         End(RENEWAL_ID, "renewed"),
-        Start(RENEWAL, renewal_id(SUB, next_end), SUB, SUB, anchor=next_end),
+        Start(Lifecycle.RENEWAL, renewal_id(SUB, next_end), SUB, SUB, anchor=next_end),
     ]
 
 
@@ -1392,7 +1393,7 @@ def test_renewal_renews_once_whichever_event_of_the_cycle_comes_first(order: str
     decisions = delivered(cus, order, rolled, paid)
     assert sorted(decisions, key=repr) == [
         End(RENEWAL_ID, "renewed"),
-        Start(RENEWAL, next_id, SUB, SUB, anchor=next_end),
+        Start(Lifecycle.RENEWAL, next_id, SUB, SUB, anchor=next_end),
     ]
     assert (cus.ref(RENEWAL_ID).status, cus.ref(next_id).status) == ("renewed", "running")
 
@@ -1414,7 +1415,7 @@ PLAN_MRR = 1100
             4900,
             [
                 Start(
-                    PLAN_CHANGE,
+                    Lifecycle.PLAN_CHANGE,
                     plan_change_id(PLAN_SUB, PLAN_PERIOD_START + DAY),
                     PLAN_SUB,
                     PLAN_SUB,
@@ -1424,7 +1425,7 @@ PLAN_MRR = 1100
         ),
         pytest.param(
             500,
-            [Convert("expansion", UPGRADE, None, PLAN_SUB, 600, 0, "usd")],
+            [Convert("expansion", Lifecycle.UPGRADE, None, PLAN_SUB, 600, 0, "usd")],
             id="upgrade",
         ),
         pytest.param(PLAN_MRR, [], id="same-mrr"),
@@ -1442,8 +1443,14 @@ def test_plan_change_of_a_real_payload(before_amount: int, expected: list[Decisi
             type_=CREATED,
         )
     )
-    assert of(RENEWAL, started) == [
-        Start(RENEWAL, renewal_id(PLAN_SUB, PLAN_PERIOD_END), PLAN_SUB, PLAN_SUB, PLAN_PERIOD_END)
+    assert of(Lifecycle.RENEWAL, started) == [
+        Start(
+            Lifecycle.RENEWAL,
+            renewal_id(PLAN_SUB, PLAN_PERIOD_END),
+            PLAN_SUB,
+            PLAN_SUB,
+            PLAN_PERIOD_END,
+        )
     ]
     changed = normalise(from_fixture(PLAN_CHANGE_FIXTURE, cus.id, created=PLAN_PERIOD_START + DAY))
     assert changed.previous_attributes == ["plan"]
@@ -1457,21 +1464,21 @@ def test_plan_change_of_a_real_payload(before_amount: int, expected: list[Decisi
             {"items": {"data": []}},
             9900,
             1,
-            [Convert("expansion", UPGRADE, None, SUB, 5000, 0, "usd")],
+            [Convert("expansion", Lifecycle.UPGRADE, None, SUB, 5000, 0, "usd")],
             id="pricier-item",
         ),
         pytest.param(
             {"quantity": 1},
             4900,
             3,
-            [Convert("expansion", UPGRADE, None, SUB, 9800, 0, "usd")],
+            [Convert("expansion", Lifecycle.UPGRADE, None, SUB, 9800, 0, "usd")],
             id="more-seats",
         ),
         pytest.param(
             {"plan": {"id": "price_pro"}},
             2900,
             1,
-            [Start(PLAN_CHANGE, plan_change_id(SUB, T + DAY), SUB, SUB)],
+            [Start(Lifecycle.PLAN_CHANGE, plan_change_id(SUB, T + DAY), SUB, SUB)],
             id="cheaper-plan",
         ),
         pytest.param({"items": {"data": []}}, 4900, 1, [], id="same-mrr"),
@@ -1515,14 +1522,14 @@ def test_plan_change_of_a_trial_is_not_revenue(before: str, after: str) -> None:
         cus.id, created=T + DAY, status=after, unit_amount=9900, previous={"items": {}}
     )
     decisions = cus.step(changed)
-    assert of(UPGRADE, decisions) == []
-    assert of(PLAN_CHANGE, decisions) == []
+    assert of(Lifecycle.UPGRADE, decisions) == []
+    assert of(Lifecycle.PLAN_CHANGE, decisions) == []
 
 
 def test_first_sight_of_a_subscription_is_no_plan_change() -> None:
     cus = Customer()
     changed = sub_event(cus.id, created=T, unit_amount=9900, previous={"items": {}})
-    assert cus.step(changed) == [Start(RENEWAL, RENEWAL_ID, SUB, SUB, anchor=PERIOD_END)]
+    assert cus.step(changed) == [Start(Lifecycle.RENEWAL, RENEWAL_ID, SUB, SUB, anchor=PERIOD_END)]
 
 
 @pytest.mark.parametrize(
@@ -1551,11 +1558,16 @@ def test_upgrade_is_credited_to_the_latest_unconverted_upgrade_campaign(
     cus = active_customer()
     for wid, status, converted in refs:
         cus.add_ref(
-            wid, UPGRADE, subscription_id=SUB, subject_id=SUB, status=status, converted=converted
+            wid,
+            Lifecycle.UPGRADE,
+            subscription_id=SUB,
+            subject_id=SUB,
+            status=status,
+            converted=converted,
         )
     upgraded = sub_event(cus.id, created=T + DAY, unit_amount=9900, previous={"items": {}})
     assert cus.step(upgraded) == [
-        Convert("expansion", UPGRADE, credited, SUB, 5000, 0, "usd"),
+        Convert("expansion", Lifecycle.UPGRADE, credited, SUB, 5000, 0, "usd"),
         *(End(wid, "upgraded") for wid in ended),
     ]
 
@@ -1564,7 +1576,9 @@ def test_upgrade_is_credited_to_the_latest_unconverted_upgrade_campaign(
 
 
 def card_start(pm_id: str = CARD, yyyymm: str = "202303", expiry: int = CARD_EXPIRY) -> Start:
-    return Start(CARD_EXPIRING, f"card-expiring-{pm_id}-{yyyymm}", pm_id, None, anchor=expiry)
+    return Start(
+        Lifecycle.CARD_EXPIRING, f"card-expiring-{pm_id}-{yyyymm}", pm_id, None, anchor=expiry
+    )
 
 
 def subscribed_customer(**fields: Any) -> Customer:
@@ -1663,7 +1677,7 @@ def test_cancelled_subscription_ends_the_watch() -> None:
     cus = watching_customer()
     deleted = sub_event(cus.id, created=CARD_ATTACHED + DAY, status="canceled", type_=DELETED)
     assert cus.step(deleted) == [
-        Start(WINBACK, winback_id(cus.id, SUB), SUB, SUB),
+        Start(Lifecycle.WINBACK, winback_id(cus.id, SUB), SUB, SUB),
         End(card_start().workflow_id, "no_subscription"),
     ]
 
@@ -1752,7 +1766,7 @@ def test_a_comeback_through_a_trial_is_credited_once_to_the_trial() -> None:
         cus.id, created=trial_end + 30, sub_id="sub_new", period_end=trial_end + 30 * DAY
     )
     conversions = [d for d in cus.batch(active, paid) if isinstance(d, Convert)]
-    assert [(c.kind, c.lifecycle) for c in conversions] == [("trial_converted", TRIAL)]
+    assert [(c.kind, c.lifecycle) for c in conversions] == [("trial_converted", Lifecycle.TRIAL)]
 
 
 def test_a_second_card_without_a_known_default_replaces_nothing() -> None:
@@ -1760,3 +1774,175 @@ def test_a_second_card_without_a_known_default_replaces_nothing() -> None:
     assert cus.step(card_event(cus.id)) == [card_start()]
     second = card_event(cus.id, created=CARD_ATTACHED + DAY, pm_id="pm_other", exp_year=2030)
     assert [d for d in cus.step(second) if isinstance(d, End)] == []
+
+
+# --- Invoice lifecycles: dunning and payment action ------------------------------------
+
+DUNNING_ID = dunning_id("in_T1")
+PAYMENT_ACTION_ID = payment_action_id("in_T1")
+ACTION_REQUIRED = "invoice.payment_action_required"
+
+
+def invoice_of(
+    type_: str, customer_id: str, *, sub_id: str | None = SUB, **fields: Any
+) -> BillingEvent:
+    """An invoice event of any type, from the failed-invoice payload; `fields` replace
+    invoice fields."""
+    payload = from_fixture(
+        INVOICE_FIXTURES[FAILED],
+        customer_id,
+        created=T + DAY,
+        id="in_T1",
+        subscription=sub_id,
+        amount_paid=0,
+        billing_reason="subscription_cycle",
+    )
+    payload["type"] = type_
+    payload["id"] = f"evt_{type_}_{fields.pop('n', 1)}"
+    payload["data"]["object"].update(fields)
+    return normalise(payload)
+
+
+def in_dunning(lifecycle: Lifecycle = Lifecycle.DUNNING) -> Customer:
+    cus = active_customer()
+    trigger = FAILED if lifecycle == Lifecycle.DUNNING else ACTION_REQUIRED
+    [start] = [d for d in cus.batch(invoice_of(trigger, cus.id)) if isinstance(d, Start)]
+    assert start.lifecycle == lifecycle
+    return cus
+
+
+@pytest.mark.parametrize(
+    ("type_", "sub_id", "starts"),
+    [
+        (FAILED, SUB, Lifecycle.DUNNING),
+        # Dunning is for subscription invoices; a one-off invoice has no plan to save.
+        (FAILED, None, None),
+        (ACTION_REQUIRED, SUB, Lifecycle.PAYMENT_ACTION),
+        (ACTION_REQUIRED, None, Lifecycle.PAYMENT_ACTION),
+        ("invoice.finalized", SUB, None),
+    ],
+)
+def test_invoice_lifecycles_start_on_their_trigger(
+    type_: str, sub_id: str | None, starts: Lifecycle | None
+) -> None:
+    cus = active_customer()
+    event = invoice_of(type_, cus.id, sub_id=sub_id)
+    starts_now = [d for d in cus.step(event) if isinstance(d, Start)]
+    expected = (
+        []
+        if starts is None
+        else [
+            Start(
+                starts,
+                DUNNING_ID if starts == Lifecycle.DUNNING else PAYMENT_ACTION_ID,
+                "in_T1",
+                sub_id,
+                invoice=event.invoice,
+            )
+        ]
+    )
+    assert starts_now == expected
+
+
+def test_a_failure_reported_after_the_payment_starts_no_dunning() -> None:
+    cus = active_customer()
+    paid = invoice_of(PAID, cus.id, amount_paid=4900, status="paid")
+    failed = invoice_of(FAILED, cus.id)
+    # Stripe delivered them out of order, in one batch: the payment settles it.
+    assert not [
+        d for d in cus.batch(failed, replace(paid, created=failed.created)) if isinstance(d, Start)
+    ]
+
+
+def test_a_payment_converts_and_ends_the_running_dunning() -> None:
+    cus = in_dunning()
+    paid = invoice_of(PAID, cus.id, amount_paid=4900, amount_due=4900, status="paid")
+    assert cus.batch(paid) == [
+        Convert(
+            "recovered",
+            Lifecycle.DUNNING,
+            DUNNING_ID,
+            SUB,
+            mrr_delta_cents=4900,
+            amount_cents=4900,
+            currency="usd",
+            invoice_id="in_T1",
+        ),
+        End(DUNNING_ID, "recovered"),
+    ]
+    assert (cus.ref(DUNNING_ID).status, cus.ref(DUNNING_ID).converted) == ("recovered", True)
+    # invoice.payment_succeeded of the same payment: already ended, nothing twice.
+    assert cus.batch(invoice_of(SUCCEEDED, cus.id, amount_paid=4900, status="paid")) == []
+
+
+@pytest.mark.parametrize(
+    ("type_", "outcome"),
+    [("invoice.voided", "voided"), ("invoice.marked_uncollectible", "uncollectible")],
+)
+def test_an_invoice_settled_without_payment_ends_dunning_without_a_conversion(
+    type_: str, outcome: str
+) -> None:
+    cus = in_dunning()
+    assert cus.batch(invoice_of(type_, cus.id)) == [End(DUNNING_ID, outcome)]
+
+
+def test_a_later_failure_refreshes_the_running_dunning() -> None:
+    cus = in_dunning()
+    again = invoice_of(FAILED, cus.id, n=2, attempt_count=2, next_payment_attempt=T + 5 * DAY)
+    assert cus.batch(again) == [Refresh(DUNNING_ID, again.invoice)]
+    assert again.invoice is not None and again.invoice.attempt_count == 2
+
+
+def test_the_subscription_deleted_ends_its_invoices_lifecycles() -> None:
+    cus = in_dunning()
+    deleted = sub_event(cus.id, created=T + 2 * DAY, status="canceled", type_=DELETED)
+    assert End(DUNNING_ID, "subscription_deleted") in cus.batch(deleted)
+
+
+def test_a_failure_hands_a_payment_action_over_to_dunning() -> None:
+    cus = in_dunning(Lifecycle.PAYMENT_ACTION)
+    failed = invoice_of(FAILED, cus.id)
+    assert cus.batch(failed) == [
+        Start(Lifecycle.DUNNING, DUNNING_ID, "in_T1", SUB, invoice=failed.invoice),
+        End(PAYMENT_ACTION_ID, "payment_failed"),
+    ]
+
+
+def test_a_dunning_support_stopped_is_not_started_again() -> None:
+    cus = in_dunning()
+    cus.ref(DUNNING_ID).status = "cancelled"
+    assert cus.batch(invoice_of(FAILED, cus.id, n=2, attempt_count=2)) == []
+
+
+def test_older_customer_runs_forward_every_event_of_a_running_invoice_lifecycle() -> None:
+    cus = in_dunning()
+    again = invoice_of(FAILED, cus.id, n=2, attempt_count=2)
+    assert cus.ledger.apply(again)
+    assert legacy_invoice_routes(again, cus.ledger) == [Forward(DUNNING_ID)]
+    # ...and try a start on every trigger, whatever was decided before.
+    cus.ref(DUNNING_ID).status = "cancelled"
+    third = invoice_of(FAILED, cus.id, n=3, attempt_count=3)
+    assert cus.ledger.apply(third)
+    assert legacy_invoice_routes(third, cus.ledger) == [
+        Start(Lifecycle.DUNNING, DUNNING_ID, "in_T1", SUB, invoice=third.invoice)
+    ]
+
+
+def test_bookkeeping_of_a_started_and_ended_instance() -> None:
+    cus = active_customer()
+    start = Start(Lifecycle.DUNNING, DUNNING_ID, "in_T1", SUB, invoice=InvoiceInfo(id="in_T1"))
+    assert begin(cus.ledger, start)
+    assert cus.ledger.start_decided(DUNNING_ID)
+    ref = started(cus.ledger, start, "dunning-default")
+    assert (ref.invoice_id, ref.subscription_id, ref.automation) == (
+        "in_T1",
+        SUB,
+        "dunning-default",
+    )
+    # Running: a second start is moot.
+    assert not begin(cus.ledger, start)
+    assert begin(cus.ledger, End(DUNNING_ID, "voided")) and ref.status == "voided"
+    # Ended: telling it anything more is moot.
+    assert not begin(cus.ledger, End(DUNNING_ID, "recovered"))
+    finished(cus.ledger, DUNNING_ID, "voided", keep=0)
+    assert DUNNING_ID not in {r.workflow_id for r in cus.ledger.state.lifecycles}

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlmodel import col
 from temporalio.worker import Worker
 
-from stripe_lifecycle.domain import contract
+from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.ledger import LifecycleRef
 from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
 from stripe_lifecycle.intake.normalise import normalise_event
@@ -47,7 +47,7 @@ class Customer:
         self.rig = rig
         self._deliver = temporal_delivery(self.client, ForwarderConfig(task_queue=rig.task_queue))
         self.handle = self.client.get_workflow_handle_for(
-            CustomerWorkflow.run, contract.customer_workflow_id(self.id)
+            CustomerWorkflow.run, ids.customer_workflow_id(self.id)
         )
 
     async def send(self, *events: dict[str, Any]) -> None:

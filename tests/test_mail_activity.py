@@ -9,7 +9,7 @@ from sqlalchemy import select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from stripe_lifecycle.activities.mail import SendEmailInput
+from stripe_lifecycle.activities.interface import SendEmailInput
 from stripe_lifecycle.domain.links import make_token
 from stripe_lifecycle.mail.transports import (
     OutboxTransport,

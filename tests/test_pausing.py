@@ -15,7 +15,8 @@ from temporalio.worker import Worker
 from stripe_lifecycle.domain import contract
 from stripe_lifecycle.domain.automations import Automation, Step
 from stripe_lifecycle.temporal_setup import cancel_paused_instances
-from stripe_lifecycle.workflows.lifecycle import LifecycleInput, LifecycleResult, TrialWorkflow
+from stripe_lifecycle.workflows.engine import LifecycleInput, LifecycleResult
+from stripe_lifecycle.workflows.lifecycles import TrialWorkflow
 
 from .conftest import WorkerRig
 

@@ -3,13 +3,20 @@ would break running workflows (a non-deterministic change) fails here. Record a 
 history when a workflow changes on purpose, behind `workflow.patched`.
 
 - customer_workflow_v1: customer created, trial, active, invoice paid, a redelivered
-  event, then one batch holding an older event and a newer one.
+  event, then one batch holding an older event and a newer one (before any lifecycle).
 - customer_workflow_v2: a trial converted (paid invoice and activation in reverse
   order), an upgrade (expansion), a cancellation scheduled and undone (saved), then the
   subscription deleted (win-back started).
-- trial_workflow_v1: a trial extended, then cut short (a late reminder skipped).
-- dunning_workflow_v1: the default dunning; two emails, a retry failure (invoice
-  refreshed), a third email, then paid (recovered conversion).
+- customer_workflow_v2_*: runs from before the rules decided invoice lifecycles, each
+  starting one lifecycle (dunning and payment action forwarded the invoice events as
+  `invoice_update`), recorded on the dev server by the end-to-end tests.
+- <lifecycle>_workflow_v1*: each lifecycle type before the one engine (dunning and
+  payment action with their own loop and `invoice_update`; trial extended then cut
+  short; trial converted; win-back, renewal, card expiring, scheduled cancel, plan
+  change).
+- customer_workflow_v3_* and <lifecycle>_workflow_v2: the same scenarios after the one
+  engine, with invoice lifecycles decided by the rules (a recovery recorded by the
+  customer workflow, `lifecycle_update` to every child).
 """
 
 from pathlib import Path
@@ -23,13 +30,15 @@ from stripe_lifecycle.worker import WORKFLOWS, sandbox_runner
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
-def test_there_are_recorded_histories() -> None:
-    assert {p.stem for p in HISTORIES} >= {
-        "customer_workflow_v1",
-        "customer_workflow_v2",
-        "dunning_workflow_v1",
-        "trial_workflow_v1",
-    }
+def workflow_type(path: Path) -> str:
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    return history.events[0].workflow_execution_started_event_attributes.workflow_type.name
+
+
+def test_every_workflow_type_has_recorded_histories() -> None:
+    recorded = {workflow_type(p) for p in HISTORIES}
+    registered = {getattr(w, "__temporal_workflow_definition").name for w in WORKFLOWS}
+    assert registered - recorded == set()
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

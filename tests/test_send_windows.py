@@ -17,13 +17,8 @@ from stripe_lifecycle.domain.automations import (
 )
 from stripe_lifecycle.domain.send_windows import SendWindow, next_send_time, parse_window, zone_for
 from stripe_lifecycle.settings import Settings
-from stripe_lifecycle.workflows.dunning import (
-    DunningInput,
-    DunningResult,
-    DunningWorkflow,
-    InvoiceUpdate,
-)
-from stripe_lifecycle.workflows.lifecycle import LifecycleInput, TrialWorkflow
+from stripe_lifecycle.workflows.engine import LifecycleInput, LifecycleResult, LifecycleUpdate
+from stripe_lifecycle.workflows.lifecycles import DunningWorkflow, TrialWorkflow
 
 from .conftest import WorkerRig
 from .test_dunning_workflow import invoice
@@ -226,7 +221,7 @@ async def test_a_payment_while_the_mail_waits_for_the_window_sends_nothing(
     async with skipping_rig.worker():
         handle = await skipping_rig.env.client.start_workflow(
             DunningWorkflow.run,
-            DunningInput(
+            LifecycleInput(
                 customer_id="cus_Dun1",
                 invoice=dataclasses.replace(invoice(invoice_id), id=invoice_id),
                 automation=automation,
@@ -244,10 +239,10 @@ async def test_a_payment_while_the_mail_waits_for_the_window_sends_nothing(
 
         await eventually(holding, "the send window hold")
         await handle.signal(
-            DunningWorkflow.invoice_update,
-            InvoiceUpdate(event_id="evt_paid", event_type="invoice.paid", created=0),
+            DunningWorkflow.lifecycle_update,
+            LifecycleUpdate(event_id="evt_paid", created=0, outcome="recovered"),
         )
-        result: DunningResult = await handle.result()
+        result: LifecycleResult = await handle.result()
         state = await handle.query(DunningWorkflow.state)
     assert result.outcome == "recovered"
     assert await email_offsets(handle) == []

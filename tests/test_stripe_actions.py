@@ -12,14 +12,10 @@ from urllib.parse import parse_qsl
 
 import pytest
 import stripe
-from temporalio.converter import DataConverter
 from temporalio.testing import ActivityEnvironment
 
-from stripe_lifecycle.activities.stripe_actions import (
-    StripeActionInput,
-    StripeActionResult,
-    StripeActivities,
-)
+from stripe_lifecycle.activities.interface import StripeActionInput, StripeActionResult
+from stripe_lifecycle.activities.stripe_actions import StripeActivities
 from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.stripe_api.client import build_stripe_client
 
@@ -407,24 +403,6 @@ async def test_a_repeated_request_sends_the_same_key_and_stripe_acts_once(
     assert [r.idempotency_key for r in stripe_api.state.requests] == [KEY, KEY]
     assert stripe_api.state.executed == 1
     assert again == first
-
-
-async def test_the_input_decodes_from_what_the_workflow_sends() -> None:
-    # The dunning workflow passes a plain dict; the worker decodes it into the dataclass.
-    converter = DataConverter.default.payload_converter
-    [payload] = converter.to_payloads(
-        [
-            {
-                "action": "void_invoice",
-                "invoice_id": "in_123",
-                "subscription_id": None,
-                "idempotency_key": KEY,
-            }
-        ]
-    )
-    [decoded] = converter.from_payloads([payload], [StripeActionInput])
-
-    assert decoded == StripeActionInput("void_invoice", "in_123", None, KEY)
 
 
 # --- already done ----------------------------------------------------------------------

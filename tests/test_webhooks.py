@@ -17,7 +17,7 @@ from sqlmodel import col
 from temporalio.testing import WorkflowEnvironment
 
 from stripe_lifecycle.api.deps import AdminKey
-from stripe_lifecycle.domain import contract
+from stripe_lifecycle.domain import ids
 from stripe_lifecycle.storage.models import InboxStatus, WebhookEvent
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 
@@ -83,7 +83,7 @@ async def test_signed_event_is_stored_delivered_and_served(
     assert rows[1].forwarded_at is not None and rows[1].forwarded_at.tzinfo is not None
 
     handle = dev_env.client.get_workflow_handle_for(
-        CustomerWorkflow.run, contract.customer_workflow_id(cus)
+        CustomerWorkflow.run, ids.customer_workflow_id(cus)
     )
     for _ in range(100):
         customer = await http.get(
@@ -157,7 +157,7 @@ async def test_duplicate_delivery_is_acknowledged_once(
     await app.state.lifecycle.forwarder.drained()
     assert len(await inbox(app)) == 1
     handle = dev_env.client.get_workflow_handle_for(
-        CustomerWorkflow.run, contract.customer_workflow_id(cus)
+        CustomerWorkflow.run, ids.customer_workflow_id(cus)
     )
     assert (await handle.query(CustomerWorkflow.state)).events_applied == 1
 

@@ -15,7 +15,7 @@ from temporalio.service import RPCError
 
 from stripe_lifecycle.domain.automations import PACKAGED_DEFAULTS, Automation, load_automations
 from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
-from stripe_lifecycle.workflows.dunning import CancelRequest, LifecycleHandlers
+from stripe_lifecycle.workflows.engine import CancelRequest, LifecycleWorkflow
 
 DAY = 86_400
 
@@ -78,14 +78,14 @@ async def cancel_by_support(handle: WorkflowHandle[Any, Any], reason: str) -> No
     answered with the workflow it stopped, and refused once the workflow has completed.
     Returns once it has completed."""
     with pytest.raises(WorkflowUpdateFailedError) as rejected:
-        await handle.execute_update(LifecycleHandlers.cancel, CancelRequest(reason=" ", actor="x"))
+        await handle.execute_update(LifecycleWorkflow.cancel, CancelRequest(reason=" ", actor="x"))
     assert str(rejected.value.cause) == "a reason is required"
     answer = await handle.execute_update(
-        LifecycleHandlers.cancel, CancelRequest(reason=reason, actor="support key 1a2b")
+        LifecycleWorkflow.cancel, CancelRequest(reason=reason, actor="support key 1a2b")
     )
     assert answer.cancelled and answer.workflow_id == handle.id
     await handle.result()
     with pytest.raises(RPCError, match="already completed"):  # nothing left to cancel
         await handle.execute_update(
-            LifecycleHandlers.cancel, CancelRequest(reason="again", actor="x")
+            LifecycleWorkflow.cancel, CancelRequest(reason="again", actor="x")
         )

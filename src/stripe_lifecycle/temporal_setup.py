@@ -28,7 +28,7 @@ from temporalio.service import RPCError
 
 from stripe_lifecycle.domain import contract
 from stripe_lifecycle.domain.automations import Automation
-from stripe_lifecycle.workflows.dunning import CancelRequest, CancelResult
+from stripe_lifecycle.workflows.engine import CancelRequest, LifecycleWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ async def cancel_paused_instances(client: Client, automations: list[Automation])
         async for execution in client.list_workflows(query):
             handle = client.get_workflow_handle(execution.id)
             try:
-                await handle.execute_update("cancel", request, result_type=CancelResult)
+                await handle.execute_update(LifecycleWorkflow.cancel, request)
             except (WorkflowUpdateFailedError, RPCError) as exc:
                 # It ended meanwhile, or another replica stopped it first.
                 log.info("%s was not cancelled: %s", execution.id, exc)

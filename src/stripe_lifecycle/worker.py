@@ -20,10 +20,9 @@ from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.storage.db import SessionMaker
 from stripe_lifecycle.stripe_api.client import build_stripe_client
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
-from stripe_lifecycle.workflows.dunning import DunningWorkflow, PaymentActionWorkflow
-from stripe_lifecycle.workflows.lifecycle import SEQUENCE_WORKFLOWS
+from stripe_lifecycle.workflows.lifecycles import LIFECYCLE_WORKFLOWS
 
-WORKFLOWS = [CustomerWorkflow, DunningWorkflow, PaymentActionWorkflow, *SEQUENCE_WORKFLOWS.values()]
+WORKFLOWS: list[type] = [CustomerWorkflow, *LIFECYCLE_WORKFLOWS.values()]
 
 
 def sandbox_runner() -> SandboxedWorkflowRunner:
@@ -31,7 +30,7 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
     # again in every workflow sandbox (the workflows also mark them passed through).
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(
-            "stripe_lifecycle.domain", "yaml"
+            "stripe_lifecycle.domain", "stripe_lifecycle.activities.interface", "yaml"
         )
     )
 

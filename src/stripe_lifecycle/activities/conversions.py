@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from temporalio import activity
 
+from stripe_lifecycle.activities.interface import ConversionInput, Conversions
 from stripe_lifecycle.domain.attribution import NOT_TOUCHES, Policy, Touch, attribute, split_amount
 from stripe_lifecycle.storage.db import SessionMaker, insert_for
 from stripe_lifecycle.storage.models import (
@@ -16,7 +17,6 @@ from stripe_lifecycle.storage.models import (
     Message,
     MessageClick,
 )
-from stripe_lifecycle.workflows.dunning import ConversionInput
 
 
 def sent_time() -> ColumnElement[datetime]:
@@ -24,7 +24,7 @@ def sent_time() -> ColumnElement[datetime]:
     return func.coalesce(col(Message.sent_at), col(Message.created_at))
 
 
-class ConversionActivities:
+class ConversionActivities(Conversions):
     def __init__(self, sessionmaker: SessionMaker, policy: Policy) -> None:
         self._sessionmaker = sessionmaker
         self._policy = policy

@@ -2,39 +2,16 @@
 definitions and settings the worker loaded, and recorded in the workflow's history."""
 
 import dataclasses
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 
 from temporalio import activity
 
+from stripe_lifecycle.activities.interface import Automations, ChooseAutomation, SendTimeRequest
 from stripe_lifecycle.domain.automations import Automation, MatchContext, select
 from stripe_lifecycle.domain.send_windows import SendWindow, next_send_time, zone_for
 
 
-@dataclass
-class ChooseAutomation:
-    lifecycle: str
-    livemode: bool = False
-    subscription_interval: str | None = None
-    invoice_amount: int | None = None
-    currency: str | None = None
-    product_ids: list[str] = field(default_factory=list)
-    price_ids: list[str] = field(default_factory=list)
-    plan: str | None = None
-    cancellation_reason: str | None = None
-    customer_metadata: dict[str, str] = field(default_factory=dict)
-    invoice_metadata: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class SendTimeRequest:
-    due: datetime
-    window: SendWindow
-    timezone: str | None = None
-    country: str | None = None
-
-
-class AutomationActivities:
+class AutomationActivities(Automations):
     def __init__(
         self,
         automations: list[Automation],

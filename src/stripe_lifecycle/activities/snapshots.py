@@ -8,12 +8,13 @@ from datetime import UTC, datetime
 from sqlmodel import col
 from temporalio import activity
 
+from stripe_lifecycle.activities.interface import Snapshots
 from stripe_lifecycle.domain.ledger import BillingSnapshot
 from stripe_lifecycle.storage.db import SessionMaker, insert_for
 from stripe_lifecycle.storage.models import Customer
 
 
-class SnapshotActivities:
+class SnapshotActivities(Snapshots):
     def __init__(self, sessionmaker: SessionMaker) -> None:
         self._sessionmaker = sessionmaker
 

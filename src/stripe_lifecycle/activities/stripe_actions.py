@@ -11,6 +11,12 @@ from dataclasses import dataclass
 import stripe
 from temporalio import activity
 
+from stripe_lifecycle.activities.interface import (
+    StripeActionInput,
+    StripeActionResult,
+    StripeActions,
+)
+
 CANCEL_SUBSCRIPTION = "cancel_subscription"
 MARK_UNCOLLECTIBLE = "mark_uncollectible"
 VOID_INVOICE = "void_invoice"
@@ -28,23 +34,6 @@ FAILED = "failed"
 _TRANSIENT_4XX = frozenset({409, 424, 429})
 
 
-@dataclass
-class StripeActionInput:
-    action: str  # cancel_subscription | mark_uncollectible | void_invoice | mark_unpaid
-    invoice_id: str | None
-    subscription_id: str | None
-    # Built by the workflow from workflow id + step: a retried activity repeats the request
-    # and Stripe answers it once.
-    idempotency_key: str
-
-
-@dataclass
-class StripeActionResult:
-    action: str
-    status: str  # "done" or "failed"
-    detail: str  # what happened, for the workflow's details and the log (ids only, no PII)
-
-
 @dataclass(frozen=True)
 class _State:
     """Where the object of a refused action stands now."""
@@ -53,7 +42,7 @@ class _State:
     text: str
 
 
-class StripeActivities:
+class StripeActivities(StripeActions):
     def __init__(self, client: stripe.StripeClient | None) -> None:
         # None when LIFECYCLE_STRIPE_API_KEY is not set: every action then fails visibly.
         self._client = client

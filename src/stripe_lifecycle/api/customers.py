@@ -15,10 +15,10 @@ from temporalio.client import (
 from temporalio.service import RPCError
 
 from stripe_lifecycle.api.deps import TEMPORAL_UNREACHABLE, SessionDep, SupportKey, TemporalDep
-from stripe_lifecycle.domain import contract
+from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.storage.models import Customer, CustomerPublic, LifecyclePublic, SupportAction
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
-from stripe_lifecycle.workflows.dunning import CancelRequest, DunningWorkflow
+from stripe_lifecycle.workflows.engine import CancelRequest, LifecycleWorkflow
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["customers"])
@@ -71,7 +71,7 @@ async def get_customer(
         outcomes = {
             ref.workflow_id: ref.status
             for ref in await temporal.get_workflow_handle_for(
-                CustomerWorkflow.run, contract.customer_workflow_id(customer_id)
+                CustomerWorkflow.run, ids.customer_workflow_id(customer_id)
             ).query(CustomerWorkflow.lifecycles, rpc_timeout=OUTCOME_QUERY_TIMEOUT)
         }
     except (*TEMPORAL_UNREACHABLE, WorkflowQueryFailedError) as exc:
@@ -108,10 +108,10 @@ async def stop_dunning(
     for lifecycle in await _lifecycles(temporal, customer_id, running_only=True):
         if lifecycle.lifecycle not in ("dunning", "payment_action"):
             continue
-        handle = temporal.get_workflow_handle_for(DunningWorkflow.run, lifecycle.workflow_id)
+        handle = temporal.get_workflow_handle(lifecycle.workflow_id)
         try:
             result = await handle.execute_update(
-                DunningWorkflow.cancel, CancelRequest(reason=reason, actor=actor)
+                LifecycleWorkflow.cancel, CancelRequest(reason=reason, actor=actor)
             )
         except (WorkflowUpdateFailedError, RPCError) as exc:
             # It ended between the listing and the update: nothing left to stop.

@@ -1,4 +1,5 @@
-"""Names engineers see in the Temporal UI: workflow ids and search attributes.
+"""Names engineers see in the Temporal UI: search attributes and signal names (workflow
+ids are built in `ids.py`).
 
 Part of the public contract (DESIGN.md); pure, so workflows can import it.
 """
@@ -30,10 +31,6 @@ SEARCH_ATTRIBUTES: tuple[
 )
 
 BILLING_EVENTS_SIGNAL = "billing_events"
-
-
-def customer_workflow_id(customer_id: str) -> str:
-    return f"customer-{customer_id}"
 
 
 def visibility_literal(value: str) -> str:

@@ -16,6 +16,7 @@ from stripe_lifecycle.domain.events import (
     PaymentMethodInfo,
     SubscriptionInfo,
 )
+from stripe_lifecycle.domain.lifecycles import Lifecycle
 
 # Subscriptions in these states are billed, so they count towards MRR; trials are not
 # revenue yet and are shown by status instead (the way Stripe's own MRR chart counts).
@@ -95,7 +96,7 @@ class LifecycleRef:
     """A lifecycle instance the customer workflow started (a child workflow)."""
 
     workflow_id: str
-    lifecycle: str
+    lifecycle: Lifecycle
     automation: str
     status: str = "running"
     invoice_id: str | None = None

@@ -18,3 +18,16 @@ class Lifecycle(StrEnum):
 
 # Lifecycles about one invoice: support's "stop dunning" stops both, the dashboard lists both.
 INVOICE_LIFECYCLES = (Lifecycle.DUNNING, Lifecycle.PAYMENT_ACTION)
+
+# The links each lifecycle's templates use, by name (see mail/templates.py).
+LINKS: dict[Lifecycle, tuple[str, ...]] = {
+    Lifecycle.DUNNING: ("update_payment",),
+    Lifecycle.PAYMENT_ACTION: ("update_payment",),
+    Lifecycle.TRIAL: ("update_payment",),
+    Lifecycle.WINBACK: ("survey", "offer"),
+    Lifecycle.SCHEDULED_CANCEL: ("offer", "update_payment"),
+    Lifecycle.RENEWAL: ("update_payment",),
+    Lifecycle.CARD_EXPIRING: ("update_payment",),
+    Lifecycle.PLAN_CHANGE: ("survey",),
+    Lifecycle.UPGRADE: ("offer",),
+}

@@ -1,10 +1,11 @@
-"""Which subscription and card lifecycles a Stripe event starts, re-times, ends or converts.
+"""What each Stripe event means for the customer's lifecycles: which it starts, re-times,
+refreshes, ends or converts; and the bookkeeping of carrying that out.
 
-Pure and deterministic: the customer workflow calls `decide` for each event it applied,
-with the subscription as it was before the event and the ledger as it is after the
-batch, and carries out what comes back (starting children, signalling them, recording
-conversions). The invoice lifecycles (dunning, payment action) are routed by the
-customer workflow itself.
+Pure and deterministic. The customer workflow applies a batch of events to its ledger
+(`apply_batch`), calls `decide` for each event it applied, with the subscription as it
+was before the event and the ledger as it is after the batch, and carries out what comes
+back (starting children, signalling them, recording conversions); `begin` and `started`
+keep the ledger's record of its lifecycles, for the workflow and the table tests alike.
 
 Stripe sends related events within a second of each other and in no guaranteed order
 (`customer.subscription.updated` and `invoice.paid` of one renewal, say), so every rule
@@ -16,7 +17,8 @@ reads the state the ledger settled on, not the order events came in.
 import calendar
 from dataclasses import dataclass
 
-from stripe_lifecycle.domain.events import BillingEvent
+from stripe_lifecycle.domain import ids
+from stripe_lifecycle.domain.events import BillingEvent, InvoiceInfo
 from stripe_lifecycle.domain.ledger import (
     MRR_STATUSES,
     CustomerLedger,
@@ -24,14 +26,7 @@ from stripe_lifecycle.domain.ledger import (
     PaymentMethodState,
 )
 from stripe_lifecycle.domain.ledger import SubscriptionState as Sub
-
-TRIAL = "trial"
-WINBACK = "winback"
-SCHEDULED_CANCEL = "scheduled_cancel"
-RENEWAL = "renewal"
-CARD_EXPIRING = "card_expiring"
-PLAN_CHANGE = "plan_change"
-UPGRADE = "upgrade"
+from stripe_lifecycle.domain.lifecycles import INVOICE_LIFECYCLES, Lifecycle
 
 PAID_EVENTS = frozenset({"invoice.paid", "invoice.payment_succeeded"})
 DELETED = "customer.subscription.deleted"
@@ -45,12 +40,30 @@ RENEWAL_INVOICE_SLACK = 3600
 # `previous_attributes` keys of a subscription update that changed what is bought.
 PLAN_FIELDS = frozenset({"items", "plan", "quantity"})
 
+RUNNING = "running"
+# The outcome that earns revenue for an invoice lifecycle.
+RECOVERED = "recovered"
+# The event that starts an invoice lifecycle; its repeats refresh the invoice (attempt
+# count, next retry) for the copy.
+INVOICE_TRIGGERS = {
+    Lifecycle.DUNNING: "invoice.payment_failed",
+    Lifecycle.PAYMENT_ACTION: "invoice.payment_action_required",
+}
+INVOICE_ENDINGS = {
+    "invoice.paid": RECOVERED,
+    "invoice.payment_succeeded": RECOVERED,
+    "invoice.voided": "voided",
+    "invoice.marked_uncollectible": "uncollectible",
+}
+# A failure of an invoice awaiting 3-D Secure confirmation: dunning takes over.
+PAYMENT_ACTION_ENDINGS = {**INVOICE_ENDINGS, "invoice.payment_failed": "payment_failed"}
+
 
 @dataclass(frozen=True)
 class Start:
     """Start a lifecycle instance (if an automation of the lifecycle matches)."""
 
-    lifecycle: str
+    lifecycle: Lifecycle
     workflow_id: str
     subject_id: str
     subscription_id: str | None
@@ -58,6 +71,8 @@ class Start:
     anchor: int | None = None
     # A scheduled cancellation can be undone and scheduled again: its id comes back.
     reusable: bool = False
+    # The invoice an invoice lifecycle is about.
+    invoice: InvoiceInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,14 @@ class Retime:
 
     workflow_id: str
     anchor: int
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """Fresher template data for a running instance (an invoice's next retry)."""
+
+    workflow_id: str
+    invoice: InvoiceInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -79,7 +102,7 @@ class Convert:
     """A Stripe fact with money, credited to a lifecycle (instance, if there is one)."""
 
     kind: str
-    lifecycle: str
+    lifecycle: Lifecycle
     # The instance that earned it; None when no instance of the lifecycle ran (an upgrade
     # nobody campaigned for): still recorded, unattributed.
     workflow_id: str | None
@@ -90,31 +113,29 @@ class Convert:
     invoice_id: str | None = None
 
 
-Decision = Start | Retime | End | Convert
+@dataclass(frozen=True)
+class Forward:
+    """Pass the event on to a running invoice lifecycle, which reads it itself: what
+    customer workflow runs from before these rules decided invoice lifecycles do."""
+
+    workflow_id: str
 
 
-def trial_id(sub_id: str) -> str:
-    return f"trial-{sub_id}"
+Decision = Start | Retime | Refresh | End | Convert | Forward
 
 
-def winback_id(customer_id: str, sub_id: str) -> str:
-    return f"winback-{customer_id}-{sub_id}"
+@dataclass(frozen=True)
+class Applied:
+    """An event the ledger applied, with its subscription as it was before the event."""
+
+    event: BillingEvent
+    before: Sub | None
 
 
-def scheduled_cancel_id(sub_id: str) -> str:
-    return f"scheduled-cancel-{sub_id}"
-
-
-def renewal_id(sub_id: str, period_end: int) -> str:
-    return f"renewal-{sub_id}-{period_end}"
-
-
-def card_expiring_id(card: PaymentMethodState) -> str:
-    return f"card-expiring-{card.id}-{card.exp_year:04d}{card.exp_month:02d}"
-
-
-def plan_change_id(sub_id: str, created: int) -> str:
-    return f"plan-change-{sub_id}-{created}"
+def subscription_of(event: BillingEvent) -> str | None:
+    if event.subscription is not None:
+        return event.subscription.id
+    return event.invoice.subscription_id if event.invoice is not None else None
 
 
 def card_expiry(card: PaymentMethodState) -> int | None:
@@ -127,14 +148,101 @@ def card_expiry(card: PaymentMethodState) -> int | None:
     return calendar.timegm((year, month, 1, 0, 0, 0, 0, 0, 0))
 
 
-def subscription_of(event: BillingEvent) -> str | None:
-    if event.subscription is not None:
-        return event.subscription.id
-    return event.invoice.subscription_id if event.invoice is not None else None
+def apply_batch(ledger: CustomerLedger, batch: list[BillingEvent]) -> list[Applied]:
+    """Apply a batch in Stripe's order (a stable sort: same-second events keep arrival
+    order); the events applied, duplicates left out."""
+    applied: list[Applied] = []
+    for event in sorted(batch, key=lambda e: e.created):
+        before = ledger.subscription(subscription_of(event))
+        if ledger.apply(event):
+            applied.append(Applied(event, before))
+    return applied
 
 
 def decide(event: BillingEvent, before: Sub | None, ledger: CustomerLedger) -> list[Decision]:
-    """What this event means for the subscription and card lifecycles of its customer."""
+    """What this event means for every lifecycle of its customer."""
+    return invoice_decisions(event, ledger) + subscription_decisions(event, before, ledger)
+
+
+def invoice_decisions(event: BillingEvent, ledger: CustomerLedger) -> list[Decision]:
+    """Dunning and payment action: started by their trigger, refreshed by its repeats,
+    ended (and a payment converted) by what settles the invoice."""
+    invoice = event.invoice
+    decisions: list[Decision] = []
+    if invoice is None or invoice.id is None:
+        if event.type == DELETED and event.subscription is not None:
+            decisions += [
+                End(ref.workflow_id, "subscription_deleted")
+                for ref in _running_invoice_lifecycles(ledger)
+                if ref.subscription_id == event.subscription.id
+            ]
+        return decisions
+    sub = ledger.snapshot.subscriptions.get(invoice.subscription_id or "")
+    for lifecycle in INVOICE_LIFECYCLES:
+        wid = _invoice_lifecycle_id(lifecycle, invoice.id)
+        ref = _running_ref(ledger, wid)
+        if ref is not None:
+            endings = (
+                PAYMENT_ACTION_ENDINGS if lifecycle == Lifecycle.PAYMENT_ACTION else INVOICE_ENDINGS
+            )
+            outcome = endings.get(event.type)
+            if outcome == RECOVERED and not ref.converted:
+                decisions.append(
+                    Convert(
+                        RECOVERED,
+                        lifecycle,
+                        wid,
+                        invoice.subscription_id,
+                        mrr_delta_cents=sub.mrr_cents if sub else 0,
+                        amount_cents=invoice.amount_paid or invoice.amount_due,
+                        currency=invoice.currency,
+                        invoice_id=invoice.id,
+                    )
+                )
+            if outcome is not None:
+                decisions.append(End(wid, outcome))
+            elif event.type == INVOICE_TRIGGERS[lifecycle]:
+                decisions.append(Refresh(wid, invoice))
+        elif event.type == INVOICE_TRIGGERS[lifecycle] and _new(ledger, wid):
+            if _invoice_lifecycle_starts(lifecycle, invoice, ledger):
+                decisions.append(
+                    Start(lifecycle, wid, invoice.id, invoice.subscription_id, invoice=invoice)
+                )
+    return decisions
+
+
+def legacy_invoice_routes(event: BillingEvent, ledger: CustomerLedger) -> list[Decision]:
+    """How customer workflow runs that began before `invoice_decisions` route invoice
+    lifecycles: every event of a running instance's invoice is forwarded to it (the
+    instance reads the outcome and records its recovery itself), and every trigger not
+    yet running tries a start. Kept so those runs replay; a run continued as new, or
+    started since, uses `invoice_decisions`."""
+    invoice = event.invoice
+    if invoice is None or invoice.id is None:
+        if event.type != DELETED or event.subscription is None:
+            return []
+        return [
+            Forward(ref.workflow_id)
+            for ref in _running_invoice_lifecycles(ledger)
+            if ref.subscription_id == event.subscription.id
+        ]
+    decisions: list[Decision] = []
+    for lifecycle in INVOICE_LIFECYCLES:
+        wid = _invoice_lifecycle_id(lifecycle, invoice.id)
+        if _running_ref(ledger, wid) is not None:
+            decisions.append(Forward(wid))
+        elif event.type == INVOICE_TRIGGERS[lifecycle]:
+            if _invoice_lifecycle_starts(lifecycle, invoice, ledger):
+                decisions.append(
+                    Start(lifecycle, wid, invoice.id, invoice.subscription_id, invoice=invoice)
+                )
+    return decisions
+
+
+def subscription_decisions(
+    event: BillingEvent, before: Sub | None, ledger: CustomerLedger
+) -> list[Decision]:
+    """The subscription and card lifecycles."""
     sub = ledger.snapshot.subscriptions.get(subscription_of(event) or "")
     decisions: list[Decision] = []
     if sub is not None:
@@ -147,24 +255,105 @@ def decide(event: BillingEvent, before: Sub | None, ledger: CustomerLedger) -> l
     return decisions
 
 
-def _latest(ledger: CustomerLedger, workflow_id: str) -> LifecycleRef | None:
+def begin(ledger: CustomerLedger, decision: Decision) -> bool:
+    """Record a decision in the ledger as it is carried out; False when there is nothing
+    to carry out (the instance to start runs already, the one to tell has ended).
+
+    A start is recorded as decided at once, so the same trigger seen again costs no second
+    automation lookup; the instance itself is recorded by `started` once it runs. An end
+    is recorded now, not when the instance's report arrives: an event right behind this
+    one (a cancellation scheduled again) must find it ended.
+    """
+    if isinstance(decision, Start):
+        if _running_ref(ledger, decision.workflow_id) is not None:
+            return False
+        if not decision.reusable:
+            ledger.decide_start(decision.workflow_id)
+        return True
+    if isinstance(decision, Convert):
+        ref = latest(ledger, decision.workflow_id) if decision.workflow_id else None
+        if ref is not None:
+            ref.converted = True
+        return True
+    ref = _running_ref(ledger, decision.workflow_id)
+    if ref is None:
+        return False
+    if isinstance(decision, Retime):
+        ref.anchor = decision.anchor
+    elif isinstance(decision, End):
+        ref.status = decision.outcome
+    return True
+
+
+def started(ledger: CustomerLedger, start: Start, automation: str) -> LifecycleRef:
+    """Record an instance that now runs `automation`."""
+    ref = LifecycleRef(
+        workflow_id=start.workflow_id,
+        lifecycle=start.lifecycle,
+        automation=automation,
+        invoice_id=start.invoice.id if start.invoice is not None else None,
+        subscription_id=start.subscription_id,
+        subject_id=start.subject_id,
+        anchor=start.anchor,
+    )
+    ledger.state.lifecycles.append(ref)
+    return ref
+
+
+def finished(ledger: CustomerLedger, workflow_id: str, outcome: str, keep: int) -> None:
+    """An instance reported its end; keep the last `keep` ended ones (and all running)."""
+    for ref in ledger.state.lifecycles:
+        # A scheduled cancellation's id comes back: only the running one has ended.
+        if ref.workflow_id == workflow_id and ref.status == RUNNING:
+            ref.status = outcome
+    running = [r for r in ledger.state.lifecycles if r.status == RUNNING]
+    ended = [r for r in ledger.state.lifecycles if r.status != RUNNING]
+    ledger.state.lifecycles = ended[max(0, len(ended) - keep) :] + running
+
+
+def _invoice_lifecycle_id(lifecycle: Lifecycle, invoice_id: str) -> str:
+    if lifecycle == Lifecycle.DUNNING:
+        return ids.dunning_id(invoice_id)
+    return ids.payment_action_id(invoice_id)
+
+
+def _invoice_lifecycle_starts(
+    lifecycle: Lifecycle, invoice: InvoiceInfo, ledger: CustomerLedger
+) -> bool:
+    # Dunning is for subscription invoices; and a payment Stripe already reports as made
+    # (events arriving out of order) needs neither lifecycle.
+    if lifecycle == Lifecycle.DUNNING and not invoice.subscription_id:
+        return False
+    return not ledger.is_paid(invoice.id or "")
+
+
+def _running_invoice_lifecycles(ledger: CustomerLedger) -> list[LifecycleRef]:
+    return [r for r in ledger.state.lifecycles if r.status == RUNNING and r.invoice_id is not None]
+
+
+def _running_ref(ledger: CustomerLedger, workflow_id: str) -> LifecycleRef | None:
+    for ref in ledger.state.lifecycles:
+        if ref.workflow_id == workflow_id and ref.status == RUNNING:
+            return ref
+    return None
+
+
+def latest(ledger: CustomerLedger, workflow_id: str) -> LifecycleRef | None:
     refs = [r for r in ledger.state.lifecycles if r.workflow_id == workflow_id]
     return refs[-1] if refs else None
 
 
-def _running(ledger: CustomerLedger, lifecycle: str) -> list[LifecycleRef]:
-    return [
-        r for r in ledger.state.lifecycles if r.lifecycle == lifecycle and r.status == "running"
-    ]
+def _running(ledger: CustomerLedger, lifecycle: Lifecycle) -> list[LifecycleRef]:
+    return [r for r in ledger.state.lifecycles if r.lifecycle == lifecycle and r.status == RUNNING]
 
 
 def _new(ledger: CustomerLedger, workflow_id: str) -> bool:
-    return _latest(ledger, workflow_id) is None and not ledger.start_decided(workflow_id)
+    return latest(ledger, workflow_id) is None and not ledger.start_decided(workflow_id)
 
 
 def _trial(event: BillingEvent, sub: Sub, ledger: CustomerLedger) -> list[Decision]:
-    wid = trial_id(sub.id)
-    ref = _latest(ledger, wid)
+    wid = ids.trial_id(sub.id)
+    ref = latest(ledger, wid)
     invoice = event.invoice
     # Trials start with a $0 invoice; the first invoice with money in it is the conversion.
     if invoice is not None and event.type in PAID_EVENTS and invoice.amount_paid > 0:
@@ -172,7 +361,7 @@ def _trial(event: BillingEvent, sub: Sub, ledger: CustomerLedger) -> list[Decisi
             return []
         converted = Convert(
             "trial_converted",
-            TRIAL,
+            Lifecycle.TRIAL,
             wid,
             sub.id,
             mrr_delta_cents=sub.mrr_cents,
@@ -180,17 +369,17 @@ def _trial(event: BillingEvent, sub: Sub, ledger: CustomerLedger) -> list[Decisi
             currency=invoice.currency or sub.currency,
             invoice_id=invoice.id,
         )
-        return [converted, End(wid, "converted")] if ref.status == "running" else [converted]
+        return [converted, End(wid, "converted")] if ref.status == RUNNING else [converted]
     if event.subscription is None:
         return []
     if ref is None:
         starts = sub.status == "trialing" and (sub.trial_end or 0) > event.created
         return (
-            [Start(TRIAL, wid, sub.id, sub.id, sub.trial_end)]
+            [Start(Lifecycle.TRIAL, wid, sub.id, sub.id, sub.trial_end)]
             if starts and _new(ledger, wid)
             else []
         )
-    if ref.status != "running":
+    if ref.status != RUNNING:
         return []
     if event.type == DELETED:
         return [End(wid, "subscription_deleted")]
@@ -209,16 +398,16 @@ def _scheduled_cancel(
 ) -> list[Decision]:
     if event.subscription is None:
         return []
-    wid = scheduled_cancel_id(sub.id)
-    ref = _latest(ledger, wid)
-    if ref is not None and ref.status == "running":
+    wid = ids.scheduled_cancel_id(sub.id)
+    ref = latest(ledger, wid)
+    if ref is not None and ref.status == RUNNING:
         if event.type == DELETED:
             # The period ended: win-back takes over.
             return [End(wid, "cancelled")]
         if not sub.cancel_scheduled and sub.status not in ENDED:
             saved = Convert(
                 "saved",
-                SCHEDULED_CANCEL,
+                Lifecycle.SCHEDULED_CANCEL,
                 wid,
                 sub.id,
                 mrr_delta_cents=sub.mrr_cents,
@@ -231,7 +420,7 @@ def _scheduled_cancel(
         return []
     newly = before is None or not before.cancel_scheduled
     if sub.cancel_scheduled and newly and (sub.ends_at or 0) > event.created:
-        return [Start(SCHEDULED_CANCEL, wid, sub.id, sub.id, sub.ends_at, reusable=True)]
+        return [Start(Lifecycle.SCHEDULED_CANCEL, wid, sub.id, sub.id, sub.ends_at, reusable=True)]
     return []
 
 
@@ -240,17 +429,19 @@ def _winback(
 ) -> list[Decision]:
     customer_id = ledger.snapshot.customer_id
     if event.type == DELETED:
-        wid = winback_id(customer_id, sub.id)
+        wid = ids.winback_id(customer_id, sub.id)
         # Cancelling one of several subscriptions is not churn.
         if not ledger.has_live_subscription(besides=sub.id) and _new(ledger, wid):
-            return [Start(WINBACK, wid, sub.id, sub.id)]
+            return [Start(Lifecycle.WINBACK, wid, sub.id, sub.id)]
         return []
     if event.subscription is None:
         return []
     became_active = sub.status == "active" and (before is None or before.status != "active")
     came_back_in_trial = sub.status == "trialing" and before is None
     others = [
-        r for r in ledger.state.lifecycles if r.lifecycle == WINBACK and r.subscription_id != sub.id
+        r
+        for r in ledger.state.lifecycles
+        if r.lifecycle == Lifecycle.WINBACK and r.subscription_id != sub.id
     ]
     if became_active:
         # A comeback through a new trial is credited once, to the trial, when it converts.
@@ -261,7 +452,7 @@ def _winback(
         decisions: list[Decision] = [
             Convert(
                 "reactivated",
-                WINBACK,
+                Lifecycle.WINBACK,
                 latest.workflow_id,
                 sub.id,
                 mrr_delta_cents=sub.mrr_cents,
@@ -270,11 +461,11 @@ def _winback(
             )
         ]
         return decisions + [
-            End(r.workflow_id, "reactivated") for r in others if r.status == "running"
+            End(r.workflow_id, "reactivated") for r in others if r.status == RUNNING
         ]
     if came_back_in_trial:
         # Not revenue yet: the trial lifecycle takes over; a later payment converts it.
-        return [End(r.workflow_id, "trial_started") for r in others if r.status == "running"]
+        return [End(r.workflow_id, "trial_started") for r in others if r.status == RUNNING]
     return []
 
 
@@ -282,7 +473,7 @@ def _renewal(event: BillingEvent, sub: Sub, ledger: CustomerLedger) -> list[Deci
     decisions: list[Decision] = []
     invoice = event.invoice
     cycle = invoice is not None and invoice.billing_reason == "subscription_cycle"
-    for ref in _running(ledger, RENEWAL):
+    for ref in _running(ledger, Lifecycle.RENEWAL):
         if ref.subscription_id != sub.id:
             continue
         # Stripe bills the renewal when the period ends: an invoice of the cycle before
@@ -308,12 +499,14 @@ def _renewal(event: BillingEvent, sub: Sub, ledger: CustomerLedger) -> list[Deci
     period_end = sub.current_period_end
     renews = sub.status == "active" and not sub.cancel_scheduled and not sub.paused
     if renews and period_end is not None and period_end > event.created:
-        wid = renewal_id(sub.id, period_end)
-        latest = _latest(ledger, wid)
+        wid = ids.renewal_id(sub.id, period_end)
+        last = latest(ledger, wid)
         # A cancellation undone (or a pause lifted) within the period: remind again.
-        resumed = latest is not None and latest.status in ("cancel_scheduled", "paused")
+        resumed = last is not None and last.status in ("cancel_scheduled", "paused")
         if resumed or _new(ledger, wid):
-            decisions.append(Start(RENEWAL, wid, sub.id, sub.id, period_end, reusable=resumed))
+            decisions.append(
+                Start(Lifecycle.RENEWAL, wid, sub.id, sub.id, period_end, reusable=resumed)
+            )
     return decisions
 
 
@@ -336,13 +529,15 @@ def _plan_change(
         return []
     delta = now.mrr_cents - before.mrr_cents
     if delta > 0:
-        campaigns = _running(ledger, UPGRADE)
+        campaigns = _running(ledger, Lifecycle.UPGRADE)
         credited = [
-            r for r in ledger.state.lifecycles if r.lifecycle == UPGRADE and not r.converted
+            r
+            for r in ledger.state.lifecycles
+            if r.lifecycle == Lifecycle.UPGRADE and not r.converted
         ]
         expansion = Convert(
             "expansion",
-            UPGRADE,
+            Lifecycle.UPGRADE,
             credited[-1].workflow_id if credited else None,
             sub.id,
             mrr_delta_cents=delta,
@@ -351,8 +546,8 @@ def _plan_change(
         )
         return [expansion, *(End(r.workflow_id, "upgraded") for r in campaigns)]
     if delta < 0:
-        wid = plan_change_id(sub.id, event.created)
-        return [Start(PLAN_CHANGE, wid, sub.id, sub.id)] if _new(ledger, wid) else []
+        wid = ids.plan_change_id(sub.id, event.created)
+        return [Start(Lifecycle.PLAN_CHANGE, wid, sub.id, sub.id)] if _new(ledger, wid) else []
     return []
 
 
@@ -360,7 +555,7 @@ def _card_expiring(event: BillingEvent, ledger: CustomerLedger) -> list[Decision
     card = ledger.billing_payment_method()
     live = ledger.has_live_subscription()
     decisions: list[Decision] = []
-    for ref in _running(ledger, CARD_EXPIRING):
+    for ref in _running(ledger, Lifecycle.CARD_EXPIRING):
         watched = ledger.snapshot.payment_methods.get(ref.subject_id or "")
         # Replaced: detached, or another card is now the one billed. Not knowing which
         # card is billed (a second card, no default seen) replaces nothing.
@@ -371,9 +566,11 @@ def _card_expiring(event: BillingEvent, ledger: CustomerLedger) -> list[Decision
             decisions.append(End(ref.workflow_id, "card_updated"))
         elif not live:
             decisions.append(End(ref.workflow_id, "no_subscription"))
-    expiry = card_expiry(card) if card is not None else None
-    if card is not None and expiry is not None and live and expiry > event.created:
-        wid = card_expiring_id(card)
+    if card is None or card.exp_year is None or card.exp_month is None:
+        return decisions
+    expiry = card_expiry(card)
+    if expiry is not None and live and expiry > event.created:
+        wid = ids.card_expiring_id(card.id, card.exp_year, card.exp_month)
         if _new(ledger, wid):
-            decisions.append(Start(CARD_EXPIRING, wid, card.id, None, expiry))
+            decisions.append(Start(Lifecycle.CARD_EXPIRING, wid, card.id, None, expiry))
     return decisions

@@ -6,7 +6,9 @@ snapshot (pure: the workflows build them, and the template preview builds the sa
 from typing import Any
 
 from stripe_lifecycle.domain.automations import Offer
+from stripe_lifecycle.domain.events import InvoiceInfo
 from stripe_lifecycle.domain.ledger import CustomerLedger, PaymentMethodState
+from stripe_lifecycle.domain.links import HOSTED_SURVEY, PORTAL
 
 
 def card_context(card: PaymentMethodState | None) -> dict[str, Any] | None:
@@ -48,6 +50,20 @@ def subscription_context(ledger: CustomerLedger, subscription_id: str | None) ->
     }
 
 
+def invoice_context(invoice: InvoiceInfo) -> dict[str, Any]:
+    """`invoice`, for an invoice lifecycle (dunning, payment action)."""
+    return {
+        "invoice": {
+            "number": invoice.number,
+            "amount_due": invoice.amount_due,
+            "currency": invoice.currency or "usd",
+            "hosted_invoice_url": invoice.hosted_invoice_url,
+            "next_payment_attempt": invoice.next_payment_attempt,
+            "attempt_count": invoice.attempt_count,
+        }
+    }
+
+
 def with_customer_and_offer(
     context: dict[str, Any], email: str | None, name: str | None, offer: Offer | None
 ) -> dict[str, Any]:
@@ -56,3 +72,36 @@ def with_customer_and_offer(
     if offer is not None:
         full["offer"] = {"code": offer.code, "description": offer.description}
     return full
+
+
+def step_context(
+    context: dict[str, Any],
+    invoice: InvoiceInfo | None,
+    email: str | None,
+    name: str | None,
+    offer: Offer | None,
+) -> dict[str, Any]:
+    """What a lifecycle step's email is rendered with: its objects, the invoice it is
+    about (invoice lifecycles), the customer and the automation's offer."""
+    objects = dict(context)
+    if invoice is not None:
+        objects.update(invoice_context(invoice))
+    return with_customer_and_offer(objects, email, name, offer)
+
+
+def step_destinations(
+    links: tuple[str, ...], offer: Offer | None, invoice: InvoiceInfo | None
+) -> dict[str, str]:
+    """Where each of a step's links really leads (the email carries tracked links).
+
+    Markers the tracking endpoint resolves at click time: a fresh Customer Portal session
+    (they expire within minutes) and the hosted cancellation survey. An invoice's own
+    page is where its payment is fixed.
+    """
+    hosted = invoice.hosted_invoice_url if invoice is not None else None
+    targets = {
+        "update_payment": hosted or PORTAL,
+        "survey": HOSTED_SURVEY,
+        "offer": offer.url if offer is not None and offer.url else PORTAL,
+    }
+    return {name: targets[name] for name in links}

@@ -27,7 +27,7 @@ from sqlmodel import col
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
-from stripe_lifecycle.domain import contract
+from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.events import BillingEvent, BillingEvents
 from stripe_lifecycle.intake.normalise import normalise_event
 from stripe_lifecycle.storage.db import SessionMaker
@@ -62,7 +62,7 @@ def temporal_delivery(client: Client, config: ForwarderConfig) -> Deliver:
         await client.start_workflow(
             CustomerWorkflow.run,
             CustomerWorkflowInput(customer_id=customer_id, index_email=config.index_email),
-            id=contract.customer_workflow_id(customer_id),
+            id=ids.customer_workflow_id(customer_id),
             task_queue=config.task_queue,
             start_signal=contract.BILLING_EVENTS_SIGNAL,
             start_signal_args=[BillingEvents(events=events)],

@@ -26,11 +26,11 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from jinja2 import UndefinedError
 
-from stripe_lifecycle.domain.automations import Automation, Offer, Step
+from stripe_lifecycle.domain.automations import Automation, Offer
 from stripe_lifecycle.domain.events import (
     BillingEvent,
     CustomerInfo,
@@ -40,21 +40,20 @@ from stripe_lifecycle.domain.events import (
     SubscriptionItemInfo,
 )
 from stripe_lifecycle.domain.ledger import CustomerLedger, new_state
-from stripe_lifecycle.domain.rules import CARD_EXPIRING, TRIAL, UPGRADE, subscription_of
-from stripe_lifecycle.domain.template_context import subscription_context, with_customer_and_offer
+from stripe_lifecycle.domain.lifecycles import INVOICE_LIFECYCLES, LINKS, Lifecycle
+from stripe_lifecycle.domain.rules import subscription_of
+from stripe_lifecycle.domain.template_context import (
+    step_context,
+    step_destinations,
+    subscription_context,
+)
 from stripe_lifecycle.intake.normalise import PAYMENT_METHOD_OBJECTS, normalise_event
 from stripe_lifecycle.mail.templates import RenderedEmail, TemplateRenderer
 from stripe_lifecycle.storage.models import LIFECYCLE_CATEGORIES, MailCategory
-from stripe_lifecycle.workflows.customer import INVOICE_LIFECYCLES
-from stripe_lifecycle.workflows.dunning import DunningInput, send_request
-from stripe_lifecycle.workflows.lifecycle import SEQUENCE_WORKFLOWS
 
 DAY = 86_400
 LINK_NAMES = ("update_payment", "survey", "offer")
-INVOICE_LIFECYCLE_KEYS = frozenset(kind.lifecycle for kind in INVOICE_LIFECYCLES)
-# Lifecycles with a template but no workflow of their own yet: the links their templates
-# use (see the table in mail/templates.py).
-_LINKS_WITHOUT_WORKFLOW = {UPGRADE: ("offer",)}
+INVOICE_LIFECYCLE_KEYS = frozenset(INVOICE_LIFECYCLES)
 PREVIEW_OBJECTS = frozenset({"invoice", "subscription", "customer", *PAYMENT_METHOD_OBJECTS})
 
 SAMPLE_CUSTOMER_ID = "cus_sample"
@@ -170,9 +169,7 @@ def build_context(
     billing = _normalise(event, samples)
     ledger = CustomerLedger(new_state(billing.customer_id))
     if lifecycle in INVOICE_LIFECYCLE_KEYS:
-        context, destinations = _invoice_context(
-            template, lifecycle, billing, ledger, automation, samples
-        )
+        context, destinations = _invoice_context(lifecycle, billing, ledger, automation, samples)
     else:
         context, destinations = _lifecycle_context(lifecycle, billing, ledger, automation, samples)
     # Mirrors MailActivities.send_email (activities/mail.py): which mail can be
@@ -280,7 +277,6 @@ def _customer(ledger: CustomerLedger, billing: BillingEvent, samples: dict[str, 
 
 
 def _invoice_context(
-    template: str,
     lifecycle: str,
     billing: BillingEvent,
     ledger: CustomerLedger,
@@ -294,22 +290,9 @@ def _invoice_context(
         samples["invoice"] = f"the {billing.type} event carries no invoice"
         invoice = _sample_invoice(lifecycle, billing)
     snap = ledger.snapshot
-    request = send_request(
-        DunningInput(
-            customer_id=snap.customer_id,
-            invoice=invoice,
-            automation=automation or Automation(name="preview", lifecycle=lifecycle),
-            customer_email=snap.email,
-            customer_name=snap.name,
-            livemode=billing.livemode,
-        ),
-        invoice,
-        Step(index=0, send=template),
-        "preview",
-        lifecycle,
-    )
-    context = cast(dict[str, Any], request["context"])
-    return context, list(cast(dict[str, str], request["destinations"]))
+    offer = automation.offer if automation is not None else None
+    context = step_context({}, invoice, snap.email, snap.name, offer)
+    return context, list(step_destinations(LINKS[Lifecycle(lifecycle)], offer, invoice))
 
 
 def _sample_invoice(lifecycle: str, billing: BillingEvent) -> InvoiceInfo:
@@ -338,25 +321,24 @@ def _lifecycle_context(
     samples: dict[str, str],
 ) -> tuple[dict[str, Any], list[str]]:
     subscription_id = None
-    if lifecycle != CARD_EXPIRING:
+    if lifecycle != Lifecycle.CARD_EXPIRING:
         billing = _with_subscription(lifecycle, billing, samples)
         subscription_id = subscription_of(billing)
     ledger.apply(billing)
     _customer(ledger, billing, samples)
-    if lifecycle == CARD_EXPIRING and ledger.billing_payment_method() is None:
+    if lifecycle == Lifecycle.CARD_EXPIRING and ledger.billing_payment_method() is None:
         samples["payment_method"] = f"the {billing.type} event names no card with an expiry date"
         # Under the id of the default the event named, if any, so it is the one billed.
         card_id = ledger.snapshot.default_payment_method or "pm_sample"
         _apply(ledger, billing, payment_method=_sample_card(billing, card_id))
-    kind = SEQUENCE_WORKFLOWS.get(lifecycle)
-    links = kind.links if kind else _LINKS_WITHOUT_WORKFLOW.get(lifecycle, LINK_NAMES)
+    links = LINKS.get(Lifecycle(lifecycle), LINK_NAMES)
     offer = automation.offer if automation is not None else None
     if automation is None and "offer" in links:
         samples["offer"] = "no automation given (--automation NAME uses its offer)"
         offer = SAMPLE_OFFER
     snap = ledger.snapshot
-    context = with_customer_and_offer(
-        subscription_context(ledger, subscription_id), snap.email, snap.name, offer
+    context = step_context(
+        subscription_context(ledger, subscription_id), None, snap.email, snap.name, offer
     )
     return context, list(links)
 
@@ -370,7 +352,7 @@ def _with_subscription(
         sub_id = subscription_of(billing) or "sub_sample"
         samples["subscription"] = f"the {billing.type} event carries no subscription"
         sub = _sample_subscription(lifecycle, billing, sub_id)
-    if lifecycle == TRIAL and sub.trial_end is None:
+    if lifecycle == Lifecycle.TRIAL and sub.trial_end is None:
         samples["subscription.trial_end"] = f"subscription {sub.id} has no trial end"
         sub = replace(sub, trial_end=billing.created + 14 * DAY)
     if sub.current_period_end is None:
@@ -403,7 +385,7 @@ def _sample_subscription(lifecycle: str, billing: BillingEvent, sub_id: str) -> 
         # An upcoming invoice is charged when the period ends.
         current_period_end=(invoice.next_payment_attempt if invoice else None)
         or billing.created + 30 * DAY,
-        trial_end=billing.created + 14 * DAY if lifecycle == TRIAL else None,
+        trial_end=billing.created + 14 * DAY if lifecycle == Lifecycle.TRIAL else None,
         cancel_at_period_end=lifecycle == "scheduled_cancel",
     )
 

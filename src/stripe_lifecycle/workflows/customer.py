@@ -16,32 +16,35 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
+    from stripe_lifecycle.activities.interface import (
+        Automations,
+        ChooseAutomation,
+        ConversionInput,
+        Conversions,
+        Snapshots,
+    )
     from stripe_lifecycle.domain import contract, rules
     from stripe_lifecycle.domain.automations import Automation
-    from stripe_lifecycle.domain.events import BillingEvent, BillingEvents, InvoiceInfo
+    from stripe_lifecycle.domain.events import BillingEvent, BillingEvents
     from stripe_lifecycle.domain.ledger import (
         BillingSnapshot,
         CustomerLedger,
         CustomerState,
         LifecycleRef,
-        SubscriptionState,
         new_state,
     )
+    from stripe_lifecycle.domain.lifecycles import Lifecycle
     from stripe_lifecycle.domain.template_context import subscription_context
-    from stripe_lifecycle.workflows.dunning import (
-        ENDING_EVENTS,
-        RECOVERED,
-        ConversionInput,
-        DunningInput,
-        DunningWorkflow,
+    from stripe_lifecycle.workflows.engine import (
+        InvoiceLifecycleWorkflow,
         InvoiceUpdate,
-        PaymentActionWorkflow,
-    )
-    from stripe_lifecycle.workflows.lifecycle import (
-        SEQUENCE_WORKFLOWS,
+        LifecycleFinished,
         LifecycleInput,
+        LifecycleParent,
         LifecycleUpdate,
+        LifecycleWorkflow,
     )
+    from stripe_lifecycle.workflows.lifecycles import LIFECYCLE_WORKFLOWS
 
 
 @dataclass
@@ -56,43 +59,16 @@ class CustomerWorkflowInput:
     pending: list[BillingEvent] = field(default_factory=list)
 
 
-@dataclass
-class LifecycleFinished:
-    """Signal from a lifecycle child when it ends."""
-
-    workflow_id: str
-    outcome: str
-
-
-@dataclass(frozen=True)
-class InvoiceLifecycle:
-    lifecycle: str
-    prefix: str
-    trigger: str
-    workflow: type[DunningWorkflow]
-    subscriptions_only: bool
-
-    def workflow_id(self, invoice_id: str) -> str:
-        return f"{self.prefix}-{invoice_id}"
-
-
-INVOICE_LIFECYCLES = (
-    InvoiceLifecycle("dunning", "dunning", "invoice.payment_failed", DunningWorkflow, True),
-    InvoiceLifecycle(
-        "payment_action",
-        "payment-action",
-        "invoice.payment_action_required",
-        PaymentActionWorkflow,
-        False,
-    ),
-)
-
 # Finished lifecycles kept in the entity's state (running ones are always kept).
 FINISHED_LIFECYCLES_KEPT = 50
 
 # Runs recorded before the subscription and card lifecycles existed replay without them;
 # runs started since (continue-as-new included) take the new branch.
 SEQUENCES_PATCH = "subscription-and-card-lifecycles"
+# Runs that began before the rules decided invoice lifecycles forward every invoice
+# event to the running instance, which records its own recovery; runs started since
+# tell it the outcome and record the conversion here, like every other lifecycle's.
+INVOICE_RULES_PATCH = "invoice-lifecycles-decided-by-rules"
 
 # The DB may be down for a while; keep trying rather than drop a snapshot.
 PERSIST_RETRY = RetryPolicy(
@@ -103,17 +79,17 @@ PERSIST_RETRY = RetryPolicy(
 
 
 @workflow.defn(name="CustomerWorkflow")
-class CustomerWorkflow:
-    """Holds one customer's billing snapshot, fed by Stripe events.
+class CustomerWorkflow(LifecycleParent):
+    """Holds one customer's billing snapshot, fed by Stripe events, and runs its lifecycles.
 
     Signals: `billing_events(BillingEvents)` — normalised Stripe events of this customer;
     duplicates (by event id) are ignored, and an event older than what is known about the
     same object does not overwrite it.
     `lifecycle_finished(LifecycleFinished)` — a lifecycle child ended.
     Queries: `state() -> BillingSnapshot`, `lifecycles() -> list[LifecycleRef]`.
-    Starts one DunningWorkflow per failed subscription invoice (`dunning-{invoice_id}`)
-    and one PaymentActionWorkflow per invoice awaiting 3-D Secure
-    (`payment-action-{invoice_id}`), and forwards each invoice's later events to them.
+    For each applied event it carries out what `domain/rules.py` decides: starts one
+    lifecycle child per instance (`dunning-{invoice_id}`, `trial-{sub_id}`, ...), tells
+    running ones their new dates, fresher data or outcome, and records conversions.
     Never completes on its own: a late event must find this run and its state, not start
     an empty one. Continues as new when the SDK suggests it, carrying the state.
     """
@@ -124,6 +100,7 @@ class CustomerWorkflow:
         self._ledger = CustomerLedger(input.state or new_state(input.customer_id))
         self._pending: list[BillingEvent] = list(input.pending)
         self._sequences = False
+        self._invoice_rules = False
         # Search attributes survive continue-as-new; start from what the run already has.
         current = workflow.info().typed_search_attributes
         self._indexed: dict[str, Any] = {
@@ -137,6 +114,7 @@ class CustomerWorkflow:
         # Decided once, in the run's first workflow task: a patch asked for later, after a
         # local activity, can land in a different task on replay than it did live.
         self._sequences = workflow.patched(SEQUENCES_PATCH)
+        self._invoice_rules = workflow.patched(INVOICE_RULES_PATCH)
         self._set_details()
         while True:
             await workflow.wait_condition(lambda: bool(self._pending) or self._history_full())
@@ -167,13 +145,9 @@ class CustomerWorkflow:
 
     @workflow.signal
     def lifecycle_finished(self, finished: LifecycleFinished) -> None:
-        for ref in self._ledger.state.lifecycles:
-            # A scheduled cancellation's id comes back: only the running one has ended.
-            if ref.workflow_id == finished.workflow_id and ref.status == "running":
-                ref.status = finished.outcome
-        running = [r for r in self._ledger.state.lifecycles if r.status == "running"]
-        ended = [r for r in self._ledger.state.lifecycles if r.status != "running"]
-        self._ledger.state.lifecycles = ended[-FINISHED_LIFECYCLES_KEPT:] + running
+        rules.finished(
+            self._ledger, finished.workflow_id, finished.outcome, FINISHED_LIFECYCLES_KEPT
+        )
 
     @workflow.query
     def state(self) -> BillingSnapshot:
@@ -187,266 +161,161 @@ class CustomerWorkflow:
         return list(self._ledger.state.lifecycles)
 
     async def _apply_pending(self) -> None:
-        # Apply in Stripe's order; sort is stable so same-second events keep arrival order.
-        batch = sorted(self._pending, key=lambda e: e.created)
-        self._pending = []
-        # Each applied event with its subscription as it was before: lifecycles start on
-        # changes (a cancellation scheduled, a plan made cheaper), not on states.
-        applied: list[tuple[BillingEvent, SubscriptionState | None]] = []
-        for event in batch:
-            before = self._ledger.subscription(rules.subscription_of(event))
-            if self._ledger.apply(event):
-                applied.append((event, before))
+        batch, self._pending = self._pending, []
+        applied = rules.apply_batch(self._ledger, batch)
         if not applied:
             return
         self._index()
         self._set_details()
         # A local activity: a short idempotent DB write needs no task queue round trip,
         # which would cost the server three history events and a dispatch per batch.
-        await workflow.execute_local_activity(
-            "persist_snapshot",
+        await workflow.execute_local_activity_method(
+            Snapshots.persist_snapshot,
             self._ledger.snapshot,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=PERSIST_RETRY,
         )
-        paid_now = {
-            e.invoice.id
-            for e in batch
-            if e.invoice is not None and ENDING_EVENTS.get(e.type) == RECOVERED
-        }
-        for event, before in applied:
-            await self._route(event, paid_now)
+        for event, before in ((a.event, a.before) for a in applied):
+            if self._invoice_rules:
+                decisions = rules.invoice_decisions(event, self._ledger)
+            else:
+                decisions = rules.legacy_invoice_routes(event, self._ledger)
             if self._sequences:
-                for decision in rules.decide(event, before, self._ledger):
+                decisions += rules.subscription_decisions(event, before, self._ledger)
+            for decision in decisions:
+                if rules.begin(self._ledger, decision):
                     await self._carry_out(decision, event)
         self._set_details()
 
-    async def _route(self, event: BillingEvent, paid_now: set[str | None]) -> None:
-        """Start or feed the invoice lifecycles (dunning, payment action) this event concerns."""
-        invoice = event.invoice
-        running = {r.workflow_id: r for r in self._ledger.state.lifecycles if r.status == "running"}
-        if invoice is not None and invoice.id is not None:
-            for kind in INVOICE_LIFECYCLES:
-                workflow_id = kind.workflow_id(invoice.id)
-                if workflow_id in running:
-                    await self._update_lifecycle(workflow_id, event)
-                elif event.type == kind.trigger and self._should_start(kind, invoice, paid_now):
-                    await self._start_invoice_lifecycle(kind, event, workflow_id)
-            return
-        if event.type == "customer.subscription.deleted" and event.subscription is not None:
-            for ref in running.values():
-                if ref.invoice_id is not None and ref.subscription_id == event.subscription.id:
-                    await self._update_lifecycle(ref.workflow_id, event)
-
-    def _should_start(
-        self, kind: InvoiceLifecycle, invoice: InvoiceInfo, paid_now: set[str | None]
-    ) -> bool:
-        # Dunning is for subscription invoices; and a payment Stripe already reports as
-        # made (events arriving out of order) needs neither lifecycle.
-        if kind.subscriptions_only and not invoice.subscription_id:
-            return False
-        return invoice.id not in paid_now and not self._ledger.is_paid(invoice.id or "")
-
-    async def _update_lifecycle(self, workflow_id: str, event: BillingEvent) -> None:
-        sub_id = event.invoice.subscription_id if event.invoice else None
-        sub = self._ledger.snapshot.subscriptions.get(sub_id or "")
-        await workflow.get_external_workflow_handle(workflow_id).signal(
-            DunningWorkflow.invoice_update,
-            InvoiceUpdate(
-                event_id=event.event_id,
-                event_type=event.type,
-                created=event.created,
-                invoice=event.invoice,
-                mrr_cents=sub.mrr_cents if sub else None,
-            ),
-        )
-
-    async def _start_invoice_lifecycle(
-        self, kind: InvoiceLifecycle, event: BillingEvent, workflow_id: str
-    ) -> None:
-        invoice = event.invoice
-        assert invoice is not None
-        snap = self._ledger.snapshot
-        sub = snap.subscriptions.get(invoice.subscription_id or "")
-        automation = await self._choose_automation(
-            kind.lifecycle,
-            workflow_id,
-            event,
-            subscription_interval=sub.interval if sub else None,
-            invoice_amount=invoice.amount_due,
-            currency=invoice.currency,
-            product_ids=invoice.product_ids,
-            price_ids=invoice.price_ids,
-            plan=snap.plan,
-            invoice_metadata=invoice.metadata,
-        )
-        if automation is None:
-            return
-        await self._start_child(
-            kind.workflow.run,
-            DunningInput(
-                customer_id=snap.customer_id,
-                invoice=invoice,
-                automation=automation,
-                customer_email=snap.email,
-                customer_name=snap.name,
-                livemode=event.livemode,
-                mrr_cents=sub.mrr_cents if sub else 0,
-                customer_timezone=self._ledger.timezone,
-                customer_country=snap.country,
-            ),
-            LifecycleRef(
-                workflow_id=workflow_id,
-                lifecycle=kind.lifecycle,
-                automation=automation.name,
-                invoice_id=invoice.id,
-                subscription_id=invoice.subscription_id,
-            ),
-            event,
-            # One dunning per invoice ever: a later failure of an invoice whose dunning
-            # support stopped must not start it again.
-            reusable=False,
-            summary=f"{kind.workflow.title} of invoice {invoice.id} ({automation.name})",
-        )
-
     async def _carry_out(self, decision: rules.Decision, event: BillingEvent) -> None:
         if isinstance(decision, rules.Start):
-            await self._start_sequence(decision, event)
+            await self._start(decision, event)
         elif isinstance(decision, rules.Convert):
             await self._record_conversion(decision, event)
+        elif isinstance(decision, rules.Forward):
+            sub = self._ledger.snapshot.subscriptions.get(rules.subscription_of(event) or "")
+            await workflow.get_external_workflow_handle(decision.workflow_id).signal(
+                InvoiceLifecycleWorkflow.invoice_update,
+                InvoiceUpdate(
+                    event_id=event.event_id,
+                    event_type=event.type,
+                    created=event.created,
+                    invoice=event.invoice,
+                    mrr_cents=sub.mrr_cents if sub else None,
+                ),
+            )
         else:
-            ref = self._running_ref(decision.workflow_id)
-            if ref is None:
-                return
             update = LifecycleUpdate(event_id=event.event_id, created=event.created)
             if isinstance(decision, rules.Retime):
-                ref.anchor = update.anchor = decision.anchor
-                update.context = subscription_context(self._ledger, ref.subscription_id)
+                update.anchor = decision.anchor
+                ref = rules.latest(self._ledger, decision.workflow_id)
+                update.context = subscription_context(
+                    self._ledger, ref.subscription_id if ref else None
+                )
+            elif isinstance(decision, rules.Refresh):
+                update.invoice = decision.invoice
             else:
                 update.outcome = decision.outcome
-                # Ended now, not when the child's report arrives: an event right behind
-                # this one (a cancellation scheduled again) must find it ended.
-                ref.status = decision.outcome
             await workflow.get_external_workflow_handle(decision.workflow_id).signal(
-                "lifecycle_update", update
+                LifecycleWorkflow.lifecycle_update, update
             )
 
-    def _running_ref(self, workflow_id: str) -> LifecycleRef | None:
-        for ref in self._ledger.state.lifecycles:
-            if ref.workflow_id == workflow_id and ref.status == "running":
-                return ref
-        return None
-
-    async def _start_sequence(self, start: rules.Start, event: BillingEvent) -> None:
-        if self._running_ref(start.workflow_id) is not None:
+    async def _start(self, start: rules.Start, event: BillingEvent) -> None:
+        """Start a lifecycle child if an automation matches, and remember it; an id
+        already taken starts nothing."""
+        automation = await self._choose_automation(start, event)
+        if automation is None:
+            workflow.logger.info(
+                "no enabled %s automation matches %s", start.lifecycle, start.workflow_id
+            )
             return
-        if not start.reusable:
-            self._ledger.decide_start(start.workflow_id)
         snap = self._ledger.snapshot
         sub = snap.subscriptions.get(start.subscription_id or "")
-        automation = await self._choose_automation(
-            start.lifecycle,
-            start.workflow_id,
-            event,
-            subscription_interval=sub.interval if sub else None,
-            invoice_amount=sub.amount_cents if sub else None,
-            currency=sub.currency if sub else snap.currency,
-            product_ids=[sub.product_id] if sub and sub.product_id else [],
-            price_ids=[sub.price_id] if sub and sub.price_id else [],
-            plan=sub.plan if sub else snap.plan,
-            cancellation_reason=sub.cancellation_reason if sub else None,
-            invoice_metadata=sub.metadata if sub else {},
-        )
-        if automation is None:
-            return
-        kind = SEQUENCE_WORKFLOWS[start.lifecycle]
-        await self._start_child(
-            kind.run,  # type: ignore[attr-defined]
-            LifecycleInput(
-                customer_id=snap.customer_id,
-                automation=automation,
-                subject_id=start.subject_id,
-                subscription_id=start.subscription_id,
-                anchor=start.anchor,
-                customer_email=snap.email,
-                customer_name=snap.name,
-                livemode=event.livemode,
-                context=subscription_context(self._ledger, start.subscription_id),
-                customer_timezone=self._ledger.timezone,
-                customer_country=snap.country,
-            ),
-            LifecycleRef(
-                workflow_id=start.workflow_id,
-                lifecycle=start.lifecycle,
-                automation=automation.name,
-                subscription_id=start.subscription_id,
-                subject_id=start.subject_id,
-                anchor=start.anchor,
-            ),
-            event,
-            # Ids name one instance (a trial, a renewal period); only a cancellation
-            # that was undone and scheduled again reuses its id.
-            reusable=start.reusable,
-            summary=f"{kind.title} of {start.subject_id} ({automation.name})",
-        )
-
-    async def _start_child(
-        self,
-        run: Any,
-        input: object,
-        ref: LifecycleRef,
-        event: BillingEvent,
-        *,
-        reusable: bool,
-        summary: str,
-    ) -> None:
-        """Start a lifecycle child and remember it; an id already taken starts nothing."""
+        kind = LIFECYCLE_WORKFLOWS[start.lifecycle]
+        invoice = start.invoice
+        subject = f"invoice {start.subject_id}" if invoice is not None else start.subject_id
+        memo = {"subject_id": start.subject_id, "subscription_id": start.subscription_id}
+        if invoice is not None:
+            memo["invoice_id"] = invoice.id
         try:
             await workflow.start_child_workflow(
-                run,
-                input,
-                id=ref.workflow_id,
+                kind.run,
+                LifecycleInput(
+                    customer_id=snap.customer_id,
+                    automation=automation,
+                    subject_id=start.subject_id,
+                    subscription_id=start.subscription_id,
+                    anchor=start.anchor,
+                    customer_email=snap.email,
+                    customer_name=snap.name,
+                    livemode=event.livemode,
+                    # Invoice lifecycles read their invoice; the others the subscription.
+                    context={}
+                    if invoice is not None
+                    else subscription_context(self._ledger, start.subscription_id),
+                    customer_timezone=self._ledger.timezone,
+                    customer_country=snap.country,
+                    invoice=invoice,
+                    mrr_cents=sub.mrr_cents if sub else 0,
+                ),
+                id=start.workflow_id,
                 # Children outlive this run's continue-as-new; each reports back by signal.
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                # Ids name one instance (an invoice's dunning, a trial, a renewal period);
+                # only a cancellation that was undone and scheduled again reuses its id.
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE
-                if reusable
+                if start.reusable
                 else WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=self._child_attributes(ref.lifecycle, ref.automation, event),
-                static_summary=summary,
+                search_attributes=self._child_attributes(start.lifecycle, automation.name, event),
+                memo=memo,
+                static_summary=f"{kind.title} of {subject} ({automation.name})",
             )
         except WorkflowAlreadyStartedError:
             return
-        self._ledger.state.lifecycles.append(ref)
+        rules.started(self._ledger, start, automation.name)
 
     async def _choose_automation(
-        self, lifecycle: str, workflow_id: str, event: BillingEvent, **trigger: Any
+        self, start: rules.Start, event: BillingEvent
     ) -> Automation | None:
         """The automation this trigger runs (an activity: the definitions are the worker's)."""
-        automation: Automation | None = await workflow.execute_activity(
-            "choose_automation",
-            {
-                "lifecycle": lifecycle,
-                "livemode": event.livemode,
-                "customer_metadata": self._ledger.snapshot.metadata,
-                **trigger,
-            },
+        snap = self._ledger.snapshot
+        sub = snap.subscriptions.get(start.subscription_id or "")
+        invoice = start.invoice
+        trigger = ChooseAutomation(
+            lifecycle=start.lifecycle,
+            livemode=event.livemode,
+            subscription_interval=sub.interval if sub else None,
+            customer_metadata=snap.metadata,
+        )
+        if invoice is not None:
+            trigger.invoice_amount = invoice.amount_due
+            trigger.currency = invoice.currency
+            trigger.product_ids = invoice.product_ids
+            trigger.price_ids = invoice.price_ids
+            trigger.plan = snap.plan
+            trigger.invoice_metadata = invoice.metadata
+        elif sub is not None:
+            trigger.invoice_amount = sub.amount_cents
+            trigger.currency = sub.currency
+            trigger.product_ids = [sub.product_id] if sub.product_id else []
+            trigger.price_ids = [sub.price_id] if sub.price_id else []
+            trigger.plan = sub.plan
+            trigger.cancellation_reason = sub.cancellation_reason
+            trigger.invoice_metadata = sub.metadata
+        else:
+            trigger.currency = snap.currency
+            trigger.plan = snap.plan
+        return await workflow.execute_activity_method(
+            Automations.choose_automation,
+            trigger,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=PERSIST_RETRY,
-            result_type=Automation | None,  # type: ignore[arg-type]
         )
-        if automation is None:
-            workflow.logger.info("no enabled %s automation matches %s", lifecycle, workflow_id)
-        return automation
 
     async def _record_conversion(self, convert: rules.Convert, event: BillingEvent) -> None:
-        ref = None
-        for candidate in self._ledger.state.lifecycles:
-            if candidate.workflow_id == convert.workflow_id:
-                ref = candidate
-        if ref is not None:
-            ref.converted = True
-        await workflow.execute_activity(
-            "record_conversion",
+        ref = rules.latest(self._ledger, convert.workflow_id) if convert.workflow_id else None
+        await workflow.execute_activity_method(
+            Conversions.record_conversion,
             ConversionInput(
                 stripe_event_id=event.event_id,
                 kind=convert.kind,
@@ -466,7 +335,7 @@ class CustomerWorkflow:
         )
 
     def _child_attributes(
-        self, lifecycle: str, automation: str, event: BillingEvent
+        self, lifecycle: Lifecycle, automation: str, event: BillingEvent
     ) -> TypedSearchAttributes:
         snap = self._ledger.snapshot
         attributes: list[SearchAttributePair[Any]] = [

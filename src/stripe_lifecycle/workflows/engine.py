@@ -1,0 +1,562 @@
+"""The one step engine every lifecycle workflow runs on.
+
+An instance runs one automation for one subject (an invoice, a subscription, a card) on
+durable timers. Steps count `after` the start or `before` the anchor date (trial end,
+period end, card expiry), and a moved anchor re-times the steps not yet run. A step sends
+an email (held to the customer's send window and the marketing frequency cap), tells the
+team, or acts in Stripe.
+
+The customer workflow decides what Stripe's events mean (`domain/rules.py`) and tells an
+instance by the `lifecycle_update` signal: a new anchor, fresher template data, or the
+outcome it ends with. It also records the conversions. A lifecycle is a subclass naming
+its key, title and how long it waits for its outcome (`workflows/lifecycles.py`); its
+links are data (`domain/lifecycles.py`).
+"""
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from stripe_lifecycle.activities.interface import (
+        Automations,
+        ConversionInput,
+        Conversions,
+        Mail,
+        SendEmailInput,
+        SendEmailResult,
+        SendTimeRequest,
+        StripeActionInput,
+        StripeActions,
+        TeamNotice,
+    )
+    from stripe_lifecycle.domain import rules
+    from stripe_lifecycle.domain.automations import Automation, Step
+    from stripe_lifecycle.domain.events import InvoiceInfo
+    from stripe_lifecycle.domain.lifecycles import LINKS, Lifecycle
+    from stripe_lifecycle.domain.template_context import step_context, step_destinations
+
+
+@dataclass
+class LifecycleInput:
+    customer_id: str
+    automation: Automation
+    # The invoice, subscription or card the instance is about (for invoice lifecycles
+    # started before this field existed: the invoice's id).
+    subject_id: str = ""
+    subscription_id: str | None = None
+    # Epoch seconds that `before:` steps count back from.
+    anchor: int | None = None
+    customer_email: str | None = None
+    customer_name: str | None = None
+    livemode: bool = False
+    # Template objects (customer, subscription, payment_method, invoice), JSON values.
+    context: dict[str, Any] = field(default_factory=dict)
+    # Where the customer's send window is measured: Stripe `timezone` metadata, country.
+    customer_timezone: str | None = None
+    customer_country: str | None = None
+    # Invoice lifecycles (dunning, payment action): the invoice, as Stripe last told it.
+    invoice: InvoiceInfo | None = None
+    # The subscription's MRR when the instance started: the revenue a recovery keeps, for
+    # instances that record their recovery themselves (see `invoice_update`).
+    mrr_cents: int = 0
+
+
+@dataclass
+class LifecycleUpdate:
+    """Signal from the customer workflow: what a Stripe event means for this instance."""
+
+    event_id: str
+    created: int
+    outcome: str | None = None
+    anchor: int | None = None
+    # Fresher template objects (an upcoming invoice's amount, a renamed plan).
+    context: dict[str, Any] | None = None
+    # The invoice as Stripe tells it now (a later failure: attempt count, next retry).
+    invoice: InvoiceInfo | None = None
+
+
+@dataclass
+class InvoiceUpdate:
+    """Signal from customer workflow runs that began before `lifecycle_update` told
+    invoice lifecycles their outcome: the Stripe event itself, read here."""
+
+    event_id: str
+    event_type: str
+    created: int
+    invoice: InvoiceInfo | None = None
+    mrr_cents: int | None = None
+
+
+@dataclass
+class CancelRequest:
+    reason: str
+    actor: str
+
+
+@dataclass
+class CancelResult:
+    workflow_id: str
+    cancelled: bool
+
+
+@dataclass
+class StepRecord:
+    step: str
+    kind: str
+    target: str
+    status: str
+    at: datetime
+
+
+@dataclass
+class LifecycleState:
+    lifecycle: Lifecycle
+    subject_id: str
+    automation: str
+    outcome: str | None
+    anchor: datetime | None
+    steps_done: list[StepRecord] = field(default_factory=list)
+    next_step: str | None = None
+    next_at: datetime | None = None
+    invoice_id: str | None = None
+
+
+@dataclass
+class LifecycleResult:
+    outcome: str
+    steps_done: int
+
+
+@dataclass
+class LifecycleFinished:
+    """Signal to the customer workflow when a lifecycle ends."""
+
+    workflow_id: str
+    outcome: str
+
+
+class LifecycleParent:
+    """What a lifecycle tells the workflow that started it (the customer workflow)."""
+
+    @workflow.signal
+    def lifecycle_finished(self, finished: LifecycleFinished) -> None:
+        raise NotImplementedError
+
+
+# The step's mail waited for the send window (or the frequency cap) and the lifecycle
+# ended first.
+NOT_SENT = "not sent: ended while waiting for its send window"
+SEQUENCE_FINISHED = "sequence_finished"
+DONE = "done"
+
+MAIL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=10)
+)
+DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
+
+
+class LifecycleWorkflow:
+    """The engine; subclasses name the lifecycle and how long to wait for its outcome.
+
+    Signals: `lifecycle_update(LifecycleUpdate)`. Updates: `cancel(CancelRequest) ->
+    CancelResult` (support stops the instance). Queries: `state() -> LifecycleState`.
+    """
+
+    lifecycle: ClassVar[Lifecycle]
+    title: ClassVar[str]
+    # After the last step (and the anchor), how long the instance still waits for the
+    # outcome it exists for (a payment at trial end, a resubscription after the offers).
+    linger: ClassVar[timedelta] = timedelta(0)
+    finished: ClassVar[str] = SEQUENCE_FINISHED
+
+    @workflow.init
+    def __init__(self, input: LifecycleInput) -> None:
+        self._input = input
+        self._invoice = input.invoice
+        self._subject = input.subject_id or (input.invoice.id or "" if input.invoice else "")
+        self._subscription_id = input.subscription_id or (
+            input.invoice.subscription_id if input.invoice else None
+        )
+        self._anchor = input.anchor
+        self._context = dict(input.context)
+        self._outcome: str | None = None
+        self._changed = False
+        self._done: list[StepRecord] = []
+        self._handled: set[int] = set()
+        self._next: tuple[Step, datetime] | None = None
+        self._started = workflow.now()
+
+    async def run(self, input: LifecycleInput) -> LifecycleResult:
+        """The steps until the outcome. Each lifecycle type decorates its own `run`
+        (`@workflow.run` must be on the type itself) and calls this one."""
+        workflow.logger.info(
+            "%s of %s runs %s", self.lifecycle, self._subject, input.automation.name
+        )
+        while self._outcome is None:
+            self._skip_missed()
+            upcoming = self._upcoming()
+            self._next = upcoming
+            deadline = upcoming[1] if upcoming else self._deadline()
+            self._describe()
+            self._changed = False
+            try:
+                await workflow.wait_condition(
+                    lambda: self._outcome is not None or self._changed,
+                    timeout=max(timedelta(0), deadline - workflow.now()),
+                )
+            except TimeoutError:
+                pass
+            if self._outcome is not None or self._changed:
+                continue
+            if upcoming is None:
+                self._outcome = self.finished
+                break
+            await self._run_step(upcoming[0])
+        self._next = None
+        await self._on_end()
+        self._describe()
+        await self._tell_customer_workflow()
+        return LifecycleResult(outcome=self._outcome, steps_done=len(self._done))
+
+    @workflow.signal
+    def lifecycle_update(self, update: LifecycleUpdate) -> None:
+        if self._outcome is not None:
+            return
+        if update.context:
+            self._context.update(update.context)
+        if update.invoice is not None:
+            self._invoice = update.invoice
+        if update.anchor is not None and update.anchor != self._anchor:
+            self._anchor = update.anchor
+            self._changed = True
+        if update.outcome is not None:
+            self._outcome = update.outcome
+
+    @workflow.update
+    def cancel(self, request: CancelRequest) -> CancelResult:
+        workflow.logger.info(
+            "%s cancelled by %s: %s", self.lifecycle, request.actor, request.reason
+        )
+        self._outcome = "cancelled"
+        return CancelResult(workflow_id=workflow.info().workflow_id, cancelled=True)
+
+    @cancel.validator
+    def _validate_cancel(self, request: CancelRequest) -> None:
+        if self._outcome is not None:
+            raise ApplicationError(f"this {self.lifecycle} has already ended ({self._outcome})")
+        if not request.reason.strip():
+            raise ApplicationError("a reason is required")
+
+    @workflow.query
+    def state(self) -> LifecycleState:
+        return LifecycleState(
+            lifecycle=self.lifecycle,
+            subject_id=self._subject,
+            automation=self._input.automation.name,
+            outcome=self._outcome,
+            anchor=_at(self._anchor),
+            steps_done=list(self._done),
+            next_step=self._next[0].key if self._next else None,
+            next_at=self._next[1] if self._next else None,
+            invoice_id=self._invoice.id if self._invoice else None,
+        )
+
+    async def _on_end(self) -> None:
+        """What a lifecycle does once its outcome is known, before it reports it."""
+
+    def _due(self, step: Step) -> datetime:
+        if step.before_seconds is not None and self._anchor is not None:
+            return _at(self._anchor - step.before_seconds) or self._started
+        return self._started + timedelta(seconds=step.after_seconds or 0)
+
+    def _pending(self) -> list[Step]:
+        steps = [s for s in self._input.automation.steps if s.index not in self._handled]
+        return sorted(steps, key=lambda s: (self._due(s), s.index))
+
+    def _skip_missed(self) -> None:
+        """Reminders counted back from a date that cannot run at their moment are skipped.
+
+        One due before the instance began never had its moment (a 5-day trial has no
+        "7 days left"); of those that came due while nothing ran (a worker down for a
+        week, a date moved earlier) only the latest runs, so nobody gets two reminders at
+        once; and once the date itself has passed, none of them makes sense any more.
+        """
+        now = workflow.now()
+        overdue = [
+            s for s in self._pending() if s.before_seconds is not None and self._due(s) <= now
+        ]
+        anchor_passed = self._anchor is not None and (_at(self._anchor) or now) <= now
+        # Once the date moved, every overdue reminder had its moment while this instance
+        # ran (the latest one still goes out); before that, only those due since the start.
+        moved = self._anchor != self._input.anchor
+        in_time = [s for s in overdue if moved or self._due(s) >= self._started]
+        keep = None if anchor_passed or not in_time else in_time[-1]
+        for step in overdue:
+            if step is keep:
+                continue
+            self._handled.add(step.index)
+            why = "skipped: due before this instance started"
+            if step in in_time:
+                why = "skipped: too late"
+            self._done.append(StepRecord(step.key, _kind(step), _target(step), why, now))
+
+    def _upcoming(self) -> tuple[Step, datetime] | None:
+        pending = self._pending()
+        return (pending[0], self._due(pending[0])) if pending else None
+
+    def _deadline(self) -> datetime:
+        last = max((self._due(s) for s in self._input.automation.steps), default=self._started)
+        return max(last, _at(self._anchor) or last) + self.linger
+
+    async def _run_step(self, step: Step) -> None:
+        self._handled.add(step.index)
+        if step.send is not None:
+            sent = await self._send_email(step, step.send)
+            status = sent.status if sent is not None else NOT_SENT
+        elif step.action == "notify_team":
+            status = await self._notify_team(step)
+        else:
+            status = await self._stripe_action(step, step.action or "")
+        self._done.append(StepRecord(step.key, _kind(step), _target(step), status, workflow.now()))
+
+    async def _send_email(self, step: Step, template: str) -> SendEmailResult | None:
+        """The step's email, held to the customer's send window and past the marketing
+        frequency cap; None when the lifecycle ended while the mail waited."""
+        window = self._input.automation.send_window
+        if window is not None:
+            at = await workflow.execute_local_activity_method(
+                Automations.send_time,
+                SendTimeRequest(
+                    due=workflow.now(),
+                    window=window,
+                    timezone=self._input.customer_timezone,
+                    country=self._input.customer_country,
+                ),
+                start_to_close_timeout=timedelta(seconds=10),
+            )
+            if not await self._hold_until(datetime.fromisoformat(at)):
+                return None
+        request = SendEmailInput(
+            workflow_id=workflow.info().workflow_id,
+            step=step.key,
+            customer_id=self._input.customer_id,
+            lifecycle=self.lifecycle,
+            automation=self._input.automation.name,
+            template=template,
+            to=self._input.customer_email,
+            livemode=self._input.livemode,
+            context=self._template_context(),
+            destinations=self._destinations(),
+            subscription_id=self._subscription_id,
+        )
+        while True:
+            result = await workflow.execute_activity_method(
+                Mail.send_email,
+                request,
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=MAIL_RETRY,
+            )
+            if result.status != "deferred" or not result.retry_at:
+                return result
+            # Over the cap on marketing mail: the same step asks again once it frees. A
+            # time not ahead of this workflow's clock would only ask again at once.
+            free = datetime.fromisoformat(result.retry_at)
+            if free <= workflow.now():
+                return result
+            if not await self._hold_until(free):
+                return None
+
+    async def _notify_team(self, step: Step) -> str:
+        """The `notify_team` action: a notice to LIFECYCLE_TEAM_EMAIL, sent once."""
+        workflow_id = workflow.info().workflow_id
+        subject, text = self._team_notice(step)
+        result = await workflow.execute_activity_method(
+            Mail.notify_team,
+            TeamNotice(
+                key=f"{workflow_id}/{step.key}",
+                customer_id=self._input.customer_id,
+                workflow_id=workflow_id,
+                subject=subject,
+                text=text,
+                lifecycle=self.lifecycle,
+                automation=self._input.automation.name,
+            ),
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=MAIL_RETRY,
+        )
+        return result.status
+
+    async def _stripe_action(self, step: Step, action: str) -> str:
+        result = await workflow.execute_activity_method(
+            StripeActions.stripe_action,
+            StripeActionInput(
+                action=action,
+                invoice_id=self._invoice.id if self._invoice else None,
+                subscription_id=self._subscription_id,
+                # Stripe answers a repeated request once: retries cannot act twice.
+                idempotency_key=f"{workflow.info().workflow_id}/{step.key}",
+            ),
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=MAIL_RETRY,
+        )
+        return result.status if result.status == DONE else f"{result.status}: {result.detail}"
+
+    def _team_notice(self, step: Step) -> tuple[str, str]:
+        """Subject and text of a `notify_team` step."""
+        customer = self._input.customer_id
+        return (
+            f"{self.title}: customer {customer}",
+            f"Automation {self._input.automation.name} ({self.lifecycle}) reached step "
+            f"{step.key} for customer {customer}, {self._subject}.",
+        )
+
+    def _template_context(self) -> dict[str, Any]:
+        return step_context(
+            self._context,
+            self._invoice,
+            self._input.customer_email,
+            self._input.customer_name,
+            self._input.automation.offer,
+        )
+
+    def _destinations(self) -> dict[str, str]:
+        return step_destinations(LINKS[self.lifecycle], self._input.automation.offer, self._invoice)
+
+    def _describe(self) -> None:
+        automation = self._input.automation
+        head = (
+            f"**{self.title}** of {self._subject} · automation `{automation.name}`"
+            f" · {len(self._done)}/{len(automation.steps)} steps done"
+        )
+        anchor = _at(self._anchor)
+        if anchor is not None:
+            head += f" · date {anchor.isoformat(timespec='minutes')}"
+        if self._invoice is not None and self._invoice.attempt_count:
+            head += f" · {self._invoice.attempt_count} payment attempts"
+        if self._outcome is not None:
+            workflow.set_current_details(f"{head}  \n**Ended:** {self._outcome}")
+        elif self._next is not None:
+            step, due = self._next
+            workflow.set_current_details(
+                f"{head}  \n**Next:** {_target(step)} at {due.isoformat(timespec='minutes')}"
+            )
+        else:
+            workflow.set_current_details(
+                f"{head}  \n**Waiting** for the outcome until "
+                f"{self._deadline().isoformat(timespec='minutes')}"
+            )
+
+    async def _hold_until(self, at: datetime) -> bool:
+        """Wait until `at`; False if the lifecycle ended meanwhile."""
+        wait = at - workflow.now()
+        if wait > timedelta(0):
+            try:
+                await workflow.wait_condition(lambda: self._outcome is not None, timeout=wait)
+            except TimeoutError:
+                pass
+        return self._outcome is None
+
+    async def _tell_customer_workflow(self) -> None:
+        parent = workflow.info().parent
+        if parent is None or self._outcome is None:
+            return  # started on its own (tests, or by hand): nobody to tell
+        try:
+            await workflow.get_external_workflow_handle(parent.workflow_id).signal(
+                LifecycleParent.lifecycle_finished,
+                LifecycleFinished(workflow.info().workflow_id, self._outcome),
+            )
+        except Exception:
+            # The customer workflow is gone (terminated by hand): the outcome is still in
+            # this workflow's result and history.
+            workflow.logger.warning(
+                "could not tell %s that this lifecycle ended", parent.workflow_id
+            )
+
+
+class InvoiceLifecycleWorkflow(LifecycleWorkflow):
+    """An invoice lifecycle (dunning, payment action): the invoice's own page is where it
+    is paid, and its attempts are what the team hears about.
+
+    Signals, besides the engine's: `invoice_update(InvoiceUpdate)`, from customer workflow
+    runs that began before invoice outcomes were decided there: this instance then reads
+    the event and records its own recovery.
+    """
+
+    @workflow.init
+    def __init__(self, input: LifecycleInput) -> None:
+        super().__init__(input)
+        self._legacy_ending: InvoiceUpdate | None = None
+
+    @workflow.signal
+    def invoice_update(self, update: InvoiceUpdate) -> None:
+        if self._outcome is not None:
+            return
+        if update.invoice is not None and update.event_type == rules.INVOICE_TRIGGERS.get(
+            self.lifecycle
+        ):
+            self._invoice = update.invoice
+        endings = (
+            rules.PAYMENT_ACTION_ENDINGS
+            if self.lifecycle == Lifecycle.PAYMENT_ACTION
+            else rules.INVOICE_ENDINGS
+        )
+        ending = endings.get(update.event_type)
+        if update.event_type == rules.DELETED:
+            ending = "subscription_deleted"
+        if ending is not None:
+            self._outcome = ending
+            self._legacy_ending = update
+
+    async def _on_end(self) -> None:
+        update = self._legacy_ending
+        if self._outcome != rules.RECOVERED or update is None:
+            return
+        invoice = update.invoice or self._invoice
+        await workflow.execute_activity_method(
+            Conversions.record_conversion,
+            ConversionInput(
+                stripe_event_id=update.event_id,
+                kind=rules.RECOVERED,
+                customer_id=self._input.customer_id,
+                lifecycle=self.lifecycle,
+                workflow_id=workflow.info().workflow_id,
+                automation=self._input.automation.name,
+                invoice_id=invoice.id if invoice else None,
+                subscription_id=self._subscription_id,
+                amount_cents=(invoice.amount_paid or invoice.amount_due) if invoice else 0,
+                mrr_delta_cents=update.mrr_cents
+                if update.mrr_cents is not None
+                else self._input.mrr_cents,
+                currency=invoice.currency if invoice else None,
+                occurred_at=update.created,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=DB_RETRY,
+        )
+
+    def _team_notice(self, step: Step) -> tuple[str, str]:
+        invoice_id = self._subject
+        attempts = self._invoice.attempt_count if self._invoice else 0
+        return (
+            f"{self.title} of invoice {invoice_id} reached its end",
+            f"Automation {self._input.automation.name} reached step {step.key} for invoice "
+            f"{invoice_id} (customer {self._input.customer_id}, {attempts} payment attempts) "
+            "without a payment.",
+        )
+
+
+def _kind(step: Step) -> str:
+    return "send" if step.send else "action"
+
+
+def _target(step: Step) -> str:
+    return step.send or step.action or ""
+
+
+def _at(epoch: int | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)

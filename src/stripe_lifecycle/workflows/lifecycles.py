@@ -1,0 +1,153 @@
+"""Every lifecycle workflow: one type per lifecycle, all on the one engine (`engine.py`).
+
+DunningWorkflow (`dunning-{invoice_id}`), PaymentActionWorkflow
+(`payment-action-{invoice_id}`), TrialWorkflow (`trial-{sub_id}`), WinbackWorkflow
+(`winback-{cus_id}-{sub_id}`), ScheduledCancelWorkflow (`scheduled-cancel-{sub_id}`),
+RenewalWorkflow (`renewal-{sub_id}-{period_end}`), CardExpiringWorkflow
+(`card-expiring-{pm}-{yyyymm}`) and PlanChangeWorkflow (`plan-change-{sub_id}-{created}`).
+
+Each takes a `LifecycleInput` and returns a `LifecycleResult`. Signals:
+`lifecycle_update(LifecycleUpdate)` (and, for the invoice lifecycles,
+`invoice_update(InvoiceUpdate)`); update: `cancel(CancelRequest) -> CancelResult`;
+query: `state() -> LifecycleState`.
+"""
+
+from datetime import timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from stripe_lifecycle.domain.lifecycles import Lifecycle
+    from stripe_lifecycle.workflows.engine import (
+        InvoiceLifecycleWorkflow,
+        LifecycleInput,
+        LifecycleResult,
+        LifecycleWorkflow,
+    )
+
+DAY = timedelta(days=1)
+
+
+@workflow.defn(name="DunningWorkflow")
+class DunningWorkflow(InvoiceLifecycleWorkflow):
+    """A failed payment: the failed-payment email, reminders along Stripe's retries, a
+    final notice and action; ends when the invoice is paid (recovered), voided, marked
+    uncollectible, its subscription deleted, or after the last step."""
+
+    lifecycle = Lifecycle.DUNNING
+    title = "Dunning"
+
+    @workflow.run
+    async def run(self, input: LifecycleInput) -> LifecycleResult:
+        return await super().run(input)
+
+
+@workflow.defn(name="PaymentActionWorkflow")
+class PaymentActionWorkflow(InvoiceLifecycleWorkflow):
+    """The customer's bank wants a 3-D Secure confirmation: ask, remind, until paid. A
+    failure of the same invoice ends it: dunning takes over from there."""
+
+    lifecycle = Lifecycle.PAYMENT_ACTION
+    title = "Payment confirmation"
+
+    @workflow.run
+    async def run(self, input: LifecycleInput) -> LifecycleResult:
+        return await super().run(input)
+
+
+@workflow.defn(name="TrialWorkflow")
+class TrialWorkflow(LifecycleWorkflow):
+    """A trial: welcome, reminders before `trial_end`; ends converted (first paid
+    invoice), expired, payment failed (dunning takes over) or subscription deleted."""
+
+    lifecycle = Lifecycle.TRIAL
+    title = "Trial"
+    # Stripe charges about an hour after the trial ends and retries a failed first charge.
+    linger = 2 * DAY
+
+    @workflow.run
+    async def run(self, input: LifecycleInput) -> LifecycleResult:
+        return await super().run(input)
+
+
+@workflow.defn(name="WinbackWorkflow")
+class WinbackWorkflow(LifecycleWorkflow):
+    """After a cancellation: confirmation with a survey, then offers; ends reactivated
+    (a new active subscription) or after its last step and a week's wait."""
+
+    lifecycle = Lifecycle.WINBACK
+    title = "Win-back"
+    linger = 7 * DAY
+
+    @workflow.run
+    async def run(self, input: LifecycleInput) -> LifecycleResult:
+        return await super().run(input)
+
+
+@workflow.defn(name="ScheduledCancelWorkflow")
+class ScheduledCancelWorkflow(LifecycleWorkflow):
+    """A subscription set to cancel: save offers before it ends; ends saved (un-cancelled)
+    or cancelled at period end (win-back takes over)."""
+
+    lifecycle = Lifecycle.SCHEDULED_CANCEL
+    title = "Scheduled cancellation"
+    linger = DAY
+
+    @workflow.run
+    async def run(self, input: LifecycleInput) -> LifecycleResult:
+        return await super().run(input)
+
+
+@workflow.defn(name="RenewalWorkflow")
+class RenewalWorkflow(LifecycleWorkflow):
+    """Reminders before a subscription renews; ends when the renewal is paid, fails
+    (dunning takes over), is cancelled or the subscription is deleted."""
+
+    lifecycle = Lifecycle.RENEWAL
+    title = "Renewal"
+    linger = 2 * DAY
+
+    @workflow.run
+    async def run(self, input: LifecycleInput) -> LifecycleResult:
+        return await super().run(input)
+
+
+@workflow.defn(name="CardExpiringWorkflow")
+class CardExpiringWorkflow(LifecycleWorkflow):
+    """The card being billed expires: reminders before the end of its expiry month; ends
+    when it is replaced or the network updates it, or with the card expired."""
+
+    lifecycle = Lifecycle.CARD_EXPIRING
+    title = "Card expiring"
+    finished = "card_expired"
+
+    @workflow.run
+    async def run(self, input: LifecycleInput) -> LifecycleResult:
+        return await super().run(input)
+
+
+@workflow.defn(name="PlanChangeWorkflow")
+class PlanChangeWorkflow(LifecycleWorkflow):
+    """A downgrade: a check-in asking what made the customer change."""
+
+    lifecycle = Lifecycle.PLAN_CHANGE
+    title = "Plan change"
+
+    @workflow.run
+    async def run(self, input: LifecycleInput) -> LifecycleResult:
+        return await super().run(input)
+
+
+LIFECYCLE_WORKFLOWS: dict[Lifecycle, type[LifecycleWorkflow]] = {
+    w.lifecycle: w
+    for w in (
+        DunningWorkflow,
+        PaymentActionWorkflow,
+        TrialWorkflow,
+        WinbackWorkflow,
+        ScheduledCancelWorkflow,
+        RenewalWorkflow,
+        CardExpiringWorkflow,
+        PlanChangeWorkflow,
+    )
+}
