@@ -13,10 +13,10 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from .conftest import SUPPORT_KEY, running_stack
-from .delivery_helpers import TRANSACTIONAL_STREAM, running_postmark
+from .delivery_helpers import TRANSACTIONAL_STREAM
 from .events import customer_event, from_fixture, subscription_event, unique_customer_id
+from .fakes import POSTMARK_TOKEN, PostmarkHttpServer, running_postmark
 from .signing import signed
-from .test_transports import TOKEN, PostmarkHttpServer
 from .workflow_helpers import eventually
 
 T0 = 1_790_000_000
@@ -66,7 +66,7 @@ async def test_hard_bounce_suppresses_the_rest_of_the_dunning(
         task_queue,
         automations=automations,
         mail_transport="postmark",
-        postmark_server_token=TOKEN,
+        postmark_server_token=POSTMARK_TOKEN,
         postmark_api_url=postmark.url,
         postmark_message_stream=TRANSACTIONAL_STREAM,
         postmark_webhook_user=HOOK_AUTH[0],
