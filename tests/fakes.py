@@ -10,7 +10,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +27,36 @@ from aiosmtpd.smtp import SMTP, Envelope, LoginPassword, Session
 from .conftest import free_port
 
 Server = TypeVar("Server", bound=BaseServer)
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that sends whole answers and keeps test output quiet."""
+
+    def send_answer(
+        self, status: int, content_type: str, data: bytes, headers: Mapping[str, str]
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+class LocalHttpServer(ThreadingHTTPServer):
+    """An HTTP server on 127.0.0.1, bound to a port of the kernel's choosing as it is made,
+    so no other socket can take the port first."""
+
+    def __init__(self, handler: type[QuietHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
 
 
 @contextmanager
@@ -140,7 +170,7 @@ class PostmarkState:
     replies: list[tuple[int, dict[str, Any] | bytes] | None] = field(default_factory=list)
 
 
-class PostmarkHandler(BaseHTTPRequestHandler):
+class PostmarkHandler(QuietHandler):
     """Postmark's `POST /email`, as documented: server token, JSON in and out."""
 
     server: PostmarkHttpServer
@@ -181,26 +211,16 @@ class PostmarkHandler(BaseHTTPRequestHandler):
         )
 
     def _answer(self, status: int, body: dict[str, Any] | bytes) -> None:
-        is_json = isinstance(body, dict)
-        data = json.dumps(body).encode() if isinstance(body, dict) else body
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json" if is_json else "text/html")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *_: Any) -> None:
-        pass  # keep test output quiet
+        if isinstance(body, dict):
+            self.send_answer(status, "application/json", json.dumps(body).encode(), {})
+        else:
+            self.send_answer(status, "text/html", body, {})
 
 
-class PostmarkHttpServer(ThreadingHTTPServer):
+class PostmarkHttpServer(LocalHttpServer):
     def __init__(self, state: PostmarkState) -> None:
-        super().__init__(("127.0.0.1", 0), PostmarkHandler)
+        super().__init__(PostmarkHandler)
         self.state = state
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
 
 def running_postmark() -> Iterator[PostmarkHttpServer]:
@@ -251,35 +271,8 @@ class StripeState:
     saved: dict[str, tuple[tuple[str, str, str], int, dict[str, Any]]] = field(default_factory=dict)
     executed: int = 0  # writes that ran, replays excluded
 
-    def writes(self) -> list[StripeRequest]:
-        return [r for r in self.requests if r.method != "GET"]
 
-
-def stripe_subscription(sub_id: str, status: str) -> dict[str, Any]:
-    return {
-        "id": sub_id,
-        "object": "subscription",
-        "customer": "cus_123",
-        "status": status,
-        "canceled_at": None,
-        "pause_collection": None,
-        "livemode": False,
-    }
-
-
-def stripe_invoice(invoice_id: str, status: str) -> dict[str, Any]:
-    return {
-        "id": invoice_id,
-        "object": "invoice",
-        "customer": "cus_123",
-        "status": status,
-        "amount_due": 4900,
-        "currency": "usd",
-        "livemode": False,
-    }
-
-
-class StripeHandler(BaseHTTPRequestHandler):
+class StripeHandler(QuietHandler):
     """Stripe's v1 cancel / update / retrieve subscription, mark_uncollectible / void /
     retrieve invoice and create Customer Portal session, behind its API key check and its
     idempotency layer: the first answer to a key (once the endpoint ran) is saved and
@@ -381,17 +374,25 @@ class StripeHandler(BaseHTTPRequestHandler):
             }
         return None
 
+    def _look_up(
+        self, kind: str, objects: dict[str, dict[str, Any]], object_id: str
+    ) -> tuple[int, dict[str, Any]]:
+        """200 and the object, or what Stripe answers instead: a fixed id's error, or
+        resource_missing."""
+        fixed = self._fixed(object_id)
+        if fixed is not None:
+            return fixed
+        found = objects.get(object_id)
+        if found is None:
+            return resource_missing(kind, object_id)
+        return 200, found
+
     def _subscription(
         self, method: str, sub_id: str, form: dict[str, str]
     ) -> tuple[int, dict[str, Any]]:
-        fixed = self._fixed(sub_id)
-        if fixed is not None:
-            return fixed
-        sub = self.server.state.subscriptions.get(sub_id)
-        if sub is None:
-            return resource_missing("subscription", sub_id)
-        if method == "GET":
-            return 200, sub
+        status, sub = self._look_up("subscription", self.server.state.subscriptions, sub_id)
+        if status != 200 or method == "GET":
+            return status, sub
         if method == "DELETE":
             if sub["status"] == "canceled":
                 # What Stripe answers for a subscription canceled before (stripe-go#1887).
@@ -411,14 +412,9 @@ class StripeHandler(BaseHTTPRequestHandler):
     def _invoice(
         self, method: str, invoice_id: str, verb: str | None
     ) -> tuple[int, dict[str, Any]]:
-        fixed = self._fixed(invoice_id)
-        if fixed is not None:
-            return fixed
-        inv = self.server.state.invoices.get(invoice_id)
-        if inv is None:
-            return resource_missing("invoice", invoice_id)
-        if method == "GET" and verb is None:
-            return 200, inv
+        status, inv = self._look_up("invoice", self.server.state.invoices, invoice_id)
+        if status != 200 or (method == "GET" and verb is None):
+            return status, inv
         # Allowed transitions, from docs.stripe.com/invoicing/integration/workflow-transitions.
         # The refusal messages are stand-ins: the activity reads the invoice back instead.
         if method == "POST" and verb == "mark_uncollectible":
@@ -449,26 +445,14 @@ class StripeHandler(BaseHTTPRequestHandler):
         }
 
     def _answer(self, status: int, body: dict[str, Any], *, replayed: bool = False) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Request-Id", "req_test")
+        headers = {"Request-Id": "req_test"}
         if replayed:
-            self.send_header("Idempotent-Replayed", "true")
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *_: Any) -> None:
-        pass  # keep test output quiet
+            headers["Idempotent-Replayed"] = "true"
+        self.send_answer(status, "application/json", json.dumps(body).encode(), headers)
 
 
-class StripeHttpServer(ThreadingHTTPServer):
+class StripeHttpServer(LocalHttpServer):
     def __init__(self, state: StripeState) -> None:
-        super().__init__(("127.0.0.1", 0), StripeHandler)
+        super().__init__(StripeHandler)
         self.state = state
         self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
