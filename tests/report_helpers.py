@@ -1,6 +1,6 @@
-"""Shared by the report and dashboard tests: dunning emails and paid invoices recorded by
-the worker's real mail and conversion activities in the API's database, clicks through
-the API's real tracking redirect, and a dunning started by signed webhooks."""
+"""Shared by the report, dashboard and delivery tests: dunning emails and paid invoices
+recorded by the worker's real mail and conversion activities in the API's database, clicks
+through the API's real tracking redirect, and a dunning started by signed webhooks."""
 
 from __future__ import annotations
 
