@@ -236,12 +236,7 @@ async def test_a_payment_while_the_mail_waits_for_the_window_sends_nothing(
             DunningInput(
                 customer_id="cus_Dun1",
                 invoice=InvoiceInfo(
-                    id=invoice_id,
-                    customer_id="cus_Dun1",
-                    subscription_id="sub_Dun1",
-                    status="open",
-                    currency="usd",
-                    amount_due=4900,
+                    id=invoice_id, customer_id="cus_Dun1", currency="usd", amount_due=4900
                 ),
                 automation=automation,
                 customer_email="ada@example.com",
