@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
+import functools
 import socket
 import sysconfig
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -44,11 +47,63 @@ BIN = Path(sysconfig.get_path("scripts"))
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
+class _PortClaims:
+    """Ports for the servers tests start on a port of their choosing (uvicorn, aiosmtpd,
+    `lifecycle dev` and its Temporal dev server), and for addresses where nothing may
+    listen.
+
+    Binding port 0 and handing out its number, as this once did, races: the number comes
+    from the kernel's ephemeral range, which the kernel hands out again, to any socket
+    bound to port 0 or connecting out, until our server binds it. `lifecycle dev` lost its
+    API port that way (EADDRINUSE): the Temporal dev server it starts first picks its
+    HTTP, metrics and internal ports by binding port 0, and got the API's number. So the
+    ports come from just below the ephemeral range, which the kernel never hands out, and
+    each is claimed with a lock on its byte of one lock file, held until this process
+    exits: concurrent test processes never hand out the same port, and this one never
+    hands out a port twice."""
+
+    LOCK_FILE = Path(tempfile.gettempdir()) / "stripe-lifecycle-test-ports.lock"
+    COUNT = 8192
+
+    def __init__(self) -> None:
+        ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        first_ephemeral = int(ephemeral[0])
+        self._candidates = iter(range(max(1024, first_ephemeral - self.COUNT), first_ephemeral))
+        # Closing any descriptor of the lock file would drop all of this process's claims,
+        # so the one descriptor stays open for the life of the process.
+        self._locks = self.LOCK_FILE.open("a")
+
+    def claim(self) -> int:
+        for port in self._candidates:
+            try:
+                fcntl.lockf(self._locks, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port)
+            except OSError:
+                continue  # another test process has it
+            if self._unused(port):
+                return port
+        raise RuntimeError(f"no unclaimed port left below the ephemeral range ({self.COUNT})")
+
+    @staticmethod
+    def _unused(port: int) -> bool:
+        # SO_REUSEADDR as the servers set it: a port whose last connection lingers in
+        # TIME_WAIT is free for them.
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+        return True
+
+
+@functools.cache
+def _port_claims() -> _PortClaims:
+    return _PortClaims()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port nothing listens on, given to no other caller in any test process."""
+    return _port_claims().claim()
 
 
 @pytest.fixture(scope="session")

@@ -1,18 +1,11 @@
-"""Shared by the delivery tests: a real SMTP server (aiosmtpd) and a local HTTP server
-speaking Postmark's email API, the mail activities wired to them, and one step's email of
+"""Shared by the delivery tests: the mail activities wired to a transport, the Postmark
+transport wired to the local Postmark server (tests/fakes.py), and one step's email of
 each kind of lifecycle."""
 
 from __future__ import annotations
 
-import email
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from email import policy
-from email.message import EmailMessage
 from typing import Any
 
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select
 from sqlmodel import col
 
@@ -24,8 +17,8 @@ from stripe_lifecycle.mail.transports import MailTransport, PostmarkTransport
 from stripe_lifecycle.storage.db import SessionMaker
 from stripe_lifecycle.storage.models import Message
 
-from .conftest import LINK_SECRET, free_port
-from .test_transports import TOKEN, PostmarkHttpServer, PostmarkState, serving
+from .conftest import LINK_SECRET
+from .fakes import POSTMARK_TOKEN, PostmarkHttpServer
 
 PUBLIC_URL = "https://billing.acme.test"
 TRANSACTIONAL_STREAM = "outbound"
@@ -132,45 +125,9 @@ async def message_rows(sessionmaker: SessionMaker) -> list[Message]:
         return list(rows.scalars())
 
 
-# --- SMTP -------------------------------------------------------------------------------
-
-
-@dataclass
-class SmtpInbox:
-    """A real SMTP server's handler that keeps what it received."""
-
-    port: int = 0
-    received: list[EmailMessage] = field(default_factory=list)
-
-    async def handle_DATA(self, _server: SMTP, _session: Session, envelope: Envelope) -> str:  # noqa: N802
-        assert isinstance(envelope.content, bytes)
-        message = email.message_from_bytes(envelope.content, policy=policy.default)
-        assert isinstance(message, EmailMessage)
-        self.received.append(message)
-        return "250 OK"
-
-
-def running_smtp() -> Iterator[SmtpInbox]:
-    inbox = SmtpInbox(port=free_port())
-    controller = Controller(inbox, hostname="127.0.0.1", port=inbox.port)
-    controller.start()
-    try:
-        yield inbox
-    finally:
-        controller.stop()
-
-
-# --- Postmark ---------------------------------------------------------------------------
-
-
-def running_postmark() -> Iterator[PostmarkHttpServer]:
-    with serving(PostmarkHttpServer(PostmarkState(token=TOKEN))) as server:
-        yield server
-
-
 def postmark_transport(server: PostmarkHttpServer) -> PostmarkTransport:
     return PostmarkTransport(
-        TOKEN,
+        POSTMARK_TOKEN,
         api_url=server.url,
         message_stream=TRANSACTIONAL_STREAM,
         broadcast_stream=BROADCAST_STREAM,

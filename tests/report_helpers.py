@@ -1,6 +1,6 @@
-"""Shared by the report and dashboard tests: dunning emails and paid invoices recorded by
-the worker's real mail and conversion activities in the API's database, and clicks through
-the API's real tracking redirect."""
+"""Shared by the report, dashboard and delivery tests: dunning emails and paid invoices
+recorded by the worker's real mail and conversion activities in the API's database, clicks
+through the API's real tracking redirect, and a dunning started by signed webhooks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Self
+from typing import Any, Self
 
 import httpx
 from fastapi import FastAPI
@@ -28,6 +28,11 @@ from stripe_lifecycle.storage.models import Message
 from . import delivery_helpers
 from .conftest import app_settings, free_port, running_api
 from .delivery_helpers import CUSTOMER, INVOICE
+from .events import customer_event, from_fixture, subscription_event, unique_customer_id
+from .signing import signed
+
+PAYMENT_FAILED, REMINDER = "dunning/payment-failed", "dunning/reminder"
+T0 = 1_790_000_000
 
 
 def invoice() -> str:
@@ -133,3 +138,27 @@ class DunningRig:
             activities.record_conversion, conversion
         )
         return credited
+
+
+async def start_dunning(http: httpx.AsyncClient, email: str) -> tuple[str, str]:
+    """A customer whose invoice payment failed, through signed webhooks: (customer id,
+    dunning workflow id)."""
+    cus, invoice_id = unique_customer_id(), f"in_{uuid.uuid4().hex[:14]}"
+    events: list[dict[str, Any]] = [
+        customer_event(cus, email, created=T0, type_="customer.created"),
+        subscription_event(cus, created=T0 + 1, status="past_due"),
+        from_fixture(
+            "invoice.payment_failed__stripe-ruby-mock.json",
+            cus,
+            created=T0 + 2,
+            id=invoice_id,
+            subscription="sub_T1",
+            billing_reason="subscription_cycle",
+            amount_due=4900,
+        ),
+    ]
+    for event in events:
+        body, headers = signed(event)
+        response = await http.post("/webhooks/stripe", content=body, headers=headers)
+        assert response.status_code == 200, response.text
+    return cus, f"dunning-{invoice_id}"

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
-import sysconfig
 from pathlib import Path
 
 import httpx
@@ -18,23 +16,10 @@ from temporalio.service import RPCError, RPCStatusCode
 from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.settings import Settings, parse_api_keys
 
+from .cli_helpers import LIFECYCLE, clean_env, run_cli
 from .conftest import free_port
 from .events import customer_event, unique_customer_id
 from .signing import WEBHOOK_SECRET, signed
-
-LIFECYCLE = str(Path(sysconfig.get_path("scripts")) / "lifecycle")
-
-
-def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [LIFECYCLE, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
-    )
-
-
-def clean_env(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")}
-    env.update(values)
-    return env
 
 
 @pytest.mark.parametrize(
@@ -84,6 +69,9 @@ def _port_open(port: int) -> bool:
 
 
 async def test_lifecycle_dev_runs_everything_and_stops_cleanly(tmp_path: Path) -> None:
+    # free_port's ports lie below the kernel's ephemeral range: the Temporal dev server that
+    # `lifecycle dev` starts first picks its own HTTP, metrics and internal ports by binding
+    # port 0, which can no longer hand it the API's (conftest.py, _PortClaims).
     temporal_port, ui_port, api_port = free_port(), free_port(), free_port()
     env = clean_env(
         LIFECYCLE_DATA_DIR=str(tmp_path / "data"),

@@ -9,11 +9,9 @@ import base64
 import json
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
-from typing import Any
 
 import httpx
 import pytest
@@ -37,15 +35,10 @@ from .conftest import (
     SUPPORT_KEY,
     running_stack,
 )
-from .events import customer_event, from_fixture, subscription_event, unique_customer_id
-from .report_helpers import DunningRig, invoice
-from .report_helpers import mail_activities as mail_activities  # for test_dashboard_browser
-from .signing import signed
+from .report_helpers import PAYMENT_FAILED, REMINDER, DunningRig, invoice, start_dunning
 from .workflow_helpers import eventually
 
 DAY = 86_400
-T0 = 1_790_000_000
-PAYMENT_FAILED, REMINDER = "dunning/payment-failed", "dunning/reminder"
 
 
 # --- reading the page --------------------------------------------------------------------
@@ -130,8 +123,6 @@ async def sign_in(http: httpx.AsyncClient, key: str) -> httpx.Response:
 # --- data written by the real activities -------------------------------------------------
 
 
-# The rig is tests/report_helpers.py's; tests/test_dashboard_browser.py imports it by this
-# name.
 Rig = DunningRig
 
 
@@ -418,30 +409,6 @@ def test_periods_are_utc_days_or_monday_weeks_cut_to_the_range() -> None:
 
 
 # --- stopping a dunning through the dashboard (real dev server, API and worker) ----------
-
-
-async def start_dunning(http: httpx.AsyncClient, email: str) -> tuple[str, str]:
-    """A customer whose invoice payment failed, through signed webhooks: (customer id,
-    dunning workflow id)."""
-    cus, invoice_id = unique_customer_id(), f"in_{uuid.uuid4().hex[:14]}"
-    events: list[dict[str, Any]] = [
-        customer_event(cus, email, created=T0, type_="customer.created"),
-        subscription_event(cus, created=T0 + 1, status="past_due"),
-        from_fixture(
-            "invoice.payment_failed__stripe-ruby-mock.json",
-            cus,
-            created=T0 + 2,
-            id=invoice_id,
-            subscription="sub_T1",
-            billing_reason="subscription_cycle",
-            amount_due=4900,
-        ),
-    ]
-    for event in events:
-        body, headers = signed(event)
-        response = await http.post("/webhooks/stripe", content=body, headers=headers)
-        assert response.status_code == 200, response.text
-    return cus, f"dunning-{invoice_id}"
 
 
 async def test_support_stops_a_dunning_from_the_dashboard_and_forged_posts_are_refused(

@@ -30,7 +30,7 @@ from stripe_lifecycle.storage.models import Message, SupportAction
 from stripe_lifecycle.worker import build_worker
 
 from .conftest import SUPPORT_KEY, app_settings, free_port, temporal_address
-from .test_dashboard import PAYMENT_FAILED, REMINDER, Rig, mail_activities, start_dunning
+from .report_helpers import PAYMENT_FAILED, REMINDER, DunningRig, mail_activities, start_dunning
 from .workflow_helpers import eventually
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -72,7 +72,7 @@ async def serving(settings: Settings) -> AsyncIterator[str]:
         await task
 
 
-async def record_history(rig: Rig, weeks: int) -> None:
+async def record_history(rig: DunningRig, weeks: int) -> None:
     """Dunning emails and recoveries over the past weeks, written by the real mail and
     conversion activities. The mail activity stamps the wall clock, so each email is moved
     back to its week before its invoice is recovered (and credited). Each invoice fails on
@@ -154,7 +154,7 @@ async def test_sign_in_see_the_charts_and_stop_a_dunning_in_chromium(
             httpx.AsyncClient(base_url=base_url) as http,
             async_playwright() as playwright,
         ):
-            rig = Rig(http, settings, sessionmaker, mail_activities(settings, sessionmaker))
+            rig = DunningRig(http, settings, sessionmaker, mail_activities(settings, sessionmaker))
             await record_history(rig, weeks=10)
             cus, workflow_id = await start_dunning(http, "ada@example.com")
 

@@ -3,7 +3,6 @@ signed Stripe webhooks through the real API, the dunning workflow on the dev ser
 through the Postmark transport to a local server speaking Postmark's API, and Postmark's
 bounce webhook back into the API."""
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,13 +12,11 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from .conftest import SUPPORT_KEY, running_stack
-from .delivery_helpers import TRANSACTIONAL_STREAM, running_postmark
-from .events import customer_event, from_fixture, subscription_event, unique_customer_id
-from .signing import signed
-from .test_transports import TOKEN, PostmarkHttpServer
+from .delivery_helpers import TRANSACTIONAL_STREAM
+from .fakes import POSTMARK_TOKEN, PostmarkHttpServer, running_postmark
+from .report_helpers import start_dunning
 from .workflow_helpers import eventually
 
-T0 = 1_790_000_000
 AUTH = {"Authorization": f"Bearer {SUPPORT_KEY}"}
 HOOK_AUTH = ("postmark-hooks", "hook-password-e2e")
 # The second email comes two seconds after the first: time for the bounce to arrive.
@@ -38,12 +35,6 @@ def postmark() -> Iterator[PostmarkHttpServer]:
     yield from running_postmark()
 
 
-async def post(http: httpx.AsyncClient, event: dict[str, Any]) -> None:
-    body, headers = signed(event)
-    response = await http.post("/webhooks/stripe", content=body, headers=headers)
-    assert response.status_code == 200, response.text
-
-
 async def messages(http: httpx.AsyncClient, cus: str) -> list[dict[str, Any]]:
     response = await http.get(f"/v1/customers/{cus}/messages", headers=AUTH)
     found: list[dict[str, Any]] = response.json().get("messages", [])
@@ -59,33 +50,19 @@ async def test_hard_bounce_suppresses_the_rest_of_the_dunning(
 ) -> None:
     automations = tmp_path / "automations.yaml"
     automations.write_text(AUTOMATIONS)
-    cus, invoice_id = unique_customer_id(), f"in_{uuid.uuid4().hex[:14]}"
     async with running_stack(
         dev_env,
         sqlite_url,
         task_queue,
         automations=automations,
         mail_transport="postmark",
-        postmark_server_token=TOKEN,
+        postmark_server_token=POSTMARK_TOKEN,
         postmark_api_url=postmark.url,
         postmark_message_stream=TRANSACTIONAL_STREAM,
         postmark_webhook_user=HOOK_AUTH[0],
         postmark_webhook_password=HOOK_AUTH[1],
     ) as (_, http):
-        await post(http, customer_event(cus, "ada@example.com", created=T0))
-        await post(http, subscription_event(cus, created=T0 + 1, status="past_due"))
-        await post(
-            http,
-            from_fixture(
-                "invoice.payment_failed__stripe-ruby-mock.json",
-                cus,
-                created=T0 + 2,
-                id=invoice_id,
-                subscription="sub_T1",
-                billing_reason="subscription_cycle",
-                amount_due=4900,
-            ),
-        )
+        cus, _ = await start_dunning(http, "ada@example.com")
 
         async def first_sent() -> bool:
             return [m["status"] for m in await messages(http, cus)] == ["sent"]

@@ -1,7 +1,6 @@
 """Failed payments end to end: signed webhooks through the real API, the customer workflow
 on the dev server starting and feeding its dunning child, the support cancel endpoint."""
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,11 +9,14 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
+from stripe_lifecycle.domain import contract
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import Conversion, SupportAction
+from stripe_lifecycle.workflows.customer import CustomerWorkflow
 
 from .conftest import SUPPORT_KEY, running_stack
 from .events import customer_event, from_fixture, subscription_event, unique_customer_id
@@ -23,6 +25,7 @@ from .workflow_helpers import eventually
 
 T0 = 1_790_000_000
 AUTH = {"Authorization": f"Bearer {SUPPORT_KEY}"}
+CustomerHandle = WorkflowHandle[CustomerWorkflow, None]
 
 
 @pytest.fixture
@@ -52,6 +55,26 @@ def invoice_event(
         amount_due=4900,
         **fields,
     )
+
+
+async def events_applied(entity: CustomerHandle, count: int) -> None:
+    async def applied() -> bool:
+        return (await entity.query(CustomerWorkflow.state)).events_applied >= count
+
+    await eventually(applied, f"{count} events applied by {entity.id}")
+
+
+async def acted_on(
+    http: httpx.AsyncClient, entity: CustomerHandle, cus: str, email: str, *, events: int
+) -> None:
+    """Until the customer workflow has acted on its first `events` events: started or fed
+    the lifecycles they call for. It counts a batch of events as it applies them, before
+    acting on them, so the count alone comes too early; it takes the next batch only once
+    it has acted on the last. So a harmless event sent once those are counted, and counted
+    in turn, means they have been acted on."""
+    await events_applied(entity, events)
+    await post(http, customer_event(cus, email, created=T0 + 1000))
+    await events_applied(entity, events + 1)
 
 
 async def lifecycle_ids(client: Client, cus: str) -> list[str]:
@@ -156,8 +179,16 @@ async def test_payment_reported_before_the_failure_starts_nothing(
         return bool(customer.get("ltv_cents") == 4900)
 
     await eventually(applied, "the paid invoice")
-    await asyncio.sleep(0.5)
-    assert await lifecycle_ids(dev_env.client, cus) == []
+    entity = dev_env.client.get_workflow_handle_for(
+        CustomerWorkflow.run, contract.customer_workflow_id(cus)
+    )
+    await acted_on(http, entity, cus, "bo@example.com", events=3)
+    assert (await entity.query(CustomerWorkflow.state)).lifecycles == []
+    with pytest.raises(RPCError) as never_started:
+        await dev_env.client.get_workflow_handle(f"dunning-{invoice_id}").describe()
+    assert never_started.value.status == RPCStatusCode.NOT_FOUND
+    log = (await http.get(f"/v1/customers/{cus}/messages", headers=AUTH)).json()
+    assert log.get("messages", []) == []
 
 
 async def test_payment_after_the_failure_records_the_recovery(

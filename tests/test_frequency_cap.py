@@ -20,7 +20,8 @@ from stripe_lifecycle.mail.transports import SmtpTransport
 from stripe_lifecycle.storage.db import SessionMaker, create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import MailPreference, Message, MessageStatus
 
-from .delivery_helpers import SmtpInbox, mail_activities, message_rows, running_smtp, step_email
+from .delivery_helpers import mail_activities, message_rows, step_email
+from .fakes import SmtpInbox, running_smtp
 
 
 @pytest.fixture

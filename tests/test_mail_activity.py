@@ -34,10 +34,9 @@ from .delivery_helpers import (
     CUSTOMER,
     INVOICE,
     PUBLIC_URL,
-    SmtpInbox,
     mail_activities,
-    running_smtp,
 )
+from .fakes import SmtpInbox, running_smtp
 
 PORTAL = "https://billing.stripe.com/p/session/test_YWNjdF8x"
 

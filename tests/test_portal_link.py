@@ -4,12 +4,8 @@ if Stripe refuses, the invoice's hosted page is the fallback. Links of the other
 lifecycles stored as `portal:` do the same with LIFECYCLE_BILLING_URL as the fallback;
 `hosted:survey` leads to the survey page."""
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
 
 import pytest
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
@@ -23,55 +19,15 @@ from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import Customer, Message
 
 from .conftest import LINK_SECRET, app_settings, running_api, temporal_address
+from .fakes import PORTAL_URL, STRIPE_API_KEY, StripeHttpServer, StripeState, serving
 
 HOSTED = "https://invoice.stripe.com/i/acct_1/test_hosted"
-PORTAL = "https://billing.stripe.com/p/session/test_portal_1"
-
-
-class FakeStripe(BaseHTTPRequestHandler):
-    requests: list[tuple[str, dict[str, list[str]], str]] = []
-
-    def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
-        body = self.rfile.read(int(self.headers["Content-Length"] or 0)).decode()
-        form = parse_qs(body)
-        FakeStripe.requests.append((self.path, form, self.headers.get("Authorization", "")))
-        status: int
-        payload: dict[str, Any]
-        if form.get("customer") == ["cus_NoPortal"]:
-            status, payload = (
-                400,
-                {
-                    "error": {
-                        "type": "invalid_request_error",
-                        "message": "No configuration provided and your test mode default "
-                        "configuration has not been created.",
-                    }
-                },
-            )
-        else:
-            status, payload = (
-                200,
-                {"id": "bps_1", "object": "billing_portal.session", "url": PORTAL},
-            )
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture
-def stripe_api() -> Iterator[str]:
-    FakeStripe.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeStripe)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+def stripe_api() -> Iterator[StripeHttpServer]:
+    with serving(StripeHttpServer(StripeState())) as server:
+        yield server
 
 
 INVOICE_CONTEXT = {
@@ -150,7 +106,7 @@ async def sent_link(
 @pytest.mark.parametrize(
     ("customer_id", "lifecycle", "expected", "portal_asked"),
     [
-        ("cus_Portal", "dunning", PORTAL, True),
+        ("cus_Portal", "dunning", PORTAL_URL, True),
         ("cus_NoPortal", "dunning", HOSTED, True),  # Stripe refused: the fallback
         ("cus_3ds", "payment_action", HOSTED, False),  # 3-D Secure is confirmed on the invoice
     ],
@@ -159,7 +115,7 @@ async def test_fix_card_link_opens_a_fresh_portal_session(
     dev_env: WorkflowEnvironment,
     sqlite_url: str,
     task_queue: str,
-    stripe_api: str,
+    stripe_api: StripeHttpServer,
     customer_id: str,
     lifecycle: str,
     expected: str,
@@ -170,19 +126,19 @@ async def test_fix_card_link_opens_a_fresh_portal_session(
         sqlite_url,
         temporal_address(dev_env),
         task_queue,
-        stripe_api_key="sk_test_portal",
-        stripe_api_base=stripe_api,
+        stripe_api_key=STRIPE_API_KEY,
+        stripe_api_base=stripe_api.url,
     )
     async with running_api(settings) as (_, http):
         click = await http.get(path)
     assert (click.status_code, click.headers["location"]) == (302, expected)
     if portal_asked:
-        [(endpoint, form, auth)] = FakeStripe.requests
-        assert endpoint == "/v1/billing_portal/sessions"
-        assert form == {"customer": [customer_id], "return_url": [HOSTED]}
-        assert auth == "Bearer sk_test_portal"
+        [asked] = stripe_api.state.requests
+        assert (asked.method, asked.path) == ("POST", "/v1/billing_portal/sessions")
+        assert asked.form == {"customer": customer_id, "return_url": HOSTED}
+        assert asked.api_key == STRIPE_API_KEY
     else:
-        assert FakeStripe.requests == []
+        assert stripe_api.state.requests == []
 
 
 BILLING = "https://app.acme.test/billing"
@@ -191,9 +147,9 @@ BILLING = "https://app.acme.test/billing"
 @pytest.mark.parametrize(
     ("customer_id", "api_key", "billing_url", "status", "expected", "return_url"),
     [
-        ("cus_Portal", True, BILLING, 302, PORTAL, [BILLING]),
-        ("cus_Portal", True, None, 302, PORTAL, None),  # the dashboard's default return
-        ("cus_NoPortal", True, BILLING, 302, BILLING, [BILLING]),  # Stripe refused
+        ("cus_Portal", True, BILLING, 302, PORTAL_URL, BILLING),
+        ("cus_Portal", True, None, 302, PORTAL_URL, None),  # the dashboard's default return
+        ("cus_NoPortal", True, BILLING, 302, BILLING, BILLING),  # Stripe refused
         ("cus_Portal", False, BILLING, 302, BILLING, None),  # no API key: billing page
         ("cus_Portal", False, None, 503, None, None),  # nowhere to send them
     ],
@@ -202,13 +158,13 @@ async def test_portal_marker_links_of_other_lifecycles(
     dev_env: WorkflowEnvironment,
     sqlite_url: str,
     task_queue: str,
-    stripe_api: str,
+    stripe_api: StripeHttpServer,
     customer_id: str,
     api_key: bool,
     billing_url: str | None,
     status: int,
     expected: str | None,
-    return_url: list[str] | None,
+    return_url: str | None,
 ) -> None:
     path = await sent_link(
         sqlite_url,
@@ -218,12 +174,12 @@ async def test_portal_marker_links_of_other_lifecycles(
         context=SUBSCRIPTION_CONTEXT,
         destinations={"update_payment": "portal:"},
     )
-    keys: dict[str, Any] = {"stripe_api_key": "sk_test_portal"} if api_key else {}
+    keys: dict[str, Any] = {"stripe_api_key": STRIPE_API_KEY} if api_key else {}
     settings = app_settings(
         sqlite_url,
         temporal_address(dev_env),
         task_queue,
-        stripe_api_base=stripe_api,
+        stripe_api_base=stripe_api.url,
         billing_url=billing_url,
         **keys,
     )
@@ -232,10 +188,10 @@ async def test_portal_marker_links_of_other_lifecycles(
     assert click.status_code == status
     assert click.headers.get("location") == expected
     if api_key:
-        [(_, form, _)] = FakeStripe.requests
-        assert form.get("return_url") == return_url
+        [asked] = stripe_api.state.requests
+        assert asked.form.get("return_url") == return_url
     else:
-        assert FakeStripe.requests == []
+        assert stripe_api.state.requests == []
 
 
 async def test_survey_marker_leads_to_the_survey_page_of_the_same_token(

@@ -28,10 +28,9 @@ from .delivery_helpers import (
     mail_activities,
     message_rows,
     postmark_transport,
-    running_postmark,
     step_email,
 )
-from .test_transports import TOKEN, PostmarkHttpServer
+from .fakes import POSTMARK_TOKEN, PostmarkHttpServer, running_postmark
 
 
 @pytest.fixture
@@ -104,7 +103,7 @@ async def test_transactional_mail_goes_through_the_message_stream(
 async def test_built_transport_uses_both_configured_streams(postmark: PostmarkHttpServer) -> None:
     settings = Settings(
         mail_transport="postmark",
-        postmark_server_token=SecretStr(TOKEN),
+        postmark_server_token=SecretStr(POSTMARK_TOKEN),
         postmark_api_url=postmark.url,
         postmark_message_stream="acme-transactional",
         postmark_broadcast_stream="acme-marketing",

@@ -26,10 +26,9 @@ from .delivery_helpers import (
     TRANSACTIONAL_STREAM,
     mail_activities,
     postmark_transport,
-    running_postmark,
     step_email,
 )
-from .test_transports import PostmarkHttpServer
+from .fakes import PostmarkHttpServer, running_postmark
 
 HOOK_AUTH = ("postmark-hooks", "hook-password-5e1f")
 SUPPORT = {"Authorization": f"Bearer {SUPPORT_KEY}"}

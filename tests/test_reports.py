@@ -23,16 +23,12 @@ from stripe_lifecycle.storage.migrate import alembic_config, upgrade
 from stripe_lifecycle.storage.models import Conversion, ConversionCredit
 
 from .conftest import ADMIN_KEY, SUPPORT_KEY
-from .report_helpers import DunningRig, invoice, step_key
+from .report_helpers import PAYMENT_FAILED, REMINDER, DunningRig, invoice, step_key
 
 SUPPORT = {"Authorization": f"Bearer {SUPPORT_KEY}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 DAY = 86_400
-PAYMENT_FAILED, REMINDER, FINAL = (
-    "dunning/payment-failed",
-    "dunning/reminder",
-    "dunning/final-notice",
-)
+FINAL = "dunning/final-notice"
 
 
 class Rig(DunningRig):

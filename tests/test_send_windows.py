@@ -1,7 +1,6 @@
 """Send windows: the pure rules, the automation field, and mail held to the customer's
 morning on the time-skipping server."""
 
-import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -15,14 +14,14 @@ from stripe_lifecycle.domain.automations import (
     Step,
     parse_automations,
 )
+from stripe_lifecycle.domain.events import InvoiceInfo
 from stripe_lifecycle.domain.send_windows import SendWindow, next_send_time, parse_window, zone_for
 from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.workflows.engine import LifecycleInput, LifecycleResult, LifecycleUpdate
 from stripe_lifecycle.workflows.lifecycles import DunningWorkflow, TrialWorkflow
 
 from .conftest import WorkerRig
-from .test_dunning_workflow import invoice
-from .test_sequence_workflows import context, epoch_now
+from .delivery_helpers import SUBSCRIPTION
 from .workflow_helpers import DAY, email_offsets, eventually
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -149,7 +148,8 @@ async def test_mail_due_in_the_customers_night_waits_for_their_morning(
 ) -> None:
     """A trial starting in Tokyo's night: the welcome waits for 09:00 there; the
     reminder computed for the night is held the same way."""
-    now = await epoch_now(skipping_rig.env)
+    # The test server's clock, which the workflow's timers run on.
+    now = int((await skipping_rig.env.get_current_time()).timestamp())
     tokyo = ZoneInfo("Asia/Tokyo")
     window = SendWindow(540, 1020)
     # Start the trial so that it begins outside 09:00-17:00 in Tokyo.
@@ -175,7 +175,14 @@ async def test_mail_due_in_the_customers_night_waits_for_their_morning(
                 subscription_id=sub,
                 anchor=trial_end,
                 customer_email="ada@example.com",
-                context=context(period_end=trial_end, trial_end=trial_end),
+                context={
+                    "subscription": {
+                        **SUBSCRIPTION,
+                        "current_period_end": trial_end,
+                        "trial_end": trial_end,
+                    },
+                    "payment_method": None,
+                },
                 customer_country="JP",
             ),
             id=f"trial-{sub}",
@@ -223,7 +230,9 @@ async def test_a_payment_while_the_mail_waits_for_the_window_sends_nothing(
             DunningWorkflow.run,
             LifecycleInput(
                 customer_id="cus_Dun1",
-                invoice=dataclasses.replace(invoice(invoice_id), id=invoice_id),
+                invoice=InvoiceInfo(
+                    id=invoice_id, customer_id="cus_Dun1", currency="usd", amount_due=4900
+                ),
                 automation=automation,
                 customer_email="ada@example.com",
                 customer_timezone="UTC",

@@ -20,7 +20,7 @@ from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.stripe_api.client import build_stripe_client
 
 from .conftest import free_port
-from .test_transports import serving
+from .fakes import serving
 
 API_KEY = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"
 KEY = "dunning-in_123-cus_123/step-3"

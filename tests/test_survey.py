@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from stripe_lifecycle.api.survey import subscription_of
+from stripe_lifecycle.domain.ids import plan_change_id, winback_id
 from stripe_lifecycle.domain.links import make_token
 from stripe_lifecycle.storage.models import CancellationFeedback, Message
 
@@ -64,19 +65,22 @@ class SurveyForm(HTMLParser):
 
 
 @pytest.fixture
-async def api(database_url: str) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+async def api(
+    database_url: str, task_queue: str
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     # Temporal is not needed here: the app's client is lazy, so an unused port will do.
     settings = app_settings(
-        database_url, f"127.0.0.1:{free_port()}", "tq-survey", brand_name="Acme <Tools>"
+        database_url, f"127.0.0.1:{free_port()}", task_queue, brand_name="Acme <Tools>"
     )
     async with running_api(settings) as running:
         yield running
 
 
 async def cancellation_email(app: FastAPI, customer_id: str, workflow_id: str | None = None) -> str:
-    """Records a sent "your subscription has been cancelled" email; returns its id."""
+    """Records a sent "your subscription has been cancelled" email, by default of a
+    win-back of a subscription of its own; returns its id."""
     message_id = str(uuid.uuid4())
-    workflow_id = workflow_id or f"winback-{customer_id}-sub_Gone1"
+    workflow_id = workflow_id or winback_id(customer_id, subscription())
     async with app.state.lifecycle.sessionmaker() as session:
         session.add(
             Message(
@@ -112,6 +116,10 @@ async def stored_feedback(app: FastAPI) -> list[CancellationFeedback]:
 
 def customer() -> str:
     return f"cus_{uuid.uuid4().hex[:14]}"
+
+
+def subscription() -> str:
+    return f"sub_{uuid.uuid4().hex[:14]}"
 
 
 async def test_the_emailed_link_opens_a_self_contained_survey(
@@ -153,8 +161,8 @@ async def test_an_answer_is_stored_and_answering_again_replaces_it(
     api: tuple[FastAPI, httpx.AsyncClient],
 ) -> None:
     app, http = api
-    cus = customer()
-    message_id = await cancellation_email(app, cus)
+    cus, sub = customer(), subscription()
+    message_id = await cancellation_email(app, cus, winback_id(cus, sub))
     path = survey_path(message_id)
 
     thanks = await http.post(
@@ -174,9 +182,9 @@ async def test_an_answer_is_stored_and_answering_again_replaces_it(
         first.actor,
     ) == (
         cus,
-        "sub_Gone1",
+        sub,
         message_id,
-        f"winback-{cus}-sub_Gone1",
+        winback_id(cus, sub),
         "too_expensive",
         "Too pricey for a team of 3",
         "email",
@@ -198,15 +206,15 @@ async def test_each_email_has_its_own_answer_and_other_lifecycles_name_no_subscr
     api: tuple[FastAPI, httpx.AsyncClient],
 ) -> None:
     app, http = api
-    cus = customer()
-    winback = await cancellation_email(app, cus)
-    downgrade = await cancellation_email(app, cus, workflow_id="plan-change-sub_Kept2-17")
+    cus, gone, kept = customer(), subscription(), subscription()
+    winback = await cancellation_email(app, cus, winback_id(cus, gone))
+    downgrade = await cancellation_email(app, cus, plan_change_id(kept, 1_767_225_600))
     for message_id, reason in ((winback, "unused"), (downgrade, "missing_features")):
         assert (
             await http.post(survey_path(message_id), data={"reason": reason})
         ).status_code == 200
     answers = {(f.message_id, f.reason, f.subscription_id) for f in await stored_feedback(app)}
-    assert answers == {(winback, "unused", "sub_Gone1"), (downgrade, "missing_features", None)}
+    assert answers == {(winback, "unused", gone), (downgrade, "missing_features", None)}
 
 
 @pytest.mark.parametrize(
@@ -251,7 +259,7 @@ async def test_feedback_api_records_and_lists_a_customers_answers(
     app, http = api
     cus = customer()
     path = f"/v1/customers/{cus}/cancellation-feedback"
-    answer = {"subscription_id": "sub_InApp3", "reason": "too_complex", "comment": "Setup hurt"}
+    answer = {"subscription_id": subscription(), "reason": "too_complex", "comment": "Setup hurt"}
 
     assert (await http.post(path, json=answer)).status_code == 401
     assert (await http.get(path)).status_code == 401

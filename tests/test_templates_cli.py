@@ -7,8 +7,8 @@ from pathlib import Path
 from stripe_lifecycle.mail import Brand, TemplateRenderer
 from stripe_lifecycle.mail.preview import SAMPLE_CUSTOMER_NAME
 
+from .cli_helpers import clean_env, run_cli
 from .stripe_fixtures import FIXTURES_DIR
-from .test_cli import clean_env, run_cli
 
 PUBLIC = "https://billing.acme.example"
 FAILED = str(FIXTURES_DIR / "invoice.payment_failed__stripe-ruby-mock.json")

@@ -3,28 +3,16 @@ that answers Postmark's documented `POST /email` for Postmark."""
 
 from __future__ import annotations
 
-import asyncio
-import email
-import json
 import shutil
-import socket
 import ssl
 import subprocess
-import threading
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email import policy
+from dataclasses import dataclass
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from socketserver import BaseServer
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from pydantic import SecretStr
 
@@ -41,6 +29,17 @@ from stripe_lifecycle.mail.transports import (
 )
 from stripe_lifecycle.settings import Settings
 
+from .conftest import free_port
+from .fakes import (
+    POSTMARK_TOKEN,
+    PostmarkHttpServer,
+    PostmarkState,
+    SmtpInbox,
+    running_postmark,
+    running_smtp,
+    serving,
+)
+
 UNSUBSCRIBE = "<https://billing.example.com/u/tok123>, <mailto:unsubscribe@example.com>"
 
 EMAIL = OutgoingEmail(
@@ -56,13 +55,6 @@ EMAIL = OutgoingEmail(
     metadata={"workflow_id": "customer-cus_123", "step": "dunning-1", "message_id": "m-1"},
     tag="dunning/payment-failed",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -94,76 +86,9 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 # --- SMTP -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Delivered:
-    mail_from: str
-    rcpt_tos: list[str]
-    content: bytes
-    over_tls: bool
-    login: bytes | None
-
-    def parsed(self) -> EmailMessage:
-        message = email.message_from_bytes(self.content, policy=policy.default)
-        assert isinstance(message, EmailMessage)
-        return message
-
-
-@dataclass
-class RecordingHandler:
-    """Keeps every accepted message; refuses what a test tells it to."""
-
-    delivered: list[Delivered] = field(default_factory=list)
-    recipient_replies: dict[str, str] = field(default_factory=dict)
-    data_reply: str | None = None
-    data_delay: float = 0.0
-
-    async def handle_RCPT(
-        self,
-        _server: SMTP,
-        _session: Session,
-        envelope: Envelope,
-        address: str,
-        _options: list[str],
-    ) -> str:
-        if address in self.recipient_replies:
-            return self.recipient_replies[address]
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, _server: SMTP, session: Session, envelope: Envelope) -> str:
-        await asyncio.sleep(self.data_delay)
-        if self.data_reply is not None:
-            return self.data_reply
-        assert isinstance(envelope.content, bytes) and envelope.mail_from is not None
-        auth = session.auth_data
-        self.delivered.append(
-            Delivered(
-                mail_from=envelope.mail_from,
-                rcpt_tos=list(envelope.rcpt_tos),
-                content=envelope.content,
-                over_tls=session.ssl is not None,
-                login=auth.login if isinstance(auth, LoginPassword) else None,
-            )
-        )
-        return "250 Message accepted for delivery"
-
-
-@dataclass(frozen=True)
-class SmtpServer:
-    port: int
-    handler: RecordingHandler
-
-
 @pytest.fixture
-def smtp_server() -> Iterator[SmtpServer]:
-    handler = RecordingHandler()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield SmtpServer(port, handler)
-    finally:
-        controller.stop()
+def smtp_server() -> Iterator[SmtpInbox]:
+    yield from running_smtp()
 
 
 def _authenticate(
@@ -174,34 +99,24 @@ def _authenticate(
 
 
 @pytest.fixture
-def tls_smtp_server(tls_files: TlsFiles) -> Iterator[SmtpServer]:
+def tls_smtp_server(tls_files: TlsFiles) -> Iterator[SmtpInbox]:
     """Requires STARTTLS, then AUTH as mailer / s3cret, like a real submission server."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(tls_files.cert, tls_files.key)
-    handler = RecordingHandler()
-    port = free_port()
-    controller = Controller(
-        handler,
-        hostname="127.0.0.1",
-        port=port,
+    yield from running_smtp(
         tls_context=context,
         require_starttls=True,
         authenticator=_authenticate,
         auth_required=True,
     )
-    controller.start()
-    try:
-        yield SmtpServer(port, handler)
-    finally:
-        controller.stop()
 
 
 async def test_smtp_delivers_both_parts_with_headers_and_message_id(
-    smtp_server: SmtpServer,
+    smtp_server: SmtpInbox,
 ) -> None:
     result = await SmtpTransport("127.0.0.1", smtp_server.port).send(EMAIL)
 
-    [delivered] = smtp_server.handler.delivered
+    [delivered] = smtp_server.delivered
     assert delivered.mail_from == "billing@acme.example"
     assert delivered.rcpt_tos == ["ada@example.com"]
     message = delivered.parsed()
@@ -224,25 +139,25 @@ async def test_smtp_delivers_both_parts_with_headers_and_message_id(
     assert result.provider_message_id.endswith("@acme.example>")
 
 
-async def test_smtp_recipient_refused_with_550_is_permanent(smtp_server: SmtpServer) -> None:
-    smtp_server.handler.recipient_replies["ada@example.com"] = "550 5.1.1 No such user"
+async def test_smtp_recipient_refused_with_550_is_permanent(smtp_server: SmtpInbox) -> None:
+    smtp_server.recipient_replies["ada@example.com"] = "550 5.1.1 No such user"
 
     with pytest.raises(PermanentSendError, match="550") as raised:
         await SmtpTransport("127.0.0.1", smtp_server.port).send(EMAIL)
 
     assert raised.value.code == 550
-    assert smtp_server.handler.delivered == []
+    assert smtp_server.delivered == []
 
 
-async def test_smtp_recipient_deferred_with_450_is_temporary(smtp_server: SmtpServer) -> None:
-    smtp_server.handler.recipient_replies["ada@example.com"] = "450 4.2.1 Mailbox busy"
+async def test_smtp_recipient_deferred_with_450_is_temporary(smtp_server: SmtpInbox) -> None:
+    smtp_server.recipient_replies["ada@example.com"] = "450 4.2.1 Mailbox busy"
 
     with pytest.raises(TemporarySendError, match="450"):
         await SmtpTransport("127.0.0.1", smtp_server.port).send(EMAIL)
 
 
-async def test_smtp_message_rejected_after_data_is_permanent(smtp_server: SmtpServer) -> None:
-    smtp_server.handler.data_reply = "554 5.7.1 Message rejected as spam"
+async def test_smtp_message_rejected_after_data_is_permanent(smtp_server: SmtpInbox) -> None:
+    smtp_server.data_reply = "554 5.7.1 Message rejected as spam"
 
     with pytest.raises(PermanentSendError, match="554"):
         await SmtpTransport("127.0.0.1", smtp_server.port).send(EMAIL)
@@ -253,10 +168,10 @@ async def test_smtp_nothing_listening_is_temporary() -> None:
         await SmtpTransport("127.0.0.1", free_port()).send(EMAIL)
 
 
-async def test_smtp_silence_after_the_message_is_uncertain(smtp_server: SmtpServer) -> None:
+async def test_smtp_silence_after_the_message_is_uncertain(smtp_server: SmtpInbox) -> None:
     # The server has the whole message but never answers: it may deliver it later, so a
     # retry could send a second copy.
-    smtp_server.handler.data_delay = 3.0
+    smtp_server.data_delay = 3.0
 
     with pytest.raises(UncertainSendError, match="may have been accepted"):
         await SmtpTransport("127.0.0.1", smtp_server.port, timeout=0.5).send(EMAIL)
@@ -275,7 +190,7 @@ async def test_smtp_header_with_line_break_is_refused_before_connecting() -> Non
         await SmtpTransport("127.0.0.1", free_port()).send(injected)
 
 
-async def test_smtp_starttls_and_login(tls_smtp_server: SmtpServer, tls_files: TlsFiles) -> None:
+async def test_smtp_starttls_and_login(tls_smtp_server: SmtpInbox, tls_files: TlsFiles) -> None:
     transport = SmtpTransport(
         "127.0.0.1",
         tls_smtp_server.port,
@@ -287,14 +202,14 @@ async def test_smtp_starttls_and_login(tls_smtp_server: SmtpServer, tls_files: T
 
     result = await transport.send(EMAIL)
 
-    [delivered] = tls_smtp_server.handler.delivered
+    [delivered] = tls_smtp_server.delivered
     assert delivered.over_tls
     assert delivered.login == b"mailer"
     assert delivered.parsed()["Message-ID"] == result.provider_message_id
 
 
 async def test_smtp_wrong_password_is_temporary(
-    tls_smtp_server: SmtpServer, tls_files: TlsFiles
+    tls_smtp_server: SmtpInbox, tls_files: TlsFiles
 ) -> None:
     # Every message would fail the same way until an operator fixes the password: keep
     # the mail for a retry rather than failing it for good.
@@ -309,10 +224,10 @@ async def test_smtp_wrong_password_is_temporary(
 
     with pytest.raises(TemporarySendError, match="535"):
         await transport.send(EMAIL)
-    assert tls_smtp_server.handler.delivered == []
+    assert tls_smtp_server.delivered == []
 
 
-async def test_smtp_untrusted_certificate_is_temporary(tls_smtp_server: SmtpServer) -> None:
+async def test_smtp_untrusted_certificate_is_temporary(tls_smtp_server: SmtpInbox) -> None:
     transport = SmtpTransport(
         "127.0.0.1", tls_smtp_server.port, username="mailer", password="s3cret", starttls=True
     )
@@ -323,112 +238,15 @@ async def test_smtp_untrusted_certificate_is_temporary(tls_smtp_server: SmtpServ
 
 # --- Postmark ---------------------------------------------------------------------------
 
-TOKEN = "server-token-1b2c3d"
-
-
-@dataclass(frozen=True)
-class PostmarkRequest:
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-
-
-@dataclass
-class PostmarkState:
-    token: str
-    requests: list[PostmarkRequest] = field(default_factory=list)
-    message_ids: list[str] = field(default_factory=list)
-    # The next answers to give instead of success: (HTTP status, JSON body or raw bytes),
-    # or None to read the request and hang up without answering.
-    replies: list[tuple[int, dict[str, Any] | bytes] | None] = field(default_factory=list)
-
-
-class PostmarkHandler(BaseHTTPRequestHandler):
-    """Postmark's `POST /email`, as documented: server token, JSON in and out."""
-
-    server: PostmarkHttpServer
-
-    def do_POST(self) -> None:
-        state = self.server.state
-        raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        body = json.loads(raw) if raw else {}
-        state.requests.append(PostmarkRequest(self.path, dict(self.headers.items()), body))
-        if self.headers.get("X-Postmark-Server-Token") != state.token:
-            self._answer(401, {"ErrorCode": 10, "Message": "No valid Server token."})
-            return
-        json_out = self.headers.get("Accept") == "application/json"
-        if not json_out or self.headers.get("Content-Type") != "application/json":
-            self._answer(422, {"ErrorCode": 409, "Message": "JSON required."})
-            return
-        if self.path != "/email":
-            self._answer(404, b"Not found")
-            return
-        if state.replies:
-            reply = state.replies.pop(0)
-            if reply is None:
-                self.close_connection = True  # the request was read; no answer comes
-                return
-            self._answer(*reply)
-            return
-        message_id = str(uuid.uuid4())
-        state.message_ids.append(message_id)
-        self._answer(
-            200,
-            {
-                "To": body["To"],
-                "SubmittedAt": datetime.now(UTC).isoformat(),
-                "MessageID": message_id,
-                "ErrorCode": 0,
-                "Message": "OK",
-            },
-        )
-
-    def _answer(self, status: int, body: dict[str, Any] | bytes) -> None:
-        is_json = isinstance(body, dict)
-        data = json.dumps(body).encode() if isinstance(body, dict) else body
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json" if is_json else "text/html")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *_: Any) -> None:
-        pass  # keep test output quiet
-
-
-class PostmarkHttpServer(ThreadingHTTPServer):
-    def __init__(self, state: PostmarkState) -> None:
-        super().__init__(("127.0.0.1", 0), PostmarkHandler)
-        self.state = state
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-Server = TypeVar("Server", bound=BaseServer)
-
-
-@contextmanager
-def serving(server: Server) -> Iterator[Server]:
-    """`server` answering from a thread of its own until the block ends, then closed."""
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
 
 @pytest.fixture
 def postmark() -> Iterator[PostmarkHttpServer]:
-    with serving(PostmarkHttpServer(PostmarkState(token=TOKEN))) as server:
-        yield server
+    yield from running_postmark()
 
 
-def postmark_transport(server: PostmarkHttpServer, token: str = TOKEN) -> PostmarkTransport:
+def postmark_transport(
+    server: PostmarkHttpServer, token: str = POSTMARK_TOKEN
+) -> PostmarkTransport:
     return PostmarkTransport(token, api_url=server.url, message_stream="outbound", timeout=5)
 
 
@@ -439,7 +257,7 @@ async def test_postmark_sends_every_field_and_returns_the_message_id(
 
     [request] = postmark.state.requests
     assert request.path == "/email"
-    assert request.headers["X-Postmark-Server-Token"] == TOKEN
+    assert request.headers["X-Postmark-Server-Token"] == POSTMARK_TOKEN
     assert request.headers["Accept"] == "application/json"
     body = request.body
     assert body["From"] == "Acme Billing <billing@acme.example>"
@@ -516,20 +334,22 @@ async def test_postmark_wrong_server_token_is_temporary(postmark: PostmarkHttpSe
 
 
 async def test_postmark_unreachable_is_temporary() -> None:
-    transport = PostmarkTransport(TOKEN, api_url=f"http://127.0.0.1:{free_port()}", timeout=5)
+    transport = PostmarkTransport(
+        POSTMARK_TOKEN, api_url=f"http://127.0.0.1:{free_port()}", timeout=5
+    )
 
     with pytest.raises(TemporarySendError, match="unreachable"):
         await transport.send(EMAIL)
 
 
 async def test_postmark_untrusted_certificate_is_temporary(tls_files: TlsFiles) -> None:
-    server = PostmarkHttpServer(PostmarkState(token=TOKEN))
+    server = PostmarkHttpServer(PostmarkState(token=POSTMARK_TOKEN))
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(tls_files.cert, tls_files.key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     with serving(server):
         transport = PostmarkTransport(
-            TOKEN, api_url=f"https://127.0.0.1:{server.server_address[1]}", timeout=5
+            POSTMARK_TOKEN, api_url=f"https://127.0.0.1:{server.server_address[1]}", timeout=5
         )
         with pytest.raises(TemporarySendError, match="CERTIFICATE_VERIFY_FAILED"):
             await transport.send(EMAIL)
@@ -564,18 +384,18 @@ async def test_build_outbox_records_only() -> None:
     assert await transport.send(EMAIL) == SendResult(provider_message_id=None)
 
 
-async def test_build_smtp_sends_to_the_configured_server(smtp_server: SmtpServer) -> None:
+async def test_build_smtp_sends_to_the_configured_server(smtp_server: SmtpInbox) -> None:
     settings = Settings(mail_transport="smtp", smtp_host="127.0.0.1", smtp_port=smtp_server.port)
     transport = build_transport(settings)
 
     assert transport.name == "smtp"
     result = await transport.send(EMAIL)
-    [delivered] = smtp_server.handler.delivered
+    [delivered] = smtp_server.delivered
     assert delivered.parsed()["Message-ID"] == result.provider_message_id
 
 
 async def test_build_smtp_with_starttls_and_login(
-    tls_smtp_server: SmtpServer, tls_files: TlsFiles, monkeypatch: pytest.MonkeyPatch
+    tls_smtp_server: SmtpInbox, tls_files: TlsFiles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The built transport trusts the system's CAs; point OpenSSL at our test certificate.
     monkeypatch.setenv("SSL_CERT_FILE", str(tls_files.cert))
@@ -590,7 +410,7 @@ async def test_build_smtp_with_starttls_and_login(
 
     await build_transport(settings).send(EMAIL)
 
-    [delivered] = tls_smtp_server.handler.delivered
+    [delivered] = tls_smtp_server.delivered
     assert delivered.over_tls
     assert delivered.login == b"mailer"
 
@@ -605,7 +425,7 @@ def test_build_smtp_username_without_password_names_the_variable() -> None:
 async def test_build_postmark_uses_token_url_and_stream(postmark: PostmarkHttpServer) -> None:
     settings = Settings(
         mail_transport="postmark",
-        postmark_server_token=SecretStr(TOKEN),
+        postmark_server_token=SecretStr(POSTMARK_TOKEN),
         postmark_api_url=postmark.url,
         postmark_message_stream="lifecycle",
     )
@@ -614,7 +434,7 @@ async def test_build_postmark_uses_token_url_and_stream(postmark: PostmarkHttpSe
     assert transport.name == "postmark"
     result = await transport.send(EMAIL)
     [request] = postmark.state.requests
-    assert request.headers["X-Postmark-Server-Token"] == TOKEN
+    assert request.headers["X-Postmark-Server-Token"] == POSTMARK_TOKEN
     assert request.body["MessageStream"] == "lifecycle"
     assert result.provider_message_id == postmark.state.message_ids[0]
 

@@ -24,11 +24,10 @@ from .conftest import LINK_SECRET, app_settings, free_port, running_api
 from .delivery_helpers import (
     BRAND,
     PUBLIC_URL,
-    SmtpInbox,
     mail_activities,
-    running_smtp,
     step_email,
 )
+from .fakes import SmtpInbox, running_smtp
 
 ONE_CLICK_BODY = {"List-Unsubscribe": "One-Click"}
 

@@ -1,0 +1,458 @@
+"""Local stand-ins for the services the app talks to, shared by the tests: a real SMTP
+server (aiosmtpd), and stdlib HTTP servers speaking Postmark's email API and Stripe's v1
+API. Each records what it was sent and answers as the real service documents."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import policy
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import BaseServer
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, LoginPassword, Session
+
+from .conftest import free_port
+
+Server = TypeVar("Server", bound=BaseServer)
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that sends whole answers and keeps test output quiet."""
+
+    def send_answer(
+        self, status: int, content_type: str, data: bytes, headers: Mapping[str, str]
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+class LocalHttpServer(ThreadingHTTPServer):
+    """An HTTP server on 127.0.0.1, bound to a port of the kernel's choosing as it is made,
+    so no other socket can take the port first."""
+
+    def __init__(self, handler: type[QuietHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@contextmanager
+def serving(server: Server) -> Iterator[Server]:
+    """`server` answering from a thread of its own until the block ends, then closed."""
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+# --- SMTP -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivered:
+    mail_from: str
+    rcpt_tos: list[str]
+    content: bytes
+    over_tls: bool
+    login: bytes | None
+
+    def parsed(self) -> EmailMessage:
+        message = email.message_from_bytes(self.content, policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        return message
+
+
+@dataclass
+class SmtpInbox:
+    """The handler of a real SMTP server on `port`: keeps every message it accepts and
+    refuses what a test tells it to."""
+
+    port: int = 0
+    delivered: list[Delivered] = field(default_factory=list)
+    recipient_replies: dict[str, str] = field(default_factory=dict)
+    data_reply: str | None = None
+    data_delay: float = 0.0
+
+    @property
+    def received(self) -> list[EmailMessage]:
+        """The accepted messages, parsed, oldest first."""
+        return [d.parsed() for d in self.delivered]
+
+    async def handle_RCPT(
+        self,
+        _server: SMTP,
+        _session: Session,
+        envelope: Envelope,
+        address: str,
+        _options: list[str],
+    ) -> str:
+        if address in self.recipient_replies:
+            return self.recipient_replies[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, _server: SMTP, session: Session, envelope: Envelope) -> str:
+        await asyncio.sleep(self.data_delay)
+        if self.data_reply is not None:
+            return self.data_reply
+        assert isinstance(envelope.content, bytes) and envelope.mail_from is not None
+        auth = session.auth_data
+        self.delivered.append(
+            Delivered(
+                mail_from=envelope.mail_from,
+                rcpt_tos=list(envelope.rcpt_tos),
+                content=envelope.content,
+                over_tls=session.ssl is not None,
+                login=auth.login if isinstance(auth, LoginPassword) else None,
+            )
+        )
+        return "250 Message accepted for delivery"
+
+
+def running_smtp(**options: Any) -> Iterator[SmtpInbox]:
+    """An SMTP server on 127.0.0.1 for a fixture to yield; `options` go to aiosmtpd's
+    Controller (TLS, authentication)."""
+    inbox = SmtpInbox(port=free_port())
+    controller = Controller(inbox, hostname="127.0.0.1", port=inbox.port, **options)
+    controller.start()
+    try:
+        yield inbox
+    finally:
+        controller.stop()
+
+
+# --- Postmark ---------------------------------------------------------------------------
+
+POSTMARK_TOKEN = "server-token-1b2c3d"
+
+
+@dataclass(frozen=True)
+class PostmarkRequest:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class PostmarkState:
+    token: str
+    requests: list[PostmarkRequest] = field(default_factory=list)
+    message_ids: list[str] = field(default_factory=list)
+    # The next answers to give instead of success: (HTTP status, JSON body or raw bytes),
+    # or None to read the request and hang up without answering.
+    replies: list[tuple[int, dict[str, Any] | bytes] | None] = field(default_factory=list)
+
+
+class PostmarkHandler(QuietHandler):
+    """Postmark's `POST /email`, as documented: server token, JSON in and out."""
+
+    server: PostmarkHttpServer
+
+    def do_POST(self) -> None:
+        state = self.server.state
+        raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = json.loads(raw) if raw else {}
+        state.requests.append(PostmarkRequest(self.path, dict(self.headers.items()), body))
+        if self.headers.get("X-Postmark-Server-Token") != state.token:
+            self._answer(401, {"ErrorCode": 10, "Message": "No valid Server token."})
+            return
+        json_out = self.headers.get("Accept") == "application/json"
+        if not json_out or self.headers.get("Content-Type") != "application/json":
+            self._answer(422, {"ErrorCode": 409, "Message": "JSON required."})
+            return
+        if self.path != "/email":
+            self._answer(404, b"Not found")
+            return
+        if state.replies:
+            reply = state.replies.pop(0)
+            if reply is None:
+                self.close_connection = True  # the request was read; no answer comes
+                return
+            self._answer(*reply)
+            return
+        message_id = str(uuid.uuid4())
+        state.message_ids.append(message_id)
+        self._answer(
+            200,
+            {
+                "To": body["To"],
+                "SubmittedAt": datetime.now(UTC).isoformat(),
+                "MessageID": message_id,
+                "ErrorCode": 0,
+                "Message": "OK",
+            },
+        )
+
+    def _answer(self, status: int, body: dict[str, Any] | bytes) -> None:
+        if isinstance(body, dict):
+            self.send_answer(status, "application/json", json.dumps(body).encode(), {})
+        else:
+            self.send_answer(status, "text/html", body, {})
+
+
+class PostmarkHttpServer(LocalHttpServer):
+    def __init__(self, state: PostmarkState) -> None:
+        super().__init__(PostmarkHandler)
+        self.state = state
+
+
+def running_postmark() -> Iterator[PostmarkHttpServer]:
+    """A Postmark server taking `POSTMARK_TOKEN`, for a fixture to yield."""
+    with serving(PostmarkHttpServer(PostmarkState(token=POSTMARK_TOKEN))) as server:
+        yield server
+
+
+# --- Stripe -----------------------------------------------------------------------------
+
+STRIPE_API_KEY = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"
+PORTAL_URL = "https://billing.stripe.com/p/session/test_portal_1"
+
+
+def resource_missing(kind: str, object_id: str) -> tuple[int, dict[str, Any]]:
+    return 404, {
+        "error": {
+            "type": "invalid_request_error",
+            "code": "resource_missing",
+            "param": "id",
+            "message": f"No such {kind}: '{object_id}'",
+            "doc_url": "https://stripe.com/docs/error-codes/resource-missing",
+        }
+    }
+
+
+def invalid_request(message: str) -> tuple[int, dict[str, Any]]:
+    return 400, {"error": {"type": "invalid_request_error", "message": message}}
+
+
+@dataclass
+class StripeRequest:
+    method: str
+    path: str
+    form: dict[str, str]
+    api_key: str | None
+    idempotency_key: str | None
+
+
+@dataclass
+class StripeState:
+    """Objects by id; ids that always answer an error live in the handler."""
+
+    subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    invoices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    requests: list[StripeRequest] = field(default_factory=list)
+    # Idempotency-Key -> (method, path, form) of its first request and the saved answer.
+    saved: dict[str, tuple[tuple[str, str, str], int, dict[str, Any]]] = field(default_factory=dict)
+    executed: int = 0  # writes that ran, replays excluded
+
+
+class StripeHandler(QuietHandler):
+    """Stripe's v1 cancel / update / retrieve subscription, mark_uncollectible / void /
+    retrieve invoice and create Customer Portal session, behind its API key check and its
+    idempotency layer: the first answer to a key (once the endpoint ran) is saved and
+    replayed, the key reused for another request is an idempotency_error.
+
+    Fixed ids: `*_busy` answers 429, `*_down` answers 500, `sub_forbidden` answers 403, and
+    `cus_NoPortal`'s portal session is refused as having no portal configuration."""
+
+    server: StripeHttpServer
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def _handle(self, method: str) -> None:
+        state = self.server.state
+        raw = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+        auth = self.headers.get("Authorization", "")
+        key = self.headers.get("Idempotency-Key")
+        request = StripeRequest(
+            method=method,
+            path=self.path,
+            form=dict(parse_qsl(raw)),
+            api_key=auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None,
+            idempotency_key=key,
+        )
+        with self.server.lock:
+            state.requests.append(request)
+            if request.api_key != STRIPE_API_KEY:
+                self._answer(
+                    401,
+                    {
+                        "error": {
+                            "type": "invalid_request_error",
+                            "message": "Invalid API Key provided: sk_test_****oops",
+                        }
+                    },
+                )
+                return
+            signature = (method, self.path, raw)
+            if key is not None and key in state.saved:
+                first, status, body = state.saved[key]
+                if first != signature:
+                    self._answer(
+                        400,
+                        {
+                            "error": {
+                                "type": "idempotency_error",
+                                "message": (
+                                    "Keys for idempotent requests can only be used with the "
+                                    "same parameters they were first used with."
+                                ),
+                            }
+                        },
+                    )
+                    return
+                self._answer(status, body, replayed=True)
+                return
+            status, body = self._route(method, request)
+            # A rate-limited request never reached the endpoint, so nothing is saved for it;
+            # everything else (500s included) is replayed for the key.
+            if key is not None and method != "GET" and status != 429:
+                state.saved[key] = (signature, status, body)
+                state.executed += 1
+            self._answer(status, body)
+
+    def _route(self, method: str, request: StripeRequest) -> tuple[int, dict[str, Any]]:
+        parts = request.path.strip("/").split("/")
+        if parts[:2] == ["v1", "subscriptions"] and len(parts) == 3:
+            return self._subscription(method, parts[2], request.form)
+        if parts[:2] == ["v1", "invoices"] and len(parts) in (3, 4):
+            return self._invoice(method, parts[2], parts[3] if len(parts) == 4 else None)
+        if parts == ["v1", "billing_portal", "sessions"] and method == "POST":
+            return self._portal_session(request.form)
+        return 404, {"error": {"type": "invalid_request_error", "message": "Unrecognized URL"}}
+
+    def _fixed(self, object_id: str) -> tuple[int, dict[str, Any]] | None:
+        if object_id.endswith("_busy"):
+            return 429, {
+                "error": {
+                    "type": "invalid_request_error",
+                    "code": "rate_limit",
+                    "message": "Request rate limit exceeded.",
+                }
+            }
+        if object_id.endswith("_down"):
+            return 500, {"error": {"type": "api_error", "message": "An unknown error occurred"}}
+        if object_id == "sub_forbidden":
+            return 403, {
+                "error": {
+                    "type": "invalid_request_error",
+                    "message": "The provided key does not have the required permissions.",
+                }
+            }
+        return None
+
+    def _look_up(
+        self, kind: str, objects: dict[str, dict[str, Any]], object_id: str
+    ) -> tuple[int, dict[str, Any]]:
+        """200 and the object, or what Stripe answers instead: a fixed id's error, or
+        resource_missing."""
+        fixed = self._fixed(object_id)
+        if fixed is not None:
+            return fixed
+        found = objects.get(object_id)
+        if found is None:
+            return resource_missing(kind, object_id)
+        return 200, found
+
+    def _subscription(
+        self, method: str, sub_id: str, form: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
+        status, sub = self._look_up("subscription", self.server.state.subscriptions, sub_id)
+        if status != 200 or method == "GET":
+            return status, sub
+        if method == "DELETE":
+            if sub["status"] == "canceled":
+                # What Stripe answers for a subscription canceled before (stripe-go#1887).
+                return resource_missing("subscription", sub_id)
+            sub.update(status="canceled", canceled_at=int(time.time()))
+            return 200, sub
+        if sub["status"] == "canceled":
+            return invalid_request(
+                "A canceled subscription can only update its cancellation_details and metadata."
+            )
+        behavior = form.get("pause_collection[behavior]")
+        if behavior not in ("keep_as_draft", "mark_uncollectible", "void"):
+            return invalid_request("Invalid pause_collection[behavior]")
+        sub["pause_collection"] = {"behavior": behavior, "resumes_at": None}
+        return 200, sub
+
+    def _invoice(
+        self, method: str, invoice_id: str, verb: str | None
+    ) -> tuple[int, dict[str, Any]]:
+        status, inv = self._look_up("invoice", self.server.state.invoices, invoice_id)
+        if status != 200 or (method == "GET" and verb is None):
+            return status, inv
+        # Allowed transitions, from docs.stripe.com/invoicing/integration/workflow-transitions.
+        # The refusal messages are stand-ins: the activity reads the invoice back instead.
+        if method == "POST" and verb == "mark_uncollectible":
+            if inv["status"] != "open":
+                return invalid_request("You can only mark an open invoice as uncollectible.")
+            inv["status"] = "uncollectible"
+            return 200, inv
+        if method == "POST" and verb == "void":
+            if inv["status"] not in ("open", "uncollectible"):
+                return invalid_request(f"You cannot void an invoice that is {inv['status']}.")
+            inv["status"] = "void"
+            return 200, inv
+        return 404, {"error": {"type": "invalid_request_error", "message": "Unrecognized URL"}}
+
+    def _portal_session(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        customer = form.get("customer")
+        if customer == "cus_NoPortal":
+            return invalid_request(
+                "No configuration provided and your test mode default configuration has not "
+                "been created."
+            )
+        return 200, {
+            "id": "bps_1",
+            "object": "billing_portal.session",
+            "customer": customer,
+            "return_url": form.get("return_url"),
+            "url": PORTAL_URL,
+        }
+
+    def _answer(self, status: int, body: dict[str, Any], *, replayed: bool = False) -> None:
+        headers = {"Request-Id": "req_test"}
+        if replayed:
+            headers["Idempotent-Replayed"] = "true"
+        self.send_answer(status, "application/json", json.dumps(body).encode(), headers)
+
+
+class StripeHttpServer(LocalHttpServer):
+    def __init__(self, state: StripeState) -> None:
+        super().__init__(StripeHandler)
+        self.state = state
+        self.lock = threading.Lock()
