@@ -13,7 +13,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from stripe_lifecycle.domain import contract
+from stripe_lifecycle.domain import ids
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import Conversion, SupportAction
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
@@ -180,7 +180,7 @@ async def test_payment_reported_before_the_failure_starts_nothing(
 
     await eventually(applied, "the paid invoice")
     entity = dev_env.client.get_workflow_handle_for(
-        CustomerWorkflow.run, contract.customer_workflow_id(cus)
+        CustomerWorkflow.run, ids.customer_workflow_id(cus)
     )
     await acted_on(http, entity, cus, "bo@example.com", events=3)
     assert (await entity.query(CustomerWorkflow.state)).lifecycles == []

@@ -1,14 +1,8 @@
 """The stripe_action activity: the real stripe library against a local HTTP server that answers
 like Stripe's v1 API (form bodies, Bearer key, Idempotency-Key replay, Stripe's error JSON)."""
 
-import json
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl
 
 import pytest
 import stripe
@@ -20,50 +14,10 @@ from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.stripe_api.client import build_stripe_client
 
 from .conftest import free_port
-from .fakes import serving
+from .fakes import STRIPE_API_KEY as API_KEY
+from .fakes import StripeHttpServer, StripeState, serving
 
-API_KEY = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"
 KEY = "dunning-in_123-cus_123/step-3"
-
-
-def resource_missing(kind: str, object_id: str) -> tuple[int, dict[str, Any]]:
-    return 404, {
-        "error": {
-            "type": "invalid_request_error",
-            "code": "resource_missing",
-            "param": "id",
-            "message": f"No such {kind}: '{object_id}'",
-            "doc_url": "https://stripe.com/docs/error-codes/resource-missing",
-        }
-    }
-
-
-def invalid_request(message: str) -> tuple[int, dict[str, Any]]:
-    return 400, {"error": {"type": "invalid_request_error", "message": message}}
-
-
-@dataclass
-class StripeRequest:
-    method: str
-    path: str
-    form: dict[str, str]
-    api_key: str | None
-    idempotency_key: str | None
-
-
-@dataclass
-class StripeState:
-    """Objects by id; ids that always answer an error live in the handler."""
-
-    subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    invoices: dict[str, dict[str, Any]] = field(default_factory=dict)
-    requests: list[StripeRequest] = field(default_factory=list)
-    # Idempotency-Key -> (method, path, form) of its first request and the saved answer.
-    saved: dict[str, tuple[tuple[str, str, str], int, dict[str, Any]]] = field(default_factory=dict)
-    executed: int = 0  # writes that ran, replays excluded
-
-    def writes(self) -> list[StripeRequest]:
-        return [r for r in self.requests if r.method != "GET"]
 
 
 def subscription(sub_id: str, status: str) -> dict[str, Any]:
@@ -88,182 +42,6 @@ def invoice(invoice_id: str, status: str) -> dict[str, Any]:
         "currency": "usd",
         "livemode": False,
     }
-
-
-class StripeHandler(BaseHTTPRequestHandler):
-    """Stripe's v1 cancel / update / retrieve subscription and mark_uncollectible / void /
-    retrieve invoice, with its idempotency layer: the first answer to a key (once the endpoint
-    ran) is saved and replayed, the key reused for another request is an idempotency_error.
-
-    Fixed ids: `*_busy` answers 429, `*_down` answers 500, `sub_forbidden` answers 403."""
-
-    server: "StripeHttpServer"
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
-
-    def _handle(self, method: str) -> None:
-        state = self.server.state
-        raw = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
-        auth = self.headers.get("Authorization", "")
-        key = self.headers.get("Idempotency-Key")
-        request = StripeRequest(
-            method=method,
-            path=self.path,
-            form=dict(parse_qsl(raw)),
-            api_key=auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None,
-            idempotency_key=key,
-        )
-        with self.server.lock:
-            state.requests.append(request)
-            if request.api_key != API_KEY:
-                self._answer(
-                    401,
-                    {
-                        "error": {
-                            "type": "invalid_request_error",
-                            "message": "Invalid API Key provided: sk_test_****oops",
-                        }
-                    },
-                )
-                return
-            signature = (method, self.path, raw)
-            if key is not None and key in state.saved:
-                first, status, body = state.saved[key]
-                if first != signature:
-                    self._answer(
-                        400,
-                        {
-                            "error": {
-                                "type": "idempotency_error",
-                                "message": (
-                                    "Keys for idempotent requests can only be used with the "
-                                    "same parameters they were first used with."
-                                ),
-                            }
-                        },
-                    )
-                    return
-                self._answer(status, body, replayed=True)
-                return
-            status, body = self._route(method, request)
-            # A rate-limited request never reached the endpoint, so nothing is saved for it;
-            # everything else (500s included) is replayed for the key.
-            if key is not None and method != "GET" and status != 429:
-                state.saved[key] = (signature, status, body)
-                state.executed += 1
-            self._answer(status, body)
-
-    def _route(self, method: str, request: StripeRequest) -> tuple[int, dict[str, Any]]:
-        parts = request.path.strip("/").split("/")
-        if parts[:2] == ["v1", "subscriptions"] and len(parts) == 3:
-            return self._subscription(method, parts[2], request.form)
-        if parts[:2] == ["v1", "invoices"] and len(parts) in (3, 4):
-            return self._invoice(method, parts[2], parts[3] if len(parts) == 4 else None)
-        return 404, {"error": {"type": "invalid_request_error", "message": "Unrecognized URL"}}
-
-    def _fixed(self, object_id: str) -> tuple[int, dict[str, Any]] | None:
-        if object_id.endswith("_busy"):
-            return 429, {
-                "error": {
-                    "type": "invalid_request_error",
-                    "code": "rate_limit",
-                    "message": "Request rate limit exceeded.",
-                }
-            }
-        if object_id.endswith("_down"):
-            return 500, {"error": {"type": "api_error", "message": "An unknown error occurred"}}
-        if object_id == "sub_forbidden":
-            return 403, {
-                "error": {
-                    "type": "invalid_request_error",
-                    "message": "The provided key does not have the required permissions.",
-                }
-            }
-        return None
-
-    def _subscription(
-        self, method: str, sub_id: str, form: dict[str, str]
-    ) -> tuple[int, dict[str, Any]]:
-        fixed = self._fixed(sub_id)
-        if fixed is not None:
-            return fixed
-        sub = self.server.state.subscriptions.get(sub_id)
-        if sub is None:
-            return resource_missing("subscription", sub_id)
-        if method == "GET":
-            return 200, sub
-        if method == "DELETE":
-            if sub["status"] == "canceled":
-                # What Stripe answers for a subscription canceled before (stripe-go#1887).
-                return resource_missing("subscription", sub_id)
-            sub.update(status="canceled", canceled_at=int(time.time()))
-            return 200, sub
-        if sub["status"] == "canceled":
-            return invalid_request(
-                "A canceled subscription can only update its cancellation_details and metadata."
-            )
-        behavior = form.get("pause_collection[behavior]")
-        if behavior not in ("keep_as_draft", "mark_uncollectible", "void"):
-            return invalid_request("Invalid pause_collection[behavior]")
-        sub["pause_collection"] = {"behavior": behavior, "resumes_at": None}
-        return 200, sub
-
-    def _invoice(
-        self, method: str, invoice_id: str, verb: str | None
-    ) -> tuple[int, dict[str, Any]]:
-        fixed = self._fixed(invoice_id)
-        if fixed is not None:
-            return fixed
-        inv = self.server.state.invoices.get(invoice_id)
-        if inv is None:
-            return resource_missing("invoice", invoice_id)
-        if method == "GET" and verb is None:
-            return 200, inv
-        # Allowed transitions, from docs.stripe.com/invoicing/integration/workflow-transitions.
-        # The refusal messages are stand-ins: the activity reads the invoice back instead.
-        if method == "POST" and verb == "mark_uncollectible":
-            if inv["status"] != "open":
-                return invalid_request("You can only mark an open invoice as uncollectible.")
-            inv["status"] = "uncollectible"
-            return 200, inv
-        if method == "POST" and verb == "void":
-            if inv["status"] not in ("open", "uncollectible"):
-                return invalid_request(f"You cannot void an invoice that is {inv['status']}.")
-            inv["status"] = "void"
-            return 200, inv
-        return 404, {"error": {"type": "invalid_request_error", "message": "Unrecognized URL"}}
-
-    def _answer(self, status: int, body: dict[str, Any], *, replayed: bool = False) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Request-Id", "req_test")
-        if replayed:
-            self.send_header("Idempotent-Replayed", "true")
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *_: Any) -> None:
-        pass  # keep test output quiet
-
-
-class StripeHttpServer(ThreadingHTTPServer):
-    def __init__(self, state: StripeState) -> None:
-        super().__init__(("127.0.0.1", 0), StripeHandler)
-        self.state = state
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
 
 @pytest.fixture
