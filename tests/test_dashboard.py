@@ -21,10 +21,10 @@ from sqlalchemy import select
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from stripe_lifecycle.api.dashboard import (
+from stripe_lifecycle.api.deps import key_fingerprint
+from stripe_lifecycle.api.sessions import (
     SESSION_COOKIE,
     DashboardSession,
-    key_fingerprint,
     seal_session,
     session_secret,
 )
