@@ -20,6 +20,7 @@ from sqlmodel import col
 
 from stripe_lifecycle.api.deps import AppStateDep, SessionDep, SupportKey
 from stripe_lifecycle.api.token_pages import TokenPage
+from stripe_lifecycle.domain.lifecycles import Lifecycle
 from stripe_lifecycle.domain.links import read_token
 from stripe_lifecycle.mail.templates import Brand
 from stripe_lifecycle.storage.db import insert_for
@@ -101,7 +102,7 @@ button { margin-top: 16px; }
 
 
 # The same reasons explain a downgrade: its check-in email links here too.
-QUESTIONS = {"plan_change": "What made you change your plan?"}
+QUESTIONS: dict[str, str] = {Lifecycle.PLAN_CHANGE: "What made you change your plan?"}
 DEFAULT_QUESTION = "Why did you cancel?"
 
 
