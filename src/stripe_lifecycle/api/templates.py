@@ -22,9 +22,8 @@ from stripe_lifecycle.mail.preview import (
     render_preview,
     sample_event,
 )
-from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
+from stripe_lifecycle.mail.templates import Brand, TemplateRenderer, load_checked_automations
 from stripe_lifecycle.settings import Settings
-from stripe_lifecycle.worker import load_checked_automations
 
 router = APIRouter(prefix="/v1", tags=["templates"])
 
