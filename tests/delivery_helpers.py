@@ -16,7 +16,9 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select
 from sqlmodel import col
 
-from stripe_lifecycle.activities.mail import MailActivities, SendEmailInput
+from stripe_lifecycle.activities.interface import SendEmailInput
+from stripe_lifecycle.activities.mail import MailActivities
+from stripe_lifecycle.domain.lifecycles import Lifecycle
 from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
 from stripe_lifecycle.mail.transports import MailTransport, PostmarkTransport
 from stripe_lifecycle.storage.db import SessionMaker
@@ -91,7 +93,7 @@ def step_email(
         workflow_id=workflow_id or f"{lifecycle}-{customer_id}-1",
         step=step,
         customer_id=customer_id,
-        lifecycle=lifecycle,
+        lifecycle=Lifecycle(lifecycle),
         automation=f"{lifecycle}-default",
         template=template,
         to=to,

@@ -15,8 +15,10 @@ from fastapi import FastAPI
 from temporalio.testing import ActivityEnvironment
 
 from stripe_lifecycle.activities.conversions import ConversionActivities
-from stripe_lifecycle.activities.mail import MailActivities, SendEmailInput
+from stripe_lifecycle.activities.interface import SendEmailInput
+from stripe_lifecycle.activities.mail import MailActivities
 from stripe_lifecycle.domain.attribution import Policy
+from stripe_lifecycle.domain.lifecycles import Lifecycle
 from stripe_lifecycle.mail.templates import Brand
 from stripe_lifecycle.mail.transports import OutboxTransport
 from stripe_lifecycle.settings import Settings
@@ -79,7 +81,7 @@ class DunningRig:
             workflow_id=f"dunning-{invoice_id}",
             step=step_key(index, template),
             customer_id=f"cus_{invoice_id}",
-            lifecycle="dunning",
+            lifecycle=Lifecycle.DUNNING,
             automation="dunning-default",
             template=template,
             to="ada@example.com",

@@ -14,7 +14,8 @@ from sqlalchemy import update
 from sqlmodel import col
 from temporalio.testing import ActivityEnvironment
 
-from stripe_lifecycle.activities.mail import MailActivities, SendEmailInput, SendEmailResult
+from stripe_lifecycle.activities.interface import SendEmailInput, SendEmailResult
+from stripe_lifecycle.activities.mail import MailActivities
 from stripe_lifecycle.mail.transports import SmtpTransport
 from stripe_lifecycle.storage.db import SessionMaker, create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import MailPreference, Message, MessageStatus

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from stripe_lifecycle.activities.mail import SendEmailInput
+from stripe_lifecycle.activities.interface import SendEmailInput
 from stripe_lifecycle.domain.links import make_token
 from stripe_lifecycle.mail.transports import (
     OutboxTransport,
@@ -105,6 +105,18 @@ async def test_outbox_records_without_sending(sessionmaker: SessionMaker) -> Non
     [row] = await rows(sessionmaker)
     assert (result.status, row.status, row.transport) == ("recorded", "recorded", "outbox")
     assert row.subject and row.html and row.text
+
+
+async def test_the_message_keeps_the_subscription_it_is_about(
+    sessionmaker: SessionMaker,
+) -> None:
+    mail = mail_activities(OutboxTransport(), sessionmaker)
+    await ActivityEnvironment().run(mail.send_email, request(subscription_id="sub_Mail1"))
+    await ActivityEnvironment().run(mail.send_email, request("1-dunning-reminder"))
+    assert {row.step: row.subscription_id for row in await rows(sessionmaker)} == {
+        "0-dunning-payment-failed": "sub_Mail1",
+        "1-dunning-reminder": None,
+    }
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,9 @@ from urllib.parse import parse_qs
 import pytest
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from stripe_lifecycle.activities.mail import MailActivities, SendEmailInput
+from stripe_lifecycle.activities.interface import SendEmailInput
+from stripe_lifecycle.activities.mail import MailActivities
+from stripe_lifecycle.domain.lifecycles import Lifecycle
 from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
 from stripe_lifecycle.mail.transports import OutboxTransport
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
@@ -128,7 +130,7 @@ async def sent_link(
             workflow_id=f"{lifecycle}-in_1",
             step="0-x",
             customer_id=customer_id,
-            lifecycle=lifecycle,
+            lifecycle=Lifecycle(lifecycle),
             automation="a",
             template=template,
             to="ada@example.com",

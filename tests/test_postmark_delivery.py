@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 from temporalio.testing import ActivityEnvironment
 
-from stripe_lifecycle.activities.mail import SendEmailResult
+from stripe_lifecycle.activities.interface import SendEmailResult
 from stripe_lifecycle.mail.transports import (
     OutgoingEmail,
     TemporarySendError,

@@ -15,7 +15,8 @@ from sqlalchemy import select
 from sqlmodel import col
 from temporalio.testing import ActivityEnvironment
 
-from stripe_lifecycle.activities.mail import MailActivities, SendEmailInput, SendEmailResult
+from stripe_lifecycle.activities.interface import SendEmailInput, SendEmailResult
+from stripe_lifecycle.activities.mail import MailActivities
 from stripe_lifecycle.storage.db import SessionMaker
 from stripe_lifecycle.storage.models import Customer, MessageEvent, MessageStatus, Suppression
 

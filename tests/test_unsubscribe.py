@@ -14,7 +14,8 @@ import pytest
 from fastapi import FastAPI
 from temporalio.testing import ActivityEnvironment
 
-from stripe_lifecycle.activities.mail import MailActivities, SendEmailInput, SendEmailResult
+from stripe_lifecycle.activities.interface import SendEmailInput, SendEmailResult
+from stripe_lifecycle.activities.mail import MailActivities
 from stripe_lifecycle.domain.links import make_token, make_unsubscribe_token, read_unsubscribe_token
 from stripe_lifecycle.mail.transports import SmtpTransport
 from stripe_lifecycle.storage.models import MessageStatus

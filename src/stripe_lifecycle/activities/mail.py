@@ -9,10 +9,8 @@ silently dropped.
 
 import hashlib
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
-from typing import Any
 
 from jinja2 import TemplateError
 from sqlalchemy import false, func, or_, select, update
@@ -21,6 +19,7 @@ from sqlmodel import col
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from stripe_lifecycle.activities.interface import SendEmailInput, SendEmailResult, TeamNotice
 from stripe_lifecycle.domain.links import tracked_url, unsubscribe_url
 from stripe_lifecycle.mail.templates import TemplateNotFound, TemplateRenderer
 from stripe_lifecycle.mail.transports import (
@@ -65,51 +64,6 @@ CAPPED = (
 )
 IN_FLIGHT = (MessageStatus.PENDING, MessageStatus.RETRYING)
 ONE_CLICK = {"List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
-
-
-@dataclass
-class SendEmailInput:
-    workflow_id: str
-    step: str
-    customer_id: str
-    lifecycle: str
-    automation: str
-    template: str
-    to: str | None
-    livemode: bool
-    # The template context (customer, invoice, subscription, ...), JSON values only; the
-    # activity adds `links`.
-    context: dict[str, Any] = field(default_factory=dict)
-    # Link name (update_payment, survey, offer, ...) -> where it really leads. The email
-    # carries signed tracked links to these instead.
-    destinations: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def send_key(self) -> str:
-        return f"{self.workflow_id}/{self.step}"
-
-
-@dataclass
-class TeamNotice:
-    """A plain notice to the business's own team (the `notify_team` action)."""
-
-    key: str
-    customer_id: str
-    workflow_id: str
-    subject: str
-    text: str
-    lifecycle: str = "dunning"
-    automation: str = ""
-
-
-@dataclass
-class SendEmailResult:
-    message_id: str
-    status: str
-    error: str | None = None
-    # With status "deferred": when the frequency cap frees (ISO-8601, UTC). Sending the
-    # same step again from then on sends it.
-    retry_at: str | None = None
 
 
 class MailActivities:
@@ -192,6 +146,7 @@ class MailActivities:
             # The unsubscribe link is the customer's, not this message's: not a tracked link.
             links=list(tracked.values()),
             destinations=dict(request.destinations),
+            subscription_id=request.subscription_id,
             transport=self._transport.name,
             livemode=request.livemode,
             status=MessageStatus.SUPPRESSED if suppressed else MessageStatus.PENDING,

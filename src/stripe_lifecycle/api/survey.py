@@ -144,15 +144,6 @@ async def _answer_to(session: AsyncSession, message_id: str) -> CancellationFeed
     return result.scalar_one_or_none()
 
 
-def subscription_of(workflow_id: str, customer_id: str) -> str | None:
-    """The subscription a win-back email is about, from its workflow id
-    (`winback-{cus_id}-{sub_id}`); other lifecycles' ids do not name one."""
-    subscription_id = workflow_id.removeprefix(f"winback-{customer_id}-")
-    if subscription_id == workflow_id or not subscription_id.startswith("sub_"):
-        return None
-    return subscription_id
-
-
 def _comment(text: str | None) -> str | None:
     return (text or "").strip() or None
 
@@ -198,7 +189,7 @@ async def answer_survey(
     now = utcnow()
     values = CancellationFeedback(
         customer_id=message.customer_id,
-        subscription_id=subscription_of(message.workflow_id, message.customer_id),
+        subscription_id=message.subscription_id,
         message_id=message.id,
         workflow_id=message.workflow_id,
         reason=reason,

@@ -201,6 +201,9 @@ class Message(MessageBase, table=True):
     destinations: dict[str, str] = Field(
         default_factory=dict, sa_column=Column(JSONType, nullable=False)
     )
+    # The subscription the email is about, as the lifecycle knew it (the survey records
+    # it with the answer); None where the email is about none.
+    subscription_id: str | None = Field(default=None, max_length=255)
     transport: str = Field(max_length=16)
     # Indexed: Postmark's webhooks name the message by it.
     provider_message_id: str | None = Field(default=None, max_length=255, index=True)
