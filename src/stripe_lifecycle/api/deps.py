@@ -1,4 +1,5 @@
-"""FastAPI dependencies as `Annotated` aliases."""
+"""FastAPI dependencies as `Annotated` aliases, and the one API-key check that `/v1` and
+the dashboard share."""
 
 from __future__ import annotations
 
