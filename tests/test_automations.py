@@ -145,6 +145,11 @@ OK_STEPS = "\n    steps: [{after: 1d, send: dunning/reminder}]"
             "lifecycle: dunnning" + OK_STEPS,
             "automation 'a': lifecycle: 'dunnning'",
         ),
+        (
+            # Accepted and never run would be worse: nothing triggers upgrades yet.
+            "lifecycle: upgrade\n    steps: [{after: 0s, send: upgrade/offer}]",
+            "automation 'a': lifecycle: 'upgrade' campaigns start when a customer enters",
+        ),
         ("lifecycle: dunning\n    steps: []", "automation 'a': steps: required, a non-empty list"),
         (
             "lifecycle: dunning\n    filters: {invoice_amount_min: ten}" + OK_STEPS,

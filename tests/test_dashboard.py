@@ -17,16 +17,20 @@ import httpx
 import pytest
 from sqlalchemy import select
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.testing import WorkflowEnvironment
 
-from stripe_lifecycle.api.dashboard import (
+from stripe_lifecycle.api.dashboard import InDunning, customers_in_dunning
+from stripe_lifecycle.api.deps import key_fingerprint
+from stripe_lifecycle.api.sessions import (
     SESSION_COOKIE,
     DashboardSession,
-    key_fingerprint,
     seal_session,
     session_secret,
 )
+from stripe_lifecycle.domain import contract
 from stripe_lifecycle.settings import Settings
+from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import SupportAction
 from stripe_lifecycle.storage.reports import attribution_report, periods, recovery_series
 
@@ -35,6 +39,7 @@ from .conftest import (
     SUPPORT_KEY,
     running_stack,
 )
+from .events import unique_customer_id
 from .report_helpers import PAYMENT_FAILED, REMINDER, DunningRig, invoice, start_dunning
 from .workflow_helpers import eventually
 
@@ -488,3 +493,50 @@ async def test_support_stops_a_dunning_from_the_dashboard_and_forged_posts_are_r
             [workflow_id],
         )
         assert audit.actor == f"support key {key_fingerprint(SUPPORT_KEY)} (dashboard)"
+
+
+async def test_the_invoice_of_a_running_dunning_comes_from_its_memo_never_its_id(
+    dev_env: WorkflowEnvironment, sqlite_url: str, task_queue: str
+) -> None:
+    """No worker polls `task_queue`: the dunning started with a memo shows the memo's
+    invoice; the one without gets no answer to its state query and shows none."""
+    cus = unique_customer_id()
+    attributes = TypedSearchAttributes(
+        [
+            SearchAttributePair(contract.CUSTOMER_ID, cus),
+            SearchAttributePair(contract.LIFECYCLE, "dunning"),
+        ]
+    )
+    with_memo, without = f"dunning-in_Id{cus}", f"dunning-in_Old{cus}"
+    handles = [
+        await dev_env.client.start_workflow(
+            "DunningWorkflow",
+            id=workflow_id,
+            task_queue=task_queue,
+            search_attributes=attributes,
+            memo=memo,
+        )
+        for workflow_id, memo in ((with_memo, {"invoice_id": "in_FromMemo1"}), (without, None))
+    ]
+    engine = create_engine(sqlite_url)
+    listed: list[InDunning] = []
+    try:
+        async with create_sessionmaker(engine)() as session:
+
+            async def both_listed() -> bool:
+                listed[:] = [
+                    d
+                    for d in await customers_in_dunning(session, dev_env.client)
+                    if d.customer_id == cus
+                ]
+                return len(listed) == 2
+
+            await eventually(both_listed, "both dunnings in the visibility list")
+    finally:
+        await engine.dispose()
+        for handle in handles:
+            await handle.terminate("test over")
+    assert {d.workflow_id: d.invoice_id for d in listed} == {
+        with_memo: "in_FromMemo1",
+        without: None,
+    }

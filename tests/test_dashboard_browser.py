@@ -23,7 +23,8 @@ from sqlmodel import col
 from temporalio.testing import WorkflowEnvironment
 
 from stripe_lifecycle.api.app import create_app
-from stripe_lifecycle.api.dashboard import BAR_COLOR, RATE_COLOR, key_fingerprint
+from stripe_lifecycle.api.charts import BAR_COLOR, RATE_COLOR
+from stripe_lifecycle.api.deps import key_fingerprint
 from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.storage.db import SessionMaker, create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import Message, SupportAction

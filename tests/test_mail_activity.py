@@ -106,6 +106,18 @@ async def test_outbox_records_without_sending(sessionmaker: SessionMaker) -> Non
     assert row.subject and row.html and row.text
 
 
+async def test_the_message_keeps_the_subscription_it_is_about(
+    sessionmaker: SessionMaker,
+) -> None:
+    mail = mail_activities(OutboxTransport(), sessionmaker)
+    await ActivityEnvironment().run(mail.send_email, request(subscription_id="sub_Mail1"))
+    await ActivityEnvironment().run(mail.send_email, request("1-dunning-reminder"))
+    assert {row.step: row.subscription_id for row in await rows(sessionmaker)} == {
+        "0-dunning-payment-failed": "sub_Mail1",
+        "1-dunning-reminder": None,
+    }
+
+
 @pytest.mark.parametrize(
     ("to", "livemode", "status", "reason"),
     [

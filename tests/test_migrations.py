@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
@@ -25,10 +26,10 @@ def _tables(connection: Connection) -> set[str]:
     return set(inspect(connection).get_table_names())
 
 
-def _downgrade(connection: Connection, url: str) -> None:
+def _downgrade(connection: Connection, url: str, revision: str = "base") -> None:
     config = alembic_config(url)
     config.attributes["connection"] = connection
-    command.downgrade(config, "base")
+    command.downgrade(config, revision)
 
 
 async def test_migrations_match_models_and_downgrade_cleanly(database_url: str) -> None:
@@ -46,3 +47,48 @@ async def test_migrations_match_models_and_downgrade_cleanly(database_url: str) 
             assert {"webhook_inbox", "customers", "messages"} <= await conn.run_sync(_tables)
     finally:
         await engine.dispose()
+
+
+async def test_win_back_messages_recorded_before_0008_get_their_subscription(
+    database_url: str,
+) -> None:
+    engine = create_engine(database_url)
+    insert = text(
+        "INSERT INTO messages (id, send_key, customer_id, workflow_id, lifecycle, automation,"
+        ' step, template, "to", subject, status, created_at, html, text, links,'
+        " destinations, transport, livemode)"
+        " VALUES (:id, :id, :customer, :workflow, :lifecycle, 'a', '0-send', 't',"
+        " 'ada@example.com', '', 'sent', :at, '', '', '[]', '{}', 'outbox', false)"
+    )
+    messages = {
+        "winback": ("cus_A1", "winback-cus_A1-sub_B2", "winback"),
+        "other-customer": ("cus_A1", "winback-cus_Other-sub_B2", "winback"),
+        "no-subscription": ("cus_A1", "winback-cus_A1-in_B2", "winback"),
+        "dunning": ("cus_A1", "dunning-in_B2", "dunning"),
+    }
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_downgrade, database_url, "0007")
+            for message_id, (customer, workflow, lifecycle) in messages.items():
+                await conn.execute(
+                    insert,
+                    {
+                        "id": message_id,
+                        "customer": customer,
+                        "workflow": workflow,
+                        "lifecycle": lifecycle,
+                        "at": datetime(2026, 11, 1, tzinfo=UTC),
+                    },
+                )
+        await upgrade(database_url)
+        async with engine.connect() as conn:
+            rows = await conn.execute(text("SELECT id, subscription_id FROM messages"))
+            found: dict[str, str | None] = dict(rows.all())
+    finally:
+        await engine.dispose()
+    assert found == {
+        "winback": "sub_B2",
+        "other-customer": None,
+        "no-subscription": None,
+        "dunning": None,
+    }

@@ -34,8 +34,8 @@ from stripe_lifecycle.mail.preview import (
     render_preview,
     sample_event,
 )
+from stripe_lifecycle.mail.templates import load_checked_automations
 from stripe_lifecycle.settings import Settings
-from stripe_lifecycle.worker import load_checked_automations
 
 from .conftest import ADMIN_KEY, LINK_SECRET, SUPPORT_KEY, WorkerRig, app_settings, free_port
 from .conftest import running_api as running_app

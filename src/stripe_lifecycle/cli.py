@@ -31,7 +31,7 @@ from stripe_lifecycle.mail.preview import (
     render_preview,
     sample_event,
 )
-from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
+from stripe_lifecycle.mail.templates import Brand, TemplateRenderer, load_checked_automations
 from stripe_lifecycle.settings import ConfigurationError, Settings, get_settings
 from stripe_lifecycle.storage import migrate
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
@@ -43,7 +43,7 @@ from stripe_lifecycle.temporal_setup import (
     try_connect,
     wait_for_server,
 )
-from stripe_lifecycle.worker import build_worker, load_checked_automations
+from stripe_lifecycle.worker import build_worker
 
 log = logging.getLogger("stripe_lifecycle")
 

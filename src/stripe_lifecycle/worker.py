@@ -1,7 +1,5 @@
 """The Temporal worker: the only place workflows and activities are wired to real clients."""
 
-from pathlib import Path
-
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -12,9 +10,9 @@ from stripe_lifecycle.activities.selection import AutomationActivities
 from stripe_lifecycle.activities.snapshots import SnapshotActivities
 from stripe_lifecycle.activities.stripe_actions import StripeActivities
 from stripe_lifecycle.domain.attribution import Policy
-from stripe_lifecycle.domain.automations import Automation, automations_path, parse_automations
+from stripe_lifecycle.domain.automations import Automation
 from stripe_lifecycle.domain.send_windows import parse_window
-from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
+from stripe_lifecycle.mail.templates import Brand, TemplateRenderer, load_checked_automations
 from stripe_lifecycle.mail.transports import build_transport
 from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.storage.db import SessionMaker
@@ -33,14 +31,6 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
             "stripe_lifecycle.domain", "stripe_lifecycle.activities.interface", "yaml"
         )
     )
-
-
-def load_checked_automations(settings: Settings) -> tuple[Path, list[Automation]]:
-    """The automations in force, validated against the templates that exist."""
-    renderer = TemplateRenderer(Brand.from_settings(settings), settings.templates_dir)
-    path = automations_path(settings.automations)
-    text = path.read_text(encoding="utf-8")
-    return path, parse_automations(text, str(path), renderer.names())
 
 
 def build_worker(

@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from temporalio import activity
@@ -16,12 +16,8 @@ from stripe_lifecycle.storage.models import (
     ConversionCredit,
     Message,
     MessageClick,
+    sent_time,
 )
-
-
-def sent_time() -> ColumnElement[datetime]:
-    """When a message went out: `sent_at`, else (rows from before it was kept) recorded."""
-    return func.coalesce(col(Message.sent_at), col(Message.created_at))
 
 
 class ConversionActivities(Conversions):

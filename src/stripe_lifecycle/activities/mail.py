@@ -20,7 +20,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from stripe_lifecycle.activities.interface import Mail, SendEmailInput, SendEmailResult, TeamNotice
-from stripe_lifecycle.domain.links import tracked_url, unsubscribe_url
+from stripe_lifecycle.mail.compose import SignedLinks, compose_email, unsubscribable
 from stripe_lifecycle.mail.templates import TemplateNotFound, TemplateRenderer
 from stripe_lifecycle.mail.transports import (
     MailTransport,
@@ -109,19 +109,19 @@ class MailActivities(Mail):
             return SendEmailResult(existing.id, MessageStatus.UNKNOWN, "send interrupted")
 
         message_id = existing.id if existing is not None else str(uuid.uuid4())
-        category = LIFECYCLE_CATEGORIES.get(request.lifecycle, MailCategory.PRODUCT)
-        unsubscribe = (
-            unsubscribe_url(self._public_url, self._link_secret, request.customer_id, category)
-            if self._unsubscribable(category)
-            else None
+        addresses = SignedLinks(
+            self._public_url, self._link_secret, message_id, request.customer_id
         )
-        tracked = {
-            name: tracked_url(self._public_url, self._link_secret, message_id, name)
-            for name in request.destinations
-        }
-        links = {"unsubscribe": unsubscribe, **tracked}
         try:
-            rendered = self._renderer.render(request.template, {**request.context, "links": links})
+            composed = compose_email(
+                self._renderer,
+                request.template,
+                request.lifecycle,
+                request.context,
+                request.destinations,
+                addresses,
+                unsubscribe_billing=self._unsubscribe_billing,
+            )
         except (TemplateNotFound, TemplateError, ValueError) as exc:
             raise ApplicationError(
                 f"template {request.template} could not be rendered: {exc}",
@@ -129,6 +129,8 @@ class MailActivities(Mail):
                 non_retryable=True,
             ) from exc
 
+        category, rendered = composed.category, composed.rendered
+        unsubscribe = composed.links.unsubscribe
         suppressed = self._suppression(request) or await self._stopped(request, category)
         row = Message(
             id=message_id,
@@ -144,8 +146,9 @@ class MailActivities(Mail):
             html=rendered.html,
             text=rendered.text,
             # The unsubscribe link is the customer's, not this message's: not a tracked link.
-            links=list(tracked.values()),
+            links=list(composed.links.tracked.values()),
             destinations=dict(request.destinations),
+            subscription_id=request.subscription_id,
             transport=self._transport.name,
             livemode=request.livemode,
             status=MessageStatus.SUPPRESSED if suppressed else MessageStatus.PENDING,
@@ -230,9 +233,6 @@ class MailActivities(Mail):
             return f"test mode: {domain} is not in LIFECYCLE_TEST_MODE_ALLOWED_DOMAINS"
         return None
 
-    def _unsubscribable(self, category: str) -> bool:
-        return category != MailCategory.BILLING or self._unsubscribe_billing
-
     async def _stopped(self, request: SendEmailInput, category: str) -> str | None:
         """Why the suppression list or the customer's preferences stop this email, if so."""
         address = parseaddr(request.to or "")[1].lower()
@@ -254,7 +254,7 @@ class MailActivities(Mail):
                     f"{address} is on the suppression list: {listed.reason} "
                     f"(Postmark stream {listed.stream})"
                 )
-            if not self._unsubscribable(category):
+            if not unsubscribable(category, self._unsubscribe_billing):
                 return None
             opted_out = await session.scalar(
                 select(func.count())

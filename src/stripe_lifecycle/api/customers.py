@@ -16,6 +16,7 @@ from temporalio.service import RPCError
 
 from stripe_lifecycle.api.deps import TEMPORAL_UNREACHABLE, SessionDep, SupportKey, TemporalDep
 from stripe_lifecycle.domain import contract, ids
+from stripe_lifecycle.domain.lifecycles import INVOICE_LIFECYCLES
 from stripe_lifecycle.storage.models import Customer, CustomerPublic, LifecyclePublic, SupportAction
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 from stripe_lifecycle.workflows.engine import CancelRequest, LifecycleWorkflow
@@ -106,7 +107,7 @@ async def stop_dunning(
         raise UnknownCustomer(customer_id)
     cancelled: list[str] = []
     for lifecycle in await _lifecycles(temporal, customer_id, running_only=True):
-        if lifecycle.lifecycle not in ("dunning", "payment_action"):
+        if lifecycle.lifecycle not in INVOICE_LIFECYCLES:
             continue
         handle = temporal.get_workflow_handle(lifecycle.workflow_id)
         try:

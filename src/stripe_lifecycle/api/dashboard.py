@@ -4,67 +4,70 @@
 last 90 days): dunning's recovered revenue and MRR per currency and its recovery rate, the
 same per day or week as charts, the MRR credited to each automation and step (the
 attribution report), and the customers whose dunning or payment confirmation is running,
-each with a form to stop it. Everything is rendered here: inline SVG charts, inline CSS,
-no script and nothing fetched from elsewhere, so it works without JavaScript and behind
-a strict Content-Security-Policy.
+each with a form to stop it. Everything is rendered here: inline SVG charts (their
+geometry is `charts.py`'s), inline CSS, no script and nothing fetched from elsewhere, so it
+works without JavaScript and behind a strict Content-Security-Policy.
 
 Who may see it: any key of `LIFECYCLE_API_KEYS`, `support` or `admin` (support staff need
-the cancel button, which the API grants to `support` too). A browser cannot send a Bearer
-header, so `GET /dashboard/login` takes a key once and `POST /dashboard/login` answers
-with a session cookie: HttpOnly, SameSite=Strict, Secure when served over https (or when
-`LIFECYCLE_PUBLIC_URL` is https), valid for 12 hours, signed with a key derived from
-`LIFECYCLE_LINK_SECRET`. It holds the role and the key's fingerprint, never the key, and
-stops working when that key is removed from `LIFECYCLE_API_KEYS`. Scripts may send
-`Authorization: Bearer <key>` instead. Forms posted with the cookie carry a CSRF token
-derived from the session; the strict same-site cookie is the second guard.
+the cancel button, which the API grants to `support` too), signed in through
+`GET /dashboard/login` and `POST /dashboard/login` or sending a Bearer key (`sessions.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import json
 import logging
-import math
-import re
-import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, HTTPException, Query, Request, status
+from fastapi import APIRouter, Form, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecution, WorkflowQueryFailedError
 
+from stripe_lifecycle.api.charts import (
+    earned_charts,
+    money,
+    percent,
+    plural,
+    rate_chart,
+    recovered_chart,
+)
 from stripe_lifecycle.api.customers import UnknownCustomer, stop_dunning
 from stripe_lifecycle.api.deps import (
     TEMPORAL_UNREACHABLE,
     AppStateDep,
-    Caller,
     SessionDep,
     TemporalDep,
+    identify,
 )
-from stripe_lifecycle.api.state import AppState
+from stripe_lifecycle.api.page_headers import SELF_CONTAINED_PAGE_HEADERS
+from stripe_lifecycle.api.sessions import (
+    SESSION_COOKIE,
+    SESSION_TTL,
+    ViewerDep,
+    check_csrf,
+    csrf_token,
+    current_viewer,
+    new_session,
+    seal_session,
+    session_secret,
+)
 from stripe_lifecycle.domain import contract
-from stripe_lifecycle.domain.links import seal, unseal
-from stripe_lifecycle.domain.money import currency_exponent, format_amount
-from stripe_lifecycle.settings import ApiRole, Settings
+from stripe_lifecycle.domain.lifecycles import INVOICE_LIFECYCLES
+from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.storage.models import Customer
 from stripe_lifecycle.storage.reports import (
     INTERVALS,
-    AttributionReport,
     Interval,
     RangeError,
-    RecoverySeries,
-    ReportRow,
     attribution_report,
     default_interval,
     recovery_series,
@@ -74,14 +77,16 @@ from stripe_lifecycle.storage.reports import (
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/dashboard", tags=["dashboard"])
 
-SESSION_COOKIE = "lifecycle_dashboard"
-SESSION_TTL = timedelta(hours=12)
 DEFAULT_RANGE = timedelta(days=90)
 # The dashboard waits for Temporal's list of running dunnings at most this long.
 LIST_TIMEOUT = timedelta(seconds=5)
+# And for one older dunning's `state` query (see `_invoice_of`) at most this long.
+QUERY_TIMEOUT = timedelta(seconds=2)
 MAX_LISTED = 500
-IN_DUNNING = "Lifecycle IN ('dunning', 'payment_action') AND ExecutionStatus = 'Running'"
-WORKFLOW_PREFIXES = ("dunning-", "payment-action-")
+IN_DUNNING = (
+    f"{contract.visibility_in(contract.LIFECYCLE, INVOICE_LIFECYCLES)} "
+    "AND ExecutionStatus = 'Running'"
+)
 
 _PAGES = Environment(
     loader=PackageLoader("stripe_lifecycle.api", "pages"),
@@ -92,131 +97,20 @@ _PAGES = Environment(
 )
 
 _HEADERS = {
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
-    ),
+    **SELF_CONTAINED_PAGE_HEADERS,
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
 
 
-# --- sessions ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DashboardSession:
-    """What the session cookie holds, signed: never the key itself."""
-
-    role: ApiRole
-    key_id: str
-    expires_at: int
-    # Random per login; the session's CSRF token is derived from it.
-    nonce: str
-
-
-def key_fingerprint(key: str) -> str:
-    """The short fingerprint audit trails name a key by (the same as the API's)."""
-    return hashlib.sha256(key.encode()).hexdigest()[:8]
-
-
-def session_secret(settings: Settings) -> bytes:
-    # Derived, so a session cookie can never pass for a tracked-link token or back.
-    return hmac.new(settings.link_secret_bytes(), b"dashboard-session", hashlib.sha256).digest()
-
-
-def seal_session(secret: bytes, session: DashboardSession) -> str:
-    payload = json.dumps(
-        {"r": session.role, "k": session.key_id, "e": session.expires_at, "n": session.nonce},
-        separators=(",", ":"),
-    ).encode()
-    return seal(secret, b"session", payload)
-
-
-def open_session(secret: bytes, token: str, now: float) -> DashboardSession | None:
-    """The session of a genuine, unexpired cookie; None for anything else."""
-    payload = unseal(secret, b"session", token)
-    if payload is None:
-        return None
-    try:
-        values = json.loads(payload)
-        session = DashboardSession(
-            role=values["r"],
-            key_id=str(values["k"]),
-            expires_at=int(values["e"]),
-            nonce=values["n"],
-        )
-    except (ValueError, KeyError, TypeError):
-        return None
-    if session.role not in ("support", "admin") or session.expires_at <= now:
-        return None
-    return session
-
-
-def csrf_token(secret: bytes, session: DashboardSession) -> str:
-    # The MAC part of the nonce sealed for CSRF: nothing a page could guess or reuse.
-    return seal(secret, b"csrf", session.nonce.encode()).rpartition(".")[2]
-
-
-@dataclass(frozen=True)
-class Viewer:
-    caller: Caller
-    # None for a script that sent a Bearer key: there is no cookie to forge requests with.
-    session: DashboardSession | None
-
-    @property
-    def actor(self) -> str:
-        return f"{self.caller} (dashboard)"
-
-
-def _caller_for_key(state: AppState, presented: str) -> Caller | None:
-    # Compare against every key, so timing does not reveal which one nearly matched.
-    matched = [k.role for k in state.api_keys if k.matches(presented)]
-    return Caller(role=matched[0], key_id=key_fingerprint(presented)) if matched else None
-
-
-def _viewer(request: Request, state: AppState) -> Viewer | None:
-    """Who is looking: a Bearer key (a wrong one is a 401), else a valid session cookie,
-    else nobody (None). Other Authorization schemes (a proxy's basic auth in front of the
-    dashboard) are left to the proxy."""
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer":
-        caller = _caller_for_key(state, credentials.strip())
-        if caller is None:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                detail="a valid API key is required (Authorization: Bearer <key>)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        return Viewer(caller, None)
-    token = request.cookies.get(SESSION_COOKIE)
-    if not token:
-        return None
-    session = open_session(session_secret(state.settings), token, time.time())
-    if session is None:
-        return None
-    # The key must still be configured, with that role: removing a key ends its sessions.
-    if not any(
-        k.role == session.role and key_fingerprint(k.key.get_secret_value()) == session.key_id
-        for k in state.api_keys
-    ):
-        return None
-    return Viewer(Caller(role=session.role, key_id=session.key_id), session)
-
-
-def _check_csrf(state: AppState, viewer: Viewer, presented: str) -> None:
-    """A form posted with the session cookie must carry the session's CSRF token (403);
-    one posted with a Bearer key needs none."""
-    if viewer.session is None:
-        return
-    expected = csrf_token(session_secret(state.settings), viewer.session)
-    if not hmac.compare_digest(expected.encode(), presented.encode()):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="invalid CSRF token")
-
-
-def _secure(request: Request, settings: Settings) -> bool:
-    return request.url.scheme == "https" or settings.public_url.startswith("https://")
+def _cookie_attributes(request: Request, settings: Settings) -> dict[str, Any]:
+    """The session cookie's scope and guards, the same when it is set and deleted."""
+    return {
+        "path": "/dashboard",
+        "httponly": True,
+        "samesite": "strict",
+        "secure": request.url.scheme == "https" or settings.public_url.startswith("https://"),
+    }
 
 
 def _to_login() -> RedirectResponse:
@@ -228,318 +122,6 @@ def _html(template: str, status_code: int = status.HTTP_200_OK, **context: Any) 
     return HTMLResponse(html, status_code=status_code, headers=_HEADERS)
 
 
-# --- charts (server-rendered SVG; the geometry is computed here, drawn by _charts.html) ----
-
-CHART_WIDTH = 640
-BAR_COLOR = "#635bff"
-RATE_COLOR = "#0a8f5c"
-
-
-@dataclass(frozen=True)
-class Tick:
-    y: float
-    label: str
-
-
-@dataclass(frozen=True)
-class Column:
-    x: float
-    y: float
-    width: float
-    height: float
-    title: str
-
-
-@dataclass(frozen=True)
-class Dot:
-    x: float
-    y: float
-    title: str
-
-
-@dataclass(frozen=True)
-class AxisLabel:
-    x: float
-    text: str
-
-
-@dataclass
-class TimeChart:
-    """Columns (money) or a line (a rate) over the periods of the range."""
-
-    id: str
-    title: str
-    description: str
-    kind: Literal["columns", "line"]
-    color: str
-    height: int = 240
-    width: int = CHART_WIDTH
-    left: int = 72
-    right: int = 16
-    top: int = 16
-    bottom: int = 32
-    ticks: list[Tick] = field(default_factory=list)
-    columns: list[Column] = field(default_factory=list)
-    lines: list[str] = field(default_factory=list)
-    dots: list[Dot] = field(default_factory=list)
-    x_labels: list[AxisLabel] = field(default_factory=list)
-    table_head: list[str] = field(default_factory=list)
-    table_rows: list[list[str]] = field(default_factory=list)
-
-    @property
-    def plot_bottom(self) -> int:
-        return self.height - self.bottom
-
-
-@dataclass(frozen=True)
-class HBar:
-    y: float
-    width: float
-    label: str
-    value: str
-    title: str
-
-
-@dataclass
-class BarChart:
-    """Horizontal bars, one per automation or step."""
-
-    id: str
-    title: str
-    description: str
-    color: str = BAR_COLOR
-    width: int = CHART_WIDTH
-    label_width: int = 250
-    value_width: int = 96
-    row_height: int = 28
-    top: int = 8
-    bars: list[HBar] = field(default_factory=list)
-    table_head: list[str] = field(default_factory=list)
-    table_rows: list[list[str]] = field(default_factory=list)
-    note: str | None = None
-
-    @property
-    def height(self) -> int:
-        return self.top * 2 + self.row_height * len(self.bars)
-
-    @property
-    def bar_left(self) -> int:
-        return self.label_width + 8
-
-    @property
-    def bar_span(self) -> int:
-        return self.width - self.bar_left - self.value_width
-
-
-def nice_step(value: float) -> float:
-    """The smallest 1, 2 or 5 × 10^k at least `value`."""
-    if value <= 0:
-        return 1.0
-    magnitude = 10.0 ** math.floor(math.log10(value))
-    for multiple in (1, 2, 5, 10):
-        if multiple * magnitude >= value * (1 - 1e-9):
-            return multiple * magnitude
-    return 10 * magnitude
-
-
-def money(minor_units: int, currency: str | None) -> str:
-    return format_amount(minor_units, currency) if currency else f"{minor_units} (no currency)"
-
-
-def _short_money(minor_units: int, currency: str | None) -> str:
-    """An axis label: "$1,200" rather than "$1,200.00"."""
-    return re.sub(r"\.0+(?=\D*$)", "", money(minor_units, currency))
-
-
-def percent(rate: float | None) -> str:
-    if rate is None:
-        return "—"
-    return f"{rate * 100:.1f}".removesuffix(".0") + "%"
-
-
-def _period_name(start: datetime, interval: Interval) -> str:
-    day = f"{start.day} {start:%b %Y}"
-    return f"Week of {day}" if interval == "week" else day
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
-
-
-def _x_positions(chart: TimeChart, count: int) -> tuple[float, list[float]]:
-    band = (chart.width - chart.left - chart.right) / max(count, 1)
-    return band, [chart.left + band * (i + 0.5) for i in range(count)]
-
-
-def _x_labels(series: RecoverySeries, centres: list[float]) -> list[AxisLabel]:
-    every = max(1, math.ceil(len(centres) / 8))
-    return [
-        AxisLabel(x=round(x, 1), text=f"{point.start.day} {point.start:%b}")
-        for i, (point, x) in enumerate(zip(series.points, centres, strict=True))
-        if i % every == 0
-    ]
-
-
-def recovered_chart(series: RecoverySeries, currency: str | None) -> TimeChart:
-    per = "week" if series.interval == "week" else "day"
-    code = (currency or "").upper()
-    chart = TimeChart(
-        id=f"recovered-{currency or 'none'}",
-        title=f"Recovered revenue per {per} ({code or 'no currency'})",
-        description=(
-            f"Amounts paid on invoices that dunning recovered, in {code or 'no currency'}, "
-            f"per {per} from {series.since:%Y-%m-%d} to {series.until:%Y-%m-%d}."
-        ),
-        kind="columns",
-        color=BAR_COLOR,
-    )
-    amounts = []
-    for point in series.points:
-        found = [m for m in point.recovered if m.currency == currency]
-        amounts.append((found[0].amount_cents, found[0].invoices) if found else (0, 0))
-    unit = 10 ** currency_exponent(currency) if currency else 1
-    step = nice_step(max((a for a, _ in amounts), default=0) / unit / 4) * unit
-    top = step * max(1, math.ceil(max((a for a, _ in amounts), default=0) / step))
-    plot_height = chart.plot_bottom - chart.top
-    chart.ticks = [
-        Tick(
-            y=round(chart.plot_bottom - plot_height * value / top, 1),
-            label=_short_money(round(value), currency),
-        )
-        for value in (step * i for i in range(round(top / step) + 1))
-    ]
-    band, centres = _x_positions(chart, len(amounts))
-    width = max(1.0, band * 0.7)
-    for point, x, (amount, invoices) in zip(series.points, centres, amounts, strict=True):
-        height = plot_height * max(amount, 0) / top
-        name = _period_name(point.start, series.interval)
-        chart.columns.append(
-            Column(
-                x=round(x - width / 2, 1),
-                y=round(chart.plot_bottom - height, 1),
-                width=round(width, 1),
-                height=round(height, 1),
-                title=f"{name}: {money(amount, currency)} recovered from "
-                f"{_plural(invoices, 'invoice')}",
-            )
-        )
-        chart.table_rows.append([name, money(amount, currency), str(invoices)])
-    chart.x_labels = _x_labels(series, centres)
-    chart.table_head = [per.capitalize(), "Recovered", "Invoices"]
-    return chart
-
-
-def rate_chart(series: RecoverySeries) -> TimeChart:
-    per = "week" if series.interval == "week" else "day"
-    chart = TimeChart(
-        id="recovery-rate",
-        title=f"Recovery rate per {per}",
-        description=(
-            f"Recovered invoices as a share of the invoices in dunning, per {per} from "
-            f"{series.since:%Y-%m-%d} to {series.until:%Y-%m-%d}; no point where no "
-            f"invoice was in dunning."
-        ),
-        kind="line",
-        color=RATE_COLOR,
-    )
-    plot_height = chart.plot_bottom - chart.top
-    chart.ticks = [
-        Tick(y=round(chart.plot_bottom - plot_height * share, 1), label=f"{round(share * 100)}%")
-        for share in (0, 0.25, 0.5, 0.75, 1)
-    ]
-    _, centres = _x_positions(chart, len(series.points))
-    segment: list[str] = []
-    for point, x in zip(series.points, centres, strict=True):
-        name = _period_name(point.start, series.interval)
-        chart.table_rows.append(
-            [
-                name,
-                percent(point.recovery_rate),
-                str(point.recovered_invoices),
-                str(point.failed_invoices),
-            ]
-        )
-        if point.recovery_rate is None:
-            if segment:
-                chart.lines.append(" ".join(segment))
-            segment = []
-            continue
-        y = round(chart.plot_bottom - plot_height * point.recovery_rate, 1)
-        segment.append(f"{round(x, 1)},{y}")
-        chart.dots.append(
-            Dot(
-                x=round(x, 1),
-                y=y,
-                title=f"{name}: {percent(point.recovery_rate)} recovered "
-                f"({point.recovered_invoices} of {_plural(point.failed_invoices, 'invoice')} "
-                f"in dunning)",
-            )
-        )
-    if segment:
-        chart.lines.append(" ".join(segment))
-    chart.x_labels = _x_labels(series, centres)
-    chart.table_head = [per.capitalize(), "Recovery rate", "Recovered", "In dunning"]
-    return chart
-
-
-def _row_label(row: ReportRow) -> str:
-    automation = row.automation or row.lifecycle
-    if row.step is None:
-        return automation
-    index, _, _ = row.step.partition("-")
-    number = f"{int(index) + 1}. " if index.isdigit() else ""
-    return f"{automation} › {number}{row.template or row.step}"
-
-
-def earned_charts(report: AttributionReport, per: Literal["automation", "step"]) -> list[BarChart]:
-    """One chart per currency of the MRR credited to each group's emails; groups whose
-    emails earned nothing in the range show as empty bars in each."""
-    currencies = sorted({r.currency for r in report.rows if r.currency is not None})
-    idle = [r for r in report.rows if r.currency is None]
-    charts = []
-    for currency in currencies:
-        rows = [r for r in report.rows if r.currency == currency] + idle
-        chart = BarChart(
-            id=f"earned-{per}-{currency}",
-            title=f"MRR earned per {per} ({currency.upper()})",
-            description=(
-                f"MRR credited to the emails of each {per} in {currency.upper()}, "
-                f"from {report.since:%Y-%m-%d} to {report.until:%Y-%m-%d}."
-            ),
-        )
-        most = max((max(r.mrr_delta_cents, 0) for r in rows), default=0) or 1
-        for i, row in enumerate(rows):
-            label = _row_label(row)
-            value = money(row.mrr_delta_cents if row.currency else 0, currency)
-            chart.bars.append(
-                HBar(
-                    y=chart.top + chart.row_height * i,
-                    width=round(chart.bar_span * max(row.mrr_delta_cents, 0) / most, 1),
-                    label=label if len(label) <= 38 else label[:37] + "…",
-                    value=value,
-                    title=f"{label} ({row.lifecycle}): {value} MRR from "
-                    f"{_plural(row.conversions, 'conversion')}, "
-                    f"{_plural(row.messages_sent, 'email')} sent",
-                )
-            )
-            chart.table_rows.append(
-                [
-                    label,
-                    value,
-                    str(row.conversions),
-                    str(row.messages_sent),
-                    percent(row.conversion_rate),
-                ]
-            )
-        chart.table_head = [per.capitalize(), "MRR earned", "Conversions", "Emails sent", "Rate"]
-        # What no email earned, so the bars are read against it.
-        unearned = [u.mrr_delta_cents for u in report.unattributed if u.currency == currency]
-        if unearned:
-            chart.note = f"Not credited to any email: {money(sum(unearned), currency)} MRR."
-        charts.append(chart)
-    return charts
-
-
 # --- the page ----------------------------------------------------------------------------
 
 
@@ -548,11 +130,28 @@ class InDunning:
     customer_id: str
     email: str | None
     mrr: str | None
-    invoice_id: str
+    # None when the workflow does not tell (the page shows "—").
+    invoice_id: str | None
     workflow_id: str
     lifecycle: str
     automation: str | None
     started: datetime | None
+
+
+async def _invoice_of(temporal: Client, execution: WorkflowExecution) -> str | None:
+    """The invoice a running dunning is about: from its memo, or, for instances started
+    before the memo was written, from its `state` query; None when neither tells."""
+    memo = await execution.memo_value(contract.MEMO_INVOICE_ID, default=None)
+    if isinstance(memo, str) and memo:
+        return memo
+    handle = temporal.get_workflow_handle(execution.id, run_id=execution.run_id)
+    try:
+        state = await handle.query(contract.STATE_QUERY, rpc_timeout=QUERY_TIMEOUT)
+    except (WorkflowQueryFailedError, *TEMPORAL_UNREACHABLE) as exc:
+        log.info("the state query of %s failed: %s", execution.id, exc)
+        return None
+    invoice_id = state.get(contract.MEMO_INVOICE_ID) if isinstance(state, dict) else None
+    return invoice_id if isinstance(invoice_id, str) and invoice_id else None
 
 
 async def customers_in_dunning(session: AsyncSession, temporal: Client) -> list[InDunning]:
@@ -565,6 +164,7 @@ async def customers_in_dunning(session: AsyncSession, temporal: Client) -> list[
             IN_DUNNING, limit=MAX_LISTED, rpc_timeout=LIST_TIMEOUT
         )
     ]
+    invoices = await asyncio.gather(*(_invoice_of(temporal, e) for e in executions))
     ids = {e.typed_search_attributes.get(contract.CUSTOMER_ID) for e in executions} - {None}
     customers = {
         c.customer_id: c
@@ -573,13 +173,10 @@ async def customers_in_dunning(session: AsyncSession, temporal: Client) -> list[
         ).scalars()
     }
     found = []
-    for execution in executions:
+    for execution, invoice_id in zip(executions, invoices, strict=True):
         attrs = execution.typed_search_attributes
         customer_id = attrs.get(contract.CUSTOMER_ID) or ""
         customer = customers.get(customer_id)
-        invoice_id = execution.id
-        for prefix in WORKFLOW_PREFIXES:
-            invoice_id = invoice_id.removeprefix(prefix)
         found.append(
             InDunning(
                 customer_id=customer_id,
@@ -614,7 +211,7 @@ def _notice(
     # Only codes travel in the URL: the page writes the sentence, so a crafted link
     # cannot put words of its own on it.
     if done:
-        stopped = _plural(count or 0, "sequence")
+        stopped = plural(count or 0, "sequence")
         return ("ok", f"Stopped {stopped} for {done}.")
     if failed:
         reasons = {
@@ -628,7 +225,7 @@ def _notice(
 
 @router.get("", response_class=HTMLResponse)
 async def dashboard(
-    request: Request,
+    viewer: ViewerDep,
     state: AppStateDep,
     session: SessionDep,
     temporal: TemporalDep,
@@ -641,7 +238,6 @@ async def dashboard(
     why: Annotated[str | None, Query(include_in_schema=False)] = None,
 ) -> Response:
     """The dashboard (HTML). Needs a session (`/dashboard/login`) or a Bearer key."""
-    viewer = _viewer(request, state)
     if viewer is None:
         return _to_login()
     now = datetime.now(UTC)
@@ -698,7 +294,7 @@ async def dashboard(
 @router.get("/login", response_class=HTMLResponse)
 async def login_page(request: Request, state: AppStateDep) -> Response:
     """The login form: paste a support or admin API key."""
-    if request.cookies.get(SESSION_COOKIE) and _viewer(request, state) is not None:
+    if request.cookies.get(SESSION_COOKIE) and current_viewer(request, state) is not None:
         return RedirectResponse("/dashboard", status.HTTP_303_SEE_OTHER, headers=_HEADERS)
     return _html("login.html", error=None)
 
@@ -706,28 +302,20 @@ async def login_page(request: Request, state: AppStateDep) -> Response:
 @router.post("/login", response_class=HTMLResponse)
 async def login(request: Request, state: AppStateDep, key: Annotated[str, Form()] = "") -> Response:
     """Exchange an API key for a 12-hour session cookie."""
-    caller = _caller_for_key(state, key.strip()) if key.strip() else None
+    caller = identify(state, key.strip()) if key.strip() else None
     if caller is None:
         return _html(
             "login.html",
             status_code=status.HTTP_401_UNAUTHORIZED,
             error="That key is not a support or admin key of this installation.",
         )
-    session = DashboardSession(
-        role=caller.role,
-        key_id=caller.key_id,
-        expires_at=int(time.time() + SESSION_TTL.total_seconds()),
-        nonce=secrets.token_urlsafe(16),
-    )
+    session = new_session(caller, time.time())
     response = RedirectResponse("/dashboard", status.HTTP_303_SEE_OTHER, headers=_HEADERS)
     response.set_cookie(
         SESSION_COOKIE,
         seal_session(session_secret(state.settings), session),
         max_age=int(SESSION_TTL.total_seconds()),
-        path="/dashboard",
-        httponly=True,
-        samesite="strict",
-        secure=_secure(request, state.settings),
+        **_cookie_attributes(request, state.settings),
     )
     log.info("dashboard login: %s", caller)
     return response
@@ -735,26 +323,19 @@ async def login(request: Request, state: AppStateDep, key: Annotated[str, Form()
 
 @router.post("/logout", response_class=HTMLResponse)
 async def logout(
-    request: Request, state: AppStateDep, csrf: Annotated[str, Form()] = ""
+    request: Request, viewer: ViewerDep, state: AppStateDep, csrf: Annotated[str, Form()] = ""
 ) -> Response:
-    viewer = _viewer(request, state)
     if viewer is not None:
-        _check_csrf(state, viewer, csrf)
+        check_csrf(state, viewer, csrf)
     response = _to_login()
-    response.delete_cookie(
-        SESSION_COOKIE,
-        path="/dashboard",
-        httponly=True,
-        samesite="strict",
-        secure=_secure(request, state.settings),
-    )
+    response.delete_cookie(SESSION_COOKIE, **_cookie_attributes(request, state.settings))
     return response
 
 
 @router.post("/customers/{customer_id}/dunning/cancel", response_class=HTMLResponse)
 async def cancel_dunning(
     customer_id: str,
-    request: Request,
+    viewer: ViewerDep,
     state: AppStateDep,
     session: SessionDep,
     temporal: TemporalDep,
@@ -765,10 +346,9 @@ async def cancel_dunning(
 ) -> Response:
     """The dashboard's Cancel button: the same as `POST /v1/customers/{id}/dunning/cancel`,
     recorded as done by the signed-in key through the dashboard. Back to the dashboard."""
-    viewer = _viewer(request, state)
     if viewer is None:
         return _to_login()
-    _check_csrf(state, viewer, csrf)
+    check_csrf(state, viewer, csrf)
     back = {k: v for k, v in (("since", since), ("until", until)) if v}
     if not reason.strip():
         back |= {"failed": customer_id, "why": "reason"}

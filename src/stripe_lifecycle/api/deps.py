@@ -1,4 +1,5 @@
-"""FastAPI dependencies as `Annotated` aliases."""
+"""FastAPI dependencies as `Annotated` aliases, and the one API-key check that `/v1` and
+the dashboard share."""
 
 from __future__ import annotations
 
@@ -53,6 +54,11 @@ _GRANTS: dict[ApiRole, frozenset[ApiRole]] = {
 }
 
 
+def key_fingerprint(key: str) -> str:
+    """The short fingerprint audit trails and dashboard sessions name a key by."""
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who called: the key's role and a short fingerprint of the key (for audit trails;
@@ -60,9 +66,35 @@ class Caller:
 
     role: ApiRole
     key_id: str
+    # Every role the key is configured with (LIFECYCLE_API_KEYS may list a key twice).
+    roles: frozenset[ApiRole]
 
     def __str__(self) -> str:
         return f"{self.role} key {self.key_id}"
+
+    def may(self, role: ApiRole) -> bool:
+        return bool(_GRANTS[role] & self.roles)
+
+
+def identify(state: AppState, presented: str) -> Caller | None:
+    """The caller a presented API key identifies; None for a key that is not configured."""
+    # Compare against every key, so timing does not reveal which one nearly matched.
+    matched = [k.role for k in state.api_keys if k.matches(presented)]
+    if not matched:
+        return None
+    return Caller(role=matched[0], key_id=key_fingerprint(presented), roles=frozenset(matched))
+
+
+def authenticate(state: AppState, presented: str | None) -> Caller:
+    """The caller of a Bearer key; 401 for no key or one that is not configured."""
+    caller = identify(state, presented) if presented is not None else None
+    if caller is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="a valid API key is required (Authorization: Bearer <key>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return caller
 
 
 def require_role(role: ApiRole) -> Callable[..., Caller]:
@@ -70,21 +102,10 @@ def require_role(role: ApiRole) -> Callable[..., Caller]:
         state: AppStateDep,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Caller:
-        unauthorized = HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            detail="a valid API key is required (Authorization: Bearer <key>)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-        if credentials is None:
-            raise unauthorized
-        # Compare against every key, so timing does not reveal which one nearly matched.
-        matched = [k.role for k in state.api_keys if k.matches(credentials.credentials)]
-        if not matched:
-            raise unauthorized
-        if not _GRANTS[role] & set(matched):
+        caller = authenticate(state, credentials.credentials if credentials else None)
+        if not caller.may(role):
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this key lacks the {role} role")
-        key_id = hashlib.sha256(credentials.credentials.encode()).hexdigest()[:8]
-        return Caller(role=matched[0], key_id=key_id)
+        return caller
 
     return check
 

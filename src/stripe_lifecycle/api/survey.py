@@ -20,6 +20,7 @@ from sqlmodel import col
 
 from stripe_lifecycle.api.deps import AppStateDep, SessionDep, SupportKey
 from stripe_lifecycle.api.token_pages import TokenPage
+from stripe_lifecycle.domain.lifecycles import Lifecycle
 from stripe_lifecycle.domain.links import read_token
 from stripe_lifecycle.mail.templates import Brand
 from stripe_lifecycle.storage.db import insert_for
@@ -101,7 +102,7 @@ button { margin-top: 16px; }
 
 
 # The same reasons explain a downgrade: its check-in email links here too.
-QUESTIONS = {"plan_change": "What made you change your plan?"}
+QUESTIONS: dict[str, str] = {Lifecycle.PLAN_CHANGE: "What made you change your plan?"}
 DEFAULT_QUESTION = "Why did you cancel?"
 
 
@@ -141,15 +142,6 @@ async def _answer_to(session: AsyncSession, message_id: str) -> CancellationFeed
         select(CancellationFeedback).where(col(CancellationFeedback.message_id) == message_id)
     )
     return result.scalar_one_or_none()
-
-
-def subscription_of(workflow_id: str, customer_id: str) -> str | None:
-    """The subscription a win-back email is about, from its workflow id
-    (`winback-{cus_id}-{sub_id}`); other lifecycles' ids do not name one."""
-    subscription_id = workflow_id.removeprefix(f"winback-{customer_id}-")
-    if subscription_id == workflow_id or not subscription_id.startswith("sub_"):
-        return None
-    return subscription_id
 
 
 def _comment(text: str | None) -> str | None:
@@ -197,7 +189,7 @@ async def answer_survey(
     now = utcnow()
     values = CancellationFeedback(
         customer_id=message.customer_id,
-        subscription_id=subscription_of(message.workflow_id, message.customer_id),
+        subscription_id=message.subscription_id,
         message_id=message.id,
         workflow_id=message.workflow_id,
         reason=reason,

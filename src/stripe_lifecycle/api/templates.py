@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 from pydantic import BaseModel
 
 from stripe_lifecycle.api.deps import AppStateDep, SupportKey
+from stripe_lifecycle.api.page_headers import EMAIL_PREVIEW_POLICY
 from stripe_lifecycle.domain.automations import AutomationsError
 from stripe_lifecycle.mail.preview import (
     SAMPLE_EVENTS,
@@ -21,15 +22,10 @@ from stripe_lifecycle.mail.preview import (
     render_preview,
     sample_event,
 )
-from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
+from stripe_lifecycle.mail.templates import Brand, TemplateRenderer, load_checked_automations
 from stripe_lifecycle.settings import Settings
-from stripe_lifecycle.worker import load_checked_automations
 
 router = APIRouter(prefix="/v1", tags=["templates"])
-
-# The preview is the customer's email, not a page of ours: no scripts, nothing fetched
-# but the images (the brand logo) an email client would show.
-_HTML_POLICY = "default-src 'none'; img-src https: data:; style-src 'unsafe-inline'"
 
 Format = Literal["json", "html", "text"]
 FormatQuery = Annotated[
@@ -166,7 +162,7 @@ def _answer(preview: Preview, output: Format) -> TemplatePreview | Response:
     notes = "; ".join(f"{what}: {why}" for what, why in preview.samples.items())
     headers = {"X-Preview-Samples": _header_value(notes)}
     if output == "html":
-        headers["Content-Security-Policy"] = _HTML_POLICY
+        headers["Content-Security-Policy"] = EMAIL_PREVIEW_POLICY
         return HTMLResponse(email.html, headers=headers)
     return PlainTextResponse(f"Subject: {email.subject}\n\n{email.text}", headers=headers)
 

@@ -15,6 +15,8 @@ from fastapi import status
 from fastapi.responses import HTMLResponse
 from jinja2 import DictLoader, Environment, StrictUndefined, select_autoescape
 
+from stripe_lifecycle.api.page_headers import SELF_CONTAINED_PAGE_HEADERS
+
 _FRAME_NAME = "token_page.html"
 
 # A page `{% extends "token_page.html" %}` and fills `title` (after the brand's name),
@@ -64,16 +66,6 @@ button { width: 100%; padding: 12px 16px; border: 0; border-radius: 6px;
 </html>
 """
 
-_HEADERS = {
-    # The token acts for one customer (answers their survey, changes their preferences):
-    # keep the page out of caches.
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
-    ),
-}
-
 
 class TokenPage:
     """One page behind a signed link: its template, which extends the shared frame."""
@@ -89,4 +81,4 @@ class TokenPage:
     def respond(self, status_code: int = status.HTTP_200_OK, **context: Any) -> HTMLResponse:
         """The page rendered with `context` (which names the `brand`), uncached."""
         html = self._pages.get_template(self._name).render(**context)
-        return HTMLResponse(html, status_code=status_code, headers=_HEADERS)
+        return HTMLResponse(html, status_code=status_code, headers=SELF_CONTAINED_PAGE_HEADERS)

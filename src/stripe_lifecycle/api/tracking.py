@@ -17,6 +17,7 @@ from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import RedirectResponse
 
 from stripe_lifecycle.api.deps import AppStateDep, SessionDep
+from stripe_lifecycle.domain.lifecycles import Lifecycle
 from stripe_lifecycle.domain.links import HOSTED_SURVEY, PORTAL, read_token
 from stripe_lifecycle.storage.models import Message, MessageClick
 
@@ -25,7 +26,7 @@ router = APIRouter(tags=["tracking"])
 
 PORTAL_LINK = "update_payment"
 # Dunning stores the invoice's hosted page, which doubles as the fallback.
-PORTAL_LIFECYCLES = frozenset({"dunning"})
+PORTAL_LIFECYCLES = frozenset({Lifecycle.DUNNING})
 
 
 @router.get("/t/{token}", response_class=RedirectResponse, status_code=status.HTTP_302_FOUND)

@@ -22,33 +22,26 @@ from typing import Any
 
 import yaml
 
+from stripe_lifecycle.domain.lifecycles import Lifecycle
 from stripe_lifecycle.domain.send_windows import SendWindow, parse_window
 
-LIFECYCLES = (
-    "dunning",
-    "payment_action",
-    "trial",
-    "winback",
-    "scheduled_cancel",
-    "renewal",
-    "card_expiring",
-    "plan_change",
-    "upgrade",
-)
+LIFECYCLES: tuple[Lifecycle, ...] = tuple(Lifecycle)
 
 # What each lifecycle's `before:` is measured from; lifecycles not listed have no anchor.
 ANCHORS = {
-    "trial": "trial end",
-    "scheduled_cancel": "period end",
-    "renewal": "period end",
-    "card_expiring": "card expiry",
+    Lifecycle.TRIAL: "trial end",
+    Lifecycle.SCHEDULED_CANCEL: "period end",
+    Lifecycle.RENEWAL: "period end",
+    Lifecycle.CARD_EXPIRING: "card expiry",
 }
 
 INVOICE_ACTIONS = ("cancel_subscription", "mark_uncollectible", "void_invoice", "mark_unpaid")
 # Actions that change the customer's billing are only allowed where the lifecycle owns the
 # failed invoice; every lifecycle may tell the team.
 ALLOWED_ACTIONS: dict[str, frozenset[str]] = {
-    lifecycle: frozenset({"notify_team", *(INVOICE_ACTIONS if lifecycle == "dunning" else ())})
+    lifecycle: frozenset(
+        {"notify_team", *(INVOICE_ACTIONS if lifecycle == Lifecycle.DUNNING else ())}
+    )
     for lifecycle in LIFECYCLES
 }
 ALL_ACTIONS = frozenset().union(*ALLOWED_ACTIONS.values())
@@ -292,6 +285,16 @@ def _parse_automation(check: _Checker, raw: object, position: int) -> Automation
     lifecycle = raw.get("lifecycle")
     if lifecycle not in LIFECYCLES:
         check.problem(name, "lifecycle", f"{lifecycle!r} is not one of {', '.join(LIFECYCLES)}")
+        return None
+    if lifecycle == Lifecycle.UPGRADE:
+        # Refused rather than accepted and never run: nothing starts an upgrade campaign
+        # until segments can trigger one.
+        check.problem(
+            name,
+            "lifecycle",
+            "'upgrade' campaigns start when a customer enters a segment, and segments are "
+            "not available yet: this automation would never run",
+        )
         return None
     priority = raw.get("priority", 100)
     if not isinstance(priority, int) or isinstance(priority, bool):

@@ -6,6 +6,8 @@ Part of the public contract (DESIGN.md); pure, so workflows can import it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from temporalio.common import SearchAttributeKey
 
 CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
@@ -31,8 +33,18 @@ SEARCH_ATTRIBUTES: tuple[
 )
 
 BILLING_EVENTS_SIGNAL = "billing_events"
+# The read-only query every workflow answers with its state (DESIGN.md).
+STATE_QUERY = "state"
+# The memo key an invoice lifecycle is started with: readers find its invoice there, never
+# by parsing the workflow id.
+MEMO_INVOICE_ID = "invoice_id"
 
 
 def visibility_literal(value: str) -> str:
     """A string literal for a Temporal visibility (list filter) query."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def visibility_in(key: SearchAttributeKey[str], values: Iterable[str]) -> str:
+    """`Key IN ('a', 'b')`: a visibility query term matching any of `values`."""
+    return f"{key.name} IN ({', '.join(visibility_literal(v) for v in values)})"

@@ -18,6 +18,13 @@ import calendar
 from dataclasses import dataclass
 
 from stripe_lifecycle.domain import ids
+from stripe_lifecycle.domain.conversions import (
+    EXPANSION,
+    REACTIVATED,
+    RECOVERED,
+    SAVED,
+    TRIAL_CONVERTED,
+)
 from stripe_lifecycle.domain.events import BillingEvent, InvoiceInfo
 from stripe_lifecycle.domain.ledger import (
     MRR_STATUSES,
@@ -41,8 +48,6 @@ RENEWAL_INVOICE_SLACK = 3600
 PLAN_FIELDS = frozenset({"items", "plan", "quantity"})
 
 RUNNING = "running"
-# The outcome that earns revenue for an invoice lifecycle.
-RECOVERED = "recovered"
 # The event that starts an invoice lifecycle; its repeats refresh the invoice (attempt
 # count, next retry) for the copy.
 INVOICE_TRIGGERS = {
@@ -360,7 +365,7 @@ def _trial(event: BillingEvent, sub: Sub, ledger: CustomerLedger) -> list[Decisi
         if ref is None or ref.converted:
             return []
         converted = Convert(
-            "trial_converted",
+            TRIAL_CONVERTED,
             Lifecycle.TRIAL,
             wid,
             sub.id,
@@ -406,7 +411,7 @@ def _scheduled_cancel(
             return [End(wid, "cancelled")]
         if not sub.cancel_scheduled and sub.status not in ENDED:
             saved = Convert(
-                "saved",
+                SAVED,
                 Lifecycle.SCHEDULED_CANCEL,
                 wid,
                 sub.id,
@@ -451,7 +456,7 @@ def _winback(
         latest = pending[-1]
         decisions: list[Decision] = [
             Convert(
-                "reactivated",
+                REACTIVATED,
                 Lifecycle.WINBACK,
                 latest.workflow_id,
                 sub.id,
@@ -536,7 +541,7 @@ def _plan_change(
             if r.lifecycle == Lifecycle.UPGRADE and not r.converted
         ]
         expansion = Convert(
-            "expansion",
+            EXPANSION,
             Lifecycle.UPGRADE,
             credited[-1].workflow_id if credited else None,
             sub.id,

@@ -4,28 +4,34 @@ A marketer gives a template name and a Stripe event (a captured webhook, or one 
 small sample events below) and sees the subject, HTML and text the customer would get.
 The context is built the way the real lifecycle builds it:
 
-- invoice lifecycles (`dunning`, `payment_action`): `workflows.dunning.send_request`,
-  the function the DunningWorkflow itself calls;
+- invoice lifecycles (`dunning`, `payment_action`): the invoice of the event, through
+  `template_context.step_context`, the function the lifecycle engine itself calls;
 - subscription and card lifecycles: the event is applied to a `CustomerLedger`, as the
   customer workflow does, and the template objects are built from its snapshot by the
   functions of `template_context` the workflows use;
-- links: the names the workflow passes as destinations; whether there is an unsubscribe
-  link copies `MailActivities.send_email` (by the lifecycle's mail category).
+- links: the lifecycle's links (`domain/lifecycles.LINKS`), as the engine passes them.
+
+The email is then composed as the `send_email` activity composes it (`mail/compose.py`:
+the same links, the same unsubscribe rule), with tracked links at
+`{public_url}/t/preview-<link>` and the unsubscribe link (where the real email has one) at
+`{public_url}/u/preview`: no signature, so the real endpoints answer them with a 404.
 
 What one event cannot tell (the customer's name on an invoice event, the subscription of
 an upcoming invoice, a trial end on a subscription that has none) is filled with sample
-values, and each is named in `Preview.samples`. Tracked links become `{public_url}/t/preview-<link>`
-and the unsubscribe link (where the mail activity adds one) `{public_url}/u/preview`: no
-signature, so the real endpoints answer them with a 404.
+values, and each is named in `Preview.samples`. Without an event of their own, previews
+use the sample events of `samples/events.json`: small hand-written events in the current
+API shape (periods on subscription items, invoices reaching their subscription through
+`parent`).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from importlib import resources
 from typing import Any
 
 from jinja2 import UndefinedError
@@ -48,12 +54,13 @@ from stripe_lifecycle.domain.template_context import (
     subscription_context,
 )
 from stripe_lifecycle.intake.normalise import PAYMENT_METHOD_OBJECTS, normalise_event
+from stripe_lifecycle.mail.compose import PreviewLinks, compose_email
 from stripe_lifecycle.mail.templates import RenderedEmail, TemplateRenderer
-from stripe_lifecycle.storage.models import LIFECYCLE_CATEGORIES, MailCategory
 
 DAY = 86_400
 LINK_NAMES = ("update_payment", "survey", "offer")
-INVOICE_LIFECYCLE_KEYS = frozenset(INVOICE_LIFECYCLES)
+# The status of a sample subscription by lifecycle (otherwise active).
+_SAMPLE_STATUSES: dict[str, str] = {Lifecycle.TRIAL: "trialing", Lifecycle.WINBACK: "canceled"}
 PREVIEW_OBJECTS = frozenset({"invoice", "subscription", "customer", *PAYMENT_METHOD_OBJECTS})
 
 SAMPLE_CUSTOMER_ID = "cus_sample"
@@ -77,13 +84,17 @@ class UnknownTemplate(PreviewError, LookupError):
 
 @dataclass(frozen=True)
 class PreviewContext:
-    """The template context of one preview, and what in it is sample data."""
+    """What one preview's email is composed of, and what in it is sample data."""
 
     template: str
     lifecycle: str
     event_type: str
+    # The template context as the lifecycle passes it to `send_email` (without `links`).
     context: dict[str, Any]
-    links: dict[str, str | None]
+    # The link names the lifecycle passes as destinations.
+    destinations: list[str]
+    addresses: PreviewLinks
+    unsubscribe_billing: bool
     # What the event did not tell, filled with sample values: what → why.
     samples: dict[str, str] = field(default_factory=dict)
 
@@ -96,14 +107,6 @@ class Preview:
     email: RenderedEmail
     links: dict[str, str | None]
     samples: dict[str, str]
-
-
-def preview_url(public_url: str, link: str) -> str:
-    return f"{public_url.rstrip('/')}/t/preview-{link}"
-
-
-def preview_unsubscribe_url(public_url: str) -> str:
-    return f"{public_url.rstrip('/')}/u/preview"
 
 
 def lifecycle_of(template: str) -> str:
@@ -131,7 +134,15 @@ def render_preview(
         unsubscribe_billing=unsubscribe_billing,
     )
     try:
-        email = renderer.render(template, built.context)
+        composed = compose_email(
+            renderer,
+            template,
+            built.lifecycle,
+            built.context,
+            built.destinations,
+            built.addresses,
+            unsubscribe_billing=built.unsubscribe_billing,
+        )
     except (UndefinedError, TypeError, ValueError) as exc:
         raise PreviewError(
             f"{template} could not be rendered with this {built.event_type} event: {exc}"
@@ -140,8 +151,8 @@ def render_preview(
         template=template,
         lifecycle=built.lifecycle,
         event_type=built.event_type,
-        email=email,
-        links=built.links,
+        email=composed.rendered,
+        links=composed.links.for_template(),
         samples=built.samples,
     )
 
@@ -154,7 +165,7 @@ def build_context(
     automation: Automation | None = None,
     unsubscribe_billing: bool = False,
 ) -> PreviewContext:
-    """The context `template`'s lifecycle would render it with, had `event` started it.
+    """What `template`'s lifecycle would send it with, had `event` started it.
 
     `unsubscribe_billing` is `LIFECYCLE_UNSUBSCRIBE_BILLING`: whether billing mail carries
     an unsubscribe link too.
@@ -168,24 +179,18 @@ def build_context(
     samples: dict[str, str] = {}
     billing = _normalise(event, samples)
     ledger = CustomerLedger(new_state(billing.customer_id))
-    if lifecycle in INVOICE_LIFECYCLE_KEYS:
+    if lifecycle in INVOICE_LIFECYCLES:
         context, destinations = _invoice_context(lifecycle, billing, ledger, automation, samples)
     else:
         context, destinations = _lifecycle_context(lifecycle, billing, ledger, automation, samples)
-    # Mirrors MailActivities.send_email (activities/mail.py): which mail can be
-    # unsubscribed from is the activity's decision, by the lifecycle's mail category.
-    category = LIFECYCLE_CATEGORIES.get(lifecycle, MailCategory.PRODUCT)
-    unsubscribable = category != MailCategory.BILLING or unsubscribe_billing
-    links: dict[str, str | None] = {
-        "unsubscribe": preview_unsubscribe_url(public_url) if unsubscribable else None
-    }
-    links.update((name, preview_url(public_url, name)) for name in destinations)
     return PreviewContext(
         template=template,
         lifecycle=lifecycle,
         event_type=billing.type,
-        context={**context, "links": links},
-        links=links,
+        context=context,
+        destinations=destinations,
+        addresses=PreviewLinks(public_url),
+        unsubscribe_billing=unsubscribe_billing,
         samples=samples,
     )
 
@@ -307,7 +312,7 @@ def _sample_invoice(lifecycle: str, billing: BillingEvent) -> InvoiceInfo:
         currency=(sub.currency if sub else None) or "usd",
         amount_due=amount or 4900,
         attempt_count=1,
-        next_payment_attempt=billing.created + 3 * DAY if lifecycle == "dunning" else None,
+        next_payment_attempt=billing.created + 3 * DAY if lifecycle == Lifecycle.DUNNING else None,
         hosted_invoice_url="https://invoice.stripe.com/i/sample",
         created=billing.created,
     )
@@ -365,11 +370,10 @@ def _sample_subscription(lifecycle: str, billing: BillingEvent, sub_id: str) -> 
     invoice = billing.invoice
     currency = (invoice.currency if invoice else None) or "usd"
     amount = (invoice.amount_due if invoice else 0) or 4900
-    status = {"trial": "trialing", "winback": "canceled"}.get(lifecycle, "active")
     return SubscriptionInfo(
         id=sub_id,
         customer_id=billing.customer_id,
-        status=status,
+        status=_SAMPLE_STATUSES.get(lifecycle, "active"),
         currency=currency,
         items=[
             SubscriptionItemInfo(
@@ -386,7 +390,7 @@ def _sample_subscription(lifecycle: str, billing: BillingEvent, sub_id: str) -> 
         current_period_end=(invoice.next_payment_attempt if invoice else None)
         or billing.created + 30 * DAY,
         trial_end=billing.created + 14 * DAY if lifecycle == Lifecycle.TRIAL else None,
-        cancel_at_period_end=lifecycle == "scheduled_cancel",
+        cancel_at_period_end=lifecycle == Lifecycle.SCHEDULED_CANCEL,
     )
 
 
@@ -410,176 +414,28 @@ def _month_index(epoch: int) -> int:
 
 
 # --- Sample events ------------------------------------------------------------------
-# Small hand-written events in the current API shape (periods on subscription items,
-# invoices reaching their subscription through `parent`), for previews without a fixture.
 
 
-def _sample_event(
-    event_type: str, obj: dict[str, Any], previous: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    data: dict[str, Any] = {"object": obj}
-    if previous is not None:
-        data["previous_attributes"] = previous
-    return {
-        "id": f"evt_sample_{event_type.replace('.', '_')}",
-        "object": "event",
-        "api_version": "2025-09-30.clover",
-        "created": SAMPLE_CREATED,
-        "livemode": False,
-        "type": event_type,
-        "data": data,
-    }
+def _load_sample_events() -> dict[str, dict[str, Any]]:
+    text = (resources.files(__package__) / "samples" / "events.json").read_text("utf-8")
+    events: dict[str, dict[str, Any]] = json.loads(text)
+    return events
 
 
-def _subscription(
-    status: str, *, amount: int = 4900, quantity: int = 1, nickname: str = "Pro", **extra: Any
-) -> dict[str, Any]:
-    return {
-        "id": "sub_sample",
-        "object": "subscription",
-        "customer": SAMPLE_CUSTOMER_ID,
-        "status": status,
-        "currency": "usd",
-        "created": SAMPLE_CREATED - 90 * DAY,
-        "cancel_at_period_end": False,
-        "cancel_at": None,
-        "trial_end": None,
-        "items": {
-            "object": "list",
-            "data": [
-                {
-                    "id": "si_sample",
-                    "object": "subscription_item",
-                    "quantity": quantity,
-                    "current_period_start": SAMPLE_CREATED - 16 * DAY,
-                    "current_period_end": SAMPLE_CREATED + 14 * DAY,
-                    "price": {
-                        "id": f"price_sample_{nickname.lower()}",
-                        "object": "price",
-                        "nickname": nickname,
-                        "product": "prod_sample",
-                        "currency": "usd",
-                        "unit_amount": amount,
-                        "recurring": {"interval": "month", "interval_count": 1},
-                    },
-                }
-            ],
-        },
-        **extra,
-    }
-
-
-def _invoice(**extra: Any) -> dict[str, Any]:
-    return {
-        "id": "in_sample",
-        "object": "invoice",
-        "customer": SAMPLE_CUSTOMER_ID,
-        "status": "open",
-        "billing_reason": "subscription_cycle",
-        "number": "SAMPLE-0042",
-        "currency": "usd",
-        "amount_due": 4900,
-        "amount_paid": 0,
-        "amount_remaining": 4900,
-        "total": 4900,
-        "attempt_count": 1,
-        "next_payment_attempt": SAMPLE_CREATED + 3 * DAY,
-        "hosted_invoice_url": "https://invoice.stripe.com/i/acct_sample/in_sample",
-        "created": SAMPLE_CREATED - 3600,
-        "parent": {
-            "type": "subscription_details",
-            "subscription_details": {"subscription": "sub_sample"},
-        },
-        **extra,
-    }
-
-
-def _card_object(kind: str) -> dict[str, Any]:
-    card = {"brand": "mastercard", "last4": "4444", "exp_month": 3, "exp_year": 2026}
-    if kind == "card":
-        return {"id": "card_sample", "object": "card", "customer": SAMPLE_CUSTOMER_ID, **card}
-    return {
-        "id": "pm_sample",
-        "object": "payment_method",
-        "type": "card",
-        "customer": SAMPLE_CUSTOMER_ID,
-        "card": card,
-    }
-
-
-SAMPLE_EVENTS: dict[str, Callable[[], dict[str, Any]]] = {
-    "invoice.payment_failed": lambda: _sample_event("invoice.payment_failed", _invoice()),
-    "invoice.payment_action_required": lambda: _sample_event(
-        "invoice.payment_action_required", _invoice(next_payment_attempt=None)
-    ),
-    "invoice.upcoming": lambda: _sample_event(
-        "invoice.upcoming",
-        _invoice(
-            id=None,
-            status="draft",
-            number=None,
-            amount_due=49000,
-            attempt_count=0,
-            next_payment_attempt=SAMPLE_CREATED + 7 * DAY,
-            hosted_invoice_url=None,
-        ),
-    ),
-    "customer.subscription.created": lambda: _sample_event(
-        "customer.subscription.created",
-        _subscription("trialing", trial_end=SAMPLE_CREATED + 14 * DAY),
-    ),
-    "customer.subscription.trial_will_end": lambda: _sample_event(
-        "customer.subscription.trial_will_end",
-        _subscription("trialing", trial_end=SAMPLE_CREATED + 3 * DAY),
-    ),
-    "customer.subscription.updated": lambda: _sample_event(
-        "customer.subscription.updated",
-        _subscription("active", nickname="Starter", amount=1900, quantity=3),
-        {"quantity": 2},
-    ),
-    "customer.subscription.updated-cancel": lambda: _sample_event(
-        "customer.subscription.updated",
-        _subscription("active", cancel_at_period_end=True),
-        {"cancel_at_period_end": False},
-    ),
-    "customer.subscription.updated-downgrade": lambda: _sample_event(
-        "customer.subscription.updated",
-        _subscription("active", nickname="Starter", amount=1900),
-        {
-            "items": {
-                "object": "list",
-                "data": [{"id": "si_sample", "price": {"id": "price_sample_pro"}}],
-            }
-        },
-    ),
-    "customer.subscription.deleted": lambda: _sample_event(
-        "customer.subscription.deleted",
-        _subscription(
-            "canceled",
-            canceled_at=SAMPLE_CREATED,
-            ended_at=SAMPLE_CREATED,
-            cancellation_details={"reason": "cancellation_requested", "feedback": None},
-        ),
-    ),
-    "customer.source.expiring": lambda: _sample_event(
-        "customer.source.expiring", _card_object("card")
-    ),
-    "payment_method.attached": lambda: _sample_event(
-        "payment_method.attached", _card_object("payment_method")
-    ),
-}
+# Name -> event, in the order the API and the CLI list them.
+SAMPLE_EVENTS = _load_sample_events()
 
 # The sample event each lifecycle's templates preview with when no event is given.
-DEFAULT_SAMPLES = {
-    "dunning": "invoice.payment_failed",
-    "payment_action": "invoice.payment_action_required",
-    "trial": "customer.subscription.created",
-    "winback": "customer.subscription.deleted",
-    "scheduled_cancel": "customer.subscription.updated-cancel",
-    "renewal": "invoice.upcoming",
-    "card_expiring": "customer.source.expiring",
-    "plan_change": "customer.subscription.updated-downgrade",
-    "upgrade": "customer.subscription.updated",
+DEFAULT_SAMPLES: dict[str, str] = {
+    Lifecycle.DUNNING: "invoice.payment_failed",
+    Lifecycle.PAYMENT_ACTION: "invoice.payment_action_required",
+    Lifecycle.TRIAL: "customer.subscription.created",
+    Lifecycle.WINBACK: "customer.subscription.deleted",
+    Lifecycle.SCHEDULED_CANCEL: "customer.subscription.updated-cancel",
+    Lifecycle.RENEWAL: "invoice.upcoming",
+    Lifecycle.CARD_EXPIRING: "customer.source.expiring",
+    Lifecycle.PLAN_CHANGE: "customer.subscription.updated-downgrade",
+    Lifecycle.UPGRADE: "customer.subscription.updated",
 }
 
 
@@ -590,7 +446,7 @@ def default_sample(template: str) -> str:
 
 def sample_event(name: str) -> dict[str, Any]:
     """A fresh copy of the named sample event; PreviewError naming the known ones."""
-    build = SAMPLE_EVENTS.get(name)
-    if build is None:
+    event = SAMPLE_EVENTS.get(name)
+    if event is None:
         raise PreviewError(f"no sample event {name!r}; sample events: {', '.join(SAMPLE_EVENTS)}")
-    return build()
+    return copy.deepcopy(event)

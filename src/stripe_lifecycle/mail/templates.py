@@ -93,6 +93,7 @@ from jinja2 import (
     select_autoescape,
 )
 
+from stripe_lifecycle.domain.automations import Automation, automations_path, parse_automations
 from stripe_lifecycle.domain.money import format_amount
 from stripe_lifecycle.settings import ConfigurationError
 
@@ -261,6 +262,14 @@ class TemplateRenderer:
             html=_render(html, values).strip() + "\n",
             text=_tidy_text(_render(text, values)),
         )
+
+
+def load_checked_automations(settings: Settings) -> tuple[Path, list[Automation]]:
+    """The automations in force, validated against the templates that exist."""
+    renderer = TemplateRenderer(Brand.from_settings(settings), settings.templates_dir)
+    path = automations_path(settings.automations)
+    text = path.read_text(encoding="utf-8")
+    return path, parse_automations(text, str(path), renderer.names())
 
 
 def format_date(value: int | float | datetime | date) -> str:

@@ -5,10 +5,22 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ColumnElement,
+    DateTime,
+    Index,
+    Integer,
+    TypeDecorator,
+    UniqueConstraint,
+    func,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
-from sqlmodel import Column, Field, SQLModel
+from sqlmodel import Column, Field, SQLModel, col
+
+from stripe_lifecycle.domain.lifecycles import Lifecycle
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -189,11 +201,19 @@ class Message(MessageBase, table=True):
     destinations: dict[str, str] = Field(
         default_factory=dict, sa_column=Column(JSONType, nullable=False)
     )
+    # The subscription the email is about, as the lifecycle knew it (the survey records
+    # it with the answer); None where the email is about none.
+    subscription_id: str | None = Field(default=None, max_length=255)
     transport: str = Field(max_length=16)
     # Indexed: Postmark's webhooks name the message by it.
     provider_message_id: str | None = Field(default=None, max_length=255, index=True)
     error: str | None = None
     livemode: bool = False
+
+
+def sent_time() -> ColumnElement[datetime]:
+    """When a message went out: `sent_at`, else (rows from before it was kept) recorded."""
+    return func.coalesce(col(Message.sent_at), col(Message.created_at))
 
 
 class MessagePublic(MessageBase):
@@ -330,15 +350,15 @@ class MailCategory:
 
 # Lifecycle key -> mail category (an unknown lifecycle counts as product mail).
 LIFECYCLE_CATEGORIES: dict[str, str] = {
-    "winback": MailCategory.MARKETING,
-    "upgrade": MailCategory.MARKETING,
-    "trial": MailCategory.PRODUCT,
-    "plan_change": MailCategory.PRODUCT,
-    "scheduled_cancel": MailCategory.PRODUCT,
-    "dunning": MailCategory.BILLING,
-    "payment_action": MailCategory.BILLING,
-    "card_expiring": MailCategory.BILLING,
-    "renewal": MailCategory.BILLING,
+    Lifecycle.WINBACK: MailCategory.MARKETING,
+    Lifecycle.UPGRADE: MailCategory.MARKETING,
+    Lifecycle.TRIAL: MailCategory.PRODUCT,
+    Lifecycle.PLAN_CHANGE: MailCategory.PRODUCT,
+    Lifecycle.SCHEDULED_CANCEL: MailCategory.PRODUCT,
+    Lifecycle.DUNNING: MailCategory.BILLING,
+    Lifecycle.PAYMENT_ACTION: MailCategory.BILLING,
+    Lifecycle.CARD_EXPIRING: MailCategory.BILLING,
+    Lifecycle.RENEWAL: MailCategory.BILLING,
 }
 
 

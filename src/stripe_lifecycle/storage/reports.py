@@ -34,17 +34,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from stripe_lifecycle.domain.attribution import NOT_TOUCHES, WHOLE
+from stripe_lifecycle.domain.conversions import RECOVERED
+from stripe_lifecycle.domain.lifecycles import Lifecycle
 from stripe_lifecycle.storage.models import (
     SENT_STATUSES,
     Conversion,
     ConversionCredit,
     Message,
+    sent_time,
 )
 
 GroupBy = Literal["automation", "step", "template"]
 GROUPINGS: tuple[GroupBy, ...] = get_args(GroupBy)
 DEFAULT_RANGE = timedelta(days=30)
-RECOVERED = "recovered"
 
 
 class ReportRow(BaseModel):
@@ -147,10 +149,6 @@ def _bound(name: str, raw: str, *, end_of_day: bool) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _sent_time() -> ColumnElement[datetime]:
-    return func.coalesce(col(Message.sent_at), col(Message.created_at))
-
-
 def _group_columns(group_by: GroupBy) -> list[Any]:
     columns: list[Any] = [col(Message.lifecycle)]
     if group_by in ("automation", "step"):
@@ -187,7 +185,7 @@ async def attribution_report(
         col(Conversion.occurred_at) >= since,
         col(Conversion.occurred_at) < until,
     )
-    sent_in_range = (_sent_time() >= since, _sent_time() < until)
+    sent_in_range = (sent_time() >= since, sent_time() < until)
     groups = _group_columns(group_by)
 
     credited = await session.execute(
@@ -342,12 +340,14 @@ async def _dunning(
     sent_in_range: tuple[ColumnElement[bool], ...],
 ) -> DunningSummary:
     recovered = (
-        col(Conversion.lifecycle) == "dunning",
+        col(Conversion.lifecycle) == Lifecycle.DUNNING,
         col(Conversion.kind) == RECOVERED,
         *occurred_in_range,
     )
     in_dunning = union(
-        select(col(Message.workflow_id)).where(col(Message.lifecycle) == "dunning", *sent_in_range),
+        select(col(Message.workflow_id)).where(
+            col(Message.lifecycle) == Lifecycle.DUNNING, *sent_in_range
+        ),
         select(col(Conversion.workflow_id)).where(*recovered),
     ).subquery()
     failed = (await session.execute(select(func.count()).select_from(in_dunning))).scalar_one()
@@ -488,9 +488,9 @@ async def recovery_series(
     money: list[dict[str | None, tuple[set[str], int, int]]] = [{} for _ in spans]
 
     emailed = await session.execute(
-        select(col(Message.workflow_id), _sent_time())
-        .where(col(Message.lifecycle) == "dunning")
-        .where(_sent_time() >= since, _sent_time() < until)
+        select(col(Message.workflow_id), sent_time())
+        .where(col(Message.lifecycle) == Lifecycle.DUNNING)
+        .where(sent_time() >= since, sent_time() < until)
         .distinct()
     )
     for workflow_id, sent_at in emailed:
@@ -504,7 +504,7 @@ async def recovery_series(
             col(Conversion.mrr_delta_cents),
             col(Conversion.amount_cents),
         ).where(
-            col(Conversion.lifecycle) == "dunning",
+            col(Conversion.lifecycle) == Lifecycle.DUNNING,
             col(Conversion.kind) == RECOVERED,
             col(Conversion.occurred_at) >= since,
             col(Conversion.occurred_at) < until,

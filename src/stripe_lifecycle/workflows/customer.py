@@ -234,9 +234,7 @@ class CustomerWorkflow(LifecycleParent):
         kind = LIFECYCLE_WORKFLOWS[start.lifecycle]
         invoice = start.invoice
         subject = f"invoice {start.subject_id}" if invoice is not None else start.subject_id
-        memo = {"subject_id": start.subject_id, "subscription_id": start.subscription_id}
-        if invoice is not None:
-            memo["invoice_id"] = invoice.id
+        memo = {} if invoice is None else {contract.MEMO_INVOICE_ID: invoice.id}
         try:
             await workflow.start_child_workflow(
                 kind.run,

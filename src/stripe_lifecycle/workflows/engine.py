@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from stripe_lifecycle.domain import rules
     from stripe_lifecycle.domain.automations import Automation, Step
+    from stripe_lifecycle.domain.conversions import RECOVERED
     from stripe_lifecycle.domain.events import InvoiceInfo
     from stripe_lifecycle.domain.lifecycles import LINKS, Lifecycle
     from stripe_lifecycle.domain.template_context import step_context, step_destinations
@@ -514,14 +515,14 @@ class InvoiceLifecycleWorkflow(LifecycleWorkflow):
 
     async def _on_end(self) -> None:
         update = self._legacy_ending
-        if self._outcome != rules.RECOVERED or update is None:
+        if self._outcome != RECOVERED or update is None:
             return
         invoice = update.invoice or self._invoice
         await workflow.execute_activity_method(
             Conversions.record_conversion,
             ConversionInput(
                 stripe_event_id=update.event_id,
-                kind=rules.RECOVERED,
+                kind=RECOVERED,
                 customer_id=self._input.customer_id,
                 lifecycle=self.lifecycle,
                 workflow_id=workflow.info().workflow_id,

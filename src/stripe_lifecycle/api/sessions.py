@@ -1,0 +1,139 @@
+"""Who is looking at the dashboard: a Bearer key, or a sign-in session cookie.
+
+A browser cannot send a Bearer header, so `POST /dashboard/login` exchanges a key for a
+session cookie: HttpOnly, SameSite=Strict, Secure when served over https (or when
+`LIFECYCLE_PUBLIC_URL` is https), valid for 12 hours, signed with a key derived from
+`LIFECYCLE_LINK_SECRET`. It holds the role and the key's fingerprint, never the key, and
+stops working when that key is removed from `LIFECYCLE_API_KEYS`. Scripts may send
+`Authorization: Bearer <key>` instead, checked as on `/v1`. Forms posted with the cookie
+carry a CSRF token derived from the session; the strict same-site cookie is the second
+guard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+
+from stripe_lifecycle.api.deps import AppStateDep, Caller, authenticate, key_fingerprint
+from stripe_lifecycle.api.state import AppState
+from stripe_lifecycle.domain.links import seal, unseal
+from stripe_lifecycle.settings import ApiRole, Settings
+
+SESSION_COOKIE = "lifecycle_dashboard"
+SESSION_TTL = timedelta(hours=12)
+
+
+@dataclass(frozen=True)
+class DashboardSession:
+    """What the session cookie holds, signed: never the key itself."""
+
+    role: ApiRole
+    key_id: str
+    expires_at: int
+    # Random per login; the session's CSRF token is derived from it.
+    nonce: str
+
+
+def session_secret(settings: Settings) -> bytes:
+    # Derived, so a session cookie can never pass for a tracked-link token or back.
+    return hmac.new(settings.link_secret_bytes(), b"dashboard-session", hashlib.sha256).digest()
+
+
+def new_session(caller: Caller, now: float) -> DashboardSession:
+    return DashboardSession(
+        role=caller.role,
+        key_id=caller.key_id,
+        expires_at=int(now + SESSION_TTL.total_seconds()),
+        nonce=secrets.token_urlsafe(16),
+    )
+
+
+def seal_session(secret: bytes, session: DashboardSession) -> str:
+    payload = json.dumps(
+        {"r": session.role, "k": session.key_id, "e": session.expires_at, "n": session.nonce},
+        separators=(",", ":"),
+    ).encode()
+    return seal(secret, b"session", payload)
+
+
+def open_session(secret: bytes, token: str, now: float) -> DashboardSession | None:
+    """The session of a genuine, unexpired cookie; None for anything else."""
+    payload = unseal(secret, b"session", token)
+    if payload is None:
+        return None
+    try:
+        values = json.loads(payload)
+        session = DashboardSession(
+            role=values["r"],
+            key_id=str(values["k"]),
+            expires_at=int(values["e"]),
+            nonce=values["n"],
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+    if session.role not in ("support", "admin") or session.expires_at <= now:
+        return None
+    return session
+
+
+def csrf_token(secret: bytes, session: DashboardSession) -> str:
+    # The MAC part of the nonce sealed for CSRF: nothing a page could guess or reuse.
+    return seal(secret, b"csrf", session.nonce.encode()).rpartition(".")[2]
+
+
+@dataclass(frozen=True)
+class Viewer:
+    caller: Caller
+    # None for a script that sent a Bearer key: there is no cookie to forge requests with.
+    session: DashboardSession | None
+
+    @property
+    def actor(self) -> str:
+        return f"{self.caller} (dashboard)"
+
+
+def _session_viewer(state: AppState, token: str) -> Viewer | None:
+    session = open_session(session_secret(state.settings), token, time.time())
+    if session is None:
+        return None
+    # The key must still be configured, with that role: removing a key ends its sessions.
+    if not any(
+        k.role == session.role and key_fingerprint(k.key.get_secret_value()) == session.key_id
+        for k in state.api_keys
+    ):
+        return None
+    caller = Caller(role=session.role, key_id=session.key_id, roles=frozenset({session.role}))
+    return Viewer(caller, session)
+
+
+def current_viewer(request: Request, state: AppStateDep) -> Viewer | None:
+    """Who is looking: a Bearer key (a wrong one is a 401), else a valid session cookie,
+    else nobody (None). Other Authorization schemes (a proxy's basic auth in front of the
+    dashboard) are left to the proxy."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return Viewer(authenticate(state, credentials.strip()), None)
+    token = request.cookies.get(SESSION_COOKIE)
+    return _session_viewer(state, token) if token else None
+
+
+ViewerDep = Annotated[Viewer | None, Depends(current_viewer)]
+
+
+def check_csrf(state: AppState, viewer: Viewer, presented: str) -> None:
+    """A form posted with the session cookie must carry the session's CSRF token (403);
+    one posted with a Bearer key needs none."""
+    if viewer.session is None:
+        return
+    expected = csrf_token(session_secret(state.settings), viewer.session)
+    if not hmac.compare_digest(expected.encode(), presented.encode()):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="invalid CSRF token")
