@@ -482,26 +482,36 @@ def test_subscription_fields_the_rules_and_emails_read_are_filled_from_the_event
 
 
 @pytest.mark.parametrize(
-    ("fields", "paused", "default_payment_method"),
+    ("fields", "paused", "default_payment_method", "default_source"),
     [
-        pytest.param({}, False, None, id="plain"),
-        pytest.param({"status": "paused"}, True, None, id="paused-status"),
-        pytest.param({"default_source": "card_legacy"}, False, "card_legacy", id="legacy-source"),
+        pytest.param({}, False, None, None, id="plain"),
+        pytest.param({"status": "paused"}, True, None, None, id="paused-status"),
+        pytest.param(
+            {"default_source": "card_legacy"}, False, None, "card_legacy", id="legacy-source"
+        ),
         pytest.param(
             {"default_payment_method": {"id": "pm_x", "object": "payment_method"}},
             False,
             "pm_x",
+            None,
             id="expanded",
         ),
     ],
 )
 def test_paused_and_default_payment_method_readings(
-    fields: dict[str, Any], paused: bool, default_payment_method: str | None
+    fields: dict[str, Any],
+    paused: bool,
+    default_payment_method: str | None,
+    default_source: str | None,
 ) -> None:
     cus = Customer()
     cus.seed(sub_event(cus.id, created=T, **fields))
     sub = cus.ledger.snapshot.subscriptions[SUB]
-    assert (sub.paused, sub.default_payment_method) == (paused, default_payment_method)
+    assert (sub.paused, sub.default_payment_method, sub.default_source) == (
+        paused,
+        default_payment_method,
+        default_source,
+    )
 
 
 def test_old_shape_subscription_fills_the_same_fields() -> None:
@@ -685,13 +695,14 @@ def test_expiring_legacy_card_source_is_tracked() -> None:
     }
 
 
-def test_customer_default_payment_method_comes_from_invoice_settings_or_default_source() -> None:
+def test_customer_defaults_are_read_from_invoice_settings_and_default_source() -> None:
     cus = Customer()
     cus.seed(normalise(customer_event(cus.id, "ada@example.com", created=CARD_ATTACHED)))
     # The real payload has only a legacy `default_source`.
-    assert cus.ledger.snapshot.default_payment_method == CARD
+    snap = cus.ledger.snapshot
+    assert (snap.default_payment_method, snap.default_source) == (None, CARD)
     cus.seed(customer_default(cus.id, created=CARD_ATTACHED + 1, pm_id="pm_new"))
-    assert cus.ledger.snapshot.default_payment_method == "pm_new"
+    assert (snap.default_payment_method, snap.default_source) == ("pm_new", None)
 
 
 @pytest.mark.parametrize(
@@ -701,8 +712,9 @@ def test_customer_default_payment_method_comes_from_invoice_settings_or_default_
         pytest.param(None, {}, ["pm_a", "pm_b"], None, id="two-cards-no-default"),
         pytest.param(None, {}, [], None, id="no-card"),
         pytest.param("pm_b", {}, ["pm_a", "pm_b"], "pm_b", id="customer-default"),
+        # Stripe charges the subscription's own default before the customer's.
         pytest.param(
-            "pm_b", {"sub_a": "pm_a"}, ["pm_a", "pm_b"], "pm_b", id="customer-beats-subscription"
+            "pm_b", {"sub_a": "pm_a"}, ["pm_a", "pm_b"], "pm_a", id="subscription-beats-customer"
         ),
         pytest.param(None, {"sub_a": "pm_a"}, ["pm_a", "pm_b"], "pm_a", id="subscription-default"),
         pytest.param(
@@ -741,6 +753,38 @@ def test_billing_payment_method(
         cus.seed(customer_default(cus.id, created=CARD_ATTACHED + 10, pm_id=customer_default_pm))
     found = cus.ledger.billing_payment_method()
     assert (found.id if found else None) == billed
+
+
+@pytest.mark.parametrize(
+    ("subscription_defaults", "customer_defaults", "billed"),
+    [
+        (("pm_sub", "card_sub"), ("pm_cus", "card_cus"), "pm_sub"),
+        ((None, "card_sub"), ("pm_cus", "card_cus"), "card_sub"),
+        ((None, None), ("pm_cus", "card_cus"), "pm_cus"),
+        ((None, None), (None, "card_cus"), "card_cus"),
+    ],
+)
+def test_stripes_order_of_defaults(
+    subscription_defaults: tuple[str | None, str | None],
+    customer_defaults: tuple[str | None, str | None],
+    billed: str,
+) -> None:
+    # subscription.default_payment_method > subscription.default_source >
+    # customer invoice_settings.default_payment_method > customer.default_source.
+    cus = Customer()
+    for n, pm_id in enumerate(["pm_sub", "card_sub", "pm_cus", "card_cus"]):
+        cus.seed(card_event(cus.id, created=CARD_ATTACHED + n, pm_id=pm_id))
+    payload = customer_event(cus.id, "ada@example.com", created=CARD_ATTACHED + 10)
+    pm, source = customer_defaults
+    payload["data"]["object"].update(
+        invoice_settings={"default_payment_method": pm}, default_source=source
+    )
+    cus.seed(normalise(payload))
+    pm, source = subscription_defaults
+    fields = {"default_payment_method": pm, "default_source": source}
+    cus.seed(sub_event(cus.id, created=CARD_ATTACHED + 11, **fields))
+    found = cus.ledger.billing_payment_method()
+    assert found is not None and found.id == billed
 
 
 # --- Trial --------------------------------------------------------------------------

@@ -98,7 +98,7 @@ EXPECTED: dict[str, tuple[str | None, dict[str, Any] | None]] = {
             "customer.created": 1557995166,
             "customer.currency": "usd",
             # default_source expanded into a card object
-            "customer.default_payment_method": DJ_CARD,
+            "customer.default_source": DJ_CARD,
             "customer.deleted": False,
             "customer.country": None,
         },
@@ -109,7 +109,7 @@ EXPECTED: dict[str, tuple[str | None, dict[str, Any] | None]] = {
             "customer.email": None,
             "customer.currency": None,
             "customer.created": 1648320107,
-            "customer.default_payment_method": "card_000000000000000000000000",
+            "customer.default_source": "card_000000000000000000000000",
         },
     ),
     "customer.deleted__dj-stripe.json": (
@@ -1038,7 +1038,7 @@ def test_paused_status_without_pause_collection_is_paused() -> None:
                 "default_source": {"id": "card_legacy", "object": "card"},
                 "invoice_settings": {"default_payment_method": None},
             },
-            {"default_payment_method": "card_legacy", "country": None, "email": None},
+            {"default_payment_method": None, "default_source": "card_legacy", "country": None},
         ),
         (
             {"id": "cus_Gone", "object": "customer", "deleted": True},
@@ -1351,3 +1351,35 @@ def test_monthly_amount(
     amount: Decimal | int, interval: str | None, interval_count: int, monthly: Decimal
 ) -> None:
     assert monthly_amount(amount, interval, interval_count) == monthly
+
+
+def test_connect_account_accounts_v2_customer_and_invoice_collection_fields() -> None:
+    event = normalise_event(
+        {
+            "id": "evt_1",
+            "object": "event",
+            "type": "invoice.paid",
+            "created": 1_767_225_600,
+            "account": "acct_Connected1",
+            "data": {
+                "object": {
+                    "id": "in_1",
+                    "object": "invoice",
+                    "customer": None,
+                    "customer_account": "acct_Customer1",
+                    "collection_method": "send_invoice",
+                    "due_date": 1_767_830_400,
+                    "paid_out_of_band": True,
+                }
+            },
+        }
+    )
+    assert event is not None and event.invoice is not None
+    # Customers kept as Accounts v2 are named by `customer_account`.
+    assert (event.customer_id, event.account) == ("acct_Customer1", "acct_Connected1")
+    invoice = event.invoice
+    assert (invoice.collection_method, invoice.due_date, invoice.paid_out_of_band) == (
+        "send_invoice",
+        1_767_830_400,
+        True,
+    )

@@ -127,6 +127,8 @@ class ConversionInput:
     mrr_delta_cents: int
     currency: str | None
     occurred_at: int
+    # Recorded, but credited to no email, and why (an invoice paid out of band).
+    uncredited_reason: str | None = None
 
 
 class Mail:

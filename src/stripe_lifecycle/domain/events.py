@@ -24,6 +24,9 @@ class CustomerInfo:
     default_payment_method: str | None = None
     country: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    # The customer's legacy default card or source (`default_source`); Stripe charges it
+    # after the subscription's and the customer's `invoice_settings` defaults.
+    default_source: str | None = None
 
 
 @dataclass
@@ -66,6 +69,9 @@ class SubscriptionInfo:
     paused: bool = False
     default_payment_method: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    default_source: str | None = None
+    # `charge_automatically` or `send_invoice` (the customer pays each invoice by hand).
+    collection_method: str | None = None
 
 
 @dataclass
@@ -92,6 +98,10 @@ class InvoiceInfo:
     price_ids: list[str] = field(default_factory=list)
     product_ids: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
+    # Marked paid in the Dashboard (a wire, a write-off): no charge was made.
+    paid_out_of_band: bool = False
+    collection_method: str | None = None
+    due_date: int | None = None
 
 
 @dataclass
@@ -122,6 +132,9 @@ class BillingEvent:
     invoice: InvoiceInfo | None = None
     payment_method: PaymentMethodInfo | None = None
     previous_attributes: list[str] = field(default_factory=list)
+    # The connected account the event happened on (Stripe Connect), if any: every Stripe
+    # call about this customer is made on it.
+    account: str | None = None
 
 
 @dataclass

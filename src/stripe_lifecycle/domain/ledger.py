@@ -65,6 +65,8 @@ class SubscriptionState:
     paused: bool = False
     default_payment_method: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    default_source: str | None = None
+    collection_method: str | None = None
 
     @property
     def cancel_scheduled(self) -> bool:
@@ -132,9 +134,10 @@ class BillingSnapshot:
     metadata: dict[str, str] = field(default_factory=dict)
     # Billing address country (ISO code): the fallback for the customer's time zone.
     country: str | None = None
-    # The customer's own default (invoice_settings.default_payment_method or, for
-    # customers that never moved to PaymentMethods, default_source).
+    # The customer's own defaults: invoice_settings.default_payment_method, and the
+    # legacy default_source of customers that never moved to PaymentMethods.
     default_payment_method: str | None = None
+    default_source: str | None = None
     payment_methods: dict[str, PaymentMethodState] = field(default_factory=dict)
     # Filled in by the customer workflow's `state` query (the ledger keeps the list).
     lifecycles: list[LifecycleRef] = field(default_factory=list)
@@ -187,15 +190,19 @@ class CustomerLedger:
     def billing_payment_method(self) -> PaymentMethodState | None:
         """The card the next invoice will be charged to, as far as events tell.
 
-        The customer's default, else that of the subscription that speaks for the
-        customer, else the only card known.
+        Stripe's order for the subscription that speaks for the customer: its
+        `default_payment_method`, its `default_source`, then the customer's
+        `invoice_settings.default_payment_method`, then the customer's `default_source`;
+        with none of them known, the only card known.
         """
         snap = self.snapshot
         methods = {k: m for k, m in snap.payment_methods.items() if not m.detached}
         primary = min(snap.subscriptions.values(), key=_status_rank, default=None)
         for candidate in (
-            snap.default_payment_method,
             primary.default_payment_method if primary else None,
+            primary.default_source if primary else None,
+            snap.default_payment_method,
+            snap.default_source,
         ):
             if candidate is not None:
                 return methods.get(candidate)
@@ -257,6 +264,7 @@ class CustomerLedger:
         snap.metadata = dict(customer.metadata)
         snap.country = customer.country
         snap.default_payment_method = customer.default_payment_method
+        snap.default_source = customer.default_source
 
     def _apply_payment_method(self, pm: PaymentMethodInfo, created: int, event_type: str) -> None:
         methods = self.snapshot.payment_methods
@@ -268,13 +276,10 @@ class CustomerLedger:
                 pm.id, pm.brand, pm.last4, pm.exp_month, pm.exp_year, created, detached=True
             )
             return
-        if (
-            event_type == "customer.source.expiring"
-            and self.snapshot.default_payment_method is None
-        ):
+        if event_type == "customer.source.expiring" and self.snapshot.default_source is None:
             # Stripe warns about the card it bills (a legacy default source); the customer
             # object that would name it has not reached us.
-            self.snapshot.default_payment_method = pm.id
+            self.snapshot.default_source = pm.id
         # Only cards expire; other payment methods (SEPA, ACH, ...) have nothing to track.
         if pm.exp_month is None or pm.exp_year is None:
             return
@@ -312,6 +317,8 @@ class CustomerLedger:
             cancellation_reason=sub.cancellation_reason,
             paused=sub.paused,
             default_payment_method=sub.default_payment_method,
+            default_source=sub.default_source,
+            collection_method=sub.collection_method,
             metadata=dict(sub.metadata),
         )
         if self.snapshot.customer_since is None and sub.created is not None:

@@ -60,9 +60,13 @@ def event_customer_id(event: StripeObject) -> str | None:
     if obj.get("object") == "customer":
         return _id_of(obj.get("id"))
     # A detached payment method no longer names its customer; the event's previous
-    # attributes still do.
+    # attributes still do. Customers kept as Accounts v2 are named by `customer_account`.
     previous = _dict(_dict(event.get("data")).get("previous_attributes"))
-    return _id_of(obj.get("customer")) or _id_of(previous.get("customer"))
+    return (
+        _id_of(obj.get("customer"))
+        or _id_of(previous.get("customer"))
+        or _id_of(obj.get("customer_account"))
+    )
 
 
 def normalise_event(event: StripeObject) -> BillingEvent | None:
@@ -92,6 +96,7 @@ def normalise_event(event: StripeObject) -> BillingEvent | None:
         invoice=parse_invoice(obj) if kind == "invoice" else None,
         payment_method=parse_payment_method(obj) if kind in PAYMENT_METHOD_OBJECTS else None,
         previous_attributes=sorted(_dict(_dict(event.get("data")).get("previous_attributes"))),
+        account=_str(event.get("account")),
     )
 
 
@@ -111,11 +116,11 @@ def parse_customer(obj: StripeObject) -> CustomerInfo:
         created=_int(obj.get("created")),
         currency=_str(obj.get("currency")),
         deleted=bool(obj.get("deleted", False)),
-        # PaymentMethods replaced sources; a customer that never moved has only the latter.
         default_payment_method=_id_of(
             _dict(obj.get("invoice_settings")).get("default_payment_method")
-        )
-        or _id_of(obj.get("default_source")),
+        ),
+        # PaymentMethods replaced sources; a customer that never moved has only the latter.
+        default_source=_id_of(obj.get("default_source")),
         country=_str(_dict(obj.get("address")).get("country")),
         metadata=_metadata(obj.get("metadata")),
     )
@@ -168,8 +173,9 @@ def parse_subscription(obj: StripeObject) -> SubscriptionInfo:
         ended_at=_int(obj.get("ended_at")),
         cancellation_reason=_str(_dict(obj.get("cancellation_details")).get("reason")),
         paused=obj.get("pause_collection") is not None or status == "paused",
-        default_payment_method=_id_of(obj.get("default_payment_method"))
-        or _id_of(obj.get("default_source")),
+        default_payment_method=_id_of(obj.get("default_payment_method")),
+        default_source=_id_of(obj.get("default_source")),
+        collection_method=_str(obj.get("collection_method")),
         metadata=_metadata(obj.get("metadata")),
     )
 
@@ -388,6 +394,10 @@ def parse_invoice(obj: StripeObject) -> InvoiceInfo:
         price_ids=list(dict.fromkeys(price_ids)),
         product_ids=list(dict.fromkeys(product_ids)),
         metadata=_metadata(obj.get("metadata")),
+        # Before basil the invoice says so itself; since, only its payments do.
+        paid_out_of_band=bool(obj.get("paid_out_of_band", False)),
+        collection_method=_str(obj.get("collection_method")),
+        due_date=_int(obj.get("due_date")),
     )
 
 

@@ -277,6 +277,7 @@ def _customer(ledger: CustomerLedger, billing: BillingEvent, samples: dict[str, 
         currency=snap.currency,
         # What the event itself said about the customer's default card stays.
         default_payment_method=snap.default_payment_method,
+        default_source=snap.default_source,
     )
     _apply(ledger, billing, customer=sample)
 
@@ -334,7 +335,9 @@ def _lifecycle_context(
     if lifecycle == Lifecycle.CARD_EXPIRING and ledger.billing_payment_method() is None:
         samples["payment_method"] = f"the {billing.type} event names no card with an expiry date"
         # Under the id of the default the event named, if any, so it is the one billed.
-        card_id = ledger.snapshot.default_payment_method or "pm_sample"
+        card_id = (
+            ledger.snapshot.default_payment_method or ledger.snapshot.default_source or "pm_sample"
+        )
         _apply(ledger, billing, payment_method=_sample_card(billing, card_id))
     links = LINKS.get(Lifecycle(lifecycle), LINK_NAMES)
     offer = automation.offer if automation is not None else None
