@@ -781,8 +781,11 @@ def test_stripes_order_of_defaults(
     )
     cus.seed(normalise(payload))
     pm, source = subscription_defaults
-    fields = {"default_payment_method": pm, "default_source": source}
-    cus.seed(sub_event(cus.id, created=CARD_ATTACHED + 11, **fields))
+    cus.seed(
+        sub_event(
+            cus.id, created=CARD_ATTACHED + 11, default_payment_method=pm, default_source=source
+        )
+    )
     found = cus.ledger.billing_payment_method()
     assert found is not None and found.id == billed
 
