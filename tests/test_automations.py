@@ -122,6 +122,11 @@ OK_STEPS = "\n    steps: [{after: 1d, send: dunning/reminder}]"
             "automation 'a': steps[0].action: unknown action 'refund_everyone'",
         ),
         (
+            # Renamed: Stripe cannot mark a subscription unpaid; the error says what to use.
+            "lifecycle: dunning\n    steps: [{after: 1d, action: mark_unpaid}]",
+            "automation 'a': steps[0].action: 'mark_unpaid': Stripe has no call",
+        ),
+        (
             "lifecycle: card_expiring\n    steps: [{before: 1d, action: cancel_subscription}]",
             "steps[0].action: 'cancel_subscription' is not allowed for card_expiring",
         ),
@@ -158,6 +163,10 @@ OK_STEPS = "\n    steps: [{after: 1d, send: dunning/reminder}]"
         (
             "lifecycle: dunning\n    filters: {colour: red}" + OK_STEPS,
             "automation 'a': filters.colour: unknown filter",
+        ),
+        (
+            "lifecycle: dunning\n    filters: {subscription_interval: fortnight}" + OK_STEPS,
+            "automation 'a': filters.subscription_interval: 'fortnight' is not a billing period",
         ),
         (
             "lifecycle: dunning\n    on_pause: explode" + OK_STEPS,
@@ -198,8 +207,19 @@ def test_malformed_files_are_refused(text: str) -> None:
 FILTER_CASES = [
     ({}, MatchContext(), True),
     ({"livemode": True}, MatchContext(livemode=False), False),
-    ({"subscription_interval": "year"}, MatchContext(subscription_interval="year"), True),
-    ({"subscription_interval": ["month"]}, MatchContext(subscription_interval="year"), False),
+    ({"subscription_interval": "year"}, MatchContext(subscription_periods=["year"]), True),
+    ({"subscription_interval": ["month"]}, MatchContext(subscription_periods=["year"]), False),
+    # Twelve months are a year; a quarter is three months, not a month.
+    ({"subscription_interval": "12 months"}, MatchContext(subscription_periods=["year"]), True),
+    ({"subscription_interval": "month"}, MatchContext(subscription_periods=["3 month"]), False),
+    ({"subscription_interval": "3 month"}, MatchContext(subscription_periods=["3 month"]), True),
+    # Every item must bill at the period: an annual plan with a monthly add-on does not.
+    (
+        {"subscription_interval": "year"},
+        MatchContext(subscription_periods=["month", "year"]),
+        False,
+    ),
+    ({"subscription_interval": "year"}, MatchContext(), False),
     ({"invoice_amount_min": 50_000}, MatchContext(invoice_amount=50_000), True),
     ({"invoice_amount_min": 50_000}, MatchContext(invoice_amount=49_999), False),
     ({"invoice_amount_min": 1}, MatchContext(invoice_amount=None), False),
@@ -271,8 +291,8 @@ automations:
 @pytest.mark.parametrize(
     ("lifecycle", "ctx", "expected"),
     [
-        ("dunning", MatchContext(subscription_interval="year"), "annual"),
-        ("dunning", MatchContext(subscription_interval="month"), "fallback"),
+        ("dunning", MatchContext(subscription_periods=["year"]), "annual"),
+        ("dunning", MatchContext(subscription_periods=["month"]), "fallback"),
         # Disabled automations never run, however well they match.
         ("dunning", MatchContext(customer_metadata={"tier": "enterprise"}), "fallback"),
         ("card_expiring", MatchContext(), "cards"),
@@ -296,7 +316,7 @@ def test_packaged_defaults_are_valid_and_used_when_no_file_exists(
     automations = load_automations(Path("automations.yaml"), shipped)
     # Every lifecycle the engine runs on Stripe events has a default.
     assert {a.lifecycle for a in automations} == set(LIFECYCLES) - {"upgrade"}
-    annual = select(automations, "dunning", MatchContext(subscription_interval="year"))
+    annual = select(automations, "dunning", MatchContext(subscription_periods=["year"]))
     assert annual is not None and annual.name == "dunning-annual-plans"
     (tmp_path / "automations.yaml").write_text("automations: []\n")
     assert automations_path(Path("automations.yaml")) == Path("automations.yaml")

@@ -244,3 +244,30 @@ async def test_payment_action_asks_and_reminds_until_a_failure_hands_over_to_dun
     ] * 3
     assert (result.outcome, result.steps_done) == ("payment_failed", 2)
     assert {m.lifecycle for m in await skipping_rig.messages(handed_over.id)} == {"payment_action"}
+
+
+async def test_the_final_notice_waits_for_the_retry_stripe_still_has_scheduled(
+    skipping_rig: WorkerRig,
+) -> None:
+    started = int((await skipping_rig.env.get_current_time()).timestamp())
+    async with skipping_rig.worker():
+        handle = await start(skipping_rig)
+        # After the second reminder Stripe schedules its last retry for day 13, a day
+        # after the final notice was due.
+        await skipping_rig.env.sleep(timedelta(days=8))
+        retrying = invoice(handle.id.removeprefix("dunning-"))
+        retrying.attempt_count, retrying.next_payment_attempt = 4, started + 13 * DAY
+        await handle.signal(
+            DunningWorkflow.lifecycle_update,
+            LifecycleUpdate(event_id="evt_updated", created=1, invoice=retrying),
+        )
+        result = await handle.result()
+    assert result.outcome == "sequence_finished"
+    offsets = await email_offsets(handle)
+    assert offsets[:3] == [0.0, 3.0, 7.0]
+    # Sent once the retry's outcome could be known, not on day 12.
+    assert 13.0 <= offsets[3] <= 13.1
+    final = (await skipping_rig.messages(handle.id))[-1]
+    assert final.template == "dunning/final-notice"
+    # The retry date has passed by then: the notice does not quote it.
+    assert "Final attempt" not in (final.text or "")

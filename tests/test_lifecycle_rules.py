@@ -37,6 +37,7 @@ from stripe_lifecycle.domain.ledger import (
     LifecycleRef,
     PaymentMethodState,
     SubscriptionState,
+    billing_period,
     new_state,
 )
 from stripe_lifecycle.domain.lifecycles import Lifecycle
@@ -1391,7 +1392,7 @@ def test_renewal_ends_on_its_cycle_invoice(
     assert cus.step(invoice) == dunning + ended
 
 
-def test_upcoming_invoice_changes_nothing() -> None:
+def test_upcoming_invoice_ends_nothing_and_gives_the_renewal_its_real_amount() -> None:
     cus = active_customer()
     upcoming = normalise(
         from_fixture(
@@ -1399,9 +1400,11 @@ def test_upcoming_invoice_changes_nothing() -> None:
             cus.id,
             created=PERIOD_END - 7 * DAY,
             subscription=SUB,
+            amount_due=5_390,
         )
     )
-    assert cus.step(upcoming) == []
+    assert cus.step(upcoming) == [Refresh(RENEWAL_ID, upcoming.invoice)]
+    assert upcoming.invoice is not None and upcoming.invoice.amount_due == 5_390
 
 
 def test_cycle_invoice_of_another_subscription_leaves_the_renewal_running() -> None:
@@ -1993,3 +1996,113 @@ def test_bookkeeping_of_a_started_and_ended_instance() -> None:
     assert not begin(cus.ledger, End(DUNNING_ID, "recovered"))
     finished(cus.ledger, DUNNING_ID, "voided", keep=0)
     assert DUNNING_ID not in {r.workflow_id for r in cus.ledger.state.lifecycles}
+
+
+# --- Stripe truth: what the invoices and subscriptions really say ----------------------
+
+
+def test_a_trials_signup_invoice_with_a_setup_fee_does_not_convert_it() -> None:
+    cus = trialing_customer()
+    setup_fee = invoice_event(
+        cus.id,
+        created=TRIAL_START,
+        sub_id=TRIAL_SUB,
+        amount_paid=5000,
+        billing_reason="subscription_create",
+    )
+    assert setup_fee.invoice is not None
+    setup_fee.invoice.created = TRIAL_START
+    assert cus.step(setup_fee) == []
+    # The first invoice for the time after the trial does.
+    paid = invoice_event(
+        cus.id, created=TRIAL_END, sub_id=TRIAL_SUB, amount_paid=1200, invoice_id="in_T2"
+    )
+    assert cus.step(paid) == [trial_converted("in_T2"), End(TRIAL_ID, "converted")]
+
+
+@pytest.mark.parametrize(
+    ("status", "starts"),
+    [("incomplete", False), ("incomplete_expired", False), ("past_due", True)],
+)
+def test_a_first_payment_failing_at_checkout_starts_no_dunning(status: str, starts: bool) -> None:
+    cus = Customer()
+    cus.seed(sub_event(cus.id, created=T, status=status, type_=CREATED))
+    failed = invoice_of(FAILED, cus.id, billing_reason="subscription_create")
+    started_now = [d for d in cus.step(failed) if isinstance(d, Start)]
+    assert bool(started_now) is starts
+
+
+def test_an_invoice_update_refreshes_the_retry_date_and_a_null_one_says_no_retry() -> None:
+    cus = in_dunning()
+    moved = invoice_of("invoice.updated", cus.id, n=2, next_payment_attempt=T + 9 * DAY)
+    assert cus.batch(moved) == [Refresh(DUNNING_ID, moved.invoice)]
+    stopped = invoice_of("invoice.updated", cus.id, n=3, next_payment_attempt=None)
+    [refresh] = cus.batch(stopped)
+    assert isinstance(refresh, Refresh) and refresh.invoice is not None
+    assert refresh.invoice.next_payment_attempt is None
+
+
+def test_a_send_invoice_subscription_is_dunned_when_its_invoice_is_overdue() -> None:
+    cus = active_customer()
+    by_hand: dict[str, Any] = {"collection_method": "send_invoice", "due_date": T + 15 * DAY}
+    # It is never charged, so it never fails; finalizing it starts nothing either.
+    assert not [
+        d
+        for d in cus.step(invoice_of("invoice.finalized", cus.id, **by_hand))
+        if isinstance(d, Start)
+    ]
+    overdue = invoice_of("invoice.overdue", cus.id, n=2, **by_hand)
+    assert [d for d in cus.batch(overdue) if isinstance(d, Start)] == [
+        Start(Lifecycle.DUNNING, DUNNING_ID, "in_T1", SUB, invoice=overdue.invoice)
+    ]
+
+
+def test_an_invoice_paid_out_of_band_ends_dunning_uncredited() -> None:
+    cus = in_dunning()
+    wire = invoice_of(PAID, cus.id, amount_paid=4900, status="paid", paid_out_of_band=True)
+    [convert, end] = cus.batch(wire)
+    assert isinstance(convert, Convert) and convert.uncredited_reason is not None
+    assert "out of band" in convert.uncredited_reason
+    assert end == End(DUNNING_ID, "paid_out_of_band")
+
+
+@pytest.mark.parametrize("stale_second", [0, -1])
+def test_a_canceled_subscription_is_never_revived_by_an_event_of_its_second(
+    stale_second: int,
+) -> None:
+    cus = active_customer()
+    deleted = sub_event(cus.id, created=T + DAY, status="canceled", type_=DELETED)
+    stale = sub_event(cus.id, created=T + DAY + stale_second, status="active")
+    # Same second: Stripe's order is the arrival order, and the deletion came first.
+    cus.batch(deleted, stale)
+    assert cus.ledger.snapshot.subscriptions[SUB].status == "canceled"
+    assert cus.ledger.snapshot.status == "canceled"
+
+
+@pytest.mark.parametrize(
+    ("interval", "count", "period"),
+    [
+        ("month", 1, "month"),
+        ("month", 12, "year"),
+        ("month", 3, "3 month"),
+        ("year", 1, "year"),
+        ("year", 2, "2 year"),
+        ("week", 1, "week"),
+        ("day", 14, "2 week"),
+        ("day", 3, "3 day"),
+        (None, 1, None),
+    ],
+)
+def test_billing_periods_have_one_name_per_length(
+    interval: str | None, count: int, period: str | None
+) -> None:
+    assert billing_period(interval, count) == period
+
+
+def test_a_subscription_knows_the_billing_period_of_each_item() -> None:
+    cus = Customer()
+    event = sub_event(cus.id, created=T)
+    assert event.subscription is not None
+    event.subscription.items[0].interval, event.subscription.items[0].interval_count = "month", 12
+    cus.seed(event)
+    assert cus.ledger.snapshot.subscriptions[SUB].periods == ["year"]

@@ -105,7 +105,7 @@ async def run(activities: StripeActivities, req: StripeActionInput) -> StripeAct
     [
         ("cancel_subscription", "DELETE", "/v1/subscriptions/sub_active", {}),
         (
-            "mark_unpaid",
+            "pause_collection",
             "POST",
             "/v1/subscriptions/sub_active",
             {"pause_collection[behavior]": "mark_uncollectible"},
@@ -141,10 +141,12 @@ async def test_cancel_leaves_the_subscription_canceled(
     assert stripe_api.state.subscriptions["sub_active"]["status"] == "canceled"
 
 
-async def test_mark_unpaid_pauses_collection_and_keeps_the_subscription(
-    activities: StripeActivities, stripe_api: StripeHttpServer
+# Instances started before `mark_unpaid` was renamed still run their step under that name.
+@pytest.mark.parametrize("action", ["pause_collection", "mark_unpaid"])
+async def test_pause_collection_pauses_collection_and_keeps_the_subscription(
+    activities: StripeActivities, stripe_api: StripeHttpServer, action: str
 ) -> None:
-    result = await run(activities, request("mark_unpaid"))
+    result = await run(activities, request(action))
 
     sub = stripe_api.state.subscriptions["sub_active"]
     assert sub["status"] == "past_due"
@@ -256,7 +258,7 @@ async def test_marking_a_paid_invoice_uncollectible_fails_and_says_why(
 
 
 async def test_pausing_a_canceled_subscription_fails(activities: StripeActivities) -> None:
-    result = await run(activities, request("mark_unpaid", subscription_id="sub_canceled"))
+    result = await run(activities, request("pause_collection", subscription_id="sub_canceled"))
 
     assert result.status == "failed"
     assert "A canceled subscription can only update" in result.detail
@@ -345,7 +347,10 @@ async def test_without_a_client_every_action_fails_naming_the_setting() -> None:
             request("cancel_subscription", subscription_id=None),
             "not sent: the invoice has no subscription",
         ),
-        (request("mark_unpaid", subscription_id=""), "not sent: the invoice has no subscription"),
+        (
+            request("pause_collection", subscription_id=""),
+            "not sent: the invoice has no subscription",
+        ),
         (request("void_invoice", invoice_id=None), "not sent: no invoice id"),
         (request("mark_uncollectible", key=""), "not sent: no idempotency key"),
         (request("refund_everything"), "unknown Stripe action 'refund_everything'"),

@@ -75,7 +75,7 @@ class TeamNotice:
 
 @dataclass
 class StripeActionInput:
-    action: str  # cancel_subscription | mark_uncollectible | void_invoice | mark_unpaid
+    action: str  # cancel_subscription | mark_uncollectible | void_invoice | pause_collection
     invoice_id: str | None
     subscription_id: str | None
     # Built by the workflow from workflow id + step: a retried activity repeats the request
@@ -94,7 +94,8 @@ class StripeActionResult:
 class ChooseAutomation:
     lifecycle: Lifecycle
     livemode: bool = False
-    subscription_interval: str | None = None
+    # The billing period of each item of the subscription (`ledger.billing_period`).
+    subscription_periods: list[str] = field(default_factory=list)
     invoice_amount: int | None = None
     currency: str | None = None
     product_ids: list[str] = field(default_factory=list)

@@ -32,7 +32,7 @@ class AutomationActivities(Automations):
         """
         context = MatchContext(
             livemode=trigger.livemode,
-            subscription_interval=trigger.subscription_interval,
+            subscription_periods=trigger.subscription_periods,
             invoice_amount=trigger.invoice_amount,
             currency=trigger.currency,
             product_ids=trigger.product_ids,

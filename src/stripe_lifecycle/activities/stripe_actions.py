@@ -20,9 +20,12 @@ from stripe_lifecycle.activities.interface import (
 CANCEL_SUBSCRIPTION = "cancel_subscription"
 MARK_UNCOLLECTIBLE = "mark_uncollectible"
 VOID_INVOICE = "void_invoice"
+PAUSE_COLLECTION = "pause_collection"
+# The name `pause_collection` had before: automations no longer accept it (Stripe has no
+# call that marks a subscription unpaid), but instances started with it still run it.
 MARK_UNPAID = "mark_unpaid"
 
-SUBSCRIPTION_ACTIONS = frozenset({CANCEL_SUBSCRIPTION, MARK_UNPAID})
+SUBSCRIPTION_ACTIONS = frozenset({CANCEL_SUBSCRIPTION, PAUSE_COLLECTION, MARK_UNPAID})
 INVOICE_ACTIONS = frozenset({MARK_UNCOLLECTIBLE, VOID_INVOICE})
 ACTIONS = SUBSCRIPTION_ACTIONS | INVOICE_ACTIONS
 
@@ -99,7 +102,7 @@ class StripeActivities(StripeActions):
         if action == CANCEL_SUBSCRIPTION:
             subscription = await client.v1.subscriptions.cancel_async(target_id, options=options)
             return f"subscription {target_id} canceled (status {subscription.status})"
-        if action == MARK_UNPAID:
+        if action in (PAUSE_COLLECTION, MARK_UNPAID):
             subscription = await client.v1.subscriptions.update_async(
                 target_id,
                 {"pause_collection": {"behavior": "mark_uncollectible"}},

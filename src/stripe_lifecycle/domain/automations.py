@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from stripe_lifecycle.domain.ledger import billing_period
 from stripe_lifecycle.domain.lifecycles import Lifecycle
 from stripe_lifecycle.domain.send_windows import SendWindow, parse_window
 
@@ -35,7 +36,13 @@ ANCHORS = {
     Lifecycle.CARD_EXPIRING: "card expiry",
 }
 
-INVOICE_ACTIONS = ("cancel_subscription", "mark_uncollectible", "void_invoice", "mark_unpaid")
+INVOICE_ACTIONS = ("cancel_subscription", "mark_uncollectible", "void_invoice", "pause_collection")
+# Actions that were renamed: the reason a file naming them is refused.
+RENAMED_ACTIONS = {
+    "mark_unpaid": "Stripe has no call that marks a subscription unpaid (its subscription "
+    "settings do that after the last retry); use pause_collection to stop collecting and "
+    "mark its invoices uncollectible, or cancel_subscription",
+}
 # Actions that change the customer's billing are only allowed where the lifecycle owns the
 # failed invoice; every lifecycle may tell the team.
 ALLOWED_ACTIONS: dict[str, frozenset[str]] = {
@@ -144,7 +151,8 @@ class MatchContext:
     """What a trigger knows about the customer, invoice and subscription, for filters."""
 
     livemode: bool = False
-    subscription_interval: str | None = None
+    # The billing period of each item of the subscription (`ledger.billing_period`).
+    subscription_periods: Sequence[str] = ()
     invoice_amount: int | None = None
     currency: str | None = None
     product_ids: Sequence[str] = ()
@@ -158,7 +166,13 @@ class MatchContext:
 def matches(filters: Filters, ctx: MatchContext) -> bool:
     checks = (
         filters.livemode is None or filters.livemode == ctx.livemode,
-        _one_of(filters.subscription_interval, ctx.subscription_interval),
+        # Every item bills at one of the periods: an annual plan with a monthly add-on is
+        # not an annual customer.
+        not filters.subscription_interval
+        or (
+            bool(ctx.subscription_periods)
+            and all(p in filters.subscription_interval for p in ctx.subscription_periods)
+        ),
         filters.invoice_amount_min is None
         or (ctx.invoice_amount is not None and ctx.invoice_amount >= filters.invoice_amount_min),
         filters.invoice_amount_max is None
@@ -385,6 +399,8 @@ def _parse_filters(check: _Checker, name: str, raw: object) -> Filters:
             if not all(isinstance(v, str) for v in items):
                 check.problem(name, where, "expected a string or a list of strings")
             values[key] = [str(v).lower() if key == "currency" else str(v) for v in items]
+            if key == "subscription_interval":
+                values[key] = _billing_periods(check, name, where, values[key])
         elif key in _INT_FILTERS:
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 check.problem(name, where, f"{value!r} is not an amount in minor units (e.g. 5000)")
@@ -401,6 +417,24 @@ def _parse_filters(check: _Checker, name: str, raw: object) -> Filters:
     if isinstance(low, int) and isinstance(high, int) and low > high:
         check.problem(name, "filters.invoice_amount_min", "is greater than invoice_amount_max")
     return Filters(**values)
+
+
+def _billing_periods(check: _Checker, name: str, where: str, values: list[str]) -> list[str]:
+    """`year`, `month`, `3 month`, `12 months`... as `ledger.billing_period` names them."""
+    periods = []
+    for value in values:
+        count, _, unit = value.strip().lower().rpartition(" ")
+        number = int(count) if count.isdigit() else (0 if count else 1)
+        period = billing_period(unit.removesuffix("s"), number) if number >= 1 else None
+        if period is None:
+            check.problem(
+                name,
+                where,
+                f"{value!r} is not a billing period (day, week, month, year, or e.g. 3 month)",
+            )
+            continue
+        periods.append(period)
+    return periods
 
 
 def _parse_step(check: _Checker, name: str, lifecycle: str, index: int, raw: object) -> Step | None:
@@ -434,7 +468,9 @@ def _parse_step(check: _Checker, name: str, lifecycle: str, index: int, raw: obj
     if send is not None and send not in check.known_templates:
         check.problem(name, f"{where}.send", f"unknown template {send!r}")
     if action is not None:
-        if action not in ALL_ACTIONS:
+        if action in RENAMED_ACTIONS:
+            check.problem(name, f"{where}.action", f"{action!r}: {RENAMED_ACTIONS[action]}")
+        elif action not in ALL_ACTIONS:
             check.problem(
                 name,
                 f"{where}.action",

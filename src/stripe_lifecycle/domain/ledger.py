@@ -35,6 +35,9 @@ STATUS_RANK = (
     "canceled",
 )
 
+# A subscription in one of these is over for good.
+ENDED = frozenset({"canceled", "incomplete_expired"})
+
 # Subscriptions that still bill (or will): a customer with one of these has not churned.
 LIVE_STATUSES = frozenset({"active", "trialing", "past_due", "unpaid", "paused", "incomplete"})
 
@@ -67,6 +70,17 @@ class SubscriptionState:
     metadata: dict[str, str] = field(default_factory=dict)
     default_source: str | None = None
     collection_method: str | None = None
+    # How often each item bills, as `billing_period` names it ("month", "year", "3 month").
+    billing_periods: list[str] = field(default_factory=list)
+
+    @property
+    def periods(self) -> list[str]:
+        """The billing periods of its items (state from before they were kept: the first
+        item's interval)."""
+        if self.billing_periods:
+            return self.billing_periods
+        period = billing_period(self.interval, 1)
+        return [period] if period else []
 
     @property
     def cancel_scheduled(self) -> bool:
@@ -296,6 +310,10 @@ class CustomerLedger:
         current = self.snapshot.subscriptions.get(sub.id)
         if current is not None and created < current.version:
             return
+        # Stripe never brings a canceled subscription back: an event of the same second as
+        # the one that ended it (they keep arrival order there) is older news.
+        if current is not None and current.status in ENDED and created <= current.version:
+            return
         status = "canceled" if event_type == "customer.subscription.deleted" else sub.status
         first = sub.items[0] if sub.items else None
         self.snapshot.subscriptions[sub.id] = SubscriptionState(
@@ -319,6 +337,13 @@ class CustomerLedger:
             default_payment_method=sub.default_payment_method,
             default_source=sub.default_source,
             collection_method=sub.collection_method,
+            billing_periods=sorted(
+                {
+                    period
+                    for item in sub.items
+                    if (period := billing_period(item.interval, item.interval_count)) is not None
+                }
+            ),
             metadata=dict(sub.metadata),
         )
         if self.snapshot.customer_since is None and sub.created is not None:
@@ -359,6 +384,22 @@ def _plan_name(sub: SubscriptionInfo) -> str | None:
         return None
     item = sub.items[0]
     return item.nickname or item.product_id or item.price_id
+
+
+def billing_period(interval: str | None, interval_count: int) -> str | None:
+    """One name per length of billing period, whichever way Stripe spells it: twelve
+    months are a `year`, seven days a `week`, three months `3 month`."""
+    if interval in ("month", "year"):
+        months = interval_count * (12 if interval == "year" else 1)
+        if months % 12 == 0:
+            return "year" if months == 12 else f"{months // 12} year"
+        return "month" if months == 1 else f"{months} month"
+    if interval in ("day", "week"):
+        days = interval_count * (7 if interval == "week" else 1)
+        if days % 7 == 0:
+            return "week" if days == 7 else f"{days // 7} week"
+        return "day" if days == 1 else f"{days} day"
+    return None
 
 
 def new_state(customer_id: str) -> CustomerState:

@@ -27,6 +27,7 @@ from stripe_lifecycle.domain.conversions import (
 )
 from stripe_lifecycle.domain.events import BillingEvent, InvoiceInfo
 from stripe_lifecycle.domain.ledger import (
+    ENDED,
     MRR_STATUSES,
     CustomerLedger,
     LifecycleRef,
@@ -36,9 +37,8 @@ from stripe_lifecycle.domain.ledger import SubscriptionState as Sub
 from stripe_lifecycle.domain.lifecycles import INVOICE_LIFECYCLES, Lifecycle
 
 PAID_EVENTS = frozenset({"invoice.paid", "invoice.payment_succeeded"})
+UPCOMING = "invoice.upcoming"
 DELETED = "customer.subscription.deleted"
-# A subscription in one of these is over: nothing about it can be saved any more.
-ENDED = frozenset({"canceled", "incomplete_expired"})
 # A trial that ends in one of these did not turn into a paying subscription.
 TRIAL_LAPSED = frozenset({"canceled", "incomplete_expired", "paused"})
 TRIAL_UNPAID = frozenset({"past_due", "unpaid"})
@@ -54,6 +54,18 @@ INVOICE_TRIGGERS = {
     Lifecycle.DUNNING: "invoice.payment_failed",
     Lifecycle.PAYMENT_ACTION: "invoice.payment_action_required",
 }
+# An invoice the customer pays by hand (`send_invoice`) is never charged, so it never
+# fails: its dunning starts when it is overdue.
+OVERDUE = "invoice.overdue"
+SEND_INVOICE = "send_invoice"
+# With Stripe's automations, a later retry's date arrives on `invoice.updated`.
+INVOICE_UPDATED = "invoice.updated"
+# The first invoice of a subscription: the customer is usually still at checkout, and
+# Stripe voids it (`incomplete_expired`) if it is not paid within about a day.
+SUBSCRIPTION_CREATE = "subscription_create"
+AT_CHECKOUT = frozenset({"incomplete", "incomplete_expired"})
+PAID_OUT_OF_BAND = "paid_out_of_band"
+OUT_OF_BAND_REASON = "paid out of band: marked paid in Stripe without a charge"
 INVOICE_ENDINGS = {
     "invoice.paid": RECOVERED,
     "invoice.payment_succeeded": RECOVERED,
@@ -116,6 +128,8 @@ class Convert:
     amount_cents: int
     currency: str | None
     invoice_id: str | None = None
+    # Recorded, but credited to no email, and why.
+    uncredited_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -186,11 +200,14 @@ def invoice_decisions(event: BillingEvent, ledger: CustomerLedger) -> list[Decis
     for lifecycle in INVOICE_LIFECYCLES:
         wid = _invoice_lifecycle_id(lifecycle, invoice.id)
         ref = _running_ref(ledger, wid)
+        trigger = _invoice_trigger(lifecycle, invoice)
         if ref is not None:
             endings = (
                 PAYMENT_ACTION_ENDINGS if lifecycle == Lifecycle.PAYMENT_ACTION else INVOICE_ENDINGS
             )
             outcome = endings.get(event.type)
+            # Marked paid by hand (a wire, a write-off): no email made that happen.
+            out_of_band = outcome == RECOVERED and invoice.paid_out_of_band
             if outcome == RECOVERED and not ref.converted:
                 decisions.append(
                     Convert(
@@ -202,13 +219,14 @@ def invoice_decisions(event: BillingEvent, ledger: CustomerLedger) -> list[Decis
                         amount_cents=invoice.amount_paid or invoice.amount_due,
                         currency=invoice.currency,
                         invoice_id=invoice.id,
+                        uncredited_reason=OUT_OF_BAND_REASON if out_of_band else None,
                     )
                 )
             if outcome is not None:
-                decisions.append(End(wid, outcome))
-            elif event.type == INVOICE_TRIGGERS[lifecycle]:
+                decisions.append(End(wid, PAID_OUT_OF_BAND if out_of_band else outcome))
+            elif event.type in (trigger, INVOICE_UPDATED):
                 decisions.append(Refresh(wid, invoice))
-        elif event.type == INVOICE_TRIGGERS[lifecycle] and _new(ledger, wid):
+        elif event.type == trigger and _new(ledger, wid):
             if _invoice_lifecycle_starts(lifecycle, invoice, ledger):
                 decisions.append(
                     Start(lifecycle, wid, invoice.id, invoice.subscription_id, invoice=invoice)
@@ -237,7 +255,9 @@ def legacy_invoice_routes(event: BillingEvent, ledger: CustomerLedger) -> list[D
         if _running_ref(ledger, wid) is not None:
             decisions.append(Forward(wid))
         elif event.type == INVOICE_TRIGGERS[lifecycle]:
-            if _invoice_lifecycle_starts(lifecycle, invoice, ledger):
+            # The start conditions of those runs, unchanged: they must replay.
+            subscription_only = lifecycle == Lifecycle.DUNNING and not invoice.subscription_id
+            if not subscription_only and not ledger.is_paid(invoice.id):
                 decisions.append(
                     Start(lifecycle, wid, invoice.id, invoice.subscription_id, invoice=invoice)
                 )
@@ -322,6 +342,12 @@ def _invoice_lifecycle_id(lifecycle: Lifecycle, invoice_id: str) -> str:
     return ids.payment_action_id(invoice_id)
 
 
+def _invoice_trigger(lifecycle: Lifecycle, invoice: InvoiceInfo) -> str:
+    if lifecycle == Lifecycle.DUNNING and invoice.collection_method == SEND_INVOICE:
+        return OVERDUE
+    return INVOICE_TRIGGERS[lifecycle]
+
+
 def _invoice_lifecycle_starts(
     lifecycle: Lifecycle, invoice: InvoiceInfo, ledger: CustomerLedger
 ) -> bool:
@@ -329,6 +355,13 @@ def _invoice_lifecycle_starts(
     # (events arriving out of order) needs neither lifecycle.
     if lifecycle == Lifecycle.DUNNING and not invoice.subscription_id:
         return False
+    if lifecycle == Lifecycle.DUNNING and invoice.billing_reason == SUBSCRIPTION_CREATE:
+        # A first payment failing at checkout is not a customer to win back: Stripe lets
+        # the checkout retry it, then voids it. Once the subscription is live (a trial's
+        # first invoice fails later), it is.
+        sub = ledger.snapshot.subscriptions.get(invoice.subscription_id or "")
+        if sub is None or sub.status in AT_CHECKOUT:
+            return False
     return not ledger.is_paid(invoice.id or "")
 
 
@@ -360,8 +393,15 @@ def _trial(event: BillingEvent, sub: Sub, ledger: CustomerLedger) -> list[Decisi
     wid = ids.trial_id(sub.id)
     ref = latest(ledger, wid)
     invoice = event.invoice
-    # Trials start with a $0 invoice; the first invoice with money in it is the conversion.
-    if invoice is not None and event.type in PAID_EVENTS and invoice.amount_paid > 0:
+    # The trial converts on the first paid invoice for the time after it: the invoice a
+    # trial starts with may carry money too (a setup fee, a paid trial), and is not it.
+    signup = invoice is not None and invoice.billing_reason == SUBSCRIPTION_CREATE
+    if (
+        invoice is not None
+        and event.type in PAID_EVENTS
+        and invoice.amount_paid > 0
+        and not (signup and (sub.trial_end or 0) > (invoice.created or event.created))
+    ):
         if ref is None or ref.converted:
             return []
         converted = Convert(
@@ -501,6 +541,10 @@ def _renewal(event: BillingEvent, sub: Sub, ledger: CustomerLedger) -> list[Deci
             outcome = "renewed"
         if outcome is not None:
             decisions.append(End(ref.workflow_id, outcome))
+        elif event.type == UPCOMING and invoice is not None:
+            # What Stripe will really charge (prorations, usage, tax, discounts): the
+            # reminders quote it from now on.
+            decisions.append(Refresh(ref.workflow_id, invoice))
     period_end = sub.current_period_end
     renews = sub.status == "active" and not sub.cancel_scheduled and not sub.paused
     if renews and period_end is not None and period_end > event.created:

@@ -46,20 +46,30 @@ def subscription_context(ledger: CustomerLedger, subscription_id: str | None) ->
             "hosted_invoice_url": None,
             "next_payment_attempt": None,
             "attempt_count": 0,
+            "collection_method": (sub.collection_method if sub else None) or "charge_automatically",
         },
     }
 
 
-def invoice_context(invoice: InvoiceInfo) -> dict[str, Any]:
-    """`invoice`, for an invoice lifecycle (dunning, payment action)."""
+def invoice_context(invoice: InvoiceInfo, now: int | None = None) -> dict[str, Any]:
+    """`invoice`, for an invoice lifecycle (dunning, payment action) or a renewal.
+
+    A retry date not after `now` (epoch seconds) is left out: Stripe moved on, and an
+    email must never quote a date that has passed.
+    """
+    retry = invoice.next_payment_attempt
+    if retry is not None and now is not None and retry <= now:
+        retry = None
     return {
         "invoice": {
             "number": invoice.number,
             "amount_due": invoice.amount_due,
             "currency": invoice.currency or "usd",
             "hosted_invoice_url": invoice.hosted_invoice_url,
-            "next_payment_attempt": invoice.next_payment_attempt,
+            "next_payment_attempt": retry,
             "attempt_count": invoice.attempt_count,
+            # `send_invoice`: the customer pays by hand; the copy promises no charge.
+            "collection_method": invoice.collection_method or "charge_automatically",
         }
     }
 
@@ -80,12 +90,14 @@ def step_context(
     email: str | None,
     name: str | None,
     offer: Offer | None,
+    now: int | None = None,
 ) -> dict[str, Any]:
-    """What a lifecycle step's email is rendered with: its objects, the invoice it is
-    about (invoice lifecycles), the customer and the automation's offer."""
+    """What a lifecycle step's email is rendered with at `now`: its objects, the invoice
+    it is about (invoice lifecycles, a renewal's upcoming invoice), the customer and the
+    automation's offer."""
     objects = dict(context)
     if invoice is not None:
-        objects.update(invoice_context(invoice))
+        objects.update(invoice_context(invoice, now))
     return with_customer_and_offer(objects, email, name, offer)
 
 

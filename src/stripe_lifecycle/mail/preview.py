@@ -49,6 +49,7 @@ from stripe_lifecycle.domain.ledger import CustomerLedger, new_state
 from stripe_lifecycle.domain.lifecycles import INVOICE_LIFECYCLES, LINKS, Lifecycle
 from stripe_lifecycle.domain.rules import subscription_of
 from stripe_lifecycle.domain.template_context import (
+    card_context,
     step_context,
     step_destinations,
     subscription_context,
@@ -297,7 +298,8 @@ def _invoice_context(
         invoice = _sample_invoice(lifecycle, billing)
     snap = ledger.snapshot
     offer = automation.offer if automation is not None else None
-    context = step_context({}, invoice, snap.email, snap.name, offer)
+    card = card_context(ledger.billing_payment_method())
+    context = step_context({"payment_method": card}, invoice, snap.email, snap.name, offer)
     return context, list(step_destinations(LINKS[Lifecycle(lifecycle)], offer, invoice))
 
 

@@ -34,7 +34,8 @@ with workflow.unsafe.imports_passed_through():
         new_state,
     )
     from stripe_lifecycle.domain.lifecycles import Lifecycle
-    from stripe_lifecycle.domain.template_context import subscription_context
+    from stripe_lifecycle.domain.money import format_amount
+    from stripe_lifecycle.domain.template_context import card_context, subscription_context
     from stripe_lifecycle.workflows.engine import (
         InvoiceLifecycleWorkflow,
         InvoiceUpdate,
@@ -247,8 +248,9 @@ class CustomerWorkflow(LifecycleParent):
                     customer_email=snap.email,
                     customer_name=snap.name,
                     livemode=event.livemode,
-                    # Invoice lifecycles read their invoice; the others the subscription.
-                    context={}
+                    # Invoice lifecycles read their invoice (and the card it is charged
+                    # to); the others the subscription.
+                    context={"payment_method": card_context(self._ledger.billing_payment_method())}
                     if invoice is not None
                     else subscription_context(self._ledger, start.subscription_id),
                     customer_timezone=self._ledger.timezone,
@@ -282,7 +284,7 @@ class CustomerWorkflow(LifecycleParent):
         trigger = ChooseAutomation(
             lifecycle=start.lifecycle,
             livemode=event.livemode,
-            subscription_interval=sub.interval if sub else None,
+            subscription_periods=sub.periods if sub else [],
             customer_metadata=snap.metadata,
         )
         if invoice is not None:
@@ -327,6 +329,7 @@ class CustomerWorkflow(LifecycleParent):
                 mrr_delta_cents=convert.mrr_delta_cents,
                 currency=convert.currency,
                 occurred_at=event.created,
+                uncredited_reason=convert.uncredited_reason,
             ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=PERSIST_RETRY,
@@ -373,7 +376,10 @@ class CustomerWorkflow(LifecycleParent):
         if snap.events_applied == 0:
             workflow.set_current_details("Waiting for the first Stripe event.")
             return
-        money = f"{snap.mrr_cents / 100:.2f} {(snap.currency or '').upper()}".strip()
+        # In the currency's own minor unit: a yen has no cents.
+        money = (
+            format_amount(snap.mrr_cents, snap.currency) if snap.currency else str(snap.mrr_cents)
+        )
         subs = ", ".join(
             f"{s.id} {s.status} ({s.plan or 'no plan'})" for s in snap.subscriptions.values()
         )

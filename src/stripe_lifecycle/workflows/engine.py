@@ -153,6 +153,12 @@ class LifecycleParent:
 # ended first.
 NOT_SENT = "not sent: ended while waiting for its send window"
 SEQUENCE_FINISHED = "sequence_finished"
+# Instances that began before dunning's final notice waited for Stripe's last retry
+# replay without the wait.
+FINAL_NOTICE_PATCH = "final-notice-after-the-last-retry"
+# How long after a scheduled retry its outcome (paid, or failed with the next date)
+# has reached the instance.
+RETRY_SETTLES = timedelta(hours=1)
 DONE = "done"
 
 MAIL_RETRY = RetryPolicy(
@@ -316,6 +322,11 @@ class LifecycleWorkflow:
 
     async def _run_step(self, step: Step) -> None:
         self._handled.add(step.index)
+        while (held := self._retry_pending(step)) is not None and workflow.patched(
+            FINAL_NOTICE_PATCH
+        ):
+            if not await self._hold_until(held):
+                return
         if step.send is not None:
             sent = await self._send_email(step, step.send)
             status = sent.status if sent is not None else NOT_SENT
@@ -324,6 +335,10 @@ class LifecycleWorkflow:
         else:
             status = await self._stripe_action(step, step.action or "")
         self._done.append(StepRecord(step.key, _kind(step), _target(step), status, workflow.now()))
+
+    def _retry_pending(self, step: Step) -> datetime | None:  # noqa: ARG002 (a hook)
+        """Until when `step` waits for a payment retry Stripe has scheduled; None: it runs."""
+        return None
 
     async def _send_email(self, step: Step, template: str) -> SendEmailResult | None:
         """The step's email, held to the customer's send window and past the marketing
@@ -423,6 +438,7 @@ class LifecycleWorkflow:
             self._input.customer_email,
             self._input.customer_name,
             self._input.automation.offer,
+            now=int(workflow.now().timestamp()),
         )
 
     def _destinations(self) -> dict[str, str]:
@@ -539,6 +555,18 @@ class InvoiceLifecycleWorkflow(LifecycleWorkflow):
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=DB_RETRY,
         )
+
+    def _retry_pending(self, step: Step) -> datetime | None:
+        """Dunning's final notice is the last word: while Stripe still has a retry
+        scheduled, it waits for that retry (which pays the invoice, or fails and says
+        whether another one comes)."""
+        sends = [s for s in self._input.automation.steps if s.send is not None]
+        final = max(sends, key=lambda s: (self._due(s), s.index), default=None)
+        retry = self._invoice.next_payment_attempt if self._invoice else None
+        if self.lifecycle != Lifecycle.DUNNING or step is not final or retry is None:
+            return None
+        settled = datetime.fromtimestamp(retry, UTC) + RETRY_SETTLES
+        return settled if settled > workflow.now() else None
 
     def _team_notice(self, step: Step) -> tuple[str, str]:
         invoice_id = self._subject
