@@ -2106,3 +2106,63 @@ def test_a_subscription_knows_the_billing_period_of_each_item() -> None:
     event.subscription.items[0].interval, event.subscription.items[0].interval_count = "month", 12
     cus.seed(event)
     assert cus.ledger.snapshot.subscriptions[SUB].periods == ["year"]
+
+
+# --- Deleted customers -------------------------------------------------------------------
+
+
+def deleted(customer_id: str, created: int) -> BillingEvent:
+    return normalise(
+        customer_event(customer_id, "ada@example.com", created=created, type_="customer.deleted")
+    )
+
+
+def test_a_deleted_customer_ends_every_running_lifecycle_and_starts_no_win_back() -> None:
+    cus = in_dunning()
+    ended = cus.batch(deleted(cus.id, T + 2 * DAY))
+    assert sorted(ended, key=str) == sorted(
+        [End(DUNNING_ID, "customer_deleted"), End(RENEWAL_ID, "customer_deleted")], key=str
+    )
+    assert {r.status for r in cus.ledger.state.lifecycles} == {"customer_deleted"}
+    # Stripe deletes the subscriptions right after: no win-back for a deleted customer.
+    gone = sub_event(cus.id, created=T + 2 * DAY, status="canceled", type_=DELETED)
+    assert cus.batch(gone) == []
+
+
+# --- Runs that began under earlier rules keep them ---------------------------------------
+
+
+def test_runs_under_rules_version_1_keep_the_card_order_and_the_setup_fee_conversion() -> None:
+    cus = trialing_customer()
+    cus.ledger.rules_version = 1
+    setup_fee = invoice_event(
+        cus.id,
+        created=TRIAL_START,
+        sub_id=TRIAL_SUB,
+        amount_paid=1200,
+        billing_reason="subscription_create",
+    )
+    assert setup_fee.invoice is not None
+    setup_fee.invoice.created = TRIAL_START
+    # Version 1 took any paid invoice with money for the conversion.
+    assert cus.step(setup_fee) == [trial_converted(), End(TRIAL_ID, "converted")]
+
+    both = Customer()
+    both.ledger.rules_version = 1
+    for n, pm_id in enumerate(["pm_sub", "pm_cus"]):
+        both.seed(card_event(both.id, created=CARD_ATTACHED + n, pm_id=pm_id))
+    both.seed(customer_default(both.id, created=CARD_ATTACHED + 5, pm_id="pm_cus"))
+    both.seed(sub_event(both.id, created=CARD_ATTACHED + 6, default_payment_method="pm_sub"))
+    found = both.ledger.billing_payment_method()
+    # Version 1 watched the customer's default first.
+    assert found is not None and found.id == "pm_cus"
+
+
+def test_runs_under_rules_version_0_decide_only_invoice_lifecycles() -> None:
+    cus = Customer()
+    cus.ledger.rules_version = 0
+    assert cus.batch(trial_event(cus.id)) == []
+    failed = invoice_of(FAILED, cus.id)
+    assert cus.step(failed) == [
+        Start(Lifecycle.DUNNING, DUNNING_ID, "in_T1", SUB, invoice=failed.invoice)
+    ]

@@ -118,6 +118,20 @@ async def test_the_message_keeps_the_subscription_it_is_about(
     }
 
 
+async def test_a_deleted_customer_is_mailed_no_more(
+    sessionmaker: SessionMaker, inbox: SmtpInbox
+) -> None:
+    async with sessionmaker() as session:
+        session.add(Customer(customer_id="cus_Mail1", subscriptions=[], deleted=True))
+        await session.commit()
+    mail = mail_activities(SmtpTransport(host="127.0.0.1", port=inbox.port), sessionmaker)
+    result = await ActivityEnvironment().run(mail.send_email, request())
+    [row] = await rows(sessionmaker)
+    assert (result.status, row.status) == ("suppressed", "suppressed")
+    assert row.error == "the customer was deleted in Stripe"
+    assert inbox.received == []
+
+
 @pytest.mark.parametrize(
     ("to", "livemode", "status", "reason"),
     [

@@ -32,6 +32,7 @@ from stripe_lifecycle.mail.transports import (
 from stripe_lifecycle.storage.db import SessionMaker, insert_for
 from stripe_lifecycle.storage.models import (
     LIFECYCLE_CATEGORIES,
+    Customer,
     MailCategory,
     MailPreference,
     Message,
@@ -234,12 +235,18 @@ class MailActivities(Mail):
         return None
 
     async def _stopped(self, request: SendEmailInput, category: str) -> str | None:
-        """Why the suppression list or the customer's preferences stop this email, if so."""
+        """Why the customer's deletion, the suppression list or the customer's preferences
+        stop this email, if so."""
         address = parseaddr(request.to or "")[1].lower()
         scopes = [SuppressionScope.ALL]
         if category == MailCategory.MARKETING:
             scopes.append(SuppressionScope.MARKETING)
         async with self._sessionmaker() as session:
+            customer = await session.get(Customer, request.customer_id)
+            if customer is not None and customer.deleted:
+                # A deleted customer (often a data-erasure request) gets no mail again,
+                # also from a step already under way when the deletion arrived.
+                return "the customer was deleted in Stripe"
             listed = (
                 await session.execute(
                     select(Suppression)

@@ -41,6 +41,14 @@ ENDED = frozenset({"canceled", "incomplete_expired"})
 # Subscriptions that still bill (or will): a customer with one of these has not churned.
 LIVE_STATUSES = frozenset({"active", "trialing", "past_due", "unpaid", "paused", "incomplete"})
 
+# The rules a customer workflow run decides by. A run keeps the rules it started with, so
+# that its history replays; every run started (or continued as new) since takes the
+# newest. 0: no lifecycles besides the invoice ones; 1: the subscription and card
+# lifecycles, invoice events forwarded to the invoice lifecycles as they are; 2: every
+# lifecycle decided here, with Stripe's own rules for cards, canceled subscriptions,
+# first payments, trials with a setup fee and deleted customers.
+RULES_VERSION = 2
+
 RECENT_EVENT_IDS = 500
 RECENT_PAID_INVOICES = 100
 RECENT_STARTS = 200
@@ -173,8 +181,9 @@ class CustomerState:
 class CustomerLedger:
     """Applies events to a `CustomerState`: dedup by event id, newest `created` wins."""
 
-    def __init__(self, state: CustomerState) -> None:
+    def __init__(self, state: CustomerState, rules_version: int = RULES_VERSION) -> None:
         self.state = state
+        self.rules_version = rules_version
         self._seen = set(state.recent_event_ids)
         self._recent: deque[str] = deque(state.recent_event_ids, maxlen=RECENT_EVENT_IDS)
         self._paid: deque[str] = deque(state.paid_invoice_ids, maxlen=RECENT_PAID_INVOICES)
@@ -212,12 +221,20 @@ class CustomerLedger:
         snap = self.snapshot
         methods = {k: m for k, m in snap.payment_methods.items() if not m.detached}
         primary = min(snap.subscriptions.values(), key=_status_rank, default=None)
-        for candidate in (
+        candidates = (
             primary.default_payment_method if primary else None,
             primary.default_source if primary else None,
             snap.default_payment_method,
             snap.default_source,
-        ):
+        )
+        if self.rules_version < 2:
+            # The order runs from before version 2 decided by: the customer's first.
+            customer = snap.default_payment_method or snap.default_source
+            subscription = (
+                (primary.default_payment_method or primary.default_source) if primary else None
+            )
+            candidates = (customer, subscription, None, None)
+        for candidate in candidates:
             if candidate is not None:
                 return methods.get(candidate)
         return next(iter(methods.values())) if len(methods) == 1 else None
@@ -312,7 +329,12 @@ class CustomerLedger:
             return
         # Stripe never brings a canceled subscription back: an event of the same second as
         # the one that ended it (they keep arrival order there) is older news.
-        if current is not None and current.status in ENDED and created <= current.version:
+        if (
+            self.rules_version >= 2
+            and current is not None
+            and current.status in ENDED
+            and created <= current.version
+        ):
             return
         status = "canceled" if event_type == "customer.subscription.deleted" else sub.status
         first = sub.items[0] if sub.items else None

@@ -48,6 +48,7 @@ RENEWAL_INVOICE_SLACK = 3600
 PLAN_FIELDS = frozenset({"items", "plan", "quantity"})
 
 RUNNING = "running"
+CUSTOMER_DELETED = "customer_deleted"
 # The event that starts an invoice lifecycle; its repeats refresh the invoice (attempt
 # count, next retry) for the copy.
 INVOICE_TRIGGERS = {
@@ -179,7 +180,20 @@ def apply_batch(ledger: CustomerLedger, batch: list[BillingEvent]) -> list[Appli
 
 
 def decide(event: BillingEvent, before: Sub | None, ledger: CustomerLedger) -> list[Decision]:
-    """What this event means for every lifecycle of its customer."""
+    """What this event means for every lifecycle of its customer, by the rules of the
+    run's version (`ledger.RULES_VERSION`)."""
+    version = ledger.rules_version
+    if version < 2:
+        legacy = legacy_invoice_routes(event, ledger)
+        return legacy + subscription_decisions(event, before, ledger) if version >= 1 else legacy
+    if ledger.snapshot.deleted:
+        # A deleted customer (often a data-erasure request) is mailed no more: whatever
+        # runs ends, nothing starts, whatever Stripe sends after the deletion.
+        return [
+            End(ref.workflow_id, CUSTOMER_DELETED)
+            for ref in ledger.state.lifecycles
+            if ref.status == RUNNING
+        ]
     return invoice_decisions(event, ledger) + subscription_decisions(event, before, ledger)
 
 
@@ -395,7 +409,11 @@ def _trial(event: BillingEvent, sub: Sub, ledger: CustomerLedger) -> list[Decisi
     invoice = event.invoice
     # The trial converts on the first paid invoice for the time after it: the invoice a
     # trial starts with may carry money too (a setup fee, a paid trial), and is not it.
-    signup = invoice is not None and invoice.billing_reason == SUBSCRIPTION_CREATE
+    signup = (
+        invoice is not None
+        and invoice.billing_reason == SUBSCRIPTION_CREATE
+        and ledger.rules_version >= 2
+    )
     if (
         invoice is not None
         and event.type in PAID_EVENTS
@@ -541,7 +559,7 @@ def _renewal(event: BillingEvent, sub: Sub, ledger: CustomerLedger) -> list[Deci
             outcome = "renewed"
         if outcome is not None:
             decisions.append(End(ref.workflow_id, outcome))
-        elif event.type == UPCOMING and invoice is not None:
+        elif event.type == UPCOMING and invoice is not None and ledger.rules_version >= 2:
             # What Stripe will really charge (prorations, usage, tax, discounts): the
             # reminders quote it from now on.
             decisions.append(Refresh(ref.workflow_id, invoice))

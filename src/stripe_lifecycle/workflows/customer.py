@@ -66,10 +66,12 @@ FINISHED_LIFECYCLES_KEPT = 50
 # Runs recorded before the subscription and card lifecycles existed replay without them;
 # runs started since (continue-as-new included) take the new branch.
 SEQUENCES_PATCH = "subscription-and-card-lifecycles"
-# Runs that began before the rules decided invoice lifecycles forward every invoice
-# event to the running instance, which records its own recovery; runs started since
-# tell it the outcome and record the conversion here, like every other lifecycle's.
-INVOICE_RULES_PATCH = "invoice-lifecycles-decided-by-rules"
+# Runs that began before rules version 2 (`domain/ledger.py`, RULES_VERSION) decide by
+# the rules they started with; runs started since, continued-as-new ones included, by
+# version 2: every lifecycle decided by the rules, invoice ones included (they are told
+# their outcome, and the conversion is recorded here), and Stripe's own rules for cards,
+# canceled subscriptions, first payments, setup fees and deleted customers.
+RULES_V2_PATCH = "rules-v2"
 
 # The DB may be down for a while; keep trying rather than drop a snapshot.
 PERSIST_RETRY = RetryPolicy(
@@ -100,8 +102,6 @@ class CustomerWorkflow(LifecycleParent):
         self._input = input
         self._ledger = CustomerLedger(input.state or new_state(input.customer_id))
         self._pending: list[BillingEvent] = list(input.pending)
-        self._sequences = False
-        self._invoice_rules = False
         # Search attributes survive continue-as-new; start from what the run already has.
         current = workflow.info().typed_search_attributes
         self._indexed: dict[str, Any] = {
@@ -114,8 +114,10 @@ class CustomerWorkflow(LifecycleParent):
     async def run(self, input: CustomerWorkflowInput) -> None:
         # Decided once, in the run's first workflow task: a patch asked for later, after a
         # local activity, can land in a different task on replay than it did live.
-        self._sequences = workflow.patched(SEQUENCES_PATCH)
-        self._invoice_rules = workflow.patched(INVOICE_RULES_PATCH)
+        if not workflow.patched(SEQUENCES_PATCH):
+            self._ledger.rules_version = 0
+        elif not workflow.patched(RULES_V2_PATCH):
+            self._ledger.rules_version = 1
         self._set_details()
         while True:
             await workflow.wait_condition(lambda: bool(self._pending) or self._history_full())
@@ -176,14 +178,9 @@ class CustomerWorkflow(LifecycleParent):
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=PERSIST_RETRY,
         )
-        for event, before in ((a.event, a.before) for a in applied):
-            if self._invoice_rules:
-                decisions = rules.invoice_decisions(event, self._ledger)
-            else:
-                decisions = rules.legacy_invoice_routes(event, self._ledger)
-            if self._sequences:
-                decisions += rules.subscription_decisions(event, before, self._ledger)
-            for decision in decisions:
+        for applied_event in applied:
+            event = applied_event.event
+            for decision in rules.decide(event, applied_event.before, self._ledger):
                 if rules.begin(self._ledger, decision):
                     await self._carry_out(decision, event)
         self._set_details()
