@@ -1,24 +1,36 @@
-"""Support's view of a customer, and stopping a customer's dunning."""
+"""Support's view of a customer, stopping a customer's dunning, and erasing a customer's
+personal data."""
 
+import asyncio
 import logging
+import time
 from datetime import timedelta
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
-from stripe_lifecycle.api.deps import TEMPORAL_UNREACHABLE, SessionDep, SupportKey, TemporalDep
+from stripe_lifecycle.api.deps import (
+    TEMPORAL_UNREACHABLE,
+    AdminKey,
+    SessionDep,
+    SupportKey,
+    TemporalDep,
+)
 from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.lifecycles import INVOICE_LIFECYCLES
+from stripe_lifecycle.storage.erasure import erase_customer
 from stripe_lifecycle.storage.models import Customer, CustomerPublic, LifecyclePublic, SupportAction
-from stripe_lifecycle.workflows.customer import CustomerWorkflow
+from stripe_lifecycle.workflows.customer import CustomerWorkflow, EraseRequest
 from stripe_lifecycle.workflows.engine import CancelRequest, LifecycleWorkflow
 
 log = logging.getLogger(__name__)
@@ -32,7 +44,7 @@ async def _lifecycles(
     temporal: TemporalDep, customer_id: str, running_only: bool = False
 ) -> list[LifecyclePublic]:
     customer = contract.visibility_literal(customer_id)
-    query = f"CustomerId = {customer} AND WorkflowType != 'CustomerWorkflow'"
+    query = f"{contract.CUSTOMER_ID.name} = {customer} AND WorkflowType != 'CustomerWorkflow'"
     if running_only:
         query += " AND ExecutionStatus = 'Running'"
     found: list[LifecyclePublic] = []
@@ -149,3 +161,98 @@ async def cancel_dunning(
             status.HTTP_404_NOT_FOUND, detail=f"no customer {customer_id}"
         ) from None
     return CancelledDunning(cancelled=cancelled)
+
+
+class Erasure(BaseModel):
+    customer_id: str
+    # The lifecycles the erasure ended, and the workflow runs deleted from Temporal with
+    # the personal data their histories held (`workflow_id/run_id`).
+    ended: list[str]
+    deleted_runs: list[str]
+    # Messages whose address, subject and bodies were erased.
+    messages_erased: int
+
+
+# How long the erasure waits for the customer workflow to continue in a clean run.
+NEW_RUN_WAIT = 10.0
+
+
+@router.delete("/customers/{customer_id}", response_model=Erasure)
+async def erase_customer_data(
+    customer_id: str, session: SessionDep, temporal: TemporalDep, caller: AdminKey
+) -> Erasure:
+    """Erase the customer's personal data (a data-erasure request): email, name, message
+    addresses and bodies, raw payloads, the `CustomerEmail` search attribute and the
+    Temporal histories that held them; the anonymous money figures stay. Recorded with
+    who did it. 503 while Temporal is unreachable (nothing erased: ask again)."""
+    if await session.get(Customer, customer_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no customer {customer_id}")
+    actor = str(caller)
+    entity = temporal.get_workflow_handle_for(
+        CustomerWorkflow.run, ids.customer_workflow_id(customer_id)
+    )
+    ended: list[str] = []
+    deleted: list[str] = []
+    try:
+        erased = await entity.execute_update(CustomerWorkflow.erase, EraseRequest(actor=actor))
+        ended = erased.ended
+        deleted = await _delete_histories(temporal, customer_id, erased.run_id)
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise _temporal_unreachable(exc) from exc
+        # No workflow ever ran for the customer: only the database holds their data.
+    except TEMPORAL_UNREACHABLE as exc:
+        raise _temporal_unreachable(exc) from exc
+    messages = await erase_customer(session, customer_id, actor)
+    await session.commit()
+    log.info("personal data of %s erased by %s", customer_id, actor)
+    return Erasure(
+        customer_id=customer_id, ended=ended, deleted_runs=deleted, messages_erased=messages
+    )
+
+
+def _temporal_unreachable(exc: BaseException) -> HTTPException:
+    log.warning("erasure: Temporal unreachable: %s", exc)
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE, detail="Temporal is unreachable; nothing erased"
+    )
+
+
+async def _delete_histories(temporal: Client, customer_id: str, erased_run: str) -> list[str]:
+    """Delete every workflow run of the customer except the clean one the customer
+    workflow continued in: their histories hold the personal data."""
+    entity_id = ids.customer_workflow_id(customer_id)
+    current = await _clean_run(temporal, entity_id, erased_run)
+    runs = {(entity_id, erased_run)}
+    customer = contract.visibility_literal(customer_id)
+    async for execution in temporal.list_workflows(f"{contract.CUSTOMER_ID.name} = {customer}"):
+        runs.add((execution.id, execution.run_id or ""))
+    deleted = []
+    for workflow_id, run_id in sorted(runs):
+        if (workflow_id, run_id) == (entity_id, current) or not run_id:
+            continue
+        try:
+            await temporal.workflow_service.delete_workflow_execution(
+                DeleteWorkflowExecutionRequest(
+                    namespace=temporal.namespace,
+                    workflow_execution=WorkflowExecution(workflow_id=workflow_id, run_id=run_id),
+                )
+            )
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            continue
+        deleted.append(f"{workflow_id}/{run_id}")
+    return deleted
+
+
+async def _clean_run(temporal: Client, entity_id: str, erased_run: str) -> str:
+    """The run the customer workflow continued in after the erasure; the erased run
+    itself if it has not yet (it is then kept: deleting it would lose the customer)."""
+    deadline = time.monotonic() + NEW_RUN_WAIT
+    while time.monotonic() < deadline:
+        run_id = (await temporal.get_workflow_handle(entity_id).describe()).run_id
+        if run_id != erased_run:
+            return run_id
+        await asyncio.sleep(0.1)
+    return erased_run

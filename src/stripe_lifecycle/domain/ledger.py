@@ -163,6 +163,9 @@ class BillingSnapshot:
     payment_methods: dict[str, PaymentMethodState] = field(default_factory=dict)
     # Filled in by the customer workflow's `state` query (the ledger keeps the list).
     lifecycles: list[LifecycleRef] = field(default_factory=list)
+    # The customer's personal data was erased: whatever Stripe still sends about them,
+    # only the money is kept.
+    erased: bool = False
 
 
 @dataclass
@@ -280,10 +283,22 @@ class CustomerLedger:
         self._recompute()
         return True
 
+    def erase(self) -> None:
+        """Forget who the customer is (a data-erasure request); keep what they paid."""
+        snap = self.snapshot
+        snap.email = snap.name = snap.country = None
+        snap.metadata = {}
+        snap.payment_methods = {}
+        snap.default_payment_method = snap.default_source = None
+        snap.deleted = snap.erased = True
+
     def _apply_customer(self, customer: CustomerInfo, created: int) -> None:
         snap = self.snapshot
         # An older customer object arriving late must not overwrite newer details.
         if created < snap.customer_version:
+            return
+        if snap.erased:
+            snap.customer_version = created
             return
         snap.customer_version = created
         snap.email = customer.email
@@ -298,6 +313,8 @@ class CustomerLedger:
         snap.default_source = customer.default_source
 
     def _apply_payment_method(self, pm: PaymentMethodInfo, created: int, event_type: str) -> None:
+        if self.snapshot.erased:
+            return
         methods = self.snapshot.payment_methods
         current = methods.get(pm.id)
         if current is not None and created < current.version:

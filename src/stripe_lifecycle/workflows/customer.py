@@ -13,7 +13,7 @@ from temporalio.common import (
     TypedSearchAttributes,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import FailureError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from stripe_lifecycle.activities.interface import (
@@ -46,6 +46,18 @@ with workflow.unsafe.imports_passed_through():
         LifecycleWorkflow,
     )
     from stripe_lifecycle.workflows.lifecycles import LIFECYCLE_WORKFLOWS
+
+
+@dataclass
+class EraseRequest:
+    actor: str
+
+
+@dataclass
+class EraseResult:
+    # The lifecycles the erasure ended, and the run whose history it leaves behind.
+    ended: list[str]
+    run_id: str
 
 
 @dataclass
@@ -89,6 +101,7 @@ class CustomerWorkflow(LifecycleParent):
     duplicates (by event id) are ignored, and an event older than what is known about the
     same object does not overwrite it.
     `lifecycle_finished(LifecycleFinished)` — a lifecycle child ended.
+    Updates: `erase(EraseRequest) -> EraseResult` — erase the customer's personal data.
     Queries: `state() -> BillingSnapshot`, `lifecycles() -> list[LifecycleRef]`.
     For each applied event it carries out what `domain/rules.py` decides: starts one
     lifecycle child per instance (`dunning-{invoice_id}`, `trial-{sub_id}`, ...), tells
@@ -102,6 +115,9 @@ class CustomerWorkflow(LifecycleParent):
         self._input = input
         self._ledger = CustomerLedger(input.state or new_state(input.customer_id))
         self._pending: list[BillingEvent] = list(input.pending)
+        # Set once the customer's personal data is erased: this run's history holds it, so
+        # the entity continues in a new run at once (and the old one can be deleted).
+        self._fresh_history = False
         # Search attributes survive continue-as-new; start from what the run already has.
         current = workflow.info().typed_search_attributes
         self._indexed: dict[str, Any] = {
@@ -120,10 +136,12 @@ class CustomerWorkflow(LifecycleParent):
             self._ledger.rules_version = 1
         self._set_details()
         while True:
-            await workflow.wait_condition(lambda: bool(self._pending) or self._history_full())
+            await workflow.wait_condition(
+                lambda: bool(self._pending) or self._history_full() or self._fresh_history
+            )
             if self._pending:
                 await self._apply_pending()
-            if self._history_full():
+            if self._history_full() or self._fresh_history:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
                     CustomerWorkflowInput(
@@ -151,6 +169,31 @@ class CustomerWorkflow(LifecycleParent):
         rules.finished(
             self._ledger, finished.workflow_id, finished.outcome, FINISHED_LIFECYCLES_KEPT
         )
+
+    @workflow.update
+    async def erase(self, request: EraseRequest) -> EraseResult:
+        """Erase the customer's personal data (email, name, address, cards, metadata) and
+        end every running lifecycle, keeping the money figures; the entity then continues
+        in a new run whose history holds no personal data."""
+        workflow.logger.info("personal data erased by %s", request.actor)
+        ended = []
+        for ref in list(self._ledger.state.lifecycles):
+            end = rules.End(ref.workflow_id, rules.CUSTOMER_DELETED)
+            if rules.begin(self._ledger, end):
+                ended.append(ref.workflow_id)
+                await self._tell(
+                    ref.workflow_id,
+                    LifecycleUpdate(
+                        event_id=f"erasure-{workflow.info().run_id}",
+                        created=int(workflow.now().timestamp()),
+                        outcome=rules.CUSTOMER_DELETED,
+                    ),
+                )
+        self._ledger.erase()
+        self._index()
+        self._set_details()
+        self._fresh_history = True
+        return EraseResult(ended=ended, run_id=workflow.info().run_id)
 
     @workflow.query
     def state(self) -> BillingSnapshot:
@@ -192,8 +235,8 @@ class CustomerWorkflow(LifecycleParent):
             await self._record_conversion(decision, event)
         elif isinstance(decision, rules.Forward):
             sub = self._ledger.snapshot.subscriptions.get(rules.subscription_of(event) or "")
-            await workflow.get_external_workflow_handle(decision.workflow_id).signal(
-                InvoiceLifecycleWorkflow.invoice_update,
+            await self._tell(
+                decision.workflow_id,
                 InvoiceUpdate(
                     event_id=event.event_id,
                     event_type=event.type,
@@ -214,9 +257,19 @@ class CustomerWorkflow(LifecycleParent):
                 update.invoice = decision.invoice
             else:
                 update.outcome = decision.outcome
-            await workflow.get_external_workflow_handle(decision.workflow_id).signal(
-                LifecycleWorkflow.lifecycle_update, update
-            )
+            await self._tell(decision.workflow_id, update)
+
+    async def _tell(self, workflow_id: str, update: LifecycleUpdate | InvoiceUpdate) -> None:
+        """Signal a lifecycle child; one that has just ended (its last step, or by hand)
+        has nothing left to be told, and its own report says how it ended."""
+        handle = workflow.get_external_workflow_handle(workflow_id)
+        try:
+            if isinstance(update, InvoiceUpdate):
+                await handle.signal(InvoiceLifecycleWorkflow.invoice_update, update)
+            else:
+                await handle.signal(LifecycleWorkflow.lifecycle_update, update)
+        except FailureError as exc:
+            workflow.logger.warning("could not tell %s: %s", workflow_id, exc)
 
     async def _start(self, start: rules.Start, event: BillingEvent) -> None:
         """Start a lifecycle child if an automation matches, and remember it; an id

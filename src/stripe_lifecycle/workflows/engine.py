@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
         StripeActions,
         TeamNotice,
     )
-    from stripe_lifecycle.domain import rules
+    from stripe_lifecycle.domain import contract, rules
     from stripe_lifecycle.domain.automations import Automation, Step
     from stripe_lifecycle.domain.conversions import RECOVERED
     from stripe_lifecycle.domain.events import InvoiceInfo
@@ -225,6 +225,12 @@ class LifecycleWorkflow:
                 break
             await self._run_step(upcoming[0])
         self._next = None
+        indexed = workflow.info().typed_search_attributes.search_attributes
+        email_indexed = any(pair.key.name == contract.CUSTOMER_EMAIL.name for pair in indexed)
+        if self._outcome == rules.CUSTOMER_DELETED and email_indexed:
+            # The customer was deleted (their data may be erased next): this instance's
+            # visibility record stops naming their address now, not when it is deleted.
+            workflow.upsert_search_attributes([contract.CUSTOMER_EMAIL.value_unset()])
         await self._on_end()
         self._describe()
         await self._tell_customer_workflow()
