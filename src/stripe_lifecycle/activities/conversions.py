@@ -8,7 +8,14 @@ from sqlmodel import col
 from temporalio import activity
 
 from stripe_lifecycle.activities.interface import ConversionInput, Conversions
-from stripe_lifecycle.domain.attribution import NOT_TOUCHES, Policy, Touch, attribute, split_amount
+from stripe_lifecycle.domain.attribution import (
+    NOT_TOUCHES,
+    Policy,
+    Touch,
+    attribute,
+    split_amount,
+    touch_range,
+)
 from stripe_lifecycle.storage.db import SessionMaker, insert_for
 from stripe_lifecycle.storage.models import (
     CREDITABLE_STATUSES,
@@ -37,7 +44,8 @@ class ConversionActivities(Conversions):
         occurred = datetime.fromtimestamp(conversion.occurred_at, UTC)
         window = self._policy.window_for(conversion.lifecycle)
         async with self._sessionmaker() as session:
-            touches = await _touches(session, conversion, occurred - window, occurred)
+            since, before = touch_range(occurred, window)
+            touches = await _touches(session, conversion, since, before)
             credits = attribute(touches, occurred, window, self._policy.model)
             top = credits[0] if credits else None
             dialect = session.get_bind().dialect.name
@@ -94,9 +102,9 @@ class ConversionActivities(Conversions):
 
 
 async def _touches(
-    session: AsyncSession, conversion: ConversionInput, since: datetime, until: datetime
+    session: AsyncSession, conversion: ConversionInput, since: datetime, before: datetime
 ) -> list[Touch]:
-    """The customer's messages of the lifecycle sent, or clicked, between the two times."""
+    """The customer's messages of the lifecycle sent, or clicked, in [since, before)."""
     of_this_lifecycle = (
         col(Message.customer_id) == conversion.customer_id,
         col(Message.lifecycle) == conversion.lifecycle,
@@ -106,7 +114,7 @@ async def _touches(
         select(col(Message.id), sent_time())
         .where(*of_this_lifecycle)
         .where(col(Message.status).in_(CREDITABLE_STATUSES))
-        .where(sent_time().between(since, until))
+        .where(sent_time() >= since, sent_time() < before)
     )
     sent_at: dict[str, datetime | None] = {row[0]: row[1] for row in sent}
     clicks: dict[str, list[datetime]] = {}
@@ -114,7 +122,7 @@ async def _touches(
         select(col(MessageClick.message_id), col(MessageClick.clicked_at))
         .join(Message, col(MessageClick.message_id) == col(Message.id))
         .where(*of_this_lifecycle)
-        .where(col(MessageClick.clicked_at).between(since, until))
+        .where(col(MessageClick.clicked_at) >= since, col(MessageClick.clicked_at) < before)
     )
     for message_id, clicked_at in clicked:
         clicks.setdefault(message_id, []).append(clicked_at)
