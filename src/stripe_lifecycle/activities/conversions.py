@@ -1,4 +1,5 @@
-"""Record conversions once per Stripe event, credited to the messages that earned them."""
+"""Record conversions once per Stripe event, lifecycle and kind, credited to the messages
+that earned them."""
 
 from datetime import UTC, datetime
 
@@ -18,6 +19,7 @@ from stripe_lifecycle.domain.attribution import (
 )
 from stripe_lifecycle.storage.db import SessionMaker, insert_for
 from stripe_lifecycle.storage.models import (
+    CONVERSION_KEY,
     CREDITABLE_STATUSES,
     Conversion,
     ConversionCredit,
@@ -34,19 +36,24 @@ class ConversionActivities(Conversions):
 
     @activity.defn(name="record_conversion")
     async def record_conversion(self, conversion: ConversionInput) -> str | None:
-        """Insert once (unique Stripe event id) with its credits; returns the message with
-        the largest credit, if any.
+        """Insert once (unique Stripe event, lifecycle and kind) with its credits; returns
+        the message with the largest credit, if any.
 
         The attribution model and window (per lifecycle) come from the policy; unattributed
-        conversions are recorded too. A retried activity finds the conversion recorded and
-        writes nothing: the credits were written with it, in one transaction.
+        conversions are recorded too. One with an `uncredited_reason` (an invoice paid out
+        of band) is recorded with that reason and no credits, whatever emails touched the
+        customer. A retried activity finds the conversion recorded and writes nothing: the
+        credits were written with it, in one transaction.
         """
         occurred = datetime.fromtimestamp(conversion.occurred_at, UTC)
         window = self._policy.window_for(conversion.lifecycle)
         async with self._sessionmaker() as session:
-            since, before = touch_range(occurred, window)
-            touches = await _touches(session, conversion, since, before)
-            credits = attribute(touches, occurred, window, self._policy.model)
+            if conversion.uncredited_reason is None:
+                since, before = touch_range(occurred, window)
+                touches = await _touches(session, conversion, since, before)
+                credits = attribute(touches, occurred, window, self._policy.model)
+            else:
+                credits = []
             top = credits[0] if credits else None
             dialect = session.get_bind().dialect.name
             insert = insert_for(dialect)
@@ -68,9 +75,10 @@ class ConversionActivities(Conversions):
                         occurred_at=occurred,
                         message_id=top.message_id if top else None,
                         attribution=top.rule if top else None,
+                        uncredited_reason=conversion.uncredited_reason,
                         recorded_at=datetime.now(UTC),
                     )
-                    .on_conflict_do_nothing(index_elements=["stripe_event_id"])
+                    .on_conflict_do_nothing(index_elements=list(CONVERSION_KEY))
                     .returning(col(Conversion.id))
                 )
             ).scalar_one_or_none()
@@ -79,7 +87,9 @@ class ConversionActivities(Conversions):
                 recorded: str | None = (
                     await session.execute(
                         select(col(Conversion.message_id)).where(
-                            col(Conversion.stripe_event_id) == conversion.stripe_event_id
+                            col(Conversion.stripe_event_id) == conversion.stripe_event_id,
+                            col(Conversion.lifecycle) == conversion.lifecycle,
+                            col(Conversion.kind) == conversion.kind,
                         )
                     )
                 ).scalar_one_or_none()
