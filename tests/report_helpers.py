@@ -97,11 +97,7 @@ class DunningRig:
             },
             destinations={"update_payment": "https://invoice.stripe.com/i/acct_1/test"},
         )
-        result = await ActivityEnvironment().run(self.mail.send_email, request)
-        async with self.sessionmaker() as session:
-            message = await session.get(Message, result.message_id)
-        assert message is not None and message.status == "recorded"
-        return message
+        return await self._recorded(request)
 
     async def click(self, message: Message) -> None:
         """Follows the email's tracked link, as the reader does."""
@@ -115,6 +111,10 @@ class DunningRig:
         request = delivery_helpers.step_email(
             Lifecycle.TRIAL, customer_id=f"cus_{invoice_id}", workflow_id=trial_of(invoice_id)
         )
+        return await self._recorded(request)
+
+    async def _recorded(self, request: SendEmailInput) -> Message:
+        """The email the real send_email activity records for `request`."""
         result = await ActivityEnvironment().run(self.mail.send_email, request)
         async with self.sessionmaker() as session:
             message = await session.get(Message, result.message_id)
