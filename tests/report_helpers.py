@@ -18,6 +18,7 @@ from stripe_lifecycle.activities.conversions import ConversionActivities
 from stripe_lifecycle.activities.interface import ConversionInput, SendEmailInput
 from stripe_lifecycle.activities.mail import MailActivities
 from stripe_lifecycle.domain.attribution import Policy
+from stripe_lifecycle.domain.conversions import RECOVERED
 from stripe_lifecycle.domain.lifecycles import Lifecycle
 from stripe_lifecycle.mail.templates import Brand
 from stripe_lifecycle.mail.transports import OutboxTransport
@@ -96,17 +97,38 @@ class DunningRig:
             },
             destinations={"update_payment": "https://invoice.stripe.com/i/acct_1/test"},
         )
-        result = await ActivityEnvironment().run(self.mail.send_email, request)
-        async with self.sessionmaker() as session:
-            message = await session.get(Message, result.message_id)
-        assert message is not None and message.status == "recorded"
-        return message
+        return await self._recorded(request)
 
     async def click(self, message: Message) -> None:
         """Follows the email's tracked link, as the reader does."""
         [link] = [url for url in message.links if "/t/" in url]
         response = await self.http.get("/t/" + link.partition("/t/")[2])
         assert response.status_code == 302, response.text
+
+    async def send_trial_welcome(self, invoice_id: str) -> Message:
+        """The trial welcome of the customer whose first invoice is `invoice_id` (the trial
+        `trial-sub_{invoice_id}`), recorded (not sent: the outbox)."""
+        request = delivery_helpers.step_email(
+            Lifecycle.TRIAL, customer_id=f"cus_{invoice_id}", workflow_id=trial_of(invoice_id)
+        )
+        return await self._recorded(request)
+
+    async def _recorded(self, request: SendEmailInput) -> Message:
+        """The email the real send_email activity records for `request`."""
+        result = await ActivityEnvironment().run(self.mail.send_email, request)
+        async with self.sessionmaker() as session:
+            message = await session.get(Message, result.message_id)
+        assert message is not None and message.status == "recorded"
+        return message
+
+    async def record(self, conversion: ConversionInput, policy: Policy | None = None) -> str | None:
+        """`conversion` recorded by the real conversion activity; the id of the email
+        credited most, if any."""
+        activities = ConversionActivities(self.sessionmaker, policy or Policy())
+        credited: str | None = await ActivityEnvironment().run(
+            activities.record_conversion, conversion
+        )
+        return credited
 
     async def recover(
         self,
@@ -119,25 +141,44 @@ class DunningRig:
     ) -> str | None:
         """The invoice paid at `at` (unix time), `amount` being the MRR it wins back too,
         recorded by the real conversion activity; the id of the email credited, if any."""
-        activities = ConversionActivities(self.sessionmaker, policy or Policy())
-        conversion = ConversionInput(
-            stripe_event_id=f"evt_paid_{invoice_id}",
-            kind="recovered",
-            customer_id=f"cus_{invoice_id}",
-            lifecycle=Lifecycle.DUNNING,
-            workflow_id=f"dunning-{invoice_id}",
-            automation="dunning-default",
-            invoice_id=invoice_id,
-            subscription_id="sub_1",
-            amount_cents=amount,
-            mrr_delta_cents=amount,
-            currency=currency,
-            occurred_at=at,
-        )
-        credited: str | None = await ActivityEnvironment().run(
-            activities.record_conversion, conversion
-        )
-        return credited
+        return await self.record(paid(invoice_id, at, amount, currency), policy)
+
+
+def trial_of(invoice_id: str) -> str:
+    """The trial whose first invoice is `invoice_id`."""
+    return f"trial-sub_{invoice_id}"
+
+
+def paid(
+    invoice_id: str,
+    at: int,
+    amount: int = 4900,
+    currency: str = "usd",
+    *,
+    kind: str = RECOVERED,
+    lifecycle: Lifecycle = Lifecycle.DUNNING,
+    uncredited_reason: str | None = None,
+) -> ConversionInput:
+    """The conversion `lifecycle` records for the `invoice.paid` of `invoice_id` at `at`:
+    one Stripe event (`evt_paid_{invoice_id}`), whichever lifecycles it converts. `amount`
+    is the MRR it wins back too."""
+    return ConversionInput(
+        stripe_event_id=f"evt_paid_{invoice_id}",
+        kind=kind,
+        customer_id=f"cus_{invoice_id}",
+        lifecycle=lifecycle,
+        workflow_id=trial_of(invoice_id)
+        if lifecycle == Lifecycle.TRIAL
+        else f"{lifecycle}-{invoice_id}",
+        automation=f"{lifecycle}-default",
+        invoice_id=invoice_id,
+        subscription_id=f"sub_{invoice_id}",
+        amount_cents=amount,
+        mrr_delta_cents=amount,
+        currency=currency,
+        occurred_at=at,
+        uncredited_reason=uncredited_reason,
+    )
 
 
 async def start_dunning(http: httpx.AsyncClient, email: str) -> tuple[str, str]:

@@ -15,11 +15,13 @@ from stripe_lifecycle.domain.attribution import (
     parse_model,
     parse_windows,
     split_amount,
+    touch_range,
 )
 from stripe_lifecycle.settings import Settings
 
 CONVERTED = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
 WEEK = timedelta(days=7)
+SUBSECOND = timedelta(milliseconds=1)
 
 
 def ago(days: float) -> datetime:
@@ -97,6 +99,39 @@ def shares(credits: list[Credit]) -> list[tuple[str, str, int]]:
             WEEK,
             [("m-now", "last_send", WHOLE)],
         ),
+        # Stripe's `created` is whole seconds: a click or send later in the conversion's own
+        # second came before the conversion (the reader paid from the link) and counts...
+        (
+            "last_click_then_last_send",
+            [Touch("m-a", ago(3), clicks=(CONVERTED + timedelta(milliseconds=400),))],
+            WEEK,
+            [("m-a", "last_click", WHOLE)],
+        ),
+        (
+            "last_click_then_last_send",
+            [Touch("m-a", ago(3)), Touch("m-b", CONVERTED + timedelta(microseconds=999_999))],
+            WEEK,
+            [("m-b", "last_send", WHOLE)],
+        ),
+        (
+            "linear",
+            [Touch("m-a", ago(3)), Touch("m-b", ago(5), clicks=(CONVERTED + SUBSECOND,))],
+            WEEK,
+            [("m-b", "linear", 5000), ("m-a", "linear", 5000)],
+        ),
+        # ...the next second does not, nor the moment before the window's first second.
+        (
+            "last_click_then_last_send",
+            [Touch("m-a", ago(3), clicks=(CONVERTED + timedelta(seconds=1),))],
+            WEEK,
+            [("m-a", "last_send", WHOLE)],
+        ),
+        (
+            "last_click_then_last_send",
+            [Touch("m-before", ago(7) - SUBSECOND)],
+            WEEK,
+            [],
+        ),
         # First touch: the earliest message in the window (the 10-day-old one is outside).
         ("first_touch", SEQUENCE, WEEK, [("m-reminder", "first_touch", WHOLE)]),
         ("first_touch", SEQUENCE, timedelta(days=14), [("m-failed", "first_touch", WHOLE)]),
@@ -133,6 +168,24 @@ def test_models_credit_the_messages_that_touched_the_customer_in_the_window(
     model: Model, touches: list[Touch], window: timedelta, expected: list[tuple[str, str, int]]
 ) -> None:
     assert shares(attribute(touches, CONVERTED, window, model)) == expected
+
+
+@pytest.mark.parametrize(
+    ("converted_at", "window", "expected"),
+    [
+        (CONVERTED, WEEK, (ago(7), CONVERTED + timedelta(seconds=1))),
+        # A conversion timed finer than Stripe's second still covers its whole second.
+        (
+            CONVERTED + timedelta(milliseconds=250),
+            timedelta(days=1),
+            (ago(1), CONVERTED + timedelta(seconds=1)),
+        ),
+    ],
+)
+def test_touches_count_from_the_window_start_to_the_end_of_the_conversions_second(
+    converted_at: datetime, window: timedelta, expected: tuple[datetime, datetime]
+) -> None:
+    assert touch_range(converted_at, window) == expected
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -39,6 +39,11 @@ automations:
       - {after: 0s, send: dunning/payment-failed}
       - {after: 1s, send: dunning/reminder}
       - {after: 1h, send: dunning/final-notice}
+  - name: trial-quick
+    lifecycle: trial
+    steps:
+      - {after: 0s, send: trial/welcome}
+      - {after: 1h, send: trial/ending}
 """
 STEP_FAILED, STEP_REMINDER = "0-dunning-payment-failed", "1-dunning-reminder"
 
@@ -99,6 +104,19 @@ class Customer:
 
         await eventually(both_sent, f"the two dunning emails of {self.id}")
         assert [m["step"] for m in emails] == [STEP_FAILED, STEP_REMINDER]
+        return emails
+
+    async def emails(self, what: str, count: int) -> list[dict[str, Any]]:
+        """Waits until the customer's log holds `count` emails; returns them, oldest first."""
+        emails: list[dict[str, Any]] = []
+
+        async def logged() -> bool:
+            nonlocal emails
+            log = (await self.http.get(f"/v1/customers/{self.id}/messages", headers=AUTH)).json()
+            emails = log.get("messages", [])
+            return len(emails) == count
+
+        await eventually(logged, f"{what} of {self.id}")
         return emails
 
     async def click(self, email: dict[str, Any]) -> None:
@@ -170,6 +188,7 @@ async def test_recoveries_are_credited_to_the_clicked_then_last_email_within_the
     assert report["dunning"] == {
         "failed_invoices": 4,
         "recovered_invoices": 3,
+        "uncredited_invoices": 0,
         "recovery_rate": 0.75,
         "recovered": [
             {"currency": "usd", "invoices": 3, "mrr_delta_cents": 14_700, "amount_cents": 14_700}
@@ -186,6 +205,73 @@ async def test_recoveries_are_credited_to_the_clicked_then_last_email_within_the
     unattributed = [r for r in table if r["record"] == "unattributed"]
     assert [typed(r, report["rows"][0]) for r in attributed] == report["rows"]
     assert [typed(r, report["unattributed"][0]) for r in unattributed] == report["unattributed"]
+
+
+async def test_one_paid_invoice_recovers_the_trials_first_charge_and_converts_the_trial(
+    stack: tuple[FastAPI, httpx.AsyncClient], dev_env: WorkflowEnvironment, sqlite_url: str
+) -> None:
+    _, http = stack
+    trialist = Customer(http, dev_env)
+    now = int(time.time())
+    await trialist.post(customer_event(trialist.id, "ada@example.com", created=now - 10))
+    await trialist.post(
+        subscription_event(
+            trialist.id,
+            created=now - 9,
+            status="trialing",
+            sub_id=trialist.sub,
+            type_="customer.subscription.created",
+            trial_end=now + 7 * DAY,
+        )
+    )
+    welcome = await trialist.emails("the trial welcome", 1)
+    # The trial ends and its first charge fails: the trial hands over to dunning.
+    await trialist.post(
+        subscription_event(trialist.id, created=now - 8, status="past_due", sub_id=trialist.sub)
+    )
+    await trialist.post(
+        trialist.invoice_event("invoice.payment_failed__stripe-ruby-mock.json", now - 7)
+    )
+    *_, reminder = await trialist.emails("the trial welcome and two dunning emails", 3)
+    assert [welcome[0]["template"], reminder["template"]] == ["trial/welcome", "dunning/reminder"]
+
+    await trialist.pay(int(time.time()) + 1)
+    engine = create_engine(sqlite_url)
+    sessionmaker = create_sessionmaker(engine)
+    found: list[tuple[Any, ...]] = []
+
+    async def both_recorded() -> bool:
+        async with sessionmaker() as session:
+            rows = await session.execute(
+                select(
+                    col(Conversion.lifecycle),
+                    col(Conversion.kind),
+                    col(Conversion.message_id),
+                    col(Conversion.amount_cents),
+                    col(Conversion.stripe_event_id),
+                )
+                .where(col(Conversion.customer_id) == trialist.id)
+                .order_by(col(Conversion.lifecycle))
+            )
+            found[:] = [tuple(row) for row in rows]
+        return len(found) == 2
+
+    try:
+        await eventually(both_recorded, f"the two conversions of {trialist.id}")
+    finally:
+        await engine.dispose()
+    paid_event = found[0][4]
+    assert found == [
+        ("dunning", "recovered", reminder["id"], 4900, paid_event),
+        ("trial", "trial_converted", welcome[0]["id"], 4900, paid_event),
+    ]
+
+    today = datetime.now(UTC).date()
+    window = {"since": (today - timedelta(days=1)).isoformat(), "until": today.isoformat()}
+    report = (await http.get("/v1/reports/attribution", params=window, headers=AUTH)).json()
+    [usd] = [t for t in report["totals"] if t["currency"] == "usd"]
+    assert (usd["conversions"], usd["events"], usd["shared_events"]) == (2, 1, 1)
+    assert (usd["amount_cents"], usd["attributed_amount_cents"]) == (4900, 4900)
 
 
 def typed(cells: dict[str, str], like: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from stripe_lifecycle.api.sessions import (
     session_secret,
 )
 from stripe_lifecycle.domain import contract
+from stripe_lifecycle.domain.lifecycles import Lifecycle
 from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import SupportAction
@@ -40,7 +41,14 @@ from .conftest import (
     running_stack,
 )
 from .events import unique_customer_id
-from .report_helpers import PAYMENT_FAILED, REMINDER, DunningRig, invoice, start_dunning
+from .report_helpers import (
+    PAYMENT_FAILED,
+    REMINDER,
+    DunningRig,
+    invoice,
+    paid,
+    start_dunning,
+)
 from .workflow_helpers import eventually
 
 DAY = 86_400
@@ -351,6 +359,49 @@ async def test_the_page_shows_recovery_and_earnings_recorded_by_the_activities(r
     assert page.attrs("svg", id="recovery-rate") and not empty.attrs("circle")
 
 
+async def test_the_page_counts_an_events_money_once_and_names_what_went_uncredited(
+    rig: Rig,
+) -> None:
+    trial_and_dunning, wired = invoice(), invoice()
+    dunning_email = await rig.send(trial_and_dunning, 0, PAYMENT_FAILED)
+    welcome = await rig.send_trial_welcome(trial_and_dunning)
+    clicked = await rig.send(wired, 0, PAYMENT_FAILED)
+    await rig.click(clicked)
+    at = int(time.time()) + 2
+    # One invoice.paid recovers the trial's first charge and converts the trial.
+    assert await rig.record(paid(trial_and_dunning, at)) == dunning_email.id
+    converted = paid(trial_and_dunning, at, kind="trial_converted", lifecycle=Lifecycle.TRIAL)
+    assert await rig.record(converted) == welcome.id
+    # A wire transfer settles the other invoice: dunning gets no credit for it.
+    assert await rig.record(paid(wired, at, 3900, uncredited_reason="paid_out_of_band")) is None
+
+    today = datetime.now(UTC).date()
+    response = await rig.http.get(
+        "/dashboard",
+        params={
+            "since": (today - timedelta(days=1)).isoformat(),
+            "until": (today + timedelta(days=1)).isoformat(),
+        },
+        headers={"Authorization": f"Bearer {SUPPORT_KEY}"},
+    )
+    page = read_page(response.text)
+    assert page.text("recovered-revenue") == "Recovered revenue $49.00 1 invoice in USD"
+    assert page.text("recovery-rate-figure") == (
+        "Recovery rate 50% 1 of 2 invoices in dunning recovered; "
+        "1 paid but not credited to dunning (out of band)"
+    )
+    assert page.text("earned-by-email") == (
+        "MRR earned by email (all lifecycles) $49.00 2 of 3 conversions credited to email; "
+        "the money of 1 Stripe event with several conversions counted once"
+    )
+    assert "dunning-default (dunning): $49.00 MRR from 1 conversion, 2 emails sent" in page.titles
+    assert "trial-default (trial): $49.00 MRR from 1 conversion, 1 email sent" in page.titles
+    assert (
+        "Not credited to any email: $39.00 MRR. Recorded uncredited: paid out of band (1)."
+        in response.text
+    )
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_the_default_range_is_90_days_by_week_and_a_bad_range_says_why(rig: Rig) -> None:
     auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -368,12 +419,13 @@ async def test_the_default_range_is_90_days_by_week_and_a_bad_range_says_why(rig
 
 async def test_the_series_adds_up_to_the_report_for_the_same_range(rig: Rig) -> None:
     """Each period's figures are the attribution report's dunning summary for that period."""
-    a, b = invoice(), invoice()
+    a, b, wired = invoice(), invoice(), invoice()
     await rig.send(a, 0, PAYMENT_FAILED, "usd")
     await rig.send(b, 0, PAYMENT_FAILED, "usd")
     now = int(time.time())
     await rig.recover(a, now + 1, 4900, "usd")
     await rig.recover(b, now + 9 * DAY, 1500, "usd")
+    await rig.record(paid(wired, now + 4 * DAY, 2000, uncredited_reason="paid_out_of_band"))
     start = datetime.fromtimestamp(now, UTC) - timedelta(days=2)
     end = start + timedelta(days=20)
     async with rig.sessionmaker() as session:
@@ -384,17 +436,20 @@ async def test_the_series_adds_up_to_the_report_for_the_same_range(rig: Rig) -> 
             assert (
                 point.failed_invoices,
                 point.recovered_invoices,
+                point.uncredited_invoices,
                 point.recovery_rate,
                 point.recovered,
             ) == (
                 summary.failed_invoices,
                 summary.recovered_invoices,
+                summary.uncredited_invoices,
                 summary.recovery_rate,
                 summary.recovered,
             )
         whole = (await attribution_report(session, start, end)).dunning
     assert sum(m.amount_cents for p in series.points for m in p.recovered) == 6400
     assert [m.amount_cents for m in whole.recovered] == [6400]
+    assert (whole.failed_invoices, whole.recovered_invoices, whole.uncredited_invoices) == (3, 2, 1)
 
 
 def test_periods_are_utc_days_or_monday_weeks_cut_to_the_range() -> None:

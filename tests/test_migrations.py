@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
 from stripe_lifecycle.storage import models  # noqa: F401  (registers the tables)
@@ -92,3 +94,65 @@ async def test_win_back_messages_recorded_before_0008_get_their_subscription(
         "no-subscription": None,
         "dunning": None,
     }
+
+
+async def test_0009_keeps_conversions_and_credits_and_allows_one_per_lifecycle_of_an_event(
+    database_url: str,
+) -> None:
+    engine = create_engine(database_url)
+    conversion = text(
+        "INSERT INTO conversions (stripe_event_id, kind, customer_id, lifecycle, workflow_id,"
+        " automation, amount_cents, mrr_delta_cents, currency, occurred_at, message_id,"
+        " attribution, recorded_at) VALUES ('evt_paid', :kind, 'cus_1', :lifecycle, 'w', 'a',"
+        " 4900, 4900, 'usd', :at, 'msg-1', 'last_send', :at)"
+    )
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    trial = {"kind": "trial_converted", "lifecycle": "trial", "at": at}
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_downgrade, database_url, "0008")
+            await conn.execute(conversion, {"kind": "recovered", "lifecycle": "dunning", "at": at})
+            await conn.execute(
+                text(
+                    "INSERT INTO conversion_credits (conversion_id, message_id, rule, share_bp,"
+                    " mrr_delta_cents, amount_cents)"
+                    " SELECT id, 'msg-1', 'last_send', 10000, 4900, 4900 FROM conversions"
+                )
+            )
+        await upgrade(database_url)
+        async with engine.begin() as conn:
+            # The same invoice.paid also converted the trial: a row of its own.
+            await conn.execute(conversion, trial)
+        with pytest.raises(IntegrityError):
+            async with engine.begin() as conn:
+                await conn.execute(conversion, trial)
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT c.lifecycle, c.kind, c.uncredited_reason, cc.share_bp"
+                    " FROM conversions c LEFT JOIN conversion_credits cc"
+                    " ON cc.conversion_id = c.id ORDER BY c.id"
+                )
+            )
+            assert [tuple(r) for r in rows] == [
+                ("dunning", "recovered", None, 10_000),
+                ("trial", "trial_converted", None, None),
+            ]
+        # 0008 holds one conversion per event: going back refuses to choose which to drop.
+        with pytest.raises(RuntimeError, match=r"1 event\(s\) have more"):
+            async with engine.begin() as conn:
+                await conn.run_sync(_downgrade, database_url, "0008")
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM conversions WHERE lifecycle = 'trial'"))
+            await conn.run_sync(_downgrade, database_url, "0008")
+        async with engine.connect() as conn:
+            kept = await conn.execute(
+                text(
+                    "SELECT c.kind, cc.share_bp FROM conversions c"
+                    " JOIN conversion_credits cc ON cc.conversion_id = c.id"
+                )
+            )
+            assert [tuple(r) for r in kept] == [("recovered", 10_000)]
+        await upgrade(database_url)
+    finally:
+        await engine.dispose()

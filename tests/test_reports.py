@@ -8,6 +8,7 @@ import csv
 import io
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,12 +19,13 @@ from sqlalchemy.engine import Connection
 from sqlmodel import col
 
 from stripe_lifecycle.domain.attribution import Policy
+from stripe_lifecycle.domain.lifecycles import Lifecycle
 from stripe_lifecycle.storage.db import create_engine
 from stripe_lifecycle.storage.migrate import alembic_config, upgrade
-from stripe_lifecycle.storage.models import Conversion, ConversionCredit
+from stripe_lifecycle.storage.models import Conversion, ConversionCredit, MessageClick
 
 from .conftest import ADMIN_KEY, SUPPORT_KEY
-from .report_helpers import PAYMENT_FAILED, REMINDER, DunningRig, invoice, step_key
+from .report_helpers import PAYMENT_FAILED, REMINDER, DunningRig, invoice, paid, step_key
 
 SUPPORT = {"Authorization": f"Bearer {SUPPORT_KEY}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -134,6 +136,7 @@ async def test_clicked_then_sent_then_unattributed_per_step_currency_and_dunning
             "lifecycle": "dunning",
             "automation": "dunning-default",
             "currency": "usd",
+            "reason": None,
             "conversions": 1,
             "mrr_delta_cents": 4900,
             "amount_cents": 4900,
@@ -145,6 +148,8 @@ async def test_clicked_then_sent_then_unattributed_per_step_currency_and_dunning
             "currency": "eur",
             "conversions": 1,
             "attributed_conversions": 1,
+            "events": 1,
+            "shared_events": 0,
             "mrr_delta_cents": 3900,
             "attributed_mrr_delta_cents": 3900,
             "amount_cents": 3900,
@@ -154,6 +159,8 @@ async def test_clicked_then_sent_then_unattributed_per_step_currency_and_dunning
             "currency": "usd",
             "conversions": 3,
             "attributed_conversions": 2,
+            "events": 3,
+            "shared_events": 0,
             "mrr_delta_cents": 14_700,
             "attributed_mrr_delta_cents": 9800,
             "amount_cents": 14_700,
@@ -164,6 +171,7 @@ async def test_clicked_then_sent_then_unattributed_per_step_currency_and_dunning
     assert report["dunning"] == {
         "failed_invoices": 5,
         "recovered_invoices": 4,
+        "uncredited_invoices": 0,
         "recovery_rate": 0.8,
         "recovered": [
             {"currency": "eur", "invoices": 1, "mrr_delta_cents": 3900, "amount_cents": 3900},
@@ -195,28 +203,205 @@ async def test_clicked_then_sent_then_unattributed_per_step_currency_and_dunning
     lines = response.text.splitlines()
     assert lines[0].startswith("record,lifecycle,automation,step,template,currency,")
     parsed = list(csv.DictReader(io.StringIO(response.text)))
-    assert [r["record"] for r in parsed] == ["attributed"] * 3 + ["unattributed"]
-    assert [csv_row(r) for r in parsed[:3]] == report["rows"]
-    assert parsed[3]["mrr_delta_cents"] == "4900" and parsed[3]["step"] == ""
+    assert [r["record"] for r in parsed] == ["attributed"] * 3 + ["unattributed"] + ["total"] * 2
+    assert [csv_row(r, report["rows"][0]) for r in parsed[:3]] == report["rows"]
+    assert [csv_row(parsed[3], report["unattributed"][0])] == report["unattributed"]
+    assert [csv_row(r, report["totals"][0]) for r in parsed[4:]] == report["totals"]
+    assert parsed[3]["step"] == parsed[4]["step"] == ""
 
 
-def csv_row(cells: dict[str, str]) -> dict[str, Any]:
-    """A CSV row read back into the JSON row's types."""
-    ints = ("conversions", "mrr_delta_cents", "amount_cents", "messages_sent")
+def csv_row(cells: dict[str, str], like: dict[str, Any]) -> dict[str, Any]:
+    """A CSV row read back as the JSON row it stands for: `like`'s fields, in JSON's types."""
     floats = ("credited_conversions", "conversion_rate")
     row: dict[str, Any] = {}
-    for name, value in cells.items():
-        if name == "record":
-            continue
+    for name, example in like.items():
+        value = cells[name]
         if value == "":
             row[name] = None
-        elif name in ints:
-            row[name] = int(value)
         elif name in floats:
             row[name] = float(value)
+        elif isinstance(example, int):
+            row[name] = int(value)
         else:
             row[name] = value
     return row
+
+
+async def test_one_event_two_conversions_each_credited_its_money_counted_once(rig: Rig) -> None:
+    both_emailed, dunning_emailed, not_emailed, upgraded = (invoice() for _ in range(4))
+    dunning_email = await rig.send(both_emailed, 0, PAYMENT_FAILED)
+    welcome = await rig.send_trial_welcome(both_emailed)
+    other_dunning_email = await rig.send(dunning_emailed, 0, PAYMENT_FAILED)
+    at = int(time.time()) + 2
+
+    # One invoice.paid recovers the trial's failed first charge and converts the trial:
+    # each lifecycle's conversion is recorded and credited to that lifecycle's email.
+    recovered, converted = (
+        paid(both_emailed, at),
+        paid(both_emailed, at, kind="trial_converted", lifecycle=Lifecycle.TRIAL),
+    )
+    for _ in range(2):  # and a retried activity writes nothing twice
+        assert await rig.record(recovered) == dunning_email.id
+        assert await rig.record(converted) == welcome.id
+    assert await rig.record(paid(dunning_emailed, at, 2900)) == other_dunning_email.id
+    trial = paid(dunning_emailed, at, 2900, kind="trial_converted", lifecycle=Lifecycle.TRIAL)
+    assert await rig.record(trial) is None  # no trial email: recorded, unattributed
+    assert await rig.recover(not_emailed, at, 1000) is None
+    # One subscription update takes back a scheduled cancellation (the subscription's
+    # whole MRR saved) and upgrades it (the MRR added): in euros, no email involved.
+    update = replace(
+        paid(upgraded, at, 9900, "eur", kind="saved", lifecycle=Lifecycle.SCHEDULED_CANCEL),
+        stripe_event_id=f"evt_updated_{upgraded}",
+        invoice_id=None,
+        amount_cents=0,
+    )
+    assert await rig.record(update) is None
+    expansion = replace(update, kind="expansion", lifecycle=Lifecycle.UPGRADE, mrr_delta_cents=5000)
+    assert await rig.record(expansion) is None
+
+    async with rig.sessionmaker() as session:
+        rows = await session.execute(
+            select(col(Conversion.lifecycle), col(Conversion.kind), col(Conversion.message_id))
+            .where(col(Conversion.stripe_event_id) == f"evt_paid_{both_emailed}")
+            .order_by(col(Conversion.lifecycle))
+        )
+        assert [tuple(r) for r in rows] == [
+            ("dunning", "recovered", dunning_email.id),
+            ("trial", "trial_converted", welcome.id),
+        ]
+
+    report = await rig.report(**around_now(), group_by="automation")
+    # Each row shows its own conversions and their whole money...
+    assert without_rates(
+        report["rows"], "automation", "currency", "conversions", "mrr_delta_cents"
+    ) == [("dunning-default", "usd", 2, 7800), ("trial-default", "usd", 1, 4900)]
+    assert without_rates(
+        report["unattributed"], "lifecycle", "currency", "conversions", "mrr_delta_cents"
+    ) == [
+        ("dunning", "usd", 1, 1000),
+        ("scheduled_cancel", "eur", 1, 9900),
+        ("trial", "usd", 1, 2900),
+        ("upgrade", "eur", 1, 5000),
+    ]
+    # ...while the totals count the money of one Stripe event once: the largest of its
+    # conversions' figures, not their sum (16 600 cents in the rows above).
+    assert report["totals"] == [
+        {
+            "currency": "eur",
+            "conversions": 2,
+            "attributed_conversions": 0,
+            "events": 1,
+            "shared_events": 1,
+            "mrr_delta_cents": 9900,
+            "attributed_mrr_delta_cents": 0,
+            "amount_cents": 0,
+            "attributed_amount_cents": 0,
+        },
+        {
+            "currency": "usd",
+            "conversions": 5,
+            "attributed_conversions": 3,
+            "events": 3,
+            "shared_events": 2,
+            "mrr_delta_cents": 4900 + 2900 + 1000,
+            "attributed_mrr_delta_cents": 4900 + 2900,
+            "amount_cents": 4900 + 2900 + 1000,
+            "attributed_amount_cents": 4900 + 2900,
+        },
+    ]
+    # Dunning counts its own recoveries, which no other lifecycle shares.
+    assert report["dunning"]["recovered"] == [
+        {"currency": "usd", "invoices": 3, "mrr_delta_cents": 8800, "amount_cents": 8800}
+    ]
+
+    as_csv = await rig.http.get(
+        "/v1/reports/attribution", params=around_now(), headers={**SUPPORT, "Accept": "text/csv"}
+    )
+    totals = [r for r in csv.DictReader(io.StringIO(as_csv.text)) if r["record"] == "total"]
+    assert [
+        (r["currency"], r["conversions"], r["events"], r["shared_events"], r["mrr_delta_cents"])
+        for r in totals
+    ] == [("eur", "2", "1", "1", "9900"), ("usd", "5", "3", "2", "8800")]
+
+
+async def test_a_payment_out_of_band_is_recorded_uncredited_with_its_reason(rig: Rig) -> None:
+    wired, recovered = invoice(), invoice()
+    clicked = await rig.send(wired, 0, PAYMENT_FAILED)
+    await rig.click(clicked)
+    recovering = await rig.send(recovered, 0, PAYMENT_FAILED)
+    at = int(time.time()) + 2
+    out_of_band = paid(wired, at, 3900, uncredited_reason="paid_out_of_band")
+    for _ in range(2):  # retried: still one row, still no credit
+        assert await rig.record(out_of_band) is None
+    assert await rig.recover(recovered, at) == recovering.id
+
+    conversion, credits = await rig.conversion(wired)
+    assert (conversion.message_id, conversion.attribution, credits) == (None, None, [])
+    assert conversion.uncredited_reason == "paid_out_of_band"
+    assert (conversion.kind, conversion.amount_cents) == ("recovered", 3900)
+
+    report = await rig.report(**around_now())
+    assert without_rates(report["rows"], "step", "currency", "conversions", "mrr_delta_cents") == [
+        (step_key(0, PAYMENT_FAILED), "usd", 1, 4900)
+    ]
+    assert report["unattributed"] == [
+        {
+            "lifecycle": "dunning",
+            "automation": "dunning-default",
+            "currency": "usd",
+            "reason": "paid_out_of_band",
+            "conversions": 1,
+            "mrr_delta_cents": 3900,
+            "amount_cents": 3900,
+        }
+    ]
+    [usd] = report["totals"]
+    assert (usd["conversions"], usd["attributed_conversions"], usd["mrr_delta_cents"]) == (
+        2,
+        1,
+        8800,
+    )
+    # The wire was not dunning's doing: in dunning, not recovered, and none of its money.
+    assert report["dunning"] == {
+        "failed_invoices": 2,
+        "recovered_invoices": 1,
+        "uncredited_invoices": 1,
+        "recovery_rate": 0.5,
+        "recovered": [
+            {"currency": "usd", "invoices": 1, "mrr_delta_cents": 4900, "amount_cents": 4900}
+        ],
+    }
+    as_csv = await rig.http.get(
+        "/v1/reports/attribution", params=around_now(), headers={**SUPPORT, "Accept": "text/csv"}
+    )
+    [unearned] = [
+        r for r in csv.DictReader(io.StringIO(as_csv.text)) if r["record"] == "unattributed"
+    ]
+    assert (unearned["reason"], unearned["mrr_delta_cents"]) == ("paid_out_of_band", "3900")
+
+
+async def test_a_click_or_send_in_the_second_of_the_conversion_is_credited(rig: Rig) -> None:
+    clicked_invoice, sent_invoice = invoice(), invoice()
+    clicked = await rig.send(clicked_invoice, 0, PAYMENT_FAILED)
+    await rig.send(clicked_invoice, 1, REMINDER)
+    await rig.click(clicked)
+    async with rig.sessionmaker() as session:
+        [clicked_at] = (
+            await session.execute(
+                select(col(MessageClick.clicked_at)).where(
+                    col(MessageClick.message_id) == clicked.id
+                )
+            )
+        ).scalars()
+    # Stripe's `created` is the click's second: the reader paid from the link at once.
+    assert await rig.recover(clicked_invoice, int(clicked_at.timestamp())) == clicked.id
+    assert (await rig.conversion(clicked_invoice))[0].attribution == "last_click"
+
+    sent = await rig.send(sent_invoice, 0, PAYMENT_FAILED)
+    assert sent.sent_at is not None
+    assert await rig.recover(sent_invoice, int(sent.sent_at.timestamp())) == sent.id
+    # The second before it is before the email.
+    assert await rig.recover(invoice(), int(sent.sent_at.timestamp()) - 1) is None
 
 
 async def test_linear_credit_is_split_across_the_emails_to_the_cent(rig: Rig) -> None:

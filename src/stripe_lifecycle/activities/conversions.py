@@ -1,4 +1,5 @@
-"""Record conversions once per Stripe event, credited to the messages that earned them."""
+"""Record conversions once per Stripe event, lifecycle and kind, credited to the messages
+that earned them."""
 
 from datetime import UTC, datetime
 
@@ -8,9 +9,17 @@ from sqlmodel import col
 from temporalio import activity
 
 from stripe_lifecycle.activities.interface import ConversionInput, Conversions
-from stripe_lifecycle.domain.attribution import NOT_TOUCHES, Policy, Touch, attribute, split_amount
+from stripe_lifecycle.domain.attribution import (
+    NOT_TOUCHES,
+    Policy,
+    Touch,
+    attribute,
+    split_amount,
+    touch_range,
+)
 from stripe_lifecycle.storage.db import SessionMaker, insert_for
 from stripe_lifecycle.storage.models import (
+    CONVERSION_KEY,
     CREDITABLE_STATUSES,
     Conversion,
     ConversionCredit,
@@ -27,18 +36,24 @@ class ConversionActivities(Conversions):
 
     @activity.defn(name="record_conversion")
     async def record_conversion(self, conversion: ConversionInput) -> str | None:
-        """Insert once (unique Stripe event id) with its credits; returns the message with
-        the largest credit, if any.
+        """Insert once (unique Stripe event, lifecycle and kind) with its credits; returns
+        the message with the largest credit, if any.
 
         The attribution model and window (per lifecycle) come from the policy; unattributed
-        conversions are recorded too. A retried activity finds the conversion recorded and
-        writes nothing: the credits were written with it, in one transaction.
+        conversions are recorded too. One with an `uncredited_reason` (an invoice paid out
+        of band) is recorded with that reason and no credits, whatever emails touched the
+        customer. A retried activity finds the conversion recorded and writes nothing: the
+        credits were written with it, in one transaction.
         """
         occurred = datetime.fromtimestamp(conversion.occurred_at, UTC)
         window = self._policy.window_for(conversion.lifecycle)
         async with self._sessionmaker() as session:
-            touches = await _touches(session, conversion, occurred - window, occurred)
-            credits = attribute(touches, occurred, window, self._policy.model)
+            if conversion.uncredited_reason is None:
+                since, before = touch_range(occurred, window)
+                touches = await _touches(session, conversion, since, before)
+                credits = attribute(touches, occurred, window, self._policy.model)
+            else:
+                credits = []
             top = credits[0] if credits else None
             dialect = session.get_bind().dialect.name
             insert = insert_for(dialect)
@@ -60,9 +75,10 @@ class ConversionActivities(Conversions):
                         occurred_at=occurred,
                         message_id=top.message_id if top else None,
                         attribution=top.rule if top else None,
+                        uncredited_reason=conversion.uncredited_reason,
                         recorded_at=datetime.now(UTC),
                     )
-                    .on_conflict_do_nothing(index_elements=["stripe_event_id"])
+                    .on_conflict_do_nothing(index_elements=list(CONVERSION_KEY))
                     .returning(col(Conversion.id))
                 )
             ).scalar_one_or_none()
@@ -71,7 +87,9 @@ class ConversionActivities(Conversions):
                 recorded: str | None = (
                     await session.execute(
                         select(col(Conversion.message_id)).where(
-                            col(Conversion.stripe_event_id) == conversion.stripe_event_id
+                            col(Conversion.stripe_event_id) == conversion.stripe_event_id,
+                            col(Conversion.lifecycle) == conversion.lifecycle,
+                            col(Conversion.kind) == conversion.kind,
                         )
                     )
                 ).scalar_one_or_none()
@@ -94,9 +112,9 @@ class ConversionActivities(Conversions):
 
 
 async def _touches(
-    session: AsyncSession, conversion: ConversionInput, since: datetime, until: datetime
+    session: AsyncSession, conversion: ConversionInput, since: datetime, before: datetime
 ) -> list[Touch]:
-    """The customer's messages of the lifecycle sent, or clicked, between the two times."""
+    """The customer's messages of the lifecycle sent, or clicked, in [since, before)."""
     of_this_lifecycle = (
         col(Message.customer_id) == conversion.customer_id,
         col(Message.lifecycle) == conversion.lifecycle,
@@ -106,7 +124,7 @@ async def _touches(
         select(col(Message.id), sent_time())
         .where(*of_this_lifecycle)
         .where(col(Message.status).in_(CREDITABLE_STATUSES))
-        .where(sent_time().between(since, until))
+        .where(sent_time() >= since, sent_time() < before)
     )
     sent_at: dict[str, datetime | None] = {row[0]: row[1] for row in sent}
     clicks: dict[str, list[datetime]] = {}
@@ -114,7 +132,7 @@ async def _touches(
         select(col(MessageClick.message_id), col(MessageClick.clicked_at))
         .join(Message, col(MessageClick.message_id) == col(Message.id))
         .where(*of_this_lifecycle)
-        .where(col(MessageClick.clicked_at).between(since, until))
+        .where(col(MessageClick.clicked_at) >= since, col(MessageClick.clicked_at) < before)
     )
     for message_id, clicked_at in clicked:
         clicks.setdefault(message_id, []).append(clicked_at)

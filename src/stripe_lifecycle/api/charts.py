@@ -324,9 +324,30 @@ def earned_charts(report: AttributionReport, per: Literal["automation", "step"])
                 ]
             )
         chart.table_head = [per.capitalize(), "MRR earned", "Conversions", "Emails sent", "Rate"]
-        # What no email earned, so the bars are read against it.
-        unearned = [u.mrr_delta_cents for u in report.unattributed if u.currency == currency]
-        if unearned:
-            chart.note = f"Not credited to any email: {money(sum(unearned), currency)} MRR."
+        chart.note = _unearned_note(report, currency)
         charts.append(chart)
     return charts
+
+
+def _unearned_note(report: AttributionReport, currency: str) -> str | None:
+    """What no email earned in `currency`, so the bars are read against it: from the totals,
+    which count the money of one Stripe event once; and the conversions recorded
+    uncredited on purpose, with why."""
+    unearned = sum(
+        t.mrr_delta_cents - t.attributed_mrr_delta_cents
+        for t in report.totals
+        if t.currency == currency
+    )
+    reasons: dict[str, int] = {}
+    for row in report.unattributed:
+        if row.currency == currency and row.reason is not None:
+            reasons[row.reason] = reasons.get(row.reason, 0) + row.conversions
+    if not unearned and not reasons:
+        return None
+    note = f"Not credited to any email: {money(unearned, currency)} MRR."
+    if reasons:
+        why = ", ".join(
+            f"{reason.replace('_', ' ')} ({n})" for reason, n in sorted(reasons.items())
+        )
+        note += f" Recorded uncredited: {why}."
+    return note

@@ -47,8 +47,9 @@ async def get_attribution_report(
 ) -> AttributionReport | Response:
     """What each automation, step or template earned: conversions credited to its emails,
     MRR and amounts per currency, emails sent and conversions per email sent; the
-    conversions no email earned; and dunning's failed invoices, recoveries and recovery
-    rate. The same rows as CSV for `Accept: text/csv`."""
+    conversions no email earned, and why; totals per currency that count the money of one
+    Stripe event once (`events`, `shared_events`); and dunning's failed invoices,
+    recoveries and recovery rate. The same rows and totals as CSV for `Accept: text/csv`."""
     try:
         start, end = report_range(since, until, datetime.now(UTC))
     except RangeError as exc:

@@ -4,7 +4,10 @@ A conversion of a lifecycle (a recovered invoice, a converted trial, ...) is cre
 the messages of that lifecycle sent to that customer: its *touches*. A touch counts when
 it happened inside the attribution window that ends at the conversion (both ends
 included): the message was sent, or one of its links clicked, in it. Messages sent or
-clicked after the conversion never count.
+clicked after the conversion never count. Stripe times a conversion to the whole second
+while touches are timed to the microsecond, so the window is read in whole seconds: a
+click in the same second as the conversion (the reader paid from the link) came before
+it and counts (`touch_range`).
 
 Models (`LIFECYCLE_ATTRIBUTION_MODEL`):
 
@@ -34,6 +37,9 @@ DEFAULT_MODEL: Model = "last_click_then_last_send"
 Rule = Literal["last_click", "last_send", "first_touch", "linear"]
 
 WHOLE = 10_000  # basis points
+
+# The precision of Stripe's `created`, and so of a conversion's time.
+STRIPE_TICK = timedelta(seconds=1)
 
 # Templates of mail to the business's own team (`notify_team`), never to the customer:
 # they touch nobody and earn nothing.
@@ -81,6 +87,16 @@ class Policy:
         return self.windows.get(lifecycle, self.default_window)
 
 
+def touch_range(converted_at: datetime, window: timedelta) -> tuple[datetime, datetime]:
+    """[since, before): when a touch must happen to count for a conversion at `converted_at`.
+
+    The window's seconds are whole: from `window` before the conversion's second up to the
+    end of that second, the moments after `converted_at` that Stripe's `created` cut off.
+    """
+    second = converted_at.replace(microsecond=0)
+    return second - window, second + STRIPE_TICK
+
+
 def attribute(
     touches: Iterable[Touch], converted_at: datetime, window: timedelta, model: Model
 ) -> list[Credit]:
@@ -88,10 +104,10 @@ def attribute(
 
     An empty list means unattributed: nothing touched the customer inside the window.
     """
-    since = converted_at - window
+    since, before = touch_range(converted_at, window)
 
     def inside(moment: datetime | None) -> bool:
-        return moment is not None and since <= moment <= converted_at
+        return moment is not None and since <= moment < before
 
     # (first moment inside the window, last moment inside, message id): the id breaks
     # ties so the result never depends on the order the touches came in.

@@ -238,14 +238,25 @@ class MessageClick(SQLModel, table=True):
     clicked_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+# What makes a conversion one: each lifecycle's conversion of each kind from a Stripe event.
+CONVERSION_KEY = ("stripe_event_id", "lifecycle", "kind")
+
+
 class Conversion(SQLModel, table=True):
     """A Stripe fact with money (a recovered invoice, a converted trial, ...), recorded once
-    per Stripe event and credited to the message that earned it, if any."""
+    per Stripe event, lifecycle and kind, and credited to the message that earned it, if any.
+
+    One event can be two conversions: the `invoice.paid` that recovers a trial's failed
+    first charge also converts the trial, each lifecycle's its own row. Reports count the
+    money of one event once (storage/reports.py)."""
 
     __tablename__ = "conversions"
+    __table_args__ = (
+        UniqueConstraint(*CONVERSION_KEY, name="uq_conversions_event_lifecycle_kind"),
+    )
 
     id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
-    stripe_event_id: str = Field(max_length=255, unique=True)
+    stripe_event_id: str = Field(max_length=255)
     kind: str = Field(max_length=32)
     customer_id: str = Field(max_length=255, index=True)
     lifecycle: str = Field(max_length=32)
@@ -261,6 +272,9 @@ class Conversion(SQLModel, table=True):
     # of the lifecycle was clicked or sent inside the window.
     message_id: str | None = Field(default=None, max_length=36)
     attribution: str | None = Field(default=None, max_length=16)
+    # Why no message was credited although some may have touched the customer (an invoice
+    # paid out of band); None for a conversion credited by the attribution model.
+    uncredited_reason: str | None = Field(default=None, max_length=255)
     recorded_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 

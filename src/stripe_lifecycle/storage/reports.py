@@ -12,10 +12,20 @@ never summed across currencies: every figure with money in it comes with its cur
   amount credited, the messages it sent in the range and credited conversions per message
   sent. A group whose messages earned nothing has one row with no currency. A group that
   earned in two currencies has a row for each, both with all the group's messages.
-- `unattributed`: conversions that no message earned, per lifecycle and automation.
+- `unattributed`: conversions that no message earned, per lifecycle, automation and
+  `reason`: None when no message of the lifecycle touched the customer in the window,
+  else the reason it was recorded uncredited (an invoice paid out of band).
+- `totals`: per currency, every conversion and the credited ones, and their money with
+  the money of one Stripe event counted once. One event can be several conversions (the
+  `invoice.paid` that recovers a trial's failed first charge also converts the trial):
+  each is its own row above, but they describe one payment and one subscription, so the
+  totals take the largest MRR delta and amount among the event's conversions (of those
+  credited, for the credited figures) instead of their sum. `events` counts the events,
+  `shared_events` those that made more than one conversion.
 - `dunning`: failed invoices (dunning instances in the range: those that recorded a
-  message in it, and those recovered in it), the recovered ones, and the recovered MRR
-  and amounts per currency.
+  message in it, and those closed as paid in it), the recovered ones, and the recovered
+  MRR and amounts per currency. An invoice paid but recorded uncredited (out of band) was
+  not recovered by dunning: it counts as failed, not recovered, in `uncredited_invoices`.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, exists, func, select, union
+from sqlalchemy import ColumnElement, Select, case, func, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -43,6 +53,11 @@ from stripe_lifecycle.storage.models import (
     Message,
     sent_time,
 )
+
+# A dunning's invoice closed as paid in the range; recovered by dunning unless it was
+# recorded uncredited (paid out of band).
+DUNNING_PAID = (col(Conversion.lifecycle) == Lifecycle.DUNNING, col(Conversion.kind) == RECOVERED)
+BY_DUNNING = col(Conversion.uncredited_reason).is_(None)
 
 GroupBy = Literal["automation", "step", "template"]
 GROUPINGS: tuple[GroupBy, ...] = get_args(GroupBy)
@@ -70,15 +85,23 @@ class UnattributedRow(BaseModel):
     lifecycle: str
     automation: str | None
     currency: str | None
+    # Why no email was credited: None when none of the lifecycle touched the customer in
+    # the window, else the reason recorded with the conversion (paid out of band, ...).
+    reason: str | None
     conversions: int
     mrr_delta_cents: int
     amount_cents: int
 
 
 class CurrencyTotal(BaseModel):
+    """Every conversion of a currency; the money of one Stripe event counted once."""
+
     currency: str | None
     conversions: int
     attributed_conversions: int
+    # The Stripe events behind the conversions, and those that made more than one.
+    events: int
+    shared_events: int
     mrr_delta_cents: int
     attributed_mrr_delta_cents: int
     amount_cents: int
@@ -95,6 +118,8 @@ class RecoveredMoney(BaseModel):
 class DunningSummary(BaseModel):
     failed_invoices: int
     recovered_invoices: int
+    # Paid, but not by dunning (out of band): among the failed, not the recovered.
+    uncredited_invoices: int
     # recovered_invoices / failed_invoices; None when no invoice failed.
     recovery_rate: float | None
     recovered: list[RecoveredMoney]
@@ -242,59 +267,45 @@ async def attribution_report(
         )
     )
 
-    no_credit = ~exists().where(col(ConversionCredit.conversion_id) == col(Conversion.id))
+    credited_ids = select(col(ConversionCredit.conversion_id)).distinct().subquery()
+    has_credit = credited_ids.c.conversion_id.is_not(None)
+    conversions = (
+        select(Conversion)
+        .outerjoin(credited_ids, credited_ids.c.conversion_id == col(Conversion.id))
+        .where(*occurred_in_range)
+    )
     unattributed = [
         UnattributedRow(
             lifecycle=lifecycle,
             automation=automation or None,
             currency=currency,
-            conversions=int(conversions),
+            reason=reason,
+            conversions=int(count),
             mrr_delta_cents=int(mrr),
             amount_cents=int(amount),
         )
-        for lifecycle, automation, currency, conversions, mrr, amount in await session.execute(
-            select(
+        for lifecycle, automation, currency, reason, count, mrr, amount in await session.execute(
+            conversions.with_only_columns(
                 col(Conversion.lifecycle),
                 col(Conversion.automation),
                 col(Conversion.currency),
+                col(Conversion.uncredited_reason),
                 func.count(),
                 func.sum(col(Conversion.mrr_delta_cents)),
                 func.sum(col(Conversion.amount_cents)),
             )
-            .where(*occurred_in_range)
-            .where(no_credit)
+            .where(~has_credit)
             .group_by(
-                col(Conversion.lifecycle), col(Conversion.automation), col(Conversion.currency)
-            )
-        )
-    ]
-    unattributed.sort(key=lambda r: (r.lifecycle, r.automation or "", r.currency or ""))
-
-    totals = [
-        CurrencyTotal(
-            currency=currency,
-            conversions=int(count),
-            attributed_conversions=int(count)
-            - sum(u.conversions for u in unattributed if u.currency == currency),
-            mrr_delta_cents=int(mrr),
-            attributed_mrr_delta_cents=int(mrr)
-            - sum(u.mrr_delta_cents for u in unattributed if u.currency == currency),
-            amount_cents=int(amount),
-            attributed_amount_cents=int(amount)
-            - sum(u.amount_cents for u in unattributed if u.currency == currency),
-        )
-        for currency, count, mrr, amount in await session.execute(
-            select(
+                col(Conversion.lifecycle),
+                col(Conversion.automation),
                 col(Conversion.currency),
-                func.count(),
-                func.sum(col(Conversion.mrr_delta_cents)),
-                func.sum(col(Conversion.amount_cents)),
+                col(Conversion.uncredited_reason),
             )
-            .where(*occurred_in_range)
-            .group_by(col(Conversion.currency))
         )
     ]
-    totals.sort(key=lambda t: t.currency or "")
+    unattributed.sort(
+        key=lambda r: (r.lifecycle, r.automation or "", r.currency or "", r.reason or "")
+    )
 
     return AttributionReport(
         since=since,
@@ -302,10 +313,64 @@ async def attribution_report(
         group_by=group_by,
         rows=rows,
         unattributed=unattributed,
-        totals=totals,
+        totals=await _totals(session, conversions, has_credit),
         messages_sent=sum(messages_sent.values()),
         dunning=await _dunning(session, occurred_in_range, sent_in_range),
     )
+
+
+async def _totals(
+    session: AsyncSession, conversions: Select[Any], has_credit: ColumnElement[bool]
+) -> list[CurrencyTotal]:
+    """Per currency, from each Stripe event's conversions: the largest MRR delta and amount
+    (of all, and of those credited) as the event's money, added up over the events."""
+
+    def largest(column: Any, *, of_credited: bool) -> Any:
+        return func.max(case((has_credit, column)) if of_credited else column)
+
+    per_event = (
+        conversions.with_only_columns(
+            col(Conversion.currency).label("currency"),
+            func.count().label("conversions"),
+            func.sum(case((has_credit, 1), else_=0)).label("credited"),
+            largest(col(Conversion.mrr_delta_cents), of_credited=False).label("mrr"),
+            largest(col(Conversion.mrr_delta_cents), of_credited=True).label("credited_mrr"),
+            largest(col(Conversion.amount_cents), of_credited=False).label("amount"),
+            largest(col(Conversion.amount_cents), of_credited=True).label("credited_amount"),
+        )
+        .group_by(col(Conversion.stripe_event_id), col(Conversion.currency))
+        .subquery()
+    )
+    event = per_event.c
+    figures = await session.execute(
+        select(
+            event.currency,
+            func.sum(event.conversions).label("conversions"),
+            func.sum(event.credited).label("credited"),
+            func.count().label("events"),
+            func.sum(case((event.conversions > 1, 1), else_=0)).label("shared"),
+            func.sum(event.mrr).label("mrr"),
+            func.coalesce(func.sum(event.credited_mrr), 0).label("credited_mrr"),
+            func.sum(event.amount).label("amount"),
+            func.coalesce(func.sum(event.credited_amount), 0).label("credited_amount"),
+        ).group_by(event.currency)
+    )
+    totals = [
+        CurrencyTotal(
+            currency=total.currency,
+            conversions=int(total.conversions),
+            attributed_conversions=int(total.credited),
+            events=int(total.events),
+            shared_events=int(total.shared),
+            mrr_delta_cents=int(total.mrr),
+            attributed_mrr_delta_cents=int(total.credited_mrr),
+            amount_cents=int(total.amount),
+            attributed_amount_cents=int(total.credited_amount),
+        )
+        for total in figures
+    ]
+    totals.sort(key=lambda t: t.currency or "")
+    return totals
 
 
 def _row(
@@ -339,34 +404,29 @@ async def _dunning(
     occurred_in_range: tuple[ColumnElement[bool], ...],
     sent_in_range: tuple[ColumnElement[bool], ...],
 ) -> DunningSummary:
-    recovered = (
-        col(Conversion.lifecycle) == Lifecycle.DUNNING,
-        col(Conversion.kind) == RECOVERED,
-        *occurred_in_range,
-    )
+    paid = (*DUNNING_PAID, *occurred_in_range)
+    recovered = (*paid, BY_DUNNING)
     in_dunning = union(
         select(col(Message.workflow_id)).where(
             col(Message.lifecycle) == Lifecycle.DUNNING, *sent_in_range
         ),
-        select(col(Conversion.workflow_id)).where(*recovered),
+        select(col(Conversion.workflow_id)).where(*paid),
     ).subquery()
     failed = (await session.execute(select(func.count()).select_from(in_dunning))).scalar_one()
-    recovered_invoices = (
-        await session.execute(
-            select(func.count(func.distinct(col(Conversion.workflow_id)))).where(*recovered)
-        )
-    ).scalar_one()
+    invoices = func.count(func.distinct(col(Conversion.workflow_id)))
+    recovered_invoices = (await session.execute(select(invoices).where(*recovered))).scalar_one()
+    uncredited = (await session.execute(select(invoices).where(*paid, ~BY_DUNNING))).scalar_one()
     money = [
         RecoveredMoney(
             currency=currency,
-            invoices=int(invoices),
+            invoices=int(count),
             mrr_delta_cents=int(mrr),
             amount_cents=int(amount),
         )
-        for currency, invoices, mrr, amount in await session.execute(
+        for currency, count, mrr, amount in await session.execute(
             select(
                 col(Conversion.currency),
-                func.count(func.distinct(col(Conversion.workflow_id))),
+                invoices,
                 func.sum(col(Conversion.mrr_delta_cents)),
                 func.sum(col(Conversion.amount_cents)),
             )
@@ -378,6 +438,7 @@ async def _dunning(
     return DunningSummary(
         failed_invoices=int(failed),
         recovered_invoices=int(recovered_invoices),
+        uncredited_invoices=int(uncredited),
         recovery_rate=round(recovered_invoices / failed, 4) if failed else None,
         recovered=money,
     )
@@ -396,12 +457,20 @@ CSV_COLUMNS = (
     "amount_cents",
     "messages_sent",
     "conversion_rate",
+    # Added later, so older readers of the columns above by position still read them.
+    "reason",
+    "attributed_conversions",
+    "events",
+    "shared_events",
+    "attributed_mrr_delta_cents",
+    "attributed_amount_cents",
 )
 
 
 def report_csv(report: AttributionReport) -> str:
-    """The report's rows (`record` = attributed) and unattributed conversions (`record` =
-    unattributed) as CSV with one header line; empty cells for what does not apply."""
+    """The report's rows (`record` = attributed), unattributed conversions (`record` =
+    unattributed) and totals per currency (`record` = total) as CSV with one header line;
+    empty cells for what does not apply."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -409,6 +478,8 @@ def report_csv(report: AttributionReport) -> str:
         writer.writerow(_cells({"record": "attributed", **row.model_dump()}))
     for unattributed in report.unattributed:
         writer.writerow(_cells({"record": "unattributed", **unattributed.model_dump()}))
+    for total in report.totals:
+        writer.writerow(_cells({"record": "total", **total.model_dump()}))
     return out.getvalue()
 
 
@@ -431,6 +502,7 @@ class RecoveryPoint(BaseModel):
     end: datetime
     failed_invoices: int
     recovered_invoices: int
+    uncredited_invoices: int
     recovery_rate: float | None
     recovered: list[RecoveredMoney]
 
@@ -473,9 +545,10 @@ async def recovery_series(
 ) -> RecoverySeries:
     """Failed and recovered invoices, recovery rate and recovered money per period, counted
     as `attribution_report`'s `dunning` summary counts them for its whole range: an invoice
-    is in dunning in a period when its dunning recorded an email in it or was recovered in
-    it. So a period's figures equal that summary's for the same range, and the money of the
-    periods adds up to the range's (invoices can count in several periods)."""
+    is in dunning in a period when its dunning recorded an email in it or was paid in it
+    (recovered, or uncredited when paid out of band). So a period's figures equal that
+    summary's for the same range, and the money of the periods adds up to the range's
+    (invoices can count in several periods)."""
     spans = periods(since, until, interval)
     starts = [start for start, _ in spans]
 
@@ -484,6 +557,7 @@ async def recovery_series(
 
     in_dunning: list[set[str]] = [set() for _ in spans]
     recovered_in: list[set[str]] = [set() for _ in spans]
+    uncredited_in: list[set[str]] = [set() for _ in spans]
     # period -> currency -> (invoices, MRR, amount)
     money: list[dict[str | None, tuple[set[str], int, int]]] = [{} for _ in spans]
 
@@ -503,16 +577,19 @@ async def recovery_series(
             col(Conversion.currency),
             col(Conversion.mrr_delta_cents),
             col(Conversion.amount_cents),
+            BY_DUNNING,
         ).where(
-            col(Conversion.lifecycle) == Lifecycle.DUNNING,
-            col(Conversion.kind) == RECOVERED,
+            *DUNNING_PAID,
             col(Conversion.occurred_at) >= since,
             col(Conversion.occurred_at) < until,
         )
     )
-    for workflow_id, occurred_at, currency, mrr, amount in recoveries:
+    for workflow_id, occurred_at, currency, mrr, amount, by_dunning in recoveries:
         index = period(occurred_at)
         in_dunning[index].add(workflow_id)
+        if not by_dunning:
+            uncredited_in[index].add(workflow_id)
+            continue
         recovered_in[index].add(workflow_id)
         invoices, mrr_sum, amount_sum = money[index].get(currency, (set(), 0, 0))
         invoices.add(workflow_id)
@@ -527,6 +604,7 @@ async def recovery_series(
                 end=end,
                 failed_invoices=failed,
                 recovered_invoices=recovered,
+                uncredited_invoices=len(uncredited_in[index]),
                 recovery_rate=round(recovered / failed, 4) if failed else None,
                 recovered=[
                     RecoveredMoney(
