@@ -138,6 +138,9 @@ async def test_0009_keeps_conversions_and_credits_and_allows_one_per_lifecycle_o
                 ("dunning", "recovered", None, 10_000),
                 ("trial", "trial_converted", None, None),
             ]
+        # Back to 0009 first: a refused downgrade rolls back only its own revision's work.
+        async with engine.begin() as conn:
+            await conn.run_sync(_downgrade, database_url, "0009")
         # 0008 holds one conversion per event: going back refuses to choose which to drop.
         with pytest.raises(RuntimeError, match=r"1 event\(s\) have more"):
             async with engine.begin() as conn:

@@ -44,6 +44,8 @@ class SendEmailInput:
     destinations: dict[str, str] = field(default_factory=dict)
     # The subscription the email is about, kept with the message (the survey reads it).
     subscription_id: str | None = None
+    # The connected account of the customer (Stripe Connect), kept with the message.
+    stripe_account: str | None = None
 
     @property
     def send_key(self) -> str:
@@ -81,6 +83,9 @@ class StripeActionInput:
     # Built by the workflow from workflow id + step: a retried activity repeats the request
     # and Stripe answers it once.
     idempotency_key: str
+    # The connected account the customer belongs to (Stripe Connect): the call is made on
+    # it, not on the platform's own account.
+    stripe_account: str | None = None
 
 
 @dataclass

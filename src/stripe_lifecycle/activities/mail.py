@@ -150,6 +150,7 @@ class MailActivities(Mail):
             links=list(composed.links.tracked.values()),
             destinations=dict(request.destinations),
             subscription_id=request.subscription_id,
+            stripe_account=request.stripe_account,
             transport=self._transport.name,
             livemode=request.livemode,
             status=MessageStatus.SUPPRESSED if suppressed else MessageStatus.PENDING,

@@ -76,6 +76,9 @@ class StripeActivities(StripeActions):
             return _failed(action, "not sent: no idempotency key")
 
         options: stripe.RequestOptions = {"idempotency_key": request.idempotency_key}
+        if request.stripe_account:
+            # A connected account's customer: acting on the platform would miss it.
+            options["stripe_account"] = request.stripe_account
         try:
             detail = await self._send(self._client, action, target_id, options)
         except stripe.StripeError as exc:
@@ -84,7 +87,9 @@ class StripeActivities(StripeActions):
                     "Stripe %s on %s will be retried: %s", action, target_id, _describe(exc)
                 )
                 raise
-            result = await self._after_refusal(self._client, action, target_id, exc)
+            result = await self._after_refusal(
+                self._client, action, target_id, exc, request.stripe_account
+            )
         else:
             result = StripeActionResult(action, DONE, detail)
         activity.logger.info(
@@ -119,7 +124,12 @@ class StripeActivities(StripeActions):
         return f"invoice {target_id} voided (status {invoice.status})"
 
     async def _after_refusal(
-        self, client: stripe.StripeClient, action: str, target_id: str, exc: stripe.StripeError
+        self,
+        client: stripe.StripeClient,
+        action: str,
+        target_id: str,
+        exc: stripe.StripeError,
+        account: str | None,
     ) -> StripeActionResult:
         """A permanent refusal: done if the object already is where the action would take it,
         failed otherwise.
@@ -132,7 +142,7 @@ class StripeActivities(StripeActions):
         if not isinstance(exc, stripe.InvalidRequestError):
             return _failed(action, refusal)
         try:
-            state = await self._current_state(client, action, target_id)
+            state = await self._current_state(client, action, target_id, account)
         except stripe.StripeError as lookup_exc:
             if not _permanent(lookup_exc):
                 # Unknown whether it is already done: ask again on the next attempt, which
@@ -146,10 +156,11 @@ class StripeActivities(StripeActions):
         return _failed(action, f"{refusal}; {state.text}")
 
     async def _current_state(
-        self, client: stripe.StripeClient, action: str, target_id: str
+        self, client: stripe.StripeClient, action: str, target_id: str, account: str | None
     ) -> _State:
+        options: stripe.RequestOptions = {"stripe_account": account} if account else {}
         if action in SUBSCRIPTION_ACTIONS:
-            subscription = await client.v1.subscriptions.retrieve_async(target_id)
+            subscription = await client.v1.subscriptions.retrieve_async(target_id, options=options)
             if action == CANCEL_SUBSCRIPTION:
                 return _State(
                     subscription.status == "canceled",
@@ -162,7 +173,7 @@ class StripeActivities(StripeActions):
                 f"subscription {target_id} is {subscription.status}, collection "
                 + (f"paused ({behavior})" if behavior else "not paused"),
             )
-        invoice = await client.v1.invoices.retrieve_async(target_id)
+        invoice = await client.v1.invoices.retrieve_async(target_id, options=options)
         wanted = "uncollectible" if action == MARK_UNCOLLECTIBLE else "void"
         return _State(invoice.status == wanted, f"invoice {target_id} is {invoice.status}")
 

@@ -15,6 +15,7 @@ import logging
 import stripe
 from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import RedirectResponse
+from stripe.params.billing_portal import SessionCreateParams
 
 from stripe_lifecycle.api.deps import AppStateDep, SessionDep
 from stripe_lifecycle.domain.lifecycles import Lifecycle
@@ -46,25 +47,33 @@ async def follow_link(token: str, state: AppStateDep, session: SessionDep) -> Re
         destination = f"{state.settings.public_url}/survey/{token}"
     elif destination == PORTAL:
         fallback = state.settings.billing_url
-        destination = await _portal_session(state.stripe, message.customer_id, fallback)
+        destination = await _portal_session(state.stripe, message, fallback)
     elif found[1] == PORTAL_LINK and message.lifecycle in PORTAL_LIFECYCLES:
-        destination = await _portal_session(state.stripe, message.customer_id, destination)
+        destination = await _portal_session(state.stripe, message, destination)
     return RedirectResponse(destination, status_code=status.HTTP_302_FOUND)
 
 
 async def _portal_session(
-    client: stripe.StripeClient | None, customer_id: str, fallback: str | None
+    client: stripe.StripeClient | None, message: Message, fallback: str | None
 ) -> str:
     if client is None:
         return _or_unavailable(fallback)
-    sessions = client.v1.billing_portal.sessions
-    try:
+    customer_id = message.customer_id
+    params: SessionCreateParams = (
+        # A customer kept as an Accounts v2 account is named as one.
+        {"customer_account": customer_id}
+        if customer_id.startswith("acct_")
+        else {"customer": customer_id}
+    )
+    if fallback is not None:
         # Without a return URL the portal goes back to the default set in Stripe's dashboard.
-        portal = await (
-            sessions.create_async({"customer": customer_id, "return_url": fallback})
-            if fallback is not None
-            else sessions.create_async({"customer": customer_id})
-        )
+        params["return_url"] = fallback
+    # A connected account's customer has its portal on that account.
+    options: stripe.RequestOptions = (
+        {"stripe_account": message.stripe_account} if message.stripe_account else {}
+    )
+    try:
+        portal = await client.v1.billing_portal.sessions.create_async(params, options=options)
     except stripe.StripeError as exc:
         log.warning("no portal session for %s (%s); using the stored link", customer_id, exc)
         return _or_unavailable(fallback)

@@ -166,6 +166,8 @@ class BillingSnapshot:
     # The customer's personal data was erased: whatever Stripe still sends about them,
     # only the money is kept.
     erased: bool = False
+    # The connected account the customer belongs to (Stripe Connect), as its events say.
+    stripe_account: str | None = None
 
 
 @dataclass
@@ -269,6 +271,8 @@ class CustomerLedger:
         snap = self.snapshot
         snap.events_applied += 1
         snap.livemode = event.livemode
+        if event.account is not None:
+            snap.stripe_account = event.account
         if snap.last_event_created is None or event.created >= snap.last_event_created:
             snap.last_event_created = event.created
             snap.last_event_type = event.type

@@ -204,6 +204,9 @@ class Message(MessageBase, table=True):
     # The subscription the email is about, as the lifecycle knew it (the survey records
     # it with the answer); None where the email is about none.
     subscription_id: str | None = Field(default=None, max_length=255)
+    # The connected account the customer belongs to (Stripe Connect), if any: Stripe
+    # calls about this message (a portal session at click time) are made on it.
+    stripe_account: str | None = Field(default=None, max_length=255)
     transport: str = Field(max_length=16)
     # Indexed: Postmark's webhooks name the message by it.
     provider_message_id: str | None = Field(default=None, max_length=255, index=True)

@@ -307,6 +307,7 @@ class CustomerWorkflow(LifecycleParent):
                     customer_country=snap.country,
                     invoice=invoice,
                     mrr_cents=sub.mrr_cents if sub else 0,
+                    stripe_account=snap.stripe_account,
                 ),
                 id=start.workflow_id,
                 # Children outlive this run's continue-as-new; each reports back by signal.

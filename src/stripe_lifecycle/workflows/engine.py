@@ -65,6 +65,8 @@ class LifecycleInput:
     # The subscription's MRR when the instance started: the revenue a recovery keeps, for
     # instances that record their recovery themselves (see `invoice_update`).
     mrr_cents: int = 0
+    # The connected account the customer belongs to (Stripe Connect), if any.
+    stripe_account: str | None = None
 
 
 @dataclass
@@ -375,6 +377,7 @@ class LifecycleWorkflow:
             context=self._template_context(),
             destinations=self._destinations(),
             subscription_id=self._subscription_id,
+            stripe_account=self._input.stripe_account,
         )
         while True:
             result = await workflow.execute_activity_method(
@@ -422,6 +425,7 @@ class LifecycleWorkflow:
                 subscription_id=self._subscription_id,
                 # Stripe answers a repeated request once: retries cannot act twice.
                 idempotency_key=f"{workflow.info().workflow_id}/{step.key}",
+                stripe_account=self._input.stripe_account,
             ),
             start_to_close_timeout=timedelta(minutes=1),
             retry_policy=MAIL_RETRY,
