@@ -137,14 +137,19 @@ def next_bill(sub: SubscriptionInfo, customer_discount: DiscountInfo | None = No
 def plan_terms(
     items: Sequence[SubscriptionItemInfo], discounts: Sequence[DiscountInfo], at: int
 ) -> list[str]:
-    """What a subscription buys: each item's price and quantity, and the discounts in effect
-    at `at`, each named by an id that is the same in every API version's payload.
+    """What a subscription buys: each item's price (its id and terms: a price never changes
+    its amount, so a new amount is a new price) and quantity, and the discounts in effect at
+    `at`, each named by an id that is the same in every API version's payload.
 
     Two readings of one subscription with equal terms are the same plan, however the
     payload spelled them (a renewal moves the period of every item; a discount's coupon is
     expanded in one version and an id in another).
     """
-    terms = sorted(f"price {item.price_id} x {item.quantity}" for item in items)
+    terms = sorted(
+        f"price {item.price_id} at {_plain(_unit_amount(item))}/{item.interval_count}"
+        f" {item.interval} x {item.quantity}"
+        for item in items
+    )
     every_discount = [*discounts, *(d for item in items for d in item.discounts)]
     terms += sorted(
         f"discount {d.id or d.coupon_id}" for d in every_discount if d.end is None or d.end > at
@@ -327,6 +332,11 @@ def _unknown_tax(sub: SubscriptionInfo) -> bool:
         and item.interval is not None
         for item in sub.items
     )
+
+
+def _plain(amount: Decimal | None) -> str:
+    """ "4900" for 4900, "4900.00" and 4.9E+3 alike."""
+    return "?" if amount is None else format(amount.normalize(), "f")
 
 
 def _decimal(value: str | None) -> Decimal:
