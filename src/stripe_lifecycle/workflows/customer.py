@@ -13,7 +13,7 @@ from temporalio.common import (
     TypedSearchAttributes,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from stripe_lifecycle.activities.interface import (
@@ -22,8 +22,9 @@ with workflow.unsafe.imports_passed_through():
         ConversionInput,
         Conversions,
         Snapshots,
+        StripeReads,
     )
-    from stripe_lifecycle.domain import contract, rules
+    from stripe_lifecycle.domain import contract, rules, stripe_reads
     from stripe_lifecycle.domain.automations import Automation
     from stripe_lifecycle.domain.events import BillingEvent, BillingEvents
     from stripe_lifecycle.domain.ledger import (
@@ -34,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         new_state,
     )
     from stripe_lifecycle.domain.lifecycles import Lifecycle
+    from stripe_lifecycle.domain.money import format_amount
     from stripe_lifecycle.domain.template_context import subscription_context
     from stripe_lifecycle.workflows.engine import (
         InvoiceLifecycleWorkflow,
@@ -69,12 +71,23 @@ SEQUENCES_PATCH = "subscription-and-card-lifecycles"
 # event to the running instance, which records its own recovery; runs started since
 # tell it the outcome and record the conversion here, like every other lifecycle's.
 INVOICE_RULES_PATCH = "invoice-lifecycles-decided-by-rules"
+# Runs started since read from Stripe what a batch's payloads leave out (coupons, tiers,
+# invoice payments) before applying it; older runs apply payloads as they came.
+STRIPE_READS_PATCH = "stripe-reads-before-applying"
 
 # The DB may be down for a while; keep trying rather than drop a snapshot.
 PERSIST_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=1),
+)
+# Stripe rate limits and has outages: back off for a few minutes, then apply the batch with
+# what its payloads tell (the MRR marked not exact) rather than hold the customer's events.
+STRIPE_READ_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=10,
 )
 
 
@@ -101,6 +114,7 @@ class CustomerWorkflow(LifecycleParent):
         self._pending: list[BillingEvent] = list(input.pending)
         self._sequences = False
         self._invoice_rules = False
+        self._stripe_reads = False
         # Search attributes survive continue-as-new; start from what the run already has.
         current = workflow.info().typed_search_attributes
         self._indexed: dict[str, Any] = {
@@ -115,6 +129,7 @@ class CustomerWorkflow(LifecycleParent):
         # local activity, can land in a different task on replay than it did live.
         self._sequences = workflow.patched(SEQUENCES_PATCH)
         self._invoice_rules = workflow.patched(INVOICE_RULES_PATCH)
+        self._stripe_reads = workflow.patched(STRIPE_READS_PATCH)
         self._set_details()
         while True:
             await workflow.wait_condition(lambda: bool(self._pending) or self._history_full())
@@ -162,6 +177,8 @@ class CustomerWorkflow(LifecycleParent):
 
     async def _apply_pending(self) -> None:
         batch, self._pending = self._pending, []
+        if self._stripe_reads:
+            await self._read_stripe(batch)
         applied = rules.apply_batch(self._ledger, batch)
         if not applied:
             return
@@ -186,6 +203,21 @@ class CustomerWorkflow(LifecycleParent):
                 if rules.begin(self._ledger, decision):
                     await self._carry_out(decision, event)
         self._set_details()
+
+    async def _read_stripe(self, batch: list[BillingEvent]) -> None:
+        """Fill in what the batch's payloads leave out, read from Stripe (an activity)."""
+        for request in stripe_reads.requests_for(batch):
+            try:
+                answer = await workflow.execute_activity_method(
+                    StripeReads.read_stripe,
+                    request,
+                    start_to_close_timeout=timedelta(minutes=1),
+                    retry_policy=STRIPE_READ_RETRY,
+                )
+            except ActivityError as exc:
+                workflow.logger.warning("Stripe reads failed, applying what is known: %s", exc)
+                continue
+            stripe_reads.fill(batch, answer, request.account)
 
     async def _carry_out(self, decision: rules.Decision, event: BillingEvent) -> None:
         if isinstance(decision, rules.Start):
@@ -373,13 +405,14 @@ class CustomerWorkflow(LifecycleParent):
         if snap.events_applied == 0:
             workflow.set_current_details("Waiting for the first Stripe event.")
             return
-        money = f"{snap.mrr_cents / 100:.2f} {(snap.currency or '').upper()}".strip()
+        money = _amounts(snap.mrr) + ("" if snap.mrr_exact else " (not exact)")
         subs = ", ".join(
             f"{s.id} {s.status} ({s.plan or 'no plan'})" for s in snap.subscriptions.values()
         )
         running = [r.workflow_id for r in self._ledger.state.lifecycles if r.status == "running"]
         workflow.set_current_details(
-            f"**Status:** {snap.status} · **Plan:** {snap.plan or '—'} · **MRR:** {money}  \n"
+            f"**Status:** {snap.status} · **Plan:** {snap.plan or '—'} · **MRR:** {money}"
+            f" · **LTV:** {_amounts(snap.ltv)}  \n"
             f"**Subscriptions:** {subs or 'none'}  \n"
             f"**Last event:** {snap.last_event_type} · {snap.events_applied} events applied"
             + (" · customer deleted in Stripe" if snap.deleted else "")
@@ -388,3 +421,16 @@ class CustomerWorkflow(LifecycleParent):
 
 
 _UNSET = object()
+
+
+def _amounts(per_currency: dict[str, int]) -> str:
+    """Money per currency as people read it ("$49.00 + €20.00"), never added up."""
+    return " + ".join(_amount(cents, code) for code, cents in sorted(per_currency.items())) or "0"
+
+
+def _amount(cents: int, currency: str) -> str:
+    try:
+        return format_amount(cents, currency)
+    except ValueError:
+        # Not an ISO code (a hand-made payload): the details must still be written.
+        return f"{cents} {currency or '(no currency)'}"
