@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -92,3 +93,56 @@ async def test_win_back_messages_recorded_before_0008_get_their_subscription(
         "no-subscription": None,
         "dunning": None,
     }
+
+
+async def test_money_recorded_before_0009_becomes_its_currencys(database_url: str) -> None:
+    engine = create_engine(database_url)
+    insert = text(
+        "INSERT INTO customers (customer_id, status, mrr_cents, currency, ltv_cents, livemode,"
+        " deleted, snapshot_version, subscriptions, updated_at)"
+        " VALUES (:id, 'active', :mrr, :currency, :ltv, false, false, 1, '[]', :at)"
+    )
+    customers = {
+        "cus_Paying": (4900, "usd", 9800),
+        "cus_Trialing": (0, "eur", 0),
+        "cus_NoCurrency": (0, None, 0),
+    }
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_downgrade, database_url, "0008")
+            for customer_id, (mrr, currency, ltv) in customers.items():
+                await conn.execute(
+                    insert,
+                    {
+                        "id": customer_id,
+                        "mrr": mrr,
+                        "currency": currency,
+                        "ltv": ltv,
+                        "at": datetime(2026, 11, 1, tzinfo=UTC),
+                    },
+                )
+        await upgrade(database_url)
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT customer_id, mrr, ltv, refunded, mrr_exact FROM customers")
+            )
+            found = {
+                customer_id: tuple(_json(v) for v in values) for customer_id, *values in rows.all()
+            }
+    finally:
+        await engine.dispose()
+    assert found == {
+        "cus_Paying": ({"usd": 4900}, {"usd": 9800}, {}, True),
+        "cus_Trialing": ({}, {}, {}, True),
+        "cus_NoCurrency": ({}, {}, {}, True),
+    }
+
+
+def _json(value: Any) -> Any:
+    """A raw query's value as the models read it: SQLite answers JSON as text and booleans
+    as 0 or 1."""
+    if isinstance(value, str):
+        return json.loads(value)
+    if isinstance(value, int):
+        return bool(value)
+    return value
