@@ -707,7 +707,9 @@ def test_a_forever_coupon_added_is_a_downgrade(version: str) -> None:
     stripe = stripe_holding([Item(MONTHLY)], [HALF_OFF])
     before = subscription(version, [Item(MONTHLY)])
     after = subscription(version, [Item(MONTHLY)], [HALF_OFF])
-    previous = {"discounts": []} | ({"discount": None} if version == PRE_BASIL else {})
+    previous: dict[str, Any] = {"discounts": []}
+    if version == PRE_BASIL:
+        previous["discount"] = None
 
     [start] = plan_decisions(version, before, after, previous, stripe)
 
