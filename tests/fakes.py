@@ -235,6 +235,23 @@ STRIPE_API_KEY = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"
 PORTAL_URL = "https://billing.stripe.com/p/session/test_portal_1"
 
 
+def coupon_object(coupon_id: str, **terms: Any) -> dict[str, Any]:
+    """A Coupon as Stripe answers it with `currency_options` expanded; `forever` unless
+    `terms` say otherwise."""
+    return {
+        "id": coupon_id,
+        "object": "coupon",
+        "amount_off": None,
+        "currency": None,
+        "currency_options": {},
+        "duration": "forever",
+        "duration_in_months": None,
+        "percent_off": None,
+        "valid": True,
+        **terms,
+    }
+
+
 def resource_missing(kind: str, object_id: str) -> tuple[int, dict[str, Any]]:
     return 404, {
         "error": {

@@ -15,7 +15,7 @@ from stripe_lifecycle.domain import ids
 
 from .conftest import SUPPORT_KEY, running_stack
 from .events import customer_event, event_id, unique_customer_id
-from .fakes import STRIPE_API_KEY, StripeHttpServer, StripeState, serving
+from .fakes import STRIPE_API_KEY, StripeHttpServer, StripeState, coupon_object, serving
 from .signing import signed
 from .workflow_helpers import eventually
 
@@ -23,17 +23,7 @@ CLOVER = "2025-09-30.clover"
 T0 = 1_790_000_000
 AUTH = {"Authorization": f"Bearer {SUPPORT_KEY}"}
 COUPON_ID = "HALF_FOREVER"
-HALF: dict[str, Any] = {
-    "id": COUPON_ID,
-    "object": "coupon",
-    "amount_off": None,
-    "currency": None,
-    "currency_options": {},
-    "duration": "forever",
-    "duration_in_months": None,
-    "percent_off": 50.0,
-    "valid": True,
-}
+HALF = coupon_object(COUPON_ID, percent_off=50.0)
 
 
 class Customer:

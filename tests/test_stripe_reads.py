@@ -21,22 +21,9 @@ from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.stripe_api.client import build_stripe_client
 
 from .fakes import STRIPE_API_KEY, StripeHttpServer, StripeState, serving
+from .fakes import coupon_object as coupon
 
 CONNECTED = "acct_1Connected"
-
-
-def coupon(coupon_id: str, **terms: Any) -> dict[str, Any]:
-    return {
-        "id": coupon_id,
-        "object": "coupon",
-        "amount_off": None,
-        "currency": None,
-        "currency_options": {},
-        "duration": "forever",
-        "duration_in_months": None,
-        "percent_off": None,
-        **terms,
-    }
 
 
 def invoice_payment(invoice_id: str, payment_type: str, status: str = "paid") -> dict[str, Any]:
