@@ -603,9 +603,14 @@ def plan_decisions(
     )
     was = ledger.subscription(subscription_of(now))
     assert ledger.apply(now)
+    return money_moves(decide(now, was, ledger))
+
+
+def money_moves(decisions: list[Decision]) -> list[Decision]:
+    """The conversions (an expansion) and plan-change check-ins among `decisions`."""
     return [
         d
-        for d in decide(now, was, ledger)
+        for d in decisions
         if isinstance(d, Convert) or (isinstance(d, Start) and d.lifecycle == Lifecycle.PLAN_CHANGE)
     ]
 
@@ -658,6 +663,29 @@ def test_a_discount_spelled_differently_after_an_api_upgrade_is_no_plan_change(
     )
 
     assert decisions == []
+
+
+def test_an_amount_one_reading_could_not_know_is_no_plan_change() -> None:
+    """Billed in a currency option: read from Stripe at first, then (Stripe unreachable)
+    not; the subscription still buys the same price."""
+    case = next(c for c in CASES if c.name.startswith("billed in a currency option"))
+    stripe = stripe_holding(case.items)
+    before = case_payload(CLOVER, case)["data"]["object"]
+    ledger = ledger_after(read(sub_event(CLOVER, before, created=T), stripe))
+    now = read(
+        sub_event(
+            CLOVER,
+            renewed(CLOVER, before),
+            created=T + DAY,
+            previous=renewal_previous(CLOVER, before),
+        ),
+        None,
+    )
+    was = ledger.subscription(SUB)
+    assert ledger.apply(now)
+
+    assert money_moves(decide(now, was, ledger)) == []
+    assert ledger.snapshot.mrr_exact is False
 
 
 @pytest.mark.parametrize("version", VERSIONS)

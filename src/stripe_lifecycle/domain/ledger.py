@@ -290,7 +290,7 @@ class CustomerLedger:
     def value(self, sub: SubscriptionInfo) -> mrr.Valuation:
         """The subscription's MRR as this customer is billed: after its own discounts, or
         the customer-wide discount when it has none (Stripe's precedence)."""
-        discount = None if sub.discounts else self.snapshot.customer_discount
+        discount = self._discount_for(sub)
         if discount is None:
             # The event's own valuation (its payload, and what Stripe answered since).
             return mrr.Valuation(sub.mrr_cents, [i.mrr_cents for i in sub.items], sub.mrr_exact)

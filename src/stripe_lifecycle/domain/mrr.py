@@ -97,10 +97,16 @@ def value_subscription(
         reading = _item_period_amount(item)
         reading.amount = monthly_amount(reading.amount, item.interval, item.interval_count)
         per_month.append((item, reading))
-    item_mrr = [_round(reading.amount) for _, reading in per_month]
     reading = _discounted_total(sub, per_month, customer_discount, _forever, monthly=True)
     exact = reading.exact and not _unknown_tax(sub)
-    return Valuation(_round(reading.amount), item_mrr, exact)
+    return Valuation(_round(reading.amount), [item_mrr_cents(i) for i in sub.items], exact)
+
+
+def item_mrr_cents(item: SubscriptionItemInfo) -> int:
+    """One item's MRR before any discount, without the tax its amount includes."""
+    per_period = _item_period_amount(item).amount
+    per_month = monthly_amount(per_period, item.interval, item.interval_count)
+    return _round(per_month / _tax_divisor(item))
 
 
 def revalue(sub: SubscriptionInfo) -> None:
@@ -134,27 +140,41 @@ def next_bill(sub: SubscriptionInfo, customer_discount: DiscountInfo | None = No
     return _round(reading.amount)
 
 
-def plan_terms(
-    items: Sequence[SubscriptionItemInfo], discounts: Sequence[DiscountInfo], at: int
-) -> list[str]:
-    """What a subscription buys: each item's price (its id and terms: a price never changes
-    its amount, so a new amount is a new price) and quantity, and the discounts in effect at
-    `at`, each named by an id that is the same in every API version's payload.
+def same_plan(was: SubscriptionInfo, now: SubscriptionInfo, at: int) -> bool:
+    """Whether two readings of a subscription buy the same: the same prices (by id and
+    terms: a price never changes its amount, so a new amount is a new price; an amount a
+    reading could not know matches any) in the same quantities, and the same discounts in
+    effect at `at`, each named by an id that is the same in every API version's payload.
 
-    Two readings of one subscription with equal terms are the same plan, however the
-    payload spelled them (a renewal moves the period of every item; a discount's coupon is
-    expanded in one version and an id in another).
+    So a renewal (which moves every item's period) and a payload that spells a discount
+    differently (its coupon expanded in one version, an id in another) are the same plan.
     """
-    terms = sorted(
-        f"price {item.price_id} at {_plain(_unit_amount(item))}/{item.interval_count}"
-        f" {item.interval} x {item.quantity}"
-        for item in items
+    if _discount_terms(was, at) != _discount_terms(now, at):
+        return False
+    before, after = _item_terms(was), _item_terms(now)
+    return len(before) == len(after) and all(
+        a[:-1] == b[:-1] and (a[-1] == b[-1] or "" in (a[-1], b[-1]))
+        for a, b in zip(before, after, strict=True)
     )
-    every_discount = [*discounts, *(d for item in items for d in item.discounts)]
-    terms += sorted(
-        f"discount {d.id or d.coupon_id}" for d in every_discount if d.end is None or d.end > at
+
+
+def _item_terms(sub: SubscriptionInfo) -> list[tuple[str, str, int, int, str]]:
+    """(price, interval, interval count, quantity, unit amount or "" when unknown)."""
+    return sorted(
+        (
+            item.price_id or "",
+            item.interval or "",
+            item.interval_count,
+            item.quantity,
+            _plain(_unit_amount(item)),
+        )
+        for item in sub.items
     )
-    return terms
+
+
+def _discount_terms(sub: SubscriptionInfo, at: int) -> list[str]:
+    every = [*sub.discounts, *(d for item in sub.items for d in item.discounts)]
+    return sorted(d.id or d.coupon_id or "" for d in every if d.end is None or d.end > at)
 
 
 def missing_coupon(discount: DiscountInfo, currency: str | None) -> bool:
@@ -335,8 +355,9 @@ def _unknown_tax(sub: SubscriptionInfo) -> bool:
 
 
 def _plain(amount: Decimal | None) -> str:
-    """ "4900" for 4900, "4900.00" and 4.9E+3 alike."""
-    return "?" if amount is None else format(amount.normalize(), "f")
+    """The amount written one way whatever its spelling (4900, "4900.00", 4.9E+3); ""
+    when unknown."""
+    return "" if amount is None else format(amount.normalize(), "f")
 
 
 def _decimal(value: str | None) -> Decimal:

@@ -567,9 +567,7 @@ def _plan_changed(event: BillingEvent, before: Sub, now: SubscriptionInfo) -> bo
     if was is None:
         # Recorded before the ledger kept what a subscription buys: the event's word.
         return True
-    return mrr.plan_terms(was.items, was.discounts, event.created) != mrr.plan_terms(
-        now.items, now.discounts, event.created
-    )
+    return not mrr.same_plan(was, now, event.created)
 
 
 def _card_expiring(event: BillingEvent, ledger: CustomerLedger) -> list[Decision]:

@@ -183,7 +183,7 @@ def parse_subscription_item(
     is before any discount. Tax rates of its own replace the subscription's defaults."""
     price = _read_price(obj, currency)
     own_tax = obj.get("tax_rates")
-    return SubscriptionItemInfo(
+    item = SubscriptionItemInfo(
         id=_str(obj.get("id")),
         price_id=price.id,
         product_id=price.product_id,
@@ -208,6 +208,8 @@ def parse_subscription_item(
         price_currency=price.default_currency,
         discounts=parse_discounts(obj),
     )
+    item.mrr_cents = mrr.item_mrr_cents(item)
+    return item
 
 
 def subscription_mrr(obj: StripeObject) -> int:

@@ -405,14 +405,14 @@ class CustomerWorkflow(LifecycleParent):
         if snap.events_applied == 0:
             workflow.set_current_details("Waiting for the first Stripe event.")
             return
-        money = _amounts(snap.mrr) + ("" if snap.mrr_exact else " (not exact)")
+        money = _amounts(snap.mrr, snap.currency) + ("" if snap.mrr_exact else " (not exact)")
         subs = ", ".join(
             f"{s.id} {s.status} ({s.plan or 'no plan'})" for s in snap.subscriptions.values()
         )
         running = [r.workflow_id for r in self._ledger.state.lifecycles if r.status == "running"]
         workflow.set_current_details(
             f"**Status:** {snap.status} · **Plan:** {snap.plan or '—'} · **MRR:** {money}"
-            f" · **LTV:** {_amounts(snap.ltv)}  \n"
+            f" · **LTV:** {_amounts(snap.ltv, snap.currency)}  \n"
             f"**Subscriptions:** {subs or 'none'}  \n"
             f"**Last event:** {snap.last_event_type} · {snap.events_applied} events applied"
             + (" · customer deleted in Stripe" if snap.deleted else "")
@@ -423,9 +423,11 @@ class CustomerWorkflow(LifecycleParent):
 _UNSET = object()
 
 
-def _amounts(per_currency: dict[str, int]) -> str:
-    """Money per currency as people read it ("$49.00 + €20.00"), never added up."""
-    return " + ".join(_amount(cents, code) for code, cents in sorted(per_currency.items())) or "0"
+def _amounts(per_currency: dict[str, int], currency: str | None) -> str:
+    """Money per currency as people read it ("$49.00 + €20.00"), never added up; none is
+    zero in the customer's currency."""
+    shown = per_currency or {currency or "": 0}
+    return " + ".join(_amount(cents, code) for code, cents in sorted(shown.items()))
 
 
 def _amount(cents: int, currency: str) -> str:
