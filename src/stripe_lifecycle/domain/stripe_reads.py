@@ -26,11 +26,11 @@ from stripe_lifecycle.domain.events import (
     PriceTier,
     SubscriptionInfo,
 )
+from stripe_lifecycle.domain.rules import PAID_EVENTS
 
 # The first API version whose invoices leave `paid_out_of_band` to their payments. Versions
 # are dated, so they compare as strings.
 INVOICE_PAYMENTS_SINCE = "2025-03-31"
-PAID_EVENTS = frozenset({"invoice.paid", "invoice.payment_succeeded"})
 
 
 @dataclass
