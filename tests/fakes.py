@@ -235,6 +235,23 @@ STRIPE_API_KEY = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"
 PORTAL_URL = "https://billing.stripe.com/p/session/test_portal_1"
 
 
+def coupon_object(coupon_id: str, **terms: Any) -> dict[str, Any]:
+    """A Coupon as Stripe answers it with `currency_options` expanded; `forever` unless
+    `terms` say otherwise."""
+    return {
+        "id": coupon_id,
+        "object": "coupon",
+        "amount_off": None,
+        "currency": None,
+        "currency_options": {},
+        "duration": "forever",
+        "duration_in_months": None,
+        "percent_off": None,
+        "valid": True,
+        **terms,
+    }
+
+
 def resource_missing(kind: str, object_id: str) -> tuple[int, dict[str, Any]]:
     return 404, {
         "error": {
@@ -254,10 +271,15 @@ def invalid_request(message: str) -> tuple[int, dict[str, Any]]:
 @dataclass
 class StripeRequest:
     method: str
-    path: str
+    path: str  # without the query string
     form: dict[str, str]
     api_key: str | None
     idempotency_key: str | None
+    # The `Stripe-Account` header: the connected account the request acts on.
+    account: str | None = None
+    # `expand[]` of the query string (the stripe library sends `expand[0]=...`).
+    expand: list[str] = field(default_factory=list)
+    query: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -270,13 +292,27 @@ class StripeState:
     # Idempotency-Key -> (method, path, form) of its first request and the saved answer.
     saved: dict[str, tuple[tuple[str, str, str], int, dict[str, Any]]] = field(default_factory=dict)
     executed: int = 0  # writes that ran, replays excluded
+    coupons: dict[str, dict[str, Any]] = field(default_factory=dict)
+    prices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Discount objects by id: Stripe has no endpoint for them; subscriptions expand them.
+    discounts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    invoice_payments: list[dict[str, Any]] = field(default_factory=list)
+    # Connected accounts' own objects, by account id (requests with `Stripe-Account`);
+    # every request is recorded here, on the platform's state.
+    connected: dict[str, StripeState] = field(default_factory=dict)
+    # The next this-many requests are refused with 429, as under a rate limit.
+    rate_limited: int = 0
 
 
 class StripeHandler(QuietHandler):
     """Stripe's v1 cancel / update / retrieve subscription, mark_uncollectible / void /
-    retrieve invoice and create Customer Portal session, behind its API key check and its
-    idempotency layer: the first answer to a key (once the endpoint ran) is saved and
-    replayed, the key reused for another request is an idempotency_error.
+    retrieve invoice, create Customer Portal session, retrieve coupon and price and list
+    invoice payments, behind its API key check and its idempotency layer: the first answer
+    to a key (once the endpoint ran) is saved and replayed, the key reused for another
+    request is an idempotency_error. Fields Stripe includes only when expanded (a price's
+    `tiers` and `currency_options`, a coupon's `currency_options`, a subscription's
+    `discounts`) are answered as Stripe does: left out, or ids, unless `expand[]` asks.
+    `Stripe-Account` selects a connected account's objects (`StripeState.connected`).
 
     Fixed ids: `*_busy` answers 429, `*_down` answers 500, `sub_forbidden` answers 403, and
     `cus_NoPortal`'s portal session is refused as having no portal configuration."""
@@ -297,15 +333,24 @@ class StripeHandler(QuietHandler):
         raw = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
         auth = self.headers.get("Authorization", "")
         key = self.headers.get("Idempotency-Key")
+        path, _, query = self.path.partition("?")
+        pairs = parse_qsl(query)
         request = StripeRequest(
             method=method,
-            path=self.path,
+            path=path,
             form=dict(parse_qsl(raw)),
             api_key=auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None,
             idempotency_key=key,
+            account=self.headers.get("Stripe-Account"),
+            expand=[value for name, value in pairs if name.startswith("expand[")],
+            query=dict(pairs),
         )
         with self.server.lock:
             state.requests.append(request)
+            if state.rate_limited:
+                state.rate_limited -= 1
+                self._answer(*_RATE_LIMITED)
+                return
             if request.api_key != STRIPE_API_KEY:
                 self._answer(
                     401,
@@ -346,23 +391,34 @@ class StripeHandler(QuietHandler):
 
     def _route(self, method: str, request: StripeRequest) -> tuple[int, dict[str, Any]]:
         parts = request.path.strip("/").split("/")
+        objects = self.server.state
+        if request.account is not None:
+            if request.account not in objects.connected:
+                return 403, {
+                    "error": {
+                        "type": "invalid_request_error",
+                        "message": "The provided key does not have access to account "
+                        f"'{request.account}' (or that account does not exist).",
+                    }
+                }
+            objects = objects.connected[request.account]
         if parts[:2] == ["v1", "subscriptions"] and len(parts) == 3:
-            return self._subscription(method, parts[2], request.form)
+            return self._subscription(objects, method, parts[2], request)
         if parts[:2] == ["v1", "invoices"] and len(parts) in (3, 4):
-            return self._invoice(method, parts[2], parts[3] if len(parts) == 4 else None)
+            return self._invoice(objects, method, parts[2], parts[3] if len(parts) == 4 else None)
         if parts == ["v1", "billing_portal", "sessions"] and method == "POST":
             return self._portal_session(request.form)
+        if parts[:2] == ["v1", "coupons"] and len(parts) == 3 and method == "GET":
+            return self._coupon(objects, parts[2], request.expand)
+        if parts[:2] == ["v1", "prices"] and len(parts) == 3 and method == "GET":
+            return self._price(objects, parts[2], request.expand)
+        if parts == ["v1", "invoice_payments"] and method == "GET":
+            return self._invoice_payments(objects, request.query)
         return 404, {"error": {"type": "invalid_request_error", "message": "Unrecognized URL"}}
 
     def _fixed(self, object_id: str) -> tuple[int, dict[str, Any]] | None:
         if object_id.endswith("_busy"):
-            return 429, {
-                "error": {
-                    "type": "invalid_request_error",
-                    "code": "rate_limit",
-                    "message": "Request rate limit exceeded.",
-                }
-            }
+            return _RATE_LIMITED
         if object_id.endswith("_down"):
             return 500, {"error": {"type": "api_error", "message": "An unknown error occurred"}}
         if object_id == "sub_forbidden":
@@ -388,11 +444,14 @@ class StripeHandler(QuietHandler):
         return 200, found
 
     def _subscription(
-        self, method: str, sub_id: str, form: dict[str, str]
+        self, objects: StripeState, method: str, sub_id: str, request: StripeRequest
     ) -> tuple[int, dict[str, Any]]:
-        status, sub = self._look_up("subscription", self.server.state.subscriptions, sub_id)
-        if status != 200 or method == "GET":
+        status, sub = self._look_up("subscription", objects.subscriptions, sub_id)
+        if status != 200:
             return status, sub
+        if method == "GET":
+            return 200, _expand_discounts(sub, objects, request.expand)
+        form = request.form
         if method == "DELETE":
             if sub["status"] == "canceled":
                 # What Stripe answers for a subscription canceled before (stripe-go#1887).
@@ -410,9 +469,9 @@ class StripeHandler(QuietHandler):
         return 200, sub
 
     def _invoice(
-        self, method: str, invoice_id: str, verb: str | None
+        self, objects: StripeState, method: str, invoice_id: str, verb: str | None
     ) -> tuple[int, dict[str, Any]]:
-        status, inv = self._look_up("invoice", self.server.state.invoices, invoice_id)
+        status, inv = self._look_up("invoice", objects.invoices, invoice_id)
         if status != 200 or (method == "GET" and verb is None):
             return status, inv
         # Allowed transitions, from docs.stripe.com/invoicing/integration/workflow-transitions.
@@ -444,11 +503,94 @@ class StripeHandler(QuietHandler):
             "url": PORTAL_URL,
         }
 
+    def _coupon(
+        self, objects: StripeState, coupon_id: str, expand: list[str]
+    ) -> tuple[int, dict[str, Any]]:
+        status, coupon = self._look_up("coupon", objects.coupons, coupon_id)
+        if status != 200:
+            return status, coupon
+        return 200, _includable(coupon, {"currency_options"}, expand)
+
+    def _price(
+        self, objects: StripeState, price_id: str, expand: list[str]
+    ) -> tuple[int, dict[str, Any]]:
+        status, price = self._look_up("price", objects.prices, price_id)
+        if status != 200:
+            return status, price
+        shown = _includable(price, {"tiers", "currency_options"}, expand)
+        if "currency_options" in shown:
+            shown["currency_options"] = {
+                code: _includable(option, {"tiers"}, expand, f"currency_options.{code}.")
+                for code, option in shown["currency_options"].items()
+            }
+        return 200, shown
+
+    def _invoice_payments(
+        self, objects: StripeState, query: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
+        invoice = query.get("invoice")
+        fixed = self._fixed(invoice or "")
+        if fixed is not None:
+            return fixed
+        payments = [p for p in objects.invoice_payments if p["invoice"] == invoice]
+        return 200, {
+            "object": "list",
+            "data": payments,
+            "has_more": False,
+            "url": "/v1/invoice_payments",
+        }
+
     def _answer(self, status: int, body: dict[str, Any], *, replayed: bool = False) -> None:
         headers = {"Request-Id": "req_test"}
         if replayed:
             headers["Idempotent-Replayed"] = "true"
         self.send_answer(status, "application/json", json.dumps(body).encode(), headers)
+
+
+_RATE_LIMITED: tuple[int, dict[str, Any]] = (
+    429,
+    {
+        "error": {
+            "type": "invalid_request_error",
+            "code": "rate_limit",
+            "message": "Request rate limit exceeded.",
+        }
+    },
+)
+
+
+def _includable(
+    obj: dict[str, Any], includable: set[str], expand: list[str], prefix: str = ""
+) -> dict[str, Any]:
+    """`obj` without the fields Stripe includes only when `expand[]` names them."""
+    return {
+        key: value
+        for key, value in obj.items()
+        if key not in includable or f"{prefix}{key}" in expand
+    }
+
+
+def _expand_discounts(
+    sub: dict[str, Any], objects: StripeState, expand: list[str]
+) -> dict[str, Any]:
+    """The subscription with its (and its items') discount ids as objects where expanded."""
+
+    def expanded(ids: list[Any], path: str) -> list[Any]:
+        if path not in expand:
+            return ids
+        return [objects.discounts.get(d, d) if isinstance(d, str) else d for d in ids]
+
+    shown = dict(sub, discounts=expanded(sub.get("discounts") or [], "discounts"))
+    items = sub.get("items")
+    if items is not None:
+        shown["items"] = dict(
+            items,
+            data=[
+                dict(item, discounts=expanded(item.get("discounts") or [], "items.data.discounts"))
+                for item in items.get("data", [])
+            ],
+        )
+    return shown
 
 
 class StripeHttpServer(LocalHttpServer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import TextClause, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
@@ -54,7 +55,6 @@ async def test_migrations_match_models_and_downgrade_cleanly(database_url: str) 
 async def test_win_back_messages_recorded_before_0008_get_their_subscription(
     database_url: str,
 ) -> None:
-    engine = create_engine(database_url)
     insert = text(
         "INSERT INTO messages (id, send_key, customer_id, workflow_id, lifecycle, automation,"
         ' step, template, "to", subject, status, created_at, html, text, links,'
@@ -68,27 +68,16 @@ async def test_win_back_messages_recorded_before_0008_get_their_subscription(
         "no-subscription": ("cus_A1", "winback-cus_A1-in_B2", "winback"),
         "dunning": ("cus_A1", "dunning-in_B2", "dunning"),
     }
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(_downgrade, database_url, "0007")
-            for message_id, (customer, workflow, lifecycle) in messages.items():
-                await conn.execute(
-                    insert,
-                    {
-                        "id": message_id,
-                        "customer": customer,
-                        "workflow": workflow,
-                        "lifecycle": lifecycle,
-                        "at": datetime(2026, 11, 1, tzinfo=UTC),
-                    },
-                )
-        await upgrade(database_url)
-        async with engine.connect() as conn:
-            rows = await conn.execute(text("SELECT id, subscription_id FROM messages"))
-            found: dict[str, str | None] = dict(rows.all())
-    finally:
-        await engine.dispose()
-    assert found == {
+    rows = [
+        {"id": message_id, "customer": customer, "workflow": workflow, "lifecycle": lifecycle}
+        for message_id, (customer, workflow, lifecycle) in messages.items()
+    ]
+
+    found = await _rows_after_upgrade(
+        database_url, "0007", insert, rows, "SELECT id, subscription_id FROM messages"
+    )
+
+    assert dict(found) == {
         "winback": "sub_B2",
         "other-customer": None,
         "no-subscription": None,
@@ -159,3 +148,62 @@ async def test_0009_keeps_conversions_and_credits_and_allows_one_per_lifecycle_o
         await upgrade(database_url)
     finally:
         await engine.dispose()
+
+
+async def test_money_recorded_before_0011_becomes_its_currencys(database_url: str) -> None:
+    insert = text(
+        "INSERT INTO customers (customer_id, status, mrr_cents, currency, ltv_cents, livemode,"
+        " deleted, snapshot_version, subscriptions, updated_at)"
+        " VALUES (:id, 'active', :mrr, :currency, :ltv, false, false, 1, '[]', :at)"
+    )
+    customers = {
+        "cus_Paying": (4900, "usd", 9800),
+        "cus_Trialing": (0, "eur", 0),
+        "cus_NoCurrency": (0, None, 0),
+    }
+    rows = [
+        {"id": customer_id, "mrr": mrr, "currency": currency, "ltv": ltv}
+        for customer_id, (mrr, currency, ltv) in customers.items()
+    ]
+
+    found = await _rows_after_upgrade(
+        database_url,
+        "0010",
+        insert,
+        rows,
+        "SELECT customer_id, mrr, ltv, refunded, mrr_exact FROM customers",
+    )
+
+    assert {row[0]: tuple(_json(v) for v in row[1:]) for row in found} == {
+        "cus_Paying": ({"usd": 4900}, {"usd": 9800}, {}, True),
+        "cus_Trialing": ({}, {}, {}, True),
+        "cus_NoCurrency": ({}, {}, {}, True),
+    }
+
+
+async def _rows_after_upgrade(
+    database_url: str, revision: str, insert: TextClause, rows: list[dict[str, Any]], query: str
+) -> list[tuple[Any, ...]]:
+    """`rows` inserted (each `at` a fixed date) into the schema of `revision`, then the
+    database upgraded to the latest revision and `query` answered."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_downgrade, database_url, revision)
+            for row in rows:
+                await conn.execute(insert, {**row, "at": datetime(2026, 11, 1, tzinfo=UTC)})
+        await upgrade(database_url)
+        async with engine.connect() as conn:
+            return [tuple(row) for row in await conn.execute(text(query))]
+    finally:
+        await engine.dispose()
+
+
+def _json(value: Any) -> Any:
+    """A raw query's value as the models read it: SQLite answers JSON as text and booleans
+    as 0 or 1."""
+    if isinstance(value, str):
+        return json.loads(value)
+    if isinstance(value, int):
+        return bool(value)
+    return value

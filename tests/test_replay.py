@@ -17,6 +17,9 @@ history when a workflow changes on purpose, behind `workflow.patched`.
 - customer_workflow_v3_* and <lifecycle>_workflow_v2: the same scenarios after the one
   engine, with invoice lifecycles decided by the rules (a recovery recorded by the
   customer workflow, `lifecycle_update` to every child).
+- customer_workflow_v4_stripe_reads: a clover subscription under a forever coupon, its
+  renewal and paid invoice, with what the payloads leave out read from Stripe
+  (`read_stripe`) before each batch is applied.
 """
 
 from pathlib import Path

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from stripe_lifecycle.domain.events import BillingEvent
+from stripe_lifecycle.domain.mrr import monthly_amount
 from stripe_lifecycle.intake.normalise import (
     event_customer_id,
-    monthly_amount,
     normalise_event,
     parse_customer,
     parse_invoice,
@@ -553,7 +553,10 @@ EXPECTED: dict[str, tuple[str | None, dict[str, Any] | None]] = {
             # `price` wins over the placeholder `plan` (interval_count 797691627)
             "items.0.price_id": "price_1PgafmB7WZ01zgkW6dKueIc5",
             "items.0.interval_count": 1,
-            "mrr_cents": 2000,
+            # The example's placeholder transform_quantity divides by 1592560163, rounding
+            # down: Stripe would bill its one unit as none.
+            "items.0.transform_divide_by": 1592560163,
+            "mrr_cents": 0,
         },
     ),
     "object__subscription_item__openapi-fixtures3.json": (
@@ -566,7 +569,7 @@ EXPECTED: dict[str, tuple[str | None, dict[str, Any] | None]] = {
             "interval": "month",
             "interval_count": 1,
             "current_period_end": 976287773,
-            "mrr_cents": 2000,
+            "mrr_cents": 0,  # one unit divided by the placeholder transform_quantity
         },
     ),
 }
@@ -1263,12 +1266,12 @@ MRR_CASES: list[tuple[str, dict[str, Any], int]] = [
         5000,
     ),
     (
-        "duration repeating counts while it lasts",
+        "duration repeating ends, so it is not recurring revenue (Stripe's default)",
         _subscription(
             MONTHLY_5000,
             discount=_discount(_coupon("repeating", percent_off=10, duration_in_months=3)),
         ),
-        4500,
+        5000,
     ),
     (
         "discount ids can't be read",

@@ -9,6 +9,7 @@ from stripe_lifecycle.activities.mail import MailActivities
 from stripe_lifecycle.activities.selection import AutomationActivities
 from stripe_lifecycle.activities.snapshots import SnapshotActivities
 from stripe_lifecycle.activities.stripe_actions import StripeActivities
+from stripe_lifecycle.activities.stripe_reads import StripeReadActivities
 from stripe_lifecycle.domain.attribution import Policy
 from stripe_lifecycle.domain.automations import Automation
 from stripe_lifecycle.domain.send_windows import parse_window
@@ -70,7 +71,9 @@ def build_worker(
             settings.attribution_windows,
         ),
     )
-    stripe_actions = StripeActivities(build_stripe_client(settings))
+    stripe_client = build_stripe_client(settings)
+    stripe_actions = StripeActivities(stripe_client)
+    stripe_reads = StripeReadActivities(stripe_client)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -83,6 +86,7 @@ def build_worker(
             choices.send_time,
             conversions.record_conversion,
             stripe_actions.stripe_action,
+            stripe_reads.read_stripe,
         ],
         workflow_runner=sandbox_runner(),
         max_cached_workflows=settings.worker_max_cached_workflows,

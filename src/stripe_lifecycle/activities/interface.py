@@ -24,6 +24,7 @@ from stripe_lifecycle.domain.automations import Automation
 from stripe_lifecycle.domain.ledger import BillingSnapshot
 from stripe_lifecycle.domain.lifecycles import Lifecycle
 from stripe_lifecycle.domain.send_windows import SendWindow
+from stripe_lifecycle.domain.stripe_reads import StripeReadAnswer, StripeReadRequest
 
 
 @dataclass
@@ -182,5 +183,20 @@ class StripeActions:
         raise NotImplementedError
 
 
+class StripeReads:
+    @activity.defn(name="read_stripe")
+    async def read_stripe(self, request: StripeReadRequest) -> StripeReadAnswer:
+        """Read what events left out (coupons, discounts, price tiers and currency amounts,
+        invoice payments) on the request's account; unknown without an API key."""
+        raise NotImplementedError
+
+
 # Every activity the worker must register, by the definition workflows call.
-DEFINITIONS: tuple[type, ...] = (Mail, Automations, Conversions, Snapshots, StripeActions)
+DEFINITIONS: tuple[type, ...] = (
+    Mail,
+    Automations,
+    Conversions,
+    Snapshots,
+    StripeActions,
+    StripeReads,
+)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlmodel import col
 from temporalio import activity
@@ -35,8 +36,16 @@ class SnapshotActivities(Snapshots):
             "livemode": snapshot.livemode,
             "deleted": snapshot.deleted,
             "snapshot_version": snapshot.events_applied,
-            "subscriptions": [asdict(s) for s in snapshot.subscriptions.values()],
+            # The ledger's copy of each subscription's payload is its working memory, not
+            # part of the read model.
+            "subscriptions": [
+                asdict(s, dict_factory=_without_payload) for s in snapshot.subscriptions.values()
+            ],
             "updated_at": now,
+            "mrr": snapshot.mrr,
+            "mrr_exact": snapshot.mrr_exact,
+            "ltv": snapshot.ltv,
+            "refunded": snapshot.refunded,
         }
         async with self._sessionmaker() as session:
             dialect = session.get_bind().dialect.name
@@ -53,6 +62,10 @@ class SnapshotActivities(Snapshots):
         activity.logger.debug(
             "persisted snapshot of %s at version %d", snapshot.customer_id, snapshot.events_applied
         )
+
+
+def _without_payload(fields: list[tuple[str, Any]]) -> dict[str, Any]:
+    return {name: value for name, value in fields if name != "subscription"}
 
 
 def _from_epoch(value: int | None) -> datetime | None:

@@ -12,6 +12,48 @@ from dataclasses import dataclass, field
 
 
 @dataclass
+class CouponInfo:
+    """The terms of a Stripe Coupon (immutable once created, so safe to keep)."""
+
+    id: str
+    duration: str | None = None  # forever | repeating | once
+    percent_off: float | None = None
+    amount_off: int | None = None
+    currency: str | None = None
+    duration_in_months: int | None = None
+    # `amount_off` in the coupon's other currencies (`currency_options`), and whether they
+    # were read: Stripe sends them only when asked to expand them.
+    amount_off_by_currency: dict[str, int] = field(default_factory=dict)
+    currency_options_known: bool = False
+
+
+@dataclass
+class DiscountInfo:
+    """A discount on a customer, subscription or item: which coupon, and since when.
+
+    Events name it in several ways across API versions: an object with its coupon, an
+    object naming its coupon by id (clover), or a bare discount id. What the payload does
+    not tell is read from Stripe by the customer workflow before the event is applied.
+    """
+
+    id: str | None = None
+    coupon_id: str | None = None
+    # None until its terms are known.
+    coupon: CouponInfo | None = None
+    start: int | None = None
+    end: int | None = None
+
+
+@dataclass
+class PriceTier:
+    """One tier of a tiered price, amounts as exact decimal strings in minor units."""
+
+    up_to: int | None = None  # None: the last tier, without an upper bound
+    unit_amount_decimal: str | None = None
+    flat_amount_decimal: str | None = None
+
+
+@dataclass
 class CustomerInfo:
     """The parts of a Stripe Customer the lifecycles need."""
 
@@ -27,6 +69,8 @@ class CustomerInfo:
     # The customer's legacy default card or source (`default_source`); Stripe charges it
     # after the subscription's and the customer's `invoice_settings` defaults.
     default_source: str | None = None
+    # The customer-wide discount, which applies to subscriptions without one of their own.
+    discount: DiscountInfo | None = None
 
 
 @dataclass
@@ -44,6 +88,26 @@ class SubscriptionItemInfo:
     quantity: int = 1
     current_period_end: int | None = None
     mrr_cents: int = 0
+    # How Stripe bills the price, in the subscription's currency: `unit_amount` above is
+    # the integer field as the payload reports it; these are what the money is counted from.
+    unit_amount_decimal: str | None = None
+    metered: bool = False
+    billing_scheme: str | None = None  # per_unit | tiered
+    tiers_mode: str | None = None  # graduated | volume
+    # None: the price is tiered but its tiers are not in the payload (events never expand them).
+    tiers: list[PriceTier] | None = None
+    # `transform_quantity`: the quantity is divided (and rounded up or down) before pricing.
+    transform_divide_by: int | None = None
+    transform_round: str | None = None  # up | down
+    # inclusive | exclusive | unspecified: whether the amount already holds the tax.
+    tax_behavior: str | None = None
+    # Percentages of the tax rates included in the amount (the item's `tax_rates`, else the
+    # subscription's `default_tax_rates`).
+    inclusive_tax_percents: list[float] = field(default_factory=list)
+    # The price's own (default) currency when the subscription bills another one of its
+    # `currency_options`; `currency` is always the currency billed.
+    price_currency: str | None = None
+    discounts: list[DiscountInfo] = field(default_factory=list)
 
 
 @dataclass
@@ -72,6 +136,12 @@ class SubscriptionInfo:
     default_source: str | None = None
     # `charge_automatically` or `send_invoice` (the customer pays each invoice by hand).
     collection_method: str | None = None
+    discounts: list[DiscountInfo] = field(default_factory=list)
+    # Stripe Tax computes the rate: a tax-inclusive amount then holds a tax we cannot know.
+    automatic_tax: bool = False
+    # False while something the MRR depends on is unknown (a coupon, a price's tiers): the
+    # figure is then the best reading of what is known, not Stripe's.
+    mrr_exact: bool = True
 
 
 @dataclass
@@ -105,6 +175,16 @@ class InvoiceInfo:
 
 
 @dataclass
+class ChargeInfo:
+    """A Stripe Charge, for what was refunded of it (`amount_refunded` is cumulative)."""
+
+    id: str
+    amount: int = 0
+    amount_refunded: int = 0
+    currency: str | None = None
+
+
+@dataclass
 class PaymentMethodInfo:
     """A card PaymentMethod or a legacy card/source, with its expiry."""
 
@@ -135,6 +215,9 @@ class BillingEvent:
     # The connected account the event happened on (Stripe Connect), if any: every Stripe
     # call about this customer is made on it.
     account: str | None = None
+    # `customer.discount.*`: the customer-wide discount created, changed or removed.
+    discount: DiscountInfo | None = None
+    charge: ChargeInfo | None = None
 
 
 @dataclass

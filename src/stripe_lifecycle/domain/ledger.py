@@ -9,9 +9,12 @@ Used inside the customer workflow, so: no I/O, no clock, no randomness.
 from collections import deque
 from dataclasses import dataclass, field, replace
 
+from stripe_lifecycle.domain import mrr
 from stripe_lifecycle.domain.events import (
     BillingEvent,
+    ChargeInfo,
     CustomerInfo,
+    DiscountInfo,
     InvoiceInfo,
     PaymentMethodInfo,
     SubscriptionInfo,
@@ -69,7 +72,8 @@ class SubscriptionState:
     trial_end: int | None
     cancel_at_period_end: bool
     version: int
-    # Recurring amount per billing period (before discounts), for the email copy.
+    # What the next billing period is charged as far as known (`mrr.next_bill`), for the
+    # email copy and automation filters.
     amount_cents: int = 0
     cancel_at: int | None = None
     cancellation_reason: str | None = None
@@ -89,6 +93,12 @@ class SubscriptionState:
             return self.billing_periods
         period = billing_period(self.interval, 1)
         return [period] if period else []
+
+    # The subscription as its newest event read it: what it buys, to value it again when
+    # the customer-wide discount changes and to tell a real plan change from a renewal.
+    # None in states recorded before it was kept.
+    subscription: SubscriptionInfo | None = None
+    mrr_exact: bool = True
 
     @property
     def cancel_scheduled(self) -> bool:
@@ -168,6 +178,28 @@ class BillingSnapshot:
     erased: bool = False
     # The connected account the customer belongs to (Stripe Connect), as its events say.
     stripe_account: str | None = None
+    # Money per currency, in minor units, never added across currencies: `mrr` of the
+    # subscriptions Stripe bills (`mrr_cents` is the figure in `currency`), `ltv` what the
+    # customer paid on invoices net of refunds (`ltv_cents` in `currency`), `refunded` the
+    # refunds. `mrr_exact` is False while some counted subscription could not be valued
+    # exactly (a coupon or price detail Stripe was not asked for, or could not tell).
+    mrr: dict[str, int] = field(default_factory=dict)
+    mrr_exact: bool = True
+    ltv: dict[str, int] = field(default_factory=dict)
+    refunded: dict[str, int] = field(default_factory=dict)
+    # The customer-wide discount (for subscriptions without one of their own), as of the
+    # event that last set it.
+    customer_discount: DiscountInfo | None = None
+    customer_discount_version: int = 0
+
+
+@dataclass
+class ChargeRefunds:
+    """What has been refunded of one charge, as of the newest event about it."""
+
+    amount: int
+    currency: str
+    version: int
 
 
 @dataclass
@@ -181,6 +213,9 @@ class CustomerState:
     # Lifecycle instance ids already decided on (started, or no automation matched), so
     # a trigger seen again costs no second automation lookup and starts nothing twice.
     starts_decided: list[str] = field(default_factory=list)
+    # Refunded charges by id: Stripe reports each charge's refunds as a running total, so
+    # what changed is what the newest report adds to the last one.
+    refunds: dict[str, ChargeRefunds] = field(default_factory=dict)
 
 
 class CustomerLedger:
@@ -284,6 +319,10 @@ class CustomerLedger:
             self._apply_invoice(event.invoice, event.type)
         if event.payment_method is not None:
             self._apply_payment_method(event.payment_method, event.created, event.type)
+        if event.discount is not None:
+            self._apply_customer_discount(event.discount, event.created, event.type)
+        if event.charge is not None:
+            self._apply_charge(event.charge, event.created)
         self._recompute()
         return True
 
@@ -295,6 +334,15 @@ class CustomerLedger:
         snap.payment_methods = {}
         snap.default_payment_method = snap.default_source = None
         snap.deleted = snap.erased = True
+
+    def value(self, sub: SubscriptionInfo) -> mrr.Valuation:
+        """The subscription's MRR as this customer is billed: after its own discounts, or
+        the customer-wide discount when it has none (Stripe's precedence)."""
+        discount = self._discount_for(sub)
+        if discount is None:
+            # The event's own valuation (its payload, and what Stripe answered since).
+            return mrr.Valuation(sub.mrr_cents, [i.mrr_cents for i in sub.items], sub.mrr_exact)
+        return mrr.value_subscription(sub, discount)
 
     def _apply_customer(self, customer: CustomerInfo, created: int) -> None:
         snap = self.snapshot
@@ -315,6 +363,8 @@ class CustomerLedger:
         snap.country = customer.country
         snap.default_payment_method = customer.default_payment_method
         snap.default_source = customer.default_source
+        # The customer object says which discount it has now, none included.
+        self._set_customer_discount(customer.discount, created)
 
     def _apply_payment_method(self, pm: PaymentMethodInfo, created: int, event_type: str) -> None:
         if self.snapshot.erased:
@@ -359,6 +409,7 @@ class CustomerLedger:
             return
         status = "canceled" if event_type == "customer.subscription.deleted" else sub.status
         first = sub.items[0] if sub.items else None
+        valuation = self.value(sub)
         self.snapshot.subscriptions[sub.id] = SubscriptionState(
             id=sub.id,
             status=status,
@@ -367,13 +418,13 @@ class CustomerLedger:
             product_id=first.product_id if first else None,
             interval=first.interval if first else None,
             quantity=sum(item.quantity for item in sub.items) or 1,
-            mrr_cents=sub.mrr_cents,
+            mrr_cents=valuation.mrr_cents,
             currency=sub.currency,
             current_period_end=sub.current_period_end,
             trial_end=sub.trial_end,
             cancel_at_period_end=sub.cancel_at_period_end,
             version=created,
-            amount_cents=sum((item.unit_amount or 0) * item.quantity for item in sub.items),
+            amount_cents=mrr.next_bill(sub, self._discount_for(sub)),
             cancel_at=sub.cancel_at,
             cancellation_reason=sub.cancellation_reason,
             paused=sub.paused,
@@ -388,6 +439,8 @@ class CustomerLedger:
                 }
             ),
             metadata=dict(sub.metadata),
+            subscription=sub,
+            mrr_exact=valuation.exact,
         )
         if self.snapshot.customer_since is None and sub.created is not None:
             self.snapshot.customer_since = sub.created
@@ -398,22 +451,91 @@ class CustomerLedger:
         if not paid or invoice.id is None or invoice.id in self._paid:
             return
         self._paid.append(invoice.id)
-        self.snapshot.ltv_cents += invoice.amount_paid
-        if self.snapshot.currency is None:
-            self.snapshot.currency = invoice.currency
+        snap = self.snapshot
+        self._adopt_single_currency_ltv()
+        if snap.currency is None:
+            snap.currency = invoice.currency
+        currency = invoice.currency or snap.currency or ""
+        snap.ltv[currency] = snap.ltv.get(currency, 0) + invoice.amount_paid
+
+    def _apply_charge(self, charge: ChargeInfo, created: int) -> None:
+        known = self.state.refunds.get(charge.id)
+        if known is None and charge.amount_refunded == 0:
+            return
+        if known is not None and created < known.version:
+            return
+        snap = self.snapshot
+        self._adopt_single_currency_ltv()
+        currency = charge.currency or snap.currency or ""
+        before = known.amount if known is not None else 0
+        # A failed or canceled refund lowers the running total again: LTV comes back.
+        added = charge.amount_refunded - before
+        self.state.refunds[charge.id] = ChargeRefunds(charge.amount_refunded, currency, created)
+        snap.refunded[currency] = snap.refunded.get(currency, 0) + added
+        snap.ltv[currency] = snap.ltv.get(currency, 0) - added
+
+    def _adopt_single_currency_ltv(self) -> None:
+        """States recorded before LTV was kept per currency hold one total: it was counted in
+        the customer's currency, so it becomes that currency's figure."""
+        snap = self.snapshot
+        if not snap.ltv and not snap.refunded and snap.ltv_cents and snap.currency:
+            snap.ltv = {snap.currency: snap.ltv_cents}
+
+    def _apply_customer_discount(
+        self, discount: DiscountInfo, created: int, event_type: str
+    ) -> None:
+        current = self.snapshot.customer_discount
+        if event_type == "customer.discount.deleted":
+            # Only the discount it names goes: a newer one may already have replaced it.
+            if current is None or current.id == discount.id:
+                self._set_customer_discount(None, created)
+            return
+        self._set_customer_discount(discount, created)
+
+    def _set_customer_discount(self, discount: DiscountInfo | None, created: int) -> None:
+        snap = self.snapshot
+        # An older customer or discount event arriving late must not undo a newer one.
+        if created < snap.customer_discount_version:
+            return
+        snap.customer_discount_version = created
+        if discount == snap.customer_discount:
+            return
+        snap.customer_discount = discount
+        for state in snap.subscriptions.values():
+            if state.subscription is None or state.subscription.discounts:
+                continue
+            valuation = self.value(state.subscription)
+            state.mrr_cents, state.mrr_exact = valuation.mrr_cents, valuation.exact
+            state.amount_cents = mrr.next_bill(state.subscription, discount)
+
+    def _discount_for(self, sub: SubscriptionInfo) -> DiscountInfo | None:
+        # Runs under rules before version 2 valued subscriptions by their own payload.
+        if self.rules_version < 2 or sub.discounts:
+            return None
+        return self.snapshot.customer_discount
 
     def _recompute(self) -> None:
         snap = self.snapshot
         subs = list(snap.subscriptions.values())
-        snap.mrr_cents = sum(s.mrr_cents for s in subs if s.status in MRR_STATUSES)
         primary = min(subs, key=_status_rank, default=None)
         if primary is None:
             snap.status, snap.plan = "none", None
-            return
-        snap.status = primary.status or "none"
-        snap.plan = primary.plan
-        if primary.currency:
-            snap.currency = primary.currency
+        else:
+            snap.status = primary.status or "none"
+            snap.plan = primary.plan
+            if primary.currency:
+                snap.currency = primary.currency
+        home = snap.currency or ""
+        counted = [s for s in subs if s.status in MRR_STATUSES]
+        by_currency: dict[str, int] = {}
+        for sub in counted:
+            currency = sub.currency or home
+            by_currency[currency] = by_currency.get(currency, 0) + sub.mrr_cents
+        snap.mrr = by_currency
+        snap.mrr_cents = by_currency.get(home, 0)
+        snap.mrr_exact = all(s.mrr_exact for s in counted)
+        if snap.ltv or snap.refunded:
+            snap.ltv_cents = snap.ltv.get(home, 0)
 
 
 def _status_rank(sub: SubscriptionState) -> tuple[int, int]:

@@ -17,7 +17,7 @@ reads the state the ledger settled on, not the order events came in.
 import calendar
 from dataclasses import dataclass
 
-from stripe_lifecycle.domain import ids
+from stripe_lifecycle.domain import ids, mrr
 from stripe_lifecycle.domain.conversions import (
     EXPANSION,
     REACTIVATED,
@@ -25,7 +25,7 @@ from stripe_lifecycle.domain.conversions import (
     SAVED,
     TRIAL_CONVERTED,
 )
-from stripe_lifecycle.domain.events import BillingEvent, InvoiceInfo
+from stripe_lifecycle.domain.events import BillingEvent, InvoiceInfo, SubscriptionInfo
 from stripe_lifecycle.domain.ledger import (
     ENDED,
     MRR_STATUSES,
@@ -44,8 +44,10 @@ TRIAL_LAPSED = frozenset({"canceled", "incomplete_expired", "paused"})
 TRIAL_UNPAID = frozenset({"past_due", "unpaid"})
 # Seconds before a renewal date that its invoice may be dated (clocks, Stripe's batching).
 RENEWAL_INVOICE_SLACK = 3600
-# `previous_attributes` keys of a subscription update that changed what is bought.
-PLAN_FIELDS = frozenset({"items", "plan", "quantity"})
+# `previous_attributes` keys of a subscription update that may have changed what is bought
+# (a renewal lists `items` too, since basil: their period moved).
+PLAN_FIELDS = frozenset({"items", "plan", "quantity", "discount", "discounts"})
+LEGACY_PLAN_FIELDS = frozenset({"items", "plan", "quantity"})
 
 RUNNING = "running"
 CUSTOMER_DELETED = "customer_deleted"
@@ -582,19 +584,19 @@ def _plan_change(
 ) -> list[Decision]:
     if event.type != "customer.subscription.updated" or before is None:
         return []
-    if not PLAN_FIELDS & set(event.previous_attributes):
-        return []
     # The change this event made: its own subscription against the one before it (the
     # ledger's state is the whole batch's; an event older than that changed nothing).
     now = event.subscription
     if now is None or event.created < before.version:
+        return []
+    if not _plan_changed(event, before, now, ledger.rules_version):
         return []
     # Only paying subscriptions move MRR; a trial changing plan is not revenue yet.
     if before.status not in MRR_STATUSES or now.status not in MRR_STATUSES:
         return []
     if before.currency != now.currency:
         return []
-    delta = now.mrr_cents - before.mrr_cents
+    delta = ledger.value(now).mrr_cents - before.mrr_cents
     if delta > 0:
         campaigns = _running(ledger, Lifecycle.UPGRADE)
         credited = [
@@ -616,6 +618,24 @@ def _plan_change(
         wid = ids.plan_change_id(sub.id, event.created)
         return [Start(Lifecycle.PLAN_CHANGE, wid, sub.id, sub.id)] if _new(ledger, wid) else []
     return []
+
+
+def _plan_changed(
+    event: BillingEvent, before: Sub, now: SubscriptionInfo, rules_version: int
+) -> bool:
+    """A real price, quantity or discount change, not a renewal: since basil every renewal
+    lists `items` among the previous attributes (their period moved), and a discount may
+    be spelled differently from one API version to the next, or run out."""
+    if rules_version < 2:
+        # Runs under earlier rules took the event's word for it.
+        return bool(LEGACY_PLAN_FIELDS & set(event.previous_attributes))
+    if not PLAN_FIELDS & set(event.previous_attributes):
+        return False
+    was = before.subscription
+    if was is None:
+        # Recorded before the ledger kept what a subscription buys: the event's word.
+        return True
+    return not mrr.same_plan(was, now, event.created)
 
 
 def _card_expiring(event: BillingEvent, ledger: CustomerLedger) -> list[Decision]:

@@ -6,7 +6,9 @@ moved from the subscription to its items in 2025-03-31.basil, invoices reach the
 subscription through `parent` since then, plans gave way to prices, the single `discount`
 to a `discounts` list and, in 2025-09-30.clover, `discount.coupon` to
 `discount.source.coupon`. This module reads every shape into the dataclasses of
-`messages` and computes monthly recurring revenue (MRR) on the way.
+`domain/events.py` and values subscriptions (`domain/mrr.py`) as far as the payload tells;
+what it leaves out (a clover coupon, a price's tiers) the customer workflow reads from
+Stripe before applying the event.
 
 Pure: no I/O, no clock. Input is the JSON-decoded payload (plain dicts and lists).
 """
@@ -15,14 +17,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from stripe_lifecycle.domain import mrr
 from stripe_lifecycle.domain.events import (
     BillingEvent,
+    ChargeInfo,
+    CouponInfo,
     CustomerInfo,
+    DiscountInfo,
     InvoiceInfo,
     PaymentMethodInfo,
+    PriceTier,
     SubscriptionInfo,
     SubscriptionItemInfo,
 )
@@ -32,15 +38,6 @@ StripeObject = Mapping[str, Any]
 # `data.object.object` values that describe a card: a PaymentMethod, or the legacy Card
 # and Source objects (`customer.source.expiring` still sends those).
 PAYMENT_METHOD_OBJECTS = frozenset({"payment_method", "card", "source"})
-
-# An interval as a fraction of a month (numerator, denominator), kept exact until the
-# final rounding: a year is 1/12 month, a week 52/12, a day 365/12.
-_MONTHS_PER_INTERVAL: dict[str, tuple[int, int]] = {
-    "day": (365, 12),
-    "week": (52, 12),
-    "month": (1, 1),
-    "year": (1, 12),
-}
 
 # Card objects and card Sources name the brand for display ("American Express");
 # PaymentMethods use codes ("amex"). Filters and templates compare against the codes.
@@ -82,6 +79,9 @@ def normalise_event(event: StripeObject) -> BillingEvent | None:
     if customer is not None and event_type == "customer.deleted":
         # The event carries the customer as it was, without `deleted: true`.
         customer.deleted = True
+    # `customer.discount.*` fire for subscription and item discounts too; those arrive with
+    # their subscription, so only a customer-wide discount is read here.
+    customer_wide = kind == "discount" and not obj.get("subscription")
 
     return BillingEvent(
         event_id=str(event["id"]),
@@ -97,6 +97,8 @@ def normalise_event(event: StripeObject) -> BillingEvent | None:
         payment_method=parse_payment_method(obj) if kind in PAYMENT_METHOD_OBJECTS else None,
         previous_attributes=sorted(_dict(_dict(event.get("data")).get("previous_attributes"))),
         account=_str(event.get("account")),
+        discount=parse_discount(obj) if customer_wide else None,
+        charge=parse_charge(obj) if kind == "charge" else None,
     )
 
 
@@ -123,46 +125,34 @@ def parse_customer(obj: StripeObject) -> CustomerInfo:
         default_source=_id_of(obj.get("default_source")),
         country=_str(_dict(obj.get("address")).get("country")),
         metadata=_metadata(obj.get("metadata")),
+        discount=parse_discount(obj["discount"]) if _dict(obj.get("discount")) else None,
     )
 
 
 # --- Subscriptions ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Price:
-    """What we read from a Price, or from the legacy Plan it replaced."""
-
-    id: str | None
-    product_id: str | None
-    nickname: str | None
-    unit_amount: int | None  # Stripe's integer field, as reported on the item
-    exact_unit_amount: Decimal | None  # also from unit_amount_decimal: what MRR uses
-    currency: str | None
-    interval: str | None
-    interval_count: int
-    metered: bool
-
-
 def parse_subscription(obj: StripeObject) -> SubscriptionInfo:
-    """A Stripe Subscription, old shape (periods, `plan`, `discount`) or new."""
+    """A Stripe Subscription, old shape (periods, `plan`, `discount`) or new, valued."""
     raw_items = _subscription_items(obj)
+    default_tax = _inclusive_tax_percents(obj.get("default_tax_rates"))
     period_end = _current_period(obj, raw_items, "current_period_end")
-    items = [parse_subscription_item(item) for item in raw_items]
+    # Old subscriptions have no currency of their own: each item bills in its price's.
+    billed = _str(obj.get("currency"))
+    items = [parse_subscription_item(item, billed, default_tax) for item in raw_items]
     for item in items:
         # Before basil every item shared the subscription's period, so old payloads carry
         # it only on the subscription; copying it down reads both shapes alike.
         if item.current_period_end is None:
             item.current_period_end = period_end
     status = _str(obj.get("status"))
-    return SubscriptionInfo(
+    sub = SubscriptionInfo(
         id=_object_id(obj),
         customer_id=_id_of(obj.get("customer")),
         status=status,
         currency=_subscription_currency(obj, raw_items),
         created=_int(obj.get("created")),
         items=items,
-        mrr_cents=subscription_mrr(obj),
         current_period_start=_current_period(obj, raw_items, "current_period_start"),
         current_period_end=period_end,
         trial_start=_int(obj.get("trial_start")),
@@ -177,13 +167,23 @@ def parse_subscription(obj: StripeObject) -> SubscriptionInfo:
         default_source=_id_of(obj.get("default_source")),
         collection_method=_str(obj.get("collection_method")),
         metadata=_metadata(obj.get("metadata")),
+        discounts=parse_discounts(obj),
+        automatic_tax=bool(_dict(obj.get("automatic_tax")).get("enabled", False)),
     )
+    mrr.revalue(sub)
+    return sub
 
 
-def parse_subscription_item(obj: StripeObject) -> SubscriptionItemInfo:
-    """One subscription item; its `mrr_cents` is before any discount."""
-    price = _read_price(obj)
-    return SubscriptionItemInfo(
+def parse_subscription_item(
+    obj: StripeObject,
+    currency: str | None = None,
+    default_tax_percents: Sequence[float] = (),
+) -> SubscriptionItemInfo:
+    """One subscription item billed in `currency` (its price's when None); its `mrr_cents`
+    is before any discount. Tax rates of its own replace the subscription's defaults."""
+    price = _read_price(obj, currency)
+    own_tax = obj.get("tax_rates")
+    item = SubscriptionItemInfo(
         id=_str(obj.get("id")),
         price_id=price.id,
         product_id=price.product_id,
@@ -194,42 +194,51 @@ def parse_subscription_item(obj: StripeObject) -> SubscriptionItemInfo:
         interval_count=price.interval_count,
         quantity=_quantity(obj),
         current_period_end=_int(obj.get("current_period_end")),
-        mrr_cents=_round(_item_monthly(price, _quantity(obj))),
+        unit_amount_decimal=price.unit_amount_decimal,
+        metered=price.metered,
+        billing_scheme=price.billing_scheme,
+        tiers_mode=price.tiers_mode,
+        tiers=price.tiers,
+        transform_divide_by=price.divide_by,
+        transform_round=price.round,
+        tax_behavior=price.tax_behavior,
+        inclusive_tax_percents=_inclusive_tax_percents(own_tax)
+        if own_tax
+        else list(default_tax_percents),
+        price_currency=price.default_currency,
+        discounts=parse_discounts(obj),
     )
+    item.mrr_cents = mrr.item_mrr_cents(item)
+    return item
 
 
 def subscription_mrr(obj: StripeObject) -> int:
-    """Monthly recurring revenue of a subscription in minor units, after discounts.
-
-    Counted whatever the status (a canceled subscription still says what it was worth);
-    which statuses count towards a customer's MRR is the customer workflow's decision.
-    """
-    raw_items = _subscription_items(obj)
-    currency = _subscription_currency(obj, raw_items)
-    total = Decimal(0)
-    recurring: list[_Price] = []
-    for item in raw_items:
-        price = _read_price(item)
-        monthly = _item_monthly(price, _quantity(item))
-        total += _apply_discounts(monthly, _discounts(item), currency, price)
-        if price.interval is not None:
-            recurring.append(price)
-    # A subscription-wide amount_off recurs on the subscription's billing interval; items
-    # of one subscription share it, so the first recurring item's interval stands for it.
-    if recurring:
-        total = _apply_discounts(total, _discounts(obj), currency, recurring[0])
-    return _round(total)
+    """Monthly recurring revenue of a subscription payload in minor units, after discounts
+    (as far as the payload tells them: see `domain/mrr.py`)."""
+    return parse_subscription(obj).mrr_cents
 
 
-def monthly_amount(amount: Decimal | int, interval: str | None, interval_count: int) -> Decimal:
-    """`amount` charged every `interval_count` `interval`s, as an amount per month.
+@dataclass(frozen=True)
+class _Price:
+    """What we read from a Price, or from the legacy Plan it replaced, in the currency the
+    subscription bills."""
 
-    One-time prices (no interval) recur never, so they are worth nothing per month.
-    """
-    if interval not in _MONTHS_PER_INTERVAL:
-        return Decimal(0)
-    numerator, denominator = _MONTHS_PER_INTERVAL[interval]
-    return Decimal(amount) * numerator / (denominator * max(interval_count, 1))
+    id: str | None
+    product_id: str | None
+    nickname: str | None
+    unit_amount: int | None  # Stripe's integer field, as reported
+    unit_amount_decimal: str | None  # exact; what the money is counted from
+    currency: str | None  # the currency billed
+    default_currency: str | None  # the price's own, when another one is billed
+    interval: str | None
+    interval_count: int
+    metered: bool
+    billing_scheme: str | None
+    tiers_mode: str | None
+    tiers: list[PriceTier] | None
+    divide_by: int | None
+    round: str | None
+    tax_behavior: str | None
 
 
 def _subscription_items(obj: StripeObject) -> list[StripeObject]:
@@ -258,41 +267,77 @@ def _subscription_currency(obj: StripeObject, raw_items: Sequence[StripeObject])
     # Old subscriptions have no currency of their own; their prices do.
     currency = _str(obj.get("currency"))
     if currency is None and raw_items:
-        currency = _read_price(raw_items[0]).currency
-    return currency
+        currency = _str(_price_object(raw_items[0]).get("currency"))
+    return None if currency is None else currency.lower()
 
 
-def _read_price(item: StripeObject) -> _Price:
-    """The price of a subscription item, from `price` or, in old payloads, `plan`.
+def _price_object(item: StripeObject) -> StripeObject:
+    return _dict(item.get("price")) or _dict(item.get("plan"))
+
+
+def _read_price(item: StripeObject, currency: str | None) -> _Price:
+    """The price of a subscription item, from `price` or, in old payloads, `plan`, in the
+    currency billed.
 
     `price` wins: `plan` is the legacy mirror of it (Stripe's own example fills it with
     placeholders). A plan keeps its terms at the top level (`amount`, `interval`) where a
     price has `unit_amount` and `recurring`; reading the plan names as fallbacks covers
-    plans, prices, and the plan-shaped prices some libraries' fixtures carry.
+    plans, prices, and the plan-shaped prices some libraries' fixtures carry. A price
+    billed in one of its `currency_options` takes its amounts from that option, which
+    events include only when expanded: without it the amounts are unknown (None).
     """
-    price = _dict(item.get("price")) or _dict(item.get("plan"))
+    price = _price_object(item)
     recurring = _dict(price.get("recurring"))
-    unit_amount = _int(_first(price.get("unit_amount"), price.get("amount")))
-    decimal_amount = _first(price.get("unit_amount_decimal"), price.get("amount_decimal"))
-    if unit_amount is not None:
-        exact: Decimal | None = Decimal(unit_amount)
-    elif decimal_amount is not None:
-        exact = Decimal(str(decimal_amount))
-    else:
-        # Tiered and custom-amount prices have no unit amount to count.
-        exact = None
+    own_currency = _str(price.get("currency"))
+    billed = (currency or own_currency or "").lower() or None
+    other_currency = own_currency is not None and billed != own_currency.lower()
+    terms: StripeObject = price
+    if other_currency:
+        terms = _dict(_dict(price.get("currency_options")).get(billed or ""))
+    unit_amount = _int(_first(terms.get("unit_amount"), terms.get("amount")))
+    decimal_amount = _first(terms.get("unit_amount_decimal"), terms.get("amount_decimal"))
+    if decimal_amount is None and unit_amount is not None:
+        decimal_amount = unit_amount
+    transform = _dict(_first(price.get("transform_quantity"), price.get("transform_usage")))
     return _Price(
         id=_id_of(price.get("id")),
         product_id=_id_of(price.get("product")),
         nickname=_str(_first(price.get("nickname"), price.get("name"))),
         unit_amount=unit_amount,
-        exact_unit_amount=exact,
-        currency=_str(price.get("currency")),
+        unit_amount_decimal=None if decimal_amount is None else str(decimal_amount),
+        currency=billed,
+        default_currency=own_currency.lower() if other_currency and own_currency else None,
         interval=_str(_first(recurring.get("interval"), price.get("interval"))),
         interval_count=_int(_first(recurring.get("interval_count"), price.get("interval_count")))
         or 1,
         metered=_first(recurring.get("usage_type"), price.get("usage_type")) == "metered",
+        billing_scheme=_str(price.get("billing_scheme")) or "per_unit",
+        tiers_mode=_str(price.get("tiers_mode")),
+        tiers=parse_tiers(terms.get("tiers")),
+        divide_by=_int(transform.get("divide_by")),
+        round=_str(transform.get("round")),
+        tax_behavior=_str(_first(terms.get("tax_behavior"), price.get("tax_behavior"))),
     )
+
+
+def parse_tiers(value: Any) -> list[PriceTier] | None:
+    """A price's `tiers`, or None when the payload does not carry them (not expanded)."""
+    if not isinstance(value, list):
+        return None
+    return [
+        PriceTier(
+            up_to=_int(tier.get("up_to")),
+            unit_amount_decimal=_decimal_str(tier, "unit_amount"),
+            flat_amount_decimal=_decimal_str(tier, "flat_amount"),
+        )
+        for tier in value
+        if isinstance(tier, Mapping)
+    ]
+
+
+def _decimal_str(obj: StripeObject, key: str) -> str | None:
+    value = _first(obj.get(f"{key}_decimal"), obj.get(key))
+    return None if value is None else str(value)
 
 
 def _quantity(item: StripeObject) -> int:
@@ -301,64 +346,73 @@ def _quantity(item: StripeObject) -> int:
     return 1 if quantity is None else quantity
 
 
-def _item_monthly(price: _Price, quantity: int) -> Decimal:
-    # Metered usage is unknown until it is invoiced: counting its per-unit rate as revenue
-    # would invent MRR, so it counts as nothing, like a price without an amount.
-    if price.exact_unit_amount is None or price.metered:
-        return Decimal(0)
-    return monthly_amount(price.exact_unit_amount * quantity, price.interval, price.interval_count)
+def _inclusive_tax_percents(value: Any) -> list[float]:
+    """The percentages of the tax rates (expanded objects) that are included in prices."""
+    rates = value if isinstance(value, list) else []
+    return [
+        float(rate["percentage"])
+        for rate in rates
+        if isinstance(rate, Mapping) and rate.get("inclusive") and rate.get("percentage")
+    ]
 
 
-def _discounts(obj: StripeObject) -> list[StripeObject]:
-    """The readable discounts on a subscription or item, each once.
+# --- Discounts ----------------------------------------------------------------------
 
-    Old versions have one expanded `discount`; newer ones a `discounts` list of ids
-    (the coupon behind a bare id is not in the payload, so it is skipped) or, when
-    expanded, of discount objects. Versions in between send both, naming the same one.
+
+def parse_discounts(obj: StripeObject) -> list[DiscountInfo]:
+    """The discounts on a subscription or item, each once.
+
+    Old versions have one expanded `discount`; newer ones a `discounts` list of ids, or of
+    discount objects when expanded. Versions in between send both, naming the same one. A
+    bare id is kept as such: the customer workflow reads it from Stripe.
     """
     seen: set[str] = set()
-    found: list[StripeObject] = []
-    for discount in [obj.get("discount"), *(obj.get("discounts") or [])]:
-        if not isinstance(discount, Mapping):
+    found: list[DiscountInfo] = []
+    for raw in [obj.get("discount"), *(obj.get("discounts") or [])]:
+        if isinstance(raw, str):
+            discount = DiscountInfo(id=raw)
+        elif isinstance(raw, Mapping):
+            discount = parse_discount(raw)
+        else:
             continue
-        discount_id = discount.get("id")
-        if isinstance(discount_id, str):
-            if discount_id in seen:
+        if discount.id is not None:
+            if discount.id in seen:
                 continue
-            seen.add(discount_id)
+            seen.add(discount.id)
         found.append(discount)
     return found
 
 
-def _apply_discounts(
-    monthly: Decimal, discounts: Sequence[StripeObject], currency: str | None, price: _Price
-) -> Decimal:
-    for discount in discounts:
-        # Until 2025-09-30.clover the coupon sits on the discount, since then under
-        # `source`, where events leave it unexpanded (an id we cannot read).
-        coupon = _dict(discount.get("coupon")) or _dict(_dict(discount.get("source")).get("coupon"))
-        # A `once` coupon only lowers the first invoice; what recurs is unchanged.
-        if coupon.get("duration") == "once":
-            continue
-        if coupon.get("percent_off") is not None:
-            monthly -= monthly * Decimal(str(coupon["percent_off"])) / 100
-        elif coupon.get("amount_off") is not None and _same_currency(coupon, currency):
-            amount_off = monthly_amount(coupon["amount_off"], price.interval, price.interval_count)
-            monthly -= amount_off
-        monthly = max(monthly, Decimal(0))
-    return monthly
+def parse_discount(obj: StripeObject) -> DiscountInfo:
+    """A Discount: until 2025-09-30.clover its coupon sits on it (expanded), since then
+    under `source`, where events leave it an id."""
+    raw_coupon = _first(obj.get("coupon"), _dict(obj.get("source")).get("coupon"))
+    coupon = parse_coupon(raw_coupon) if isinstance(raw_coupon, Mapping) else None
+    return DiscountInfo(
+        id=_id_of(obj.get("id")),
+        coupon_id=coupon.id if coupon is not None else _id_of(raw_coupon),
+        coupon=coupon,
+        start=_int(obj.get("start")),
+        end=_int(obj.get("end")),
+    )
 
 
-def _same_currency(coupon: StripeObject, currency: str | None) -> bool:
-    # An amount in another currency cannot be subtracted without a rate we don't have.
-    coupon_currency = _str(coupon.get("currency"))
-    if coupon_currency is None or currency is None:
-        return True
-    return coupon_currency.lower() == currency.lower()
-
-
-def _round(amount: Decimal) -> int:
-    return int(max(amount, Decimal(0)).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+def parse_coupon(obj: StripeObject) -> CouponInfo:
+    options = obj.get("currency_options")
+    return CouponInfo(
+        id=_object_id(obj),
+        duration=_str(obj.get("duration")),
+        percent_off=None if obj.get("percent_off") is None else float(obj["percent_off"]),
+        amount_off=_int(obj.get("amount_off")),
+        currency=None if obj.get("currency") is None else str(obj["currency"]).lower(),
+        duration_in_months=_int(obj.get("duration_in_months")),
+        amount_off_by_currency={
+            str(code).lower(): int(option["amount_off"])
+            for code, option in _dict(options).items()
+            if isinstance(option, Mapping) and option.get("amount_off") is not None
+        },
+        currency_options_known=isinstance(options, Mapping),
+    )
 
 
 # --- Invoices -----------------------------------------------------------------------
@@ -418,6 +472,19 @@ def _line_price(line: StripeObject) -> tuple[str | None, str | None]:
         return _id_of(details.get("price")), _id_of(details.get("product"))
     price = _first(line.get("price"), line.get("plan"))
     return _id_of(price), _id_of(_dict(price).get("product"))
+
+
+# --- Charges ------------------------------------------------------------------------
+
+
+def parse_charge(obj: StripeObject) -> ChargeInfo:
+    """A Charge; every `charge.refunded` (a partial refund too) carries the total refunded."""
+    return ChargeInfo(
+        id=_object_id(obj),
+        amount=_int(obj.get("amount")) or 0,
+        amount_refunded=_int(obj.get("amount_refunded")) or 0,
+        currency=None if obj.get("currency") is None else str(obj["currency"]).lower(),
+    )
 
 
 # --- Payment methods ----------------------------------------------------------------

@@ -107,6 +107,9 @@ class CustomerBase(SQLModel):
     customer_since: datetime | None = Field(default=None, sa_type=UTCDateTime)
     livemode: bool = False
     deleted: bool = False
+    # False while some counted subscription could not be valued exactly (README: "What we
+    # count"); `mrr_cents` is then the best reading of what is known.
+    mrr_exact: bool = True
 
 
 class Customer(CustomerBase, table=True):
@@ -122,6 +125,12 @@ class Customer(CustomerBase, table=True):
         default_factory=list, sa_column=Column(JSONType, nullable=False)
     )
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Per currency ({"usd": 4900}), minor units: MRR, LTV net of refunds, and the refunds.
+    mrr: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSONType, nullable=False))
+    ltv: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSONType, nullable=False))
+    refunded: dict[str, int] = Field(
+        default_factory=dict, sa_column=Column(JSONType, nullable=False)
+    )
 
 
 class LifecyclePublic(SQLModel):
@@ -138,6 +147,9 @@ class CustomerPublic(CustomerBase):
     customer_id: str
     subscriptions: list[dict[str, Any]]
     updated_at: datetime
+    mrr: dict[str, int] = {}
+    ltv: dict[str, int] = {}
+    refunded: dict[str, int] = {}
     lifecycles: list[LifecyclePublic] = []
 
 

@@ -13,7 +13,7 @@ from temporalio.common import (
     TypedSearchAttributes,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import FailureError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ActivityError, FailureError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from stripe_lifecycle.activities.interface import (
@@ -22,8 +22,9 @@ with workflow.unsafe.imports_passed_through():
         ConversionInput,
         Conversions,
         Snapshots,
+        StripeReads,
     )
-    from stripe_lifecycle.domain import contract, rules
+    from stripe_lifecycle.domain import contract, rules, stripe_reads
     from stripe_lifecycle.domain.automations import Automation
     from stripe_lifecycle.domain.events import BillingEvent, BillingEvents
     from stripe_lifecycle.domain.ledger import (
@@ -82,7 +83,9 @@ SEQUENCES_PATCH = "subscription-and-card-lifecycles"
 # the rules they started with; runs started since, continued-as-new ones included, by
 # version 2: every lifecycle decided by the rules, invoice ones included (they are told
 # their outcome, and the conversion is recorded here), and Stripe's own rules for cards,
-# canceled subscriptions, first payments, setup fees and deleted customers.
+# canceled subscriptions, first payments, setup fees and deleted customers; and a
+# batch's missing details (coupons, tiers, invoice payments) read from Stripe before it
+# is applied.
 RULES_V2_PATCH = "rules-v2"
 
 # The DB may be down for a while; keep trying rather than drop a snapshot.
@@ -90,6 +93,14 @@ PERSIST_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=1),
+)
+# Stripe rate limits and has outages: back off for a few minutes, then apply the batch with
+# what its payloads tell (the MRR marked not exact) rather than hold the customer's events.
+STRIPE_READ_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=10,
 )
 
 
@@ -208,6 +219,8 @@ class CustomerWorkflow(LifecycleParent):
 
     async def _apply_pending(self) -> None:
         batch, self._pending = self._pending, []
+        if self._ledger.rules_version >= 2:
+            await self._read_stripe(batch)
         applied = rules.apply_batch(self._ledger, batch)
         if not applied:
             return
@@ -227,6 +240,21 @@ class CustomerWorkflow(LifecycleParent):
                 if rules.begin(self._ledger, decision):
                     await self._carry_out(decision, event)
         self._set_details()
+
+    async def _read_stripe(self, batch: list[BillingEvent]) -> None:
+        """Fill in what the batch's payloads leave out, read from Stripe (an activity)."""
+        for request in stripe_reads.requests_for(batch):
+            try:
+                answer = await workflow.execute_activity_method(
+                    StripeReads.read_stripe,
+                    request,
+                    start_to_close_timeout=timedelta(minutes=1),
+                    retry_policy=STRIPE_READ_RETRY,
+                )
+            except ActivityError as exc:
+                workflow.logger.warning("Stripe reads failed, applying what is known: %s", exc)
+                continue
+            stripe_reads.fill(batch, answer, request.account)
 
     async def _carry_out(self, decision: rules.Decision, event: BillingEvent) -> None:
         if isinstance(decision, rules.Start):
@@ -427,16 +455,14 @@ class CustomerWorkflow(LifecycleParent):
         if snap.events_applied == 0:
             workflow.set_current_details("Waiting for the first Stripe event.")
             return
-        # In the currency's own minor unit: a yen has no cents.
-        money = (
-            format_amount(snap.mrr_cents, snap.currency) if snap.currency else str(snap.mrr_cents)
-        )
+        money = _amounts(snap.mrr, snap.currency) + ("" if snap.mrr_exact else " (not exact)")
         subs = ", ".join(
             f"{s.id} {s.status} ({s.plan or 'no plan'})" for s in snap.subscriptions.values()
         )
         running = [r.workflow_id for r in self._ledger.state.lifecycles if r.status == "running"]
         workflow.set_current_details(
-            f"**Status:** {snap.status} · **Plan:** {snap.plan or '—'} · **MRR:** {money}  \n"
+            f"**Status:** {snap.status} · **Plan:** {snap.plan or '—'} · **MRR:** {money}"
+            f" · **LTV:** {_amounts(snap.ltv, snap.currency)}  \n"
             f"**Subscriptions:** {subs or 'none'}  \n"
             f"**Last event:** {snap.last_event_type} · {snap.events_applied} events applied"
             + (" · customer deleted in Stripe" if snap.deleted else "")
@@ -445,3 +471,18 @@ class CustomerWorkflow(LifecycleParent):
 
 
 _UNSET = object()
+
+
+def _amounts(per_currency: dict[str, int], currency: str | None) -> str:
+    """Money per currency as people read it ("$49.00 + €20.00"), never added up; none is
+    zero in the customer's currency."""
+    shown = per_currency or {currency or "": 0}
+    return " + ".join(_amount(cents, code) for code, cents in sorted(shown.items()))
+
+
+def _amount(cents: int, currency: str) -> str:
+    try:
+        return format_amount(cents, currency)
+    except ValueError:
+        # Not an ISO code (a hand-made payload): the details must still be written.
+        return f"{cents} {currency or '(no currency)'}"
