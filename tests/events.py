@@ -1,58 +1,29 @@
-"""Stripe events for tests: real captured payloads, re-addressed to a test's own customer.
+"""Stripe events for tests, addressed to a test's own customer.
 
-Each test gets a unique customer id (and so a unique `customer-{id}` workflow), and the
-events keep the real payload's shape around the fields the test controls.
+Each test gets a unique customer id (and so a unique `customer-{id}` workflow). Customer
+events come from the corpus (`tests/corpus.py`) in the current API shape; subscription
+events are built here, so a test can set every field it depends on.
 """
 
 from __future__ import annotations
 
-import copy
-import itertools
 import uuid
 from typing import Any
 
-from .stripe_fixtures import load_fixture
-
-_counter = itertools.count(1)
+from . import corpus
 
 
 def unique_customer_id() -> str:
     return f"cus_T{uuid.uuid4().hex[:14]}"
 
 
-def event_id() -> str:
-    return f"evt_T{uuid.uuid4().hex[:20]}{next(_counter)}"
-
-
-def from_fixture(
-    name: str,
-    customer_id: str,
-    *,
-    created: int,
-    event_id_: str | None = None,
-    livemode: bool = False,
-    **overrides: Any,
-) -> dict[str, Any]:
-    """A fixture event with its id, customer, created time and chosen object fields replaced."""
-    event = copy.deepcopy(load_fixture(name))
-    event["id"] = event_id_ or event_id()
-    event["created"] = created
-    event["livemode"] = livemode
-    obj = event["data"]["object"]
-    if obj.get("object") == "customer":
-        obj["id"] = customer_id
-    else:
-        obj["customer"] = customer_id
-    obj.update(overrides)
-    return event
-
-
 def customer_event(
     customer_id: str, email: str, *, created: int, type_: str = "customer.updated"
 ) -> dict[str, Any]:
-    event = from_fixture("customer.updated__stripe-ruby-mock.json", customer_id, created=created)
-    event["type"] = type_
-    event["data"]["object"].update({"email": email, "created": created - 86_400})
+    """`customer.created` or `customer.updated` (`type_`) of Ada in the corpus, whose card
+    is the legacy `default_source`, with the test's customer id and email."""
+    event = corpus.event(type_, "clover", customer_id, created=created, email=email)
+    event["data"]["object"]["created"] = created - 86_400
     return event
 
 
@@ -76,7 +47,7 @@ def subscription_event(
     """
     period_end = created + 30 * 86_400
     return {
-        "id": event_id(),
+        "id": corpus.event_id(),
         "object": "event",
         "api_version": "2025-03-31.basil",
         "created": created,

@@ -26,10 +26,10 @@ from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.storage.db import SessionMaker
 from stripe_lifecycle.storage.models import Message
 
-from . import delivery_helpers
+from . import corpus, delivery_helpers
 from .conftest import app_settings, free_port, running_api
 from .delivery_helpers import CUSTOMER, INVOICE
-from .events import customer_event, from_fixture, subscription_event, unique_customer_id
+from .events import customer_event, subscription_event, unique_customer_id
 from .signing import signed
 
 PAYMENT_FAILED, REMINDER = "dunning/payment-failed", "dunning/reminder"
@@ -188,8 +188,9 @@ async def start_dunning(http: httpx.AsyncClient, email: str) -> tuple[str, str]:
     events: list[dict[str, Any]] = [
         customer_event(cus, email, created=T0, type_="customer.created"),
         subscription_event(cus, created=T0 + 1, status="past_due"),
-        from_fixture(
-            "invoice.payment_failed__stripe-ruby-mock.json",
+        corpus.event(
+            "invoice.payment_failed",
+            "legacy",
             cus,
             created=T0 + 2,
             id=invoice_id,

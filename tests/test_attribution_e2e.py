@@ -22,8 +22,9 @@ from temporalio.testing import WorkflowEnvironment
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import Conversion
 
+from . import corpus
 from .conftest import SUPPORT_KEY, running_stack
-from .events import customer_event, from_fixture, subscription_event, unique_customer_id
+from .events import customer_event, subscription_event, unique_customer_id
 from .signing import signed
 from .workflow_helpers import eventually
 
@@ -73,8 +74,9 @@ class Customer:
         assert response.status_code == 200, response.text
 
     def invoice_event(self, fixture: str, created: int, **fields: Any) -> dict[str, Any]:
-        return from_fixture(
+        return corpus.event(
             fixture,
+            "legacy",
             self.id,
             created=created,
             id=self.invoice,
@@ -91,9 +93,7 @@ class Customer:
         await self.post(
             subscription_event(self.id, created=now - 9, status="past_due", sub_id=self.sub)
         )
-        await self.post(
-            self.invoice_event("invoice.payment_failed__stripe-ruby-mock.json", now - 8)
-        )
+        await self.post(self.invoice_event("invoice.payment_failed", now - 8))
         emails: list[dict[str, Any]] = []
 
         async def both_sent() -> bool:
@@ -128,9 +128,7 @@ class Customer:
 
     async def pay(self, created: int) -> None:
         """Stripe reports the invoice paid at `created`; waits for the recovery."""
-        await self.post(
-            self.invoice_event("invoice.paid__stripe-ruby-mock.json", created, amount_paid=4900)
-        )
+        await self.post(self.invoice_event("invoice.paid", created, amount_paid=4900))
         handle = self.env.client.get_workflow_handle(f"dunning-{self.invoice}")
         assert (await handle.result())["outcome"] == "recovered"
 

@@ -22,8 +22,9 @@ from stripe_lifecycle.storage.models import Customer
 from stripe_lifecycle.worker import build_worker
 from stripe_lifecycle.workflows.customer import CustomerWorkflow, CustomerWorkflowInput
 
+from . import corpus
 from .conftest import LINK_SECRET
-from .events import customer_event, from_fixture, subscription_event, unique_customer_id
+from .events import customer_event, subscription_event, unique_customer_id
 
 T0 = 1_790_000_000
 
@@ -67,7 +68,7 @@ async def test_snapshot_from_real_events_is_queryable_and_persisted(
         task_queue,
         customer_event(cus, "ada@example.com", created=T0, type_="customer.created"),
         subscription_event(cus, created=T0 + 1, status="active", unit_amount=4900, quantity=3),
-        from_fixture("invoice.paid__stripe-ruby-mock.json", cus, created=T0 + 2, amount_paid=14700),
+        corpus.event("invoice.paid", "clover", cus, created=T0 + 2, amount_paid=14700),
     )
     handle = client.get_workflow_handle_for(CustomerWorkflow.run, ids.customer_workflow_id(cus))
     snap = await settled(handle, 3)

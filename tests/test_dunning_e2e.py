@@ -18,8 +18,9 @@ from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import Conversion, SupportAction
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 
+from . import corpus
 from .conftest import SUPPORT_KEY, running_stack
-from .events import customer_event, from_fixture, subscription_event, unique_customer_id
+from .events import customer_event, subscription_event, unique_customer_id
 from .signing import signed
 from .workflow_helpers import eventually
 
@@ -45,8 +46,9 @@ async def post(http: httpx.AsyncClient, event: dict[str, Any]) -> None:
 def invoice_event(
     fixture: str, cus: str, invoice_id: str, created: int, **fields: Any
 ) -> dict[str, Any]:
-    return from_fixture(
+    return corpus.event(
         fixture,
+        "legacy",
         cus,
         created=created,
         id=invoice_id,
@@ -89,12 +91,10 @@ async def test_failed_payment_starts_one_dunning_that_support_can_stop(
     cus, invoice_id = unique_customer_id(), f"in_{uuid.uuid4().hex[:14]}"
     await post(http, customer_event(cus, "ada@example.com", created=T0, type_="customer.created"))
     await post(http, subscription_event(cus, created=T0 + 1, status="past_due"))
-    failed = invoice_event("invoice.payment_failed__stripe-ruby-mock.json", cus, invoice_id, T0 + 2)
+    failed = invoice_event("invoice.payment_failed", cus, invoice_id, T0 + 2)
     for _ in range(3):  # Stripe redelivers the same event
         await post(http, failed)
-    retry = invoice_event(
-        "invoice.payment_failed__stripe-ruby-mock.json", cus, invoice_id, T0 + 3, attempt_count=2
-    )
+    retry = invoice_event("invoice.payment_failed", cus, invoice_id, T0 + 3, attempt_count=2)
     await post(http, retry)  # a later retry of the same invoice fails too
 
     async def one_email() -> bool:
@@ -163,14 +163,12 @@ async def test_payment_reported_before_the_failure_starts_nothing(
     await post(http, customer_event(cus, "bo@example.com", created=T0, type_="customer.created"))
     await post(
         http,
-        invoice_event(
-            "invoice.paid__stripe-ruby-mock.json", cus, invoice_id, T0 + 5, amount_paid=4900
-        ),
+        invoice_event("invoice.paid", cus, invoice_id, T0 + 5, amount_paid=4900),
     )
     await app.state.lifecycle.forwarder.drained()
     await post(
         http,
-        invoice_event("invoice.payment_failed__stripe-ruby-mock.json", cus, invoice_id, T0 + 2),
+        invoice_event("invoice.payment_failed", cus, invoice_id, T0 + 2),
     )
     await app.state.lifecycle.forwarder.drained()
 
@@ -200,12 +198,10 @@ async def test_payment_after_the_failure_records_the_recovery(
     await post(http, subscription_event(cus, created=T0 + 1, status="past_due"))
     await post(
         http,
-        invoice_event("invoice.payment_failed__stripe-ruby-mock.json", cus, invoice_id, T0 + 2),
+        invoice_event("invoice.payment_failed", cus, invoice_id, T0 + 2),
     )
     await eventually(lambda: _has_lifecycle(dev_env.client, cus), "the dunning")
-    paid = invoice_event(
-        "invoice.paid__stripe-ruby-mock.json", cus, invoice_id, T0 + 60, amount_paid=4900
-    )
+    paid = invoice_event("invoice.paid", cus, invoice_id, T0 + 60, amount_paid=4900)
     await post(http, paid)
     handle = dev_env.client.get_workflow_handle(f"dunning-{invoice_id}")
     assert (await handle.result())["outcome"] == "recovered"
@@ -234,9 +230,7 @@ async def test_payment_action_required_asks_for_confirmation_and_support_can_sto
     await post(http, customer_event(cus, "di@example.com", created=T0, type_="customer.created"))
     await post(
         http,
-        invoice_event(
-            "invoice.payment_action_required__stripe-ruby-mock.json", cus, invoice_id, T0 + 2
-        ),
+        invoice_event("invoice.payment_action_required", cus, invoice_id, T0 + 2),
     )
 
     async def asked() -> bool:

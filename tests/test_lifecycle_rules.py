@@ -1,7 +1,7 @@
 """Which lifecycles a Stripe event starts, re-times, ends or converts, and the ledger facts
 those rules read: the card being billed, live subscriptions, scheduled cancellations.
 
-Events are real Stripe payloads (`tests/events.py`) normalised the way webhooks are. The
+Events are Stripe payloads (`tests/corpus.py`) normalised the way webhooks are. The
 ledger is driven the way the customer workflow drives it: the subscription as it was is
 captured before an event is applied, and a batch's decisions are carried out one event
 at a time (a started instance gets a `LifecycleRef`, a conversion marks it converted).
@@ -60,7 +60,8 @@ from stripe_lifecycle.domain.rules import (
 )
 from stripe_lifecycle.intake.normalise import normalise_event
 
-from .events import customer_event, from_fixture, subscription_event, unique_customer_id
+from . import corpus
+from .events import customer_event, subscription_event, unique_customer_id
 
 DAY = 86_400
 CREATED = "customer.subscription.created"
@@ -82,28 +83,37 @@ T = at(2026, 1, 10)
 PERIOD_END = T + 30 * DAY
 RENEWAL_ID = renewal_id(SUB, PERIOD_END)
 
-# The trialing subscription of a real payload (old shape, $10 a month, 3-day trial).
-TRIAL_FIXTURE = "customer.subscription.created__stripe-ruby-mock-e19fdb9-trialing.json"
+# Grace's trialing subscription in the corpus (pre-basil shape, Cool Plan at $10 a month,
+# a 14-day trial whose period is the trial).
+TRIAL_FIXTURE = "customer.subscription.created.trialing"
 TRIAL_SUB = "sub_trial"
-TRIAL_START = 1_371_501_377
-TRIAL_END = 1_371_760_577
+_TRIALING = corpus.load(TRIAL_FIXTURE, "legacy")["data"]["object"]
+TRIAL_START = _TRIALING["trial_start"]
+TRIAL_END = _TRIALING["trial_end"]
 TRIAL_ID = trial_id(TRIAL_SUB)
 
-# A real card PaymentMethod, attached 2022-03-26 and valid through March 2023.
-CARD_FIXTURE = "payment_method.attached__stripe-ruby-mock.json"
-CARD = "card_000000000000000000000000"
+# Ada's card PaymentMethod in the corpus (also her customer's legacy `default_source`),
+# here attached 2022-03-26 and valid through March 2023 (card_event sets both).
+CARD_FIXTURE = "payment_method.attached"
+CARD = corpus.load(CARD_FIXTURE, "legacy")["data"]["object"]["id"]
 CARD_ATTACHED = 1_648_320_107
 CARD_EXPIRY = at(2023, 4)
 CARD_SINCE = CARD_ATTACHED - DAY
 
 INVOICE_FIXTURES = {
-    PAID: "invoice.paid__stripe-ruby-mock.json",
-    SUCCEEDED: "invoice.payment_succeeded__stripe-ruby-mock.json",
-    FAILED: "invoice.payment_failed__stripe-ruby-mock.json",
+    PAID: "invoice.paid",
+    SUCCEEDED: "invoice.payment_succeeded",
+    FAILED: "invoice.payment_failed",
 }
 
 
 # --- Events -------------------------------------------------------------------------
+
+
+def from_fixture(name: str, customer_id: str, *, created: int, **fields: Any) -> dict[str, Any]:
+    """A corpus event in the pre-basil (`legacy`) shape, whose invoices name their
+    subscription at the top level: the tests below set it with `subscription=`."""
+    return corpus.event(name, "legacy", customer_id, created=created, **fields)
 
 
 def normalise(payload: dict[str, Any]) -> BillingEvent:
@@ -210,16 +220,15 @@ def card_event(
 def legacy_card_expiring(
     customer_id: str, *, created: int, card_id: str, exp_month: int, exp_year: int
 ) -> BillingEvent:
-    """Stripe's `customer.source.expiring` for a card Source (the fixture's is an ACH one)."""
-    card = {"brand": "Visa", "last4": "4242", "exp_month": exp_month, "exp_year": exp_year}
+    """Stripe's `customer.source.expiring` for a legacy Card (a Visa ending in 4242)."""
     return normalise(
         from_fixture(
-            "customer.source.expiring__stripe-ruby-mock.json",
+            "customer.source.expiring",
             customer_id,
             created=created,
             id=card_id,
-            type="card",
-            card=card,
+            exp_month=exp_month,
+            exp_year=exp_year,
         )
     )
 
@@ -671,7 +680,7 @@ def test_payment_methods_without_an_expiry_are_not_tracked() -> None:
     sepa = from_fixture(CARD_FIXTURE, cus.id, created=CARD_ATTACHED, id="pm_sepa", card=None)
     sepa["data"]["object"].update(type="sepa_debit", sepa_debit={"last4": "3000"})
     ach_source = from_fixture(
-        "customer.source.expiring__stripe-ruby-mock.json", cus.id, created=CARD_ATTACHED
+        "customer.source.expiring.receiver_source", cus.id, created=CARD_ATTACHED
     )
     cus.seed(normalise(sepa), normalise(ach_source))
     assert cus.ledger.snapshot.payment_methods == {}
@@ -1142,13 +1151,13 @@ def test_moved_cancellation_date_retimes(fields: dict[str, Any], anchor: int) ->
 
 # --- Win-back -----------------------------------------------------------------------
 
-DELETED_FIXTURE = "customer.subscription.deleted__stripe-ruby-mock.json"
+DELETED_FIXTURE = "customer.subscription.deleted"
 DELETED_SUB = "sub_000000000000000000000000"
 DELETED_AT = 1_648_320_097
 
 
 def deleted_event(customer_id: str) -> BillingEvent:
-    return normalise(from_fixture(DELETED_FIXTURE, customer_id, created=DELETED_AT))
+    return normalise(from_fixture(DELETED_FIXTURE, customer_id, created=DELETED_AT, id=DELETED_SUB))
 
 
 def test_cancelled_last_subscription_starts_win_back() -> None:
@@ -1324,7 +1333,11 @@ def test_active_subscription_starts_the_renewal_of_its_period() -> None:
     cus = Customer()
     updated = normalise(
         from_fixture(
-            "customer.subscription.updated__stripe-ruby-mock.json", cus.id, created=1_648_320_106
+            "customer.subscription.updated.renewal",
+            cus.id,
+            created=1_648_320_106,
+            id="sub_000000000000000000000000",
+            current_period_end=1_650_998_505,
         )
     )
     sub_id, period_end = "sub_000000000000000000000000", 1_650_998_505
@@ -1396,7 +1409,7 @@ def test_upcoming_invoice_ends_nothing_and_gives_the_renewal_its_real_amount() -
     cus = active_customer()
     upcoming = normalise(
         from_fixture(
-            "invoice.upcoming__stripe-ruby-mock.json",
+            "invoice.upcoming",
             cus.id,
             created=PERIOD_END - 7 * DAY,
             subscription=SUB,
@@ -1450,7 +1463,7 @@ def test_renewal_renews_once_whichever_event_of_the_cycle_comes_first(order: str
 
 # --- Plan change --------------------------------------------------------------------
 
-PLAN_CHANGE_FIXTURE = "customer.subscription.updated__stripe-ruby-mock-c9af9d3-planchange.json"
+PLAN_CHANGE_FIXTURE = "customer.subscription.updated.plan_change"
 PLAN_SUB = "su_00000000000000"
 PLAN_PERIOD_START = 1_381_080_561
 PLAN_PERIOD_END = 1_383_758_961
@@ -1502,7 +1515,16 @@ def test_plan_change_of_a_real_payload(before_amount: int, expected: list[Decisi
             PLAN_PERIOD_END,
         )
     ]
-    changed = normalise(from_fixture(PLAN_CHANGE_FIXTURE, cus.id, created=PLAN_PERIOD_START + DAY))
+    changed = normalise(
+        from_fixture(
+            PLAN_CHANGE_FIXTURE,
+            cus.id,
+            created=PLAN_PERIOD_START + DAY,
+            id=PLAN_SUB,
+            current_period_start=PLAN_PERIOD_START,
+            current_period_end=PLAN_PERIOD_END,
+        )
+    )
     assert changed.previous_attributes == ["plan"]
     assert cus.step(changed) == expected
 

@@ -23,8 +23,9 @@ from stripe_lifecycle.intake.normalise import normalise_event
 from stripe_lifecycle.storage.models import Conversion, Message
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 
+from . import corpus
 from .conftest import WorkerRig
-from .events import customer_event, from_fixture, subscription_event, unique_customer_id
+from .events import customer_event, subscription_event, unique_customer_id
 from .workflow_helpers import DAY, eventually
 
 
@@ -113,8 +114,9 @@ def customer(dev_rig: WorkerRig) -> Customer:
 def paid_invoice(
     cus: str, created: int, amount: int, *, sub_id: str, reason: str = "subscription_cycle"
 ) -> dict[str, Any]:
-    return from_fixture(
-        "invoice.paid__stripe-ruby-mock.json",
+    return corpus.event(
+        "invoice.paid",
+        "legacy",
         cus,
         created=created,
         id=f"in_T{created}{amount}",
@@ -365,8 +367,8 @@ async def test_expiring_default_card_is_tracked_until_the_network_updates_it(
     cus = customer.id
     soon = datetime.fromtimestamp(now + 40 * DAY, UTC)
     card = {"brand": "visa", "last4": "4242", "exp_month": soon.month, "exp_year": soon.year}
-    attached = from_fixture(
-        "payment_method.attached__stripe-ruby-mock.json", cus, created=now - 20, id=customer.pm
+    attached = corpus.event(
+        "payment_method.attached", "clover", cus, created=now - 20, id=customer.pm
     )
     attached["data"]["object"]["card"].update(card)
     await customer.send(
@@ -381,8 +383,8 @@ async def test_expiring_default_card_is_tracked_until_the_network_updates_it(
     ref = await customer.wait_for(expiring)
     assert ref.automation == "card-expiring-default"
 
-    updated = from_fixture(
-        "payment_method.attached__stripe-ruby-mock.json", cus, created=now - 10, id=customer.pm
+    updated = corpus.event(
+        "payment_method.attached", "clover", cus, created=now - 10, id=customer.pm
     )
     updated["type"] = "payment_method.automatically_updated"
     updated["data"]["object"]["card"].update({**card, "exp_year": soon.year + 3})

@@ -23,7 +23,7 @@ from stripe_lifecycle.intake.normalise import (
     subscription_mrr,
 )
 
-from .stripe_fixtures import load_fixture, manifest
+from .stripe_fixtures import load_fixture, manifest, needs_shared
 
 PARSERS: dict[str, Callable[[Mapping[str, Any]], object]] = {
     "customer": parse_customer,
@@ -603,10 +603,12 @@ def _normalise_payload(payload: Mapping[str, Any]) -> tuple[str | None, object]:
     return event_customer_id({"data": {"object": obj}}), parser(obj) if parser else None
 
 
+@needs_shared
 def test_every_payload_in_the_manifest_has_expectations() -> None:
     assert sorted(PAYLOADS) == sorted(EXPECTED)
 
 
+@needs_shared
 @pytest.mark.parametrize("name", PAYLOADS)
 def test_payload_normalises(name: str) -> None:
     customer_id, fields = EXPECTED[name]
@@ -635,6 +637,7 @@ FIXTURES3_RESOURCES = [
 ]
 
 
+@needs_shared
 @pytest.mark.parametrize("resource", FIXTURES3_RESOURCES)
 def test_stripe_example_object_parses(resource: str) -> None:
     obj = load_fixture("fixtures3.json")["resources"][resource]

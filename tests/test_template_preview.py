@@ -1,5 +1,6 @@
-"""Template preview: every template rendered against real Stripe events as its lifecycle
-would send it, the same email the real workflows record, and the API that serves it."""
+"""Template preview: every template rendered against Stripe events of each API version
+(the corpus) as its lifecycle would send it, the same email the real workflows record,
+and the API that serves it."""
 
 from __future__ import annotations
 
@@ -37,10 +38,10 @@ from stripe_lifecycle.mail.preview import (
 from stripe_lifecycle.mail.templates import load_checked_automations
 from stripe_lifecycle.settings import Settings
 
+from . import corpus
 from .conftest import ADMIN_KEY, LINK_SECRET, SUPPORT_KEY, WorkerRig, app_settings, free_port
 from .conftest import running_api as running_app
-from .events import customer_event, from_fixture, subscription_event, unique_customer_id
-from .stripe_fixtures import load_fixture
+from .events import customer_event, subscription_event, unique_customer_id
 from .workflow_helpers import DAY, eventually
 
 PUBLIC = "https://billing.acme.example"
@@ -53,58 +54,30 @@ BRAND = Brand(
 )
 RENDERER = TemplateRenderer(BRAND)
 
-# Real captured events for each lifecycle: (file, event type for files holding only the
-# object or `event.data`).
-FIXTURES: dict[str, list[tuple[str, str | None]]] = {
+# Corpus events for each lifecycle, previewed in every API version they exist in.
+FIXTURES: dict[str, list[str]] = {
     "dunning": [
-        ("invoice.payment_failed__stripe-ruby-mock.json", None),
-        ("object__invoice.payment_failed__pay-rails.json", "invoice.payment_failed"),
+        "invoice.payment_failed",
+        "invoice.payment_failed.final_attempt",
+        "invoice.payment_failed.annual",
     ],
-    "payment_action": [
-        ("invoice.payment_action_required__stripe-ruby-mock.json", None),
-        (
-            "object__invoice.payment_action_required__pay-rails.json",
-            "invoice.payment_action_required",
-        ),
-    ],
+    "payment_action": ["invoice.payment_action_required"],
     "trial": [
-        ("customer.subscription.created__stripe-ruby-mock-e19fdb9-trialing.json", None),
-        ("customer.subscription.trial_will_end__stripe-ruby-mock.json", None),
-        (
-            "object__subscription.trial_will_end__pay-rails.json",
-            "customer.subscription.trial_will_end",
-        ),
+        "customer.subscription.created.trialing",
+        "customer.subscription.trial_will_end",
+        "customer.subscription.updated.trial_end_moved",
     ],
-    "winback": [
-        ("customer.subscription.deleted__stripe-ruby-mock.json", None),
-        ("customer.subscription.deleted__dj-stripe.json", None),
-        ("object__subscription.deleted__pay-rails.json", "customer.subscription.deleted"),
-    ],
-    "scheduled_cancel": [
-        (
-            "object__subscription__dj-stripe-cancel_at_period_end.json",
-            "customer.subscription.updated",
-        ),
-    ],
-    "renewal": [
-        ("invoice.upcoming__stripe-ruby-mock.json", None),
-        ("invoice.upcoming__dj-stripe.json", None),
-        ("object__invoice.upcoming__pay-rails.json", "invoice.upcoming"),
-    ],
+    "winback": ["customer.subscription.deleted", "customer.subscription.deleted.payment_failed"],
+    "scheduled_cancel": ["customer.subscription.updated.cancel_at_period_end"],
+    "renewal": ["invoice.upcoming"],
     "card_expiring": [
-        ("customer.source.expiring__stripe-ruby-mock.json", None),
-        ("payment_method.attached__stripe-ruby-mock.json", None),
-        ("payment_method.attached__dj-stripe-card.json", None),
-        ("object__payment_method.attached__pay-rails.json", "payment_method.attached"),
+        "customer.source.expiring",
+        "customer.source.expiring.receiver_source",
+        "payment_method.attached",
+        "payment_method.automatically_updated",
     ],
-    "plan_change": [
-        ("customer.subscription.updated__stripe-ruby-mock-c9af9d3-planchange.json", None),
-        ("object__subscription.updated__pay-rails.json", "customer.subscription.updated"),
-    ],
-    "upgrade": [
-        ("customer.subscription.updated__stripe-ruby-mock.json", None),
-        ("customer.subscription.created__dj-stripe.json", None),
-    ],
+    "plan_change": ["customer.subscription.updated.plan_change"],
+    "upgrade": ["customer.subscription.updated.renewal", "customer.subscription.created"],
 }
 
 # The button of each shipped template (the contract table in mail/templates.py).
@@ -144,23 +117,7 @@ ALSO_SAMPLED = {
     "renewal": {"subscription"},
 }
 # A Source that is a bank account (ACH credit transfer), not a card: no expiry.
-SAMPLED_CARD = {"customer.source.expiring__stripe-ruby-mock.json"}
-
-
-def real_event(name: str, event_type: str | None = None) -> dict[str, Any]:
-    """A fixture as the webhook Stripe sends: files of only the object get an envelope."""
-    data = load_fixture(name)
-    if event_type is None:
-        return data
-    body = data if isinstance(data.get("object"), dict) else {"object": data}
-    return {
-        "id": f"evt_{name.split('__')[0]}",
-        "object": "event",
-        "type": event_type,
-        "created": body["object"].get("created") or 1_700_000_000,
-        "livemode": False,
-        "data": body,
-    }
+SAMPLED_CARD = {"customer.source.expiring.receiver_source"}
 
 
 class _Links(HTMLParser):
@@ -181,9 +138,10 @@ def hrefs(html: str) -> list[str]:
 
 
 CASES = [
-    pytest.param(template, name, event_type, id=f"{template}<-{name}")
+    pytest.param(template, name, version, id=f"{template}<-{name}@{version}")
     for template in RENDERER.names()
-    for name, event_type in FIXTURES.get(lifecycle_of(template), [])
+    for name in FIXTURES.get(lifecycle_of(template), [])
+    for version in corpus.available(name)
 ]
 
 
@@ -193,11 +151,11 @@ def test_every_shipped_template_has_real_events_to_preview_with() -> None:
     assert {lifecycle_of(n) for n in names} == set(FIXTURES) == set(DEFAULT_SAMPLES)
 
 
-@pytest.mark.parametrize(("template", "fixture", "event_type"), CASES)
+@pytest.mark.parametrize(("template", "fixture", "version"), CASES)
 def test_every_template_renders_against_real_events(
-    template: str, fixture: str, event_type: str | None
+    template: str, fixture: str, version: str
 ) -> None:
-    event = real_event(fixture, event_type)
+    event = corpus.load(fixture, version)
     preview = render_preview(RENDERER, template, event, public_url=PUBLIC)
     email = preview.email
     assert email.subject.strip() and "\n" not in email.subject
@@ -238,7 +196,7 @@ def test_every_template_renders_against_real_events(
 
 
 def test_failed_invoice_preview_shows_the_event_and_names_the_samples() -> None:
-    event = load_fixture("invoice.payment_failed__stripe-ruby-mock.json")
+    event = corpus.load("invoice.payment_failed", "clover")
     preview = render_preview(RENDERER, "dunning/payment-failed", event, public_url=PUBLIC)
     assert preview.email.subject == "We couldn't process your $20.00 payment to Acme Analytics"
     # The invoice event names no customer: a sample one, said so.
@@ -258,9 +216,7 @@ def test_failed_invoice_preview_shows_the_event_and_names_the_samples() -> None:
 
 
 def test_customer_event_gives_the_real_customer_and_a_sample_invoice() -> None:
-    event = from_fixture(
-        "customer.updated__stripe-ruby-mock.json", "cus_Real1", created=1_700_000_000
-    )
+    event = corpus.event("customer.updated", "clover", "cus_Real1", created=1_700_000_000)
     event["data"]["object"].update({"name": "Grace Hopper", "email": "grace@navy.example"})
     context = build_context("dunning/reminder", event, public_url=PUBLIC)
     assert context.context["customer"] == {"email": "grace@navy.example", "name": "Grace Hopper"}
@@ -270,39 +226,39 @@ def test_customer_event_gives_the_real_customer_and_a_sample_invoice() -> None:
 
 
 def test_trial_preview_uses_the_subscription_of_the_event() -> None:
-    event = load_fixture("customer.subscription.created__stripe-ruby-mock-e19fdb9-trialing.json")
+    event = corpus.load("customer.subscription.created.trialing", "clover")
     email = render_preview(RENDERER, "trial/ending", event, public_url=PUBLIC).email
-    assert email.subject == "Your Acme Analytics trial ends on June 20, 2013"
+    assert email.subject == "Your Acme Analytics trial ends on November 17, 2025"
     assert "Cool Plan" in email.text and "$10.00" in email.text
     # No card in the event: the copy asks for one, as the real trial email would.
     assert "Add a payment method" in email.text
 
 
 def test_trial_template_with_an_event_outside_a_trial_fills_the_date_and_says_so() -> None:
-    event = load_fixture("customer.subscription.deleted__stripe-ruby-mock.json")
+    event = corpus.load("customer.subscription.deleted", "clover")
     preview = render_preview(RENDERER, "trial/ending", event, public_url=PUBLIC)
     assert "subscription.trial_end" in preview.samples
-    assert "sub_000000000000000000000000" in preview.samples["subscription.trial_end"]
-    # 14 days after the event (March 26, 2022).
-    assert "April 9, 2022" in preview.email.subject
+    assert "sub_CorpusCleoPro" in preview.samples["subscription.trial_end"]
+    # 14 days after the event (December 12, 2025).
+    assert "December 26, 2025" in preview.email.subject
 
 
 def test_card_expiring_uses_the_card_of_the_event_or_a_marked_sample() -> None:
-    event = load_fixture("payment_method.attached__stripe-ruby-mock.json")
+    event = corpus.load("payment_method.attached", "clover")
     preview = render_preview(RENDERER, "card_expiring/reminder", event, public_url=PUBLIC)
     assert preview.email.subject == "Your Visa ending in 4242 expires soon"
-    assert "at the end of March 2023" in preview.email.text
+    assert "at the end of March 2026" in preview.email.text
     assert "payment_method" not in preview.samples
 
     # A bank-account Source of no customer: both filled in, both said.
-    source = load_fixture("customer.source.expiring__stripe-ruby-mock.json")
+    source = corpus.load("customer.source.expiring.receiver_source", "clover")
     sampled = render_preview(RENDERER, "card_expiring/reminder", source, public_url=PUBLIC)
     assert set(sampled.samples) == {"customer", "payment_method"}
     assert sampled.email.subject == "Your Visa ending in 4242 expires soon"
 
 
 def test_offer_comes_from_the_automation_else_a_marked_sample() -> None:
-    event = load_fixture("customer.subscription.deleted__stripe-ruby-mock.json")
+    event = corpus.load("customer.subscription.deleted", "clover")
     sample = render_preview(RENDERER, "winback/offer", event, public_url=PUBLIC)
     assert SAMPLE_OFFER.description in sample.email.subject
     assert "offer" in sample.samples
@@ -325,7 +281,7 @@ def test_offer_comes_from_the_automation_else_a_marked_sample() -> None:
 
 def test_invoice_without_hosted_page_still_links_to_a_way_to_pay() -> None:
     """The real lifecycle sends the Customer Portal instead: nothing to stand in for."""
-    event = load_fixture("invoice.payment_failed__stripe-ruby-mock.json")
+    event = corpus.load("invoice.payment_failed", "clover")
     event["data"]["object"]["hosted_invoice_url"] = None
     preview = render_preview(RENDERER, "dunning/payment-failed", event, public_url=PUBLIC)
     assert "links.update_payment" not in preview.samples
@@ -334,7 +290,7 @@ def test_invoice_without_hosted_page_still_links_to_a_way_to_pay() -> None:
 
 @pytest.mark.parametrize("name", ["dunning/nope", "dunning", "../dunning/reminder", "x/y/z"])
 def test_unknown_template_names_the_known_ones(name: str) -> None:
-    event = load_fixture("invoice.payment_failed__stripe-ruby-mock.json")
+    event = corpus.load("invoice.payment_failed", "clover")
     with pytest.raises(UnknownTemplate) as raised:
         render_preview(RENDERER, name, event, public_url=PUBLIC)
     assert raised.value.known == RENDERER.names()
@@ -344,7 +300,7 @@ def test_unknown_template_names_the_known_ones(name: str) -> None:
 @pytest.mark.parametrize(
     ("event", "message"),
     [
-        (load_fixture("charge.succeeded__stripe-ruby-mock.json"), "carries a charge"),
+        (corpus.load("charge.succeeded", "clover"), "carries a charge"),
         ({"hello": "world"}, "not a Stripe event"),
         ({"type": "invoice.paid", "data": {"object": "in_1"}}, "not a Stripe event"),
     ],
@@ -359,7 +315,7 @@ def test_override_templates_are_previewed(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "offer.subject.txt").write_text("Come back, {{ customer.name }}")
     renderer = TemplateRenderer(BRAND, tmp_path)
-    event = load_fixture("customer.subscription.deleted__stripe-ruby-mock.json")
+    event = corpus.load("customer.subscription.deleted", "clover")
     preview = render_preview(renderer, "winback/offer", event, public_url=PUBLIC)
     assert preview.email.subject == f"Come back, {SAMPLE_CUSTOMER_NAME}"
 
@@ -401,8 +357,9 @@ async def test_preview_is_the_email_the_real_lifecycle_records(
     sub = f"sub_{cus[4:]}"
     if workflow_prefix == "dunning":
         invoice_id = f"in_{uuid.uuid4().hex[:14]}"
-        trigger = from_fixture(
-            "invoice.payment_failed__stripe-ruby-mock.json",
+        trigger = corpus.event(
+            "invoice.payment_failed",
+            "legacy",
             cus,
             created=now,
             id=invoice_id,
@@ -529,7 +486,7 @@ async def test_api_preview_with_the_event_in_the_body(
     api: tuple[FastAPI, httpx.AsyncClient],
 ) -> None:
     _, http = api
-    event = load_fixture("customer.subscription.deleted__stripe-ruby-mock.json")
+    event = corpus.load("customer.subscription.deleted", "clover")
     path = "/v1/templates/winback/offer/preview"
     assert (await http.post(path, json=event)).status_code == 401
     answer = await http.post(
@@ -541,7 +498,7 @@ async def test_api_preview_with_the_event_in_the_body(
     assert body["links"]["unsubscribe"] == f"{PUBLIC}/u/preview"
     assert set(body["samples"]) == {"customer"}
 
-    charge = load_fixture("charge.succeeded__stripe-ruby-mock.json")
+    charge = corpus.load("charge.succeeded", "clover")
     refused = await http.post(path, json=charge, headers=SUPPORT)
     assert refused.status_code == 422
     assert "carries a charge" in refused.json()["detail"]
@@ -558,7 +515,7 @@ async def test_api_preview_unknown_template_or_sample(
     assert missing.status_code == 404
     assert "dunning/payment-failed" in missing.json()["detail"]
     assert (await http.get("/v1/templates/nope/preview", headers=SUPPORT)).status_code == 404
-    event = load_fixture("invoice.payment_failed__stripe-ruby-mock.json")
+    event = corpus.load("invoice.payment_failed", "clover")
     posted = await http.post("/v1/templates/dunning/nope/preview", json=event, headers=SUPPORT)
     assert posted.status_code == 404
     unknown = await http.get(

@@ -1,4 +1,5 @@
-"""Every shipped email template, rendered with contexts built from real Stripe payloads."""
+"""Every shipped email template, rendered with contexts built from Stripe payloads (the
+corpus, `tests/corpus.py`)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from stripe_lifecycle.mail import Brand, RenderedEmail, TemplateNotFound, Templa
 from stripe_lifecycle.mail.templates import describe_card, format_date
 from stripe_lifecycle.settings import Settings
 
-from .stripe_fixtures import load_fixture
+from . import corpus
 
 SHIPPED = [
     "card_expiring/reminder",
@@ -79,14 +80,10 @@ LINKS = {
 }
 
 
-def _object(name: str) -> dict[str, Any]:
-    """`data.object` of an event envelope, or the fixture itself when it is the object."""
-    fixture = load_fixture(name)
-    data = fixture.get("data")
-    if isinstance(data, dict) and isinstance(data.get("object"), dict):
-        return dict(data["object"])
-    nested = fixture.get("object")
-    return dict(nested) if isinstance(nested, dict) else fixture
+def _object(name: str, version: str) -> dict[str, Any]:
+    """`data.object` of a corpus event."""
+    obj: dict[str, Any] = corpus.load(name, version)["data"]["object"]
+    return obj
 
 
 def invoice_context(invoice: InvoiceInfo) -> dict[str, Any]:
@@ -123,13 +120,13 @@ def payment_method_context(payment_method: PaymentMethodInfo) -> dict[str, Any]:
 
 
 def fixture_objects() -> dict[str, dict[str, Any]]:
-    """One of each context object, from real payloads (2025 basil and 2020 shapes)."""
-    failed = _object("object__invoice.payment_failed__pay-rails.json")
+    """One of each context object, from corpus payloads (basil and clover shapes)."""
+    failed = _object("invoice.payment_failed.annual", "basil")
     return {
         "customer": {"email": failed["customer_email"], "name": failed["customer_name"]},
         "invoice": invoice_context(parse_invoice(failed)),
         "payment_method": payment_method_context(
-            parse_payment_method(_object("object__payment_method__openapi-fixtures3.json"))
+            parse_payment_method(_object("payment_method.automatically_updated", "clover"))
         ),
         "offer": {"code": "COMEBACK50", "description": "50% off your next 3 months"},
     }
@@ -137,22 +134,22 @@ def fixture_objects() -> dict[str, dict[str, Any]]:
 
 def subscription_for(name: str) -> dict[str, Any]:
     lifecycle = name.split("/")[0]
-    fixture = {
-        "trial": "customer.subscription.created__stripe-ruby-mock-e19fdb9-trialing.json",
-        "scheduled_cancel": "object__subscription__dj-stripe-cancel_at_period_end.json",
-        "winback": "object__subscription.deleted__pay-rails.json",
-    }.get(lifecycle, "object__subscription__dj-stripe-fixture0001.json")
-    return subscription_context(parse_subscription(_object(fixture)))
+    fixture, version = {
+        "trial": ("customer.subscription.created.trialing", "legacy"),
+        "scheduled_cancel": ("customer.subscription.updated.cancel_at_period_end", "clover"),
+        "winback": ("customer.subscription.deleted", "basil"),
+    }.get(lifecycle, ("customer.subscription.created", "clover"))
+    return subscription_context(parse_subscription(_object(fixture, version)))
 
 
 def invoice_for(name: str) -> dict[str, Any]:
     fixture = {
-        "payment_action": "object__invoice.payment_action_required__pay-rails.json",
-        "renewal": "object__invoice.upcoming__pay-rails.json",
+        "payment_action": ("invoice.payment_action_required", "basil"),
+        "renewal": ("invoice.upcoming", "clover"),
     }.get(name.split("/")[0])
     if fixture is None:
         return fixture_objects()["invoice"]
-    return invoice_context(parse_invoice(_object(fixture)))
+    return invoice_context(parse_invoice(_object(*fixture)))
 
 
 def context_for(
@@ -304,7 +301,7 @@ def test_dunning_shows_what_happens_next(renderer: TemplateRenderer) -> None:
     # Stripe's last attempt has no next one: the copy must not promise a retry.
     last = context_for("dunning/final-notice")
     last["invoice"] = invoice_context(
-        parse_invoice(_object("invoice.payment_failed__stripe-ruby-mock.json"))
+        parse_invoice(_object("invoice.payment_failed.final_attempt", "legacy"))
     )
     assert last["invoice"]["next_payment_attempt"] is None
     final = renderer.render("dunning/final-notice", last)
@@ -325,9 +322,9 @@ def test_trial_copy_depends_on_a_card_on_file(renderer: TemplateRenderer) -> Non
     no_card = renderer.render("trial/ending", context_for("trial/ending"))
     card = renderer.render("trial/ending", context_for("trial/ending", optional=True))
 
-    # The trialing fixture: "Cool Plan", $10.00 a month, trial ends 2013-06-20.
-    assert no_card.subject == "Your Acme Analytics trial ends on June 20, 2013"
-    assert "Your free trial of Cool Plan ends on June 20, 2013" in no_card.text
+    # The trialing fixture: "Cool Plan", $10.00 a month, trial ends 2025-11-17.
+    assert no_card.subject == "Your Acme Analytics trial ends on November 17, 2025"
+    assert "Your free trial of Cool Plan ends on November 17, 2025" in no_card.text
     assert "Add a payment method" in no_card.html and "Manage billing" not in no_card.html
     assert "we'll charge $10.00 to your Visa ending in 4242" in card.text
     assert "Manage billing" in card.html and "Add a payment method" not in card.html
@@ -344,8 +341,8 @@ def test_save_offer_is_optional(renderer: TemplateRenderer) -> None:
     offer = renderer.render(
         "scheduled_cancel/save", context_for("scheduled_cancel/save", optional=True)
     )
-    # dj-stripe's cancel_at_period_end subscription: ends at its period end, 2019-06-16.
-    assert plain.subject == "Your Acme Analytics subscription ends on June 16, 2019"
+    # Cleo's cancel_at_period_end subscription: ends at its period end, 2025-12-12.
+    assert plain.subject == "Your Acme Analytics subscription ends on December 12, 2025"
     assert "COMEBACK50" not in plain.html and "Keep my subscription" in plain.html
     assert "COMEBACK50" in offer.html and "Use code: COMEBACK50" in offer.text
 

@@ -7,11 +7,11 @@ from pathlib import Path
 from stripe_lifecycle.mail import Brand, TemplateRenderer
 from stripe_lifecycle.mail.preview import SAMPLE_CUSTOMER_NAME
 
+from . import corpus
 from .cli_helpers import clean_env, run_cli
-from .stripe_fixtures import FIXTURES_DIR
 
 PUBLIC = "https://billing.acme.example"
-FAILED = str(FIXTURES_DIR / "invoice.payment_failed__stripe-ruby-mock.json")
+FAILED = str(corpus.path("invoice.payment_failed", "clover"))
 
 
 def env(**values: str) -> dict[str, str]:
@@ -96,7 +96,7 @@ def test_render_without_fixture_uses_the_bundled_sample(tmp_path: Path) -> None:
 
 
 def test_render_with_an_automation_uses_its_offer(tmp_path: Path) -> None:
-    deleted = str(FIXTURES_DIR / "customer.subscription.deleted__stripe-ruby-mock.json")
+    deleted = str(corpus.path("customer.subscription.deleted", "clover"))
     args = ("templates", "render", "winback/offer", "--fixture", deleted, "--part", "text")
     sample = run_cli(*args, env=env(), cwd=tmp_path)
     assert sample.returncode == 0, sample.stderr
@@ -126,7 +126,7 @@ def test_render_errors_name_what_is_wrong(tmp_path: Path) -> None:
     )
     assert missing.returncode != 0 and "cannot read" in missing.stderr
 
-    charge = FIXTURES_DIR / "charge.succeeded__stripe-ruby-mock.json"
+    charge = corpus.path("charge.succeeded", "clover")
     refused = run_cli(
         "templates", "render", "dunning/reminder", "--fixture", str(charge), env=env(), cwd=tmp_path
     )

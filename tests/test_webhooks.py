@@ -21,6 +21,7 @@ from stripe_lifecycle.domain import ids
 from stripe_lifecycle.storage.models import InboxStatus, WebhookEvent
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 
+from . import corpus
 from .conftest import (
     ADMIN_KEY,
     SUPPORT_KEY,
@@ -29,9 +30,8 @@ from .conftest import (
     running_stack,
     temporal_address,
 )
-from .events import customer_event, from_fixture, subscription_event, unique_customer_id
+from .events import customer_event, subscription_event, unique_customer_id
 from .signing import WEBHOOK_SECRET, signed, stripe_signature
-from .stripe_fixtures import load_fixture
 
 T0 = 1_790_000_000
 
@@ -61,9 +61,7 @@ async def test_signed_event_is_stored_delivered_and_served(
     app, http = api
     cus = unique_customer_id()
     created = customer_event(cus, "mia@example.com", created=T0, type_="customer.created")
-    trial = from_fixture(
-        "customer.subscription.created__stripe-ruby-mock-e19fdb9-trialing.json", cus, created=T0 + 5
-    )
+    trial = corpus.event("customer.subscription.created.trialing", "clover", cus, created=T0 + 5)
     for event in (created, trial):
         response = await post_event(http, event)
         assert response.status_code == 200, response.text
@@ -166,7 +164,7 @@ async def test_event_without_customer_is_recorded_and_acknowledged(
     api: tuple[FastAPI, httpx.AsyncClient],
 ) -> None:
     app, http = api
-    price = load_fixture("fixtures3.json")["resources"]["price"]
+    price = corpus.load("price.created", "clover")["data"]["object"]
     event = {
         "id": "evt_price_created_1",
         "object": "event",

@@ -1,0 +1,90 @@
+"""The project's own Stripe events, in each API-version family (`tests/payloads/`).
+
+Every payload is a full event envelope written from Stripe's documented object layout
+(see `tests/payloads/README.md`), once per family: `legacy` (API 2024-06-20, before
+basil), `basil` (2025-03-31.basil) and `clover` (2025-09-30.clover, whose shapes also
+stand for the 2026 versions). A name is the event type, plus a variant after it where
+one type has several (`invoice.payment_failed.final_attempt`). The corpus ships with the
+repository, so the tests need nothing beside it.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import uuid
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+PAYLOADS_DIR = Path(__file__).resolve().parent / "payloads"
+VERSIONS = ("legacy", "basil", "clover")
+
+_counter = itertools.count(1)
+
+
+def path(name: str, version: str) -> Path:
+    """The file of one corpus event, for what reads payloads from disk (the CLI)."""
+    if version not in VERSIONS:
+        raise ValueError(f"unknown version {version!r}; versions: {', '.join(VERSIONS)}")
+    file = PAYLOADS_DIR / version / f"{name}.json"
+    if not file.is_file():
+        known = ", ".join(names(version))
+        raise FileNotFoundError(f"no corpus event {name!r} in {version}; {version} has: {known}")
+    return file
+
+
+def load(name: str, version: str) -> dict[str, Any]:
+    """A copy of one corpus event, the caller's to change."""
+    return copy.deepcopy(_read(path(name, version)))
+
+
+def available(name: str) -> tuple[str, ...]:
+    """The versions `name` exists in (quotes exist only since basil, for instance)."""
+    return tuple(v for v in VERSIONS if (PAYLOADS_DIR / v / f"{name}.json").is_file())
+
+
+def names(version: str | None = None) -> list[str]:
+    """Every corpus name, or those of one version, sorted."""
+    folders = VERSIONS if version is None else (version,)
+    return sorted({file.stem for v in folders for file in (PAYLOADS_DIR / v).glob("*.json")})
+
+
+def event_id() -> str:
+    return f"evt_T{uuid.uuid4().hex[:20]}{next(_counter)}"
+
+
+def event(
+    name: str,
+    version: str,
+    customer_id: str,
+    *,
+    created: int,
+    event_id_: str | None = None,
+    livemode: bool = False,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """A corpus event re-addressed to a test's customer: a new event id, `created` and
+    `livemode`, the customer (the id of a customer object, else its `customer`), and
+    `overrides` replacing top-level fields of `data.object`."""
+    payload = load(name, version)
+    payload["id"] = event_id_ or event_id()
+    payload["created"] = created
+    payload["livemode"] = livemode
+    obj = payload["data"]["object"]
+    if obj.get("object") == "customer":
+        obj["id"] = customer_id
+    else:
+        obj["customer"] = customer_id
+    obj.update(overrides)
+    return payload
+
+
+@cache
+def _read(file: Path) -> dict[str, Any]:
+    with file.open(encoding="utf-8") as handle:
+        data = json.load(handle)
+    if not isinstance(data, dict):
+        raise TypeError(f"{file} is not a JSON object")
+    return data
