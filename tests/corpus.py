@@ -88,3 +88,34 @@ def _read(file: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise TypeError(f"{file} is not a JSON object")
     return data
+
+
+def invoice_event(
+    name: str,
+    version: str,
+    customer_id: str,
+    *,
+    created: int,
+    subscription: str | None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """An invoice event of the corpus, about `subscription` (None: a one-off invoice), in
+    the version's own shape: named at the top level before basil, through
+    `parent.subscription_details` since."""
+    payload = event(name, version, customer_id, created=created, **overrides)
+    obj = payload["data"]["object"]
+    if version == "legacy":
+        obj["subscription"] = subscription
+    elif subscription is None:
+        obj["parent"] = None
+    else:
+        obj["parent"] = {
+            "type": "subscription_details",
+            "quote_details": None,
+            "subscription_details": {
+                "metadata": {},
+                "subscription": subscription,
+                "subscription_proration_date": None,
+            },
+        }
+    return payload

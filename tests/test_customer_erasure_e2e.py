@@ -21,8 +21,9 @@ from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.storage.models import Message, SupportAction
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 
+from . import corpus
 from .conftest import ADMIN_KEY, SUPPORT_KEY, running_stack
-from .events import customer_event, from_fixture, subscription_event, unique_customer_id
+from .events import customer_event, subscription_event, unique_customer_id
 from .signing import signed
 from .workflow_helpers import DAY, eventually
 
@@ -175,8 +176,9 @@ async def test_erasure_leaves_no_email_or_name_in_the_database_or_temporal_and_k
 ) -> None:
     app, http = stack
     await customer.trialing()
-    paid = from_fixture(
-        "invoice.paid__stripe-ruby-mock.json",
+    paid = corpus.invoice_event(
+        "invoice.paid",
+        "clover",
         customer.id,
         created=customer.now - 8,
         id=f"in_{customer.id[4:]}",

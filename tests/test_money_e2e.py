@@ -14,7 +14,8 @@ from temporalio.testing import WorkflowEnvironment
 from stripe_lifecycle.domain import ids
 
 from .conftest import SUPPORT_KEY, running_stack
-from .events import customer_event, event_id, unique_customer_id
+from .corpus import event_id
+from .events import customer_event, unique_customer_id
 from .fakes import STRIPE_API_KEY, StripeHttpServer, StripeState, coupon_object, serving
 from .signing import signed
 from .workflow_helpers import eventually
