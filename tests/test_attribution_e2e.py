@@ -227,9 +227,7 @@ async def test_one_paid_invoice_recovers_the_trials_first_charge_and_converts_th
     await trialist.post(
         subscription_event(trialist.id, created=now - 8, status="past_due", sub_id=trialist.sub)
     )
-    await trialist.post(
-        trialist.invoice_event("invoice.payment_failed__stripe-ruby-mock.json", now - 7)
-    )
+    await trialist.post(trialist.invoice_event("invoice.payment_failed", now - 7))
     *_, reminder = await trialist.emails("the trial welcome and two dunning emails", 3)
     assert [welcome[0]["template"], reminder["template"]] == ["trial/welcome", "dunning/reminder"]
 

@@ -1856,16 +1856,22 @@ ACTION_REQUIRED = "invoice.payment_action_required"
 
 
 def invoice_of(
-    type_: str, customer_id: str, *, sub_id: str | None = SUB, **fields: Any
+    type_: str,
+    customer_id: str,
+    *,
+    sub_id: str | None = SUB,
+    version: str = "legacy",
+    **fields: Any,
 ) -> BillingEvent:
-    """An invoice event of any type, from the failed-invoice payload; `fields` replace
-    invoice fields."""
-    payload = from_fixture(
+    """An invoice event of any type, from the failed-invoice payload in the shape of API
+    version `version`; `fields` replace invoice fields."""
+    payload = corpus.invoice_event(
         INVOICE_FIXTURES[FAILED],
+        version,
         customer_id,
         created=T + DAY,
-        id="in_T1",
         subscription=sub_id,
+        id="in_T1",
         amount_paid=0,
         billing_reason="subscription_cycle",
     )
@@ -1875,10 +1881,11 @@ def invoice_of(
     return normalise(payload)
 
 
-def in_dunning(lifecycle: Lifecycle = Lifecycle.DUNNING) -> Customer:
+def in_dunning(lifecycle: Lifecycle = Lifecycle.DUNNING, version: str = "legacy") -> Customer:
     cus = active_customer()
     trigger = FAILED if lifecycle == Lifecycle.DUNNING else ACTION_REQUIRED
-    [start] = [d for d in cus.batch(invoice_of(trigger, cus.id)) if isinstance(d, Start)]
+    first = invoice_of(trigger, cus.id, version=version)
+    [start] = [d for d in cus.batch(first) if isinstance(d, Start)]
     assert start.lifecycle == lifecycle
     return cus
 
@@ -1894,11 +1901,12 @@ def in_dunning(lifecycle: Lifecycle = Lifecycle.DUNNING) -> Customer:
         ("invoice.finalized", SUB, None),
     ],
 )
+@pytest.mark.parametrize("version", corpus.VERSIONS)
 def test_invoice_lifecycles_start_on_their_trigger(
-    type_: str, sub_id: str | None, starts: Lifecycle | None
+    type_: str, sub_id: str | None, starts: Lifecycle | None, version: str
 ) -> None:
     cus = active_customer()
-    event = invoice_of(type_, cus.id, sub_id=sub_id)
+    event = invoice_of(type_, cus.id, sub_id=sub_id, version=version)
     starts_now = [d for d in cus.step(event) if isinstance(d, Start)]
     expected = (
         []
@@ -1926,9 +1934,12 @@ def test_a_failure_reported_after_the_payment_starts_no_dunning() -> None:
     ]
 
 
-def test_a_payment_converts_and_ends_the_running_dunning() -> None:
-    cus = in_dunning()
-    paid = invoice_of(PAID, cus.id, amount_paid=4900, amount_due=4900, status="paid")
+@pytest.mark.parametrize("version", corpus.VERSIONS)
+def test_a_payment_converts_and_ends_the_running_dunning(version: str) -> None:
+    cus = in_dunning(version=version)
+    paid = invoice_of(
+        PAID, cus.id, amount_paid=4900, amount_due=4900, status="paid", version=version
+    )
     assert cus.batch(paid) == [
         Convert(
             "recovered",
@@ -1944,7 +1955,10 @@ def test_a_payment_converts_and_ends_the_running_dunning() -> None:
     ]
     assert (cus.ref(DUNNING_ID).status, cus.ref(DUNNING_ID).converted) == ("recovered", True)
     # invoice.payment_succeeded of the same payment: already ended, nothing twice.
-    assert cus.batch(invoice_of(SUCCEEDED, cus.id, amount_paid=4900, status="paid")) == []
+    assert (
+        cus.batch(invoice_of(SUCCEEDED, cus.id, amount_paid=4900, status="paid", version=version))
+        == []
+    )
 
 
 @pytest.mark.parametrize(
@@ -1958,9 +1972,12 @@ def test_an_invoice_settled_without_payment_ends_dunning_without_a_conversion(
     assert cus.batch(invoice_of(type_, cus.id)) == [End(DUNNING_ID, outcome)]
 
 
-def test_a_later_failure_refreshes_the_running_dunning() -> None:
-    cus = in_dunning()
-    again = invoice_of(FAILED, cus.id, n=2, attempt_count=2, next_payment_attempt=T + 5 * DAY)
+@pytest.mark.parametrize("version", corpus.VERSIONS)
+def test_a_later_failure_refreshes_the_running_dunning(version: str) -> None:
+    cus = in_dunning(version=version)
+    again = invoice_of(
+        FAILED, cus.id, n=2, attempt_count=2, next_payment_attempt=T + 5 * DAY, version=version
+    )
     assert cus.batch(again) == [Refresh(DUNNING_ID, again.invoice)]
     assert again.invoice is not None and again.invoice.attempt_count == 2
 
@@ -2046,34 +2063,43 @@ def test_a_trials_signup_invoice_with_a_setup_fee_does_not_convert_it() -> None:
     ("status", "starts"),
     [("incomplete", False), ("incomplete_expired", False), ("past_due", True)],
 )
-def test_a_first_payment_failing_at_checkout_starts_no_dunning(status: str, starts: bool) -> None:
+@pytest.mark.parametrize("version", corpus.VERSIONS)
+def test_a_first_payment_failing_at_checkout_starts_no_dunning(
+    status: str, starts: bool, version: str
+) -> None:
     cus = Customer()
     cus.seed(sub_event(cus.id, created=T, status=status, type_=CREATED))
-    failed = invoice_of(FAILED, cus.id, billing_reason="subscription_create")
+    failed = invoice_of(FAILED, cus.id, billing_reason="subscription_create", version=version)
     started_now = [d for d in cus.step(failed) if isinstance(d, Start)]
     assert bool(started_now) is starts
 
 
-def test_an_invoice_update_refreshes_the_retry_date_and_a_null_one_says_no_retry() -> None:
-    cus = in_dunning()
-    moved = invoice_of("invoice.updated", cus.id, n=2, next_payment_attempt=T + 9 * DAY)
+@pytest.mark.parametrize("version", corpus.VERSIONS)
+def test_an_invoice_update_refreshes_the_retry_date_and_a_null_one_says_no_retry(
+    version: str,
+) -> None:
+    cus = in_dunning(version=version)
+    moved = invoice_of(
+        "invoice.updated", cus.id, n=2, next_payment_attempt=T + 9 * DAY, version=version
+    )
     assert cus.batch(moved) == [Refresh(DUNNING_ID, moved.invoice)]
-    stopped = invoice_of("invoice.updated", cus.id, n=3, next_payment_attempt=None)
+    stopped = invoice_of("invoice.updated", cus.id, n=3, next_payment_attempt=None, version=version)
     [refresh] = cus.batch(stopped)
     assert isinstance(refresh, Refresh) and refresh.invoice is not None
     assert refresh.invoice.next_payment_attempt is None
 
 
-def test_a_send_invoice_subscription_is_dunned_when_its_invoice_is_overdue() -> None:
+@pytest.mark.parametrize("version", corpus.VERSIONS)
+def test_a_send_invoice_subscription_is_dunned_when_its_invoice_is_overdue(version: str) -> None:
     cus = active_customer()
     by_hand: dict[str, Any] = {"collection_method": "send_invoice", "due_date": T + 15 * DAY}
     # It is never charged, so it never fails; finalizing it starts nothing either.
     assert not [
         d
-        for d in cus.step(invoice_of("invoice.finalized", cus.id, **by_hand))
+        for d in cus.step(invoice_of("invoice.finalized", cus.id, **by_hand, version=version))
         if isinstance(d, Start)
     ]
-    overdue = invoice_of("invoice.overdue", cus.id, n=2, **by_hand)
+    overdue = invoice_of("invoice.overdue", cus.id, n=2, **by_hand, version=version)
     assert [d for d in cus.batch(overdue) if isinstance(d, Start)] == [
         Start(Lifecycle.DUNNING, DUNNING_ID, "in_T1", SUB, invoice=overdue.invoice)
     ]

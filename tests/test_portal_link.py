@@ -63,6 +63,7 @@ async def sent_link(
     template: str | None = None,
     context: dict[str, Any] = INVOICE_CONTEXT,
     destinations: dict[str, str] | None = None,
+    stripe_account: str | None = None,
 ) -> str:
     engine = create_engine(sqlite_url)
     sessionmaker = create_sessionmaker(engine)
@@ -93,6 +94,7 @@ async def sent_link(
             livemode=False,
             context=context,
             destinations=destinations or {"update_payment": HOSTED},
+            stripe_account=stripe_account,
         ),
     )
     async with sessionmaker() as session:
@@ -139,6 +141,40 @@ async def test_fix_card_link_opens_a_fresh_portal_session(
         assert asked.api_key == STRIPE_API_KEY
     else:
         assert stripe_api.state.requests == []
+
+
+@pytest.mark.parametrize(
+    ("customer_id", "account", "form"),
+    [
+        # A connected account's customer: the session is made on that account.
+        ("cus_Portal", "acct_Seller1", {"customer": "cus_Portal", "return_url": HOSTED}),
+        # A customer kept as an Accounts v2 account is named as one.
+        ("acct_BuyerV2", None, {"customer_account": "acct_BuyerV2", "return_url": HOSTED}),
+    ],
+)
+async def test_portal_sessions_for_connected_accounts_and_accounts_v2_customers(
+    dev_env: WorkflowEnvironment,
+    sqlite_url: str,
+    task_queue: str,
+    stripe_api: StripeHttpServer,
+    customer_id: str,
+    account: str | None,
+    form: dict[str, str],
+) -> None:
+    stripe_api.state.connected["acct_Seller1"] = StripeState()
+    path = await sent_link(sqlite_url, customer_id, "dunning", stripe_account=account)
+    settings = app_settings(
+        sqlite_url,
+        temporal_address(dev_env),
+        task_queue,
+        stripe_api_key=STRIPE_API_KEY,
+        stripe_api_base=stripe_api.url,
+    )
+    async with running_api(settings) as (_, http):
+        click = await http.get(path)
+    assert (click.status_code, click.headers["location"]) == (302, PORTAL_URL)
+    [asked] = stripe_api.state.requests
+    assert (asked.path, asked.form, asked.account) == ("/v1/billing_portal/sessions", form, account)
 
 
 BILLING = "https://app.acme.test/billing"

@@ -394,3 +394,24 @@ async def test_the_api_base_is_used_with_or_without_a_trailing_slash(
     assert result.status == "done", result.detail
     [sent] = stripe_api.state.requests
     assert (sent.path, sent.api_key) == ("/v1/invoices/in_open/void", API_KEY)
+
+
+# --- Connect -----------------------------------------------------------------------------
+
+
+async def test_a_connected_accounts_customer_is_acted_on_in_that_account(
+    activities: StripeActivities, stripe_api: StripeHttpServer
+) -> None:
+    # The platform has an open invoice of the same id: acting there would be the wrong one.
+    stripe_api.state.connected["acct_Seller1"] = StripeState(
+        invoices={"in_open": invoice("in_open", "open")}
+    )
+    connected = request("void_invoice")
+    connected.stripe_account = "acct_Seller1"
+
+    result = await run(activities, connected)
+
+    assert result.status == "done"
+    assert [r.account for r in stripe_api.state.requests] == ["acct_Seller1"]
+    assert stripe_api.state.connected["acct_Seller1"].invoices["in_open"]["status"] == "void"
+    assert stripe_api.state.invoices["in_open"]["status"] == "open"
