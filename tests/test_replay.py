@@ -14,12 +14,12 @@ history when a workflow changes on purpose, behind `workflow.patched`.
   payment action with their own loop and `invoice_update`; trial extended then cut
   short; trial converted; win-back, renewal, card expiring, scheduled cancel, plan
   change).
-- customer_workflow_v3_* and <lifecycle>_workflow_v2: the same scenarios after the one
-  engine, with invoice lifecycles decided by the rules (a recovery recorded by the
-  customer workflow, `lifecycle_update` to every child).
-- customer_workflow_v4_stripe_reads: a clover subscription under a forever coupon, its
-  renewal and paid invoice, with what the payloads leave out read from Stripe
-  (`read_stripe`) before each batch is applied.
+- <lifecycle>_workflow_v2: each lifecycle type on the one engine, told its outcome by
+  `lifecycle_update`.
+- customer_workflow_v3_*: runs under rules version 2 (the `rules-v2` patch): every
+  lifecycle decided by the rules (a recovery recorded by the customer workflow), a
+  dunning and a trial converting on one payment, a batch's Stripe reads, a run continued
+  as new; recorded on the dev server by the end-to-end tests.
 """
 
 from pathlib import Path
