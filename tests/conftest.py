@@ -266,6 +266,15 @@ async def running_stack(
         await engine.dispose()
 
 
+@pytest.fixture
+async def stack(
+    dev_env: WorkflowEnvironment, sqlite_url: str, task_queue: str
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The real app and worker on the dev server, sharing this test's SQLite database."""
+    async with running_stack(dev_env, sqlite_url, task_queue) as pair:
+        yield pair
+
+
 def app_settings(
     database_url: str, temporal_address: str, task_queue: str, **extra: Any
 ) -> Settings:

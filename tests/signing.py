@@ -8,6 +8,8 @@ import json
 import time
 from typing import Any
 
+import httpx
+
 WEBHOOK_SECRET = "whsec_test_5b0c1a9e7d3f4e2a8c6b"
 
 
@@ -26,3 +28,10 @@ def signed(event: dict[str, Any], secret: str = WEBHOOK_SECRET) -> tuple[bytes, 
         "Stripe-Signature": stripe_signature(body, secret),
         "Content-Type": "application/json",
     }
+
+
+async def post_webhook(http: httpx.AsyncClient, event: dict[str, Any]) -> None:
+    """Deliver `event` to the API signed as Stripe signs it; it must be acknowledged."""
+    body, headers = signed(event)
+    response = await http.post("/webhooks/stripe", content=body, headers=headers)
+    assert response.status_code == 200, response.text

@@ -5,7 +5,6 @@ A deleted customer (often a data-erasure request) gets no mail again; erasing on
 no email or name anywhere the database or Temporal keeps it, and keeps the money."""
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -22,28 +21,14 @@ from stripe_lifecycle.storage.models import Message, SupportAction
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 
 from . import corpus
-from .conftest import ADMIN_KEY, SUPPORT_KEY, running_stack
+from .conftest import ADMIN_KEY, SUPPORT_KEY
 from .events import customer_event, subscription_event, unique_customer_id
-from .signing import signed
+from .signing import post_webhook as post
 from .workflow_helpers import DAY, eventually
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 SUPPORT = {"Authorization": f"Bearer {SUPPORT_KEY}"}
 NAME = "Grace Hopper"
-
-
-@pytest.fixture
-async def stack(
-    dev_env: WorkflowEnvironment, sqlite_url: str, task_queue: str
-) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    async with running_stack(dev_env, sqlite_url, task_queue) as pair:
-        yield pair
-
-
-async def post(http: httpx.AsyncClient, event: dict[str, Any]) -> None:
-    body, headers = signed(event)
-    response = await http.post("/webhooks/stripe", content=body, headers=headers)
-    assert response.status_code == 200, response.text
 
 
 def named(event: dict[str, Any], email: str) -> dict[str, Any]:

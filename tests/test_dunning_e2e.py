@@ -2,7 +2,6 @@
 on the dev server starting and feeding its dunning child, the support cancel endpoint."""
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -19,28 +18,14 @@ from stripe_lifecycle.storage.models import Conversion, SupportAction
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 
 from . import corpus
-from .conftest import SUPPORT_KEY, running_stack
+from .conftest import SUPPORT_KEY
 from .events import customer_event, subscription_event, unique_customer_id
-from .signing import signed
+from .signing import post_webhook as post
 from .workflow_helpers import eventually
 
 T0 = 1_790_000_000
 AUTH = {"Authorization": f"Bearer {SUPPORT_KEY}"}
 CustomerHandle = WorkflowHandle[CustomerWorkflow, None]
-
-
-@pytest.fixture
-async def stack(
-    dev_env: WorkflowEnvironment, sqlite_url: str, task_queue: str
-) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    async with running_stack(dev_env, sqlite_url, task_queue) as pair:
-        yield pair
-
-
-async def post(http: httpx.AsyncClient, event: dict[str, Any]) -> None:
-    body, headers = signed(event)
-    response = await http.post("/webhooks/stripe", content=body, headers=headers)
-    assert response.status_code == 200, response.text
 
 
 def invoice_event(

@@ -17,7 +17,7 @@ from .conftest import SUPPORT_KEY, running_stack
 from .corpus import event_id
 from .events import customer_event, unique_customer_id
 from .fakes import STRIPE_API_KEY, StripeHttpServer, StripeState, coupon_object, serving
-from .signing import signed
+from .signing import post_webhook as post
 from .workflow_helpers import eventually
 
 CLOVER = "2025-09-30.clover"
@@ -114,12 +114,6 @@ def customer() -> Customer:
 def stripe_api(customer: Customer) -> Iterator[StripeHttpServer]:
     with serving(StripeHttpServer(customer.stripe_objects())) as server:
         yield server
-
-
-async def post(http: httpx.AsyncClient, event: dict[str, Any]) -> None:
-    body, headers = signed(event)
-    response = await http.post("/webhooks/stripe", content=body, headers=headers)
-    assert response.status_code == 200, response.text
 
 
 async def snapshot_once_valued(http: httpx.AsyncClient, customer: Customer) -> dict[str, Any]:

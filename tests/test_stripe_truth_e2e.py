@@ -6,7 +6,6 @@ setup fee still gets its ending reminder; an invoice paid out of band ends its d
 recorded but credited to no email."""
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -22,18 +21,9 @@ from stripe_lifecycle.storage.models import Conversion, ConversionCredit, Messag
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 
 from . import corpus
-from .conftest import running_stack
 from .events import customer_event, subscription_event, unique_customer_id
 from .signing import signed
 from .workflow_helpers import DAY, eventually
-
-
-@pytest.fixture
-async def stack(
-    dev_env: WorkflowEnvironment, sqlite_url: str, task_queue: str
-) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    async with running_stack(dev_env, sqlite_url, task_queue) as pair:
-        yield pair
 
 
 class Customer:
