@@ -89,11 +89,15 @@ async def record_history(rig: DunningRig, weeks: int) -> None:
             if n % 2:
                 emails.append(await rig.send(invoice_id, 1, REMINDER, "usd"))
             async with rig.sessionmaker() as session:
-                await session.execute(
-                    update(Message)
-                    .where(col(Message.id).in_([e.id for e in emails]))
-                    .values(created_at=sent_at, sent_at=sent_at)
-                )
+                # The reminder goes out after the first email, as in a real sequence: with
+                # both at one moment, which of them was "last sent" would be a coin toss.
+                for order, email in enumerate(emails):
+                    moment = sent_at + timedelta(hours=order)
+                    await session.execute(
+                        update(Message)
+                        .where(col(Message.id) == email.id)
+                        .values(created_at=moment, sent_at=moment)
+                    )
                 await session.commit()
             if n < 2 or week % 2:  # some invoices stay unpaid: the rate varies
                 paid_at = int((sent_at + timedelta(days=2)).timestamp())
