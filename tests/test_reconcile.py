@@ -1,0 +1,184 @@
+"""Reconciliation: `StripeReconcileWorkflow` and its activities, with the real stripe
+library against the local server that lists events as Stripe's `GET /v1/events` does
+(newest first, pages, `created[gte]`, `types[]`, rate limits, key checks), storing into
+this test's database."""
+
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlmodel import col
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from stripe_lifecycle.activities.reconcile import ReconcileActivities
+from stripe_lifecycle.domain.reconcile import type_groups
+from stripe_lifecycle.intake.inbox import inbox_row
+from stripe_lifecycle.intake.normalise import normalise_event
+from stripe_lifecycle.settings import Settings
+from stripe_lifecycle.storage.db import SessionMaker
+from stripe_lifecycle.storage.models import InboxStatus, ReconciliationPass, WebhookEvent
+from stripe_lifecycle.stripe_api.client import build_stripe_client
+from stripe_lifecycle.worker import sandbox_runner
+from stripe_lifecycle.workflows.reconcile import (
+    ReconcileInput,
+    ReconcileResult,
+    StripeReconcileWorkflow,
+)
+
+from . import corpus
+from .fakes import STRIPE_API_KEY, StripeHttpServer, StripeState, serving
+
+THREE_DAYS = int(timedelta(days=3).total_seconds())
+
+
+@pytest.fixture
+def stripe_api() -> Iterator[StripeHttpServer]:
+    with serving(StripeHttpServer(StripeState())) as server:
+        yield server
+
+
+def recent(name: str, customer_id: str, seconds_ago: int) -> dict[str, Any]:
+    return corpus.event(name, "clover", customer_id, created=int(time.time()) - seconds_ago)
+
+
+async def inbox(sessionmaker: SessionMaker) -> list[WebhookEvent]:
+    async with sessionmaker() as session:
+        rows = await session.execute(select(WebhookEvent).order_by(col(WebhookEvent.id)))
+        return list(rows.scalars())
+
+
+async def reconcile(
+    env: WorkflowEnvironment,
+    task_queue: str,
+    sessionmaker: SessionMaker,
+    stripe_api: StripeHttpServer,
+    api_key: str = STRIPE_API_KEY,
+) -> ReconcileResult:
+    settings = Settings(stripe_api_key=api_key, stripe_api_base=stripe_api.url)
+    activities = ReconcileActivities(build_stripe_client(settings), sessionmaker)
+    async with Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[StripeReconcileWorkflow],
+        activities=[activities.reconcile_events_page, activities.record_reconciliation],
+        workflow_runner=sandbox_runner(),
+    ):
+        return await env.client.execute_workflow(
+            StripeReconcileWorkflow.run,
+            ReconcileInput(lookback_seconds=THREE_DAYS),
+            id=f"stripe-reconcile-{uuid.uuid4().hex}",
+            task_queue=task_queue,
+        )
+
+
+async def test_only_the_events_the_inbox_lacks_are_stored_once(
+    dev_env: WorkflowEnvironment,
+    task_queue: str,
+    sessionmaker: SessionMaker,
+    stripe_api: StripeHttpServer,
+) -> None:
+    delivered = recent("invoice.payment_failed", "cus_Rec1", 3600)
+    lost = recent("invoice.paid", "cus_Rec1", 600)
+    # A guest's charge names no customer: recorded, as the webhook records it, and ignored.
+    guest_charge = recent("charge.succeeded", "cus_Rec1", 300)
+    guest_charge["data"]["object"]["customer"] = None
+    too_old = recent("invoice.paid", "cus_Rec1", THREE_DAYS + 3600)
+    not_acted_on = recent("quote.finalized", "cus_Rec1", 60)
+    stripe_api.state.events = [delivered, lost, guest_charge, too_old, not_acted_on]
+    async with sessionmaker() as session:
+        row = inbox_row(delivered, normalise_event(delivered), datetime.now(UTC))
+        session.add(WebhookEvent(**row))
+        await session.commit()
+
+    result = await reconcile(dev_env, task_queue, sessionmaker, stripe_api)
+
+    assert (result.events_seen, result.events_recovered) == (3, 2)
+    rows = await inbox(sessionmaker)
+    assert [(r.event_id, r.status, r.customer_id) for r in rows] == [
+        (delivered["id"], InboxStatus.PENDING, "cus_Rec1"),
+        (lost["id"], InboxStatus.PENDING, "cus_Rec1"),
+        (guest_charge["id"], InboxStatus.IGNORED, None),
+    ]
+    # Stored as the webhook stores it: the whole payload, for the forwarder's sweep.
+    assert rows[1].payload == lost
+    assert rows[1].type == "invoice.paid"
+    asked = [r for r in stripe_api.state.requests if r.path == "/v1/events"]
+    assert [r.types for r in asked] == type_groups()
+    assert all(r.query["limit"] == "100" for r in asked)
+
+
+async def test_every_page_is_read_and_a_second_pass_recovers_nothing(
+    dev_env: WorkflowEnvironment,
+    task_queue: str,
+    sessionmaker: SessionMaker,
+    stripe_api: StripeHttpServer,
+) -> None:
+    stripe_api.state.events = [recent("invoice.paid", f"cus_Page{n}", 10 + n) for n in range(150)]
+
+    first = await reconcile(dev_env, task_queue, sessionmaker, stripe_api)
+    second = await reconcile(dev_env, task_queue, sessionmaker, stripe_api)
+
+    assert (first.events_seen, first.events_recovered) == (150, 150)
+    assert (second.events_seen, second.events_recovered) == (150, 0)
+    rows = await inbox(sessionmaker)
+    assert sorted(r.event_id for r in rows) == sorted(e["id"] for e in stripe_api.state.events)
+    async with sessionmaker() as session:
+        passes = (
+            await session.execute(select(ReconciliationPass).order_by(col(ReconciliationPass.id)))
+        ).scalars()
+        assert [(p.events_seen, p.events_recovered) for p in passes] == [(150, 150), (150, 0)]
+
+
+async def test_a_rate_limited_page_is_retried(
+    dev_env: WorkflowEnvironment,
+    task_queue: str,
+    sessionmaker: SessionMaker,
+    stripe_api: StripeHttpServer,
+) -> None:
+    lost = recent("customer.subscription.created", "cus_Rec429", 60)
+    # A field of an API version newer than ours is kept, not refused.
+    lost["data"]["object"]["some_future_field"] = {"shape": "unknown"}
+    stripe_api.state.events = [lost]
+    stripe_api.state.rate_limited = 1
+
+    result = await reconcile(dev_env, task_queue, sessionmaker, stripe_api)
+
+    assert result.events_recovered == 1
+    [row] = await inbox(sessionmaker)
+    assert row.payload["data"]["object"]["some_future_field"] == {"shape": "unknown"}
+    assert len(stripe_api.state.requests) == len(type_groups()) + 1
+
+
+@pytest.mark.parametrize(
+    ("api_key", "problem"),
+    [("sk_test_revoked", "Stripe refused LIFECYCLE_STRIPE_API_KEY (401)"), ("", "is not set")],
+)
+async def test_a_key_stripe_refuses_stops_the_pass_saying_so(
+    dev_env: WorkflowEnvironment,
+    task_queue: str,
+    sessionmaker: SessionMaker,
+    stripe_api: StripeHttpServer,
+    api_key: str,
+    problem: str,
+) -> None:
+    stripe_api.state.events = [recent("invoice.paid", "cus_Rec401", 60)]
+
+    with pytest.raises(WorkflowFailureError) as failed:
+        await reconcile(dev_env, task_queue, sessionmaker, stripe_api, api_key=api_key)
+
+    activity_error = failed.value.cause
+    assert isinstance(activity_error, ActivityError)
+    cause = activity_error.cause
+    assert isinstance(cause, ApplicationError)
+    assert problem in cause.message
+    assert "LIFECYCLE_STRIPE_API_KEY" in cause.message
+    assert await inbox(sessionmaker) == []
+    # Not retried: the same key would be refused again.
+    assert len(stripe_api.state.requests) <= 1
