@@ -232,6 +232,8 @@ def running_postmark() -> Iterator[PostmarkHttpServer]:
 # --- Stripe -----------------------------------------------------------------------------
 
 STRIPE_API_KEY = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"
+# A restricted key accepted everywhere but `GET /v1/events`: it lacks Events: read.
+STRIPE_KEY_WITHOUT_EVENTS = "rk_test_51NoEventsRead7dc"
 PORTAL_URL = "https://billing.stripe.com/p/session/test_portal_1"
 
 
@@ -356,7 +358,7 @@ class StripeHandler(QuietHandler):
                 state.rate_limited -= 1
                 self._answer(*_RATE_LIMITED)
                 return
-            if request.api_key != STRIPE_API_KEY:
+            if request.api_key not in (STRIPE_API_KEY, STRIPE_KEY_WITHOUT_EVENTS):
                 self._answer(
                     401,
                     {
@@ -420,6 +422,15 @@ class StripeHandler(QuietHandler):
         if parts == ["v1", "invoice_payments"] and method == "GET":
             return self._invoice_payments(objects, request.query)
         if parts == ["v1", "events"] and method == "GET":
+            if request.api_key == STRIPE_KEY_WITHOUT_EVENTS:
+                return 403, {
+                    "error": {
+                        "type": "invalid_request_error",
+                        "message": "The provided key 'rk_test_***7dc' does not have the "
+                        "required permissions for this endpoint. Having the "
+                        "'rak_event_read' permission would allow this request to continue.",
+                    }
+                }
             return self._events(objects, request.query, request.types)
         return 404, {"error": {"type": "invalid_request_error", "message": "Unrecognized URL"}}
 

@@ -3,10 +3,13 @@ library against the local server that lists events as Stripe's `GET /v1/events` 
 (newest first, pages, `created[gte]`, `types[]`, rate limits, key checks), storing into
 this test's database."""
 
+import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,7 +36,8 @@ from stripe_lifecycle.workflows.reconcile import (
 )
 
 from . import corpus
-from .fakes import STRIPE_API_KEY, StripeHttpServer, StripeState, serving
+from .cli_helpers import clean_env, run_cli
+from .fakes import STRIPE_API_KEY, STRIPE_KEY_WITHOUT_EVENTS, StripeHttpServer, StripeState, serving
 
 THREE_DAYS = int(timedelta(days=3).total_seconds())
 
@@ -54,13 +58,15 @@ async def inbox(sessionmaker: SessionMaker) -> list[WebhookEvent]:
         return list(rows.scalars())
 
 
-async def reconcile(
+@contextlib.asynccontextmanager
+async def reconcile_worker(
     env: WorkflowEnvironment,
     task_queue: str,
     sessionmaker: SessionMaker,
     stripe_api: StripeHttpServer,
     api_key: str = STRIPE_API_KEY,
-) -> ReconcileResult:
+) -> AsyncIterator[Worker]:
+    """A worker running reconciliation passes with this key, against the local Stripe."""
     settings = Settings(stripe_api_key=api_key, stripe_api_base=stripe_api.url)
     activities = ReconcileActivities(build_stripe_client(settings), sessionmaker)
     async with Worker(
@@ -69,7 +75,18 @@ async def reconcile(
         workflows=[StripeReconcileWorkflow],
         activities=[activities.reconcile_events_page, activities.record_reconciliation],
         workflow_runner=sandbox_runner(),
-    ):
+    ) as worker:
+        yield worker
+
+
+async def reconcile(
+    env: WorkflowEnvironment,
+    task_queue: str,
+    sessionmaker: SessionMaker,
+    stripe_api: StripeHttpServer,
+    api_key: str = STRIPE_API_KEY,
+) -> ReconcileResult:
+    async with reconcile_worker(env, task_queue, sessionmaker, stripe_api, api_key):
         return await env.client.execute_workflow(
             StripeReconcileWorkflow.run,
             ReconcileInput(lookback_seconds=THREE_DAYS),
@@ -158,7 +175,12 @@ async def test_a_rate_limited_page_is_retried(
 
 @pytest.mark.parametrize(
     ("api_key", "problem"),
-    [("sk_test_revoked", "Stripe refused LIFECYCLE_STRIPE_API_KEY (401)"), ("", "is not set")],
+    [
+        ("sk_test_revoked", "Stripe refused LIFECYCLE_STRIPE_API_KEY (401)"),
+        (STRIPE_KEY_WITHOUT_EVENTS, "may not read events (403)"),
+        ("", "is not set"),
+    ],
+    ids=["revoked", "restricted", "none"],
 )
 async def test_a_key_stripe_refuses_stops_the_pass_saying_so(
     dev_env: WorkflowEnvironment,
@@ -182,3 +204,34 @@ async def test_a_key_stripe_refuses_stops_the_pass_saying_so(
     assert await inbox(sessionmaker) == []
     # Not retried: the same key would be refused again.
     assert len(stripe_api.state.requests) <= 1
+
+
+@pytest.mark.parametrize("api_key", [STRIPE_API_KEY, "sk_test_revoked"], ids=["ok", "revoked"])
+async def test_lifecycle_reconcile_runs_a_pass_and_says_what_it_recovered(
+    dev_env: WorkflowEnvironment,
+    task_queue: str,
+    sessionmaker: SessionMaker,
+    sqlite_url: str,
+    stripe_api: StripeHttpServer,
+    tmp_path: Path,
+    api_key: str,
+) -> None:
+    stripe_api.state.events = [recent("invoice.paid", "cus_RecCli", 60)]
+    env = clean_env(
+        LIFECYCLE_TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
+        LIFECYCLE_TASK_QUEUE=task_queue,
+        LIFECYCLE_DATABASE_URL=sqlite_url,
+        LIFECYCLE_RECONCILE_LOOKBACK="2d",
+    )
+    async with reconcile_worker(dev_env, task_queue, sessionmaker, stripe_api, api_key):
+        done = await asyncio.to_thread(run_cli, "reconcile", env=env, cwd=tmp_path)
+
+    if api_key == STRIPE_API_KEY:
+        assert done.returncode == 0, done.stderr
+        assert "read 1 events of the last 2 days" in done.stdout
+        assert "1 had not arrived by webhook" in done.stdout
+        assert len(await inbox(sessionmaker)) == 1
+    else:
+        assert done.returncode == 1
+        assert "reconciliation failed: Stripe refused LIFECYCLE_STRIPE_API_KEY (401)" in done.stderr
+        assert "Traceback" not in done.stderr

@@ -21,6 +21,7 @@ import uvicorn
 from pydantic import SecretStr, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from stripe_lifecycle.api.app import create_app
@@ -244,10 +245,10 @@ async def cmd_reconcile(settings: Settings) -> None:
 
 
 def _root_cause(exc: BaseException) -> str:
-    """The innermost failure's message: the activity's own words, not Temporal's wrappers."""
-    while exc.__cause__ is not None:
+    """The activity's own words (its ApplicationError), not Temporal's wrappers around it."""
+    while not isinstance(exc, ApplicationError) and exc.__cause__ is not None:
         exc = exc.__cause__
-    return str(exc)
+    return exc.message if isinstance(exc, ApplicationError) else str(exc)
 
 
 async def cmd_automations_validate(settings: Settings) -> None:

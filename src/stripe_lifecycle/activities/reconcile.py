@@ -16,6 +16,7 @@ from typing import Any
 import stripe
 from sqlalchemy import Table
 from sqlmodel import SQLModel
+from stripe.params import EventListParams
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -61,7 +62,7 @@ class ReconcileActivities(Reconciliation):
         retry, and non-retryably on a key Stripe refuses."""
         if self._client is None:
             raise ApplicationError(NO_KEY, type="StripeNotConfigured", non_retryable=True)
-        params: dict[str, Any] = {
+        params: EventListParams = {
             "limit": PAGE_SIZE,
             "created": {"gte": request.created_gte},
             "types": request.types,
@@ -69,7 +70,7 @@ class ReconcileActivities(Reconciliation):
         if request.starting_after is not None:
             params["starting_after"] = request.starting_after
         try:
-            page = await self._client.v1.events.list_async(params)  # type: ignore[arg-type]
+            page = await self._client.v1.events.list_async(params)
         except stripe.AuthenticationError as exc:
             raise ApplicationError(
                 KEY_REFUSED, type="StripeKeyRefused", non_retryable=True
