@@ -145,7 +145,11 @@ async def test_every_page_is_read_and_a_second_pass_recovers_nothing(
     assert (first.events_seen, first.events_recovered) == (150, 150)
     assert (second.events_seen, second.events_recovered) == (150, 0)
     rows = await inbox(sessionmaker)
-    assert sorted(r.event_id for r in rows) == sorted(e["id"] for e in stripe_api.state.events)
+    # Each page stored oldest first, as its webhooks would have come.
+    newest_first = sorted(stripe_api.state.events, key=lambda e: -e["created"])
+    assert [r.event_id for r in rows] == [e["id"] for e in newest_first[:100][::-1]] + [
+        e["id"] for e in newest_first[100:][::-1]
+    ]
     async with sessionmaker() as session:
         passes = (
             await session.execute(select(ReconciliationPass).order_by(col(ReconciliationPass.id)))

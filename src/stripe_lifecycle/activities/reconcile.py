@@ -98,7 +98,11 @@ class ReconcileActivities(Reconciliation):
         if not payloads:
             return 0
         now = datetime.now(UTC)
-        rows = [inbox_row(payload, normalise_event(payload), now) for payload in payloads]
+        # Oldest first, as webhooks would have come: the forwarder sends in inbox order.
+        rows = sorted(
+            (inbox_row(payload, normalise_event(payload), now) for payload in payloads),
+            key=lambda row: (row["created"], row["event_id"]),
+        )
         async with self._sessionmaker() as session:
             insert = insert_for(session.get_bind().dialect.name)
             result = await session.execute(
