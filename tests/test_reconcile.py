@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlmodel import col
 from temporalio.client import WorkflowFailureError
@@ -239,3 +240,33 @@ async def test_lifecycle_reconcile_runs_a_pass_and_says_what_it_recovered(
         assert done.returncode == 1
         assert "reconciliation failed: Stripe refused LIFECYCLE_STRIPE_API_KEY (401)" in done.stderr
         assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("LIFECYCLE_RECONCILE_LOOKBACK", "31d", "at most 30d: Stripe keeps events for 30 days"),
+        ("LIFECYCLE_RECONCILE_LOOKBACK", "0s", "must be at least 1s"),
+        ("LIFECYCLE_RECONCILE_INTERVAL", "hourly", "bad duration 'hourly'"),
+    ],
+)
+def test_reconcile_settings_fail_fast_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, problem: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError) as invalid:
+        Settings()
+    assert variable in str(invalid.value) and problem in str(invalid.value)
+
+
+def test_reconcile_settings_read_durations(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (Settings().reconcile_interval, Settings().reconcile_lookback) == (
+        timedelta(hours=1),
+        timedelta(days=3),
+    )
+    monkeypatch.setenv("LIFECYCLE_RECONCILE_INTERVAL", "15m")
+    monkeypatch.setenv("LIFECYCLE_RECONCILE_LOOKBACK", "30d")
+    assert (Settings().reconcile_interval, Settings().reconcile_lookback) == (
+        timedelta(minutes=15),
+        timedelta(days=30),
+    )
