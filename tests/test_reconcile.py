@@ -26,7 +26,7 @@ from stripe_lifecycle.domain.reconcile import type_groups
 from stripe_lifecycle.intake.inbox import inbox_row
 from stripe_lifecycle.intake.normalise import normalise_event
 from stripe_lifecycle.settings import Settings
-from stripe_lifecycle.storage.db import SessionMaker
+from stripe_lifecycle.storage.db import SessionMaker, create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import InboxStatus, ReconciliationPass, WebhookEvent
 from stripe_lifecycle.stripe_api.client import build_stripe_client
 from stripe_lifecycle.worker import sandbox_runner
@@ -47,6 +47,14 @@ THREE_DAYS = int(timedelta(days=3).total_seconds())
 def stripe_api() -> Iterator[StripeHttpServer]:
     with serving(StripeHttpServer(StripeState())) as server:
         yield server
+
+
+@pytest.fixture
+async def both_databases(database_url: str) -> AsyncIterator[SessionMaker]:
+    """Sessions on SQLite, then on PostgreSQL (each spells ON CONFLICT with its own construct)."""
+    engine = create_engine(database_url)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
 
 
 def recent(name: str, customer_id: str, seconds_ago: int) -> dict[str, Any]:
@@ -99,9 +107,10 @@ async def reconcile(
 async def test_only_the_events_the_inbox_lacks_are_stored_once(
     dev_env: WorkflowEnvironment,
     task_queue: str,
-    sessionmaker: SessionMaker,
+    both_databases: SessionMaker,
     stripe_api: StripeHttpServer,
 ) -> None:
+    sessionmaker = both_databases
     delivered = recent("invoice.payment_failed", "cus_Rec1", 3600)
     lost = recent("invoice.paid", "cus_Rec1", 600)
     # A guest's charge names no customer: recorded, as the webhook records it, and ignored.
