@@ -232,6 +232,8 @@ def running_postmark() -> Iterator[PostmarkHttpServer]:
 # --- Stripe -----------------------------------------------------------------------------
 
 STRIPE_API_KEY = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"
+# A restricted key accepted everywhere but `GET /v1/events`: it lacks Events: read.
+STRIPE_KEY_WITHOUT_EVENTS = "rk_test_51NoEventsRead7dc"
 PORTAL_URL = "https://billing.stripe.com/p/session/test_portal_1"
 
 
@@ -280,6 +282,8 @@ class StripeRequest:
     # `expand[]` of the query string (the stripe library sends `expand[0]=...`).
     expand: list[str] = field(default_factory=list)
     query: dict[str, str] = field(default_factory=dict)
+    # `types[]` of the query string (sent as `types[0]=...`).
+    types: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -302,14 +306,16 @@ class StripeState:
     connected: dict[str, StripeState] = field(default_factory=dict)
     # The next this-many requests are refused with 429, as under a rate limit.
     rate_limited: int = 0
+    # Event objects, in any order: `GET /v1/events` lists them newest first.
+    events: list[dict[str, Any]] = field(default_factory=list)
 
 
 class StripeHandler(QuietHandler):
     """Stripe's v1 cancel / update / retrieve subscription, mark_uncollectible / void /
-    retrieve invoice, create Customer Portal session, retrieve coupon and price and list
-    invoice payments, behind its API key check and its idempotency layer: the first answer
-    to a key (once the endpoint ran) is saved and replayed, the key reused for another
-    request is an idempotency_error. Fields Stripe includes only when expanded (a price's
+    retrieve invoice, create Customer Portal session, retrieve coupon and price, list
+    invoice payments and events, behind its API key check and its idempotency layer: the
+    first answer to a key (once the endpoint ran) is saved and replayed, the key reused for
+    another request is an idempotency_error. Fields Stripe includes only when expanded (a price's
     `tiers` and `currency_options`, a coupon's `currency_options`, a subscription's
     `discounts`) are answered as Stripe does: left out, or ids, unless `expand[]` asks.
     `Stripe-Account` selects a connected account's objects (`StripeState.connected`).
@@ -343,6 +349,7 @@ class StripeHandler(QuietHandler):
             idempotency_key=key,
             account=self.headers.get("Stripe-Account"),
             expand=[value for name, value in pairs if name.startswith("expand[")],
+            types=[value for name, value in pairs if name.startswith("types[")],
             query=dict(pairs),
         )
         with self.server.lock:
@@ -351,7 +358,7 @@ class StripeHandler(QuietHandler):
                 state.rate_limited -= 1
                 self._answer(*_RATE_LIMITED)
                 return
-            if request.api_key != STRIPE_API_KEY:
+            if request.api_key not in (STRIPE_API_KEY, STRIPE_KEY_WITHOUT_EVENTS):
                 self._answer(
                     401,
                     {
@@ -414,6 +421,17 @@ class StripeHandler(QuietHandler):
             return self._price(objects, parts[2], request.expand)
         if parts == ["v1", "invoice_payments"] and method == "GET":
             return self._invoice_payments(objects, request.query)
+        if parts == ["v1", "events"] and method == "GET":
+            if request.api_key == STRIPE_KEY_WITHOUT_EVENTS:
+                return 403, {
+                    "error": {
+                        "type": "invalid_request_error",
+                        "message": "The provided key 'rk_test_***7dc' does not have the "
+                        "required permissions for this endpoint. Having the "
+                        "'rak_event_read' permission would allow this request to continue.",
+                    }
+                }
+            return self._events(objects, request.query, request.types)
         return 404, {"error": {"type": "invalid_request_error", "message": "Unrecognized URL"}}
 
     def _fixed(self, object_id: str) -> tuple[int, dict[str, Any]] | None:
@@ -538,6 +556,40 @@ class StripeHandler(QuietHandler):
             "data": payments,
             "has_more": False,
             "url": "/v1/invoice_payments",
+        }
+
+    def _events(
+        self, objects: StripeState, query: dict[str, str], types: list[str]
+    ) -> tuple[int, dict[str, Any]]:
+        """List events as Stripe does: newest first (ties by id), `created[gte]` and
+        `types[]` filters, at most `limit` (default 10, at most 100), `has_more`, and the
+        next page after the `starting_after` event."""
+        limit = int(query.get("limit", "10"))
+        if not 1 <= limit <= 100:
+            return invalid_request("Invalid limit: must be between 1 and 100")
+        if len(types) > 20:
+            return invalid_request("Invalid array: types can have at most 20 entries")
+        gte = int(query.get("created[gte]", "0"))
+        listed = sorted(
+            (
+                e
+                for e in objects.events
+                if e["created"] >= gte and (not types or e["type"] in types)
+            ),
+            key=lambda e: (e["created"], e["id"]),
+            reverse=True,
+        )
+        after = query.get("starting_after")
+        if after is not None:
+            ids = [e["id"] for e in listed]
+            if after not in ids:
+                return resource_missing("event", after)
+            listed = listed[ids.index(after) + 1 :]
+        return 200, {
+            "object": "list",
+            "data": listed[:limit],
+            "has_more": len(listed) > limit,
+            "url": "/v1/events",
         }
 
     def _answer(self, status: int, body: dict[str, Any], *, replayed: bool = False) -> None:

@@ -20,6 +20,8 @@ history when a workflow changes on purpose, behind `workflow.patched`.
   lifecycle decided by the rules (a recovery recorded by the customer workflow), a
   dunning and a trial converting on one payment, a batch's Stripe reads, a run continued
   as new; recorded on the dev server by the end-to-end tests.
+- stripe_reconcile_workflow_v1: a reconciliation pass over two pages of events (120, the
+  first page rate-limited once), each group of event types, and the pass recorded.
 """
 
 from pathlib import Path

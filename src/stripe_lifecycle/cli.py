@@ -1,4 +1,5 @@
-"""The `lifecycle` command: dev, worker, api, migrate, temporal-setup, automations, templates."""
+"""The `lifecycle` command: dev, worker, api, migrate, temporal-setup, reconcile, automations,
+templates."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import secrets
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,11 +20,13 @@ from typing import Any
 import uvicorn
 from pydantic import SecretStr, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from stripe_lifecycle.api.app import create_app
-from stripe_lifecycle.domain.automations import PACKAGED_DEFAULTS, AutomationsError
+from stripe_lifecycle.domain import ids
+from stripe_lifecycle.domain.automations import PACKAGED_DEFAULTS, Automation, AutomationsError
 from stripe_lifecycle.mail.preview import (
     PreviewError,
     default_sample,
@@ -37,6 +41,7 @@ from stripe_lifecycle.storage import migrate
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 from stripe_lifecycle.temporal_setup import (
     cancel_paused_instances,
+    ensure_reconcile_schedule,
     register_search_attributes,
     start_dev_server,
     stop_process,
@@ -44,6 +49,7 @@ from stripe_lifecycle.temporal_setup import (
     wait_for_server,
 )
 from stripe_lifecycle.worker import build_worker
+from stripe_lifecycle.workflows.reconcile import ReconcileInput, StripeReconcileWorkflow
 
 log = logging.getLogger("stripe_lifecycle")
 
@@ -112,13 +118,21 @@ async def _logged(work: Coroutine[Any, Any, object]) -> None:
         log.exception("a start-up task failed; the process goes on")
 
 
-def _worker_and_pausing(
+def _worker_and_start_up(
     client: Client, settings: Settings, engine: AsyncEngine
-) -> tuple[Worker, Coroutine[Any, Any, list[str]]]:
-    """The worker, and the stop of paused automations' instances to run once it is up."""
+) -> tuple[Worker, Coroutine[Any, Any, None]]:
+    """The worker, and what to do once it is up (`_start_up`)."""
     _, automations = load_checked_automations(settings)
     worker = build_worker(client, settings, create_sessionmaker(engine), automations=automations)
-    return worker, cancel_paused_instances(client, automations)
+    return worker, _start_up(client, settings, automations)
+
+
+async def _start_up(client: Client, settings: Settings, automations: list[Automation]) -> None:
+    """Stop paused automations' instances; create or update the reconciliation Schedule."""
+    await cancel_paused_instances(client, automations)
+    await ensure_reconcile_schedule(
+        client, settings.task_queue, settings.reconcile_interval, settings.reconcile_lookback
+    )
 
 
 async def _connect(settings: Settings) -> Client:
@@ -169,14 +183,14 @@ async def cmd_dev(settings: Settings) -> None:
             )
         engine = create_engine(settings.database_url)
         try:
-            worker, pausing = _worker_and_pausing(client, settings, engine)
+            worker, start_up = _worker_and_start_up(client, settings, engine)
             log.info(
                 "ready: API http://%s:%d (docs at /docs), Temporal UI http://localhost:%d",
                 settings.api_host,
                 settings.api_port,
                 settings.ui_port,
             )
-            await _serve(settings, api=True, worker=worker, after_start=pausing)
+            await _serve(settings, api=True, worker=worker, after_start=start_up)
         finally:
             await engine.dispose()
     finally:
@@ -188,8 +202,8 @@ async def cmd_worker(settings: Settings) -> None:
     client = await _connect(settings)
     engine = create_engine(settings.database_url)
     try:
-        worker, pausing = _worker_and_pausing(client, settings, engine)
-        await _serve(settings, api=False, worker=worker, after_start=pausing)
+        worker, start_up = _worker_and_start_up(client, settings, engine)
+        await _serve(settings, api=False, worker=worker, after_start=start_up)
     finally:
         await engine.dispose()
 
@@ -207,6 +221,34 @@ async def cmd_temporal_setup(settings: Settings) -> None:
     client = await _connect(settings)
     added = await register_search_attributes(client, settings.temporal_namespace)
     log.info("search attributes added: %s", ", ".join(added) if added else "none (all present)")
+
+
+async def cmd_reconcile(settings: Settings) -> None:
+    client = await _connect(settings)
+    lookback = settings.reconcile_lookback
+    started = int(time.time())
+    # The workers run the pass, as they run the scheduled ones; this process waits for it.
+    try:
+        result = await client.execute_workflow(
+            StripeReconcileWorkflow.run,
+            ReconcileInput(lookback_seconds=int(lookback.total_seconds())),
+            id=ids.reconcile_now_id(started),
+            task_queue=settings.task_queue,
+            static_summary="Stripe events read back into the webhook inbox (by hand)",
+        )
+    except WorkflowFailureError as exc:
+        raise SystemExit(f"reconciliation failed: {_root_cause(exc)}") from exc
+    print(
+        f"read {result.events_seen} events of the last {lookback} from Stripe; "
+        f"{result.events_recovered} had not arrived by webhook and are now in the inbox"
+    )
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The activity's own words (its ApplicationError), not Temporal's wrappers around it."""
+    while not isinstance(exc, ApplicationError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc.message if isinstance(exc, ApplicationError) else str(exc)
 
 
 async def cmd_automations_validate(settings: Settings) -> None:
@@ -303,6 +345,10 @@ COMMANDS = {
     "api": (cmd_api, "run the HTTP API (webhooks, /v1)"),
     "migrate": (cmd_migrate, "apply database migrations"),
     "temporal-setup": (cmd_temporal_setup, "register our search attributes on a Temporal cluster"),
+    "reconcile": (
+        cmd_reconcile,
+        "read Stripe's recent events now and store those no webhook delivered",
+    ),
 }
 
 

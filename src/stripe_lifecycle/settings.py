@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -16,6 +17,7 @@ from stripe_lifecycle.domain.attribution import DEFAULT_MODEL as DEFAULT_ATTRIBU
 from stripe_lifecycle.domain.attribution import Model as AttributionModel
 from stripe_lifecycle.domain.attribution import parse_model as parse_attribution_model
 from stripe_lifecycle.domain.attribution import parse_windows as parse_attribution_windows
+from stripe_lifecycle.domain.automations import parse_duration
 from stripe_lifecycle.domain.send_windows import parse_window
 
 ApiRole = Literal["support", "admin"]
@@ -68,6 +70,10 @@ class Settings(BaseSettings):
     stripe_api_key: SecretStr | None = None
     # Stripe's API base; set only to point at a stand-in (tests, a proxy).
     stripe_api_base: str | None = None
+    # How often the `stripe-reconcile` Schedule reads back Stripe's events (`1h`, `30m`),
+    # and how far back each pass looks: Stripe keeps events for 30 days.
+    reconcile_interval: timedelta = timedelta(hours=1)
+    reconcile_lookback: timedelta = timedelta(days=3)
     # Where `notify_team` actions send their notice.
     team_email: str | None = None
 
@@ -142,6 +148,21 @@ class Settings(BaseSettings):
                 "sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db"
             )
         return value
+
+    @field_validator("reconcile_interval", mode="before")
+    @classmethod
+    def _interval(cls, value: object) -> object:
+        return _duration("LIFECYCLE_RECONCILE_INTERVAL", value)
+
+    @field_validator("reconcile_lookback", mode="before")
+    @classmethod
+    def _lookback(cls, value: object) -> object:
+        lookback = _duration("LIFECYCLE_RECONCILE_LOOKBACK", value)
+        if isinstance(lookback, timedelta) and lookback > STRIPE_EVENT_RETENTION:
+            raise ValueError(
+                "LIFECYCLE_RECONCILE_LOOKBACK can be at most 30d: Stripe keeps events for 30 days"
+            )
+        return lookback
 
     @field_validator("api_keys")
     @classmethod
@@ -232,6 +253,23 @@ def parse_api_keys(raw: str) -> list[ApiKey]:
             )
         keys.append(ApiKey(role=role, key=SecretStr(key)))
     return keys
+
+
+STRIPE_EVENT_RETENTION = timedelta(days=30)
+
+
+def _duration(name: str, value: object) -> object:
+    """`1h`, `3d`, ... as a timedelta of at least a second; a timedelta passes as it is."""
+    if isinstance(value, timedelta):
+        seconds = int(value.total_seconds())
+    else:
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from exc
+    if seconds < 1:
+        raise ValueError(f"{name} must be at least 1s")
+    return timedelta(seconds=seconds)
 
 
 @lru_cache

@@ -1,5 +1,5 @@
 """Connecting to Temporal, registering our search attributes, the embedded dev server, and
-what a starting worker does to running instances.
+what a starting worker does: to running instances, and to the reconciliation Schedule.
 
 Pausing an automation (`enabled: false`) with `on_pause: cancel` stops the instances that
 are still running it; with `on_pause: finish` (the default) they run to their end. That
@@ -10,11 +10,13 @@ Every replica may run it: an instance already stopped refuses a second cancel.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import shutil
 import subprocess
 import sys
 import sysconfig
+from datetime import timedelta
 from pathlib import Path
 
 from temporalio.api.enums.v1 import IndexedValueType
@@ -22,13 +24,26 @@ from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.service import RPCError
 
-from stripe_lifecycle.domain import contract
+from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.automations import Automation
 from stripe_lifecycle.workflows.engine import CancelRequest, LifecycleWorkflow
+from stripe_lifecycle.workflows.reconcile import ReconcileInput, StripeReconcileWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -169,3 +184,36 @@ async def cancel_paused_instances(client: Client, automations: list[Automation])
     if stopped:
         log.info("stopped %d instances of paused automations: %s", len(stopped), stopped)
     return stopped
+
+
+async def ensure_reconcile_schedule(
+    client: Client, task_queue: str, interval: timedelta, lookback: timedelta
+) -> None:
+    """Create the `stripe-reconcile` Schedule, or bring it to these settings. Every worker
+    replica runs this at start; the last one's settings win, which are everyone's."""
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            StripeReconcileWorkflow.run,
+            ReconcileInput(lookback_seconds=int(lookback.total_seconds())),
+            id=ids.RECONCILE_SCHEDULE_ID,
+            task_queue=task_queue,
+            static_summary="Stripe events read back into the webhook inbox",
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=interval)]),
+        # A pass still running when the next is due covers that window already.
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+    def updated(current: ScheduleUpdateInput) -> ScheduleUpdate:
+        # An operator's pause (and its note) outlives a restart.
+        return ScheduleUpdate(
+            schedule=dataclasses.replace(schedule, state=current.description.schedule.state)
+        )
+
+    try:
+        await client.create_schedule(ids.RECONCILE_SCHEDULE_ID, schedule)
+    except ScheduleAlreadyRunningError:
+        await client.get_schedule_handle(ids.RECONCILE_SCHEDULE_ID).update(updated)
+        log.info("updated the %s schedule (every %s)", ids.RECONCILE_SCHEDULE_ID, interval)
+    else:
+        log.info("created the %s schedule (every %s)", ids.RECONCILE_SCHEDULE_ID, interval)

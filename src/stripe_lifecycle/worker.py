@@ -6,6 +6,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from stripe_lifecycle.activities.conversions import ConversionActivities
 from stripe_lifecycle.activities.mail import MailActivities
+from stripe_lifecycle.activities.reconcile import ReconcileActivities
 from stripe_lifecycle.activities.selection import AutomationActivities
 from stripe_lifecycle.activities.snapshots import SnapshotActivities
 from stripe_lifecycle.activities.stripe_actions import StripeActivities
@@ -20,8 +21,9 @@ from stripe_lifecycle.storage.db import SessionMaker
 from stripe_lifecycle.stripe_api.client import build_stripe_client
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 from stripe_lifecycle.workflows.lifecycles import LIFECYCLE_WORKFLOWS
+from stripe_lifecycle.workflows.reconcile import StripeReconcileWorkflow
 
-WORKFLOWS: list[type] = [CustomerWorkflow, *LIFECYCLE_WORKFLOWS.values()]
+WORKFLOWS: list[type] = [CustomerWorkflow, *LIFECYCLE_WORKFLOWS.values(), StripeReconcileWorkflow]
 
 
 def sandbox_runner() -> SandboxedWorkflowRunner:
@@ -74,6 +76,7 @@ def build_worker(
     stripe_client = build_stripe_client(settings)
     stripe_actions = StripeActivities(stripe_client)
     stripe_reads = StripeReadActivities(stripe_client)
+    reconciliation = ReconcileActivities(stripe_client, sessionmaker)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -87,6 +90,8 @@ def build_worker(
             conversions.record_conversion,
             stripe_actions.stripe_action,
             stripe_reads.read_stripe,
+            reconciliation.reconcile_events_page,
+            reconciliation.record_reconciliation,
         ],
         workflow_runner=sandbox_runner(),
         max_cached_workflows=settings.worker_max_cached_workflows,

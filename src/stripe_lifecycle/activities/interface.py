@@ -191,6 +191,45 @@ class StripeReads:
         raise NotImplementedError
 
 
+@dataclass
+class EventsPageRequest:
+    """One page of `GET /v1/events`: newest first, from `starting_after` on (the first
+    page without it)."""
+
+    created_gte: int
+    types: list[str]
+    starting_after: str | None = None
+
+
+@dataclass
+class EventsPageResult:
+    events_seen: int
+    # Events the inbox lacked, now stored there for the forwarder.
+    events_recovered: int
+    # The cursor of the next page; None when this was the last.
+    next_starting_after: str | None
+
+
+@dataclass
+class ReconciliationRecord:
+    finished_at: datetime
+    lookback_seconds: int
+    events_seen: int
+    events_recovered: int
+
+
+class Reconciliation:
+    @activity.defn(name="reconcile_events_page")
+    async def reconcile_events_page(self, request: EventsPageRequest) -> EventsPageResult:
+        """Read one page of Stripe's events and store those the webhook inbox lacks."""
+        raise NotImplementedError
+
+    @activity.defn(name="record_reconciliation")
+    async def record_reconciliation(self, record: ReconciliationRecord) -> None:
+        """Keep a finished pass, for /readyz."""
+        raise NotImplementedError
+
+
 # Every activity the worker must register, by the definition workflows call.
 DEFINITIONS: tuple[type, ...] = (
     Mail,
@@ -199,4 +238,5 @@ DEFINITIONS: tuple[type, ...] = (
     Snapshots,
     StripeActions,
     StripeReads,
+    Reconciliation,
 )

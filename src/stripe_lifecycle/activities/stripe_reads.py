@@ -44,7 +44,7 @@ class _On:
         try:
             found = await call
         except stripe.StripeError as exc:
-            if _worth_retrying(exc):
+            if worth_retrying(exc):
                 activity.logger.warning(
                     "reading %s %s from Stripe will be retried: %s", kind, object_id, exc
                 )
@@ -196,7 +196,7 @@ def _discount_objects(subscription: Mapping[str, Any]) -> list[Mapping[str, Any]
     return [d for d in every if isinstance(d, Mapping)]
 
 
-def _worth_retrying(exc: stripe.StripeError) -> bool:
+def worth_retrying(exc: stripe.StripeError) -> bool:
     """A rate limit, Stripe's own failure or the network: the same read may pass later.
     Anything else (404, 403, 400) would be answered the same."""
     if isinstance(exc, stripe.RateLimitError | stripe.APIConnectionError):

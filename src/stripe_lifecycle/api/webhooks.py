@@ -12,8 +12,8 @@ from fastapi import APIRouter, Header, HTTPException, Request, status
 from pydantic import BaseModel
 
 from stripe_lifecycle.api.deps import AppStateDep
+from stripe_lifecycle.intake.inbox import inbox_row
 from stripe_lifecycle.intake.normalise import normalise_event
-from stripe_lifecycle.storage.models import InboxStatus
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["webhooks"])
@@ -60,19 +60,7 @@ async def stripe_webhook(
     payload = _parse_event(body)
 
     event = normalise_event(payload)
-    row = {
-        "event_id": payload["id"],
-        "type": payload["type"],
-        "livemode": bool(payload.get("livemode", False)),
-        "api_version": payload.get("api_version"),
-        # normalise_event answers None exactly when the event names no customer.
-        "customer_id": event.customer_id if event is not None else None,
-        "created": datetime.fromtimestamp(payload["created"], UTC),
-        "payload": payload,
-        "received_at": datetime.now(UTC),
-        "status": InboxStatus.PENDING if event is not None else InboxStatus.IGNORED,
-        "attempts": 0,
-    }
+    row = inbox_row(payload, event, datetime.now(UTC))
     # The unique event id is the dedup truth: a redelivery inserts nothing.
     row_id = await state.inbox.store(row)
 

@@ -39,3 +39,13 @@ def card_expiring_id(card_id: str, exp_year: int, exp_month: int) -> str:
 
 def plan_change_id(subscription_id: str, created: int) -> str:
     return f"plan-change-{subscription_id}-{created}"
+
+
+# The Schedule that runs a reconciliation pass every LIFECYCLE_RECONCILE_INTERVAL; Temporal
+# ids its runs `stripe-reconcile-<scheduled time>`.
+RECONCILE_SCHEDULE_ID = "stripe-reconcile"
+
+
+def reconcile_now_id(started_at: int) -> str:
+    """A pass started by hand (`lifecycle reconcile`), at this Unix time."""
+    return f"stripe-reconcile-now-{started_at}"

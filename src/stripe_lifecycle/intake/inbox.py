@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
+from stripe_lifecycle.domain.events import BillingEvent
 from stripe_lifecycle.storage.db import insert_for
-from stripe_lifecycle.storage.models import WebhookEvent
+from stripe_lifecycle.storage.models import InboxStatus, WebhookEvent
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,26 @@ MAX_BATCH = 500
 class _Pending:
     row: dict[str, Any]
     done: asyncio.Future[int | None]
+
+
+def inbox_row(
+    payload: dict[str, Any], event: BillingEvent | None, received_at: datetime
+) -> dict[str, Any]:
+    """The inbox row of a Stripe event and its normalised form (`normalise_event`), the same
+    whether a webhook brought it or reconciliation read it back."""
+    return {
+        "event_id": payload["id"],
+        "type": payload["type"],
+        "livemode": bool(payload.get("livemode", False)),
+        "api_version": payload.get("api_version"),
+        # normalise_event answers None exactly when the event names no customer.
+        "customer_id": event.customer_id if event is not None else None,
+        "created": datetime.fromtimestamp(payload["created"], UTC),
+        "payload": payload,
+        "received_at": received_at,
+        "status": InboxStatus.PENDING if event is not None else InboxStatus.IGNORED,
+        "attempts": 0,
+    }
 
 
 class InboxWriter:

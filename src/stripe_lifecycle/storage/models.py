@@ -450,3 +450,16 @@ class MessageEvent(SQLModel, table=True):
     occurred_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     payload: dict[str, Any] = Field(sa_column=Column(JSONType, nullable=False))
     received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ReconciliationPass(SQLModel, table=True):
+    """A finished reconciliation pass (`StripeReconcileWorkflow`): /readyz shows the last."""
+
+    __tablename__ = "reconciliation_passes"
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    finished_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    lookback_seconds: int
+    events_seen: int
+    # Events Stripe had and the inbox lacked: webhooks that never arrived.
+    events_recovered: int

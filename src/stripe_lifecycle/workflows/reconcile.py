@@ -1,0 +1,92 @@
+"""`StripeReconcileWorkflow`: one pass reading Stripe's recent events back into the webhook
+inbox, run by the `stripe-reconcile` Schedule and by `lifecycle reconcile`."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from stripe_lifecycle.activities.interface import (
+        EventsPageRequest,
+        Reconciliation,
+        ReconciliationRecord,
+    )
+    from stripe_lifecycle.domain.reconcile import type_groups
+
+# Rate limits and outages pass within minutes; a pass still failing then ends, and the next
+# scheduled one covers the same window again.
+STRIPE_LIST_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=10,
+)
+DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
+
+
+@dataclass
+class ReconcileInput:
+    lookback_seconds: int
+
+
+@dataclass
+class ReconcileResult:
+    events_seen: int
+    # Events Stripe had that no webhook had delivered: now in the inbox.
+    events_recovered: int
+    finished_at: datetime
+
+
+@workflow.defn
+class StripeReconcileWorkflow:
+    """One reconciliation pass over the last `lookback_seconds` of `GET /v1/events`, one
+    activity per page; the cursor lives here, so a pass resumes where a lost worker left it.
+
+    No signals, updates or queries: its progress shows in the workflow's details."""
+
+    @workflow.run
+    async def run(self, request: ReconcileInput) -> ReconcileResult:
+        created_gte = int(workflow.now().timestamp()) - request.lookback_seconds
+        seen = recovered = 0
+        for types in type_groups():
+            cursor: str | None = None
+            while True:
+                page = await workflow.execute_activity_method(
+                    Reconciliation.reconcile_events_page,
+                    EventsPageRequest(created_gte=created_gte, types=types, starting_after=cursor),
+                    start_to_close_timeout=timedelta(minutes=1),
+                    retry_policy=STRIPE_LIST_RETRY,
+                )
+                seen += page.events_seen
+                recovered += page.events_recovered
+                workflow.set_current_details(
+                    f"read {seen} events from Stripe, {recovered} missing from the inbox"
+                )
+                cursor = page.next_starting_after
+                if cursor is None:
+                    break
+        finished_at = workflow.now()
+        await workflow.execute_activity_method(
+            Reconciliation.record_reconciliation,
+            ReconciliationRecord(
+                finished_at=finished_at,
+                lookback_seconds=request.lookback_seconds,
+                events_seen=seen,
+                events_recovered=recovered,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=DB_RETRY,
+        )
+        if recovered:
+            workflow.logger.warning(
+                "reconciliation recovered %d of %d events: webhooks are being lost",
+                recovered,
+                seen,
+            )
+        else:
+            workflow.logger.info("reconciliation: all %d events had arrived by webhook", seen)
+        return ReconcileResult(
+            events_seen=seen, events_recovered=recovered, finished_at=finished_at
+        )

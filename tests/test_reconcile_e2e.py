@@ -1,0 +1,116 @@
+"""A webhook Stripe never delivered, recovered end to end: the event is only in Stripe's
+`GET /v1/events` (the local server speaking it), a reconciliation pass on the dev server
+stores it, the API's forwarder delivers it to the customer workflow, and a late webhook
+of the same event is answered as a duplicate. And the `stripe-reconcile` Schedule a
+starting worker creates or updates."""
+
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import ScheduleActionStartWorkflow, ScheduleOverlapPolicy
+from temporalio.testing import WorkflowEnvironment
+
+from stripe_lifecycle.domain import ids
+from stripe_lifecycle.domain.ledger import BillingSnapshot
+from stripe_lifecycle.temporal_setup import ensure_reconcile_schedule
+from stripe_lifecycle.workflows.customer import CustomerWorkflow
+from stripe_lifecycle.workflows.reconcile import ReconcileInput, StripeReconcileWorkflow
+
+from . import corpus
+from .conftest import running_stack
+from .events import unique_customer_id
+from .fakes import STRIPE_API_KEY, StripeHttpServer, StripeState, serving
+from .signing import signed
+from .workflow_helpers import eventually
+
+
+@pytest.fixture
+def stripe_api() -> Iterator[StripeHttpServer]:
+    with serving(StripeHttpServer(StripeState())) as server:
+        yield server
+
+
+@pytest.mark.parametrize("webhook_afterwards", [False, True], ids=["lost", "late"])
+async def test_an_event_no_webhook_delivered_reaches_the_customer_once(
+    dev_env: WorkflowEnvironment,
+    sqlite_url: str,
+    task_queue: str,
+    stripe_api: StripeHttpServer,
+    webhook_afterwards: bool,
+) -> None:
+    cus = unique_customer_id()
+    lost = corpus.event("customer.created", "clover", cus, created=int(time.time()) - 120)
+    stripe_api.state.events = [lost]
+    async with running_stack(
+        dev_env,
+        sqlite_url,
+        task_queue,
+        stripe_api_key=STRIPE_API_KEY,
+        stripe_api_base=stripe_api.url,
+    ) as (_, http):
+        result = await dev_env.client.execute_workflow(
+            StripeReconcileWorkflow.run,
+            ReconcileInput(lookback_seconds=3600),
+            id=ids.reconcile_now_id(int(time.time())) + uuid.uuid4().hex[:6],
+            task_queue=task_queue,
+        )
+        assert (result.events_seen, result.events_recovered) == (1, 1)
+        ready = (await http.get("/readyz")).json()
+        assert ready["events_recovered"] == 1
+        assert ready["last_reconciliation"] == result.finished_at.isoformat()
+
+        customer = dev_env.client.get_workflow_handle_for(
+            CustomerWorkflow.run, ids.customer_workflow_id(cus)
+        )
+
+        async def applied() -> bool:
+            try:
+                state: BillingSnapshot = await customer.query(CustomerWorkflow.state)
+            except Exception:
+                return False
+            return state.events_applied == 1
+
+        # The forwarder's sweep leaves rows younger than its grace (10 s) to their request.
+        await eventually(applied, "the recovered event applied by the customer", timeout=40)
+        if webhook_afterwards:
+            body, headers = signed(lost)
+            answer = await http.post("/webhooks/stripe", content=body, headers=headers)
+            assert answer.json()["duplicate"] is True
+        state = await customer.query(CustomerWorkflow.state)
+        assert state.events_applied == 1
+        signals = [
+            e
+            async for e in customer.fetch_history_events()
+            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+        ]
+        assert len(signals) == 1
+
+
+async def test_the_schedule_is_created_once_and_follows_the_settings(
+    dev_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    client = dev_env.client
+    await ensure_reconcile_schedule(client, task_queue, timedelta(hours=1), timedelta(days=3))
+    handle = client.get_schedule_handle(ids.RECONCILE_SCHEDULE_ID)
+    try:
+        await handle.pause(note="paused by the operator")
+        # A restart (or a second replica) with other settings: the same Schedule, updated.
+        await ensure_reconcile_schedule(
+            client, task_queue, timedelta(minutes=30), timedelta(days=7)
+        )
+        described = await handle.describe()
+        schedule = described.schedule
+        assert [i.every for i in schedule.spec.intervals] == [timedelta(minutes=30)]
+        assert schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
+        assert schedule.state.paused and schedule.state.note == "paused by the operator"
+        action = schedule.action
+        assert isinstance(action, ScheduleActionStartWorkflow)
+        assert (action.workflow, action.task_queue) == ("StripeReconcileWorkflow", task_queue)
+        [lookback] = await client.data_converter.decode(list(action.args), [ReconcileInput])
+        assert lookback == ReconcileInput(lookback_seconds=7 * 86_400)
+    finally:
+        await handle.delete()
