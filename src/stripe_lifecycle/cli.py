@@ -128,8 +128,12 @@ def _worker_and_start_up(
 
 
 async def _start_up(client: Client, settings: Settings, automations: list[Automation]) -> None:
-    """Stop paused automations' instances; create or update the reconciliation Schedule."""
+    """Stop paused automations' instances; create or update the reconciliation Schedule
+    once Stripe can be read (without a key every pass would fail, an hourly red run)."""
     await cancel_paused_instances(client, automations)
+    if settings.stripe_api_key is None:
+        log.info("no LIFECYCLE_STRIPE_API_KEY: the reconciliation schedule is not set up")
+        return
     await ensure_reconcile_schedule(
         client, settings.task_queue, settings.reconcile_interval, settings.reconcile_lookback
     )
