@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import secrets
 import shutil
 import signal
@@ -15,7 +16,7 @@ import sys
 import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import uvicorn
 from pydantic import SecretStr, ValidationError
@@ -356,6 +357,19 @@ COMMANDS = {
 }
 
 
+# Commands that connect a Temporal client, do one thing and end. The client's Rust
+# threads can outlive the event loop and abort CPython's teardown ("PyGILState_Release",
+# temporalio/sdk-python#300), so these end the process once their output is flushed.
+ONE_SHOT_CLIENTS = frozenset({"reconcile", "temporal-setup"})
+
+
+def _exit_now(code: int) -> NoReturn:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lifecycle", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -400,6 +414,14 @@ def main(argv: list[str] | None = None) -> int:
             # A bad automation must stop the start, not surface at 3 a.m. in a workflow.
             load_checked_automations(settings)
         asyncio.run(command(settings))
+        if args.command in ONE_SHOT_CLIENTS:
+            _exit_now(0)
+    except SystemExit as exc:
+        if args.command not in ONE_SHOT_CLIENTS:
+            raise
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+        _exit_now(exc.code if isinstance(exc.code, int) else 1)
     except AutomationsError as exc:
         print("invalid automations:", file=sys.stderr)
         for problem in exc.problems:
