@@ -20,7 +20,6 @@ from stripe_lifecycle.intake.normalise import (
     parse_payment_method,
     parse_subscription,
     parse_subscription_item,
-    subscription_mrr,
 )
 
 from .stripe_fixtures import load_fixture, manifest, needs_shared
@@ -1325,7 +1324,7 @@ MRR_CASES: list[tuple[str, dict[str, Any], int]] = [
     ids=[case for case, _, _ in MRR_CASES],
 )
 def test_subscription_mrr(subscription: dict[str, Any], mrr: int) -> None:
-    assert subscription_mrr(subscription) == mrr
+    assert parse_subscription(subscription).mrr_cents == mrr
     assert parse_subscription(subscription).mrr_cents == mrr
 
 

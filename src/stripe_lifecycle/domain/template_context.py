@@ -74,16 +74,6 @@ def invoice_context(invoice: InvoiceInfo, now: int | None = None) -> dict[str, A
     }
 
 
-def with_customer_and_offer(
-    context: dict[str, Any], email: str | None, name: str | None, offer: Offer | None
-) -> dict[str, Any]:
-    """The whole context of one email: the customer, the objects, the automation's offer."""
-    full: dict[str, Any] = {"customer": {"email": email, "name": name}, **context}
-    if offer is not None:
-        full["offer"] = {"code": offer.code, "description": offer.description}
-    return full
-
-
 def step_context(
     context: dict[str, Any],
     invoice: InvoiceInfo | None,
@@ -95,10 +85,12 @@ def step_context(
     """What a lifecycle step's email is rendered with at `now`: its objects, the invoice
     it is about (invoice lifecycles, a renewal's upcoming invoice), the customer and the
     automation's offer."""
-    objects = dict(context)
+    full: dict[str, Any] = {"customer": {"email": email, "name": name}, **context}
     if invoice is not None:
-        objects.update(invoice_context(invoice, now))
-    return with_customer_and_offer(objects, email, name, offer)
+        full.update(invoice_context(invoice, now))
+    if offer is not None:
+        full["offer"] = {"code": offer.code, "description": offer.description}
+    return full
 
 
 def step_destinations(

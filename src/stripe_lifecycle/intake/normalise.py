@@ -212,12 +212,6 @@ def parse_subscription_item(
     return item
 
 
-def subscription_mrr(obj: StripeObject) -> int:
-    """Monthly recurring revenue of a subscription payload in minor units, after discounts
-    (as far as the payload tells them: see `domain/mrr.py`)."""
-    return parse_subscription(obj).mrr_cents
-
-
 @dataclass(frozen=True)
 class _Price:
     """What we read from a Price, or from the legacy Plan it replaced, in the currency the

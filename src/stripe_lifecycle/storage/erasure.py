@@ -33,22 +33,13 @@ async def erase_customer(session: AsyncSession, customer_id: str, actor: str) ->
     content went. The caller commits."""
     customer = await session.get(Customer, customer_id)
     addresses = {customer.email.lower()} if customer is not None and customer.email else set()
-    message_ids = list(
-        (
-            await session.execute(
-                select(col(Message.id)).where(col(Message.customer_id) == customer_id)
-            )
-        ).scalars()
-    )
-    addresses |= {
-        to.lower()
-        for to in (
-            await session.execute(
-                select(col(Message.to)).where(col(Message.customer_id) == customer_id)
-            )
-        ).scalars()
-        if to and to != ERASED
-    }
+    sent = (
+        await session.execute(
+            select(col(Message.id), col(Message.to)).where(col(Message.customer_id) == customer_id)
+        )
+    ).all()
+    message_ids = [message_id for message_id, _ in sent]
+    addresses |= {to.lower() for _, to in sent if to and to != ERASED}
     await session.execute(
         update(Customer)
         .where(col(Customer.customer_id) == customer_id)
