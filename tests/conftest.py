@@ -35,7 +35,7 @@ from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.storage.db import SessionMaker, create_engine, create_sessionmaker
 from stripe_lifecycle.storage.migrate import upgrade
 from stripe_lifecycle.storage.models import Message
-from stripe_lifecycle.worker import build_worker
+from stripe_lifecycle.worker import build_worker, build_workers
 
 from .signing import WEBHOOK_SECRET
 
@@ -259,7 +259,9 @@ async def running_stack(
     settings = app_settings(database_url, temporal_address(env), task_queue, **extra)
     engine = create_engine(database_url)
     try:
-        async with build_worker(env.client, settings, create_sessionmaker(engine)):
+        async with contextlib.AsyncExitStack() as workers:
+            for worker in build_workers(env.client, settings, create_sessionmaker(engine)):
+                await workers.enter_async_context(worker)
             async with running_api(settings) as (app, http):
                 yield app, http
     finally:

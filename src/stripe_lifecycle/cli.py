@@ -1,5 +1,5 @@
-"""The `lifecycle` command: dev, worker, api, migrate, temporal-setup, reconcile, automations,
-templates."""
+"""The `lifecycle` command: dev, worker, api, migrate, temporal-setup, reconcile, sync,
+automations, templates."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ import uvicorn
 from pydantic import SecretStr, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from stripe_lifecycle.api.app import create_app
@@ -40,6 +39,8 @@ from stripe_lifecycle.mail.templates import Brand, TemplateRenderer, load_checke
 from stripe_lifecycle.settings import ConfigurationError, Settings, get_settings
 from stripe_lifecycle.storage import migrate
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
+from stripe_lifecycle.sync_control import root_cause, start_sync
+from stripe_lifecycle.sync_progress import SYNC_POLL_SECONDS, follow_sync
 from stripe_lifecycle.temporal_setup import (
     cancel_paused_instances,
     ensure_reconcile_schedule,
@@ -49,7 +50,7 @@ from stripe_lifecycle.temporal_setup import (
     try_connect,
     wait_for_server,
 )
-from stripe_lifecycle.worker import build_worker
+from stripe_lifecycle.worker import build_workers
 from stripe_lifecycle.workflows.reconcile import ReconcileInput, StripeReconcileWorkflow
 
 log = logging.getLogger("stripe_lifecycle")
@@ -81,7 +82,7 @@ async def _serve(
     settings: Settings,
     *,
     api: bool,
-    worker: Worker | None,
+    workers: list[Worker],
     after_start: Coroutine[Any, Any, object] | None = None,
 ) -> None:
     stop = asyncio.Event()
@@ -92,8 +93,7 @@ async def _serve(
     server = _api_server(settings) if api else None
     if server is not None:
         tasks.append(asyncio.create_task(server.serve()))
-    if worker is not None:
-        tasks.append(asyncio.create_task(worker.run()))
+    tasks += [asyncio.create_task(worker.run()) for worker in workers]
     # Not among `tasks`: its end (or failure, which it logs) must not stop the process.
     follow_up = asyncio.create_task(_logged(after_start)) if after_start is not None else None
     stopper = asyncio.create_task(stop.wait())
@@ -101,8 +101,7 @@ async def _serve(
     log.info("shutting down")
     if server is not None:
         server.should_exit = True
-    if worker is not None:
-        await worker.shutdown()
+    await asyncio.gather(*(worker.shutdown() for worker in workers))
     await asyncio.gather(*tasks, return_exceptions=True)
     if follow_up is not None:
         follow_up.cancel()
@@ -119,13 +118,13 @@ async def _logged(work: Coroutine[Any, Any, object]) -> None:
         log.exception("a start-up task failed; the process goes on")
 
 
-def _worker_and_start_up(
+def _workers_and_start_up(
     client: Client, settings: Settings, engine: AsyncEngine
-) -> tuple[Worker, Coroutine[Any, Any, None]]:
-    """The worker, and what to do once it is up (`_start_up`)."""
+) -> tuple[list[Worker], Coroutine[Any, Any, None]]:
+    """The workers, and what to do once they are up (`_start_up`)."""
     _, automations = load_checked_automations(settings)
-    worker = build_worker(client, settings, create_sessionmaker(engine), automations=automations)
-    return worker, _start_up(client, settings, automations)
+    workers = build_workers(client, settings, create_sessionmaker(engine), automations=automations)
+    return workers, _start_up(client, settings, automations)
 
 
 async def _start_up(client: Client, settings: Settings, automations: list[Automation]) -> None:
@@ -188,14 +187,14 @@ async def cmd_dev(settings: Settings) -> None:
             )
         engine = create_engine(settings.database_url)
         try:
-            worker, start_up = _worker_and_start_up(client, settings, engine)
+            workers, start_up = _workers_and_start_up(client, settings, engine)
             log.info(
                 "ready: API http://%s:%d (docs at /docs), Temporal UI http://localhost:%d",
                 settings.api_host,
                 settings.api_port,
                 settings.ui_port,
             )
-            await _serve(settings, api=True, worker=worker, after_start=start_up)
+            await _serve(settings, api=True, workers=workers, after_start=start_up)
         finally:
             await engine.dispose()
     finally:
@@ -207,14 +206,14 @@ async def cmd_worker(settings: Settings) -> None:
     client = await _connect(settings)
     engine = create_engine(settings.database_url)
     try:
-        worker, start_up = _worker_and_start_up(client, settings, engine)
-        await _serve(settings, api=False, worker=worker, after_start=start_up)
+        workers, start_up = _workers_and_start_up(client, settings, engine)
+        await _serve(settings, api=False, workers=workers, after_start=start_up)
     finally:
         await engine.dispose()
 
 
 async def cmd_api(settings: Settings) -> None:
-    await _serve(settings, api=True, worker=None)
+    await _serve(settings, api=True, workers=[])
 
 
 async def cmd_migrate(settings: Settings) -> None:
@@ -242,18 +241,37 @@ async def cmd_reconcile(settings: Settings) -> None:
             static_summary="Stripe events read back into the webhook inbox (by hand)",
         )
     except WorkflowFailureError as exc:
-        raise SystemExit(f"reconciliation failed: {_root_cause(exc)}") from exc
+        raise SystemExit(f"reconciliation failed: {root_cause(exc)}") from exc
     print(
         f"read {result.events_seen} events of the last {lookback} from Stripe; "
         f"{result.events_recovered} had not arrived by webhook and are now in the inbox"
     )
 
 
-def _root_cause(exc: BaseException) -> str:
-    """The activity's own words (its ApplicationError), not Temporal's wrappers around it."""
-    while not isinstance(exc, ApplicationError) and exc.__cause__ is not None:
-        exc = exc.__cause__
-    return exc.message if isinstance(exc, ApplicationError) else str(exc)
+async def cmd_sync(args: argparse.Namespace, settings: Settings) -> None:
+    client = await _connect(settings)
+    started = await start_sync(
+        client,
+        settings.task_queue,
+        account=args.account,
+        start_lifecycles=args.start_lifecycles,
+    )
+    workflow_id = started.workflow_id
+    if started.running_already:
+        print(f"{workflow_id} is running already; following it", file=sys.stderr)
+    elif started.resumed:
+        print(f"{workflow_id} resumes where it stopped", file=sys.stderr)
+    try:
+        progress = await follow_sync(client, workflow_id, SYNC_POLL_SECONDS)
+    except WorkflowFailureError as exc:
+        raise SystemExit(f"sync stopped: {root_cause(exc)}") from exc
+    print(
+        ", ".join(
+            f"{r.resource} {r.read:,} ({r.changed:,} new or changed)" for r in progress.resources
+        )
+        + f"; backfill delivered to {progress.customers_delivered:,} customers"
+        + f"; Stripe rate-limited {progress.rate_limited} requests"
+    )
 
 
 async def cmd_automations_validate(settings: Settings) -> None:
@@ -360,7 +378,7 @@ COMMANDS = {
 # Commands that connect a Temporal client, do one thing and end. The client's Rust
 # threads can outlive the event loop and abort CPython's teardown ("PyGILState_Release",
 # temporalio/sdk-python#300), so these end the process once their output is flushed.
-ONE_SHOT_CLIENTS = frozenset({"reconcile", "temporal-setup"})
+ONE_SHOT_CLIENTS = frozenset({"reconcile", "temporal-setup", "sync"})
 
 
 def _exit_now(code: int) -> NoReturn:
@@ -379,6 +397,18 @@ def main(argv: list[str] | None = None) -> int:
     automations_sub = automations.add_subparsers(dest="action", required=True)
     for name, (_, help_text) in AUTOMATION_COMMANDS.items():
         automations_sub.add_parser(name, help=help_text)
+    sync = sub.add_parser(
+        "sync",
+        help="read the Stripe account's customers, subscriptions, invoices and charges "
+        "into the customer workflows (no email for the past), with a progress bar",
+    )
+    sync.add_argument(
+        "--start-lifecycles",
+        action="store_true",
+        help="also start lifecycles for situations in progress now (running trials, "
+        "scheduled cancellations, open failed invoices), from their current step",
+    )
+    sync.add_argument("--account", help="a connected account (acct_...) to sync instead")
     templates = sub.add_parser("templates", help="list email templates, preview one")
     templates_sub = templates.add_subparsers(dest="action", required=True)
     templates_sub.add_parser("list", help=TEMPLATE_COMMANDS["list"][1])
@@ -405,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         command, _ = AUTOMATION_COMMANDS[args.action]
     elif args.command == "templates":
         command = functools.partial(TEMPLATE_COMMANDS[args.action][0], args)
+    elif args.command == "sync":
+        command = functools.partial(cmd_sync, args)
     else:
         command, _ = COMMANDS[args.command]
     try:

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     # and how far back each pass looks: Stripe keeps events for 30 days.
     reconcile_interval: timedelta = timedelta(hours=1)
     reconcile_lookback: timedelta = timedelta(days=3)
+    # Stripe list reads a second (sync and reconciliation pages), for every worker at once.
+    # Stripe allows 25 reads a second in test mode and 100 in live mode, shared with the
+    # workers' other reads (coupons, prices) and the API's portal sessions.
+    stripe_read_rate: float = Field(default=20.0, gt=0)
     # Where `notify_team` actions send their notice.
     team_email: str | None = None
 

@@ -11,9 +11,12 @@ from stripe_lifecycle.activities.selection import AutomationActivities
 from stripe_lifecycle.activities.snapshots import SnapshotActivities
 from stripe_lifecycle.activities.stripe_actions import StripeActivities
 from stripe_lifecycle.activities.stripe_reads import StripeReadActivities
+from stripe_lifecycle.activities.sync import SyncActivities
+from stripe_lifecycle.domain import contract
 from stripe_lifecycle.domain.attribution import Policy
 from stripe_lifecycle.domain.automations import Automation
 from stripe_lifecycle.domain.send_windows import parse_window
+from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
 from stripe_lifecycle.mail.templates import Brand, TemplateRenderer, load_checked_automations
 from stripe_lifecycle.mail.transports import build_transport
 from stripe_lifecycle.settings import Settings
@@ -22,8 +25,14 @@ from stripe_lifecycle.stripe_api.client import build_stripe_client
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 from stripe_lifecycle.workflows.lifecycles import LIFECYCLE_WORKFLOWS
 from stripe_lifecycle.workflows.reconcile import StripeReconcileWorkflow
+from stripe_lifecycle.workflows.sync import StripeSyncWorkflow
 
-WORKFLOWS: list[type] = [CustomerWorkflow, *LIFECYCLE_WORKFLOWS.values(), StripeReconcileWorkflow]
+WORKFLOWS: list[type] = [
+    CustomerWorkflow,
+    *LIFECYCLE_WORKFLOWS.values(),
+    StripeReconcileWorkflow,
+    StripeSyncWorkflow,
+]
 
 
 def sandbox_runner() -> SandboxedWorkflowRunner:
@@ -77,9 +86,11 @@ def build_worker(
     stripe_actions = StripeActivities(stripe_client)
     stripe_reads = StripeReadActivities(stripe_client)
     reconciliation = ReconcileActivities(stripe_client, sessionmaker)
+    queue = task_queue or settings.task_queue
+    sync = _sync_activities(client, settings, sessionmaker, queue)
     return Worker(
         client,
-        task_queue=task_queue or settings.task_queue,
+        task_queue=queue,
         workflows=WORKFLOWS,
         activities=[
             snapshots.persist_snapshot,
@@ -90,11 +101,61 @@ def build_worker(
             conversions.record_conversion,
             stripe_actions.stripe_action,
             stripe_reads.read_stripe,
+            # Passes begun before reads had a task queue of their own read here.
             reconciliation.reconcile_events_page,
             reconciliation.record_reconciliation,
+            sync.sync_deliver,
         ],
         workflow_runner=sandbox_runner(),
         max_cached_workflows=settings.worker_max_cached_workflows,
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         max_concurrent_activities=settings.worker_max_concurrent_activities,
     )
+
+
+def build_stripe_reads_worker(
+    client: Client, settings: Settings, sessionmaker: SessionMaker, *, task_queue: str | None = None
+) -> Worker:
+    """The worker of bulk Stripe reads (sync and reconciliation pages). Temporal hands out
+    this queue's tasks at most LIFECYCLE_STRIPE_READ_RATE a second across every worker, so
+    adding workers never breaks Stripe's rate limit."""
+    queue = task_queue or settings.task_queue
+    sync = _sync_activities(client, settings, sessionmaker, queue)
+    reconciliation = ReconcileActivities(build_stripe_client(settings), sessionmaker)
+    return Worker(
+        client,
+        task_queue=contract.stripe_reads_queue(queue),
+        activities=[
+            sync.sync_account_info,
+            sync.sync_list_page,
+            reconciliation.reconcile_events_page,
+        ],
+        max_task_queue_activities_per_second=settings.stripe_read_rate,
+    )
+
+
+def build_workers(
+    client: Client,
+    settings: Settings,
+    sessionmaker: SessionMaker,
+    *,
+    task_queue: str | None = None,
+    automations: list[Automation] | None = None,
+) -> list[Worker]:
+    """Every worker a `lifecycle worker` process runs."""
+    return [
+        build_worker(
+            client, settings, sessionmaker, task_queue=task_queue, automations=automations
+        ),
+        build_stripe_reads_worker(client, settings, sessionmaker, task_queue=task_queue),
+    ]
+
+
+def _sync_activities(
+    client: Client, settings: Settings, sessionmaker: SessionMaker, task_queue: str
+) -> SyncActivities:
+    # Backfill reaches the customer workflows the way the forwarder delivers webhooks.
+    deliver = temporal_delivery(
+        client, ForwarderConfig(task_queue=task_queue, index_email=settings.index_email)
+    )
+    return SyncActivities(build_stripe_client(settings), sessionmaker, deliver)

@@ -230,6 +230,85 @@ class Reconciliation:
         raise NotImplementedError
 
 
+@dataclass
+class SyncAccountRequest:
+    # The connected account to sync (Stripe Connect), or None for the key's own.
+    account: str | None = None
+
+
+@dataclass
+class SyncAccountInfo:
+    # When the Stripe account was created (`GET /v1/account`): how far back lists reach,
+    # for the progress estimate. None when the key may not read the account.
+    created: int | None = None
+
+
+@dataclass
+class SyncPageRequest:
+    """One page of a list endpoint (`resource`), newest first, of the objects created up
+    to `until` (the sync's start: what is created after it comes by webhook), from
+    `starting_after` on."""
+
+    resource: str
+    until: int
+    account: str | None = None
+    starting_after: str | None = None
+
+
+@dataclass
+class SyncPageResult:
+    # Objects listed, and of those the ones new or changed since the last sync.
+    read: int
+    changed: int
+    # The cursor of the next page; None when this was the last.
+    next_starting_after: str | None
+    # `created` of the oldest object on the page: how far back the list has been read.
+    oldest_created: int | None = None
+    # 429s Stripe answered (and the activity waited out) before the page came.
+    rate_limited: int = 0
+    # Objects whose shape could not be read (logged, skipped).
+    unreadable: int = 0
+
+
+@dataclass
+class DeliverRequest:
+    """Deliver the stored backfill of up to `limit` customers, in id order after
+    `after_customer`."""
+
+    account: str | None
+    limit: int
+    start_lifecycles: bool
+    after_customer: str | None = None
+
+
+@dataclass
+class DeliverResult:
+    customers: int
+    events: int
+    # The cursor of the next call; None when every customer's backfill is delivered.
+    last_customer: str | None
+
+
+class StripeSync:
+    """A historical sync's activities. The list reads run on the Stripe reads task queue
+    (`contract.stripe_reads_queue`), whose rate Temporal caps for every worker at once."""
+
+    @activity.defn(name="sync_account_info")
+    async def sync_account_info(self, request: SyncAccountRequest) -> SyncAccountInfo:
+        """When the Stripe account began (`GET /v1/account`)."""
+        raise NotImplementedError
+
+    @activity.defn(name="sync_list_page")
+    async def sync_list_page(self, request: SyncPageRequest) -> SyncPageResult:
+        """List one page and store what is new or changed of it as backfill."""
+        raise NotImplementedError
+
+    @activity.defn(name="sync_deliver")
+    async def sync_deliver(self, request: DeliverRequest) -> DeliverResult:
+        """Signal the stored backfill of the next customers to their customer workflows."""
+        raise NotImplementedError
+
+
 # Every activity the worker must register, by the definition workflows call.
 DEFINITIONS: tuple[type, ...] = (
     Mail,
@@ -239,4 +318,5 @@ DEFINITIONS: tuple[type, ...] = (
     StripeActions,
     StripeReads,
     Reconciliation,
+    StripeSync,
 )

@@ -16,6 +16,7 @@ from stripe_lifecycle.api import (
     postmark,
     reports,
     survey,
+    sync,
     templates,
     tracking,
     unsubscribe,
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(survey.router)
     app.include_router(templates.router)
     app.include_router(reports.router)
+    app.include_router(sync.router)
     app.include_router(postmark.router)
     app.include_router(unsubscribe.router)
     app.include_router(dashboard.router)

@@ -48,3 +48,9 @@ def visibility_literal(value: str) -> str:
 def visibility_in(key: SearchAttributeKey[str], values: Iterable[str]) -> str:
     """`Key IN ('a', 'b')`: a visibility query term matching any of `values`."""
     return f"{key.name} IN ({', '.join(visibility_literal(v) for v in values)})"
+
+
+def stripe_reads_queue(task_queue: str) -> str:
+    """The task queue of bulk Stripe reads (sync pages, reconciliation pages): its own, so
+    that Temporal can cap its rate (`LIFECYCLE_STRIPE_READ_RATE`) across every worker."""
+    return f"{task_queue}-stripe-reads"

@@ -218,6 +218,12 @@ class BillingEvent:
     # `customer.discount.*`: the customer-wide discount created, changed or removed.
     discount: DiscountInfo | None = None
     charge: ChargeInfo | None = None
+    # Read by the historical sync (`intake/backfill.py`), not sent by Stripe: the state of
+    # an object now, which fills the ledger but is no news to act on.
+    backfill: bool = False
+    # The sync was asked to start lifecycles for situations in progress (`lifecycle sync
+    # --start-lifecycles`).
+    backfill_starts: bool = False
 
 
 @dataclass

@@ -49,3 +49,9 @@ RECONCILE_SCHEDULE_ID = "stripe-reconcile"
 def reconcile_now_id(started_at: int) -> str:
     """A pass started by hand (`lifecycle reconcile`), at this Unix time."""
     return f"stripe-reconcile-now-{started_at}"
+
+
+def sync_workflow_id(account: str | None) -> str:
+    """The one historical sync of a Stripe account (a connected account's id), or of the
+    key's own account (`default`)."""
+    return f"stripe-sync-{account or 'default'}"

@@ -15,7 +15,7 @@ reads the state the ledger settled on, not the order events came in.
 # No `from __future__ import annotations`: these dataclasses are workflow values.
 
 import calendar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from stripe_lifecycle.domain import ids, mrr
 from stripe_lifecycle.domain.conversions import (
@@ -37,6 +37,10 @@ from stripe_lifecycle.domain.ledger import SubscriptionState as Sub
 from stripe_lifecycle.domain.lifecycles import INVOICE_LIFECYCLES, Lifecycle
 
 PAID_EVENTS = frozenset({"invoice.paid", "invoice.payment_succeeded"})
+# What a sync started with `--start-lifecycles` starts for situations in progress: running
+# trials, scheduled cancellations and open failed invoices. Renewals, card expiries and
+# win-backs begin anew from later events; a cancellation of long ago is not a win-back.
+BACKFILL_STARTS = frozenset({Lifecycle.TRIAL, Lifecycle.SCHEDULED_CANCEL, Lifecycle.DUNNING})
 UPCOMING = "invoice.upcoming"
 DELETED = "customer.subscription.deleted"
 # A trial that ends in one of these did not turn into a paying subscription.
@@ -93,6 +97,9 @@ class Start:
     reusable: bool = False
     # The invoice an invoice lifecycle is about.
     invoice: InvoiceInfo | None = None
+    # Started by a sync for a situation that began before it (a trial half over): when it
+    # began, which its `after:` steps count from; steps already due are skipped.
+    since: int | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +204,37 @@ def decide(event: BillingEvent, before: Sub | None, ledger: CustomerLedger) -> l
             if ref.status == RUNNING
         ]
     return invoice_decisions(event, ledger) + subscription_decisions(event, before, ledger)
+
+
+def backfill_decisions(
+    event: BillingEvent, before: Sub | None, ledger: CustomerLedger
+) -> list[Decision]:
+    """What a sync's backfill event means: nothing, as a rule. It is the present state of
+    an object, not a change that just happened, so it ends, re-times and converts nothing
+    (a payment made last year earned no email anything). Only a sync asked to start
+    lifecycles starts those for situations in progress now (`BACKFILL_STARTS`), each from
+    when it began, so that it goes on from its current step rather than from step one."""
+    if not event.backfill_starts or ledger.rules_version < 2:
+        return []
+    starts: list[Decision] = []
+    for decision in decide(event, before, ledger):
+        if isinstance(decision, Start) and decision.lifecycle in BACKFILL_STARTS:
+            starts.append(replace(decision, since=_began(decision.lifecycle, event)))
+    return starts
+
+
+def _began(lifecycle: Lifecycle, event: BillingEvent) -> int | None:
+    sub, invoice = event.subscription, event.invoice
+    if lifecycle == Lifecycle.TRIAL and sub is not None:
+        return sub.trial_start
+    if lifecycle == Lifecycle.SCHEDULED_CANCEL and sub is not None:
+        # When the cancellation was asked for.
+        return sub.canceled_at
+    if lifecycle == Lifecycle.DUNNING and invoice is not None:
+        # Stripe charges a subscription invoice about an hour after it is created; the
+        # first failure is not in the invoice itself.
+        return invoice.created
+    return None
 
 
 def invoice_decisions(event: BillingEvent, ledger: CustomerLedger) -> list[Decision]:

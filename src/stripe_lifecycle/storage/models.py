@@ -463,3 +463,28 @@ class ReconciliationPass(SQLModel, table=True):
     events_seen: int
     # Events Stripe had and the inbox lacked: webhooks that never arrived.
     events_recovered: int
+
+
+class SyncedObject(SQLModel, table=True):
+    """What a historical sync read of one Stripe object (`StripeSyncWorkflow`): its
+    content's digest, and the backfill event until it is delivered to the customer
+    workflow. A sync that reads the object unchanged changes nothing; a changed object is
+    delivered again."""
+
+    __tablename__ = "stripe_sync_objects"
+    __table_args__ = (
+        UniqueConstraint("account", "object_id", name="uq_stripe_sync_objects_object"),
+        Index("ix_stripe_sync_objects_undelivered", "account", "delivered", "customer_id"),
+    )
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    # The connected account the object lives on, or "" for the platform's own.
+    account: str = Field(max_length=255)
+    object_id: str = Field(max_length=255)
+    resource: str = Field(max_length=32)
+    customer_id: str = Field(max_length=255)
+    digest: str = Field(max_length=64)
+    # The normalised backfill event (`BillingEvent`), dropped once delivered.
+    event: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONType))
+    delivered: bool = False
+    synced_at: datetime = Field(sa_type=UTCDateTime)

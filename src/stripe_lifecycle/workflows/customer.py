@@ -236,7 +236,10 @@ class CustomerWorkflow(LifecycleParent):
         )
         for applied_event in applied:
             event = applied_event.event
-            for decision in rules.decide(event, applied_event.before, self._ledger):
+            # A sync's backfill is the present, not news: it fills the ledger only (runs
+            # recorded so far never saw one, so their histories replay unchanged).
+            decide = rules.backfill_decisions if event.backfill else rules.decide
+            for decision in decide(event, applied_event.before, self._ledger):
                 if rules.begin(self._ledger, decision):
                     await self._carry_out(decision, event)
         self._set_details()
@@ -336,6 +339,7 @@ class CustomerWorkflow(LifecycleParent):
                     invoice=invoice,
                     mrr_cents=sub.mrr_cents if sub else 0,
                     stripe_account=snap.stripe_account,
+                    since=start.since,
                 ),
                 id=start.workflow_id,
                 # Children outlive this run's continue-as-new; each reports back by signal.

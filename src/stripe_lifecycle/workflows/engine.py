@@ -67,6 +67,10 @@ class LifecycleInput:
     mrr_cents: int = 0
     # The connected account the customer belongs to (Stripe Connect), if any.
     stripe_account: str | None = None
+    # Started by a historical sync for a situation already under way: when it began
+    # (epoch seconds). `after:` steps count from then, and every step already due is
+    # skipped, so the instance goes on from its current step.
+    since: int | None = None
 
 
 @dataclass
@@ -198,7 +202,9 @@ class LifecycleWorkflow:
         self._done: list[StepRecord] = []
         self._handled: set[int] = set()
         self._next: tuple[Step, datetime] | None = None
-        self._started = workflow.now()
+        # Instances without `since` (all recorded so far) count from their start, as
+        # before, so their histories replay unchanged.
+        self._started = _at(input.since) or workflow.now()
 
     async def run(self, input: LifecycleInput) -> LifecycleResult:
         """The steps until the outcome. Each lifecycle type decorates its own `run`
@@ -206,6 +212,8 @@ class LifecycleWorkflow:
         workflow.logger.info(
             "%s of %s runs %s", self.lifecycle, self._subject, input.automation.name
         )
+        if input.since is not None:
+            self._skip_before_sync()
         while self._outcome is None:
             self._skip_missed()
             upcoming = self._upcoming()
@@ -319,6 +327,19 @@ class LifecycleWorkflow:
             if step in in_time:
                 why = "skipped: too late"
             self._done.append(StepRecord(step.key, _kind(step), _target(step), why, now))
+
+    def _skip_before_sync(self) -> None:
+        """A sync started this instance for a situation already under way: the steps whose
+        moment passed before it ran are not sent late, all at once."""
+        now = workflow.now()
+        for step in self._pending():
+            if self._due(step) <= now:
+                self._handled.add(step.index)
+                self._done.append(
+                    StepRecord(
+                        step.key, _kind(step), _target(step), "skipped: due before the sync", now
+                    )
+                )
 
     def _upcoming(self) -> tuple[Step, datetime] | None:
         pending = self._pending()

@@ -13,6 +13,7 @@ with workflow.unsafe.imports_passed_through():
         Reconciliation,
         ReconciliationRecord,
     )
+    from stripe_lifecycle.domain import contract
     from stripe_lifecycle.domain.reconcile import type_groups
 
 # Rate limits and outages pass within minutes; a pass still failing then ends, and the next
@@ -24,6 +25,9 @@ STRIPE_LIST_RETRY = RetryPolicy(
     maximum_attempts=10,
 )
 DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
+# Passes begun since read their pages on the Stripe reads task queue, under its rate cap;
+# those recorded before read them on the workflow's own queue, and replay so.
+READS_QUEUE_PATCH = "stripe-reads-queue"
 
 
 @dataclass
@@ -49,6 +53,11 @@ class StripeReconcileWorkflow:
     @workflow.run
     async def run(self, request: ReconcileInput) -> ReconcileResult:
         created_gte = int(workflow.now().timestamp()) - request.lookback_seconds
+        reads_queue = (
+            contract.stripe_reads_queue(workflow.info().task_queue)
+            if workflow.patched(READS_QUEUE_PATCH)
+            else None
+        )
         seen = recovered = 0
         for types in type_groups():
             cursor: str | None = None
@@ -56,6 +65,7 @@ class StripeReconcileWorkflow:
                 page = await workflow.execute_activity_method(
                     Reconciliation.reconcile_events_page,
                     EventsPageRequest(created_gte=created_gte, types=types, starting_after=cursor),
+                    task_queue=reads_queue,
                     start_to_close_timeout=timedelta(minutes=1),
                     retry_policy=STRIPE_LIST_RETRY,
                 )

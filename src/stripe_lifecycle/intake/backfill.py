@@ -1,0 +1,118 @@
+"""How an object the historical sync lists becomes a backfill event for the customer
+workflow (pure: no I/O, no clock).
+
+A listed object is the present state of something, not news of a change. It is wrapped in
+an event envelope of the type whose meaning the ledger already knows (a paid invoice as
+`invoice.paid`, a refunded charge as `charge.refunded`) and read by the same normaliser as
+a webhook, so there is one reading of every API version's shapes and one MRR rule. The
+envelope's `created` is the time of the read: the object is true as of then, so a webhook
+of a later change still wins and one of an earlier change does not undo it. Its id is the
+object's id and a digest of its content: the same object read again is the same event
+(the customer workflow drops it), a changed one a new event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from stripe_lifecycle.domain.events import BillingEvent
+from stripe_lifecycle.domain.sync import Resource
+from stripe_lifecycle.intake.normalise import event_customer_id, normalise_event
+
+StripeObject = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """One backfill event: the Stripe object it stands for, and the event."""
+
+    object_id: str
+    resource: Resource
+    digest: str
+    event: BillingEvent
+
+
+def digest(obj: StripeObject) -> str:
+    """A short fingerprint of an object's content, the same whatever the key order."""
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+def backfills(
+    resource: Resource, obj: StripeObject, *, read_at: int, account: str | None
+) -> list[Backfill]:
+    """The backfill events of one listed object; none for what changes no customer's
+    state (an unpaid draft, a charge never refunded, an object without a customer)."""
+    event_type = _event_type(resource, obj)
+    if event_type is None:
+        return []
+    found = [_backfill(resource, obj, event_type, read_at, account)]
+    if resource in (Resource.CUSTOMERS, Resource.SUBSCRIPTIONS):
+        # An expanded default card is its own object: its expiry goes to the card ledger.
+        customer = (
+            str(obj.get("id"))
+            if resource == Resource.CUSTOMERS
+            else event_customer_id({"data": {"object": obj}})
+        )
+        for card in _expanded_cards(resource, obj):
+            owned = {**card, "customer": card.get("customer") or customer}
+            found.append(
+                _backfill(Resource.CUSTOMERS, owned, "payment_method.attached", read_at, account)
+            )
+    return [item for item in found if item is not None]
+
+
+def _event_type(resource: Resource, obj: StripeObject) -> str | None:
+    if resource == Resource.CUSTOMERS:
+        return None if obj.get("deleted") else "customer.updated"
+    if resource == Resource.SUBSCRIPTIONS:
+        return "customer.subscription.updated"
+    if resource == Resource.INVOICES:
+        status = obj.get("status")
+        if status == "paid":
+            return "invoice.paid"
+        attempts = obj.get("attempt_count")
+        if status == "open" and isinstance(attempts, int) and attempts > 0:
+            # An open invoice whose charge failed: what dunning is for, when the sync is
+            # asked to start lifecycles for situations in progress.
+            return "invoice.payment_failed"
+        return None
+    refunded = obj.get("amount_refunded")
+    return "charge.refunded" if isinstance(refunded, int) and refunded > 0 else None
+
+
+def _expanded_cards(resource: Resource, obj: StripeObject) -> list[StripeObject]:
+    if resource == Resource.CUSTOMERS:
+        settings = obj.get("invoice_settings")
+        candidates = [
+            settings.get("default_payment_method") if isinstance(settings, Mapping) else None,
+            obj.get("default_source"),
+        ]
+    else:
+        candidates = [obj.get("default_payment_method")]
+    return [c for c in candidates if isinstance(c, Mapping) and isinstance(c.get("id"), str)]
+
+
+def _backfill(
+    resource: Resource, obj: StripeObject, event_type: str, read_at: int, account: str | None
+) -> Backfill | None:
+    object_id = str(obj.get("id"))
+    fingerprint = digest(obj)
+    envelope: dict[str, Any] = {
+        "id": f"sync_{object_id}_{fingerprint}",
+        "object": "event",
+        "type": event_type,
+        "created": read_at,
+        "livemode": bool(obj.get("livemode", False)),
+        "account": account,
+        "data": {"object": obj},
+    }
+    event = normalise_event(envelope)
+    if event is None:
+        return None
+    event.backfill = True
+    return Backfill(object_id, resource, fingerprint, event)

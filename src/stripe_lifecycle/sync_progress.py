@@ -1,0 +1,79 @@
+"""The progress bar of `lifecycle sync`: one bar per list read and one for the delivery,
+with counts, an estimate of the whole (Stripe lists say no totals), an ETA and the 429s,
+drawn from the sync workflow's `progress` query until it ends."""
+
+from __future__ import annotations
+
+import asyncio
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
+from temporalio.service import RPCError
+
+from stripe_lifecycle.workflows.sync import StripeSyncWorkflow, SyncProgress
+
+SYNC_POLL_SECONDS = 0.5
+DELIVERY = "delivery"
+
+
+async def follow_sync(client: Client, workflow_id: str, poll_seconds: float) -> SyncProgress:
+    """Draw the sync's progress until it ends; its result, or the failure it ended with
+    (`WorkflowFailureError`). Follows it across continue-as-new."""
+    handle = client.get_workflow_handle_for(StripeSyncWorkflow.run, workflow_id)
+    columns = (
+        TextColumn("{task.description:<14}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        tasks: dict[str, TaskID] = {}
+        while True:
+            described = await handle.describe()
+            if described.status != WorkflowExecutionStatus.RUNNING:
+                break
+            try:
+                progress = await handle.query(StripeSyncWorkflow.progress)
+            except (RPCError, WorkflowQueryFailedError):
+                # No worker has picked the new run up yet.
+                await asyncio.sleep(poll_seconds)
+                continue
+            _draw(bar, tasks, progress)
+            await asyncio.sleep(poll_seconds)
+        result = await handle.result()
+        _draw(bar, tasks, result)
+    return result
+
+
+def _draw(bar: Progress, tasks: dict[str, TaskID], progress: SyncProgress) -> None:
+    for r in progress.resources:
+        if r.resource not in tasks:
+            tasks[r.resource] = bar.add_task(r.resource, total=None, note="")
+        estimate = "" if r.done or r.estimated_total is None else "estimated"
+        bar.update(
+            tasks[r.resource],
+            completed=r.read,
+            total=r.estimated_total,
+            note=f"{estimate} · {r.changed:,} new or changed · 429s {progress.rate_limited}",
+        )
+    if progress.state != "listing":
+        if DELIVERY not in tasks:
+            tasks[DELIVERY] = bar.add_task("to customers", total=None, note="")
+        customers = next((r for r in progress.resources if r.resource == "customers"), None)
+        bar.update(
+            tasks[DELIVERY],
+            completed=progress.customers_delivered,
+            # Customers with something new; at most every customer listed.
+            total=progress.customers_delivered if progress.state == "completed" else None,
+            note=f"{progress.events_delivered:,} events"
+            + (f" of {customers.read:,} customers' backfill" if customers else ""),
+        )
