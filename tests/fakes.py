@@ -10,7 +10,9 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from bisect import bisect_left, bisect_right
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,7 +20,7 @@ from email import policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import BaseServer
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl
 
 from aiosmtpd.controller import Controller
@@ -234,6 +236,10 @@ def running_postmark() -> Iterator[PostmarkHttpServer]:
 STRIPE_API_KEY = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"
 # A restricted key accepted everywhere but `GET /v1/events`: it lacks Events: read.
 STRIPE_KEY_WITHOUT_EVENTS = "rk_test_51NoEventsRead7dc"
+# A restricted key accepted everywhere but reading invoices: it lacks Invoices: read.
+STRIPE_KEY_WITHOUT_INVOICES = "rk_test_51NoInvoicesRead7dc"
+# The header of a 429 saying which limiter refused the request.
+RATE_LIMITED_REASON = "Stripe-Rate-Limited-Reason"
 PORTAL_URL = "https://billing.stripe.com/p/session/test_portal_1"
 
 
@@ -268,6 +274,135 @@ def resource_missing(kind: str, object_id: str) -> tuple[int, dict[str, Any]]:
 
 def invalid_request(message: str) -> tuple[int, dict[str, Any]]:
     return 400, {"error": {"type": "invalid_request_error", "message": message}}
+
+
+def missing_permission(permission: str) -> tuple[int, dict[str, Any]]:
+    """What Stripe answers a restricted key lacking `permission`."""
+    return 403, {
+        "error": {
+            "type": "invalid_request_error",
+            "message": "The provided key 'rk_test_***7dc' does not have the required permissions "
+            f"for this endpoint. Having the '{permission}' permission would allow this request "
+            "to continue.",
+        }
+    }
+
+
+def platform_account() -> dict[str, Any]:
+    """The Account `GET /v1/account` answers for the platform's own key."""
+    return {
+        "id": "acct_test_platform",
+        "object": "account",
+        "created": 1_700_000_000,
+        "country": "US",
+        "default_currency": "usd",
+        "charges_enabled": True,
+        "payouts_enabled": True,
+    }
+
+
+# Subscription statuses, and those a subscriptions list leaves out unless asked: Stripe lists
+# the subscriptions that have not ended by default.
+SUBSCRIPTION_STATUSES = frozenset(
+    {
+        "active",
+        "canceled",
+        "incomplete",
+        "incomplete_expired",
+        "past_due",
+        "paused",
+        "trialing",
+        "unpaid",
+    }
+)
+ENDED_STATUSES = frozenset({"canceled", "incomplete_expired"})
+INVOICE_STATUSES = frozenset({"draft", "open", "paid", "uncollectible", "void"})
+NO_LATER_THAN = 2**62  # a `created` bound past every timestamp
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """A list request's parameters, checked: `created` bounds inclusive, one cursor at
+    most; `statuses` None lists every status."""
+
+    limit: int = 10
+    starting_after: str | None = None
+    ending_before: str | None = None
+    created_from: int = 0
+    created_to: int = NO_LATER_THAN
+    customer: str | None = None
+    statuses: frozenset[str] | None = None
+    types: frozenset[str] = frozenset()
+
+    def admits(self, obj: Mapping[str, Any]) -> bool:
+        """Whether `obj` passes the filters other than `created` and the cursors."""
+        return (
+            (self.customer is None or obj.get("customer") == self.customer)
+            and (self.statuses is None or obj.get("status") in self.statuses)
+            and (not self.types or obj.get("type") in self.types)
+        )
+
+
+@dataclass(frozen=True)
+class ListPage:
+    data: list[dict[str, Any]]
+    has_more: bool
+
+
+def page_of(
+    positions: Sequence[int],
+    created_at: Callable[[int], int],
+    load: Callable[[int], dict[str, Any]],
+    position_of: Callable[[str], int | None],
+    query: ListQuery,
+) -> ListPage | None:
+    """The page `query` asks for, newest first, of objects kept oldest first: `positions`
+    ascending, `created_at` non-decreasing along them, `position_of` placing a cursor's id
+    (None when no such object exists, and then None is answered). Bounds and cursors are
+    found by bisection, so a computed account of any size answers in O(log n + page)."""
+    low = bisect_left(positions, query.created_from, key=created_at)
+    high = bisect_right(positions, query.created_to, key=created_at)
+    cursor = query.starting_after or query.ending_before
+    if cursor is not None:
+        at = position_of(cursor)
+        if at is None:
+            return None
+        if query.starting_after is not None:
+            high = min(high, bisect_left(positions, at))
+        else:
+            low = max(low, bisect_right(positions, at))
+    # After a cursor (or with none) the page starts at the newest; before `ending_before`
+    # it is the one nearest that object, so it is gathered upwards and turned round.
+    newest_first = query.ending_before is None
+    walk = range(high - 1, low - 1, -1) if newest_first else range(low, high)
+    found: list[dict[str, Any]] = []
+    for n in walk:
+        obj = load(positions[n])
+        if query.admits(obj):
+            found.append(obj)
+            if len(found) > query.limit:
+                break
+    data = found[: query.limit]
+    if not newest_first:
+        data.reverse()
+    return ListPage(data, has_more=len(found) > query.limit)
+
+
+class ListedAccount(Protocol):
+    """Where the list endpoints, `GET /v1/account` and list expansion read from: the stored
+    objects of a `StripeState`, or an account computed from indexes for benchmarks
+    (`bench/stripe_synthetic.py`). `resource` is the path's last part: `customers`,
+    `subscriptions`, `invoices` or `charges`."""
+
+    def account(self) -> dict[str, Any] | None: ...
+
+    def list_page(self, resource: str, query: ListQuery) -> ListPage | None:
+        """The page, or None when the query's cursor names no object of `resource`."""
+        ...
+
+    def payment_method(self, object_id: str) -> dict[str, Any] | None:
+        """A PaymentMethod, or a legacy card or source, by id, for expansion."""
+        ...
 
 
 @dataclass
@@ -308,17 +443,70 @@ class StripeState:
     rate_limited: int = 0
     # Event objects, in any order: `GET /v1/events` lists them newest first.
     events: list[dict[str, Any]] = field(default_factory=list)
+    customers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    charges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # PaymentMethods and legacy cards/sources by id: Stripe has them behind other endpoints;
+    # customers and subscriptions expand them.
+    payment_methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # What `GET /v1/account` answers; None answers resource_missing.
+    account: dict[str, Any] | None = field(default_factory=platform_account)
+    # When set, the list endpoints and `GET /v1/account` answer from it instead of the
+    # dicts above, which then stay empty: a benchmark's account is too large to store.
+    synthetic: ListedAccount | None = None
+    # Requests per second each endpoint (`/v1/customers`, ...) admits over any one-second
+    # window, None for no limit; those over it are answered 429 and counted in `over_limit`.
+    endpoint_rate: float | None = None
+    over_limit: dict[str, int] = field(default_factory=dict)
+    # Requests each endpoint answered past the rate limits, for requests/s per endpoint.
+    served: dict[str, int] = field(default_factory=dict)
+    # Every request is refused as with an expired key, as once the key is rolled.
+    revoked: bool = False
+
+
+@dataclass(frozen=True)
+class StoredObjects:
+    """A `StripeState`'s own objects as a `ListedAccount`: sorted per request, which the
+    tests' few thousand objects afford."""
+
+    state: StripeState
+
+    def account(self) -> dict[str, Any] | None:
+        return self.state.account
+
+    def list_page(self, resource: str, query: ListQuery) -> ListPage | None:
+        stored = {
+            "customers": self.state.customers,
+            "subscriptions": self.state.subscriptions,
+            "invoices": self.state.invoices,
+            "charges": self.state.charges,
+        }
+        listed = self.state.events if resource == "events" else list(stored[resource].values())
+        ordered = sorted(listed, key=lambda o: (o["created"], o["id"]))
+        positions = {o["id"]: n for n, o in enumerate(ordered)}
+        return page_of(
+            range(len(ordered)),
+            lambda n: int(ordered[n]["created"]),
+            ordered.__getitem__,
+            positions.get,
+            query,
+        )
+
+    def payment_method(self, object_id: str) -> dict[str, Any] | None:
+        return self.state.payment_methods.get(object_id)
 
 
 class StripeHandler(QuietHandler):
     """Stripe's v1 cancel / update / retrieve subscription, mark_uncollectible / void /
-    retrieve invoice, create Customer Portal session, retrieve coupon and price, list
-    invoice payments and events, behind its API key check and its idempotency layer: the
+    retrieve invoice, create Customer Portal session, retrieve coupon and price, retrieve
+    the account, list customers, subscriptions, invoices, charges, invoice payments and
+    events, behind its API key check, its rate limits and its idempotency layer: the
     first answer to a key (once the endpoint ran) is saved and replayed, the key reused for
     another request is an idempotency_error. Fields Stripe includes only when expanded (a price's
     `tiers` and `currency_options`, a coupon's `currency_options`, a subscription's
     `discounts`) are answered as Stripe does: left out, or ids, unless `expand[]` asks.
     `Stripe-Account` selects a connected account's objects (`StripeState.connected`).
+    Lists page as Stripe's do (newest first, `limit`, `starting_after` / `ending_before`,
+    `created[...]`, `customer`, `status`, `expand[]` of `data.`-prefixed paths).
 
     Fixed ids: `*_busy` answers 429, `*_down` answers 500, `sub_forbidden` answers 403, and
     `cus_NoPortal`'s portal session is refused as having no portal configuration."""
@@ -356,9 +544,25 @@ class StripeHandler(QuietHandler):
             state.requests.append(request)
             if state.rate_limited:
                 state.rate_limited -= 1
-                self._answer(*_RATE_LIMITED)
+                self._answer(*_RATE_LIMITED, headers={RATE_LIMITED_REASON: "global-rate"})
                 return
-            if request.api_key not in (STRIPE_API_KEY, STRIPE_KEY_WITHOUT_EVENTS):
+            if state.revoked:
+                self._answer(
+                    401,
+                    {
+                        "error": {
+                            "type": "invalid_request_error",
+                            "message": "Expired API Key provided: "
+                            f"{(request.api_key or '')[:8]}****{(request.api_key or '')[-4:]}",
+                        }
+                    },
+                )
+                return
+            if request.api_key not in (
+                STRIPE_API_KEY,
+                STRIPE_KEY_WITHOUT_EVENTS,
+                STRIPE_KEY_WITHOUT_INVOICES,
+            ):
                 self._answer(
                     401,
                     {
@@ -369,6 +573,14 @@ class StripeHandler(QuietHandler):
                     },
                 )
                 return
+            endpoint = "/" + "/".join(path.strip("/").split("/")[:2])
+            if state.endpoint_rate is not None and not self.server.admit(
+                endpoint, state.endpoint_rate
+            ):
+                state.over_limit[endpoint] = state.over_limit.get(endpoint, 0) + 1
+                self._answer(*_RATE_LIMITED, headers={RATE_LIMITED_REASON: "endpoint-rate"})
+                return
+            state.served[endpoint] = state.served.get(endpoint, 0) + 1
             signature = (method, self.path, raw)
             if key is not None and key in state.saved:
                 first, status, body = state.saved[key]
@@ -409,6 +621,17 @@ class StripeHandler(QuietHandler):
                     }
                 }
             objects = objects.connected[request.account]
+        listed: ListedAccount = objects.synthetic or StoredObjects(objects)
+        if parts[:2] == ["v1", "invoices"] and method == "GET":
+            if request.api_key == STRIPE_KEY_WITHOUT_INVOICES:
+                return missing_permission("rak_invoice_read")
+        if parts == ["v1", "account"] and method == "GET":
+            account = listed.account()
+            if account is None:
+                return resource_missing("account", "acct_test_platform")
+            return 200, account
+        if len(parts) == 2 and parts[1] in _LISTED and method == "GET":
+            return self._list(listed, parts[1], request)
         if parts[:2] == ["v1", "subscriptions"] and len(parts) == 3:
             return self._subscription(objects, method, parts[2], request)
         if parts[:2] == ["v1", "invoices"] and len(parts) in (3, 4):
@@ -423,15 +646,8 @@ class StripeHandler(QuietHandler):
             return self._invoice_payments(objects, request.query)
         if parts == ["v1", "events"] and method == "GET":
             if request.api_key == STRIPE_KEY_WITHOUT_EVENTS:
-                return 403, {
-                    "error": {
-                        "type": "invalid_request_error",
-                        "message": "The provided key 'rk_test_***7dc' does not have the "
-                        "required permissions for this endpoint. Having the "
-                        "'rak_event_read' permission would allow this request to continue.",
-                    }
-                }
-            return self._events(objects, request.query, request.types)
+                return missing_permission("rak_event_read")
+            return self._events(objects, request)
         return 404, {"error": {"type": "invalid_request_error", "message": "Unrecognized URL"}}
 
     def _fixed(self, object_id: str) -> tuple[int, dict[str, Any]] | None:
@@ -558,45 +774,62 @@ class StripeHandler(QuietHandler):
             "url": "/v1/invoice_payments",
         }
 
-    def _events(
-        self, objects: StripeState, query: dict[str, str], types: list[str]
-    ) -> tuple[int, dict[str, Any]]:
-        """List events as Stripe does: newest first (ties by id), `created[gte]` and
-        `types[]` filters, at most `limit` (default 10, at most 100), `has_more`, and the
-        next page after the `starting_after` event."""
-        limit = int(query.get("limit", "10"))
-        if not 1 <= limit <= 100:
-            return invalid_request("Invalid limit: must be between 1 and 100")
-        if len(types) > 20:
+    def _events(self, objects: StripeState, request: StripeRequest) -> tuple[int, dict[str, Any]]:
+        """List events as Stripe does: as the other lists, with the `types[]` filter."""
+        if len(request.types) > 20:
             return invalid_request("Invalid array: types can have at most 20 entries")
-        gte = int(query.get("created[gte]", "0"))
-        listed = sorted(
-            (
-                e
-                for e in objects.events
-                if e["created"] >= gte and (not types or e["type"] in types)
-            ),
-            key=lambda e: (e["created"], e["id"]),
-            reverse=True,
-        )
-        after = query.get("starting_after")
-        if after is not None:
-            ids = [e["id"] for e in listed]
-            if after not in ids:
-                return resource_missing("event", after)
-            listed = listed[ids.index(after) + 1 :]
+        query = _list_query("events", request.query, request.types)
+        if isinstance(query, tuple):
+            return query
+        page = StoredObjects(objects).list_page("events", query)
+        if page is None:
+            return resource_missing("event", query.starting_after or query.ending_before or "")
         return 200, {
             "object": "list",
-            "data": listed[:limit],
-            "has_more": len(listed) > limit,
+            "data": page.data,
+            "has_more": page.has_more,
             "url": "/v1/events",
         }
 
-    def _answer(self, status: int, body: dict[str, Any], *, replayed: bool = False) -> None:
-        headers = {"Request-Id": "req_test"}
+    def _list(
+        self, listed: ListedAccount, resource: str, request: StripeRequest
+    ) -> tuple[int, dict[str, Any]]:
+        """A page of `resource`, its payment methods expanded where `expand[]` asks."""
+        kind, expandable = _LISTED[resource]
+        for path in request.expand:
+            if path not in expandable:
+                return invalid_request(
+                    f"This property cannot be expanded ({path.removeprefix('data.')})."
+                )
+        query = _list_query(resource, request.query, request.types)
+        if isinstance(query, tuple):
+            return query
+        page = listed.list_page(resource, query)
+        if page is None:
+            return resource_missing(kind, query.starting_after or query.ending_before or "")
+        data = page.data
+        for path in request.expand:
+            steps = path.removeprefix("data.").split(".")
+            data = [_expand_id(obj, steps, listed.payment_method) for obj in data]
+        return 200, {
+            "object": "list",
+            "data": data,
+            "has_more": page.has_more,
+            "url": f"/v1/{resource}",
+        }
+
+    def _answer(
+        self,
+        status: int,
+        body: dict[str, Any],
+        *,
+        replayed: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        sent = {"Request-Id": "req_test", **(headers or {})}
         if replayed:
-            headers["Idempotent-Replayed"] = "true"
-        self.send_answer(status, "application/json", json.dumps(body).encode(), headers)
+            sent["Idempotent-Replayed"] = "true"
+        self.send_answer(status, "application/json", json.dumps(body).encode(), sent)
 
 
 _RATE_LIMITED: tuple[int, dict[str, Any]] = (
@@ -609,6 +842,90 @@ _RATE_LIMITED: tuple[int, dict[str, Any]] = (
         }
     },
 )
+
+
+# The list endpoints: the kind an unknown cursor is named as, and the `expand[]` paths each
+# supports (only payment methods: what a sync of customers and subscriptions needs).
+_LISTED: dict[str, tuple[str, frozenset[str]]] = {
+    "customers": (
+        "customer",
+        frozenset({"data.invoice_settings.default_payment_method", "data.default_source"}),
+    ),
+    "subscriptions": ("subscription", frozenset({"data.default_payment_method"})),
+    "invoices": ("invoice", frozenset()),
+    "charges": ("charge", frozenset()),
+}
+
+
+def _list_query(
+    resource: str, query: Mapping[str, str], types: list[str]
+) -> ListQuery | tuple[int, dict[str, Any]]:
+    """The list parameters of `query`, or the 400 Stripe answers for them."""
+    try:
+        limit = int(query.get("limit", "10"))
+        bounds = {
+            name: int(query[f"created[{name}]"])
+            for name in ("gte", "gt", "lte", "lt")
+            if f"created[{name}]" in query
+        }
+        exactly = int(query["created"]) if "created" in query else None
+    except ValueError as error:
+        return invalid_request(f"Invalid integer: {error}")
+    if not 1 <= limit <= 100:
+        return invalid_request("Invalid limit: must be between 1 and 100")
+    if "starting_after" in query and "ending_before" in query:
+        return invalid_request(
+            "You may only specify one of these parameters: ending_before, starting_after."
+        )
+    if resource in ("customers", "events") and "customer" in query:
+        return invalid_request("Received unknown parameter: customer")
+    status = query.get("status")
+    statuses: frozenset[str] | None = None
+    if resource == "subscriptions":
+        if status is None:
+            statuses = SUBSCRIPTION_STATUSES - ENDED_STATUSES
+        elif status == "ended":
+            statuses = ENDED_STATUSES
+        elif status in SUBSCRIPTION_STATUSES:
+            statuses = frozenset({status})
+        elif status != "all":
+            return invalid_request(f"Invalid status: {status}")
+    elif resource == "invoices" and status is not None:
+        if status not in INVOICE_STATUSES:
+            return invalid_request(f"Invalid status: {status}")
+        statuses = frozenset({status})
+    elif status is not None:
+        return invalid_request("Received unknown parameter: status")
+    created_from = max(bounds.get("gte", 0), bounds.get("gt", -1) + 1)
+    created_to = min(bounds.get("lte", NO_LATER_THAN), bounds.get("lt", NO_LATER_THAN + 1) - 1)
+    if exactly is not None:
+        created_from, created_to = max(created_from, exactly), min(created_to, exactly)
+    return ListQuery(
+        limit=limit,
+        starting_after=query.get("starting_after"),
+        ending_before=query.get("ending_before"),
+        created_from=created_from,
+        created_to=created_to,
+        customer=query.get("customer"),
+        statuses=statuses,
+        types=frozenset(types),
+    )
+
+
+def _expand_id(
+    obj: dict[str, Any], steps: list[str], find: Callable[[str], dict[str, Any] | None]
+) -> dict[str, Any]:
+    """`obj` with the id at `steps` replaced by the object `find` gives for it, if any;
+    copied along the path, since `obj` may be a stored object."""
+    head, *rest = steps
+    value = obj.get(head)
+    if rest:
+        if isinstance(value, dict):
+            return {**obj, head: _expand_id(value, rest, find)}
+        return obj
+    if isinstance(value, str):
+        return {**obj, head: find(value) or value}
+    return obj
 
 
 def _includable(
@@ -650,3 +967,17 @@ class StripeHttpServer(LocalHttpServer):
         super().__init__(StripeHandler)
         self.state = state
         self.lock = threading.Lock()
+        # Per endpoint, when the requests it admitted in the last second arrived.
+        self.admitted: dict[str, deque[float]] = {}
+
+    def admit(self, endpoint: str, rate: float) -> bool:
+        """Whether `endpoint` takes one more request now at `rate` requests per second, over
+        a sliding one-second window; called under `lock`."""
+        now = time.monotonic()
+        window = self.admitted.setdefault(endpoint, deque())
+        while window and window[0] <= now - 1.0:
+            window.popleft()
+        if len(window) >= rate:
+            return False
+        window.append(now)
+        return True
