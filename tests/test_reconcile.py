@@ -22,6 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from stripe_lifecycle.activities.reconcile import ReconcileActivities
+from stripe_lifecycle.domain import contract
 from stripe_lifecycle.domain.reconcile import type_groups
 from stripe_lifecycle.intake.inbox import inbox_row
 from stripe_lifecycle.intake.normalise import normalise_event
@@ -78,13 +79,21 @@ async def reconcile_worker(
     """A worker running reconciliation passes with this key, against the local Stripe."""
     settings = Settings(stripe_api_key=api_key, stripe_api_base=stripe_api.url)
     activities = ReconcileActivities(build_stripe_client(settings), sessionmaker)
-    async with Worker(
-        env.client,
-        task_queue=task_queue,
-        workflows=[StripeReconcileWorkflow],
-        activities=[activities.reconcile_events_page, activities.record_reconciliation],
-        workflow_runner=sandbox_runner(),
-    ) as worker:
+    # Pages are read on the Stripe reads task queue, the pass recorded on the main one.
+    async with (
+        Worker(
+            env.client,
+            task_queue=contract.stripe_reads_queue(task_queue),
+            activities=[activities.reconcile_events_page],
+        ),
+        Worker(
+            env.client,
+            task_queue=task_queue,
+            workflows=[StripeReconcileWorkflow],
+            activities=[activities.record_reconciliation],
+            workflow_runner=sandbox_runner(),
+        ) as worker,
+    ):
         yield worker
 
 

@@ -241,6 +241,7 @@ class SyncAccountInfo:
     # When the Stripe account was created (`GET /v1/account`): how far back lists reach,
     # for the progress estimate. None when the key may not read the account.
     created: int | None = None
+    rate_limited: int = 0
 
 
 @dataclass

@@ -57,6 +57,9 @@ NO_KEY = (
     "LIFECYCLE_STRIPE_API_KEY is not set: the sync reads Stripe with it (a secret key, or a "
     "restricted key with read access to customers, subscriptions, invoices and charges)"
 )
+# The key may read some things and not this one (a restricted key).
+FORBIDDEN = "StripeKeyForbidden"
+REFUSED = "StripeRefused"
 # Customers signalled at once by one delivery call.
 DELIVERY_LANES = 32
 
@@ -90,20 +93,27 @@ class SyncActivities(StripeSync):
     @activity.defn(name="sync_account_info")
     async def sync_account_info(self, request: SyncAccountRequest) -> SyncAccountInfo:
         client = self._require_client()
-        try:
+
+        async def retrieve() -> Any:
+            # `GET /v1/account` answers for the connected account the request acts on.
+            options: stripe.RequestOptions = {}
             if request.account is not None:
-                account = await client.v1.accounts.retrieve_async(request.account)
-            else:
-                account = await client.v1.accounts.retrieve_current_async()
-        except stripe.StripeError as exc:
-            if worth_retrying(exc):
+                options["stripe_account"] = request.account
+            return await client.v1.accounts.retrieve_current_async(None, options)
+
+        try:
+            account, rate_limited = await self._read("the account", retrieve)
+        except ApplicationError as exc:
+            if exc.type not in (FORBIDDEN, REFUSED):
                 raise
             # A restricted key may read customers and not the account: the sync goes on,
             # without an estimate of how much there is.
             activity.logger.info("the Stripe account cannot be read, no estimate: %s", exc)
             return SyncAccountInfo()
         created = getattr(account, "created", None)
-        return SyncAccountInfo(created=created if isinstance(created, int) else None)
+        return SyncAccountInfo(
+            created=created if isinstance(created, int) else None, rate_limited=rate_limited
+        )
 
     @activity.defn(name="sync_list_page")
     async def sync_list_page(self, request: SyncPageRequest) -> SyncPageResult:
@@ -130,7 +140,7 @@ class SyncActivities(StripeSync):
         async def list_page() -> Any:
             return await services[resource].list_async(params, options)
 
-        page, rate_limited = await self._read(resource, list_page)
+        page, rate_limited = await self._read(resource, list_page, PERMISSIONS[resource])
         response = page.last_response
         # Set on every object a request answered; only hand-built ones lack it.
         assert response is not None
@@ -161,15 +171,16 @@ class SyncActivities(StripeSync):
         )
 
     async def _read(
-        self, resource: Resource, list_page: Callable[[], Awaitable[Any]]
+        self, what: str, call: Callable[[], Awaitable[Any]], permission: str = "read access"
     ) -> tuple[Any, int]:
+        """`call`'s answer once Stripe gives it, and the 429s waited out for it."""
         # The 429s of earlier attempts of this page, so none goes uncounted.
         details = activity.info().heartbeat_details
         rate_limited = int(details[0]) if details else 0
         waits = 0
         while True:
             try:
-                return await list_page(), rate_limited
+                return await call(), rate_limited
             except stripe.RateLimitError:
                 rate_limited += 1
                 waits += 1
@@ -177,13 +188,11 @@ class SyncActivities(StripeSync):
                 if waits > self._waits:
                     raise
                 delay = min(30.0, self._backoff * 2 ** (waits - 1)) * random.uniform(0.5, 1.0)
-                activity.logger.info(
-                    "Stripe rate-limited listing %s; waiting %.2fs", resource, delay
-                )
+                activity.logger.info("Stripe rate-limited reading %s; waiting %.2fs", what, delay)
                 await asyncio.sleep(delay)
             except stripe.AuthenticationError as exc:
                 raise ApplicationError(
-                    f"Stripe refused LIFECYCLE_STRIPE_API_KEY (401) listing {resource}: the key "
+                    f"Stripe refused LIFECYCLE_STRIPE_API_KEY (401) reading {what}: the key "
                     "is wrong, revoked or expired; set a valid key and run the sync again, it "
                     "resumes where it stopped",
                     type="StripeKeyRefused",
@@ -191,24 +200,25 @@ class SyncActivities(StripeSync):
                 ) from exc
             except stripe.PermissionError as exc:
                 raise ApplicationError(
-                    f"LIFECYCLE_STRIPE_API_KEY may not list {resource} (403): give the "
-                    f"restricted key {PERMISSIONS[resource]}, or use the secret key; then run "
+                    f"LIFECYCLE_STRIPE_API_KEY may not read {what} (403): give the "
+                    f"restricted key {permission}, or use the secret key; then run "
                     "the sync again, it resumes where it stopped",
-                    type="StripeKeyRefused",
+                    type=FORBIDDEN,
                     non_retryable=True,
                 ) from exc
             except stripe.StripeError as exc:
                 if worth_retrying(exc):
-                    activity.logger.warning("listing %s will be retried: %s", resource, exc)
+                    activity.logger.warning("reading %s will be retried: %s", what, exc)
                     raise
                 raise ApplicationError(
-                    f"Stripe refused to list {resource}: {exc}",
-                    type="StripeRefused",
+                    f"Stripe refused to answer for {what}: {exc}",
+                    type=REFUSED,
                     non_retryable=True,
                 ) from exc
 
     async def _store(self, found: list[Backfill], account: str | None) -> int:
-        """Upsert the page's objects; how many were new or changed."""
+        """Upsert the page's objects; how many of the listed ones were new or changed
+        (with the cards expanded on them)."""
         # One row per object: an object twice in one statement (the same card expanded on
         # a customer and its subscription) is refused by PostgreSQL's ON CONFLICT.
         latest = {item.object_id: item for item in found}
@@ -244,12 +254,12 @@ class SyncActivities(StripeSync):
                     },
                     # Unchanged since the last read: nothing to deliver again.
                     where=self._table.c.digest != excluded.digest,
-                ).returning(self._table.c.id),
+                ).returning(self._table.c.object_id),
                 rows,
             )
-            changed = len(result.all())
+            changed = {latest[row.object_id].listed_id for row in result}
             await session.commit()
-        return changed
+        return len(changed)
 
     @activity.defn(name="sync_deliver")
     async def sync_deliver(self, request: DeliverRequest) -> DeliverResult:

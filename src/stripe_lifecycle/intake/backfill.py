@@ -34,6 +34,8 @@ class Backfill:
     resource: Resource
     digest: str
     event: BillingEvent
+    # The listed object it was read from (a customer, for the card expanded on it).
+    listed_id: str
 
 
 def digest(obj: StripeObject) -> str:
@@ -50,7 +52,8 @@ def backfills(
     event_type = _event_type(resource, obj)
     if event_type is None:
         return []
-    found = [_backfill(resource, obj, event_type, read_at, account)]
+    listed_id = str(obj.get("id"))
+    found = [_backfill(resource, obj, event_type, read_at, account, listed_id)]
     if resource in (Resource.CUSTOMERS, Resource.SUBSCRIPTIONS):
         # An expanded default card is its own object: its expiry goes to the card ledger.
         customer = (
@@ -61,7 +64,7 @@ def backfills(
         for card in _expanded_cards(resource, obj):
             owned = {**card, "customer": card.get("customer") or customer}
             found.append(
-                _backfill(Resource.CUSTOMERS, owned, "payment_method.attached", read_at, account)
+                _backfill(resource, owned, "payment_method.attached", read_at, account, listed_id)
             )
     return [item for item in found if item is not None]
 
@@ -98,7 +101,12 @@ def _expanded_cards(resource: Resource, obj: StripeObject) -> list[StripeObject]
 
 
 def _backfill(
-    resource: Resource, obj: StripeObject, event_type: str, read_at: int, account: str | None
+    resource: Resource,
+    obj: StripeObject,
+    event_type: str,
+    read_at: int,
+    account: str | None,
+    listed_id: str,
 ) -> Backfill | None:
     object_id = str(obj.get("id"))
     fingerprint = digest(obj)
@@ -115,4 +123,4 @@ def _backfill(
     if event is None:
         return None
     event.backfill = True
-    return Backfill(object_id, resource, fingerprint, event)
+    return Backfill(object_id, resource, fingerprint, event, listed_id)

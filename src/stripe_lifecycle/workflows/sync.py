@@ -133,6 +133,7 @@ class StripeSyncWorkflow:
                 retry_policy=STRIPE_RETRY,
             )
             progress.account_created = info.created
+            progress.rate_limited += info.rate_limited
         self._describe()
         if progress.state == LISTING:
             await asyncio.gather(
