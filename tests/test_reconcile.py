@@ -16,13 +16,13 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlmodel import col
-from temporalio.client import WorkflowFailureError
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from stripe_lifecycle.activities.reconcile import ReconcileActivities
-from stripe_lifecycle.domain import contract
+from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.reconcile import type_groups
 from stripe_lifecycle.intake.inbox import inbox_row
 from stripe_lifecycle.intake.normalise import normalise_event
@@ -90,7 +90,7 @@ async def reconcile_worker(
             env.client,
             task_queue=task_queue,
             workflows=[StripeReconcileWorkflow],
-            activities=[activities.record_reconciliation],
+            activities=[activities.record_reconciliation, activities.reconciliation_gap],
             workflow_runner=sandbox_runner(),
         ) as worker,
     ):
@@ -288,3 +288,33 @@ def test_reconcile_settings_read_durations(monkeypatch: pytest.MonkeyPatch) -> N
         timedelta(minutes=15),
         timedelta(days=30),
     )
+
+
+@pytest.mark.parametrize(("days_ago", "syncs"), [(40, True), (2, False)])
+async def test_a_gap_longer_than_stripe_keeps_events_starts_a_sync(
+    dev_env: WorkflowEnvironment,
+    task_queue: str,
+    sessionmaker: SessionMaker,
+    stripe_api: StripeHttpServer,
+    days_ago: int,
+    syncs: bool,
+) -> None:
+    async with sessionmaker() as session:
+        session.add(
+            ReconciliationPass(
+                finished_at=datetime.now(UTC) - timedelta(days=days_ago),
+                lookback_seconds=THREE_DAYS,
+                events_seen=0,
+                events_recovered=0,
+            )
+        )
+        await session.commit()
+    result = await reconcile(dev_env, task_queue, sessionmaker, stripe_api)
+    assert result.sync_started is syncs
+    if syncs:
+        sync = dev_env.client.get_workflow_handle(ids.sync_workflow_id(None))
+        described = await sync.describe()
+        assert described.workflow_type == "StripeSyncWorkflow"
+        assert described.status == WorkflowExecutionStatus.RUNNING
+        # No worker of this test runs it; the next test starts its own.
+        await sync.terminate("test over")

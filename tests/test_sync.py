@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import signal
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -27,12 +29,13 @@ from temporalio.testing import WorkflowEnvironment
 from stripe_lifecycle.domain import ids
 from stripe_lifecycle.storage.db import SessionMaker
 from stripe_lifecycle.storage.models import Conversion, Message, SyncedObject
+from stripe_lifecycle.sync_control import start_sync, sync_status
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 from stripe_lifecycle.workflows.engine import LifecycleWorkflow
 
 from . import corpus
-from .cli_helpers import clean_env, run_cli
-from .conftest import ADMIN_KEY, SUPPORT_KEY, running_stack, temporal_address
+from .cli_helpers import LIFECYCLE, clean_env, run_cli
+from .conftest import ADMIN_KEY, LINK_SECRET, SUPPORT_KEY, running_stack, temporal_address
 from .fakes import (
     STRIPE_API_KEY,
     STRIPE_KEY_WITHOUT_INVOICES,
@@ -503,3 +506,85 @@ async def test_captured_objects_of_public_sources_sync_without_a_crash(
             await asyncio.sleep(0.1)
     assert snap.refunded == {charge["currency"]: 100}
     assert snap.stripe_account == acct
+
+
+def _worker_process(env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen([LIFECYCLE, "worker"], env=env, cwd=cwd, stdout=out, stderr=out)
+
+
+async def test_a_worker_killed_mid_sync_resumes_with_no_duplicate_and_no_gap(
+    dev_env: WorkflowEnvironment,
+    sqlite_url: str,
+    sessionmaker: SessionMaker,
+    task_queue: str,
+    stripe_api: StripeHttpServer,
+    acct: str,
+    tmp_path: Path,
+) -> None:
+    listed = objects(stripe_api, acct)
+    account = Account(listed, int(time.time())).build(250)
+    # Slow enough that the kill lands in the middle of the lists.
+    stripe_api.state.endpoint_rate = 3
+    env = clean_env(
+        LIFECYCLE_TEMPORAL_ADDRESS=temporal_address(dev_env),
+        LIFECYCLE_TASK_QUEUE=task_queue,
+        LIFECYCLE_DATABASE_URL=sqlite_url,
+        LIFECYCLE_LINK_SECRET=LINK_SECRET,
+        LIFECYCLE_STRIPE_API_KEY=STRIPE_API_KEY,
+        LIFECYCLE_STRIPE_API_BASE=stripe_api.url,
+        LIFECYCLE_STRIPE_READ_RATE="4",
+    )
+    log = tmp_path / "worker.log"
+    worker = _worker_process(env, tmp_path, log)
+    try:
+        await start_sync(dev_env.client, task_queue, account=acct, start_lifecycles=False)
+        deadline = time.monotonic() + 60
+        while sum(stripe_api.state.served.values()) < 5:
+            assert worker.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            await asyncio.sleep(0.05)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        status = await sync_status(dev_env.client, acct)
+        assert status is not None and status.status == "running"
+        assert status.progress is None or not all(r.done for r in status.progress.resources)
+        worker = _worker_process(env, tmp_path, log)
+        deadline = time.monotonic() + 120
+        while (status := await sync_status(dev_env.client, acct)) is not None and (
+            status.status == "running"
+        ):
+            assert worker.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            await asyncio.sleep(0.2)
+        assert status is not None and status.status == "completed", status
+        progress = status.progress
+        assert progress is not None
+        assert {r.resource: r.read for r in progress.resources} == {
+            "customers": 250,
+            "subscriptions": 250,
+            "invoices": len(listed.invoices),
+            "charges": len(listed.charges),
+        }
+        assert progress.customers_delivered == 250
+        # One row per object read (customers, subscriptions, invoices, refunds, cards).
+        async with sessionmaker() as session:
+            stored = (await session.execute(select(col(SyncedObject.object_id)))).scalars().all()
+        kept = [i for i in listed.invoices.values() if i["status"] in ("paid", "open")]
+        assert len(stored) == len(set(stored)) == 250 * 3 + len(kept) + len(listed.charges)
+        # Every customer's money counted once, however often a page or delivery repeated.
+        for cus, expected in account.expected.items():
+            handle = dev_env.client.get_workflow_handle_for(
+                CustomerWorkflow.run, ids.customer_workflow_id(cus)
+            )
+            deadline = time.monotonic() + 30
+            while (snap := await handle.query(CustomerWorkflow.state)).ltv.get(
+                "usd", 0
+            ) != expected.ltv and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert (snap.status, snap.ltv.get("usd", 0)) == (expected.status, expected.ltv), cus
+        assert stripe_api.state.over_limit == {}
+    finally:
+        worker.kill()
+        worker.wait()
+    assert await count(sessionmaker, Message) == 0

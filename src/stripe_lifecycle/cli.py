@@ -242,6 +242,11 @@ async def cmd_reconcile(settings: Settings) -> None:
         )
     except WorkflowFailureError as exc:
         raise SystemExit(f"reconciliation failed: {root_cause(exc)}") from exc
+    if result.sync_started:
+        print(
+            "the last reconciliation is older than Stripe keeps events (30 days): started "
+            f"{ids.sync_workflow_id(None)} to read the account's current state instead"
+        )
     print(
         f"read {result.events_seen} events of the last {lookback} from Stripe; "
         f"{result.events_recovered} had not arrived by webhook and are now in the inbox"

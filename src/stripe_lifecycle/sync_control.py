@@ -98,7 +98,8 @@ async def sync_status(client: Client, account: str | None) -> SyncStatus | None:
     status = described.status
     name = status.name.lower() if status is not None else "unknown"
     if status == WorkflowExecutionStatus.RUNNING:
-        return SyncStatus(workflow_id, name, await handle.query(StripeSyncWorkflow.progress))
+        # No progress to tell while no worker answers (one restarting, say).
+        return SyncStatus(workflow_id, name, await _last_progress(handle))
     if status == WorkflowExecutionStatus.COMPLETED:
         return SyncStatus(workflow_id, name, await handle.result())
     error = None
@@ -110,11 +111,12 @@ async def sync_status(client: Client, account: str | None) -> SyncStatus | None:
 
 
 async def _last_progress(handle: SyncHandle) -> SyncProgress | None:
-    # A closed run still answers queries (a worker replays it): its cursors are there.
+    """The run's progress, as a worker answers it; a closed run still answers (a worker
+    replays it), with its cursors."""
     try:
         return await handle.query(StripeSyncWorkflow.progress)
     except (RPCError, WorkflowQueryFailedError) as exc:
-        log.warning("the stopped sync's progress cannot be read, starting over: %s", exc)
+        log.warning("no worker tells the sync's progress: %s", exc)
         return None
 
 

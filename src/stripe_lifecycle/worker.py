@@ -104,6 +104,7 @@ def build_worker(
             # Passes begun before reads had a task queue of their own read here.
             reconciliation.reconcile_events_page,
             reconciliation.record_reconciliation,
+            reconciliation.reconciliation_gap,
             sync.sync_deliver,
         ],
         workflow_runner=sandbox_runner(),

@@ -218,6 +218,11 @@ class ReconciliationRecord:
     events_recovered: int
 
 
+@dataclass
+class GapRequest:
+    before: datetime
+
+
 class Reconciliation:
     @activity.defn(name="reconcile_events_page")
     async def reconcile_events_page(self, request: EventsPageRequest) -> EventsPageResult:
@@ -227,6 +232,12 @@ class Reconciliation:
     @activity.defn(name="record_reconciliation")
     async def record_reconciliation(self, record: ReconciliationRecord) -> None:
         """Keep a finished pass, for /readyz."""
+        raise NotImplementedError
+
+    @activity.defn(name="reconciliation_gap")
+    async def reconciliation_gap(self, request: GapRequest) -> datetime | None:
+        """When the last pass finished, if that is before `request.before`; None if it is
+        not, or if no pass ever finished (a new install syncs by hand)."""
         raise NotImplementedError
 
 

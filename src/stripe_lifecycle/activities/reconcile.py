@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import stripe
-from sqlalchemy import Table
-from sqlmodel import SQLModel
+from sqlalchemy import Table, select
+from sqlmodel import SQLModel, col
 from stripe.params import EventListParams
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -23,6 +23,7 @@ from temporalio.exceptions import ApplicationError
 from stripe_lifecycle.activities.interface import (
     EventsPageRequest,
     EventsPageResult,
+    GapRequest,
     Reconciliation,
     ReconciliationRecord,
 )
@@ -131,6 +132,18 @@ class ReconcileActivities(Reconciliation):
                 )
             )
             await session.commit()
+
+    @activity.defn(name="reconciliation_gap")
+    async def reconciliation_gap(self, request: GapRequest) -> datetime | None:
+        async with self._sessionmaker() as session:
+            last = await session.scalar(
+                select(ReconciliationPass)
+                .order_by(col(ReconciliationPass.finished_at).desc())
+                .limit(1)
+            )
+        if last is None or last.finished_at >= request.before:
+            return None
+        return last.finished_at
 
 
 def _as_sent(page: stripe.ListObject[stripe.Event]) -> list[dict[str, Any]]:
