@@ -53,7 +53,9 @@ def backfills(
     if event_type is None:
         return []
     listed_id = str(obj.get("id"))
-    found = [_backfill(resource, obj, event_type, read_at, account, listed_id)]
+    # A legacy Card has no `livemode` of its own: it is in the mode of what it was read on.
+    livemode = bool(obj.get("livemode", False))
+    found = [_backfill(resource, obj, event_type, read_at, account, listed_id, livemode)]
     if resource in (Resource.CUSTOMERS, Resource.SUBSCRIPTIONS):
         # An expanded default card is its own object: its expiry goes to the card ledger.
         customer = (
@@ -64,7 +66,15 @@ def backfills(
         for card in _expanded_cards(resource, obj):
             owned = {**card, "customer": card.get("customer") or customer}
             found.append(
-                _backfill(resource, owned, "payment_method.attached", read_at, account, listed_id)
+                _backfill(
+                    resource,
+                    owned,
+                    "payment_method.attached",
+                    read_at,
+                    account,
+                    listed_id,
+                    livemode,
+                )
             )
     return [item for item in found if item is not None]
 
@@ -107,6 +117,7 @@ def _backfill(
     read_at: int,
     account: str | None,
     listed_id: str,
+    livemode: bool,
 ) -> Backfill | None:
     object_id = str(obj.get("id"))
     fingerprint = digest(obj)
@@ -115,7 +126,7 @@ def _backfill(
         "object": "event",
         "type": event_type,
         "created": read_at,
-        "livemode": bool(obj.get("livemode", False)),
+        "livemode": livemode,
         "account": account,
         "data": {"object": obj},
     }
