@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import signal
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,12 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlmodel import col
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from stripe_lifecycle.domain import ids
+from stripe_lifecycle.domain.ledger import BillingSnapshot
 from stripe_lifecycle.storage.db import SessionMaker
 from stripe_lifecycle.storage.models import Conversion, Message, SyncedObject
 from stripe_lifecycle.sync_control import start_sync, sync_status
@@ -214,23 +217,43 @@ async def finished(http: httpx.AsyncClient, acct: str, timeout: float = 60) -> d
     raise AssertionError("the sync did not end")
 
 
-async def snapshots_settled(client: Client, account: Account, timeout: float = 60) -> None:
-    """Every customer workflow has applied its backfill (each has a running workflow)."""
+async def snapshot(
+    client: Client,
+    customer_id: str,
+    settled: Callable[[BillingSnapshot], bool] = lambda snap: snap.events_applied > 0,
+    timeout: float = 30,
+) -> BillingSnapshot:
+    """The customer workflow's snapshot once `settled` holds (by default: it has applied
+    something), or as it is when `timeout` runs out."""
+    handle: WorkflowHandle[CustomerWorkflow, None] = client.get_workflow_handle_for(
+        CustomerWorkflow.run, ids.customer_workflow_id(customer_id)
+    )
     deadline = time.monotonic() + timeout
-    pending = set(account.expected)
-    while pending and time.monotonic() < deadline:
-        for cus in list(pending):
-            handle = client.get_workflow_handle_for(
-                CustomerWorkflow.run, ids.customer_workflow_id(cus)
-            )
-            try:
-                snap = await handle.query(CustomerWorkflow.state)
-            except Exception:
-                continue
-            if snap.events_applied:
-                pending.discard(cus)
+    while True:
+        try:
+            snap = await handle.query(CustomerWorkflow.state)
+        except RPCError:
+            # Not started yet: its first signal is on the way.
+            if time.monotonic() > deadline:
+                raise
+        else:
+            if settled(snap) or time.monotonic() > deadline:
+                return snap
         await asyncio.sleep(0.1)
-    assert not pending, f"customers never synced: {sorted(pending)[:5]}"
+
+
+def has_ltv(cents: int, snap: BillingSnapshot) -> bool:
+    return snap.ltv.get("usd", 0) == cents
+
+
+def read_all(listed: StripeState, customers: int) -> dict[str, int]:
+    """What a sync of `listed` reads of each list."""
+    return {
+        "customers": customers,
+        "subscriptions": customers,
+        "invoices": len(listed.invoices),
+        "charges": len(listed.charges),
+    }
 
 
 async def count(sessionmaker: SessionMaker, model: type[Any]) -> int:
@@ -255,12 +278,7 @@ async def test_a_full_sync_fills_every_snapshot_and_a_second_changes_nothing(
         done = await finished(http, acct)
         assert done["status"] == "completed", done
         read = {r["resource"]: r["read"] for r in done["resources"]}
-        assert read == {
-            "customers": 130,
-            "subscriptions": 130,
-            "invoices": len(objects(stripe_api, acct).invoices),
-            "charges": len(objects(stripe_api, acct).charges),
-        }
+        assert read == read_all(objects(stripe_api, acct), 130)
         assert done["customers_delivered"] == 130
         # Every list was paged (more than 100 customers), with cards expanded, not fetched.
         lists = [r for r in stripe_api.state.requests if r.path == "/v1/customers"]
@@ -268,12 +286,8 @@ async def test_a_full_sync_fills_every_snapshot_and_a_second_changes_nothing(
         assert "data.invoice_settings.default_payment_method" in lists[0].expand
         subs = [r for r in stripe_api.state.requests if r.path == "/v1/subscriptions"]
         assert {r.query.get("status") for r in subs} == {"all"}
-        await snapshots_settled(dev_env.client, account)
         for cus, expected in account.expected.items():
-            handle = dev_env.client.get_workflow_handle_for(
-                CustomerWorkflow.run, ids.customer_workflow_id(cus)
-            )
-            snap = await handle.query(CustomerWorkflow.state)
+            snap = await snapshot(dev_env.client, cus)
             assert (snap.status, snap.mrr.get("usd", 0), snap.ltv.get("usd", 0)) == (
                 expected.status,
                 expected.mrr,
@@ -305,16 +319,9 @@ async def test_a_full_sync_fills_every_snapshot_and_a_second_changes_nothing(
         await http.post("/v1/sync", json={"account": acct}, headers=ADMIN)
         third = await finished(http, acct)
         assert third["customers_delivered"] == 1
-        handle = dev_env.client.get_workflow_handle_for(
-            CustomerWorkflow.run, ids.customer_workflow_id(account.cus(0))
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            snap = await handle.query(CustomerWorkflow.state)
-            if snap.ltv["usd"] == account.expected[account.cus(0)].ltv + paid["amount_paid"]:
-                break
-            await asyncio.sleep(0.1)
-        assert snap.ltv["usd"] == account.expected[account.cus(0)].ltv + paid["amount_paid"]
+        ltv = account.expected[account.cus(0)].ltv + paid["amount_paid"]
+        snap = await snapshot(dev_env.client, account.cus(0), lambda s: s.ltv["usd"] == ltv)
+        assert snap.ltv["usd"] == ltv
     assert await count(sessionmaker, Message) == 0
 
 
@@ -361,10 +368,7 @@ async def test_start_lifecycles_goes_on_from_the_current_step(
         assert [s.status for s in dunning.steps_done][:1] == ["skipped: due before the sync"]
         # Nothing from long ago: no win-back for the subscription canceled a month ago,
         # no renewal reminders, and no email went out at once.
-        handle = dev_env.client.get_workflow_handle_for(
-            CustomerWorkflow.run, ids.customer_workflow_id(account.cus(3))
-        )
-        assert (await handle.query(CustomerWorkflow.state)).lifecycles == []
+        assert (await snapshot(dev_env.client, account.cus(3))).lifecycles == []
         assert await count(sessionmaker, Message) == 0
         assert await count(sessionmaker, Conversion) == 0
 
@@ -496,15 +500,7 @@ async def test_captured_objects_of_public_sources_sync_without_a_crash(
         done = await finished(http, acct)
         assert done["status"] == "completed", done
         assert done["unreadable"] == 0
-        handle = dev_env.client.get_workflow_handle_for(
-            CustomerWorkflow.run, ids.customer_workflow_id(customer["id"])
-        )
-        deadline = time.monotonic() + 20
-        while True:
-            snap = await handle.query(CustomerWorkflow.state)
-            if snap.refunded or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.1)
+        snap = await snapshot(dev_env.client, customer["id"], lambda s: bool(s.refunded))
     assert snap.refunded == {charge["currency"]: 100}
     assert snap.stripe_account == acct
 
@@ -563,12 +559,7 @@ async def test_a_worker_killed_mid_sync_resumes_with_no_duplicate_and_no_gap(
         assert status is not None and status.status == "completed", status
         progress = status.progress
         assert progress is not None
-        assert {r.resource: r.read for r in progress.resources} == {
-            "customers": 250,
-            "subscriptions": 250,
-            "invoices": len(listed.invoices),
-            "charges": len(listed.charges),
-        }
+        assert {r.resource: r.read for r in progress.resources} == read_all(listed, 250)
         assert progress.customers_delivered == 250
         # One row per object read (customers, subscriptions, invoices, refunds, cards).
         async with sessionmaker() as session:
@@ -577,14 +568,7 @@ async def test_a_worker_killed_mid_sync_resumes_with_no_duplicate_and_no_gap(
         assert len(stored) == len(set(stored)) == 250 * 3 + len(kept) + len(listed.charges)
         # Every customer's money counted once, however often a page or delivery repeated.
         for cus, expected in account.expected.items():
-            handle = dev_env.client.get_workflow_handle_for(
-                CustomerWorkflow.run, ids.customer_workflow_id(cus)
-            )
-            deadline = time.monotonic() + 30
-            while (snap := await handle.query(CustomerWorkflow.state)).ltv.get(
-                "usd", 0
-            ) != expected.ltv and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
+            snap = await snapshot(dev_env.client, cus, functools.partial(has_ltv, expected.ltv))
             assert (snap.status, snap.ltv.get("usd", 0)) == (expected.status, expected.ltv), cus
         assert stripe_api.state.over_limit == {}
     finally:
@@ -612,10 +596,5 @@ async def test_a_long_sync_continues_as_new_with_its_cursors(
         )
         progress = await handle.result()
     assert progress.runs > 3
-    assert {r.resource: r.read for r in progress.resources} == {
-        "customers": 330,
-        "subscriptions": 330,
-        "invoices": len(listed.invoices),
-        "charges": len(listed.charges),
-    }
+    assert {r.resource: r.read for r in progress.resources} == read_all(listed, 330)
     assert progress.customers_delivered == 330
