@@ -46,7 +46,7 @@ import httpx
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 
 from bench.ingest import (
     BIN,
@@ -61,12 +61,12 @@ from bench.ingest import (
     wait_http,
 )
 from bench.stripe_synthetic import SyncTotals, SyntheticAccount
-from stripe_lifecycle.domain import contract
+from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.sync import PAGE_SIZE, RESOURCES
 from stripe_lifecycle.storage.migrate import upgrade
 from stripe_lifecycle.sync_control import start_sync, sync_status
 from stripe_lifecycle.temporal_setup import start_dev_server, stop_process, wait_for_server
-from stripe_lifecycle.workflows.sync import LISTING, SyncProgress
+from stripe_lifecycle.workflows.sync import StripeSyncWorkflow, SyncProgress
 from tests.fakes import STRIPE_API_KEY, StripeHttpServer, StripeState, serving
 
 API_VERSION = "2025-03-31.basil"
@@ -152,6 +152,7 @@ def listing_bound(account: SyntheticAccount, endpoint_rate: float, read_rate: fl
     }
     # A list that is empty still costs its one request.
     pages = {r: max(1, math.ceil(n / PAGE_SIZE)) for r, n in objects.items()}
+    # Every list the sync reads, so that none is left out of the bound.
     assert set(pages) == {str(r) for r in RESOURCES}
     # The sync first reads the account (its creation date, for the estimates).
     pages["account"] = 1
@@ -304,8 +305,8 @@ def creating_events(account: SyntheticAccount, i: int) -> list[dict[str, Any]]:
 
 
 def webhook_sample(account: SyntheticAccount, customers: int) -> tuple[list[bytes], Totals]:
-    """Signed-ready bodies of `customers` customers' creating events, oldest first, and the
-    totals their workflows must reach."""
+    """The bodies (signed as they are sent) of `customers` customers' creating events,
+    oldest first, and the totals their workflows must reach."""
     events: list[dict[str, Any]] = []
     ltv = 0
     statuses: dict[str, int] = {}
@@ -343,28 +344,36 @@ async def run_sync(
     task_queue: str,
     database_url: str,
     expected: SyncTotals,
+    bound: Bound,
+    stripe_api: StripeHttpServer,
     worker_rss: RssSampler,
     settle_timeout: float,
 ) -> SyncFigures:
     started = time.perf_counter()
     await start_sync(client, task_queue, account=None, start_lifecycles=False)
+    handle = client.get_workflow_handle_for(StripeSyncWorkflow.run, ids.sync_workflow_id(None))
+    list_pages = sum(n for r, n in bound.pages.items() if r != "account")
     listed_at: float | None = None
     next_report = started + PROGRESS_SECONDS
-    while True:
-        status = await sync_status(client, None)
+    # Watched through the server and the local Stripe, and queried (`sync_status`) only
+    # for the progress lines: a query is a workflow task on the worker, which replays the
+    # sync's whole history once its cache has evicted it, so frequent queries would slow
+    # down what is measured.
+    while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
         now = time.perf_counter()
-        progress = status.progress if status is not None else None
-        if listed_at is None and progress is not None and progress.state != LISTING:
+        if listed_at is None and list_requests(stripe_api) >= list_pages:
             listed_at = now
-        if status is not None and status.status != "running":
-            break
         if now >= next_report:
+            status = await sync_status(client, None)
+            progress = status.progress if status is not None else None
             print(progress_line(now - started, progress, worker_rss), flush=True)
             next_report += PROGRESS_SECONDS
         await asyncio.sleep(POLL_SECONDS)
     finished = time.perf_counter()
-    if status.status != "completed" or progress is None:
-        raise RuntimeError(f"the sync ended {status.status}: {status.error}")
+    status = await sync_status(client, None)
+    if status is None or status.status != "completed" or status.progress is None:
+        raise RuntimeError(f"the sync did not complete: {status}")
+    progress = status.progress
     target = Totals(
         customers=expected.customers,
         ltv_cents=expected.ltv["usd"],
@@ -422,6 +431,12 @@ def report_sync(
         f"over the limit:        {over_limit} answered 429 (target 0); "
         f"the sync counted {progress.rate_limited} 429s"
     )
+
+
+def list_requests(stripe_api: StripeHttpServer) -> int:
+    """List pages the local Stripe has answered so far."""
+    served, _ = stripe_counts(stripe_api)
+    return sum(served[f"/v1/{r}"] for r in RESOURCES)
 
 
 def stripe_counts(stripe_api: StripeHttpServer) -> tuple[Counter[str], Counter[str]]:
@@ -565,7 +580,14 @@ async def main(args: argparse.Namespace) -> None:
             )
             with RssSampler(worker.pid) as worker_rss:
                 figures = await run_sync(
-                    client, task_queue, database_url, expected, worker_rss, args.settle_timeout
+                    client,
+                    task_queue,
+                    database_url,
+                    expected,
+                    bound,
+                    stripe_api,
+                    worker_rss,
+                    args.settle_timeout,
                 )
             report_sync(figures, bound, account, stripe_api)
             print(f"worker RSS:            {worker_rss.describe()}", flush=True)
