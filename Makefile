@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup dev test lint bench
+.PHONY: setup dev test lint bench bench-sync
 
 setup: $(VENV)/.installed
 
@@ -27,3 +27,6 @@ test: lint
 
 bench: setup
 	$(BIN)/python -m bench.ingest
+
+bench-sync: setup
+	$(BIN)/python -m bench.sync
