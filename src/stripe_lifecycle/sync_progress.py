@@ -20,7 +20,8 @@ from temporalio.service import RPCError
 
 from stripe_lifecycle.workflows.sync import StripeSyncWorkflow, SyncProgress
 
-SYNC_POLL_SECONDS = 0.5
+# Each poll is a query, a workflow task on a worker: often enough for a bar, no more.
+SYNC_POLL_SECONDS = 2.0
 DELIVERY = "delivery"
 
 
