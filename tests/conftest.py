@@ -26,6 +26,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 from sqlmodel import col
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -35,7 +36,7 @@ from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.storage.db import SessionMaker, create_engine, create_sessionmaker
 from stripe_lifecycle.storage.migrate import upgrade
 from stripe_lifecycle.storage.models import Message
-from stripe_lifecycle.worker import build_worker, build_workers
+from stripe_lifecycle.worker import build_workers
 
 from .signing import WEBHOOK_SECRET
 
@@ -179,6 +180,20 @@ async def sessionmaker(sqlite_url: str) -> AsyncIterator[SessionMaker]:
     await engine.dispose()
 
 
+@contextlib.asynccontextmanager
+async def workers(
+    client: Client, settings: Settings, sessionmaker: SessionMaker
+) -> AsyncIterator[Worker]:
+    """Every worker a `lifecycle worker` process runs (the main one, and the Stripe reads
+    one the customer workflows read Stripe through), running; the main one yielded."""
+    main, *others = build_workers(client, settings, sessionmaker)
+    async with contextlib.AsyncExitStack() as running:
+        for worker in others:
+            await running.enter_async_context(worker)
+        async with main:
+            yield main
+
+
 @dataclasses.dataclass
 class WorkerRig:
     """One test's Temporal server, task queue and SQLite database: real workers to run on
@@ -189,7 +204,7 @@ class WorkerRig:
     sessionmaker: SessionMaker
     task_queue: str
 
-    def worker(self, cache: int = 100) -> Worker:
+    def worker(self, cache: int = 100) -> contextlib.AbstractAsyncContextManager[Worker]:
         """The real worker: every workflow and activity. With `cache=0` every task is
         replayed from history, as on a freshly started worker, and no task waits on the
         sticky queue of a stopped one."""
@@ -202,7 +217,7 @@ class WorkerRig:
             # time-skipping server jumps weeks: it is tested on its own, not here.
             marketing_cap=1000,
         )
-        return build_worker(self.env.client, settings, self.sessionmaker)
+        return workers(self.env.client, settings, self.sessionmaker)
 
     async def messages(self, workflow_id: str) -> list[Message]:
         """The emails `workflow_id` recorded, oldest first."""
@@ -259,9 +274,7 @@ async def running_stack(
     settings = app_settings(database_url, temporal_address(env), task_queue, **extra)
     engine = create_engine(database_url)
     try:
-        async with contextlib.AsyncExitStack() as workers:
-            for worker in build_workers(env.client, settings, create_sessionmaker(engine)):
-                await workers.enter_async_context(worker)
+        async with workers(env.client, settings, create_sessionmaker(engine)):
             async with running_api(settings) as (app, http):
                 yield app, http
     finally:

@@ -19,11 +19,10 @@ from stripe_lifecycle.intake.normalise import normalise_event
 from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import Customer
-from stripe_lifecycle.worker import build_worker
 from stripe_lifecycle.workflows.customer import CustomerWorkflow, CustomerWorkflowInput
 
 from . import corpus
-from .conftest import LINK_SECRET
+from .conftest import LINK_SECRET, workers
 from .events import customer_event, subscription_event, unique_customer_id
 
 T0 = 1_790_000_000
@@ -35,7 +34,7 @@ async def worker(
 ) -> AsyncIterator[Worker]:
     engine = create_engine(sqlite_url)
     settings = Settings(database_url=sqlite_url, task_queue=task_queue, link_secret=LINK_SECRET)
-    async with build_worker(dev_env.client, settings, create_sessionmaker(engine)) as w:
+    async with workers(dev_env.client, settings, create_sessionmaker(engine)) as w:
         yield w
     await engine.dispose()
 

@@ -28,9 +28,8 @@ from stripe_lifecycle.api.deps import key_fingerprint
 from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.storage.db import SessionMaker, create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import Message, SupportAction
-from stripe_lifecycle.worker import build_worker
 
-from .conftest import SUPPORT_KEY, app_settings, free_port, temporal_address
+from .conftest import SUPPORT_KEY, app_settings, free_port, temporal_address, workers
 from .report_helpers import PAYMENT_FAILED, REMINDER, DunningRig, mail_activities, start_dunning
 from .workflow_helpers import eventually
 
@@ -154,7 +153,7 @@ async def test_sign_in_see_the_charts_and_stop_a_dunning_in_chromium(
     sessionmaker: SessionMaker = create_sessionmaker(engine)
     try:
         async with (
-            build_worker(dev_env.client, settings, sessionmaker),
+            workers(dev_env.client, settings, sessionmaker),
             serving(settings) as base_url,
             httpx.AsyncClient(base_url=base_url) as http,
             async_playwright() as playwright,

@@ -14,10 +14,9 @@ from temporalio.testing import WorkflowEnvironment
 from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import InboxStatus, WebhookEvent
-from stripe_lifecycle.worker import build_worker
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 
-from .conftest import app_settings, free_port, running_api
+from .conftest import app_settings, free_port, running_api, workers
 from .events import customer_event, subscription_event, unique_customer_id
 from .signing import signed
 from .workflow_helpers import eventually
@@ -69,7 +68,7 @@ async def test_temporal_down_then_up_delivers_the_stored_event(
         env = await start_temporal_on(port)
         async with env:
             engine = create_engine(database_url)
-            async with build_worker(env.client, settings, create_sessionmaker(engine)):
+            async with workers(env.client, settings, create_sessionmaker(engine)):
                 await app.state.lifecycle.forwarder.drained()
                 [row] = await inbox_rows(database_url)
                 assert row.status == InboxStatus.FORWARDED
@@ -109,7 +108,7 @@ async def test_events_stored_before_a_restart_are_delivered_in_order_after_it(
     env = await start_temporal_on(port)
     async with env:
         engine = create_engine(database_url)
-        async with build_worker(env.client, settings, create_sessionmaker(engine)):
+        async with workers(env.client, settings, create_sessionmaker(engine)):
             async with running_api(settings) as (app, _):
                 await app.state.lifecycle.forwarder.drained()
                 rows = await inbox_rows(database_url)

@@ -100,6 +100,7 @@ def build_worker(
             choices.send_time,
             conversions.record_conversion,
             stripe_actions.stripe_action,
+            # Runs begun before reads had a task queue of their own read here.
             stripe_reads.read_stripe,
             # Passes begun before reads had a task queue of their own read here.
             reconciliation.reconcile_events_page,
@@ -117,12 +118,14 @@ def build_worker(
 def build_stripe_reads_worker(
     client: Client, settings: Settings, sessionmaker: SessionMaker, *, task_queue: str | None = None
 ) -> Worker:
-    """The worker of bulk Stripe reads (sync and reconciliation pages). Temporal hands out
+    """The worker of Stripe reads (sync and reconciliation pages, what the customer
+    workflows read of coupons, prices and invoice payments). Temporal hands out
     this queue's tasks at most LIFECYCLE_STRIPE_READ_RATE a second across every worker, so
     adding workers never breaks Stripe's rate limit."""
     queue = task_queue or settings.task_queue
     sync = _sync_activities(client, settings, sessionmaker, queue)
-    reconciliation = ReconcileActivities(build_stripe_client(settings), sessionmaker)
+    stripe_client = build_stripe_client(settings)
+    reconciliation = ReconcileActivities(stripe_client, sessionmaker)
     return Worker(
         client,
         task_queue=contract.stripe_reads_queue(queue),
@@ -130,6 +133,7 @@ def build_stripe_reads_worker(
             sync.sync_account_info,
             sync.sync_list_page,
             reconciliation.reconcile_events_page,
+            StripeReadActivities(stripe_client).read_stripe,
         ],
         max_task_queue_activities_per_second=settings.stripe_read_rate,
     )

@@ -87,6 +87,10 @@ SEQUENCES_PATCH = "subscription-and-card-lifecycles"
 # batch's missing details (coupons, tiers, invoice payments) read from Stripe before it
 # is applied.
 RULES_V2_PATCH = "rules-v2"
+# Runs started since read Stripe on the Stripe reads task queue, under the rate cap every
+# bulk read shares (`LIFECYCLE_STRIPE_READ_RATE`): a burst of paid invoices otherwise
+# meets Stripe's rate limit. Runs recorded before read on their own queue, and replay so.
+READS_QUEUE_PATCH = "stripe-reads-queue"
 
 # The DB may be down for a while; keep trying rather than drop a snapshot.
 PERSIST_RETRY = RetryPolicy(
@@ -126,6 +130,8 @@ class CustomerWorkflow(LifecycleParent):
         self._input = input
         self._ledger = CustomerLedger(input.state or new_state(input.customer_id))
         self._pending: list[BillingEvent] = list(input.pending)
+        # Where Stripe is read (`READS_QUEUE_PATCH`); None: the run's own task queue.
+        self._reads_queue: str | None = None
         # Set once the customer's personal data is erased: this run's history holds it, so
         # the entity continues in a new run at once (and the old one can be deleted).
         self._fresh_history = False
@@ -145,6 +151,8 @@ class CustomerWorkflow(LifecycleParent):
             self._ledger.rules_version = 0
         elif not workflow.patched(RULES_V2_PATCH):
             self._ledger.rules_version = 1
+        if workflow.patched(READS_QUEUE_PATCH):
+            self._reads_queue = contract.stripe_reads_queue(workflow.info().task_queue)
         self._set_details()
         while True:
             await workflow.wait_condition(
@@ -251,6 +259,7 @@ class CustomerWorkflow(LifecycleParent):
                 answer = await workflow.execute_activity_method(
                     StripeReads.read_stripe,
                     request,
+                    task_queue=self._reads_queue,
                     start_to_close_timeout=timedelta(minutes=1),
                     retry_policy=STRIPE_READ_RETRY,
                 )
