@@ -18,7 +18,7 @@ from rich.progress import (
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
-from stripe_lifecycle.workflows.sync import StripeSyncWorkflow, SyncProgress
+from stripe_lifecycle.workflows.sync import COMPLETED, LISTING, StripeSyncWorkflow, SyncProgress
 
 # Each poll is a query, a workflow task on a worker: often enough for a bar, no more.
 SYNC_POLL_SECONDS = 2.0
@@ -66,7 +66,7 @@ def _draw(bar: Progress, tasks: dict[str, TaskID], progress: SyncProgress) -> No
             total=r.estimated_total,
             note=f"{estimate} · {r.changed:,} new or changed · 429s {progress.rate_limited}",
         )
-    if progress.state != "listing":
+    if progress.state != LISTING:
         if DELIVERY not in tasks:
             tasks[DELIVERY] = bar.add_task("to customers", total=None, note="")
         customers = next((r for r in progress.resources if r.resource == "customers"), None)
@@ -74,7 +74,7 @@ def _draw(bar: Progress, tasks: dict[str, TaskID], progress: SyncProgress) -> No
             tasks[DELIVERY],
             completed=progress.customers_delivered,
             # Customers with something new; at most every customer listed.
-            total=progress.customers_delivered if progress.state == "completed" else None,
+            total=progress.customers_delivered if progress.state == COMPLETED else None,
             note=f"{progress.events_delivered:,} events"
             + (f" of {customers.read:,} customers' backfill" if customers else ""),
         )
