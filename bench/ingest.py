@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import asyncpg
 import httpx
@@ -328,14 +328,25 @@ async def main(args: argparse.Namespace) -> None:
                 f"all delivered in {half_seconds:.2f}s"
             )
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(30)
-        stop_process(server)
-        logs.close()
-        if pg_name is not None:
-            await drop_pg_database(pg_name)
+        await tear_down(processes, server, logs, pg_name)
+
+
+async def tear_down(
+    processes: list[subprocess.Popen[bytes]],
+    server: subprocess.Popen[bytes],
+    logs: IO[bytes],
+    pg_name: str | None,
+) -> None:
+    """Stop what a benchmark started: its `lifecycle` processes, then the dev server; and
+    drop its throwaway database."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(30)
+    stop_process(server)
+    logs.close()
+    if pg_name is not None:
+        await drop_pg_database(pg_name)
 
 
 def parse_args() -> argparse.Namespace:

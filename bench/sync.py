@@ -53,10 +53,10 @@ from bench.ingest import (
     SECRET,
     closed_loop,
     create_pg_database,
-    drop_pg_database,
     free_port,
     latency,
     sign,
+    tear_down,
     wait_delivered,
     wait_http,
 )
@@ -65,7 +65,7 @@ from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.sync import PAGE_SIZE, RESOURCES
 from stripe_lifecycle.storage.migrate import upgrade
 from stripe_lifecycle.sync_control import start_sync, sync_status
-from stripe_lifecycle.temporal_setup import start_dev_server, stop_process, wait_for_server
+from stripe_lifecycle.temporal_setup import start_dev_server, wait_for_server
 from stripe_lifecycle.workflows.sync import StripeSyncWorkflow, SyncProgress
 from tests.fakes import STRIPE_API_KEY, StripeHttpServer, StripeState, serving
 
@@ -603,14 +603,7 @@ async def main(args: argparse.Namespace) -> None:
             print(f"API RSS:               {api_rss.describe()}")
             print(f"worker RSS (webhooks): {worker_rss.describe()}")
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(30)
-        stop_process(server)
-        logs.close()
-        if pg_name is not None:
-            await drop_pg_database(pg_name)
+        await tear_down(processes, server, logs, pg_name)
 
 
 def parse_args() -> argparse.Namespace:
