@@ -6,7 +6,7 @@ Part of the public contract (DESIGN.md); pure, so workflows can import it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from temporalio.common import SearchAttributeKey
 
@@ -18,9 +18,16 @@ BILLING_STATUS = SearchAttributeKey.for_keyword("BillingStatus")
 PLAN = SearchAttributeKey.for_keyword("Plan")
 MRR_CENTS = SearchAttributeKey.for_int("MrrCents")
 LIVEMODE = SearchAttributeKey.for_bool("Livemode")
+# The segments a customer is in now, on the customer workflow (filter by segment in the UI:
+# `Segments = 'starter-3-months'`).
+SEGMENTS = SearchAttributeKey.for_keyword_list("Segments")
 
 SEARCH_ATTRIBUTES: tuple[
-    SearchAttributeKey[str] | SearchAttributeKey[int] | SearchAttributeKey[bool], ...
+    SearchAttributeKey[str]
+    | SearchAttributeKey[int]
+    | SearchAttributeKey[bool]
+    | SearchAttributeKey[Sequence[str]],
+    ...,
 ] = (
     CUSTOMER_ID,
     CUSTOMER_EMAIL,
@@ -30,9 +37,13 @@ SEARCH_ATTRIBUTES: tuple[
     PLAN,
     MRR_CENTS,
     LIVEMODE,
+    SEGMENTS,
 )
 
 BILLING_EVENTS_SIGNAL = "billing_events"
+# Something a customer's segments read outside Stripe changed (usage reported, time passed
+# for a condition like "90+ days"): the customer workflow evaluates them again.
+SEGMENTS_CHANGED_SIGNAL = "segments_changed"
 # The read-only query every workflow answers with its state (DESIGN.md).
 STATE_QUERY = "state"
 # The memo key an invoice lifecycle is started with: readers find its invoice there, never

@@ -141,6 +141,12 @@ class LifecycleRef:
     anchor: int | None = None
     # A conversion was recorded for it: one per instance, whichever event came first.
     converted: bool = False
+    # An upgrade campaign: the segment whose entry started it, and whether leaving that
+    # segment ends it (`exit_on_leave`).
+    segment: str | None = None
+    exit_on_leave: bool = False
+    # The customer is in the automation's holdout group: the instance sends nothing.
+    held_out: bool = False
 
 
 @dataclass
@@ -203,6 +209,15 @@ class ChargeRefunds:
 
 
 @dataclass
+class CampaignRecord:
+    """The upgrade campaign instances an automation ran for the customer: how many (the
+    `n` of `upgrade-{cus}-{automation}-{n}`) and when the last began, for `reentry`."""
+
+    started: int = 0
+    last_started: int | None = None
+
+
+@dataclass
 class CustomerState:
     """Everything the entity carries across continue-as-new."""
 
@@ -216,6 +231,14 @@ class CustomerState:
     # Refunded charges by id: Stripe reports each charge's refunds as a running total, so
     # what changed is what the newest report adds to the last one.
     refunds: dict[str, ChargeRefunds] = field(default_factory=dict)
+    # The segments the customer is in, as last evaluated; the segment names that
+    # evaluation knew (a segment the customer was never evaluated against is new to them);
+    # whether it was ever evaluated.
+    segments: list[str] = field(default_factory=list)
+    segments_known: list[str] = field(default_factory=list)
+    segments_evaluated: bool = False
+    # Upgrade campaigns by automation name.
+    campaigns: dict[str, CampaignRecord] = field(default_factory=dict)
 
 
 class CustomerLedger:

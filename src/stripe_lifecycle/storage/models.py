@@ -488,3 +488,83 @@ class SyncedObject(SQLModel, table=True):
     event: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONType))
     delivered: bool = False
     synced_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class CustomerUsage(SQLModel, table=True):
+    """Product usage the business's app reports (`POST /v1/customers/{id}/usage`): the
+    latest value of each metric, segmentable as `usage.<metric>`."""
+
+    __tablename__ = "customer_usage"
+    __table_args__ = (UniqueConstraint("customer_id", "metric", name="uq_customer_usage_metric"),)
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    customer_id: str = Field(max_length=255, index=True)
+    metric: str = Field(max_length=64)
+    value: float
+    reported_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class CustomerSegmentFacts(SQLModel, table=True):
+    """What a customer's segments were last evaluated on (`domain/segments.py` facts), so
+    the periodic sweep can re-evaluate conditions that turn with time alone without the
+    customer workflow; and the segments the customer was in then."""
+
+    __tablename__ = "customer_segment_facts"
+
+    customer_id: str = Field(primary_key=True, max_length=255)
+    facts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONType, nullable=False))
+    segments: list[str] = Field(default_factory=list, sa_column=Column(JSONType, nullable=False))
+    evaluated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class SegmentMember(SQLModel, table=True):
+    """A customer in a segment now (one row per membership; removed on exit)."""
+
+    __tablename__ = "segment_members"
+
+    segment: str = Field(primary_key=True, max_length=128)
+    customer_id: str = Field(primary_key=True, max_length=255)
+    entered_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class SegmentChange:
+    ENTERED = "entered"
+    EXITED = "exited"
+
+
+class SegmentEvent(SQLModel, table=True):
+    """One entry into or exit from a segment, with when and why: the membership history."""
+
+    __tablename__ = "segment_events"
+    __table_args__ = (Index("ix_segment_events_segment_at", "segment", "at"),)
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    customer_id: str = Field(max_length=255, index=True)
+    segment: str = Field(max_length=128)
+    change: str = Field(max_length=8)
+    at: datetime = Field(sa_type=UTCDateTime)
+    # Which condition changed, old → new value ("subscription_age_days 89 → 90 (gte 90)").
+    reason: str = Field(max_length=2000)
+    # The customer was already in the segment when it was first evaluated for them (a new
+    # segments file, a customer first seen by a sync): not news for a campaign to act on.
+    initial: bool = False
+
+
+class LifecycleInstance(SQLModel, table=True):
+    """Every lifecycle instance started, and whether its customer is held out of its
+    automation's mail: the population the lift report compares."""
+
+    __tablename__ = "lifecycle_instances"
+    __table_args__ = (
+        Index("ix_lifecycle_instances_automation_started", "automation", "started_at"),
+    )
+
+    workflow_id: str = Field(primary_key=True, max_length=255)
+    customer_id: str = Field(max_length=255, index=True)
+    lifecycle: str = Field(max_length=32)
+    automation: str = Field(max_length=255)
+    held_out: bool = False
+    started_at: datetime = Field(sa_type=UTCDateTime)
+    # The customer's MRR and its currency when the instance started.
+    mrr_cents: int = Field(default=0, sa_type=BigInteger)
+    currency: str | None = Field(default=None, max_length=3)
