@@ -204,10 +204,13 @@ class WorkerRig:
     sessionmaker: SessionMaker
     task_queue: str
 
-    def worker(self, cache: int = 100) -> contextlib.AbstractAsyncContextManager[Worker]:
+    def worker(
+        self, cache: int = 100, **settings_fields: Any
+    ) -> contextlib.AbstractAsyncContextManager[Worker]:
         """The real worker: every workflow and activity. With `cache=0` every task is
         replayed from history, as on a freshly started worker, and no task waits on the
-        sticky queue of a stopped one."""
+        sticky queue of a stopped one. `settings_fields` set other settings (automation
+        and segment files)."""
         settings = Settings(
             database_url=self.database_url,
             task_queue=self.task_queue,
@@ -216,6 +219,7 @@ class WorkerRig:
             # The cap counts messages by the wall clock, which stands still while the
             # time-skipping server jumps weeks: it is tested on its own, not here.
             marketing_cap=1000,
+            **settings_fields,
         )
         return workers(self.env.client, settings, self.sessionmaker)
 

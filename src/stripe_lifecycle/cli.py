@@ -27,6 +27,7 @@ from temporalio.worker import Worker
 from stripe_lifecycle.api.app import create_app
 from stripe_lifecycle.domain import ids
 from stripe_lifecycle.domain.automations import PACKAGED_DEFAULTS, Automation, AutomationsError
+from stripe_lifecycle.domain.segments import SegmentsError
 from stripe_lifecycle.mail.preview import (
     PreviewError,
     default_sample,
@@ -44,6 +45,7 @@ from stripe_lifecycle.sync_progress import SYNC_POLL_SECONDS, follow_sync
 from stripe_lifecycle.temporal_setup import (
     cancel_paused_instances,
     ensure_reconcile_schedule,
+    ensure_segment_sweep_schedule,
     register_search_attributes,
     start_dev_server,
     stop_process,
@@ -128,9 +130,13 @@ def _workers_and_start_up(
 
 
 async def _start_up(client: Client, settings: Settings, automations: list[Automation]) -> None:
-    """Stop paused automations' instances; create or update the reconciliation Schedule
-    once Stripe can be read (without a key every pass would fail, an hourly red run)."""
+    """Stop paused automations' instances; create or update the segment sweep Schedule,
+    and the reconciliation Schedule once Stripe can be read (without a key every pass
+    would fail, an hourly red run)."""
     await cancel_paused_instances(client, automations)
+    await ensure_segment_sweep_schedule(
+        client, settings.task_queue, settings.segment_sweep_interval
+    )
     if settings.stripe_api_key is None:
         log.info("no LIFECYCLE_STRIPE_API_KEY: the reconciliation schedule is not set up")
         return
@@ -461,6 +467,11 @@ def main(argv: list[str] | None = None) -> int:
         _exit_now(exc.code if isinstance(exc.code, int) else 1)
     except AutomationsError as exc:
         print("invalid automations:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except SegmentsError as exc:
+        print("invalid segments:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2

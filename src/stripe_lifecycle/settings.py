@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     default_timezone: str = "UTC"
 
     automations: Path = Path("automations.yaml")
+    # Segments (`segments.yaml`; the packaged defaults while it is absent), and how often
+    # the `segments-sweep` Schedule re-evaluates conditions that turn with time alone.
+    segments: Path = Path("segments.yaml")
+    segment_sweep_interval: timedelta = timedelta(hours=1)
     templates_dir: Path | None = None
     index_email: bool = True
 
@@ -157,6 +161,11 @@ class Settings(BaseSettings):
     @classmethod
     def _interval(cls, value: object) -> object:
         return _duration("LIFECYCLE_RECONCILE_INTERVAL", value)
+
+    @field_validator("segment_sweep_interval", mode="before")
+    @classmethod
+    def _sweep_interval(cls, value: object) -> object:
+        return _duration("LIFECYCLE_SEGMENT_SWEEP_INTERVAL", value)
 
     @field_validator("reconcile_lookback", mode="before")
     @classmethod

@@ -44,6 +44,7 @@ from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.automations import Automation
 from stripe_lifecycle.workflows.engine import CancelRequest, LifecycleWorkflow
 from stripe_lifecycle.workflows.reconcile import ReconcileInput, StripeReconcileWorkflow
+from stripe_lifecycle.workflows.segments import SegmentSweepWorkflow, SweepInput
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +191,7 @@ async def cancel_paused_instances(client: Client, automations: list[Automation])
 async def ensure_reconcile_schedule(
     client: Client, task_queue: str, interval: timedelta, lookback: timedelta
 ) -> None:
-    """Create the `stripe-reconcile` Schedule, or bring it to these settings. Every worker
-    replica runs this at start; the last one's settings win, which are everyone's."""
+    """Create the `stripe-reconcile` Schedule, or bring it to these settings."""
     schedule = Schedule(
         action=ScheduleActionStartWorkflow(
             StripeReconcileWorkflow.run,
@@ -204,6 +204,32 @@ async def ensure_reconcile_schedule(
         # A pass still running when the next is due covers that window already.
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
     )
+    await _ensure_schedule(client, ids.RECONCILE_SCHEDULE_ID, schedule, interval)
+
+
+async def ensure_segment_sweep_schedule(
+    client: Client, task_queue: str, interval: timedelta
+) -> None:
+    """Create the `segments-sweep` Schedule, or bring it to this interval."""
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            SegmentSweepWorkflow.run,
+            SweepInput(),
+            id=ids.SEGMENT_SWEEP_SCHEDULE_ID,
+            task_queue=task_queue,
+            static_summary="Segments whose conditions turn with time, re-evaluated",
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=interval)]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+    await _ensure_schedule(client, ids.SEGMENT_SWEEP_SCHEDULE_ID, schedule, interval)
+
+
+async def _ensure_schedule(
+    client: Client, schedule_id: str, schedule: Schedule, interval: timedelta
+) -> None:
+    """Create the Schedule, or bring an existing one to these settings. Every worker
+    replica runs this at start; the last one's settings win, which are everyone's."""
 
     def updated(current: ScheduleUpdateInput) -> ScheduleUpdate:
         # An operator's pause (and its note) outlives a restart.
@@ -212,9 +238,9 @@ async def ensure_reconcile_schedule(
         )
 
     try:
-        await client.create_schedule(ids.RECONCILE_SCHEDULE_ID, schedule)
+        await client.create_schedule(schedule_id, schedule)
     except ScheduleAlreadyRunningError:
-        await client.get_schedule_handle(ids.RECONCILE_SCHEDULE_ID).update(updated)
-        log.info("updated the %s schedule (every %s)", ids.RECONCILE_SCHEDULE_ID, interval)
+        await client.get_schedule_handle(schedule_id).update(updated)
+        log.info("updated the %s schedule (every %s)", schedule_id, interval)
     else:
-        log.info("created the %s schedule (every %s)", ids.RECONCILE_SCHEDULE_ID, interval)
+        log.info("created the %s schedule (every %s)", schedule_id, interval)

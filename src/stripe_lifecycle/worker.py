@@ -7,6 +7,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from stripe_lifecycle.activities.conversions import ConversionActivities
 from stripe_lifecycle.activities.mail import MailActivities
 from stripe_lifecycle.activities.reconcile import ReconcileActivities
+from stripe_lifecycle.activities.segments import SegmentActivities, SegmentSweepActivities
 from stripe_lifecycle.activities.selection import AutomationActivities
 from stripe_lifecycle.activities.snapshots import SnapshotActivities
 from stripe_lifecycle.activities.stripe_actions import StripeActivities
@@ -15,6 +16,7 @@ from stripe_lifecycle.activities.sync import SyncActivities
 from stripe_lifecycle.domain import contract
 from stripe_lifecycle.domain.attribution import Policy
 from stripe_lifecycle.domain.automations import Automation
+from stripe_lifecycle.domain.segments import SegmentsConfig, load_segments
 from stripe_lifecycle.domain.send_windows import parse_window
 from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
 from stripe_lifecycle.mail.templates import Brand, TemplateRenderer, load_checked_automations
@@ -25,6 +27,7 @@ from stripe_lifecycle.stripe_api.client import build_stripe_client
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 from stripe_lifecycle.workflows.lifecycles import LIFECYCLE_WORKFLOWS
 from stripe_lifecycle.workflows.reconcile import StripeReconcileWorkflow
+from stripe_lifecycle.workflows.segments import SegmentSweepWorkflow
 from stripe_lifecycle.workflows.sync import StripeSyncWorkflow
 
 WORKFLOWS: list[type] = [
@@ -32,6 +35,7 @@ WORKFLOWS: list[type] = [
     *LIFECYCLE_WORKFLOWS.values(),
     StripeReconcileWorkflow,
     StripeSyncWorkflow,
+    SegmentSweepWorkflow,
 ]
 
 
@@ -52,10 +56,15 @@ def build_worker(
     *,
     task_queue: str | None = None,
     automations: list[Automation] | None = None,
+    segments: SegmentsConfig | None = None,
 ) -> Worker:
     if automations is None:
         _, automations = load_checked_automations(settings)
+    if segments is None:
+        segments = load_segments(settings.segments)
     snapshots = SnapshotActivities(sessionmaker)
+    segment_activities = SegmentActivities(sessionmaker, segments, automations)
+    sweep = SegmentSweepActivities(client, sessionmaker, segments, automations)
     mail = MailActivities(
         build_transport(settings),
         TemplateRenderer(Brand.from_settings(settings), settings.templates_dir),
@@ -107,6 +116,9 @@ def build_worker(
             reconciliation.record_reconciliation,
             reconciliation.reconciliation_gap,
             sync.sync_deliver,
+            segment_activities.evaluate_segments,
+            segment_activities.record_instance,
+            sweep.sweep_segments,
         ],
         workflow_runner=sandbox_runner(),
         max_cached_workflows=settings.worker_max_cached_workflows,
@@ -146,11 +158,17 @@ def build_workers(
     *,
     task_queue: str | None = None,
     automations: list[Automation] | None = None,
+    segments: SegmentsConfig | None = None,
 ) -> list[Worker]:
     """Every worker a `lifecycle worker` process runs."""
     return [
         build_worker(
-            client, settings, sessionmaker, task_queue=task_queue, automations=automations
+            client,
+            settings,
+            sessionmaker,
+            task_queue=task_queue,
+            automations=automations,
+            segments=segments,
         ),
         build_stripe_reads_worker(client, settings, sessionmaker, task_queue=task_queue),
     ]

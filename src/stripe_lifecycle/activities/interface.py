@@ -110,6 +110,12 @@ class ChooseAutomation:
     cancellation_reason: str | None = None
     customer_metadata: dict[str, str] = field(default_factory=dict)
     invoice_metadata: dict[str, str] = field(default_factory=dict)
+    # The segments the customer is in (`filters: {segment: ...}`).
+    segments: list[str] = field(default_factory=list)
+    # An upgrade campaign's trigger: the segment entered; `existing`: the customer was in
+    # it already (only `enter_existing` campaigns act on that).
+    segment: str | None = None
+    existing: bool = False
 
 
 @dataclass
@@ -321,6 +327,101 @@ class StripeSync:
         raise NotImplementedError
 
 
+@dataclass
+class SegmentsChanged:
+    """The `segments_changed` signal: what a customer's segments read outside Stripe
+    changed (usage reported, time passed); the customer workflow evaluates them again.
+    `offer_existing`: segments the customer is in whose `enter_existing` campaigns may not
+    have been offered to them yet."""
+
+    reason: str
+    offer_existing: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EvaluateSegments:
+    """Evaluate a customer's segments on the facts the workflow knows (`segments.
+    billing_facts`) and those the DB holds (usage, clicks), at `now`. `previous`, `known`
+    and `evaluated_before` are the workflow's own record of the last evaluation: what this
+    one changes is measured against them, so a retried evaluation answers the same."""
+
+    customer_id: str
+    facts: dict[str, Any]
+    now: datetime
+    previous: list[str] = field(default_factory=list)
+    known: list[str] = field(default_factory=list)
+    evaluated_before: bool = False
+
+
+@dataclass
+class SegmentChangeInfo:
+    segment: str
+    # Which condition changed, old → new value.
+    reason: str
+    # Already in the segment when first evaluated against it: not news for a campaign.
+    initial: bool = False
+
+
+@dataclass
+class SegmentsEvaluation:
+    segments: list[str]
+    # Every segment name defined now.
+    known: list[str]
+    entered: list[SegmentChangeInfo] = field(default_factory=list)
+    exited: list[SegmentChangeInfo] = field(default_factory=list)
+    # Segments whose entry may start an enabled upgrade campaign.
+    campaign_segments: list[str] = field(default_factory=list)
+    # What an upgrade offer names: the usage reported and the seat usage (JSON values).
+    usage: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class InstanceRecord:
+    """A lifecycle instance started, with its holdout group (`lifecycle_instances`)."""
+
+    workflow_id: str
+    customer_id: str
+    lifecycle: Lifecycle
+    automation: str
+    held_out: bool
+    started_at: datetime
+    mrr_cents: int = 0
+    currency: str | None = None
+
+
+class Segments:
+    @activity.defn(name="evaluate_segments")
+    async def evaluate_segments(self, request: EvaluateSegments) -> SegmentsEvaluation:
+        """Evaluate every segment for one customer and record each entry and exit."""
+        raise NotImplementedError
+
+    @activity.defn(name="record_instance")
+    async def record_instance(self, record: InstanceRecord) -> None:
+        """Keep a started lifecycle instance and its holdout group, for the lift report."""
+        raise NotImplementedError
+
+
+@dataclass
+class SweepRequest:
+    now: datetime
+
+
+@dataclass
+class SweepResult:
+    customers: int
+    # Customers whose membership of a segment with a time condition turns, and those in
+    # an `enter_existing` campaign's segment it has not been offered to: each signalled.
+    changed: int
+    offered: int
+
+
+class SegmentSweep:
+    @activity.defn(name="sweep_segments")
+    async def sweep_segments(self, request: SweepRequest) -> SweepResult:
+        """Find the customers whose segments turn with time alone, and tell each."""
+        raise NotImplementedError
+
+
 # Every activity the worker must register, by the definition workflows call.
 DEFINITIONS: tuple[type, ...] = (
     Mail,
@@ -331,4 +432,6 @@ DEFINITIONS: tuple[type, ...] = (
     StripeReads,
     Reconciliation,
     StripeSync,
+    Segments,
+    SegmentSweep,
 )

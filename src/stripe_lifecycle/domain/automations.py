@@ -9,6 +9,11 @@ editing the file never changes an instance mid-flight.
 Step timing: `after: 3d` is measured from the start of the instance; `before: 7d` from
 the lifecycle's anchor date (trial end, period end, card expiry) and is only allowed on
 lifecycles that have one.
+
+Upgrade campaigns are triggered by a customer entering a segment (`trigger: {segment:
+NAME}`), with `reentry`, `exit_on_leave` and `enter_existing` saying when they start again,
+end early, and whether the segment's members of the day it was enabled enter too. Any
+automation may hold out a share of its customers (`holdout: 10%`) to measure its lift.
 """
 
 # No `from __future__ import annotations`: these dataclasses cross the Temporal boundary and
@@ -94,7 +99,8 @@ class Step:
 
 @dataclass(frozen=True)
 class Filters:
-    """All given filters must match; an absent filter matches anything."""
+    """All given filters must match; an absent filter matches anything. `segment` matches
+    a customer in any of the segments named."""
 
     livemode: bool | None = None
     subscription_interval: list[str] = field(default_factory=list)
@@ -107,6 +113,7 @@ class Filters:
     cancellation_reason: list[str] = field(default_factory=list)
     customer_metadata: dict[str, str] = field(default_factory=dict)
     invoice_metadata: dict[str, str] = field(default_factory=dict)
+    segment: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         parts = [
@@ -127,6 +134,8 @@ class Offer:
     description: str
     code: str | None = None
     url: str | None = None
+    # An upgrade campaign's offer: the plan it invites the customer to move to.
+    next_plan: str | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +153,20 @@ class Automation:
     send_window: SendWindow | None = None
     # Set when the file says `send_window: any`, so the default does not apply either.
     any_time: bool = False
+    # Upgrade campaigns: the segment whose entry starts one; how long after an instance
+    # started a later entry may start another (None: never again); whether leaving the
+    # segment ends it; whether the segment's members when the campaign is enabled enter.
+    trigger_segment: str | None = None
+    reentry_seconds: int | None = None
+    exit_on_leave: bool = True
+    enter_existing: bool = False
+    # The share of customers held out of the automation's mail, in basis points (1000 is
+    # 10%): they run the same instance, which records each email as held out.
+    holdout_basis_points: int = 0
+
+    @property
+    def holdout_percent(self) -> float:
+        return self.holdout_basis_points / 100
 
 
 @dataclass(frozen=True)
@@ -161,6 +184,8 @@ class MatchContext:
     cancellation_reason: str | None = None
     customer_metadata: Mapping[str, str] = field(default_factory=dict)
     invoice_metadata: Mapping[str, str] = field(default_factory=dict)
+    # The segments the customer is in.
+    segments: Sequence[str] = ()
 
 
 def matches(filters: Filters, ctx: MatchContext) -> bool:
@@ -184,20 +209,44 @@ def matches(filters: Filters, ctx: MatchContext) -> bool:
         _one_of(filters.cancellation_reason, ctx.cancellation_reason),
         all(ctx.customer_metadata.get(k) == v for k, v in filters.customer_metadata.items()),
         all(ctx.invoice_metadata.get(k) == v for k, v in filters.invoice_metadata.items()),
+        not filters.segment or bool(set(filters.segment) & set(ctx.segments)),
     )
     return all(checks)
 
 
 def select(
-    automations: Iterable[Automation], lifecycle: str, ctx: MatchContext
+    automations: Iterable[Automation],
+    lifecycle: str,
+    ctx: MatchContext,
+    *,
+    segment: str | None = None,
+    existing: bool = False,
 ) -> Automation | None:
-    """The automation that runs for this trigger, or None when no enabled one matches."""
-    candidates = [a for a in automations if a.lifecycle == lifecycle and a.enabled]
+    """The automation that runs for this trigger, or None when no enabled one matches.
+
+    An upgrade campaign's trigger is an entry into `segment`; with `existing`, the customer
+    was already in it (found by the sweep), which only campaigns that say
+    `enter_existing` act on."""
+    candidates = [
+        a
+        for a in automations
+        if a.lifecycle == lifecycle
+        and a.enabled
+        and a.trigger_segment == segment
+        and (a.enter_existing or not existing)
+    ]
     # sorted() is stable: equal priorities keep the file's order.
     for automation in sorted(candidates, key=lambda a: a.priority):
         if matches(automation.filters, ctx):
             return automation
     return None
+
+
+def campaign_segments(automations: Iterable[Automation]) -> frozenset[str]:
+    """The segments an entry into which may start an enabled campaign."""
+    return frozenset(
+        a.trigger_segment for a in automations if a.enabled and a.trigger_segment is not None
+    )
 
 
 def _one_of(allowed: list[str], value: str | None) -> bool:
@@ -224,7 +273,17 @@ class AutomationsError(ValueError):
 class _Checker:
     source: str
     known_templates: frozenset[str]
+    known_segments: frozenset[str] | None = None
     problems: list[str] = field(default_factory=list)
+
+    def segment(self, automation: str, where: str, name: object) -> str | None:
+        if not isinstance(name, str) or not name:
+            self.problem(automation, where, f"{name!r} is not a segment name")
+            return None
+        if self.known_segments is not None and name not in self.known_segments:
+            known = ", ".join(sorted(self.known_segments)) or "none are defined"
+            self.problem(automation, where, f"unknown segment {name!r} (segments: {known})")
+        return name
 
     def problem(self, automation: str | None, where: str, message: str) -> None:
         who = f"automation {automation!r}" if automation else "top level"
@@ -241,8 +300,15 @@ _AUTOMATION_KEYS = {
     "steps",
     "offer",
     "send_window",
+    "trigger",
+    "reentry",
+    "exit_on_leave",
+    "enter_existing",
+    "holdout",
 }
-_OFFER_KEYS = {"description", "code", "url"}
+# Only upgrade campaigns are started by a segment entry.
+_CAMPAIGN_KEYS = ("trigger", "reentry", "exit_on_leave", "enter_existing")
+_OFFER_KEYS = {"description", "code", "url", "next_plan"}
 # Shipped templates that show the automation's offer and cannot render without one.
 OFFER_TEMPLATES = frozenset({"winback/offer", "upgrade/offer"})
 _STEP_KEYS = {"after", "before", "send", "action"}
@@ -256,11 +322,22 @@ _LIST_FILTERS = {
 }
 _INT_FILTERS = {"invoice_amount_min", "invoice_amount_max"}
 _MAP_FILTERS = {"customer_metadata", "invoice_metadata"}
+_HOLDOUT = re.compile(r"^\s*(\d{1,2}(?:\.\d{1,2})?)\s*%\s*$")
 
 
-def parse_automations(text: str, source: str, known_templates: Iterable[str]) -> list[Automation]:
-    """Parse and validate; raises AutomationsError listing every problem found."""
-    check = _Checker(source, frozenset(known_templates))
+def parse_automations(
+    text: str,
+    source: str,
+    known_templates: Iterable[str],
+    known_segments: Iterable[str] | None = None,
+) -> list[Automation]:
+    """Parse and validate; raises AutomationsError listing every problem found. With
+    `known_segments`, a segment named in a trigger or filter must be one of them."""
+    check = _Checker(
+        source,
+        frozenset(known_templates),
+        None if known_segments is None else frozenset(known_segments),
+    )
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -300,16 +377,6 @@ def _parse_automation(check: _Checker, raw: object, position: int) -> Automation
     if lifecycle not in LIFECYCLES:
         check.problem(name, "lifecycle", f"{lifecycle!r} is not one of {', '.join(LIFECYCLES)}")
         return None
-    if lifecycle == Lifecycle.UPGRADE:
-        # Refused rather than accepted and never run: nothing starts an upgrade campaign
-        # until segments can trigger one.
-        check.problem(
-            name,
-            "lifecycle",
-            "'upgrade' campaigns start when a customer enters a segment, and segments are "
-            "not available yet: this automation would never run",
-        )
-        return None
     priority = raw.get("priority", 100)
     if not isinstance(priority, int) or isinstance(priority, bool):
         check.problem(name, "priority", f"{priority!r} is not a whole number")
@@ -345,6 +412,7 @@ def _parse_automation(check: _Checker, raw: object, position: int) -> Automation
                     f"steps[{step.index}].send",
                     f"{step.send} shows an offer: add `offer: {{description: ..., code: ...}}`",
                 )
+    campaign = _parse_campaign(check, name, lifecycle, raw)
     return Automation(
         name=name,
         lifecycle=lifecycle,
@@ -356,7 +424,56 @@ def _parse_automation(check: _Checker, raw: object, position: int) -> Automation
         offer=offer,
         send_window=window,
         any_time=raw.get("send_window") == "any",
+        holdout_basis_points=_parse_holdout(check, name, raw.get("holdout")),
+        **campaign,
     )
+
+
+def _parse_campaign(
+    check: _Checker, name: str, lifecycle: str, raw: dict[str, Any]
+) -> dict[str, Any]:
+    """An upgrade campaign's trigger and entry rules; refused on every other lifecycle."""
+    if lifecycle != Lifecycle.UPGRADE:
+        for key in _CAMPAIGN_KEYS:
+            if key in raw:
+                check.problem(name, key, "only upgrade campaigns (lifecycle: upgrade) have one")
+        return {}
+    values: dict[str, Any] = {}
+    trigger = raw.get("trigger")
+    if not isinstance(trigger, dict) or set(trigger) != {"segment"}:
+        check.problem(
+            name, "trigger", "required for an upgrade campaign, e.g. {segment: starter-3-months}"
+        )
+    else:
+        values["trigger_segment"] = check.segment(name, "trigger.segment", trigger["segment"])
+    reentry = raw.get("reentry", "never")
+    if reentry != "never":
+        try:
+            values["reentry_seconds"] = parse_duration(reentry)
+        except ValueError as exc:
+            check.problem(name, "reentry", f"never, or a duration: {exc}")
+    for key in ("exit_on_leave", "enter_existing"):
+        if key in raw:
+            if not isinstance(raw[key], bool):
+                check.problem(name, key, f"{raw[key]!r} is not true or false")
+            else:
+                values[key] = raw[key]
+    return values
+
+
+def _parse_holdout(check: _Checker, name: str, raw: object) -> int:
+    """`holdout: 10%` (or 2.5%) → basis points; at most half the customers."""
+    if raw is None:
+        return 0
+    match = _HOLDOUT.match(raw) if isinstance(raw, str) else None
+    if match is None:
+        check.problem(name, "holdout", f"{raw!r} is not a percentage like 10%")
+        return 0
+    basis_points = round(float(match.group(1)) * 100)
+    if not 0 < basis_points <= 5000:
+        check.problem(name, "holdout", f"{raw!r}: hold out more than 0% and at most 50%")
+        return 0
+    return basis_points
 
 
 def _parse_offer(check: _Checker, name: str, raw: object) -> Offer | None:
@@ -371,15 +488,18 @@ def _parse_offer(check: _Checker, name: str, raw: object) -> Offer | None:
     if not isinstance(description, str) or not description.strip():
         check.problem(name, "offer.description", "required, e.g. 20% off for 3 months")
         return None
-    code, url = raw.get("code"), raw.get("url")
+    code, url, next_plan = raw.get("code"), raw.get("url"), raw.get("next_plan")
     if code is not None and not isinstance(code, str):
         check.problem(name, "offer.code", f"{code!r} is not a string")
+    if next_plan is not None and not isinstance(next_plan, str):
+        check.problem(name, "offer.next_plan", f"{next_plan!r} is not a plan name")
     if url is not None and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
         check.problem(name, "offer.url", f"{url!r} is not an http(s) URL")
     return Offer(
         description=description,
         code=str(code) if code is not None else None,
         url=str(url) if url is not None else None,
+        next_plan=str(next_plan) if next_plan is not None else None,
     )
 
 
@@ -405,13 +525,20 @@ def _parse_filters(check: _Checker, name: str, raw: object) -> Filters:
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 check.problem(name, where, f"{value!r} is not an amount in minor units (e.g. 5000)")
             values[key] = value
+        elif key == "segment":
+            items = value if isinstance(value, list) else [value]
+            values[key] = [
+                segment
+                for item in items
+                if (segment := check.segment(name, where, item)) is not None
+            ]
         elif key in _MAP_FILTERS:
             if not isinstance(value, dict):
                 check.problem(name, where, "expected a mapping of metadata keys to values")
                 continue
             values[key] = {str(k): str(v) for k, v in value.items()}
         else:
-            known = sorted({"livemode", *_LIST_FILTERS, *_INT_FILTERS, *_MAP_FILTERS})
+            known = sorted({"livemode", "segment", *_LIST_FILTERS, *_INT_FILTERS, *_MAP_FILTERS})
             check.problem(name, where, f"unknown filter (expected one of {', '.join(known)})")
     low, high = values.get("invoice_amount_min"), values.get("invoice_amount_max")
     if isinstance(low, int) and isinstance(high, int) and low > high:
@@ -501,6 +628,12 @@ def automations_path(configured: Path) -> Path:
     )
 
 
-def load_automations(configured: Path, known_templates: Iterable[str]) -> list[Automation]:
+def load_automations(
+    configured: Path,
+    known_templates: Iterable[str],
+    known_segments: Iterable[str] | None = None,
+) -> list[Automation]:
     path = automations_path(configured)
-    return parse_automations(path.read_text(encoding="utf-8"), str(path), known_templates)
+    return parse_automations(
+        path.read_text(encoding="utf-8"), str(path), known_templates, known_segments
+    )

@@ -41,6 +41,15 @@ def plan_change_id(subscription_id: str, created: int) -> str:
     return f"plan-change-{subscription_id}-{created}"
 
 
+def upgrade_id(customer_id: str, automation: str, n: int) -> str:
+    """The customer's `n`th instance (from 1) of an upgrade campaign."""
+    return f"upgrade-{customer_id}-{automation}-{n}"
+
+
+# The Schedule that re-evaluates segments whose conditions turn with time alone.
+SEGMENT_SWEEP_SCHEDULE_ID = "segments-sweep"
+
+
 # The Schedule that runs a reconciliation pass every LIFECYCLE_RECONCILE_INTERVAL; Temporal
 # ids its runs `stripe-reconcile-<scheduled time>`.
 RECONCILE_SCHEDULE_ID = "stripe-reconcile"

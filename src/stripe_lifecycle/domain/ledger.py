@@ -561,6 +561,12 @@ class CustomerLedger:
             snap.ltv_cents = snap.ltv.get(home, 0)
 
 
+def primary_subscription(snapshot: BillingSnapshot) -> SubscriptionState | None:
+    """The subscription that speaks for the customer (its status and plan are the
+    snapshot's): the one that most needs attention, then the most recently changed."""
+    return min(snapshot.subscriptions.values(), key=_status_rank, default=None)
+
+
 def _status_rank(sub: SubscriptionState) -> tuple[int, int]:
     rank = STATUS_RANK.index(sub.status) if sub.status in STATUS_RANK else len(STATUS_RANK)
     # Among equals the most recently changed subscription speaks for the customer.

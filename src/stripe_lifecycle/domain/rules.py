@@ -18,6 +18,7 @@ import calendar
 from dataclasses import dataclass, replace
 
 from stripe_lifecycle.domain import ids, mrr
+from stripe_lifecycle.domain.automations import Automation
 from stripe_lifecycle.domain.conversions import (
     EXPANSION,
     REACTIVATED,
@@ -29,9 +30,11 @@ from stripe_lifecycle.domain.events import BillingEvent, InvoiceInfo, Subscripti
 from stripe_lifecycle.domain.ledger import (
     ENDED,
     MRR_STATUSES,
+    CampaignRecord,
     CustomerLedger,
     LifecycleRef,
     PaymentMethodState,
+    primary_subscription,
 )
 from stripe_lifecycle.domain.ledger import SubscriptionState as Sub
 from stripe_lifecycle.domain.lifecycles import INVOICE_LIFECYCLES, Lifecycle
@@ -54,6 +57,8 @@ PLAN_FIELDS = frozenset({"items", "plan", "quantity", "discount", "discounts"})
 LEGACY_PLAN_FIELDS = frozenset({"items", "plan", "quantity"})
 
 RUNNING = "running"
+# An upgrade campaign whose customer left the segment that started it.
+LEFT_SEGMENT = "left_segment"
 CUSTOMER_DELETED = "customer_deleted"
 # The event that starts an invoice lifecycle; its repeats refresh the invoice (attempt
 # count, next retry) for the copy.
@@ -100,6 +105,9 @@ class Start:
     # Started by a sync for a situation that began before it (a trial half over): when it
     # began, which its `after:` steps count from; steps already due are skipped.
     since: int | None = None
+    # An upgrade campaign: the segment whose entry started it, whether leaving it ends it.
+    segment: str | None = None
+    exit_on_leave: bool = False
 
 
 @dataclass(frozen=True)
@@ -364,8 +372,16 @@ def begin(ledger: CustomerLedger, decision: Decision) -> bool:
     return True
 
 
-def started(ledger: CustomerLedger, start: Start, automation: str) -> LifecycleRef:
-    """Record an instance that now runs `automation`."""
+def started(
+    ledger: CustomerLedger,
+    start: Start,
+    automation: str,
+    *,
+    held_out: bool = False,
+    at: int | None = None,
+) -> LifecycleRef:
+    """Record an instance that now runs `automation` (an upgrade campaign's, begun at
+    `at`, is counted for its re-entry rule)."""
     ref = LifecycleRef(
         workflow_id=start.workflow_id,
         lifecycle=start.lifecycle,
@@ -374,9 +390,54 @@ def started(ledger: CustomerLedger, start: Start, automation: str) -> LifecycleR
         subscription_id=start.subscription_id,
         subject_id=start.subject_id,
         anchor=start.anchor,
+        segment=start.segment,
+        exit_on_leave=start.exit_on_leave,
+        held_out=held_out,
     )
     ledger.state.lifecycles.append(ref)
+    if start.lifecycle == Lifecycle.UPGRADE:
+        record = ledger.state.campaigns.setdefault(automation, CampaignRecord())
+        record.started += 1
+        record.last_started = at
     return ref
+
+
+def campaign_start(
+    ledger: CustomerLedger, automation: Automation, segment: str, now: int
+) -> Start | None:
+    """The upgrade campaign to start for an entry into `segment`, or None when its
+    `reentry` rule says no: `never` after a first instance; a duration since the last one
+    began; and never while one runs."""
+    record = ledger.state.campaigns.get(automation.name)
+    if record is not None and record.started:
+        if any(
+            r.automation == automation.name and r.status == RUNNING for r in ledger.state.lifecycles
+        ):
+            return None
+        if automation.reentry_seconds is None:
+            return None
+        if now - (record.last_started or 0) < automation.reentry_seconds:
+            return None
+    customer_id = ledger.snapshot.customer_id
+    n = (record.started if record is not None else 0) + 1
+    primary = primary_subscription(ledger.snapshot)
+    return Start(
+        Lifecycle.UPGRADE,
+        ids.upgrade_id(customer_id, automation.name, n),
+        subject_id=primary.id if primary is not None else customer_id,
+        subscription_id=primary.id if primary is not None else None,
+        segment=segment,
+        exit_on_leave=automation.exit_on_leave,
+    )
+
+
+def campaign_exits(ledger: CustomerLedger, exited: list[str]) -> list[Decision]:
+    """Campaigns that end because their customer left the segment that started them."""
+    return [
+        End(ref.workflow_id, LEFT_SEGMENT)
+        for ref in _running(ledger, Lifecycle.UPGRADE)
+        if ref.exit_on_leave and ref.segment in exited
+    ]
 
 
 def finished(ledger: CustomerLedger, workflow_id: str, outcome: str, keep: int) -> None:

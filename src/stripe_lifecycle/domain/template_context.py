@@ -89,7 +89,11 @@ def step_context(
     if invoice is not None:
         full.update(invoice_context(invoice, now))
     if offer is not None:
-        full["offer"] = {"code": offer.code, "description": offer.description}
+        full["offer"] = {
+            "code": offer.code,
+            "description": offer.description,
+            "next_plan": offer.next_plan,
+        }
     return full
 
 

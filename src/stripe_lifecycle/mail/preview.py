@@ -67,7 +67,10 @@ PREVIEW_OBJECTS = frozenset({"invoice", "subscription", "customer", *PAYMENT_MET
 SAMPLE_CUSTOMER_ID = "cus_sample"
 SAMPLE_CUSTOMER_NAME = "Ada Lovelace"
 SAMPLE_CUSTOMER_EMAIL = "ada.lovelace@example.com"
-SAMPLE_OFFER = Offer(description="30% off for 3 months", code="SAMPLE30")
+SAMPLE_OFFER = Offer(description="30% off for 3 months", code="SAMPLE30", next_plan="Pro")
+# What an upgrade offer names of the customer's usage (the app reports it through
+# `POST /v1/customers/{id}/usage`; seats against the plan's limit).
+SAMPLE_USAGE = {"metrics": {"seats_used": 9}, "seats_used": 9, "seat_limit": 10, "seat_usage": 0.9}
 # 2026-03-02 09:00 UTC: the sample events' `created`, so their dates stay the same.
 SAMPLE_CREATED = 1_772_442_000
 
@@ -350,6 +353,9 @@ def _lifecycle_context(
     context = step_context(
         subscription_context(ledger, subscription_id), None, snap.email, snap.name, offer
     )
+    if lifecycle == Lifecycle.UPGRADE:
+        samples["usage"] = "sample usage (9 of 10 seats): your app reports it through the usage API"
+        context["usage"] = SAMPLE_USAGE
     return context, list(links)
 
 

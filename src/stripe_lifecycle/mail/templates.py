@@ -95,6 +95,7 @@ from jinja2 import (
 
 from stripe_lifecycle.domain.automations import Automation, automations_path, parse_automations
 from stripe_lifecycle.domain.money import format_amount
+from stripe_lifecycle.domain.segments import load_segments
 from stripe_lifecycle.settings import ConfigurationError
 
 if TYPE_CHECKING:
@@ -265,11 +266,12 @@ class TemplateRenderer:
 
 
 def load_checked_automations(settings: Settings) -> tuple[Path, list[Automation]]:
-    """The automations in force, validated against the templates that exist."""
+    """The automations in force, validated against the templates and segments that exist."""
     renderer = TemplateRenderer(Brand.from_settings(settings), settings.templates_dir)
     path = automations_path(settings.automations)
     text = path.read_text(encoding="utf-8")
-    return path, parse_automations(text, str(path), renderer.names())
+    segments = [segment.name for segment in load_segments(settings.segments).segments]
+    return path, parse_automations(text, str(path), renderer.names(), segments)
 
 
 def format_date(value: int | float | datetime | date) -> str:

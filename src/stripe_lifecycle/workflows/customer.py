@@ -21,10 +21,15 @@ with workflow.unsafe.imports_passed_through():
         ChooseAutomation,
         ConversionInput,
         Conversions,
+        EvaluateSegments,
+        InstanceRecord,
+        Segments,
+        SegmentsChanged,
+        SegmentsEvaluation,
         Snapshots,
         StripeReads,
     )
-    from stripe_lifecycle.domain import contract, rules, stripe_reads
+    from stripe_lifecycle.domain import contract, holdout, rules, segments, stripe_reads
     from stripe_lifecycle.domain.automations import Automation
     from stripe_lifecycle.domain.events import BillingEvent, BillingEvents
     from stripe_lifecycle.domain.ledger import (
@@ -33,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         CustomerState,
         LifecycleRef,
         new_state,
+        primary_subscription,
     )
     from stripe_lifecycle.domain.lifecycles import Lifecycle
     from stripe_lifecycle.domain.money import format_amount
@@ -92,6 +98,13 @@ RULES_V2_PATCH = "rules-v2"
 # meets Stripe's rate limit. Runs recorded before read on their own queue, and replay so.
 READS_QUEUE_PATCH = "stripe-reads-queue"
 
+# Runs started or continued since evaluate the customer's segments whenever what they read
+# changes, start the upgrade campaigns an entry triggers, hold out a share of each
+# automation's customers and record every instance started (`lifecycle_instances`).
+# Asked where it is used, not once per run: a customer workflow may run for years, and
+# runs recorded before take the old path only for the events they had already seen.
+SEGMENTS_PATCH = "segments-campaigns-holdouts"
+
 # The DB may be down for a while; keep trying rather than drop a snapshot.
 PERSIST_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -135,6 +148,12 @@ class CustomerWorkflow(LifecycleParent):
         # Set once the customer's personal data is erased: this run's history holds it, so
         # the entity continues in a new run at once (and the old one can be deleted).
         self._fresh_history = False
+        # `segments_changed` signals not yet acted on, and whether a lifecycle ended since
+        # the segments were last evaluated (`in_lifecycle` reads the running ones).
+        self._segment_signals: list[SegmentsChanged] = []
+        self._lifecycles_changed = False
+        # The billing facts of the last evaluation (this run's): unchanged facts need none.
+        self._evaluated_facts: dict[str, Any] | None = None
         # Search attributes survive continue-as-new; start from what the run already has.
         current = workflow.info().typed_search_attributes
         self._indexed: dict[str, Any] = {
@@ -156,10 +175,18 @@ class CustomerWorkflow(LifecycleParent):
         self._set_details()
         while True:
             await workflow.wait_condition(
-                lambda: bool(self._pending) or self._history_full() or self._fresh_history
+                lambda: (
+                    bool(self._pending)
+                    or self._history_full()
+                    or self._fresh_history
+                    or bool(self._segment_signals)
+                    or self._lifecycles_changed
+                )
             )
             if self._pending:
                 await self._apply_pending()
+            if self._segment_signals or self._lifecycles_changed:
+                await self._segments_changed()
             if self._history_full() or self._fresh_history:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
@@ -188,6 +215,11 @@ class CustomerWorkflow(LifecycleParent):
         rules.finished(
             self._ledger, finished.workflow_id, finished.outcome, FINISHED_LIFECYCLES_KEPT
         )
+        self._lifecycles_changed = True
+
+    @workflow.signal(name=contract.SEGMENTS_CHANGED_SIGNAL)
+    def segments_changed(self, changed: SegmentsChanged) -> None:
+        self._segment_signals.append(changed)
 
     @workflow.update
     async def erase(self, request: EraseRequest) -> EraseResult:
@@ -250,7 +282,107 @@ class CustomerWorkflow(LifecycleParent):
             for decision in decide(event, applied_event.before, self._ledger):
                 if rules.begin(self._ledger, decision):
                     await self._carry_out(decision, event)
+        if workflow.patched(SEGMENTS_PATCH):
+            await self._evaluate_segments(force=False, offer_existing=[])
         self._set_details()
+
+    async def _segments_changed(self) -> None:
+        """Usage reported, time passed or a lifecycle ended: evaluate the segments again."""
+        signals, self._segment_signals = self._segment_signals, []
+        self._lifecycles_changed = False
+        if not workflow.patched(SEGMENTS_PATCH):
+            return
+        offer = sorted({segment for signal in signals for segment in signal.offer_existing})
+        await self._evaluate_segments(force=bool(signals), offer_existing=offer)
+
+    async def _evaluate_segments(self, *, force: bool, offer_existing: list[str]) -> None:
+        """Evaluate the customer's segments (an activity: the definitions, usage and clicks
+        are the worker's and the DB's) when what they read changed, and act on the answer:
+        index them, end the campaigns of segments left, start those of segments entered."""
+        state = self._ledger.state
+        running = sorted({r.lifecycle for r in state.lifecycles if r.status == rules.RUNNING})
+        facts = segments.billing_facts(self._ledger.snapshot, running)
+        if not force and facts == self._evaluated_facts:
+            return
+        evaluation = await workflow.execute_local_activity_method(
+            Segments.evaluate_segments,
+            EvaluateSegments(
+                customer_id=self._ledger.snapshot.customer_id,
+                facts=facts,
+                now=workflow.now(),
+                previous=list(state.segments),
+                known=list(state.segments_known),
+                evaluated_before=state.segments_evaluated,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=PERSIST_RETRY,
+        )
+        self._evaluated_facts = facts
+        if evaluation.segments != state.segments or not state.segments_evaluated:
+            workflow.upsert_search_attributes([contract.SEGMENTS.value_set(evaluation.segments)])
+        state.segments = list(evaluation.segments)
+        state.segments_known = list(evaluation.known)
+        state.segments_evaluated = True
+        exits = rules.campaign_exits(self._ledger, [change.segment for change in evaluation.exited])
+        for end in exits:
+            if rules.begin(self._ledger, end) and isinstance(end, rules.End):
+                await self._tell(
+                    end.workflow_id,
+                    LifecycleUpdate(
+                        event_id=f"segments-{workflow.uuid4()}",
+                        created=int(workflow.now().timestamp()),
+                        outcome=end.outcome,
+                    ),
+                )
+        await self._start_campaigns(evaluation, offer_existing)
+
+    async def _start_campaigns(
+        self, evaluation: SegmentsEvaluation, offer_existing: list[str]
+    ) -> None:
+        """An entry starts the segment's campaign; being in it already (when the customer
+        was first evaluated against it, or as the sweep found) only those that say
+        `enter_existing`."""
+        triggers = set(evaluation.campaign_segments)
+        entries = [(e.segment, e.initial) for e in evaluation.entered if e.segment in triggers]
+        entered = {segment for segment, _ in entries}
+        entries += [
+            (segment, True)
+            for segment in offer_existing
+            if segment in triggers and segment in evaluation.segments and segment not in entered
+        ]
+        for segment, existing in entries:
+            automation = await self._choose(self._campaign_trigger(segment, existing))
+            if automation is None:
+                continue
+            now = int(workflow.now().timestamp())
+            start = rules.campaign_start(self._ledger, automation, segment, now)
+            if start is None or not rules.begin(self._ledger, start):
+                continue
+            await self._launch(
+                start,
+                automation,
+                livemode=self._ledger.snapshot.livemode,
+                context={"usage": evaluation.usage},
+            )
+
+    def _campaign_trigger(self, segment: str, existing: bool) -> ChooseAutomation:
+        snap = self._ledger.snapshot
+        sub = primary_subscription(snap)
+        return ChooseAutomation(
+            lifecycle=Lifecycle.UPGRADE,
+            livemode=snap.livemode,
+            subscription_periods=sub.periods if sub else [],
+            invoice_amount=sub.amount_cents if sub else None,
+            currency=sub.currency if sub else snap.currency,
+            product_ids=[sub.product_id] if sub and sub.product_id else [],
+            price_ids=[sub.price_id] if sub and sub.price_id else [],
+            plan=snap.plan,
+            customer_metadata=snap.metadata,
+            invoice_metadata=sub.metadata if sub else {},
+            segments=list(self._ledger.state.segments),
+            segment=segment,
+            existing=existing,
+        )
 
     async def _read_stripe(self, batch: list[BillingEvent]) -> None:
         """Fill in what the batch's payloads leave out, read from Stripe (an activity)."""
@@ -320,10 +452,25 @@ class CustomerWorkflow(LifecycleParent):
                 "no enabled %s automation matches %s", start.lifecycle, start.workflow_id
             )
             return
+        await self._launch(start, automation, livemode=event.livemode)
+
+    async def _launch(
+        self,
+        start: rules.Start,
+        automation: Automation,
+        *,
+        livemode: bool,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        """Start the child running `automation`, with the customer in or out of its
+        holdout group; an id already taken starts nothing."""
         snap = self._ledger.snapshot
         sub = snap.subscriptions.get(start.subscription_id or "")
         kind = LIFECYCLE_WORKFLOWS[start.lifecycle]
         invoice = start.invoice
+        held_out = holdout.held_out(
+            snap.customer_id, automation.name, automation.holdout_basis_points
+        )
         subject = f"invoice {start.subject_id}" if invoice is not None else start.subject_id
         memo = {} if invoice is None else {contract.MEMO_INVOICE_ID: invoice.id}
         try:
@@ -337,18 +484,22 @@ class CustomerWorkflow(LifecycleParent):
                     anchor=start.anchor,
                     customer_email=snap.email,
                     customer_name=snap.name,
-                    livemode=event.livemode,
+                    livemode=livemode,
                     # Invoice lifecycles read their invoice (and the card it is charged
                     # to); the others the subscription.
-                    context={"payment_method": card_context(self._ledger.billing_payment_method())}
-                    if invoice is not None
-                    else subscription_context(self._ledger, start.subscription_id),
+                    context=(
+                        {"payment_method": card_context(self._ledger.billing_payment_method())}
+                        if invoice is not None
+                        else subscription_context(self._ledger, start.subscription_id)
+                    )
+                    | (context or {}),
                     customer_timezone=self._ledger.timezone,
                     customer_country=snap.country,
                     invoice=invoice,
                     mrr_cents=sub.mrr_cents if sub else 0,
                     stripe_account=snap.stripe_account,
                     since=start.since,
+                    held_out=held_out,
                 ),
                 id=start.workflow_id,
                 # Children outlive this run's continue-as-new; each reports back by signal.
@@ -358,18 +509,40 @@ class CustomerWorkflow(LifecycleParent):
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE
                 if start.reusable
                 else WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=self._child_attributes(start.lifecycle, automation.name, event),
+                search_attributes=self._child_attributes(
+                    start.lifecycle, automation.name, livemode
+                ),
                 memo=memo,
-                static_summary=f"{kind.title} of {subject} ({automation.name})",
+                static_summary=f"{kind.title} of {subject} ({automation.name})"
+                + (" · holdout group" if held_out else ""),
             )
         except WorkflowAlreadyStartedError:
             return
-        rules.started(self._ledger, start, automation.name)
+        now = workflow.now()
+        rules.started(
+            self._ledger, start, automation.name, held_out=held_out, at=int(now.timestamp())
+        )
+        if workflow.patched(SEGMENTS_PATCH):
+            await workflow.execute_local_activity_method(
+                Segments.record_instance,
+                InstanceRecord(
+                    workflow_id=start.workflow_id,
+                    customer_id=snap.customer_id,
+                    lifecycle=start.lifecycle,
+                    automation=automation.name,
+                    held_out=held_out,
+                    started_at=now,
+                    mrr_cents=snap.mrr_cents,
+                    currency=snap.currency,
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=PERSIST_RETRY,
+            )
 
     async def _choose_automation(
         self, start: rules.Start, event: BillingEvent
     ) -> Automation | None:
-        """The automation this trigger runs (an activity: the definitions are the worker's)."""
+        """The automation this trigger runs."""
         snap = self._ledger.snapshot
         sub = snap.subscriptions.get(start.subscription_id or "")
         invoice = start.invoice
@@ -378,6 +551,7 @@ class CustomerWorkflow(LifecycleParent):
             livemode=event.livemode,
             subscription_periods=sub.periods if sub else [],
             customer_metadata=snap.metadata,
+            segments=list(self._ledger.state.segments),
         )
         if invoice is not None:
             trigger.invoice_amount = invoice.amount_due
@@ -397,6 +571,10 @@ class CustomerWorkflow(LifecycleParent):
         else:
             trigger.currency = snap.currency
             trigger.plan = snap.plan
+        return await self._choose(trigger)
+
+    async def _choose(self, trigger: ChooseAutomation) -> Automation | None:
+        """An activity: the definitions are the worker's, and the choice is recorded."""
         return await workflow.execute_activity_method(
             Automations.choose_automation,
             trigger,
@@ -428,14 +606,14 @@ class CustomerWorkflow(LifecycleParent):
         )
 
     def _child_attributes(
-        self, lifecycle: Lifecycle, automation: str, event: BillingEvent
+        self, lifecycle: Lifecycle, automation: str, livemode: bool
     ) -> TypedSearchAttributes:
         snap = self._ledger.snapshot
         attributes: list[SearchAttributePair[Any]] = [
             SearchAttributePair(contract.CUSTOMER_ID, snap.customer_id),
             SearchAttributePair(contract.LIFECYCLE, lifecycle),
             SearchAttributePair(contract.AUTOMATION, automation),
-            SearchAttributePair(contract.LIVEMODE, event.livemode),
+            SearchAttributePair(contract.LIVEMODE, livemode),
         ]
         if self._input.index_email and snap.email:
             attributes.append(SearchAttributePair(contract.CUSTOMER_EMAIL, snap.email))

@@ -71,6 +71,9 @@ class LifecycleInput:
     # (epoch seconds). `after:` steps count from then, and every step already due is
     # skipped, so the instance goes on from its current step.
     since: int | None = None
+    # The customer is in the automation's holdout group: every email step is recorded as
+    # held out and not sent, so its conversions measure what happens without the mail.
+    held_out: bool = False
 
 
 @dataclass
@@ -155,6 +158,8 @@ class LifecycleParent:
         raise NotImplementedError
 
 
+# An email step of a customer in the automation's holdout group: not sent.
+HELD_OUT = "held_out"
 # The step's mail waited for the send window (or the frequency cap) and the lifecycle
 # ended first.
 NOT_SENT = "not sent: ended while waiting for its send window"
@@ -356,7 +361,9 @@ class LifecycleWorkflow:
         ):
             if not await self._hold_until(held):
                 return
-        if step.send is not None:
+        if step.send is not None and self._input.held_out:
+            status = HELD_OUT
+        elif step.send is not None:
             sent = await self._send_email(step, step.send)
             status = sent.status if sent is not None else NOT_SENT
         elif step.action == "notify_team":
@@ -481,6 +488,8 @@ class LifecycleWorkflow:
             f"**{self.title}** of {self._subject} · automation `{automation.name}`"
             f" · {len(self._done)}/{len(automation.steps)} steps done"
         )
+        if self._input.held_out:
+            head += " · holdout group (no email)"
         anchor = _at(self._anchor)
         if anchor is not None:
             head += f" · date {anchor.isoformat(timespec='minutes')}"

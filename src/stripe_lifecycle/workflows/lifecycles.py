@@ -4,7 +4,8 @@ DunningWorkflow (`dunning-{invoice_id}`), PaymentActionWorkflow
 (`payment-action-{invoice_id}`), TrialWorkflow (`trial-{sub_id}`), WinbackWorkflow
 (`winback-{cus_id}-{sub_id}`), ScheduledCancelWorkflow (`scheduled-cancel-{sub_id}`),
 RenewalWorkflow (`renewal-{sub_id}-{period_end}`), CardExpiringWorkflow
-(`card-expiring-{pm}-{yyyymm}`) and PlanChangeWorkflow (`plan-change-{sub_id}-{created}`).
+(`card-expiring-{pm}-{yyyymm}`), PlanChangeWorkflow (`plan-change-{sub_id}-{created}`) and
+UpgradeWorkflow (`upgrade-{cus_id}-{automation}-{n}`).
 
 Each takes a `LifecycleInput` and returns a `LifecycleResult`. Signals:
 `lifecycle_update(LifecycleUpdate)` (and, for the invoice lifecycles,
@@ -138,6 +139,20 @@ class PlanChangeWorkflow(LifecycleWorkflow):
         return await super().run(input)
 
 
+@workflow.defn(name="UpgradeWorkflow")
+class UpgradeWorkflow(LifecycleWorkflow):
+    """An upgrade campaign, started when the customer entered a segment: upgrade offers;
+    ends upgraded (an expansion, credited to its emails), when the customer leaves the
+    segment (unless `exit_on_leave: false`), or after its last step."""
+
+    lifecycle = Lifecycle.UPGRADE
+    title = "Upgrade campaign"
+
+    @workflow.run
+    async def run(self, input: LifecycleInput) -> LifecycleResult:
+        return await super().run(input)
+
+
 LIFECYCLE_WORKFLOWS: dict[Lifecycle, type[LifecycleWorkflow]] = {
     w.lifecycle: w
     for w in (
@@ -149,5 +164,6 @@ LIFECYCLE_WORKFLOWS: dict[Lifecycle, type[LifecycleWorkflow]] = {
         RenewalWorkflow,
         CardExpiringWorkflow,
         PlanChangeWorkflow,
+        UpgradeWorkflow,
     )
 }

@@ -1,0 +1,352 @@
+"""Segment membership: evaluated for one customer when what it reads changes, and swept
+for the conditions that turn with time alone; and the record of every lifecycle instance
+started, with its holdout group.
+
+The customer workflow is the only writer of a customer's memberships: the sweep finds the
+customers whose segments turn and tells their workflows (`segments_changed`), which
+evaluate them with what they know now and start the campaigns an entry triggers.
+"""
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlmodel import col
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from stripe_lifecycle.activities.interface import (
+    EvaluateSegments,
+    InstanceRecord,
+    SegmentChangeInfo,
+    Segments,
+    SegmentsChanged,
+    SegmentsEvaluation,
+    SegmentSweep,
+    SweepRequest,
+    SweepResult,
+)
+from stripe_lifecycle.domain import contract, ids
+from stripe_lifecycle.domain.automations import Automation, campaign_segments
+from stripe_lifecycle.domain.segments import (
+    Facts,
+    SegmentsConfig,
+    evaluate,
+    field_value,
+    why_changed,
+)
+from stripe_lifecycle.storage.db import SessionMaker, insert_for
+from stripe_lifecycle.storage.models import (
+    CustomerSegmentFacts,
+    CustomerUsage,
+    LifecycleInstance,
+    Message,
+    MessageClick,
+    SegmentChange,
+    SegmentEvent,
+    SegmentMember,
+)
+
+# A customer first evaluated against a segment is news to a campaign only if they are
+# new themselves: the rest of the base was in it before anyone looked (a new segments
+# file, a historical sync).
+NEW_CUSTOMER = timedelta(days=1)
+SWEEP_PAGE = 1000
+# Signals in flight at once: the sweep must not flood the frontend after a long outage.
+SIGNALS_IN_FLIGHT = 50
+
+
+class SegmentActivities(Segments):
+    def __init__(
+        self,
+        sessionmaker: SessionMaker,
+        config: SegmentsConfig,
+        automations: Sequence[Automation],
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._config = config
+        self._campaign_segments = campaign_segments(automations)
+
+    @activity.defn(name="evaluate_segments")
+    async def evaluate_segments(self, request: EvaluateSegments) -> SegmentsEvaluation:
+        """Evaluate every segment for the customer and record each entry and exit (with
+        the condition that turned it, old → new) against what the DB holds; answer what
+        changed against the workflow's own record, so a retry answers the same."""
+        now = _aware(request.now)
+        at = int(now.timestamp())
+        customer_id = request.customer_id
+        async with self._sessionmaker() as session:
+            facts = await _with_db_facts(session, customer_id, request.facts)
+            stored = await session.get(CustomerSegmentFacts, customer_id)
+            old_facts = stored.facts if stored is not None else None
+            old_at = int(stored.evaluated_at.timestamp()) if stored is not None else None
+            current = [
+                s.name for s in self._config.segments if evaluate(s, facts, at, self._config.seats)
+            ]
+            rows = await session.execute(
+                select(SegmentMember).where(col(SegmentMember.customer_id) == customer_id)
+            )
+            members = {m.segment: m for m in rows.scalars()}
+            reasons = {
+                s.name: why_changed(s, old_facts, old_at, facts, at, self._config.seats)
+                for s in self._config.segments
+                if (s.name in current) != (s.name in members)
+            }
+            for name in current:
+                if name not in members:
+                    session.add(
+                        SegmentMember(segment=name, customer_id=customer_id, entered_at=now)
+                    )
+                    session.add(
+                        SegmentEvent(
+                            customer_id=customer_id,
+                            segment=name,
+                            change=SegmentChange.ENTERED,
+                            at=now,
+                            reason=reasons[name][:2000],
+                            initial=self._initial(request, name, facts, at),
+                        )
+                    )
+            for name, member in members.items():
+                if name not in current:
+                    await session.delete(member)
+                    session.add(
+                        SegmentEvent(
+                            customer_id=customer_id,
+                            segment=name,
+                            change=SegmentChange.EXITED,
+                            at=now,
+                            # A segment no longer defined: its members leave it.
+                            reason=reasons.get(name, "the segment is no longer defined")[:2000],
+                        )
+                    )
+            await _store_facts(session, customer_id, facts, current, now)
+            await session.commit()
+        previous = set(request.previous)
+        known = [s.name for s in self._config.segments]
+        entered = [
+            SegmentChangeInfo(
+                name,
+                reasons.get(name, "entered"),
+                initial=self._initial(request, name, facts, at),
+            )
+            for name in current
+            if name not in previous
+        ]
+        exited = [
+            SegmentChangeInfo(name, reasons.get(name, "left"))
+            for name in request.previous
+            if name not in current
+        ]
+        return SegmentsEvaluation(
+            segments=current,
+            known=known,
+            entered=entered,
+            exited=exited,
+            campaign_segments=sorted(self._campaign_segments & {e.segment for e in entered}),
+            usage=self._usage(facts, at),
+        )
+
+    def _initial(self, request: EvaluateSegments, name: str, facts: Facts, at: int) -> bool:
+        first_look = not request.evaluated_before or name not in request.known
+        created = facts.get("customer_created")
+        new_customer = isinstance(created, int) and at - created <= NEW_CUSTOMER.total_seconds()
+        return first_look and not new_customer
+
+    def _usage(self, facts: Facts, at: int) -> dict[str, Any]:
+        """What an upgrade offer may name: the usage the app reported, and seats used of
+        the plan's limit."""
+        seats = self._config.seats
+        usage = facts.get("usage") or {}
+        used: Any = facts.get("quantity")
+        if seats.used.startswith("usage."):
+            used = usage.get(seats.used.removeprefix("usage."))
+        limit = (facts.get("price_metadata") or {}).get(seats.limit_key or "")
+        return {
+            "metrics": dict(usage),
+            "seats_used": used,
+            "seat_limit": _number(limit),
+            "seat_usage": field_value("seat_usage", facts, at, seats),
+        }
+
+    @activity.defn(name="record_instance")
+    async def record_instance(self, record: InstanceRecord) -> None:
+        """Insert once (by workflow id): a retried activity changes nothing."""
+        values = {
+            "workflow_id": record.workflow_id,
+            "customer_id": record.customer_id,
+            "lifecycle": str(record.lifecycle),
+            "automation": record.automation,
+            "held_out": record.held_out,
+            "started_at": _aware(record.started_at),
+            "mrr_cents": record.mrr_cents,
+            "currency": record.currency,
+        }
+        async with self._sessionmaker() as session:
+            insert = insert_for(session.get_bind().dialect.name)
+            await session.execute(
+                insert(LifecycleInstance).values(**values).on_conflict_do_nothing()
+            )
+            await session.commit()
+
+
+class SegmentSweepActivities(SegmentSweep):
+    def __init__(
+        self,
+        client: Client,
+        sessionmaker: SessionMaker,
+        config: SegmentsConfig,
+        automations: Sequence[Automation],
+    ) -> None:
+        self._client = client
+        self._sessionmaker = sessionmaker
+        self._config = config
+        self._offered = {
+            a.name: a.trigger_segment
+            for a in automations
+            if a.enabled and a.enter_existing and a.trigger_segment is not None
+        }
+
+    @activity.defn(name="sweep_segments")
+    async def sweep_segments(self, request: SweepRequest) -> SweepResult:
+        """Re-evaluate, on the facts stored at their last evaluation, only the segments
+        whose conditions turn with time; tell each customer whose membership turns. Then
+        offer `enter_existing` campaigns to the members of their segments they have not
+        run for yet."""
+        now = _aware(request.now)
+        at = int(now.timestamp())
+        timed = [s for s in self._config.segments if s.time_based]
+        customers = changed = offered = 0
+        after = ""
+        limiter = asyncio.Semaphore(SIGNALS_IN_FLIGHT)
+        while timed:
+            async with self._sessionmaker() as session:
+                rows = (
+                    await session.execute(
+                        select(CustomerSegmentFacts)
+                        .where(col(CustomerSegmentFacts.customer_id) > after)
+                        .order_by(col(CustomerSegmentFacts.customer_id))
+                        .limit(SWEEP_PAGE)
+                    )
+                ).scalars()
+                page = list(rows)
+            if not page:
+                break
+            after = page[-1].customer_id
+            turned = [
+                row.customer_id
+                for row in page
+                if any(
+                    evaluate(s, row.facts, at, self._config.seats) != (s.name in row.segments)
+                    for s in timed
+                )
+            ]
+            customers += len(page)
+            changed += await _signal_all(
+                self._client, limiter, turned, SegmentsChanged(reason="time passed")
+            )
+            activity.heartbeat(customers)
+        for automation, segment in self._offered.items():
+            async with self._sessionmaker() as session:
+                started = select(col(LifecycleInstance.customer_id)).where(
+                    col(LifecycleInstance.automation) == automation
+                )
+                members = (
+                    await session.execute(
+                        select(col(SegmentMember.customer_id))
+                        .where(col(SegmentMember.segment) == segment)
+                        .where(col(SegmentMember.customer_id).not_in(started))
+                    )
+                ).scalars()
+                waiting = list(members)
+            offered += await _signal_all(
+                self._client,
+                limiter,
+                waiting,
+                SegmentsChanged(
+                    reason=f"{automation} enters existing members", offer_existing=[segment]
+                ),
+            )
+        activity.logger.info(
+            "segment sweep: %d customers checked, %d turned, %d offered a campaign",
+            customers,
+            changed,
+            offered,
+        )
+        return SweepResult(customers=customers, changed=changed, offered=offered)
+
+
+async def _signal_all(
+    client: Client,
+    limiter: asyncio.Semaphore,
+    customer_ids: Iterable[str],
+    changed: SegmentsChanged,
+) -> int:
+    async def one(customer_id: str) -> bool:
+        async with limiter:
+            handle = client.get_workflow_handle(ids.customer_workflow_id(customer_id))
+            try:
+                await handle.signal(contract.SEGMENTS_CHANGED_SIGNAL, changed)
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                # The customer's workflow is gone (terminated by hand): nothing to tell.
+                return False
+            return True
+
+    results = await asyncio.gather(*(one(c) for c in customer_ids))
+    return sum(results)
+
+
+async def _with_db_facts(session: Any, customer_id: str, facts: Facts) -> Facts:
+    """The workflow's billing facts with what only the DB knows: usage the app reported
+    and the last click on a tracked link in the customer's mail."""
+    usage_rows = await session.execute(
+        select(col(CustomerUsage.metric), col(CustomerUsage.value)).where(
+            col(CustomerUsage.customer_id) == customer_id
+        )
+    )
+    clicked = await session.execute(
+        select(func.max(MessageClick.clicked_at))
+        .join(Message, col(Message.id) == col(MessageClick.message_id))
+        .where(col(Message.customer_id) == customer_id)
+    )
+    last_click = clicked.scalar()
+    return {
+        **facts,
+        "usage": {metric: _plain(value) for metric, value in usage_rows.all()},
+        "last_click_at": int(_aware(last_click).timestamp()) if last_click is not None else None,
+    }
+
+
+async def _store_facts(
+    session: Any, customer_id: str, facts: Facts, segments: list[str], now: datetime
+) -> None:
+    await session.execute(
+        delete(CustomerSegmentFacts).where(col(CustomerSegmentFacts.customer_id) == customer_id)
+    )
+    session.add(
+        CustomerSegmentFacts(
+            customer_id=customer_id, facts=facts, segments=segments, evaluated_at=now
+        )
+    )
+
+
+def _plain(value: float) -> int | float:
+    """Whole numbers as ints, so facts read the way they were reported (9, not 9.0)."""
+    return int(value) if float(value).is_integer() else value
+
+
+def _number(value: object) -> int | float | None:
+    try:
+        number = float(str(value))
+    except ValueError:
+        return None
+    return _plain(number)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
