@@ -108,6 +108,11 @@ class SubscriptionItemInfo:
     # `currency_options`; `currency` is always the currency billed.
     price_currency: str | None = None
     discounts: list[DiscountInfo] = field(default_factory=list)
+    # The price's `metadata` (a legacy plan's where only a plan is sent), and its product's
+    # when the payload expands the product (events never do): where a business keeps a
+    # plan's limits, such as its seats.
+    price_metadata: dict[str, str] = field(default_factory=dict)
+    product_metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -142,6 +147,8 @@ class SubscriptionInfo:
     # False while something the MRR depends on is unknown (a coupon, a price's tiers): the
     # figure is then the best reading of what is known, not Stripe's.
     mrr_exact: bool = True
+    # When the subscription started (`start_date`; a backdated one starts before `created`).
+    start_date: int | None = None
 
 
 @dataclass

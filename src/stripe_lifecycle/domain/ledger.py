@@ -99,6 +99,12 @@ class SubscriptionState:
     # None in states recorded before it was kept.
     subscription: SubscriptionInfo | None = None
     mrr_exact: bool = True
+    # When it started (Stripe's `start_date`, else `created`), and when its prices last
+    # changed: the `created` of the event that changed them, or its start when first seen.
+    # None in states recorded before they were kept (for `plan_since`, until the next
+    # change of price: a subscription known before cannot tell when its plan began).
+    started: int | None = None
+    plan_since: int | None = None
 
     @property
     def cancel_scheduled(self) -> bool:
@@ -433,6 +439,14 @@ class CustomerLedger:
         status = "canceled" if event_type == "customer.subscription.deleted" else sub.status
         first = sub.items[0] if sub.items else None
         valuation = self.value(sub)
+        started = _first_known(sub.start_date, sub.created, current.started if current else None)
+        plan_since: int | None
+        if current is None:
+            plan_since = started if started is not None else created
+        elif _prices_changed(current, sub):
+            plan_since = created
+        else:
+            plan_since = current.plan_since
         self.snapshot.subscriptions[sub.id] = SubscriptionState(
             id=sub.id,
             status=status,
@@ -464,6 +478,8 @@ class CustomerLedger:
             metadata=dict(sub.metadata),
             subscription=sub,
             mrr_exact=valuation.exact,
+            started=started,
+            plan_since=plan_since,
         )
         if self.snapshot.customer_since is None and sub.created is not None:
             self.snapshot.customer_since = sub.created
@@ -562,9 +578,25 @@ class CustomerLedger:
 
 
 def primary_subscription(snapshot: BillingSnapshot) -> SubscriptionState | None:
-    """The subscription that speaks for the customer (its status and plan are the
-    snapshot's): the one that most needs attention, then the most recently changed."""
+    """The subscription that speaks for the customer: the one whose status most needs
+    attention (`STATUS_RANK`), the most recently changed among equals."""
     return min(snapshot.subscriptions.values(), key=_status_rank, default=None)
+
+
+def _prices_changed(current: SubscriptionState, sub: SubscriptionInfo) -> bool:
+    """Whether it buys other prices now (a quantity or discount change is no plan change)."""
+    if current.subscription is None:
+        # State from before the subscription was kept knows its first item's price only.
+        return (sub.items[0].price_id if sub.items else None) != current.price_id
+    return _price_ids(current.subscription) != _price_ids(sub)
+
+
+def _price_ids(sub: SubscriptionInfo) -> list[str]:
+    return sorted({item.price_id for item in sub.items if item.price_id})
+
+
+def _first_known(*values: int | None) -> int | None:
+    return next((value for value in values if value is not None), None)
 
 
 def _status_rank(sub: SubscriptionState) -> tuple[int, int]:

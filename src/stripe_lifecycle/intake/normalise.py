@@ -152,6 +152,7 @@ def parse_subscription(obj: StripeObject) -> SubscriptionInfo:
         status=status,
         currency=_subscription_currency(obj, raw_items),
         created=_int(obj.get("created")),
+        start_date=_int(obj.get("start_date")),
         items=items,
         current_period_start=_current_period(obj, raw_items, "current_period_start"),
         current_period_end=period_end,
@@ -207,6 +208,8 @@ def parse_subscription_item(
         else list(default_tax_percents),
         price_currency=price.default_currency,
         discounts=parse_discounts(obj),
+        price_metadata=price.metadata,
+        product_metadata=price.product_metadata,
     )
     item.mrr_cents = mrr.item_mrr_cents(item)
     return item
@@ -233,6 +236,8 @@ class _Price:
     divide_by: int | None
     round: str | None
     tax_behavior: str | None
+    metadata: dict[str, str]
+    product_metadata: dict[str, str]
 
 
 def _subscription_items(obj: StripeObject) -> list[StripeObject]:
@@ -311,6 +316,9 @@ def _read_price(item: StripeObject, currency: str | None) -> _Price:
         divide_by=_int(transform.get("divide_by")),
         round=_str(transform.get("round")),
         tax_behavior=_str(_first(terms.get("tax_behavior"), price.get("tax_behavior"))),
+        metadata=_metadata(price.get("metadata")),
+        # An id unless the payload expands it.
+        product_metadata=_metadata(_dict(price.get("product")).get("metadata")),
     )
 
 
