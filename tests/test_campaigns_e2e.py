@@ -5,6 +5,7 @@ offer; leaving and coming back respects `reentry`; customers already in a segmen
 mailed unless the campaign enters existing members (through the sweep)."""
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -36,9 +37,6 @@ from stripe_lifecycle.workflows.segments import SegmentSweepWorkflow, SweepInput
 from .conftest import WorkerRig
 from .events import customer_event, subscription_event, unique_customer_id
 from .workflow_helpers import DAY, eventually
-
-# Every test runs with the worker below on this test's segments and automations.
-pytestmark = pytest.mark.usefixtures("worker")
 
 SEGMENTS = """
 seat_usage: {limit_metadata_key: seats, used: usage.seats_used}
@@ -77,13 +75,18 @@ automations:
 """
 
 
+def campaign_worker(
+    rig: WorkerRig, folder: Path, automations: str = AUTOMATIONS
+) -> contextlib.AbstractAsyncContextManager[Worker]:
+    """The real workers, on these segments and automations."""
+    (folder / "segments.yaml").write_text(SEGMENTS)
+    (folder / "automations.yaml").write_text(automations)
+    return rig.worker(segments=folder / "segments.yaml", automations=folder / "automations.yaml")
+
+
 @pytest.fixture
 async def worker(dev_rig: WorkerRig, tmp_path: Path) -> AsyncIterator[Worker]:
-    (tmp_path / "segments.yaml").write_text(SEGMENTS)
-    (tmp_path / "automations.yaml").write_text(AUTOMATIONS)
-    async with dev_rig.worker(
-        segments=tmp_path / "segments.yaml", automations=tmp_path / "automations.yaml"
-    ) as w:
+    async with campaign_worker(dev_rig, tmp_path) as w:
         yield w
 
 
@@ -98,6 +101,12 @@ class Customer:
         self.handle: WorkflowHandle[Any, Any] = rig.env.client.get_workflow_handle_for(
             CustomerWorkflow.run, ids.customer_workflow_id(self.id)
         )
+
+    def created(self, *, at: int, email: str = "ada@example.com") -> dict[str, Any]:
+        """`customer.created` of a customer created in Stripe at `at`."""
+        event = customer_event(self.id, email, created=at, type_="customer.created")
+        event["data"]["object"]["created"] = at
+        return event
 
     async def send(self, *events: dict[str, Any]) -> None:
         for raw in events:
@@ -151,6 +160,11 @@ class Customer:
         async with self.rig.sessionmaker() as session:
             return await session.get(CustomerSegmentFacts, self.id) is not None
 
+    async def usage_evaluated(self, seats_used: int) -> bool:
+        async with self.rig.sessionmaker() as session:
+            facts = await session.get(CustomerSegmentFacts, self.id)
+            return facts is not None and facts.facts["usage"].get("seats_used") == seats_used
+
     async def segments(self) -> list[str]:
         description = await self.handle.describe()
         return list(description.typed_search_attributes.get(contract.SEGMENTS) or [])
@@ -165,17 +179,19 @@ class Customer:
             return list(rows.scalars())
 
 
+@pytest.mark.usefixtures("worker")
 async def test_seat_usage_enters_the_segment_mails_the_offer_and_the_upgrade_is_credited(
     dev_rig: WorkerRig,
 ) -> None:
     customer = Customer(dev_rig)
     now = int(time.time())
     await customer.send(
-        customer_event(customer.id, "ada@example.com", created=now - 30, type_="customer.created"),
+        customer.created(at=now - 30),
         customer.subscription(created=now - 20, type_="customer.subscription.created"),
     )
     await eventually(customer.evaluated, "the customer evaluated")
     await customer.report_usage(6)
+    await eventually(lambda: customer.usage_evaluated(6), "6 seats evaluated")
     await customer.report_usage(9)
     campaign = ids.upgrade_id(customer.id, "seats-upgrade", 1)
     ref = await customer.wait_for(campaign)
@@ -202,9 +218,10 @@ async def test_seat_usage_enters_the_segment_mails_the_offer_and_the_upgrade_is_
 
     # The upgrade: an expansion credited to the offer, and the campaign ends.
     changed: dict[str, Any] = {"items": {"data": []}}
+    upgraded_at = int(time.time()) + 1
     await customer.send(
         customer.subscription(
-            created=now - 5, seats=20, unit_amount=9900, previous_attributes=changed
+            created=upgraded_at, seats=20, unit_amount=9900, previous_attributes=changed
         )
     )
     await customer.wait_for(campaign, "upgraded")
@@ -251,43 +268,53 @@ async def test_seat_usage_enters_the_segment_mails_the_offer_and_the_upgrade_is_
 
 
 async def test_existing_members_are_not_mailed_unless_the_campaign_enters_them(
-    dev_rig: WorkerRig,
+    dev_rig: WorkerRig, tmp_path: Path
 ) -> None:
     now = int(time.time())
     customers = [Customer(dev_rig) for _ in range(4)]
-    for customer in customers:
-        # Customers of long standing, Pro for 100 days and using 9 of 10 seats, seen for
-        # the first time (a new install, a historical sync).
-        await customer.report_usage(9, signal=False)
-        await customer.send(
-            customer_event(
-                customer.id, "old@example.com", created=now - 400 * DAY, type_="customer.created"
-            ),
-            customer.subscription(created=now - 100 * DAY + DAY),
-        )
-
-    async def all_in() -> bool:
-        found = [sorted(await c.segments()) for c in customers]
-        return all(f == ["long-time-pro", "seats-near-limit"] for f in found)
-
-    await eventually(all_in, "every customer in both segments")
-    for customer in customers:
-        assert {(s, c, initial) for s, c, _, initial in await customer.history()} == {
-            ("seats-near-limit", "entered", True),
-            ("long-time-pro", "entered", True),
-        }
-        # Neither campaign started on being found in its segment.
-        assert not [r for r in (await customer.lifecycles()).values() if r.lifecycle == "upgrade"]
-        assert await customer.messages() == []
-
-    # The sweep offers `enter_existing` campaigns to their segment's members.
-    result = await dev_rig.env.client.execute_workflow(
-        SegmentSweepWorkflow.run,
-        SweepInput(),
-        id=f"sweep-{customers[0].id}",
-        task_queue=dev_rig.task_queue,
+    # Before the tenure campaign is enabled: customers of long standing, Pro for 100 days
+    # and using 9 of 10 seats, seen for the first time (a new install, a sync), their
+    # events arriving one by one.
+    without_tenure = AUTOMATIONS.replace(
+        "enter_existing: true", "enter_existing: true\n    enabled: false"
     )
-    assert result.offered >= len(customers)
+    async with campaign_worker(dev_rig, tmp_path, without_tenure):
+        for customer in customers:
+            await customer.report_usage(9, signal=False)
+            await customer.send(
+                customer.created(at=now - 400 * DAY),
+                customer.subscription(created=now - 100 * DAY + DAY),
+            )
+
+        async def all_in() -> bool:
+            found = [sorted(await c.segments()) for c in customers]
+            return all(f == ["long-time-pro", "seats-near-limit"] for f in found)
+
+        await eventually(all_in, "every customer in both segments")
+        for customer in customers:
+            assert {(s, c, initial) for s, c, _, initial in await customer.history()} == {
+                ("seats-near-limit", "entered", True),
+                ("long-time-pro", "entered", True),
+            }
+            # The seats campaign did not start on finding them in its segment.
+            assert not [
+                r for r in (await customer.lifecycles()).values() if r.lifecycle == "upgrade"
+            ]
+            assert await customer.messages() == []
+
+    # The tenure campaign enabled: the sweep offers it to its segment's members.
+    async with campaign_worker(dev_rig, tmp_path):
+        result = await dev_rig.env.client.execute_workflow(
+            SegmentSweepWorkflow.run,
+            SweepInput(),
+            id=f"sweep-{customers[0].id}",
+            task_queue=dev_rig.task_queue,
+        )
+        assert result.offered == len(customers)
+        await _tenure_campaigns_ran(dev_rig, customers)
+
+
+async def _tenure_campaigns_ran(dev_rig: WorkerRig, customers: list[Customer]) -> None:
     for customer in customers:
         campaign = ids.upgrade_id(customer.id, "pro-tenure", 1)
         ref = await customer.wait_for(campaign, "sequence_finished")
@@ -311,6 +338,7 @@ async def test_existing_members_are_not_mailed_unless_the_campaign_enters_them(
     assert groups == {c.id: holdout.held_out(c.id, "pro-tenure", 5000) for c in customers}
 
 
+@pytest.mark.usefixtures("worker")
 async def test_a_segment_of_time_is_entered_through_the_sweep(
     dev_rig: WorkerRig,
 ) -> None:
@@ -319,7 +347,7 @@ async def test_a_segment_of_time_is_entered_through_the_sweep(
     # Pro for 90 days less 4 seconds (the subscription's `created` is a day before the
     # event's): a new customer, so entering is news.
     await customer.send(
-        customer_event(customer.id, "new@example.com", created=now - 10, type_="customer.created"),
+        customer.created(at=now - 10),
         customer.subscription(created=now - 89 * DAY + 4, type_="customer.subscription.created"),
     )
 

@@ -351,6 +351,8 @@ class EvaluateSegments:
     previous: list[str] = field(default_factory=list)
     known: list[str] = field(default_factory=list)
     evaluated_before: bool = False
+    # When the customer's segments were first evaluated (epoch seconds), if ever.
+    first_evaluated: int | None = None
 
 
 @dataclass
@@ -369,7 +371,7 @@ class SegmentsEvaluation:
     known: list[str]
     entered: list[SegmentChangeInfo] = field(default_factory=list)
     exited: list[SegmentChangeInfo] = field(default_factory=list)
-    # Segments whose entry may start an enabled upgrade campaign.
+    # Of `segments`, those an enabled upgrade campaign is triggered by.
     campaign_segments: list[str] = field(default_factory=list)
     # What an upgrade offer names: the usage reported and the seat usage (JSON values).
     usage: dict[str, Any] = field(default_factory=dict)

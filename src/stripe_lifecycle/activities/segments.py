@@ -50,10 +50,13 @@ from stripe_lifecycle.storage.models import (
     SegmentMember,
 )
 
-# A customer first evaluated against a segment is news to a campaign only if they are
-# new themselves: the rest of the base was in it before anyone looked (a new segments
-# file, a historical sync).
+# Being found in a segment is news to a campaign only for a customer who is new (created
+# within a day): the rest of the base was in it before anyone looked. An older customer
+# is "already in it" when first evaluated against the segment (a new segments file), and
+# for a while after their first evaluation, while the events of a customer seen for the
+# first time (a new install, a historical sync) still arrive.
 NEW_CUSTOMER = timedelta(days=1)
+FIRST_SIGHT = timedelta(hours=1)
 SWEEP_PAGE = 1000
 # Signals in flight at once: the sweep must not flood the frontend after a long outage.
 SIGNALS_IN_FLIGHT = 50
@@ -146,15 +149,18 @@ class SegmentActivities(Segments):
             known=known,
             entered=entered,
             exited=exited,
-            campaign_segments=sorted(self._campaign_segments & {e.segment for e in entered}),
+            campaign_segments=sorted(self._campaign_segments & set(current)),
             usage=self._usage(facts, at),
         )
 
     def _initial(self, request: EvaluateSegments, name: str, facts: Facts, at: int) -> bool:
-        first_look = not request.evaluated_before or name not in request.known
         created = facts.get("customer_created")
-        new_customer = isinstance(created, int) and at - created <= NEW_CUSTOMER.total_seconds()
-        return first_look and not new_customer
+        if isinstance(created, int) and at - created <= NEW_CUSTOMER.total_seconds():
+            return False
+        if not request.evaluated_before or name not in request.known:
+            return True
+        first = request.first_evaluated
+        return first is not None and at - first <= FIRST_SIGHT.total_seconds()
 
     def _usage(self, facts: Facts, at: int) -> dict[str, Any]:
         """What an upgrade offer may name: the usage the app reported, and seats used of

@@ -41,8 +41,15 @@ class AutomationActivities(Automations):
             cancellation_reason=trigger.cancellation_reason,
             customer_metadata=trigger.customer_metadata,
             invoice_metadata=trigger.invoice_metadata,
+            segments=trigger.segments,
         )
-        chosen = select(self._automations, trigger.lifecycle, context)
+        chosen = select(
+            self._automations,
+            trigger.lifecycle,
+            context,
+            segment=trigger.segment,
+            existing=trigger.existing,
+        )
         if chosen is None or chosen.send_window is not None or chosen.any_time:
             return chosen
         # The snapshot carries the window in force now: a later change of the setting

@@ -243,6 +243,8 @@ class CustomerState:
     segments: list[str] = field(default_factory=list)
     segments_known: list[str] = field(default_factory=list)
     segments_evaluated: bool = False
+    # When the customer's segments were first evaluated (epoch seconds).
+    segments_first_evaluated: int | None = None
     # Upgrade campaigns by automation name.
     campaigns: dict[str, CampaignRecord] = field(default_factory=dict)
 

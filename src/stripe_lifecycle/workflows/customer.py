@@ -313,6 +313,7 @@ class CustomerWorkflow(LifecycleParent):
                 previous=list(state.segments),
                 known=list(state.segments_known),
                 evaluated_before=state.segments_evaluated,
+                first_evaluated=state.segments_first_evaluated,
             ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=PERSIST_RETRY,
@@ -323,6 +324,8 @@ class CustomerWorkflow(LifecycleParent):
         state.segments = list(evaluation.segments)
         state.segments_known = list(evaluation.known)
         state.segments_evaluated = True
+        if state.segments_first_evaluated is None:
+            state.segments_first_evaluated = int(workflow.now().timestamp())
         exits = rules.campaign_exits(self._ledger, [change.segment for change in evaluation.exited])
         for end in exits:
             if rules.begin(self._ledger, end) and isinstance(end, rules.End):
