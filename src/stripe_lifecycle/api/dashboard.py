@@ -48,6 +48,7 @@ from stripe_lifecycle.api.deps import (
     TemporalDep,
     identify,
 )
+from stripe_lifecycle.api.lift_cards import lift_cards
 from stripe_lifecycle.api.page_headers import SELF_CONTAINED_PAGE_HEADERS
 from stripe_lifecycle.api.sessions import (
     SESSION_COOKIE,
@@ -63,6 +64,7 @@ from stripe_lifecycle.api.sessions import (
 from stripe_lifecycle.domain import contract
 from stripe_lifecycle.domain.lifecycles import INVOICE_LIFECYCLES
 from stripe_lifecycle.settings import Settings
+from stripe_lifecycle.storage.lift import lift_report
 from stripe_lifecycle.storage.models import Customer
 from stripe_lifecycle.storage.reports import (
     INTERVALS,
@@ -288,6 +290,42 @@ async def dashboard(
         max_listed=MAX_LISTED,
         money=money,
         percent=percent,
+    )
+
+
+@router.get("/lift", response_class=HTMLResponse)
+async def lift_page(
+    viewer: ViewerDep,
+    session: SessionDep,
+    since: Annotated[str | None, Query(description="ISO date or datetime")] = None,
+    until: Annotated[str | None, Query(description="ISO date (included) or datetime")] = None,
+) -> Response:
+    """A lift card per automation (`GET /v1/reports/lift` for the instances started in the
+    range, default the last 90 days). Needs a session or a Bearer key."""
+    if viewer is None:
+        return _to_login()
+    now = datetime.now(UTC)
+    error = None
+    try:
+        start, end = report_range(since, until, now)
+        if since is None:
+            start = end - DEFAULT_RANGE
+    except RangeError as exc:
+        error = str(exc)
+        start, end = now - DEFAULT_RANGE, now
+    report = await lift_report(session, start, end)
+    since_value, until_value = _range_values(start, end)
+    return _html(
+        "lift.html",
+        status_code=HTTPStatus.UNPROCESSABLE_ENTITY if error else HTTPStatus.OK,
+        viewer=viewer,
+        error=error,
+        since=start,
+        until=end,
+        since_value=since_value,
+        until_value=until_value,
+        minimum=report.minimum_sample,
+        cards=lift_cards(report.automations),
     )
 
 
