@@ -1,5 +1,5 @@
 """The `lifecycle` command: dev, worker, api, migrate, temporal-setup, reconcile, sync,
-automations, templates."""
+automations, templates, segments."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from temporalio.worker import Worker
 from stripe_lifecycle.api.app import create_app
 from stripe_lifecycle.domain import ids
 from stripe_lifecycle.domain.automations import PACKAGED_DEFAULTS, Automation, AutomationsError
+from stripe_lifecycle.domain.segments import SegmentsError
 from stripe_lifecycle.mail.preview import (
     PreviewError,
     default_sample,
@@ -36,6 +37,7 @@ from stripe_lifecycle.mail.preview import (
     sample_event,
 )
 from stripe_lifecycle.mail.templates import Brand, TemplateRenderer, load_checked_automations
+from stripe_lifecycle.segments_cli import SEGMENT_COMMANDS, add_segment_commands
 from stripe_lifecycle.settings import ConfigurationError, Settings, get_settings
 from stripe_lifecycle.storage import migrate
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
@@ -424,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     render.add_argument("--part", choices=("all", "subject", "html", "text"), default="all")
     render.add_argument("--automation", help="use this automation's offer (default: a sample)")
+    add_segment_commands(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -442,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
         command = functools.partial(TEMPLATE_COMMANDS[args.action][0], args)
     elif args.command == "sync":
         command = functools.partial(cmd_sync, args)
+    elif args.command == "segments":
+        command = functools.partial(SEGMENT_COMMANDS[args.action][0], args)
     else:
         command, _ = COMMANDS[args.command]
     try:
@@ -461,6 +466,11 @@ def main(argv: list[str] | None = None) -> int:
         _exit_now(exc.code if isinstance(exc.code, int) else 1)
     except AutomationsError as exc:
         print("invalid automations:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except SegmentsError as exc:
+        print("invalid segments:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2

@@ -130,6 +130,8 @@ class Settings(BaseSettings):
     default_timezone: str = "UTC"
 
     automations: Path = Path("automations.yaml")
+    # Segment definitions; while `segments.yaml` is absent the packaged defaults apply.
+    segments: Path = Path("segments.yaml")
     templates_dir: Path | None = None
     index_email: bool = True
 

@@ -332,3 +332,16 @@ DEFINITIONS: tuple[type, ...] = (
     Reconciliation,
     StripeSync,
 )
+
+
+@dataclass
+class SegmentsChanged:
+    """The `contract.SEGMENTS_CHANGED_SIGNAL` signal to `customer-{id}`: something the
+    customer's segments are evaluated on changed outside Stripe (product usage reported
+    through the API, ...), so the customer workflow re-evaluates them now."""
+
+    # Why, for the membership history ("usage.seats_used reported").
+    reason: str
+    # Segments whose members already in them are to count as entering (a campaign's
+    # `enter_existing`); the usage API sends none.
+    offer_existing: list[str] = field(default_factory=list)
