@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import DBAPIError
 
 from stripe_lifecycle.domain.segments import (
     Segment,
@@ -39,6 +40,12 @@ async def _database(settings: Settings) -> AsyncIterator[SessionMaker]:
     engine = create_engine(settings.database_url)
     try:
         yield create_sessionmaker(engine)
+    except (DBAPIError, OSError) as exc:
+        reason = exc.orig if isinstance(exc, DBAPIError) else exc
+        raise SystemExit(
+            f"cannot read the database at LIFECYCLE_DATABASE_URL: {reason} "
+            "(is it up, and migrated with `lifecycle migrate`?)"
+        ) from exc
     finally:
         await engine.dispose()
 
