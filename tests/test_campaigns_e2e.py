@@ -30,7 +30,7 @@ from stripe_lifecycle.storage.models import (
     SegmentEvent,
     SegmentMember,
 )
-from stripe_lifecycle.storage.segments import upsert_usage
+from stripe_lifecycle.storage.segments import record_usage
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 from stripe_lifecycle.workflows.segments import SegmentSweepWorkflow, SweepInput
 
@@ -124,7 +124,7 @@ class Customer:
         """What `POST /v1/customers/{id}/usage` does: store, then tell the workflow (if
         it runs yet)."""
         async with self.rig.sessionmaker() as session:
-            await upsert_usage(session, self.id, "seats_used", seats_used)
+            await record_usage(session, self.id, "seats_used", seats_used)
             await session.commit()
         if not signal:
             return

@@ -137,12 +137,17 @@ def test_automations_validate_list_and_init(tmp_path: Path) -> None:
     env = clean_env()
     result = run_cli("automations", "validate", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "automations.default.yaml: 10 automations, all valid" in result.stdout
+    assert "automations.default.yaml: 12 automations, all valid" in result.stdout
 
     listing = run_cli("automations", "list", env=env, cwd=tmp_path).stdout
     assert "dunning-annual-plans  [enabled]" in listing
     assert "filters: subscription_interval=['year']" in listing
     assert "- 30d before: send card_expiring/reminder" in listing
+    assert (
+        "trigger: entering segment seats-near-limit (re-entry: after 30d; leaving ends it: yes; "
+        "existing members: left alone)" in listing
+    )
+    assert "holdout: 10% of customers get no email" in listing
 
     assert run_cli("automations", "init", env=env, cwd=tmp_path).returncode == 0
     assert (tmp_path / "automations.yaml").read_text().startswith("# The automations")

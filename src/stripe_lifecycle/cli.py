@@ -1,5 +1,5 @@
 """The `lifecycle` command: dev, worker, api, migrate, temporal-setup, reconcile, sync,
-automations, templates."""
+automations, templates, segments."""
 
 from __future__ import annotations
 
@@ -26,7 +26,11 @@ from temporalio.worker import Worker
 
 from stripe_lifecycle.api.app import create_app
 from stripe_lifecycle.domain import ids
-from stripe_lifecycle.domain.automations import PACKAGED_DEFAULTS, Automation, AutomationsError
+from stripe_lifecycle.domain.automations import (
+    PACKAGED_DEFAULTS,
+    Automation,
+    AutomationsError,
+)
 from stripe_lifecycle.domain.segments import SegmentsError
 from stripe_lifecycle.mail.preview import (
     PreviewError,
@@ -37,6 +41,7 @@ from stripe_lifecycle.mail.preview import (
     sample_event,
 )
 from stripe_lifecycle.mail.templates import Brand, TemplateRenderer, load_checked_automations
+from stripe_lifecycle.segments_cli import SEGMENT_COMMANDS, add_segment_commands
 from stripe_lifecycle.settings import ConfigurationError, Settings, get_settings
 from stripe_lifecycle.storage import migrate
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
@@ -297,6 +302,17 @@ async def cmd_automations_list(settings: Settings) -> None:
         state = "enabled" if a.enabled else f"paused (on_pause: {a.on_pause})"
         print(f"{a.lifecycle:<16} {a.priority:>4}  {a.name}  [{state}]")
         print(f"{'':<22}filters: {a.filters.describe()}")
+        if a.trigger_segment is not None:
+            reentry = (
+                "never" if a.reentry_seconds is None else f"after {a.reentry_seconds // 86_400}d"
+            )
+            print(
+                f"{'':<22}trigger: entering segment {a.trigger_segment} (re-entry: {reentry}; "
+                f"leaving ends it: {'yes' if a.exit_on_leave else 'no'}; existing members: "
+                f"{'enter' if a.enter_existing else 'left alone'})"
+            )
+        if a.holdout_basis_points:
+            print(f"{'':<22}holdout: {a.holdout_percent:g}% of customers get no email")
         if a.send_window is not None:
             print(f"{'':<22}send window: {a.send_window.describe()} (customer's local time)")
         elif a.any_time:
@@ -430,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     render.add_argument("--part", choices=("all", "subject", "html", "text"), default="all")
     render.add_argument("--automation", help="use this automation's offer (default: a sample)")
+    add_segment_commands(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -448,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
         command = functools.partial(TEMPLATE_COMMANDS[args.action][0], args)
     elif args.command == "sync":
         command = functools.partial(cmd_sync, args)
+    elif args.command == "segments":
+        command = functools.partial(SEGMENT_COMMANDS[args.action][0], args)
     else:
         command, _ = COMMANDS[args.command]
     try:

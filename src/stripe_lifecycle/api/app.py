@@ -15,6 +15,8 @@ from stripe_lifecycle.api import (
     messages,
     postmark,
     reports,
+    segments,
+    segments_dashboard,
     survey,
     sync,
     templates,
@@ -87,8 +89,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(survey.router)
     app.include_router(templates.router)
     app.include_router(reports.router)
+    app.include_router(segments.router)
     app.include_router(sync.router)
     app.include_router(postmark.router)
     app.include_router(unsubscribe.router)
     app.include_router(dashboard.router)
+    app.include_router(segments_dashboard.router)
     return app

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -15,6 +17,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from stripe_lifecycle.api.state import AppState
+from stripe_lifecycle.domain.segments import SegmentsConfig, load_segments
 from stripe_lifecycle.settings import ApiRole
 
 
@@ -39,6 +42,20 @@ def temporal(state: AppStateDep) -> Client:
 
 
 TemporalDep = Annotated[Client, Depends(temporal)]
+
+
+@lru_cache(maxsize=8)
+def configured_segments(path: Path) -> SegmentsConfig:
+    """The segment definitions of `LIFECYCLE_SEGMENTS`, read once per process: like the
+    automations, a changed file takes effect when the processes restart."""
+    return load_segments(path)
+
+
+def segments(state: AppStateDep) -> SegmentsConfig:
+    return configured_segments(state.settings.segments)
+
+
+SegmentsDep = Annotated[SegmentsConfig, Depends(segments)]
 
 # What a call to an unreachable Temporal raises: the lazy client's first connect fails with
 # a RuntimeError ("Failed client connect"), later calls with an RPCError.

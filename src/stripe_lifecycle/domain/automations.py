@@ -89,9 +89,9 @@ class Step:
 
     def describe(self) -> str:
         when = (
-            f"after {_human(self.after_seconds)}"
+            f"after {human_duration(self.after_seconds)}"
             if self.after_seconds is not None
-            else f"{_human(self.before_seconds or 0)} before"
+            else f"{human_duration(self.before_seconds or 0)} before"
         )
         what = f"send {self.send}" if self.send else f"action {self.action}"
         return f"{when}: {what}"
@@ -253,7 +253,7 @@ def _one_of(allowed: list[str], value: str | None) -> bool:
     return not allowed or value in allowed
 
 
-def _human(seconds: int | None) -> str:
+def human_duration(seconds: int | None) -> str:
     seconds = seconds or 0
     for unit, size in (("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60)):
         if seconds and seconds % size == 0:
