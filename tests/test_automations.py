@@ -21,6 +21,7 @@ from stripe_lifecycle.domain.automations import (
     parse_duration,
     select,
 )
+from stripe_lifecycle.domain.segments import load_segments
 from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
 from stripe_lifecycle.settings import Settings
 
@@ -151,9 +152,9 @@ OK_STEPS = "\n    steps: [{after: 1d, send: dunning/reminder}]"
             "automation 'a': lifecycle: 'dunnning'",
         ),
         (
-            # Accepted and never run would be worse: nothing triggers upgrades yet.
+            # Accepted and never run would be worse: a campaign starts on a segment entry.
             "lifecycle: upgrade\n    steps: [{after: 0s, send: upgrade/offer}]",
-            "automation 'a': lifecycle: 'upgrade' campaigns start when a customer enters",
+            "automation 'a': trigger: required for an upgrade campaign",
         ),
         ("lifecycle: dunning\n    steps: []", "automation 'a': steps: required, a non-empty list"),
         (
@@ -313,9 +314,15 @@ def test_packaged_defaults_are_valid_and_used_when_no_file_exists(
     monkeypatch.chdir(tmp_path)
     assert automations_path(Path("automations.yaml")) == PACKAGED_DEFAULTS
     shipped = TemplateRenderer(Brand.from_settings(Settings())).names()
-    automations = load_automations(Path("automations.yaml"), shipped)
-    # Every lifecycle the engine runs on Stripe events has a default.
-    assert {a.lifecycle for a in automations} == set(LIFECYCLES) - {"upgrade"}
+    segments = load_segments(Path("segments.yaml")).names
+    automations = load_automations(Path("automations.yaml"), shipped, segments)
+    # Every lifecycle has a default, upgrade campaigns on packaged segments.
+    assert {a.lifecycle for a in automations} == set(LIFECYCLES)
+    campaigns = {a.name: a.trigger_segment for a in automations if a.trigger_segment}
+    assert campaigns == {
+        "upgrade-starter-tenure": "starter-3-months",
+        "upgrade-seats-near-limit": "seats-near-limit",
+    }
     annual = select(automations, "dunning", MatchContext(subscription_periods=["year"]))
     assert annual is not None and annual.name == "dunning-annual-plans"
     (tmp_path / "automations.yaml").write_text("automations: []\n")

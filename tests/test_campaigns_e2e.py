@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 from sqlmodel import col
 from temporalio.client import WorkflowHandle
 from temporalio.worker import Worker
 
-from stripe_lifecycle.activities.interface import SegmentsChanged
 from stripe_lifecycle.domain import contract, holdout, ids
 from stripe_lifecycle.domain.ledger import LifecycleRef
 from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
@@ -34,7 +34,7 @@ from stripe_lifecycle.storage.segments import record_usage
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 from stripe_lifecycle.workflows.segments import SegmentSweepWorkflow, SweepInput
 
-from .conftest import WorkerRig
+from .conftest import ADMIN_KEY, SUPPORT_KEY, WorkerRig, running_stack
 from .events import customer_event, subscription_event, unique_customer_id
 from .workflow_helpers import DAY, eventually
 
@@ -120,17 +120,11 @@ class Customer:
         price["metadata"] = {"seats": str(seats)}
         return event
 
-    async def report_usage(self, seats_used: int, *, signal: bool = True) -> None:
-        """What `POST /v1/customers/{id}/usage` does: store, then tell the workflow (if
-        it runs yet)."""
+    async def store_usage(self, seats_used: int) -> None:
+        """Usage the app reported before the customer had a workflow: stored, and read by
+        the customer's first evaluation."""
         async with self.rig.sessionmaker() as session:
             await record_usage(session, self.id, "seats_used", seats_used)
-            await session.commit()
-        if not signal:
-            return
-        await self.handle.signal(
-            contract.SEGMENTS_CHANGED_SIGNAL, SegmentsChanged(f"usage seats_used={seats_used}")
-        )
 
     async def lifecycles(self) -> dict[str, LifecycleRef]:
         return {r.workflow_id: r for r in await self.handle.query(CustomerWorkflow.lifecycles)}
@@ -179,20 +173,44 @@ class Customer:
             return list(rows.scalars())
 
 
-@pytest.mark.usefixtures("worker")
 async def test_seat_usage_enters_the_segment_mails_the_offer_and_the_upgrade_is_credited(
-    dev_rig: WorkerRig,
+    dev_rig: WorkerRig, tmp_path: Path
 ) -> None:
+    (tmp_path / "segments.yaml").write_text(SEGMENTS)
+    (tmp_path / "automations.yaml").write_text(AUTOMATIONS)
+    stack = running_stack(
+        dev_rig.env,
+        dev_rig.database_url,
+        dev_rig.task_queue,
+        segments=tmp_path / "segments.yaml",
+        automations=tmp_path / "automations.yaml",
+    )
+    async with stack as (_, http):
+        await _usage_to_credited_upgrade(dev_rig, http)
+
+
+async def _usage_to_credited_upgrade(dev_rig: WorkerRig, http: httpx.AsyncClient) -> None:
     customer = Customer(dev_rig)
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+    async def report(seats_used: int) -> None:
+        answer = await http.post(
+            f"/v1/customers/{customer.id}/usage",
+            json={"metric": "seats_used", "value": seats_used},
+            headers=admin,
+        )
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["evaluated"] is True
+
     now = int(time.time())
     await customer.send(
         customer.created(at=now - 30),
         customer.subscription(created=now - 20, type_="customer.subscription.created"),
     )
     await eventually(customer.evaluated, "the customer evaluated")
-    await customer.report_usage(6)
+    await report(6)
     await eventually(lambda: customer.usage_evaluated(6), "6 seats evaluated")
-    await customer.report_usage(9)
+    await report(9)
     campaign = ids.upgrade_id(customer.id, "seats-upgrade", 1)
     ref = await customer.wait_for(campaign)
     assert (ref.automation, ref.segment, ref.exit_on_leave) == (
@@ -253,7 +271,7 @@ async def test_seat_usage_enters_the_segment_mails_the_offer_and_the_upgrade_is_
     assert (await customer.history())[1][2] == "seat_usage 0.9 → 0.45 (gte 0.9)"
 
     # Coming back: `reentry` defaults to never, so no second campaign.
-    await customer.report_usage(19)
+    await report(19)
 
     async def back() -> bool:
         return [c for _, c, _, _ in await customer.history()] == ["entered", "exited", "entered"]
@@ -265,6 +283,18 @@ async def test_seat_usage_enters_the_segment_mails_the_offer_and_the_upgrade_is_
         instance = await session.get(LifecycleInstance, campaign)
         assert instance is not None
         assert (instance.automation, instance.held_out) == ("seats-upgrade", False)
+    # Support reads the same history through the API.
+    read = await http.get(
+        f"/v1/customers/{customer.id}/segments", headers={"Authorization": f"Bearer {SUPPORT_KEY}"}
+    )
+    assert read.status_code == 200
+    body = read.json()
+    assert [s["name"] for s in body["segments"]] == ["seats-near-limit"]
+    assert [(h["change"], h["reason"]) for h in body["history"]] == [
+        ("entered", "seat_usage 0.6 → 0.9 (gte 0.9)"),
+        ("exited", "seat_usage 0.9 → 0.45 (gte 0.9)"),
+        ("entered", "seat_usage 0.45 → 0.95 (gte 0.9)"),
+    ]
 
 
 async def test_existing_members_are_not_mailed_unless_the_campaign_enters_them(
@@ -280,7 +310,7 @@ async def test_existing_members_are_not_mailed_unless_the_campaign_enters_them(
     )
     async with campaign_worker(dev_rig, tmp_path, without_tenure):
         for customer in customers:
-            await customer.report_usage(9, signal=False)
+            await customer.store_usage(9)
             await customer.send(
                 customer.created(at=now - 400 * DAY),
                 customer.subscription(created=now - 100 * DAY + DAY),
