@@ -27,6 +27,7 @@ from stripe_lifecycle.api import (
 from stripe_lifecycle.api.state import AppState
 from stripe_lifecycle.intake.forwarder import ForwarderConfig, InboxForwarder, temporal_delivery
 from stripe_lifecycle.intake.inbox import InboxWriter
+from stripe_lifecycle.mail.templates import load_checked_automations
 from stripe_lifecycle.settings import Settings, get_settings
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 from stripe_lifecycle.stripe_api.client import build_stripe_client
@@ -67,6 +68,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             forwarder=forwarder,
             api_keys=settings.parsed_api_keys(),
             stripe=build_stripe_client(settings),
+            holdouts={
+                a.name: a.holdout_percent
+                for a in load_checked_automations(settings)[1]
+                if a.holdout_basis_points
+            },
         )
         try:
             yield

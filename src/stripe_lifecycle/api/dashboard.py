@@ -115,11 +115,13 @@ def _cookie_attributes(request: Request, settings: Settings) -> dict[str, Any]:
     }
 
 
-def _to_login() -> RedirectResponse:
+def to_login() -> RedirectResponse:
     return RedirectResponse("/dashboard/login", status.HTTP_303_SEE_OTHER, headers=_HEADERS)
 
 
-def _html(template: str, status_code: int = status.HTTP_200_OK, **context: Any) -> HTMLResponse:
+def render_page(
+    template: str, status_code: int = status.HTTP_200_OK, **context: Any
+) -> HTMLResponse:
     html = _PAGES.get_template(template).render(**context)
     return HTMLResponse(html, status_code=status_code, headers=_HEADERS)
 
@@ -241,7 +243,7 @@ async def dashboard(
 ) -> Response:
     """The dashboard (HTML). Needs a session (`/dashboard/login`) or a Bearer key."""
     if viewer is None:
-        return _to_login()
+        return to_login()
     now = datetime.now(UTC)
     error = None
     try:
@@ -263,7 +265,7 @@ async def dashboard(
         log.warning("listing the customers in dunning failed: %s", exc)
         in_dunning = None
     since_value, until_value = _range_values(start, end)
-    return _html(
+    return render_page(
         "dashboard.html",
         status_code=HTTPStatus.UNPROCESSABLE_ENTITY if error else HTTPStatus.OK,
         viewer=viewer,
@@ -297,13 +299,14 @@ async def dashboard(
 async def lift_page(
     viewer: ViewerDep,
     session: SessionDep,
+    state: AppStateDep,
     since: Annotated[str | None, Query(description="ISO date or datetime")] = None,
     until: Annotated[str | None, Query(description="ISO date (included) or datetime")] = None,
 ) -> Response:
     """A lift card per automation (`GET /v1/reports/lift` for the instances started in the
     range, default the last 90 days). Needs a session or a Bearer key."""
     if viewer is None:
-        return _to_login()
+        return to_login()
     now = datetime.now(UTC)
     error = None
     try:
@@ -313,9 +316,9 @@ async def lift_page(
     except RangeError as exc:
         error = str(exc)
         start, end = now - DEFAULT_RANGE, now
-    report = await lift_report(session, start, end)
+    report = await lift_report(session, start, end, state.holdouts)
     since_value, until_value = _range_values(start, end)
-    return _html(
+    return render_page(
         "lift.html",
         status_code=HTTPStatus.UNPROCESSABLE_ENTITY if error else HTTPStatus.OK,
         viewer=viewer,
@@ -334,7 +337,7 @@ async def login_page(request: Request, state: AppStateDep) -> Response:
     """The login form: paste a support or admin API key."""
     if request.cookies.get(SESSION_COOKIE) and current_viewer(request, state) is not None:
         return RedirectResponse("/dashboard", status.HTTP_303_SEE_OTHER, headers=_HEADERS)
-    return _html("login.html", error=None)
+    return render_page("login.html", error=None)
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -342,7 +345,7 @@ async def login(request: Request, state: AppStateDep, key: Annotated[str, Form()
     """Exchange an API key for a 12-hour session cookie."""
     caller = identify(state, key.strip()) if key.strip() else None
     if caller is None:
-        return _html(
+        return render_page(
             "login.html",
             status_code=status.HTTP_401_UNAUTHORIZED,
             error="That key is not a support or admin key of this installation.",
@@ -365,7 +368,7 @@ async def logout(
 ) -> Response:
     if viewer is not None:
         check_csrf(state, viewer, csrf)
-    response = _to_login()
+    response = to_login()
     response.delete_cookie(SESSION_COOKIE, **_cookie_attributes(request, state.settings))
     return response
 
@@ -385,7 +388,7 @@ async def cancel_dunning(
     """The dashboard's Cancel button: the same as `POST /v1/customers/{id}/dunning/cancel`,
     recorded as done by the signed-in key through the dashboard. Back to the dashboard."""
     if viewer is None:
-        return _to_login()
+        return to_login()
     check_csrf(state, viewer, csrf)
     back = {k: v for k, v in (("since", since), ("until", until)) if v}
     if not reason.strip():

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.exceptions import RequestValidationError
 
-from stripe_lifecycle.api.deps import SessionDep, SupportKey
+from stripe_lifecycle.api.deps import AppStateDep, SessionDep, SupportKey
 from stripe_lifecycle.storage.lift import LiftReport, lift_csv, lift_report
 from stripe_lifecycle.storage.reports import (
     AttributionReport,
@@ -56,7 +56,7 @@ async def get_attribution_report(
     recoveries and recovery rate. The same rows and totals as CSV for `Accept: text/csv`."""
     start, end = _range(since, until)
     report = await attribution_report(session, start, end, group_by)
-    if _wants_csv(accept):
+    if wants_csv(accept):
         return _csv(report_csv(report), f"attribution-{start:%Y%m%d}-{end:%Y%m%d}.csv")
     return report
 
@@ -68,6 +68,7 @@ async def get_attribution_report(
 )
 async def get_lift_report(
     session: SessionDep,
+    state: AppStateDep,
     _caller: SupportKey,
     since: Since = None,
     until: Until = None,
@@ -80,8 +81,8 @@ async def get_lift_report(
     emails earned beyond what the holdout converted. One CSV row per automation and
     currency for `Accept: text/csv`."""
     start, end = _range(since, until)
-    report = await lift_report(session, start, end)
-    if _wants_csv(accept):
+    report = await lift_report(session, start, end, state.holdouts)
+    if wants_csv(accept):
         return _csv(lift_csv(report), f"lift-{start:%Y%m%d}-{end:%Y%m%d}.csv")
     return report
 
@@ -104,7 +105,7 @@ def _csv(body: str, name: str) -> Response:
     )
 
 
-def _wants_csv(accept: str | None) -> bool:
+def wants_csv(accept: str | None) -> bool:
     """CSV when the client ranks text/csv above JSON (q-values; JSON wins ties)."""
     ranks: dict[str, float] = {}
     for part in (accept or "").split(","):

@@ -34,8 +34,7 @@ from stripe_lifecycle.api.deps import (
     SupportKey,
     TemporalDep,
 )
-from stripe_lifecycle.api.reports import CSV
-from stripe_lifecycle.api.reports import _wants_csv as wants_csv
+from stripe_lifecycle.api.reports import CSV, wants_csv
 from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.storage.segments import (
     DEFAULT_PAGE,

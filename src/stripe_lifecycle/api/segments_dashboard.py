@@ -14,8 +14,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import HTMLResponse, Response
 
 from stripe_lifecycle.api.charts import money
-from stripe_lifecycle.api.dashboard import _html as render_page
-from stripe_lifecycle.api.dashboard import _to_login as to_login
+from stripe_lifecycle.api.dashboard import render_page, to_login
 from stripe_lifecycle.api.deps import AppStateDep, SegmentsDep, SessionDep
 from stripe_lifecycle.api.segment_charts import flow_chart
 from stripe_lifecycle.api.sessions import ViewerDep, csrf_token, session_secret

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import stripe
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -25,3 +25,5 @@ class AppState:
     api_keys: list[ApiKey]
     # None without LIFECYCLE_STRIPE_API_KEY: tracked links then go to their stored target.
     stripe: stripe.StripeClient | None = None
+    # The holdout share (percent) of each automation of the file in force that has one.
+    holdouts: dict[str, float] = field(default_factory=dict)

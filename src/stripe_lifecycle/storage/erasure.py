@@ -2,9 +2,10 @@
 
 What identifies or describes the person goes: the email address and name on the
 snapshot, every message's address, subject and bodies, the raw Stripe payloads kept in
-the webhook inbox (once delivered), Postmark's delivery records, free-text survey comments and the
-suppression entries for their address. What stays is anonymous: ids, statuses, dates
-and money, so reports and attribution keep adding up.
+the webhook inbox (once delivered), Postmark's delivery records, free-text survey comments, the
+suppression entries for their address, and the facts their segments were evaluated on (their
+metadata among them) with every membership reason that quoted their metadata. What stays
+is anonymous: ids, statuses, dates and money, so reports and attribution keep adding up.
 """
 
 from datetime import UTC, datetime
@@ -16,9 +17,11 @@ from sqlmodel import col
 from stripe_lifecycle.storage.models import (
     CancellationFeedback,
     Customer,
+    CustomerSegmentFacts,
     InboxStatus,
     Message,
     MessageEvent,
+    SegmentEvent,
     SupportAction,
     Suppression,
     WebhookEvent,
@@ -69,6 +72,15 @@ async def erase_customer(session: AsyncSession, customer_id: str, actor: str) ->
         update(CancellationFeedback)
         .where(col(CancellationFeedback.customer_id) == customer_id)
         .values(comment=None)
+    )
+    await session.execute(
+        delete(CustomerSegmentFacts).where(col(CustomerSegmentFacts.customer_id) == customer_id)
+    )
+    await session.execute(
+        update(SegmentEvent)
+        .where(col(SegmentEvent.customer_id) == customer_id)
+        .where(col(SegmentEvent.reason).contains("metadata."))
+        .values(reason=ERASED)
     )
     if addresses:
         await session.execute(delete(Suppression).where(col(Suppression.email).in_(addresses)))

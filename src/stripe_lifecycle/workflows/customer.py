@@ -661,6 +661,11 @@ class CustomerWorkflow(LifecycleParent):
             f"**Last event:** {snap.last_event_type} · {snap.events_applied} events applied"
             + (" · customer deleted in Stripe" if snap.deleted else "")
             + (f"  \n**Running lifecycles:** {', '.join(running)}" if running else "")
+            + (
+                f"  \n**Segments:** {', '.join(self._ledger.state.segments)}"
+                if self._ledger.state.segments
+                else ""
+            )
         )
 
 
