@@ -20,6 +20,13 @@ history when a workflow changes on purpose, behind `workflow.patched`.
   lifecycle decided by the rules (a recovery recorded by the customer workflow), a
   dunning and a trial converting on one payment, a batch's Stripe reads, a run continued
   as new; recorded on the dev server by the end-to-end tests.
+- customer_workflow_v4_*: runs with segments, campaigns and holdouts (the
+  `segments-campaigns-holdouts` patch): seat usage reported through the API entering a
+  segment, its upgrade campaign started, the upgrade credited and the segment left and
+  entered again; customers of long standing already in their segments, then offered an
+  `enter_existing` campaign by the sweep; a segment of time entered through the sweep.
+- upgrade_workflow_v1*: upgrade campaigns: offers mailed, held out, ended by an upgrade.
+- segment_sweep_workflow_v1: a sweep of the segments with time conditions.
 - stripe_reconcile_workflow_v1: a reconciliation pass over two pages of events (120, the
   first page rate-limited once), each group of event types, and the pass recorded.
 """
