@@ -33,6 +33,7 @@ from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.automations import Automation, campaign_segments
 from stripe_lifecycle.domain.segments import (
     Facts,
+    Segment,
     SegmentsConfig,
     evaluate,
     field_value,
@@ -239,15 +240,17 @@ class SegmentSweepActivities(SegmentSweep):
                     )
                 ).scalars()
                 page = list(rows)
+                # A click since the last evaluation is news to `clicked_within_days`,
+                # which nothing else tells the customer workflow.
+                clicks = await _last_clicks(session, [row.customer_id for row in page])
             if not page:
                 break
             after = page[-1].customer_id
             turned = [
                 row.customer_id
                 for row in page
-                if any(
-                    evaluate(s, row.facts, at, self._config.seats) != (s.name in row.segments)
-                    for s in timed
+                if self._turned(
+                    timed, {**row.facts, "last_click_at": clicks.get(row.customer_id)}, row, at
                 )
             ]
             customers += len(page)
@@ -284,6 +287,15 @@ class SegmentSweepActivities(SegmentSweep):
         )
         return SweepResult(customers=customers, changed=changed, offered=offered)
 
+    def _turned(
+        self, timed: list[Segment], facts: Facts, row: CustomerSegmentFacts, at: int
+    ) -> bool:
+        """Whether the customer's membership of a segment with time conditions differs
+        now from what their last evaluation stored."""
+        return any(
+            evaluate(s, facts, at, self._config.seats) != (s.name in row.segments) for s in timed
+        )
+
 
 async def _signal_all(
     client: Client,
@@ -305,6 +317,19 @@ async def _signal_all(
 
     results = await asyncio.gather(*(one(c) for c in customer_ids))
     return sum(results)
+
+
+async def _last_clicks(session: Any, customer_ids: list[str]) -> dict[str, int]:
+    """The last click in each customer's mail, epoch seconds, for those who clicked."""
+    if not customer_ids:
+        return {}
+    rows = await session.execute(
+        select(col(Message.customer_id), func.max(MessageClick.clicked_at))
+        .join(Message, col(Message.id) == col(MessageClick.message_id))
+        .where(col(Message.customer_id).in_(customer_ids))
+        .group_by(col(Message.customer_id))
+    )
+    return {customer: int(_aware(at).timestamp()) for customer, at in rows.all()}
 
 
 async def _with_db_facts(session: Any, customer_id: str, facts: Facts) -> Facts:
