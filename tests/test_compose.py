@@ -67,6 +67,8 @@ DESIGN_SEARCH_ATTRIBUTES = {
     "Plan": "Keyword",
     "MrrCents": "Int",
     "Livemode": "Bool",
+    # "Billing truth, segments and campaigns": a Keyword-list of the customer's segments.
+    "Segments": "KeywordList",
 }
 
 # Settings every production process gets (DESIGN.md "Public contract", "Deployment").
@@ -397,7 +399,8 @@ def test_namespace_and_search_attributes_are_set_up(
     assert command(setup) == ["lifecycle", "temporal-setup"]
     assert resolved_environment(setup)["LIFECYCLE_TEMPORAL_NAMESPACE"] == env["NAMESPACE"]
     registered = {
-        key.name: key.indexed_value_type.name.title() for key in contract.SEARCH_ATTRIBUTES
+        key.name: key.indexed_value_type.name.title().replace("_", "")
+        for key in contract.SEARCH_ATTRIBUTES
     }
     assert registered == DESIGN_SEARCH_ATTRIBUTES
 

@@ -115,6 +115,8 @@ MAY_BE_SAMPLED = {"customer", "offer"}
 ALSO_SAMPLED = {
     # An upcoming invoice names its subscription but does not carry it.
     "renewal": {"subscription"},
+    # Product usage comes from the business's app, never from a Stripe event.
+    "upgrade": {"usage"},
 }
 # A Source that is a bank account (ACH credit transfer), not a card: no expiry.
 SAMPLED_CARD = {"customer.source.expiring.receiver_source"}
