@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,8 @@ from stripe_lifecycle.domain.rules import (
     finished,
     started,
 )
+from stripe_lifecycle.mail.templates import load_checked_automations
+from stripe_lifecycle.settings import Settings
 
 TEMPLATES = {"upgrade/offer", "dunning/payment-failed", "dunning/reminder"}
 SEGMENTS = {"starter-3-months", "seats-near-limit", "high-ltv"}
@@ -334,3 +337,29 @@ def test_holdout_share_is_the_configured_one_within_binomial_noise(basis_points:
     # once in 15,000 runs, and the hash is fixed, so this either always passes or never.
     tolerance = 4 * math.sqrt(n * share * (1 - share))
     assert abs(held - n * share) <= tolerance, (held, n * share, tolerance)
+
+
+def test_packaged_campaigns_whose_segment_your_file_lacks_are_left_out(tmp_path: Path) -> None:
+    mine = tmp_path / "segments.yaml"
+    mine.write_text(
+        "segments:\n  - name: starter-3-months\n    where: {field: plan, eq: Starter}\n"
+    )
+    _, automations = load_checked_automations(Settings(segments=mine))
+    names = {a.name for a in automations}
+    assert "upgrade-starter-tenure" in names
+    assert "upgrade-seats-near-limit" not in names
+    assert "dunning-default" in names
+    # A file of your own naming a segment that does not exist stops the start.
+    own = tmp_path / "automations.yaml"
+    own.write_text(
+        "automations:\n"
+        "  - name: seats\n"
+        "    lifecycle: upgrade\n"
+        "    trigger: {segment: seats-near-limit}\n"
+        "    offer: {description: x}\n"
+        "    steps: [{after: 0s, send: upgrade/offer}]\n"
+    )
+    with pytest.raises(
+        AutomationsError, match="trigger.segment: unknown segment 'seats-near-limit'"
+    ):
+        load_checked_automations(Settings(segments=mine, automations=own))

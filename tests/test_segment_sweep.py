@@ -71,8 +71,9 @@ async def worker(skipping_rig: WorkerRig, tmp_path: Path) -> AsyncIterator[Worke
         yield w
 
 
+@pytest.mark.usefixtures("worker")
 async def test_a_month_later_the_sweep_tells_the_customers_whose_segments_turned(
-    skipping_rig: WorkerRig, worker: Worker
+    skipping_rig: WorkerRig,
 ) -> None:
     env = skipping_rig.env
     now = int((await env.get_current_time()).timestamp())

@@ -431,7 +431,7 @@ def campaign_start(
     )
 
 
-def campaign_exits(ledger: CustomerLedger, exited: list[str]) -> list[Decision]:
+def campaign_exits(ledger: CustomerLedger, exited: list[str]) -> list[End]:
     """Campaigns that end because their customer left the segment that started them."""
     return [
         End(ref.workflow_id, LEFT_SEGMENT)

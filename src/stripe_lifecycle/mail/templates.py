@@ -72,6 +72,7 @@ copy asks for a card when there is none. Shipped templates link only through `li
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import defaultdict
 from collections.abc import Mapping
@@ -93,10 +94,17 @@ from jinja2 import (
     select_autoescape,
 )
 
-from stripe_lifecycle.domain.automations import Automation, automations_path, parse_automations
+from stripe_lifecycle.domain.automations import (
+    PACKAGED_DEFAULTS,
+    Automation,
+    automations_path,
+    parse_automations,
+)
 from stripe_lifecycle.domain.money import format_amount
 from stripe_lifecycle.domain.segments import load_segments
 from stripe_lifecycle.settings import ConfigurationError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from stripe_lifecycle.settings import Settings
@@ -266,12 +274,34 @@ class TemplateRenderer:
 
 
 def load_checked_automations(settings: Settings) -> tuple[Path, list[Automation]]:
-    """The automations in force, validated against the templates and segments that exist."""
+    """The automations in force, validated against the templates and segments that exist.
+
+    A file of your own must name only segments that exist. The packaged defaults' upgrade
+    campaigns name packaged segments: with a segments file of your own that lacks them,
+    those campaigns are left out (and logged), not an error about a file you never wrote.
+    """
     renderer = TemplateRenderer(Brand.from_settings(settings), settings.templates_dir)
     path = automations_path(settings.automations)
     text = path.read_text(encoding="utf-8")
-    segments = [segment.name for segment in load_segments(settings.segments).segments]
-    return path, parse_automations(text, str(path), renderer.names(), segments)
+    segments = load_segments(settings.segments).names
+    if path != PACKAGED_DEFAULTS:
+        return path, parse_automations(text, str(path), renderer.names(), segments)
+    automations = []
+    for automation in parse_automations(text, str(path), renderer.names()):
+        named = set(automation.filters.segment)
+        if automation.trigger_segment is not None:
+            named.add(automation.trigger_segment)
+        missing = named - set(segments)
+        if missing:
+            log.info(
+                "packaged automation %s left out: %s has no segment %s",
+                automation.name,
+                settings.segments,
+                ", ".join(sorted(missing)),
+            )
+            continue
+        automations.append(automation)
+    return path, automations
 
 
 def format_date(value: int | float | datetime | date) -> str:

@@ -328,7 +328,7 @@ class CustomerWorkflow(LifecycleParent):
             state.segments_first_evaluated = int(workflow.now().timestamp())
         exits = rules.campaign_exits(self._ledger, [change.segment for change in evaluation.exited])
         for end in exits:
-            if rules.begin(self._ledger, end) and isinstance(end, rules.End):
+            if rules.begin(self._ledger, end):
                 await self._tell(
                     end.workflow_id,
                     LifecycleUpdate(
