@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup dev test lint bench bench-sync
+.PHONY: setup dev test lint bench bench-sync bench-segments
 
 setup: $(VENV)/.installed
 
@@ -30,3 +30,6 @@ bench: setup
 
 bench-sync: setup
 	$(BIN)/python -m bench.sync
+
+bench-segments: setup
+	$(BIN)/python -m bench.segments
