@@ -448,13 +448,24 @@ async def seed_through_activity(
     queue = list(customers)
     started = time.perf_counter()
 
+    total = len(queue)
+
     async def runner() -> None:
         while queue:
             customer = queue.pop()
             result = await env.run(evaluator.evaluate_segments, first_request(customer))
             customer.segments = result.segments
 
+    async def progress() -> None:
+        # The seed takes minutes at the default size: say how far it is.
+        while queue:
+            await asyncio.sleep(10)
+            done = total - len(queue)
+            print(f"  seeding: {done:,} / {total:,} customers evaluated", flush=True)
+
+    reporter = asyncio.create_task(progress())
     await asyncio.gather(*(runner() for _ in range(concurrency)))
+    reporter.cancel()
     return time.perf_counter() - started
 
 

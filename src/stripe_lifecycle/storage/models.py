@@ -523,7 +523,9 @@ class SegmentMember(SQLModel, table=True):
     __tablename__ = "segment_members"
 
     segment: str = Field(primary_key=True, max_length=128)
-    customer_id: str = Field(primary_key=True, max_length=255)
+    # Indexed on its own too: each evaluation reads one customer's memberships, which
+    # the (segment, customer) key cannot find without scanning every segment's members.
+    customer_id: str = Field(primary_key=True, max_length=255, index=True)
     entered_at: datetime = Field(sa_type=UTCDateTime)
 
 

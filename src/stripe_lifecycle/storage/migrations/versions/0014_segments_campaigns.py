@@ -41,6 +41,7 @@ def upgrade() -> None:
         sa.Column("customer_id", sa.String(255), primary_key=True),
         sa.Column("entered_at", UTCDateTime(), nullable=False),
     )
+    op.create_index("ix_segment_members_customer_id", "segment_members", ["customer_id"])
     op.create_table(
         "segment_events",
         sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
@@ -79,6 +80,7 @@ def downgrade() -> None:
     op.drop_index("ix_segment_events_segment_at", "segment_events")
     op.drop_index("ix_segment_events_customer_id", "segment_events")
     op.drop_table("segment_events")
+    op.drop_index("ix_segment_members_customer_id", "segment_members")
     op.drop_table("segment_members")
     op.drop_table("customer_segment_facts")
     op.drop_index("ix_customer_usage_customer_id", "customer_usage")
