@@ -16,12 +16,13 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import col
 from temporalio.client import WorkflowHandle
-from temporalio.worker import Worker
+from temporalio.worker import PatchActivationInput, Worker
 
 from stripe_lifecycle.domain import contract, holdout, ids
 from stripe_lifecycle.domain.ledger import LifecycleRef
 from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
 from stripe_lifecycle.intake.normalise import normalise_event
+from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.storage.models import (
     Conversion,
     CustomerSegmentFacts,
@@ -31,10 +32,15 @@ from stripe_lifecycle.storage.models import (
     SegmentMember,
 )
 from stripe_lifecycle.storage.segments import record_usage
-from stripe_lifecycle.workflows.customer import CustomerWorkflow
+from stripe_lifecycle.worker import build_stripe_reads_worker, worker_config
+from stripe_lifecycle.workflows.customer import (
+    SEGMENTS_ADOPTED_PATCH,
+    SEGMENTS_PATCH,
+    CustomerWorkflow,
+)
 from stripe_lifecycle.workflows.segments import SegmentSweepWorkflow, SweepInput
 
-from .conftest import ADMIN_KEY, SUPPORT_KEY, WorkerRig, running_stack
+from .conftest import ADMIN_KEY, LINK_SECRET, SUPPORT_KEY, WorkerRig, running_stack
 from .events import customer_event, subscription_event, unique_customer_id
 from .workflow_helpers import DAY, eventually
 
@@ -403,3 +409,66 @@ async def test_a_segment_of_time_is_entered_through_the_sweep(
     [entry] = await customer.history()
     assert entry == ("long-time-pro", "entered", "subscription_age_days 89 → 90 (gte 90)", False)
     await customer.wait_for(ids.upgrade_id(customer.id, "pro-tenure", 1), "sequence_finished")
+
+
+def before_segments(patch: PatchActivationInput) -> bool:
+    """A worker of the release before segments: their patches never activate."""
+    return patch.patch_id not in (SEGMENTS_PATCH, SEGMENTS_ADOPTED_PATCH)
+
+
+async def test_a_customer_workflow_begun_before_segments_takes_them_up_on_the_sweeps_signal(
+    dev_rig: WorkerRig, tmp_path: Path
+) -> None:
+    now = int(time.time())
+    customer = Customer(dev_rig)
+    await customer.store_usage(9)
+    # Under the release before segments: the customer's workflow begins and runs.
+    (tmp_path / "segments.yaml").write_text(SEGMENTS)
+    (tmp_path / "automations.yaml").write_text(AUTOMATIONS)
+    settings = Settings(
+        database_url=dev_rig.database_url,
+        task_queue=dev_rig.task_queue,
+        link_secret=LINK_SECRET,
+        segments=tmp_path / "segments.yaml",
+        automations=tmp_path / "automations.yaml",
+    )
+    config = worker_config(dev_rig.env.client, settings, dev_rig.sessionmaker)
+    config["patch_activation_callback"] = before_segments
+    old = Worker(**config)
+    reads = build_stripe_reads_worker(dev_rig.env.client, settings, dev_rig.sessionmaker)
+    async with reads, old:
+        await customer.send(
+            customer.created(at=now - 400 * DAY),
+            customer.subscription(
+                created=now - 100 * DAY + DAY, type_="customer.subscription.created"
+            ),
+        )
+
+        async def applied() -> bool:
+            return (await customer.handle.query(CustomerWorkflow.state)).events_applied == 2
+
+        await eventually(applied, "both events applied")
+    assert not await customer.evaluated()
+    # The new release: the sweep tells every customer never evaluated, and the running
+    # workflow takes up segments from that signal on.
+    async with campaign_worker(dev_rig, tmp_path):
+        result = await dev_rig.env.client.execute_workflow(
+            SegmentSweepWorkflow.run,
+            SweepInput(),
+            id=f"sweep-{customer.id}",
+            task_queue=dev_rig.task_queue,
+        )
+        assert result.first >= 1
+
+        async def in_both() -> bool:
+            return sorted(await customer.segments()) == ["long-time-pro", "seats-near-limit"]
+
+        await eventually(in_both, "the old run evaluated its segments")
+        # A customer of long standing: already in them, so the seats campaign (no
+        # `enter_existing`) leaves them alone, while the tenure campaign enters them.
+        assert {(s, initial) for s, _, _, initial in await customer.history()} == {
+            ("seats-near-limit", True),
+            ("long-time-pro", True),
+        }
+        await customer.wait_for(ids.upgrade_id(customer.id, "pro-tenure", 1), "sequence_finished")
+        assert ids.upgrade_id(customer.id, "seats-upgrade", 1) not in await customer.lifecycles()

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowHandle
+from temporalio.client import ScheduleActionStartWorkflow, ScheduleOverlapPolicy, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from stripe_lifecycle.domain import ids
 from stripe_lifecycle.storage.models import CustomerSegmentFacts, Message, MessageClick
+from stripe_lifecycle.temporal_setup import ensure_segment_sweep_schedule
 from stripe_lifecycle.workflows.segments import SegmentSweepWorkflow, SweepInput
 
 from .conftest import WorkerRig
@@ -172,3 +174,24 @@ async def click(rig: WorkerRig, customer_id: str, at: datetime) -> None:
         )
         session.add(MessageClick(message_id=message_id, link="offer", clicked_at=at))
         await session.commit()
+
+
+async def test_the_sweep_schedule_is_created_once_and_follows_the_interval(
+    dev_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    client = dev_env.client
+    await ensure_segment_sweep_schedule(client, task_queue, timedelta(hours=1))
+    handle = client.get_schedule_handle(ids.SEGMENT_SWEEP_SCHEDULE_ID)
+    try:
+        await handle.pause(note="paused by the operator")
+        # A restart with another LIFECYCLE_SEGMENT_SWEEP_INTERVAL: the same Schedule.
+        await ensure_segment_sweep_schedule(client, task_queue, timedelta(minutes=15))
+        schedule = (await handle.describe()).schedule
+        assert [i.every for i in schedule.spec.intervals] == [timedelta(minutes=15)]
+        assert schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
+        assert schedule.state.paused and schedule.state.note == "paused by the operator"
+        action = schedule.action
+        assert isinstance(action, ScheduleActionStartWorkflow)
+        assert (action.workflow, action.task_queue) == ("SegmentSweepWorkflow", task_queue)
+    finally:
+        await handle.delete()

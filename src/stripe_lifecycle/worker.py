@@ -1,7 +1,7 @@
 """The Temporal worker: the only place workflows and activities are wired to real clients."""
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkerConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from stripe_lifecycle.activities.conversions import ConversionActivities
@@ -58,6 +58,28 @@ def build_worker(
     automations: list[Automation] | None = None,
     segments: SegmentsConfig | None = None,
 ) -> Worker:
+    return Worker(
+        **worker_config(
+            client,
+            settings,
+            sessionmaker,
+            task_queue=task_queue,
+            automations=automations,
+            segments=segments,
+        )
+    )
+
+
+def worker_config(
+    client: Client,
+    settings: Settings,
+    sessionmaker: SessionMaker,
+    *,
+    task_queue: str | None = None,
+    automations: list[Automation] | None = None,
+    segments: SegmentsConfig | None = None,
+) -> WorkerConfig:
+    """What the main worker is made of: every workflow and activity on real clients."""
     if automations is None:
         _, automations = load_checked_automations(settings)
     if segments is None:
@@ -97,8 +119,8 @@ def build_worker(
     reconciliation = ReconcileActivities(stripe_client, sessionmaker)
     queue = task_queue or settings.task_queue
     sync = _sync_activities(client, settings, sessionmaker, queue)
-    return Worker(
-        client,
+    return WorkerConfig(
+        client=client,
         task_queue=queue,
         workflows=WORKFLOWS,
         activities=[

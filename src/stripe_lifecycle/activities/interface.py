@@ -415,6 +415,9 @@ class SweepResult:
     # an `enter_existing` campaign's segment it has not been offered to: each signalled.
     changed: int
     offered: int
+    # Customers with a billing snapshot never evaluated (their workflows began before
+    # segments existed): each signalled, which starts their evaluations.
+    first: int = 0
 
 
 class SegmentSweep:

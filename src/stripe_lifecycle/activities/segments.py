@@ -41,6 +41,7 @@ from stripe_lifecycle.domain.segments import (
 )
 from stripe_lifecycle.storage.db import SessionMaker, insert_for
 from stripe_lifecycle.storage.models import (
+    Customer,
     CustomerSegmentFacts,
     CustomerUsage,
     LifecycleInstance,
@@ -279,13 +280,43 @@ class SegmentSweepActivities(SegmentSweep):
                     reason=f"{automation} enters existing members", offer_existing=[segment]
                 ),
             )
+        first = await self._first_evaluations(limiter)
         activity.logger.info(
-            "segment sweep: %d customers checked, %d turned, %d offered a campaign",
+            "segment sweep: %d customers checked, %d turned, %d offered a campaign, "
+            "%d evaluated for the first time",
             customers,
             changed,
             offered,
+            first,
         )
-        return SweepResult(customers=customers, changed=changed, offered=offered)
+        return SweepResult(customers=customers, changed=changed, offered=offered, first=first)
+
+    async def _first_evaluations(self, limiter: asyncio.Semaphore) -> int:
+        """Tell the customer workflows that have never evaluated segments (begun before
+        they existed) to start; page by page, so a large base is told in bounded memory."""
+        told = 0
+        after = ""
+        while True:
+            async with self._sessionmaker() as session:
+                evaluated = select(col(CustomerSegmentFacts.customer_id))
+                page = list(
+                    (
+                        await session.execute(
+                            select(col(Customer.customer_id))
+                            .where(col(Customer.customer_id) > after)
+                            .where(col(Customer.customer_id).not_in(evaluated))
+                            .order_by(col(Customer.customer_id))
+                            .limit(SWEEP_PAGE)
+                        )
+                    ).scalars()
+                )
+            if not page:
+                return told
+            after = page[-1]
+            told += await _signal_all(
+                self._client, limiter, page, SegmentsChanged(reason="first evaluation")
+            )
+            activity.heartbeat(after)
 
     def _turned(
         self, timed: list[Segment], facts: Facts, row: CustomerSegmentFacts, at: int

@@ -101,9 +101,12 @@ READS_QUEUE_PATCH = "stripe-reads-queue"
 # Runs started or continued since evaluate the customer's segments whenever what they read
 # changes, start the upgrade campaigns an entry triggers, hold out a share of each
 # automation's customers and record every instance started (`lifecycle_instances`).
-# Asked where it is used, not once per run: a customer workflow may run for years, and
-# runs recorded before take the old path only for the events they had already seen.
 SEGMENTS_PATCH = "segments-campaigns-holdouts"
+# A customer workflow may run for years: a run begun before segments takes them up on the
+# first `segments_changed` signal it receives (the sweep sends one to every customer never
+# evaluated). Asked only there: no run recorded before holds such a signal, so the answer
+# is given live, once, and replays the same from its marker.
+SEGMENTS_ADOPTED_PATCH = "segments-adopted"
 
 # The DB may be down for a while; keep trying rather than drop a snapshot.
 PERSIST_RETRY = RetryPolicy(
@@ -154,6 +157,8 @@ class CustomerWorkflow(LifecycleParent):
         self._lifecycles_changed = False
         # The billing facts of the last evaluation (this run's): unchanged facts need none.
         self._evaluated_facts: dict[str, Any] | None = None
+        # Segments, campaigns and holdouts are on (`SEGMENTS_PATCH`, `SEGMENTS_ADOPTED_PATCH`).
+        self._segments_on = False
         # Search attributes survive continue-as-new; start from what the run already has.
         current = workflow.info().typed_search_attributes
         self._indexed: dict[str, Any] = {
@@ -172,6 +177,7 @@ class CustomerWorkflow(LifecycleParent):
             self._ledger.rules_version = 1
         if workflow.patched(READS_QUEUE_PATCH):
             self._reads_queue = contract.stripe_reads_queue(workflow.info().task_queue)
+        self._segments_on = workflow.patched(SEGMENTS_PATCH)
         self._set_details()
         while True:
             await workflow.wait_condition(
@@ -282,7 +288,7 @@ class CustomerWorkflow(LifecycleParent):
             for decision in decide(event, applied_event.before, self._ledger):
                 if rules.begin(self._ledger, decision):
                     await self._carry_out(decision, event)
-        if workflow.patched(SEGMENTS_PATCH):
+        if self._segments_on:
             await self._evaluate_segments(force=False, offer_existing=[])
         self._set_details()
 
@@ -290,7 +296,9 @@ class CustomerWorkflow(LifecycleParent):
         """Usage reported, time passed or a lifecycle ended: evaluate the segments again."""
         signals, self._segment_signals = self._segment_signals, []
         self._lifecycles_changed = False
-        if not workflow.patched(SEGMENTS_PATCH):
+        if signals and not self._segments_on:
+            self._segments_on = workflow.patched(SEGMENTS_ADOPTED_PATCH)
+        if not self._segments_on:
             return
         offer = sorted({segment for signal in signals for segment in signal.offer_existing})
         await self._evaluate_segments(force=bool(signals), offer_existing=offer)
@@ -471,7 +479,7 @@ class CustomerWorkflow(LifecycleParent):
         sub = snap.subscriptions.get(start.subscription_id or "")
         kind = LIFECYCLE_WORKFLOWS[start.lifecycle]
         invoice = start.invoice
-        held_out = holdout.held_out(
+        held_out = self._segments_on and holdout.held_out(
             snap.customer_id, automation.name, automation.holdout_basis_points
         )
         subject = f"invoice {start.subject_id}" if invoice is not None else start.subject_id
@@ -525,7 +533,7 @@ class CustomerWorkflow(LifecycleParent):
         rules.started(
             self._ledger, start, automation.name, held_out=held_out, at=int(now.timestamp())
         )
-        if workflow.patched(SEGMENTS_PATCH):
+        if self._segments_on:
             await workflow.execute_local_activity_method(
                 Segments.record_instance,
                 InstanceRecord(

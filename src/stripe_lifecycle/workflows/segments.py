@@ -45,6 +45,6 @@ class SegmentSweepWorkflow:
         workflow.set_current_details(
             f"**Checked** {result.customers:,} customers · **{result.changed:,}** whose "
             f"segments turned with time · **{result.offered:,}** offered an existing-members "
-            "campaign"
+            f"campaign · **{result.first:,}** evaluated for the first time"
         )
         return result
