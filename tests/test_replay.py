@@ -25,6 +25,9 @@ history when a workflow changes on purpose, behind `workflow.patched`.
   segment, its upgrade campaign started, the upgrade credited and the segment left and
   entered again; customers of long standing already in their segments, then offered an
   `enter_existing` campaign by the sweep; a segment of time entered through the sweep.
+- customer_workflow_v3_adopted_segments: a run begun before segments (no
+  `segments-campaigns-holdouts` marker) that takes them up on the sweep's first
+  `segments_changed` signal (the `segments-adopted` patch) and starts a campaign.
 - upgrade_workflow_v1*: upgrade campaigns: offers mailed, held out, ended by an upgrade.
 - segment_sweep_workflow_v1: a sweep of the segments with time conditions.
 - stripe_reconcile_workflow_v1: a reconciliation pass over two pages of events (120, the
