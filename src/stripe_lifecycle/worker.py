@@ -49,27 +49,6 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
     )
 
 
-def build_worker(
-    client: Client,
-    settings: Settings,
-    sessionmaker: SessionMaker,
-    *,
-    task_queue: str | None = None,
-    automations: list[Automation] | None = None,
-    segments: SegmentsConfig | None = None,
-) -> Worker:
-    return Worker(
-        **worker_config(
-            client,
-            settings,
-            sessionmaker,
-            task_queue=task_queue,
-            automations=automations,
-            segments=segments,
-        )
-    )
-
-
 def worker_config(
     client: Client,
     settings: Settings,
@@ -184,13 +163,15 @@ def build_workers(
 ) -> list[Worker]:
     """Every worker a `lifecycle worker` process runs."""
     return [
-        build_worker(
-            client,
-            settings,
-            sessionmaker,
-            task_queue=task_queue,
-            automations=automations,
-            segments=segments,
+        Worker(
+            **worker_config(
+                client,
+                settings,
+                sessionmaker,
+                task_queue=task_queue,
+                automations=automations,
+                segments=segments,
+            )
         ),
         build_stripe_reads_worker(client, settings, sessionmaker, task_queue=task_queue),
     ]

@@ -115,6 +115,17 @@ def _cookie_attributes(request: Request, settings: Settings) -> dict[str, Any]:
     }
 
 
+def _page_range(since: str | None, until: str | None) -> tuple[datetime, datetime, str | None]:
+    """A page's range (default the last 90 days), or the last 90 days and what was wrong
+    with the one asked for."""
+    now = datetime.now(UTC)
+    try:
+        start, end = report_range(since, until, now)
+    except RangeError as exc:
+        return now - DEFAULT_RANGE, now, str(exc)
+    return (end - DEFAULT_RANGE if since is None else start), end, None
+
+
 def to_login() -> RedirectResponse:
     return RedirectResponse("/dashboard/login", status.HTTP_303_SEE_OTHER, headers=_HEADERS)
 
@@ -244,15 +255,7 @@ async def dashboard(
     """The dashboard (HTML). Needs a session (`/dashboard/login`) or a Bearer key."""
     if viewer is None:
         return to_login()
-    now = datetime.now(UTC)
-    error = None
-    try:
-        start, end = report_range(since, until, now)
-        if since is None:
-            start = end - DEFAULT_RANGE
-    except RangeError as exc:
-        error = str(exc)
-        start, end = now - DEFAULT_RANGE, now
+    start, end, error = _page_range(since, until)
     chosen = interval or default_interval(start, end)
     series = await recovery_series(session, start, end, chosen)
     by_automation = await attribution_report(session, start, end, "automation")
@@ -265,6 +268,7 @@ async def dashboard(
         log.warning("listing the customers in dunning failed: %s", exc)
         in_dunning = None
     since_value, until_value = _range_values(start, end)
+    today = datetime.now(UTC)
     return render_page(
         "dashboard.html",
         status_code=HTTPStatus.UNPROCESSABLE_ENTITY if error else HTTPStatus.OK,
@@ -279,7 +283,7 @@ async def dashboard(
         interval=chosen,
         intervals=INTERVALS,
         presets=[
-            (label, urlencode({"since": (now - timedelta(days=days)).date().isoformat()}))
+            (label, urlencode({"since": (today - timedelta(days=days)).date().isoformat()}))
             for label, days in (("30 days", 30), ("90 days", 90), ("1 year", 365))
         ],
         dunning=by_automation.dunning,
@@ -307,15 +311,7 @@ async def lift_page(
     range, default the last 90 days). Needs a session or a Bearer key."""
     if viewer is None:
         return to_login()
-    now = datetime.now(UTC)
-    error = None
-    try:
-        start, end = report_range(since, until, now)
-        if since is None:
-            start = end - DEFAULT_RANGE
-    except RangeError as exc:
-        error = str(exc)
-        start, end = now - DEFAULT_RANGE, now
+    start, end, error = _page_range(since, until)
     report = await lift_report(session, start, end, state.holdouts)
     since_value, until_value = _range_values(start, end)
     return render_page(
