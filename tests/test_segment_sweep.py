@@ -1,8 +1,8 @@
 """The segment sweep on the time-skipping server: a month passes in an instant, and the
 sweep tells exactly the customers whose segments turned with time alone (one reaching 90
 days on Pro, one whose last click grew older than 14 days, one who clicked since),
-reading only the segments with time conditions; stand-in customer workflows record what
-they are told."""
+reading only the segments with time conditions, and the one whose reported usage its
+workflow never heard of; stand-in customer workflows record what they are told."""
 
 import uuid
 from collections.abc import AsyncIterator
@@ -17,6 +17,7 @@ from temporalio.worker import Worker
 
 from stripe_lifecycle.domain import ids
 from stripe_lifecycle.storage.models import CustomerSegmentFacts, Message, MessageClick
+from stripe_lifecycle.storage.segments import record_usage
 from stripe_lifecycle.temporal_setup import ensure_segment_sweep_schedule
 from stripe_lifecycle.workflows.segments import SegmentSweepWorkflow, SweepInput
 
@@ -89,6 +90,8 @@ async def test_a_month_later_the_sweep_tells_the_customers_whose_segments_turned
         "cools": (facts(started=now - 10 * DAY, last_click=now - 10 * DAY), ["engaged", "pro"]),
         # Had never clicked when last evaluated; clicks a day after the sweep below.
         "clicks": (facts(started=now - 10 * DAY), ["pro"]),
+        # Reported usage the usage API could not tell its workflow (Temporal was down).
+        "reported": (facts(started=now - 10 * DAY), ["pro"]),
     }
     async with skipping_rig.sessionmaker() as session:
         for name, (row, segments) in customers.items():
@@ -97,9 +100,10 @@ async def test_a_month_later_the_sweep_tells_the_customers_whose_segments_turned
                     customer_id=f"cus_{name}_{tag}",
                     facts=row,
                     segments=segments,
-                    evaluated_at=await env.get_current_time(),
+                    evaluated_at=datetime.now(UTC) - timedelta(hours=1),
                 )
             )
+        await record_usage(session, f"cus_reported_{tag}", "seats_used", 9)
         await session.commit()
     await click(skipping_rig, f"cus_cools_{tag}", datetime.fromtimestamp(now - 10 * DAY, UTC))
     recorder_queue = f"{skipping_rig.task_queue}-customers"
@@ -133,12 +137,13 @@ async def _sweep_a_month_later(
 
         # Nothing has turned yet.
         at_once = await sweep("now")
-        assert (at_once.customers, at_once.changed, at_once.offered) == (4, 0, 0)
+        assert (at_once.customers, at_once.changed, at_once.offered) == (5, 0, 0)
+        assert (at_once.first, at_once.usage) == (0, 1)
         await env.sleep(timedelta(days=30))
         await click(skipping_rig, f"cus_clicks_{tag}", await env.get_current_time())
         await env.sleep(timedelta(days=1))
         later = await sweep("later")
-        assert (later.customers, later.changed) == (4, 3)
+        assert (later.customers, later.changed) == (5, 3)
         told = {
             name: [s.reason for s in await handle.query(SegmentsSignalRecorder.signals)]
             for name, handle in stand_ins.items()
@@ -148,6 +153,8 @@ async def _sweep_a_month_later(
         "young": [],
         "cools": ["time passed"],
         "clicks": ["time passed"],
+        # Told at every sweep until its workflow evaluates again (this stand-in does not).
+        "reported": ["usage reported", "usage reported"],
     }
 
 

@@ -418,6 +418,9 @@ class SweepResult:
     # Customers with a billing snapshot never evaluated (their workflows began before
     # segments existed): each signalled, which starts their evaluations.
     first: int = 0
+    # Customers whose usage was reported after their last evaluation (the usage API
+    # could not tell their workflow): each signalled.
+    usage: int = 0
 
 
 class SegmentSweep:

@@ -281,15 +281,37 @@ class SegmentSweepActivities(SegmentSweep):
                 ),
             )
         first = await self._first_evaluations(limiter)
+        usage = await self._unread_usage(limiter)
         activity.logger.info(
             "segment sweep: %d customers checked, %d turned, %d offered a campaign, "
-            "%d evaluated for the first time",
+            "%d evaluated for the first time, %d told of usage",
             customers,
             changed,
             offered,
             first,
+            usage,
         )
-        return SweepResult(customers=customers, changed=changed, offered=offered, first=first)
+        return SweepResult(
+            customers=customers, changed=changed, offered=offered, first=first, usage=usage
+        )
+
+    async def _unread_usage(self, limiter: asyncio.Semaphore) -> int:
+        """Tell the customers whose usage was reported after their last evaluation: the
+        usage API could not (Temporal was unreachable), and the value waits, stored."""
+        async with self._sessionmaker() as session:
+            rows = await session.execute(
+                select(col(CustomerUsage.customer_id))
+                .join(
+                    CustomerSegmentFacts,
+                    col(CustomerSegmentFacts.customer_id) == col(CustomerUsage.customer_id),
+                )
+                .where(col(CustomerUsage.reported_at) > col(CustomerSegmentFacts.evaluated_at))
+                .distinct()
+            )
+            waiting = list(rows.scalars())
+        return await _signal_all(
+            self._client, limiter, waiting, SegmentsChanged(reason="usage reported")
+        )
 
     async def _first_evaluations(self, limiter: asyncio.Semaphore) -> int:
         """Tell the customer workflows that have never evaluated segments (begun before

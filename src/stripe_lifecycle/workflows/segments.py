@@ -45,6 +45,7 @@ class SegmentSweepWorkflow:
         workflow.set_current_details(
             f"**Checked** {result.customers:,} customers · **{result.changed:,}** whose "
             f"segments turned with time · **{result.offered:,}** offered an existing-members "
-            f"campaign · **{result.first:,}** evaluated for the first time"
+            f"campaign · **{result.first:,}** evaluated for the first time · "
+            f"**{result.usage:,}** told of usage reported meanwhile"
         )
         return result
