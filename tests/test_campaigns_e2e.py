@@ -42,7 +42,7 @@ from stripe_lifecycle.workflows.segments import SegmentSweepWorkflow, SweepInput
 
 from .conftest import ADMIN_KEY, LINK_SECRET, SUPPORT_KEY, WorkerRig, running_stack
 from .events import customer_event, subscription_event, unique_customer_id
-from .workflow_helpers import DAY, eventually
+from .workflow_helpers import DAY, eventually, lifecycles_of, wait_for_lifecycle
 
 SEGMENTS = """
 seat_usage: {limit_metadata_key: seats, used: usage.seats_used}
@@ -133,19 +133,11 @@ class Customer:
             await record_usage(session, self.id, "seats_used", seats_used)
 
     async def lifecycles(self) -> dict[str, LifecycleRef]:
-        return {r.workflow_id: r for r in await self.handle.query(CustomerWorkflow.lifecycles)}
+        """The latest instance under each workflow id."""
+        return await lifecycles_of(self.handle)
 
     async def wait_for(self, workflow_id: str, status: str = "running") -> LifecycleRef:
-        found: dict[str, LifecycleRef] = {}
-
-        async def check() -> bool:
-            nonlocal found
-            found = await self.lifecycles()
-            ref = found.get(workflow_id)
-            return ref is not None and ref.status == status
-
-        await eventually(check, f"{workflow_id} {status}, have {found}")
-        return found[workflow_id]
+        return await wait_for_lifecycle(self.handle, workflow_id, status)
 
     async def history(self) -> list[tuple[str, str, str, bool]]:
         async with self.rig.sessionmaker() as session:

@@ -26,7 +26,7 @@ from stripe_lifecycle.workflows.customer import CustomerWorkflow
 from . import corpus
 from .conftest import WorkerRig
 from .events import customer_event, subscription_event, unique_customer_id
-from .workflow_helpers import DAY, eventually
+from .workflow_helpers import DAY, eventually, lifecycles_of, wait_for_lifecycle
 
 
 @pytest.fixture(autouse=True)
@@ -58,19 +58,10 @@ class Customer:
 
     async def lifecycles(self) -> dict[str, LifecycleRef]:
         """The latest instance under each workflow id."""
-        return {r.workflow_id: r for r in await self.handle.query(CustomerWorkflow.lifecycles)}
+        return await lifecycles_of(self.handle)
 
     async def wait_for(self, workflow_id: str, status: str = "running") -> LifecycleRef:
-        found: dict[str, LifecycleRef] = {}
-
-        async def check() -> bool:
-            nonlocal found
-            found = await self.lifecycles()
-            ref = found.get(workflow_id)
-            return ref is not None and ref.status == status
-
-        await eventually(check, f"{workflow_id} {status}, have {found}")
-        return found[workflow_id]
+        return await wait_for_lifecycle(self.handle, workflow_id, status)
 
     async def settled(self, events: int) -> None:
         async def applied() -> bool:

@@ -14,7 +14,9 @@ from temporalio.client import WorkflowHandle, WorkflowHistory, WorkflowUpdateFai
 from temporalio.service import RPCError
 
 from stripe_lifecycle.domain.automations import PACKAGED_DEFAULTS, Automation, load_automations
+from stripe_lifecycle.domain.ledger import LifecycleRef
 from stripe_lifecycle.mail.templates import Brand, TemplateRenderer
+from stripe_lifecycle.workflows.customer import CustomerWorkflow
 from stripe_lifecycle.workflows.engine import CancelRequest, LifecycleWorkflow
 
 DAY = 86_400
@@ -89,3 +91,25 @@ async def cancel_by_support(handle: WorkflowHandle[Any, Any], reason: str) -> No
         await handle.execute_update(
             LifecycleWorkflow.cancel, CancelRequest(reason="again", actor="x")
         )
+
+
+async def lifecycles_of(customer: WorkflowHandle[Any, Any]) -> dict[str, LifecycleRef]:
+    """The latest lifecycle instance under each workflow id a customer workflow started."""
+    refs = await customer.query(CustomerWorkflow.lifecycles)
+    return {r.workflow_id: r for r in refs}
+
+
+async def wait_for_lifecycle(
+    customer: WorkflowHandle[Any, Any], workflow_id: str, status: str = "running"
+) -> LifecycleRef:
+    """Waits until the customer workflow's instance `workflow_id` has `status`."""
+    found: dict[str, LifecycleRef] = {}
+
+    async def check() -> bool:
+        nonlocal found
+        found = await lifecycles_of(customer)
+        ref = found.get(workflow_id)
+        return ref is not None and ref.status == status
+
+    await eventually(check, f"{workflow_id} {status}, have {found}")
+    return found[workflow_id]
