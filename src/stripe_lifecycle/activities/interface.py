@@ -90,6 +90,25 @@ class StripeActionInput:
 
 
 @dataclass
+class WebhookRequest:
+    """One `webhook` step: POST `payload` as the event `event` to the business's `url`,
+    signed, once per `idempotency_key` (workflow id + step) however often it is retried."""
+
+    url: str
+    event: str
+    idempotency_key: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class WebhookResult:
+    # "delivered", or "failed" (a 4xx answer, or a URL whose host is not allowed)
+    status: str
+    detail: str
+    http_status: int | None = None
+
+
+@dataclass
 class StripeActionResult:
     action: str
     status: str  # "done" or "failed"
@@ -179,6 +198,14 @@ class Snapshots:
     @activity.defn(name="persist_snapshot")
     async def persist_snapshot(self, snapshot: BillingSnapshot) -> None:
         """Store the billing snapshot the API answers from; older versions never win."""
+        raise NotImplementedError
+
+
+class Outbound:
+    @activity.defn(name="send_webhook")
+    async def send_webhook(self, request: WebhookRequest) -> WebhookResult:
+        """POST one signed event to the business's endpoint; raises (to be retried) on a
+        5xx or timeout, answers "failed" on a 4xx."""
         raise NotImplementedError
 
 
@@ -442,4 +469,5 @@ DEFINITIONS: tuple[type, ...] = (
     StripeSync,
     Segments,
     SegmentSweep,
+    Outbound,
 )

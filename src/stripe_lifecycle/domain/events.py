@@ -205,6 +205,36 @@ class PaymentMethodInfo:
 
 
 @dataclass
+class QuoteInfo:
+    """A Stripe Quote: what a `quote_expiring` lifecycle counts back from and ends on."""
+
+    id: str
+    customer_id: str | None = None
+    # draft | open | accepted | canceled
+    status: str | None = None
+    expires_at: int | None = None
+    amount_total: int = 0
+    currency: str | None = None
+    number: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ObjectInfo:
+    """The object of any event, as an `event` automation's steps tell it on: its type and
+    id, amount and status, and the ids it names (ids and amounts only, never PII)."""
+
+    # Stripe's `object` value: "dispute", "checkout.session", "customer", ...
+    type: str
+    id: str
+    amount: int | None = None
+    currency: str | None = None
+    status: str | None = None
+    # Other objects it names, by their field: {"charge": "ch_...", "subscription": ...}.
+    related: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class BillingEvent:
     """A Stripe event normalised for the customer workflow."""
 
@@ -231,6 +261,9 @@ class BillingEvent:
     # The sync was asked to start lifecycles for situations in progress (`lifecycle sync
     # --start-lifecycles`).
     backfill_starts: bool = False
+    quote: QuoteInfo | None = None
+    # The event's object in brief, whatever its type (the `event` lifecycle's subject).
+    object: ObjectInfo | None = None
 
 
 @dataclass
