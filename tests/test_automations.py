@@ -145,7 +145,7 @@ OK_STEPS = "\n    steps: [{after: 1d, send: dunning/reminder}]"
         ),
         (
             "lifecycle: dunning\n    steps: [{after: 1d, send: dunning/x, action: notify_team}]",
-            "automation 'a': steps[0]: needs exactly one of `send` or `action`",
+            "automation 'a': steps[0]: needs exactly one of `send`, `action` or `webhook`",
         ),
         (
             "lifecycle: dunnning" + OK_STEPS,

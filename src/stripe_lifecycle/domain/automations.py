@@ -24,11 +24,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from stripe_lifecycle.domain.ledger import billing_period
-from stripe_lifecycle.domain.lifecycles import Lifecycle
+from stripe_lifecycle.domain.lifecycles import BILLED_INVOICE_LIFECYCLES, Lifecycle
 from stripe_lifecycle.domain.send_windows import SendWindow, parse_window
 
 LIFECYCLES: tuple[Lifecycle, ...] = tuple(Lifecycle)
@@ -39,9 +40,14 @@ ANCHORS = {
     Lifecycle.SCHEDULED_CANCEL: "period end",
     Lifecycle.RENEWAL: "period end",
     Lifecycle.CARD_EXPIRING: "card expiry",
+    Lifecycle.INVOICE_DUE: "due date",
+    Lifecycle.QUOTE_EXPIRING: "quote expiry",
 }
 
 INVOICE_ACTIONS = ("cancel_subscription", "mark_uncollectible", "void_invoice", "pause_collection")
+# What can be done to an invoice the customer pays by hand (it has no subscription to
+# cancel or pause, necessarily), and a payment attempted now on any open invoice.
+BILLED_INVOICE_ACTIONS = ("mark_uncollectible", "void_invoice", "retry_payment")
 # Actions that were renamed: the reason a file naming them is refused.
 RENAMED_ACTIONS = {
     "mark_unpaid": "Stripe has no call that marks a subscription unpaid (its subscription "
@@ -52,7 +58,11 @@ RENAMED_ACTIONS = {
 # failed invoice; every lifecycle may tell the team.
 ALLOWED_ACTIONS: dict[str, frozenset[str]] = {
     lifecycle: frozenset(
-        {"notify_team", *(INVOICE_ACTIONS if lifecycle == Lifecycle.DUNNING else ())}
+        {
+            "notify_team",
+            *(INVOICE_ACTIONS + ("retry_payment",) if lifecycle == Lifecycle.DUNNING else ()),
+            *(BILLED_INVOICE_ACTIONS if lifecycle in BILLED_INVOICE_LIFECYCLES else ()),
+        }
     )
     for lifecycle in LIFECYCLES
 }
@@ -81,11 +91,21 @@ class Step:
     before_seconds: int | None = None
     send: str | None = None
     action: str | None = None
+    # `webhook: {url, event}`: POST a signed event named `webhook_event` to `webhook_url`.
+    webhook_url: str | None = None
+    webhook_event: str | None = None
+
+    @property
+    def what(self) -> str:
+        """The template sent, the action taken or the webhook event posted."""
+        if self.webhook_event is not None:
+            return f"webhook {self.webhook_event}"
+        return self.send or self.action or ""
 
     @property
     def key(self) -> str:
         """Stable within an automation snapshot: part of the send/action idempotency key."""
-        return f"{self.index}-{(self.send or self.action or '').replace('/', '-')}"
+        return f"{self.index}-{self.what.replace('/', '-').replace(' ', '-')}"
 
     def describe(self) -> str:
         when = (
@@ -93,7 +113,12 @@ class Step:
             if self.after_seconds is not None
             else f"{human_duration(self.before_seconds or 0)} before"
         )
-        what = f"send {self.send}" if self.send else f"action {self.action}"
+        if self.send:
+            what = f"send {self.send}"
+        elif self.webhook_event:
+            what = f"webhook {self.webhook_event} to {self.webhook_url}"
+        else:
+            what = f"action {self.action}"
         return f"{when}: {what}"
 
 
@@ -114,6 +139,8 @@ class Filters:
     customer_metadata: dict[str, str] = field(default_factory=dict)
     invoice_metadata: dict[str, str] = field(default_factory=dict)
     segment: list[str] = field(default_factory=list)
+    # `charge_automatically` or `send_invoice`.
+    collection_method: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         parts = [
@@ -157,6 +184,8 @@ class Automation:
     # started a later entry may start another (None: never again); whether leaving the
     # segment ends it; whether the segment's members when the campaign is enabled enter.
     trigger_segment: str | None = None
+    # `event` sequences: the Stripe event type that starts one (`trigger: {event: ...}`).
+    trigger_event: str | None = None
     reentry_seconds: int | None = None
     exit_on_leave: bool = True
     enter_existing: bool = False
@@ -186,6 +215,7 @@ class MatchContext:
     invoice_metadata: Mapping[str, str] = field(default_factory=dict)
     # The segments the customer is in.
     segments: Sequence[str] = ()
+    collection_method: str | None = None
 
 
 def matches(filters: Filters, ctx: MatchContext) -> bool:
@@ -210,6 +240,7 @@ def matches(filters: Filters, ctx: MatchContext) -> bool:
         all(ctx.customer_metadata.get(k) == v for k, v in filters.customer_metadata.items()),
         all(ctx.invoice_metadata.get(k) == v for k, v in filters.invoice_metadata.items()),
         not filters.segment or bool(set(filters.segment) & set(ctx.segments)),
+        _one_of(filters.collection_method, ctx.collection_method),
     )
     return all(checks)
 
@@ -221,18 +252,21 @@ def select(
     *,
     segment: str | None = None,
     existing: bool = False,
+    event_type: str | None = None,
 ) -> Automation | None:
     """The automation that runs for this trigger, or None when no enabled one matches.
 
     An upgrade campaign's trigger is an entry into `segment`; with `existing`, the customer
     was already in it (found by the sweep), which only campaigns that say
-    `enter_existing` act on."""
+    `enter_existing` act on. An `event` sequence's trigger is a Stripe event of
+    `event_type`."""
     candidates = [
         a
         for a in automations
         if a.lifecycle == lifecycle
         and a.enabled
         and a.trigger_segment == segment
+        and a.trigger_event == event_type
         and (a.enter_existing or not existing)
     ]
     # sorted() is stable: equal priorities keep the file's order.
@@ -274,6 +308,8 @@ class _Checker:
     source: str
     known_templates: frozenset[str]
     known_segments: frozenset[str] | None = None
+    # The hosts webhook steps may post to; None: not checked here.
+    webhook_hosts: frozenset[str] | None = None
     problems: list[str] = field(default_factory=list)
 
     def segment(self, automation: str, where: str, name: object) -> str | None:
@@ -311,7 +347,7 @@ _CAMPAIGN_KEYS = ("trigger", "reentry", "exit_on_leave", "enter_existing")
 _OFFER_KEYS = {"description", "code", "url", "next_plan"}
 # Shipped templates that show the automation's offer and cannot render without one.
 OFFER_TEMPLATES = frozenset({"winback/offer", "upgrade/offer"})
-_STEP_KEYS = {"after", "before", "send", "action"}
+_STEP_KEYS = {"after", "before", "send", "action", "webhook"}
 _LIST_FILTERS = {
     "subscription_interval",
     "currency",
@@ -319,7 +355,12 @@ _LIST_FILTERS = {
     "price",
     "plan",
     "cancellation_reason",
+    "collection_method",
 }
+# A Stripe event type: lowercase words joined by dots (`charge.dispute.created`).
+_EVENT_TYPE = re.compile(r"^[a-z_]+(\.[a-z_]+)+$")
+# What an outbound webhook's event is called: the business names it (`dispute.opened`).
+_WEBHOOK_EVENT = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
 _INT_FILTERS = {"invoice_amount_min", "invoice_amount_max"}
 _MAP_FILTERS = {"customer_metadata", "invoice_metadata"}
 _HOLDOUT = re.compile(r"^\s*(\d{1,2}(?:\.\d{1,2})?)\s*%\s*$")
@@ -330,13 +371,16 @@ def parse_automations(
     source: str,
     known_templates: Iterable[str],
     known_segments: Iterable[str] | None = None,
+    webhook_hosts: Iterable[str] | None = None,
 ) -> list[Automation]:
     """Parse and validate; raises AutomationsError listing every problem found. With
-    `known_segments`, a segment named in a trigger or filter must be one of them."""
+    `known_segments`, a segment named in a trigger or filter must be one of them; with
+    `webhook_hosts`, a webhook step's URL must be on one of them."""
     check = _Checker(
         source,
         frozenset(known_templates),
         None if known_segments is None else frozenset(known_segments),
+        None if webhook_hosts is None else frozenset(webhook_hosts),
     )
     try:
         document = yaml.safe_load(text)
@@ -432,7 +476,25 @@ def _parse_automation(check: _Checker, raw: object, position: int) -> Automation
 def _parse_campaign(
     check: _Checker, name: str, lifecycle: str, raw: dict[str, Any]
 ) -> dict[str, Any]:
-    """An upgrade campaign's trigger and entry rules; refused on every other lifecycle."""
+    """An upgrade campaign's trigger and entry rules, or an event sequence's trigger;
+    refused on every other lifecycle."""
+    if lifecycle == Lifecycle.EVENT:
+        for key in _CAMPAIGN_KEYS[1:]:
+            if key in raw:
+                check.problem(name, key, "only upgrade campaigns (lifecycle: upgrade) have one")
+        trigger = raw.get("trigger")
+        event_type = trigger.get("event") if isinstance(trigger, dict) else None
+        if not isinstance(trigger, dict) or set(trigger) != {"event"}:
+            check.problem(
+                name,
+                "trigger",
+                "required for an event sequence, e.g. {event: charge.dispute.created}",
+            )
+            return {}
+        if not isinstance(event_type, str) or not _EVENT_TYPE.match(event_type):
+            check.problem(name, "trigger.event", f"{event_type!r} is not a Stripe event type")
+            return {}
+        return {"trigger_event": event_type}
     if lifecycle != Lifecycle.UPGRADE:
         for key in _CAMPAIGN_KEYS:
             if key in raw:
@@ -571,7 +633,9 @@ def _parse_step(check: _Checker, name: str, lifecycle: str, index: int, raw: obj
         return None
     for key in sorted(set(raw) - _STEP_KEYS):
         check.problem(
-            name, f"{where}.{key}", "unknown field (expected after or before, and send or action)"
+            name,
+            f"{where}.{key}",
+            "unknown field (expected after or before, and send, action or webhook)",
         )
     timing: dict[str, int] = {}
     for key in ("after", "before"):
@@ -590,8 +654,13 @@ def _parse_step(check: _Checker, name: str, lifecycle: str, index: int, raw: obj
             f"{lifecycle} has no date to count back from; only {anchored} do",
         )
     send, action = raw.get("send"), raw.get("action")
-    if (send is None) == (action is None):
-        check.problem(name, where, "needs exactly one of `send` or `action`")
+    webhook = (
+        _parse_webhook(check, name, f"{where}.webhook", raw["webhook"])
+        if "webhook" in raw
+        else None
+    )
+    if [send, action, raw.get("webhook")].count(None) != 2:
+        check.problem(name, where, "needs exactly one of `send`, `action` or `webhook`")
     if send is not None and send not in check.known_templates:
         check.problem(name, f"{where}.send", f"unknown template {send!r}")
     if action is not None:
@@ -614,7 +683,43 @@ def _parse_step(check: _Checker, name: str, lifecycle: str, index: int, raw: obj
         before_seconds=timing.get("before"),
         send=str(send) if send is not None else None,
         action=str(action) if action is not None else None,
+        webhook_url=webhook[0] if webhook else None,
+        webhook_event=webhook[1] if webhook else None,
     )
+
+
+def _parse_webhook(check: _Checker, name: str, where: str, raw: object) -> tuple[str, str] | None:
+    """`{url: https://..., event: invoice.will_be_due}`: where to post, and as what event;
+    the url's host must be in LIFECYCLE_OUTBOUND_WEBHOOK_HOSTS when that is known."""
+    if not isinstance(raw, dict) or set(raw) != {"url", "event"}:
+        check.problem(name, where, "expected {url: https://..., event: name.of.event}")
+        return None
+    url, event = raw["url"], raw["event"]
+    host = urlsplit(url).hostname if isinstance(url, str) else None
+    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not host:
+        check.problem(name, f"{where}.url", f"{url!r} is not an http(s) URL")
+        return None
+    if check.webhook_hosts is not None and not host_allowed(url, check.webhook_hosts):
+        allowed = ", ".join(sorted(check.webhook_hosts)) or "none"
+        check.problem(
+            name,
+            f"{where}.url",
+            f"{host} is not in LIFECYCLE_OUTBOUND_WEBHOOK_HOSTS (allowed: {allowed})",
+        )
+    if not isinstance(event, str) or not _WEBHOOK_EVENT.match(event):
+        check.problem(name, f"{where}.event", f"{event!r} is not an event name like dispute.opened")
+        return None
+    return url, event
+
+
+def host_allowed(url: str, hosts: Iterable[str]) -> bool:
+    """Whether the URL's host (with its port, when a host in the list names one) is one
+    of `hosts`: the only places an automations file may make the worker post to."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    with_port = f"{host}:{parts.port}" if parts.port else host
+    allowed = {h.strip().lower() for h in hosts if h.strip()}
+    return bool(host) and (host in allowed or with_port in allowed)
 
 
 def automations_path(configured: Path) -> Path:

@@ -11,3 +11,7 @@ SAVED = "saved"
 REACTIVATED = "reactivated"
 # An upgrade: more MRR from the same customer.
 EXPANSION = "expansion"
+# An invoice paid while reminders of its due date (or of its finalization) ran.
+INVOICE_PAID = "invoice_paid"
+# A quote accepted before it expired.
+QUOTE_ACCEPTED = "quote_accepted"

@@ -41,6 +41,27 @@ def plan_change_id(subscription_id: str, created: int) -> str:
     return f"plan-change-{subscription_id}-{created}"
 
 
+def invoice_due_id(invoice_id: str) -> str:
+    return f"invoice-due-{invoice_id}"
+
+
+def invoice_overdue_id(invoice_id: str) -> str:
+    return f"invoice-overdue-{invoice_id}"
+
+
+def invoice_finalized_id(invoice_id: str) -> str:
+    return f"invoice-finalized-{invoice_id}"
+
+
+def quote_expiring_id(quote_id: str) -> str:
+    return f"quote-expiring-{quote_id}"
+
+
+def event_sequence_id(automation: str, event_id: str) -> str:
+    """The sequence an `event` automation runs for one Stripe event."""
+    return f"event-{automation}-{event_id}"
+
+
 def upgrade_id(customer_id: str, automation: str, n: int) -> str:
     """The customer's `n`th instance (from 1) of an upgrade campaign."""
     return f"upgrade-{customer_id}-{automation}-{n}"

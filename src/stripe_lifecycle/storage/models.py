@@ -388,6 +388,11 @@ LIFECYCLE_CATEGORIES: dict[str, str] = {
     Lifecycle.PAYMENT_ACTION: MailCategory.BILLING,
     Lifecycle.CARD_EXPIRING: MailCategory.BILLING,
     Lifecycle.RENEWAL: MailCategory.BILLING,
+    Lifecycle.INVOICE_DUE: MailCategory.BILLING,
+    Lifecycle.INVOICE_OVERDUE: MailCategory.BILLING,
+    Lifecycle.INVOICE_FINALIZED: MailCategory.BILLING,
+    Lifecycle.QUOTE_EXPIRING: MailCategory.PRODUCT,
+    Lifecycle.EVENT: MailCategory.PRODUCT,
 }
 
 
