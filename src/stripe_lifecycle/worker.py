@@ -108,6 +108,7 @@ def worker_config(
             mail.notify_team,
             choices.choose_automation,
             choices.send_time,
+            choices.event_triggers,
             conversions.record_conversion,
             stripe_actions.stripe_action,
             # Runs begun before reads had a task queue of their own read here.

@@ -135,6 +135,19 @@ class ChooseAutomation:
     # it already (only `enter_existing` campaigns act on that).
     segment: str | None = None
     existing: bool = False
+    # An `event` sequence's trigger: the Stripe event's type.
+    event_type: str | None = None
+    collection_method: str | None = None
+
+
+@dataclass
+class EventTriggersRequest:
+    """Which event types start an `event` sequence (nothing to ask yet but that)."""
+
+
+@dataclass
+class EventTriggers:
+    event_types: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -184,6 +197,11 @@ class Automations:
     @activity.defn(name="send_time")
     async def send_time(self, request: SendTimeRequest) -> str:
         """When (ISO 8601) mail due at `due` may go out in the customer's zone."""
+        raise NotImplementedError
+
+    @activity.defn(name="event_triggers")
+    async def event_triggers(self, request: EventTriggersRequest) -> EventTriggers:
+        """The Stripe event types an enabled `event` automation is triggered by."""
         raise NotImplementedError
 
 

@@ -6,7 +6,13 @@ from datetime import UTC
 
 from temporalio import activity
 
-from stripe_lifecycle.activities.interface import Automations, ChooseAutomation, SendTimeRequest
+from stripe_lifecycle.activities.interface import (
+    Automations,
+    ChooseAutomation,
+    EventTriggers,
+    EventTriggersRequest,
+    SendTimeRequest,
+)
 from stripe_lifecycle.domain.automations import Automation, MatchContext, select
 from stripe_lifecycle.domain.send_windows import SendWindow, next_send_time, zone_for
 
@@ -42,6 +48,7 @@ class AutomationActivities(Automations):
             customer_metadata=trigger.customer_metadata,
             invoice_metadata=trigger.invoice_metadata,
             segments=trigger.segments,
+            collection_method=trigger.collection_method,
         )
         chosen = select(
             self._automations,
@@ -49,12 +56,23 @@ class AutomationActivities(Automations):
             context,
             segment=trigger.segment,
             existing=trigger.existing,
+            event_type=trigger.event_type,
         )
         if chosen is None or chosen.send_window is not None or chosen.any_time:
             return chosen
         # The snapshot carries the window in force now: a later change of the setting
         # does not move the mail of a running instance either.
         return dataclasses.replace(chosen, send_window=self._default_window)
+
+    @activity.defn(name="event_triggers")
+    async def event_triggers(
+        self,
+        request: EventTriggersRequest,  # noqa: ARG002 (one dataclass in)
+    ) -> EventTriggers:
+        """A local activity: the definitions are the worker's, the answer is recorded."""
+        return EventTriggers(
+            sorted({a.trigger_event for a in self._automations if a.enabled and a.trigger_event})
+        )
 
     @activity.defn(name="send_time")
     async def send_time(self, request: SendTimeRequest) -> str:

@@ -49,8 +49,10 @@ LIVE_STATUSES = frozenset({"active", "trialing", "past_due", "unpaid", "paused",
 # newest. 0: no lifecycles besides the invoice ones; 1: the subscription and card
 # lifecycles, invoice events forwarded to the invoice lifecycles as they are; 2: every
 # lifecycle decided here, with Stripe's own rules for cards, canceled subscriptions,
-# first payments, trials with a setup fee and deleted customers.
-RULES_VERSION = 2
+# first payments, trials with a setup fee and deleted customers; 3: every trigger (invoices
+# paid by hand, their due dates and finalization, quotes, any event), an overdue invoice
+# being `invoice_overdue`'s rather than dunning's.
+RULES_VERSION = 3
 
 RECENT_EVENT_IDS = 500
 RECENT_PAID_INVOICES = 100

@@ -21,6 +21,8 @@ from stripe_lifecycle.domain import ids, mrr
 from stripe_lifecycle.domain.automations import Automation
 from stripe_lifecycle.domain.conversions import (
     EXPANSION,
+    INVOICE_PAID,
+    QUOTE_ACCEPTED,
     REACTIVATED,
     RECOVERED,
     SAVED,
@@ -72,6 +74,7 @@ OVERDUE = "invoice.overdue"
 SEND_INVOICE = "send_invoice"
 # With Stripe's automations, a later retry's date arrives on `invoice.updated`.
 INVOICE_UPDATED = "invoice.updated"
+FINALIZED = "invoice.finalized"
 # The first invoice of a subscription: the customer is usually still at checkout, and
 # Stripe voids it (`incomplete_expired`) if it is not paid within about a day.
 SUBSCRIPTION_CREATE = "subscription_create"
@@ -108,6 +111,9 @@ class Start:
     # An upgrade campaign: the segment whose entry started it, whether leaving it ends it.
     segment: str | None = None
     exit_on_leave: bool = False
+    # An `event` sequence: the Stripe event type it is for (its automation, chosen by the
+    # customer workflow, names its id).
+    trigger_event: str | None = None
 
 
 @dataclass(frozen=True)
@@ -211,7 +217,163 @@ def decide(event: BillingEvent, before: Sub | None, ledger: CustomerLedger) -> l
             for ref in ledger.state.lifecycles
             if ref.status == RUNNING
         ]
-    return invoice_decisions(event, ledger) + subscription_decisions(event, before, ledger)
+    decisions = invoice_decisions(event, ledger) + subscription_decisions(event, before, ledger)
+    if version >= 3:
+        decisions += billed_invoice_decisions(event, ledger)
+        decisions += quote_decisions(event, ledger)
+        if not event.backfill:
+            decisions.append(event_sequence(event))
+    return decisions
+
+
+def billed_invoice_decisions(event: BillingEvent, ledger: CustomerLedger) -> list[Decision]:
+    """Invoices as bills: reminders before an invoice the customer pays by hand falls due
+    (`invoice_due`), after it is overdue (`invoice_overdue`), and after any invoice is
+    finalized (`invoice_finalized`); each ends when the invoice is paid, voided or marked
+    uncollectible, a payment converting it."""
+    invoice = event.invoice
+    if invoice is None or invoice.id is None:
+        return []
+    decisions: list[Decision] = []
+    outcome = INVOICE_ENDINGS.get(event.type)
+    for lifecycle, wid in _billed_instances(invoice.id):
+        ref = _running_ref(ledger, wid)
+        if ref is None:
+            continue
+        if outcome is not None:
+            decisions += _billed_ending(lifecycle, wid, ref, invoice, outcome, ledger)
+        elif lifecycle == Lifecycle.INVOICE_DUE and invoice.due_date not in (None, ref.anchor):
+            decisions.append(Retime(wid, invoice.due_date or 0))
+        else:
+            decisions.append(Refresh(wid, invoice))
+    if outcome is not None or invoice.status != "open" or ledger.is_paid(invoice.id):
+        return decisions
+    finalized = ids.invoice_finalized_id(invoice.id)
+    if event.type == FINALIZED and _new(ledger, finalized):
+        decisions.append(
+            Start(
+                Lifecycle.INVOICE_FINALIZED,
+                finalized,
+                invoice.id,
+                invoice.subscription_id,
+                invoice=invoice,
+            )
+        )
+    if invoice.collection_method != SEND_INVOICE or invoice.due_date is None:
+        return decisions
+    due, overdue = ids.invoice_due_id(invoice.id), ids.invoice_overdue_id(invoice.id)
+    if event.type == OVERDUE or invoice.due_date <= event.created:
+        if _running_ref(ledger, due) is not None:
+            decisions.append(End(due, "overdue"))
+        if _new(ledger, overdue):
+            decisions.append(
+                Start(
+                    Lifecycle.INVOICE_OVERDUE,
+                    overdue,
+                    invoice.id,
+                    invoice.subscription_id,
+                    anchor=invoice.due_date,
+                    invoice=invoice,
+                )
+            )
+    elif _new(ledger, due):
+        decisions.append(
+            Start(
+                Lifecycle.INVOICE_DUE,
+                due,
+                invoice.id,
+                invoice.subscription_id,
+                anchor=invoice.due_date,
+                invoice=invoice,
+            )
+        )
+    return decisions
+
+
+def _billed_instances(invoice_id: str) -> list[tuple[Lifecycle, str]]:
+    return [
+        (Lifecycle.INVOICE_DUE, ids.invoice_due_id(invoice_id)),
+        (Lifecycle.INVOICE_OVERDUE, ids.invoice_overdue_id(invoice_id)),
+        (Lifecycle.INVOICE_FINALIZED, ids.invoice_finalized_id(invoice_id)),
+    ]
+
+
+def _billed_ending(
+    lifecycle: Lifecycle,
+    wid: str,
+    ref: LifecycleRef,
+    invoice: InvoiceInfo,
+    outcome: str,
+    ledger: CustomerLedger,
+) -> list[Decision]:
+    """How an invoice that was paid, voided or marked uncollectible ends an instance; a
+    payment converts it: an overdue invoice paid is money recovered, one paid on time
+    after its reminders an invoice paid."""
+    paid = outcome == RECOVERED
+    out_of_band = paid and invoice.paid_out_of_band
+    decisions: list[Decision] = []
+    if paid and not ref.converted:
+        sub = ledger.snapshot.subscriptions.get(invoice.subscription_id or "")
+        overdue = lifecycle == Lifecycle.INVOICE_OVERDUE
+        decisions.append(
+            Convert(
+                RECOVERED if overdue else INVOICE_PAID,
+                lifecycle,
+                wid,
+                invoice.subscription_id,
+                mrr_delta_cents=sub.mrr_cents if sub and overdue else 0,
+                amount_cents=invoice.amount_paid or invoice.amount_due,
+                currency=invoice.currency,
+                invoice_id=invoice.id,
+                uncredited_reason=OUT_OF_BAND_REASON if out_of_band else None,
+            )
+        )
+    ending = "paid" if paid else outcome
+    decisions.append(End(wid, PAID_OUT_OF_BAND if out_of_band else ending))
+    return decisions
+
+
+def quote_decisions(event: BillingEvent, ledger: CustomerLedger) -> list[Decision]:
+    """An open quote with an expiry: reminders before it expires; ends accepted (a
+    conversion with its amount) or canceled; a new expiry re-times them."""
+    quote = event.quote
+    if quote is None:
+        return []
+    wid = ids.quote_expiring_id(quote.id)
+    ref = _running_ref(ledger, wid)
+    if ref is not None:
+        if quote.status == "accepted":
+            accepted = Convert(
+                QUOTE_ACCEPTED,
+                Lifecycle.QUOTE_EXPIRING,
+                wid,
+                None,
+                mrr_delta_cents=0,
+                amount_cents=quote.amount_total,
+                currency=quote.currency,
+            )
+            return [accepted, End(wid, "accepted")] if not ref.converted else [End(wid, "accepted")]
+        if quote.status == "canceled":
+            return [End(wid, "canceled")]
+        if quote.expires_at is not None and quote.expires_at != ref.anchor:
+            return [Retime(wid, quote.expires_at)]
+        return []
+    live = quote.status == "open" and (quote.expires_at or 0) > event.created
+    if live and _new(ledger, wid):
+        return [Start(Lifecycle.QUOTE_EXPIRING, wid, quote.id, None, anchor=quote.expires_at)]
+    return []
+
+
+def event_sequence(event: BillingEvent) -> Start:
+    """Any Stripe event may start an `event` sequence: which automation, if any, the
+    customer workflow asks (and names the instance after it)."""
+    return Start(
+        Lifecycle.EVENT,
+        workflow_id="",
+        subject_id=event.object.id if event.object is not None else event.event_id,
+        subscription_id=subscription_of(event),
+        trigger_event=event.type,
+    )
 
 
 def backfill_decisions(
@@ -262,7 +424,7 @@ def invoice_decisions(event: BillingEvent, ledger: CustomerLedger) -> list[Decis
     for lifecycle in INVOICE_LIFECYCLES:
         wid = _invoice_lifecycle_id(lifecycle, invoice.id)
         ref = _running_ref(ledger, wid)
-        trigger = _invoice_trigger(lifecycle, invoice)
+        trigger = _invoice_trigger(lifecycle, invoice, ledger.rules_version)
         if ref is not None:
             endings = (
                 PAYMENT_ACTION_ENDINGS if lifecycle == Lifecycle.PAYMENT_ACTION else INVOICE_ENDINGS
@@ -288,7 +450,7 @@ def invoice_decisions(event: BillingEvent, ledger: CustomerLedger) -> list[Decis
                 decisions.append(End(wid, PAID_OUT_OF_BAND if out_of_band else outcome))
             elif event.type in (trigger, INVOICE_UPDATED):
                 decisions.append(Refresh(wid, invoice))
-        elif event.type == trigger and _new(ledger, wid):
+        elif trigger is not None and event.type == trigger and _new(ledger, wid):
             if _invoice_lifecycle_starts(lifecycle, invoice, ledger):
                 decisions.append(
                     Start(lifecycle, wid, invoice.id, invoice.subscription_id, invoice=invoice)
@@ -352,6 +514,9 @@ def begin(ledger: CustomerLedger, decision: Decision) -> bool:
     one (a cancellation scheduled again) must find it ended.
     """
     if isinstance(decision, Start):
+        if decision.lifecycle == Lifecycle.EVENT and not decision.workflow_id:
+            # Not an instance yet: the automation chosen names it, and begins it then.
+            return True
         if _running_ref(ledger, decision.workflow_id) is not None:
             return False
         if not decision.reusable:
@@ -457,9 +622,11 @@ def _invoice_lifecycle_id(lifecycle: Lifecycle, invoice_id: str) -> str:
     return ids.payment_action_id(invoice_id)
 
 
-def _invoice_trigger(lifecycle: Lifecycle, invoice: InvoiceInfo) -> str:
+def _invoice_trigger(lifecycle: Lifecycle, invoice: InvoiceInfo, version: int) -> str | None:
     if lifecycle == Lifecycle.DUNNING and invoice.collection_method == SEND_INVOICE:
-        return OVERDUE
+        # Since rules version 3 an overdue invoice is `invoice_overdue`'s: dunning is for
+        # payments that failed.
+        return OVERDUE if version < 3 else None
     return INVOICE_TRIGGERS[lifecycle]
 
 

@@ -3,10 +3,11 @@ snapshot (pure: the workflows build them, and the template preview builds the sa
 
 # No `from __future__ import annotations`: workflow code imports this module.
 
+from dataclasses import asdict
 from typing import Any
 
 from stripe_lifecycle.domain.automations import Offer
-from stripe_lifecycle.domain.events import InvoiceInfo
+from stripe_lifecycle.domain.events import BillingEvent, InvoiceInfo, QuoteInfo
 from stripe_lifecycle.domain.ledger import CustomerLedger, PaymentMethodState
 from stripe_lifecycle.domain.links import HOSTED_SURVEY, PORTAL
 
@@ -71,6 +72,27 @@ def invoice_context(invoice: InvoiceInfo, now: int | None = None) -> dict[str, A
             # `send_invoice`: the customer pays by hand; the copy promises no charge.
             "collection_method": invoice.collection_method or "charge_automatically",
         }
+    }
+
+
+def quote_context(quote: QuoteInfo) -> dict[str, Any]:
+    """What a `quote_expiring` step's email reads of its quote."""
+    return {
+        "id": quote.id,
+        "number": quote.number,
+        "amount_total": quote.amount_total,
+        "currency": quote.currency,
+        "expires_at": quote.expires_at,
+    }
+
+
+def event_context(event: BillingEvent) -> dict[str, Any]:
+    """What an `event` sequence's steps read of the event that started it: its type and
+    id, and its object's ids and amounts (no personal data)."""
+    return {
+        "type": event.type,
+        "id": event.event_id,
+        "object": asdict(event.object) if event.object is not None else None,
     }
 
 

@@ -2,7 +2,7 @@
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
         ConversionInput,
         Conversions,
         EvaluateSegments,
+        EventTriggersRequest,
         InstanceRecord,
         Segments,
         SegmentsChanged,
@@ -29,10 +30,11 @@ with workflow.unsafe.imports_passed_through():
         Snapshots,
         StripeReads,
     )
-    from stripe_lifecycle.domain import contract, holdout, rules, segments, stripe_reads
+    from stripe_lifecycle.domain import contract, holdout, ids, rules, segments, stripe_reads
     from stripe_lifecycle.domain.automations import Automation
     from stripe_lifecycle.domain.events import BillingEvent, BillingEvents
     from stripe_lifecycle.domain.ledger import (
+        RULES_VERSION,
         BillingSnapshot,
         CustomerLedger,
         CustomerState,
@@ -42,7 +44,12 @@ with workflow.unsafe.imports_passed_through():
     )
     from stripe_lifecycle.domain.lifecycles import Lifecycle
     from stripe_lifecycle.domain.money import format_amount
-    from stripe_lifecycle.domain.template_context import card_context, subscription_context
+    from stripe_lifecycle.domain.template_context import (
+        card_context,
+        event_context,
+        quote_context,
+        subscription_context,
+    )
     from stripe_lifecycle.workflows.engine import (
         InvoiceLifecycleWorkflow,
         InvoiceUpdate,
@@ -102,11 +109,18 @@ READS_QUEUE_PATCH = "stripe-reads-queue"
 # changes, start the upgrade campaigns an entry triggers, hold out a share of each
 # automation's customers and record every instance started (`lifecycle_instances`).
 SEGMENTS_PATCH = "segments-campaigns-holdouts"
-# A customer workflow may run for years: a run begun before segments takes them up on the
-# first `segments_changed` signal it receives (the sweep sends one to every customer never
-# evaluated). Asked only there: no run recorded before holds such a signal, so the answer
-# is given live, once, and replays the same from its marker.
+# A customer workflow may run for years: a run begun before segments takes them up, and
+# rules version 3 (every trigger), on the first `segments_changed` signal it receives
+# (the sweep sends one to every customer never evaluated). Asked only there: no run
+# recorded before holds such a signal, so the answer is given live, once, and replays the
+# same from its marker.
 SEGMENTS_ADOPTED_PATCH = "segments-adopted"
+# Runs started since decide by rules version 3: invoices paid by hand (due and overdue),
+# finalized invoices, quotes and `event` sequences.
+TRIGGERS_PATCH = "every-trigger"
+# How long the event types `event` automations are triggered by are taken as known,
+# before the worker is asked again (the automations file may have changed).
+EVENT_TRIGGERS_FRESH = timedelta(hours=1)
 
 # The DB may be down for a while; keep trying rather than drop a snapshot.
 PERSIST_RETRY = RetryPolicy(
@@ -159,6 +173,8 @@ class CustomerWorkflow(LifecycleParent):
         self._evaluated_facts: dict[str, Any] | None = None
         # Segments, campaigns and holdouts are on (`SEGMENTS_PATCH`, `SEGMENTS_ADOPTED_PATCH`).
         self._segments_on = False
+        # The event types `event` automations start on, and when the worker said so.
+        self._event_triggers: tuple[datetime, list[str]] | None = None
         # Search attributes survive continue-as-new; start from what the run already has.
         current = workflow.info().typed_search_attributes
         self._indexed: dict[str, Any] = {
@@ -175,6 +191,8 @@ class CustomerWorkflow(LifecycleParent):
             self._ledger.rules_version = 0
         elif not workflow.patched(RULES_V2_PATCH):
             self._ledger.rules_version = 1
+        elif not workflow.patched(TRIGGERS_PATCH):
+            self._ledger.rules_version = 2
         if workflow.patched(READS_QUEUE_PATCH):
             self._reads_queue = contract.stripe_reads_queue(workflow.info().task_queue)
         self._segments_on = workflow.patched(SEGMENTS_PATCH)
@@ -298,6 +316,8 @@ class CustomerWorkflow(LifecycleParent):
         self._lifecycles_changed = False
         if signals and not self._segments_on:
             self._segments_on = workflow.patched(SEGMENTS_ADOPTED_PATCH)
+            if self._segments_on and self._ledger.rules_version == 2:
+                self._ledger.rules_version = RULES_VERSION
         if not self._segments_on:
             return
         offer = sorted({segment for signal in signals for segment in signal.offer_existing})
@@ -412,7 +432,9 @@ class CustomerWorkflow(LifecycleParent):
             stripe_reads.fill(batch, answer, request.account)
 
     async def _carry_out(self, decision: rules.Decision, event: BillingEvent) -> None:
-        if isinstance(decision, rules.Start):
+        if isinstance(decision, rules.Start) and decision.lifecycle == Lifecycle.EVENT:
+            await self._start_event_sequence(decision, event)
+        elif isinstance(decision, rules.Start):
             await self._start(decision, event)
         elif isinstance(decision, rules.Convert):
             await self._record_conversion(decision, event)
@@ -463,7 +485,49 @@ class CustomerWorkflow(LifecycleParent):
                 "no enabled %s automation matches %s", start.lifecycle, start.workflow_id
             )
             return
-        await self._launch(start, automation, livemode=event.livemode)
+        context = None
+        if start.lifecycle == Lifecycle.QUOTE_EXPIRING and event.quote is not None:
+            context = {"quote": quote_context(event.quote)}
+        await self._launch(start, automation, livemode=event.livemode, context=context)
+
+    async def _start_event_sequence(self, start: rules.Start, event: BillingEvent) -> None:
+        """An `event` automation triggered by this event's type runs one instance for
+        it, `event-{automation}-{event_id}`; most event types trigger none, and cost no
+        automation lookup."""
+        if event.type not in await self._event_types():
+            return
+        trigger = self._trigger_context(start, event)
+        trigger.event_type = event.type
+        if event.object is not None:
+            trigger.invoice_amount = event.object.amount
+            trigger.currency = event.object.currency
+        automation = await self._choose(trigger)
+        if automation is None:
+            return
+        named = dataclasses.replace(
+            start, workflow_id=ids.event_sequence_id(automation.name, event.event_id)
+        )
+        if rules.begin(self._ledger, named):
+            await self._launch(
+                named,
+                automation,
+                livemode=event.livemode,
+                context={"event": event_context(event)},
+            )
+
+    async def _event_types(self) -> list[str]:
+        """The event types `event` automations start on, as the worker said within the
+        hour (a local activity, recorded)."""
+        now = workflow.now()
+        if self._event_triggers is None or now - self._event_triggers[0] >= EVENT_TRIGGERS_FRESH:
+            answer = await workflow.execute_local_activity_method(
+                Automations.event_triggers,
+                EventTriggersRequest(),
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=PERSIST_RETRY,
+            )
+            self._event_triggers = (now, answer.event_types)
+        return self._event_triggers[1]
 
     async def _launch(
         self,
@@ -554,16 +618,10 @@ class CustomerWorkflow(LifecycleParent):
         self, start: rules.Start, event: BillingEvent
     ) -> Automation | None:
         """The automation this trigger runs."""
+        trigger = self._trigger_context(start, event)
         snap = self._ledger.snapshot
         sub = snap.subscriptions.get(start.subscription_id or "")
         invoice = start.invoice
-        trigger = ChooseAutomation(
-            lifecycle=start.lifecycle,
-            livemode=event.livemode,
-            subscription_periods=sub.periods if sub else [],
-            customer_metadata=snap.metadata,
-            segments=list(self._ledger.state.segments),
-        )
         if invoice is not None:
             trigger.invoice_amount = invoice.amount_due
             trigger.currency = invoice.currency
@@ -571,6 +629,11 @@ class CustomerWorkflow(LifecycleParent):
             trigger.price_ids = invoice.price_ids
             trigger.plan = snap.plan
             trigger.invoice_metadata = invoice.metadata
+            trigger.collection_method = invoice.collection_method
+        elif event.quote is not None and start.lifecycle == Lifecycle.QUOTE_EXPIRING:
+            trigger.invoice_amount = event.quote.amount_total
+            trigger.currency = event.quote.currency
+            trigger.plan = snap.plan
         elif sub is not None:
             trigger.invoice_amount = sub.amount_cents
             trigger.currency = sub.currency
@@ -583,6 +646,18 @@ class CustomerWorkflow(LifecycleParent):
             trigger.currency = snap.currency
             trigger.plan = snap.plan
         return await self._choose(trigger)
+
+    def _trigger_context(self, start: rules.Start, event: BillingEvent) -> ChooseAutomation:
+        """What every trigger's filters read of the customer and its subscription."""
+        snap = self._ledger.snapshot
+        sub = snap.subscriptions.get(start.subscription_id or "")
+        return ChooseAutomation(
+            lifecycle=start.lifecycle,
+            livemode=event.livemode,
+            subscription_periods=sub.periods if sub else [],
+            customer_metadata=snap.metadata,
+            segments=list(self._ledger.state.segments),
+        )
 
     async def _choose(self, trigger: ChooseAutomation) -> Automation | None:
         """An activity: the definitions are the worker's, and the choice is recorded."""

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from stripe_lifecycle.activities.interface import (
@@ -27,12 +27,14 @@ with workflow.unsafe.imports_passed_through():
         ConversionInput,
         Conversions,
         Mail,
+        Outbound,
         SendEmailInput,
         SendEmailResult,
         SendTimeRequest,
         StripeActionInput,
         StripeActions,
         TeamNotice,
+        WebhookRequest,
     )
     from stripe_lifecycle.domain import contract, rules
     from stripe_lifecycle.domain.automations import Automation, Step
@@ -176,6 +178,14 @@ MAIL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=10)
 )
 DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
+# The business's endpoint may be down for a while: back off to an hourly attempt, and give
+# up after a day (the step then shows as failed).
+WEBHOOK_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=10),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(hours=1),
+)
+WEBHOOK_GIVE_UP = timedelta(days=1)
 
 
 class LifecycleWorkflow:
@@ -366,6 +376,8 @@ class LifecycleWorkflow:
         elif step.send is not None:
             sent = await self._send_email(step, step.send)
             status = sent.status if sent is not None else NOT_SENT
+        elif step.webhook_url is not None:
+            status = await self._send_webhook(step, step.webhook_url, step.webhook_event or "")
         elif step.action == "notify_team":
             status = await self._notify_team(step)
         else:
@@ -443,6 +455,58 @@ class LifecycleWorkflow:
             retry_policy=MAIL_RETRY,
         )
         return result.status
+
+    async def _send_webhook(self, step: Step, url: str, event: str) -> str:
+        """The `webhook` step: a signed event to the business's endpoint, retried with
+        backoff for up to a day while it is down; a refusal (4xx) ends the step failed."""
+        workflow_id = workflow.info().workflow_id
+        try:
+            result = await workflow.execute_activity_method(
+                Outbound.send_webhook,
+                WebhookRequest(
+                    url=url,
+                    event=event,
+                    idempotency_key=f"{workflow_id}/{step.key}",
+                    payload=self._webhook_payload(step),
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                schedule_to_close_timeout=WEBHOOK_GIVE_UP,
+                retry_policy=WEBHOOK_RETRY,
+            )
+        except ActivityError as exc:
+            cause = exc.cause.message if isinstance(exc.cause, FailureError) else str(exc)
+            return f"failed: {cause}"
+        return result.status if result.status == "delivered" else f"failed: {result.detail}"
+
+    def _webhook_payload(self, step: Step) -> dict[str, Any]:
+        """What the business's endpoint is told: the step, the automation, the customer
+        and the object's ids and amounts (no email address or name)."""
+        payload: dict[str, Any] = {
+            "lifecycle": str(self.lifecycle),
+            "automation": self._input.automation.name,
+            "step": step.key,
+            "workflow_id": workflow.info().workflow_id,
+            "customer": {"id": self._input.customer_id},
+            "subject_id": self._subject,
+            "subscription_id": self._subscription_id,
+        }
+        if self._invoice is not None:
+            invoice = self._invoice
+            payload["invoice"] = {
+                "id": invoice.id,
+                "number": invoice.number,
+                "status": invoice.status,
+                "amount_due": invoice.amount_due,
+                "amount_paid": invoice.amount_paid,
+                "amount_remaining": invoice.amount_remaining,
+                "currency": invoice.currency,
+                "due_date": invoice.due_date,
+                "hosted_invoice_url": invoice.hosted_invoice_url,
+            }
+        for key in ("quote", "event"):
+            if key in self._context:
+                payload[key] = self._context[key]
+        return payload
 
     async def _stripe_action(self, step: Step, action: str) -> str:
         result = await workflow.execute_activity_method(
@@ -620,11 +684,13 @@ class InvoiceLifecycleWorkflow(LifecycleWorkflow):
 
 
 def _kind(step: Step) -> str:
-    return "send" if step.send else "action"
+    if step.send:
+        return "send"
+    return "webhook" if step.webhook_url else "action"
 
 
 def _target(step: Step) -> str:
-    return step.send or step.action or ""
+    return step.what
 
 
 def _at(epoch: int | None) -> datetime | None:

@@ -4,8 +4,11 @@ DunningWorkflow (`dunning-{invoice_id}`), PaymentActionWorkflow
 (`payment-action-{invoice_id}`), TrialWorkflow (`trial-{sub_id}`), WinbackWorkflow
 (`winback-{cus_id}-{sub_id}`), ScheduledCancelWorkflow (`scheduled-cancel-{sub_id}`),
 RenewalWorkflow (`renewal-{sub_id}-{period_end}`), CardExpiringWorkflow
-(`card-expiring-{pm}-{yyyymm}`), PlanChangeWorkflow (`plan-change-{sub_id}-{created}`) and
-UpgradeWorkflow (`upgrade-{cus_id}-{automation}-{n}`).
+(`card-expiring-{pm}-{yyyymm}`), PlanChangeWorkflow (`plan-change-{sub_id}-{created}`),
+UpgradeWorkflow (`upgrade-{cus_id}-{automation}-{n}`), InvoiceDueWorkflow
+(`invoice-due-{in_id}`), InvoiceOverdueWorkflow (`invoice-overdue-{in_id}`),
+InvoiceFinalizedWorkflow (`invoice-finalized-{in_id}`), QuoteExpiringWorkflow
+(`quote-expiring-{qt_id}`) and EventSequenceWorkflow (`event-{automation}-{evt_id}`).
 
 Each takes a `LifecycleInput` and returns a `LifecycleResult`. Signals:
 `lifecycle_update(LifecycleUpdate)` (and, for the invoice lifecycles,
@@ -153,6 +156,72 @@ class UpgradeWorkflow(LifecycleWorkflow):
         return await super().run(input)
 
 
+@workflow.defn(name="InvoiceDueWorkflow")
+class InvoiceDueWorkflow(InvoiceLifecycleWorkflow):
+    """An invoice the customer pays by hand (`send_invoice`), open with a due date:
+    reminders before it is due (re-timed when the due date moves); ends paid, voided,
+    uncollectible, or overdue (`invoice_overdue` takes over)."""
+
+    lifecycle = Lifecycle.INVOICE_DUE
+    title = "Invoice due"
+
+    @workflow.run
+    async def run(self, input: LifecycleInput) -> LifecycleResult:
+        return await super().run(input)
+
+
+@workflow.defn(name="InvoiceOverdueWorkflow")
+class InvoiceOverdueWorkflow(InvoiceLifecycleWorkflow):
+    """An invoice paid by hand whose due date passed unpaid: reminders and actions after
+    it; ends paid (recovered), voided or uncollectible."""
+
+    lifecycle = Lifecycle.INVOICE_OVERDUE
+    title = "Invoice overdue"
+
+    @workflow.run
+    async def run(self, input: LifecycleInput) -> LifecycleResult:
+        return await super().run(input)
+
+
+@workflow.defn(name="InvoiceFinalizedWorkflow")
+class InvoiceFinalizedWorkflow(InvoiceLifecycleWorkflow):
+    """Any finalized invoice (filtered by amount, currency, metadata, product, collection
+    method): its steps; ends paid, voided or uncollectible."""
+
+    lifecycle = Lifecycle.INVOICE_FINALIZED
+    title = "Invoice finalized"
+
+    @workflow.run
+    async def run(self, input: LifecycleInput) -> LifecycleResult:
+        return await super().run(input)
+
+
+@workflow.defn(name="QuoteExpiringWorkflow")
+class QuoteExpiringWorkflow(LifecycleWorkflow):
+    """An open quote with an expiry: reminders before it expires (re-timed when it
+    moves); ends accepted (a conversion with its amount), canceled, or at its expiry."""
+
+    lifecycle = Lifecycle.QUOTE_EXPIRING
+    title = "Quote expiring"
+
+    @workflow.run
+    async def run(self, input: LifecycleInput) -> LifecycleResult:
+        return await super().run(input)
+
+
+@workflow.defn(name="EventSequenceWorkflow")
+class EventSequenceWorkflow(LifecycleWorkflow):
+    """A one-off sequence for one Stripe event of the type its automation is triggered
+    by (a dispute, a completed checkout, a new customer...): its steps, then done."""
+
+    lifecycle = Lifecycle.EVENT
+    title = "Event sequence"
+
+    @workflow.run
+    async def run(self, input: LifecycleInput) -> LifecycleResult:
+        return await super().run(input)
+
+
 LIFECYCLE_WORKFLOWS: dict[Lifecycle, type[LifecycleWorkflow]] = {
     w.lifecycle: w
     for w in (
@@ -165,5 +234,10 @@ LIFECYCLE_WORKFLOWS: dict[Lifecycle, type[LifecycleWorkflow]] = {
         CardExpiringWorkflow,
         PlanChangeWorkflow,
         UpgradeWorkflow,
+        InvoiceDueWorkflow,
+        InvoiceOverdueWorkflow,
+        InvoiceFinalizedWorkflow,
+        QuoteExpiringWorkflow,
+        EventSequenceWorkflow,
     )
 }
