@@ -19,15 +19,19 @@ from stripe_lifecycle.domain.events import (
     BillingEvent,
     InvoiceInfo,
     PaymentMethodInfo,
+    QuoteInfo,
     SubscriptionInfo,
 )
 from stripe_lifecycle.domain.ids import (
     card_expiring_id,
     customer_workflow_id,
     dunning_id,
+    invoice_due_id,
     invoice_finalized_id,
+    invoice_overdue_id,
     payment_action_id,
     plan_change_id,
+    quote_expiring_id,
     renewal_id,
     scheduled_cancel_id,
     trial_id,
@@ -2229,4 +2233,168 @@ def test_runs_under_rules_version_0_decide_only_invoice_lifecycles() -> None:
     failed = invoice_of(FAILED, cus.id)
     assert cus.step(failed) == [
         Start(Lifecycle.DUNNING, DUNNING_ID, "in_T1", SUB, invoice=failed.invoice)
+    ]
+
+
+# --- Rules version 3: invoices paid by hand, finalized invoices, quotes, any event ------
+
+DUE_ID = invoice_due_id("in_T1")
+OVERDUE_ID = invoice_overdue_id("in_T1")
+FINALIZED_ID = invoice_finalized_id("in_T1")
+BY_HAND: dict[str, Any] = {"collection_method": "send_invoice", "status": "open"}
+
+
+def starts_of(decisions: list[Decision]) -> list[tuple[Lifecycle, str, int | None]]:
+    return [(d.lifecycle, d.workflow_id, d.anchor) for d in decisions if isinstance(d, Start)]
+
+
+@pytest.mark.parametrize("version", corpus.VERSIONS)
+def test_an_invoice_paid_by_hand_is_reminded_before_it_is_due_then_followed_up_overdue(
+    version: str,
+) -> None:
+    cus = active_customer()
+    due = T + 15 * DAY
+    finalized = invoice_of("invoice.finalized", cus.id, due_date=due, **BY_HAND, version=version)
+    assert (
+        starts_of(cus.batch(finalized))
+        == [
+            (Lifecycle.INVOICE_DUE, DUE_ID, due),
+            (Lifecycle.INVOICE_FINALIZED, FINALIZED_ID, None),
+        ][::-1]
+    )
+    # Never charged, so never failed: no dunning for it.
+    assert cus.running(DUNNING_ID) is None
+    # The due date moves: the reminders move with it; the finalized instance is refreshed.
+    later = T + 20 * DAY
+    moved = invoice_of("invoice.updated", cus.id, n=2, due_date=later, **BY_HAND, version=version)
+    assert cus.batch(moved) == [Retime(DUE_ID, later), Refresh(FINALIZED_ID, moved.invoice)]
+    # Stripe says it is overdue: the due reminders end, the overdue sequence begins.
+    overdue = invoice_of("invoice.overdue", cus.id, n=3, due_date=later, **BY_HAND, version=version)
+    decided = cus.batch(overdue)
+    assert End(DUE_ID, "overdue") in decided
+    assert starts_of(decided) == [(Lifecycle.INVOICE_OVERDUE, OVERDUE_ID, later)]
+    # Paid: money recovered by the overdue sequence; the finalized one ends paid too.
+    paid = invoice_of(
+        PAID, cus.id, n=4, due_date=later, amount_paid=4900, **{**BY_HAND, "status": "paid"}
+    )
+    decided = cus.batch(paid)
+    conversions = {
+        (d.kind, d.workflow_id, d.amount_cents) for d in decided if isinstance(d, Convert)
+    }
+    assert conversions == {
+        ("recovered", OVERDUE_ID, 4900),
+        ("invoice_paid", FINALIZED_ID, 4900),
+    }
+    assert {d for d in decided if isinstance(d, End)} == {
+        End(OVERDUE_ID, "paid"),
+        End(FINALIZED_ID, "paid"),
+    }
+
+
+def test_an_invoice_already_past_its_due_date_starts_overdue_without_stripes_event() -> None:
+    # `invoice.overdue` is sent only with Stripe's setting on; the due date passing is enough.
+    cus = active_customer()
+    late = invoice_of("invoice.updated", cus.id, due_date=T, **BY_HAND)
+    assert starts_of(cus.batch(late)) == [(Lifecycle.INVOICE_OVERDUE, OVERDUE_ID, T)]
+
+
+@pytest.mark.parametrize(
+    ("type_", "ending"),
+    [("invoice.voided", "voided"), ("invoice.marked_uncollectible", "uncollectible")],
+)
+def test_a_voided_or_uncollectible_invoice_ends_its_reminders_without_a_conversion(
+    type_: str, ending: str
+) -> None:
+    cus = active_customer()
+    cus.batch(invoice_of("invoice.finalized", cus.id, due_date=T + 15 * DAY, **BY_HAND))
+    decided = cus.batch(invoice_of(type_, cus.id, n=2, due_date=T + 15 * DAY, **BY_HAND))
+    assert not [d for d in decided if isinstance(d, Convert)]
+    assert {d for d in decided if isinstance(d, End)} == {
+        End(DUE_ID, ending),
+        End(FINALIZED_ID, ending),
+    }
+
+
+def test_a_charged_invoice_is_only_followed_up_as_finalized() -> None:
+    cus = active_customer()
+    charged = invoice_of("invoice.finalized", cus.id, status="open", due_date=None)
+    assert starts_of(cus.batch(charged)) == [(Lifecycle.INVOICE_FINALIZED, FINALIZED_ID, None)]
+
+
+def test_under_rules_version_2_nothing_of_version_3_starts() -> None:
+    cus = active_customer()
+    cus.ledger.rules_version = 2
+    finalized = invoice_of("invoice.finalized", cus.id, due_date=T + 15 * DAY, **BY_HAND)
+    decided = decide(finalized, None, cus.ledger)
+    assert decided == []
+
+
+def quote_event(
+    type_: str, customer_id: str, *, status: str, expires_at: int, n: int = 1
+) -> BillingEvent:
+    return BillingEvent(
+        event_id=f"evt_quote_{n}",
+        type=type_,
+        created=T + n,
+        livemode=False,
+        customer_id=customer_id,
+        quote=QuoteInfo(
+            id="qt_T1",
+            customer_id=customer_id,
+            status=status,
+            expires_at=expires_at,
+            amount_total=120_000,
+            currency="usd",
+        ),
+    )
+
+
+def test_an_open_quote_is_reminded_before_it_expires_and_ends_accepted_with_its_amount() -> None:
+    cus = active_customer()
+    wid = quote_expiring_id("qt_T1")
+    opened = quote_event("quote.finalized", cus.id, status="open", expires_at=T + 30 * DAY)
+    assert starts_of(cus.batch(opened)) == [(Lifecycle.QUOTE_EXPIRING, wid, T + 30 * DAY)]
+    moved = quote_event("quote.updated", cus.id, status="open", expires_at=T + 40 * DAY, n=2)
+    assert cus.batch(moved) == [Retime(wid, T + 40 * DAY)]
+    accepted = quote_event(
+        "quote.accepted", cus.id, status="accepted", expires_at=T + 40 * DAY, n=3
+    )
+    [convert, end] = cus.batch(accepted)
+    assert isinstance(convert, Convert)
+    assert (convert.kind, convert.amount_cents, convert.currency) == (
+        "quote_accepted",
+        120_000,
+        "usd",
+    )
+    assert end == End(wid, "accepted")
+
+
+def test_a_canceled_or_already_expired_quote() -> None:
+    cus = active_customer()
+    wid = quote_expiring_id("qt_T1")
+    expired = quote_event("quote.finalized", cus.id, status="open", expires_at=T - DAY)
+    assert cus.batch(expired) == []
+    cus.batch(quote_event("quote.finalized", cus.id, status="open", expires_at=T + DAY, n=2))
+    assert cus.batch(
+        quote_event("quote.canceled", cus.id, status="canceled", expires_at=T + DAY, n=3)
+    ) == [End(wid, "canceled")]
+
+
+def test_every_event_but_a_syncs_backfill_may_start_an_event_sequence() -> None:
+    cus = active_customer()
+    created = customer_event(cus.id, "ada@example.com", created=T + DAY)
+    event = normalise(created)
+    [start] = [
+        d
+        for d in decide(event, None, cus.ledger)
+        if isinstance(d, Start) and d.lifecycle == Lifecycle.EVENT
+    ]
+    # The automation chosen names the instance; until then it has no id and begins free.
+    assert (start.workflow_id, start.trigger_event) == ("", "customer.updated")
+    assert begin(cus.ledger, start) and not cus.ledger.start_decided("")
+    backfill = replace(event, backfill=True)
+    assert not [
+        d
+        for d in decide(backfill, None, cus.ledger)
+        if isinstance(d, Start) and d.lifecycle == Lifecycle.EVENT
     ]
