@@ -2255,12 +2255,10 @@ def test_an_invoice_paid_by_hand_is_reminded_before_it_is_due_then_followed_up_o
     cus = active_customer()
     due = T + 15 * DAY
     finalized = invoice_of("invoice.finalized", cus.id, due_date=due, **BY_HAND, version=version)
-    assert (
-        starts_of(cus.batch(finalized))
-        == [
-            (Lifecycle.INVOICE_DUE, DUE_ID, due),
-            (Lifecycle.INVOICE_FINALIZED, FINALIZED_ID, None),
-        ][::-1]
+    assert starts_of(cus.batch(finalized)) == [
+        (Lifecycle.INVOICE_FINALIZED, FINALIZED_ID, None),
+        (Lifecycle.INVOICE_DUE, DUE_ID, due),
+    ]
     )
     # Never charged, so never failed: no dunning for it.
     assert cus.running(DUNNING_ID) is None
