@@ -2259,7 +2259,6 @@ def test_an_invoice_paid_by_hand_is_reminded_before_it_is_due_then_followed_up_o
         (Lifecycle.INVOICE_FINALIZED, FINALIZED_ID, None),
         (Lifecycle.INVOICE_DUE, DUE_ID, due),
     ]
-    )
     # Never charged, so never failed: no dunning for it.
     assert cus.running(DUNNING_ID) is None
     # The due date moves: the reminders move with it; the finalized instance is refreshed.
