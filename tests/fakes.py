@@ -5,6 +5,7 @@ API. Each records what it was sent and answers as the real service documents."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import email
 import json
 import threading
@@ -461,6 +462,14 @@ class StripeState:
     served: dict[str, int] = field(default_factory=dict)
     # Every request is refused as with an expired key, as once the key is rolled.
     revoked: bool = False
+    # `POST /v1/invoices/{id}/pay`: the decline code the card issuer answers each attempt on
+    # these invoices with (402 card_error); an invoice not named here is paid.
+    declines: dict[str, str] = field(default_factory=dict)
+    # Invoices whose payment method settles later (a bank debit): an attempt leaves them open.
+    settling: set[str] = field(default_factory=set)
+    # Payment attempts made on each invoice (what would reach the card network); replays of
+    # an idempotency key's saved answer are not attempts.
+    payment_attempts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -496,7 +505,7 @@ class StoredObjects:
 
 
 class StripeHandler(QuietHandler):
-    """Stripe's v1 cancel / update / retrieve subscription, mark_uncollectible / void /
+    """Stripe's v1 cancel / update / retrieve subscription, mark_uncollectible / void / pay /
     retrieve invoice, create Customer Portal session, retrieve coupon and price, retrieve
     the account, list customers, subscriptions, invoices, charges, invoice payments and
     events, behind its API key check, its rate limits and its idempotency layer: the
@@ -602,9 +611,10 @@ class StripeHandler(QuietHandler):
                 return
             status, body = self._route(method, request)
             # A rate-limited request never reached the endpoint, so nothing is saved for it;
-            # everything else (500s included) is replayed for the key.
+            # everything else (500s and card declines included) is replayed for the key, as
+            # first answered: a copy, since the stored object may change afterwards.
             if key is not None and method != "GET" and status != 429:
-                state.saved[key] = (signature, status, body)
+                state.saved[key] = (signature, status, copy.deepcopy(body))
                 state.executed += 1
             self._answer(status, body)
 
@@ -635,7 +645,9 @@ class StripeHandler(QuietHandler):
         if parts[:2] == ["v1", "subscriptions"] and len(parts) == 3:
             return self._subscription(objects, method, parts[2], request)
         if parts[:2] == ["v1", "invoices"] and len(parts) in (3, 4):
-            return self._invoice(objects, method, parts[2], parts[3] if len(parts) == 4 else None)
+            return self._invoice(
+                objects, method, parts[2], parts[3] if len(parts) == 4 else None, request.form
+            )
         if parts == ["v1", "billing_portal", "sessions"] and method == "POST":
             return self._portal_session(request.form)
         if parts[:2] == ["v1", "coupons"] and len(parts) == 3 and method == "GET":
@@ -703,7 +715,12 @@ class StripeHandler(QuietHandler):
         return 200, sub
 
     def _invoice(
-        self, objects: StripeState, method: str, invoice_id: str, verb: str | None
+        self,
+        objects: StripeState,
+        method: str,
+        invoice_id: str,
+        verb: str | None,
+        form: dict[str, str],
     ) -> tuple[int, dict[str, Any]]:
         status, inv = self._look_up("invoice", objects.invoices, invoice_id)
         if status != 200 or (method == "GET" and verb is None):
@@ -720,6 +737,8 @@ class StripeHandler(QuietHandler):
                 return invalid_request(f"You cannot void an invoice that is {inv['status']}.")
             inv["status"] = "void"
             return 200, inv
+        if method == "POST" and verb == "pay":
+            return _pay(objects, inv, form)
         return 404, {"error": {"type": "invalid_request_error", "message": "Unrecognized URL"}}
 
     def _portal_session(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
@@ -830,6 +849,89 @@ class StripeHandler(QuietHandler):
         if replayed:
             sent["Idempotent-Replayed"] = "true"
         self.send_answer(status, "application/json", json.dumps(body).encode(), sent)
+
+
+# The parameters of `POST /v1/invoices/{id}/pay` (docs.stripe.com/api/invoices/pay).
+_PAY_PARAMETERS = frozenset(
+    {"forgive", "mandate", "off_session", "paid_out_of_band", "payment_method", "source"}
+)
+
+
+def _pay(
+    objects: StripeState, inv: dict[str, Any], form: dict[str, str]
+) -> tuple[int, dict[str, Any]]:
+    """Pay an invoice as Stripe does: a draft is finalized first, an open or uncollectible one
+    is charged (`off_session` defaults to true), a paid or void one is refused. A declined
+    charge answers 402 card_error with the decline code and the invoice's PaymentIntent, and
+    leaves the invoice as it was but for one more attempt."""
+    for name in form:
+        if name not in _PAY_PARAMETERS and not name.startswith("expand["):
+            return invalid_request(f"Received unknown parameter: {name}")
+    invoice_id = inv["id"]
+    # Stand-in messages for the refusals, as for void and mark_uncollectible above.
+    if inv["status"] == "paid":
+        return invalid_request("Invoice is already paid")
+    if inv["status"] == "void":
+        return invalid_request("You cannot pay a void invoice.")
+    now = int(time.time())
+    transitions = inv.setdefault("status_transitions", {})
+    if inv["status"] == "draft":
+        inv["status"] = "open"
+        transitions["finalized_at"] = now
+    if form.get("paid_out_of_band") == "true":
+        # Paid outside Stripe: recorded, nothing charged.
+        return 200, _paid(inv, now)
+    objects.payment_attempts[invoice_id] = objects.payment_attempts.get(invoice_id, 0) + 1
+    inv["attempt_count"] = inv.get("attempt_count", 0) + 1
+    inv["attempted"] = True
+    decline = objects.declines.get(invoice_id)
+    if decline is not None:
+        return _card_declined(inv, decline)
+    if invoice_id in objects.settling:
+        return 200, inv
+    return 200, _paid(inv, now)
+
+
+def _paid(inv: dict[str, Any], now: int) -> dict[str, Any]:
+    inv.update(status="paid", amount_paid=inv.get("amount_due", 0), amount_remaining=0)
+    inv.setdefault("status_transitions", {})["paid_at"] = now
+    return inv
+
+
+# What Stripe's card errors say for each decline code (docs.stripe.com/declines/codes).
+_DECLINE_MESSAGES = {
+    "insufficient_funds": "Your card has insufficient funds.",
+    "expired_card": "Your card has expired.",
+    "authentication_required": "Your card was declined. This transaction requires authentication.",
+}
+
+
+def _card_declined(inv: dict[str, Any], decline: str) -> tuple[int, dict[str, Any]]:
+    """The 402 card_error of a declined invoice payment: `code` card_declined with the
+    issuer's `decline_code` (expired_card and, off session, authentication_required are codes
+    of their own), the failed charge and the invoice's PaymentIntent with its
+    `last_payment_error`."""
+    message = _DECLINE_MESSAGES.get(decline, "Your card was declined.")
+    own_code = decline in ("expired_card", "authentication_required")
+    code = decline if own_code else "card_declined"
+    attempt = inv["attempt_count"]
+    error: dict[str, Any] = {
+        "type": "card_error",
+        "code": code,
+        "decline_code": decline,
+        "message": message,
+        "charge": f"ch_{inv['id']}_{attempt}",
+        "doc_url": f"https://docs.stripe.com/error-codes/{code.replace('_', '-')}",
+    }
+    error["payment_intent"] = {
+        "id": f"pi_{inv['id']}",
+        "object": "payment_intent",
+        "amount": inv.get("amount_due", 0),
+        "currency": inv.get("currency"),
+        "status": "requires_payment_method",
+        "last_payment_error": {k: v for k, v in error.items() if k != "payment_intent"},
+    }
+    return 402, {"error": error}
 
 
 _RATE_LIMITED: tuple[int, dict[str, Any]] = (

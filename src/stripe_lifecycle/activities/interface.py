@@ -78,7 +78,8 @@ class TeamNotice:
 
 @dataclass
 class StripeActionInput:
-    action: str  # cancel_subscription | mark_uncollectible | void_invoice | pause_collection
+    # cancel_subscription | mark_uncollectible | void_invoice | pause_collection | retry_payment
+    action: str
     invoice_id: str | None
     subscription_id: str | None
     # Built by the workflow from workflow id + step: a retried activity repeats the request
@@ -111,7 +112,9 @@ class WebhookResult:
 @dataclass
 class StripeActionResult:
     action: str
-    status: str  # "done" or "failed"
+    # "done" or "failed"; a retry_payment also "declined" (detail: the decline code first)
+    # or "processing" (accepted, not settled yet)
+    status: str
     detail: str  # what happened, for the workflow's details and the log (ids only, no PII)
 
 

@@ -1,10 +1,11 @@
-"""Stripe writes of dunning automations: cancel a subscription, mark an invoice uncollectible,
-void an invoice, or pause a subscription's collection ("mark unpaid").
+"""Stripe writes of automations: cancel a subscription, mark an invoice uncollectible, void an
+invoice, pause a subscription's collection ("mark unpaid"), or retry an invoice's payment.
 
 Each write carries the workflow's idempotency key (workflow id + step), so a retried activity
-repeats the request and Stripe answers it once. A refusal that no retry can change (4xx) is
-returned as a failed step; anything that may pass (429, 5xx, network) is raised so that
-Temporal retries the activity."""
+repeats the request and Stripe answers it once: a payment retry charges at most once, and its
+repeat gets the first answer (paid, or the same decline) back. A refusal that no retry can
+change (4xx) is returned as a failed step, a card decline as a declined one; anything that may
+pass (429, 5xx, network) is raised so that Temporal retries the activity."""
 
 from dataclasses import dataclass
 
@@ -24,13 +25,21 @@ PAUSE_COLLECTION = "pause_collection"
 # The name `pause_collection` had before: automations no longer accept it (Stripe has no
 # call that marks a subscription unpaid), but instances started with it still run it.
 MARK_UNPAID = "mark_unpaid"
+# `POST /v1/invoices/{id}/pay`: a merchant-initiated attempt to charge the open invoice now.
+RETRY_PAYMENT = "retry_payment"
 
 SUBSCRIPTION_ACTIONS = frozenset({CANCEL_SUBSCRIPTION, PAUSE_COLLECTION, MARK_UNPAID})
-INVOICE_ACTIONS = frozenset({MARK_UNCOLLECTIBLE, VOID_INVOICE})
+INVOICE_ACTIONS = frozenset({MARK_UNCOLLECTIBLE, VOID_INVOICE, RETRY_PAYMENT})
 ACTIONS = SUBSCRIPTION_ACTIONS | INVOICE_ACTIONS
 
 DONE = "done"
 FAILED = "failed"
+# A payment retry the card issuer (or the card network) refused: the detail starts with the
+# decline code, so the step reads "declined: insufficient_funds (...)".
+DECLINED = "declined"
+# A payment retry Stripe accepted that has not settled (a bank debit): the invoice is still
+# open, and `invoice.paid` or `invoice.payment_failed` tells the outcome later.
+PROCESSING = "processing"
 
 # 4xx answers that say "not now" rather than "never": a concurrent request on the same object
 # or idempotency key (409), a failed dependency outside Stripe (424), a rate limit (429).
@@ -52,10 +61,13 @@ class StripeActivities(StripeActions):
 
     @activity.defn(name="stripe_action")
     async def stripe_action(self, request: StripeActionInput) -> StripeActionResult:
-        """Apply one dunning action in Stripe, at most once per idempotency key.
+        """Apply one automation action in Stripe, at most once per idempotency key.
 
-        Returns "done" when Stripe applied it (or the object already was in the wanted state),
-        "failed" with the reason when it cannot be applied; raises on errors worth a retry."""
+        Returns "done" when Stripe applied it (or the object already was in the wanted state:
+        a payment retry on a paid invoice), "failed" with the reason when it cannot be
+        applied, "declined" with the decline code when the card refused a payment retry,
+        "processing" when a retried payment has yet to settle; raises on errors worth a
+        retry."""
         action = request.action
         if action not in ACTIONS:
             return _failed(action, f"unknown Stripe action {action!r}")
@@ -80,18 +92,25 @@ class StripeActivities(StripeActions):
             # A connected account's customer: acting on the platform would miss it.
             options["stripe_account"] = request.stripe_account
         try:
-            detail = await self._send(self._client, action, target_id, options)
+            if action == RETRY_PAYMENT:
+                result = await self._pay(self._client, target_id, options)
+            else:
+                detail = await self._send(self._client, action, target_id, options)
+                result = StripeActionResult(action, DONE, detail)
         except stripe.StripeError as exc:
             if not _permanent(exc):
                 activity.logger.warning(
                     "Stripe %s on %s will be retried: %s", action, target_id, _describe(exc)
                 )
                 raise
-            result = await self._after_refusal(
-                self._client, action, target_id, exc, request.stripe_account
-            )
-        else:
-            result = StripeActionResult(action, DONE, detail)
+            if action == RETRY_PAYMENT and isinstance(exc, stripe.CardError):
+                # Not retried: the same key would only replay the decline, and a new attempt
+                # is the automation's next retry_payment step (or Stripe's Smart Retries).
+                result = StripeActionResult(action, DECLINED, _decline(exc))
+            else:
+                result = await self._after_refusal(
+                    self._client, action, target_id, exc, request.stripe_account
+                )
         activity.logger.info(
             "Stripe %s on %s: %s (%s)", action, target_id, result.status, result.detail
         )
@@ -122,6 +141,26 @@ class StripeActivities(StripeActions):
             return f"invoice {target_id} marked uncollectible (status {invoice.status})"
         invoice = await client.v1.invoices.void_invoice_async(target_id, options=options)
         return f"invoice {target_id} voided (status {invoice.status})"
+
+    async def _pay(
+        self, client: stripe.StripeClient, invoice_id: str, options: stripe.RequestOptions
+    ) -> StripeActionResult:
+        # off_session: the customer is not there to authenticate; a card that asks for it
+        # is declined with authentication_required instead of waiting for the customer.
+        invoice = await client.v1.invoices.pay_async(
+            invoice_id, {"off_session": True}, options=options
+        )
+        if invoice.status == "paid":
+            return StripeActionResult(
+                RETRY_PAYMENT,
+                DONE,
+                f"invoice {invoice_id} paid (amount_paid {invoice.amount_paid} {invoice.currency})",
+            )
+        return StripeActionResult(
+            RETRY_PAYMENT,
+            PROCESSING,
+            f"invoice {invoice_id} is still {invoice.status}: its payment has not settled yet",
+        )
 
     async def _after_refusal(
         self,
@@ -174,7 +213,7 @@ class StripeActivities(StripeActions):
                 + (f"paused ({behavior})" if behavior else "not paused"),
             )
         invoice = await client.v1.invoices.retrieve_async(target_id, options=options)
-        wanted = "uncollectible" if action == MARK_UNCOLLECTIBLE else "void"
+        wanted = {MARK_UNCOLLECTIBLE: "uncollectible", RETRY_PAYMENT: "paid"}.get(action, "void")
         return _State(invoice.status == wanted, f"invoice {target_id} is {invoice.status}")
 
 
@@ -199,6 +238,22 @@ def _permanent(exc: stripe.StripeError) -> bool:
     # maps e.g. 405 or 413 to APIError) would be refused again.
     status = exc.http_status
     return status is not None and 400 <= status < 500 and status not in _TRANSIENT_4XX
+
+
+def _decline(exc: stripe.CardError) -> str:
+    """The decline code first, then Stripe's error code (when it says more) and message, e.g.
+    "insufficient_funds (card_declined, HTTP 402): Your card has insufficient funds.", or
+    "expired_card (HTTP 402): Your card has expired."; the error code when the issuer gave no
+    decline code. (The stripe library raises CardError for every 402.)"""
+    error = exc.error
+    code = exc.code or (error.code if error is not None else None)
+    decline = error.decline_code if error is not None else None
+    label = decline or code or "card_error"
+    codes = [c for c in (code,) if c and c != label]
+    if exc.http_status is not None:
+        codes.append(f"HTTP {exc.http_status}")
+    message = exc.user_message or "no message"
+    return f"{label} ({', '.join(codes)}): {message}" if codes else f"{label}: {message}"
 
 
 def _describe(exc: stripe.StripeError) -> str:
