@@ -522,7 +522,10 @@ class LifecycleWorkflow:
             start_to_close_timeout=timedelta(minutes=1),
             retry_policy=MAIL_RETRY,
         )
-        return result.status if result.status == DONE else f"{result.status}: {result.detail}"
+        # A payment retried says how it went (paid, the decline code) even when done.
+        if result.status == DONE and action != "retry_payment":
+            return DONE
+        return f"{result.status}: {result.detail}"
 
     def _team_notice(self, step: Step) -> tuple[str, str]:
         """Subject and text of a `notify_team` step."""
