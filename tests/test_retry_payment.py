@@ -93,8 +93,9 @@ async def run(activities: StripeActivities, req: StripeActionInput) -> StripeAct
 
 
 def step_record(result: StripeActionResult) -> str:
-    """What the engine writes on the step (`LifecycleWorkflow._stripe_action`)."""
-    return result.status if result.status == "done" else f"{result.status}: {result.detail}"
+    """What the engine writes on a `retry_payment` step (`LifecycleWorkflow._stripe_action`):
+    how it went, even when done."""
+    return f"{result.status}: {result.detail}"
 
 
 # --- paid ------------------------------------------------------------------------------
@@ -389,7 +390,11 @@ async def test_dunning_retries_declined_then_paid_each_recorded_on_its_step(
             "declined: insufficient_funds (card_declined, HTTP 402): "
             "Your card has insufficient funds.",
         ),
-        ("action", "retry_payment", "done"),
+        (
+            "action",
+            "retry_payment",
+            f"done: invoice {invoice_id} paid (amount_paid 4900 usd)",
+        ),
     ]
     pays = [r for r in stripe_api.state.requests if r.path.endswith("/pay")]
     assert [r.idempotency_key for r in pays] == [
