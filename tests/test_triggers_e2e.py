@@ -1,0 +1,161 @@
+"""Invoice, quote and event automations end to end: signed webhooks through the real API,
+the customer workflow on the dev server deciding by rules version 3, the lifecycle
+instances sending real (outbox) email, and what they earn recorded and credited."""
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+from sqlmodel import col
+from temporalio.testing import WorkflowEnvironment
+
+from stripe_lifecycle.domain import ids
+from stripe_lifecycle.storage.models import Conversion, Message
+from stripe_lifecycle.workflows.customer import CustomerWorkflow
+
+from . import corpus
+from .conftest import running_stack
+from .events import customer_event, unique_customer_id
+from .signing import signed
+from .workflow_helpers import DAY, eventually, wait_for_lifecycle
+
+AUTOMATIONS = """\
+automations:
+  - name: overdue-b2b
+    lifecycle: invoice_overdue
+    steps:
+      - {after: 0s, send: invoice_overdue/reminder}
+      - {after: 1h, send: invoice_overdue/reminder}
+  - name: due-soon
+    lifecycle: invoice_due
+    steps:
+      - {before: 3d, send: invoice_due/reminder}
+"""
+
+
+@pytest.fixture
+async def stack(
+    dev_env: WorkflowEnvironment, sqlite_url: str, task_queue: str, tmp_path: Path
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    automations = tmp_path / "automations.yaml"
+    automations.write_text(AUTOMATIONS, encoding="utf-8")
+    async with running_stack(dev_env, sqlite_url, task_queue, automations=automations) as pair:
+        yield pair
+
+
+class Customer:
+    """A B2B customer billed by invoice (`send_invoice`), driven through signed webhooks."""
+
+    def __init__(self, app: FastAPI, http: httpx.AsyncClient, env: WorkflowEnvironment) -> None:
+        self.app, self.http, self.env = app, http, env
+        self.id = unique_customer_id()
+        self.invoice = f"in_{uuid.uuid4().hex[:14]}"
+        self.handle = env.client.get_workflow_handle_for(
+            CustomerWorkflow.run, ids.customer_workflow_id(self.id)
+        )
+
+    async def post(self, event: dict[str, Any]) -> None:
+        body, headers = signed(event)
+        response = await self.http.post("/webhooks/stripe", content=body, headers=headers)
+        assert response.status_code == 200, response.text
+
+    def invoice_event(self, type_: str, created: int, **fields: Any) -> dict[str, Any]:
+        """A one-off invoice the customer pays by hand, due `due_date`, in clover's shape."""
+        event = corpus.invoice_event(
+            "invoice.finalized",
+            "clover",
+            self.id,
+            created=created,
+            id=self.invoice,
+            subscription=None,
+            billing_reason="manual",
+            amount_due=120_000,
+            amount_paid=0,
+            collection_method="send_invoice",
+            status="open",
+        )
+        event["type"] = type_
+        event["id"] = f"evt_{uuid.uuid4().hex[:20]}"
+        event["data"]["object"].update(fields)
+        return event
+
+    async def messages(self) -> list[Message]:
+        async with self.app.state.lifecycle.sessionmaker() as session:
+            rows = await session.execute(
+                select(Message)
+                .where(col(Message.customer_id) == self.id)
+                .order_by(col(Message.created_at))
+            )
+            return list(rows.scalars())
+
+    async def conversions(self) -> list[Conversion]:
+        async with self.app.state.lifecycle.sessionmaker() as session:
+            rows = await session.execute(
+                select(Conversion).where(col(Conversion.customer_id) == self.id)
+            )
+            return list(rows.scalars())
+
+
+async def test_an_overdue_invoice_paid_after_its_reminder_is_recovered_and_credited(
+    dev_env: WorkflowEnvironment, stack: tuple[FastAPI, httpx.AsyncClient]
+) -> None:
+    app, http = stack
+    customer = Customer(app, http, dev_env)
+    now = int(time.time())
+    await customer.post(
+        customer_event(
+            customer.id, "ap@example.com", created=now - 40 * DAY, type_="customer.created"
+        )
+    )
+    # Finalized 30 days ago, due 10 days ago, still open: overdue.
+    due = now - 10 * DAY
+    await customer.post(customer.invoice_event("invoice.finalized", now - 30, due_date=due))
+    await customer.post(customer.invoice_event("invoice.overdue", now - 20, due_date=due))
+    overdue = ids.invoice_overdue_id(customer.invoice)
+    ref = await wait_for_lifecycle(customer.handle, overdue)
+    assert ref.automation == "overdue-b2b"
+    # Its due date had passed already: no "due soon" reminder for it.
+    assert ids.invoice_due_id(customer.invoice) not in {
+        r.workflow_id for r in await customer.handle.query(CustomerWorkflow.lifecycles)
+    }
+
+    async def reminded() -> bool:
+        return [m.template for m in await customer.messages()] == ["invoice_overdue/reminder"]
+
+    await eventually(reminded, "the overdue reminder")
+    [reminder] = await customer.messages()
+    assert (reminder.workflow_id, reminder.to) == (overdue, "ap@example.com")
+    assert "$1,200.00" in reminder.text
+
+    # Paid by the customer after the reminder: recovered, credited to it.
+    paid_at = int(time.time()) + 1
+    await customer.post(
+        customer.invoice_event(
+            "invoice.paid",
+            paid_at,
+            due_date=due,
+            status="paid",
+            amount_paid=120_000,
+            amount_remaining=0,
+        )
+    )
+    await wait_for_lifecycle(customer.handle, overdue, "paid")
+
+    async def credited() -> bool:
+        return len(await customer.conversions()) == 1
+
+    await eventually(credited, "the recovery recorded")
+    [recovery] = await customer.conversions()
+    assert (recovery.kind, recovery.lifecycle, recovery.workflow_id) == (
+        "recovered",
+        "invoice_overdue",
+        overdue,
+    )
+    assert (recovery.amount_cents, recovery.currency) == (120_000, "usd")
+    assert (recovery.message_id, recovery.attribution) == (reminder.id, "last_send")
