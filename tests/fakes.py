@@ -446,6 +446,7 @@ class StripeState:
     events: list[dict[str, Any]] = field(default_factory=list)
     customers: dict[str, dict[str, Any]] = field(default_factory=dict)
     charges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    payment_intents: dict[str, dict[str, Any]] = field(default_factory=dict)
     # PaymentMethods and legacy cards/sources by id: Stripe has them behind other endpoints;
     # customers and subscriptions expand them.
     payment_methods: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -506,13 +507,14 @@ class StoredObjects:
 
 class StripeHandler(QuietHandler):
     """Stripe's v1 cancel / update / retrieve subscription, mark_uncollectible / void / pay /
-    retrieve invoice, create Customer Portal session, retrieve coupon and price, retrieve
-    the account, list customers, subscriptions, invoices, charges, invoice payments and
-    events, behind its API key check, its rate limits and its idempotency layer: the
-    first answer to a key (once the endpoint ran) is saved and replayed, the key reused for
-    another request is an idempotency_error. Fields Stripe includes only when expanded (a price's
-    `tiers` and `currency_options`, a coupon's `currency_options`, a subscription's
-    `discounts`) are answered as Stripe does: left out, or ids, unless `expand[]` asks.
+    retrieve invoice, create Customer Portal session, retrieve coupon, price, charge and
+    payment intent, retrieve the account, list customers, subscriptions, invoices, charges,
+    invoice payments and events, behind its API key check, its rate limits and its
+    idempotency layer: the first answer to a key (once the endpoint ran) is saved and
+    replayed, the key reused for another request is an idempotency_error. Fields Stripe
+    includes only when expanded (a price's `tiers` and `currency_options`, a coupon's
+    `currency_options`, a subscription's `discounts`) are answered as Stripe does: left
+    out, or ids, unless `expand[]` asks.
     `Stripe-Account` selects a connected account's objects (`StripeState.connected`).
     Lists page as Stripe's do (newest first, `limit`, `starting_after` / `ending_before`,
     `created[...]`, `customer`, `status`, `expand[]` of `data.`-prefixed paths).
@@ -650,6 +652,10 @@ class StripeHandler(QuietHandler):
             )
         if parts == ["v1", "billing_portal", "sessions"] and method == "POST":
             return self._portal_session(request.form)
+        if parts[:2] == ["v1", "charges"] and len(parts) == 3 and method == "GET":
+            return self._look_up("charge", objects.charges, parts[2])
+        if parts[:2] == ["v1", "payment_intents"] and len(parts) == 3 and method == "GET":
+            return self._look_up("payment_intent", objects.payment_intents, parts[2])
         if parts[:2] == ["v1", "coupons"] and len(parts) == 3 and method == "GET":
             return self._coupon(objects, parts[2], request.expand)
         if parts[:2] == ["v1", "prices"] and len(parts) == 3 and method == "GET":

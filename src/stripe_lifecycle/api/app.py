@@ -27,6 +27,7 @@ from stripe_lifecycle.api import (
 from stripe_lifecycle.api.state import AppState
 from stripe_lifecycle.intake.forwarder import ForwarderConfig, InboxForwarder, temporal_delivery
 from stripe_lifecycle.intake.inbox import InboxWriter
+from stripe_lifecycle.intake.resolve import PaymentCustomerResolver
 from stripe_lifecycle.mail.templates import load_checked_automations
 from stripe_lifecycle.settings import Settings, get_settings
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
@@ -55,7 +56,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.temporal_address, namespace=settings.temporal_namespace, lazy=True
         )
         config = forwarder_config(settings)
-        forwarder = InboxForwarder(sessionmaker, temporal_delivery(client, config), config)
+        stripe_client = build_stripe_client(settings)
+        forwarder = InboxForwarder(
+            sessionmaker,
+            temporal_delivery(client, config),
+            config,
+            PaymentCustomerResolver(stripe_client),
+        )
         await forwarder.start()
         inbox = InboxWriter(engine)
         inbox.start()
@@ -67,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             inbox=inbox,
             forwarder=forwarder,
             api_keys=settings.parsed_api_keys(),
-            stripe=build_stripe_client(settings),
+            stripe=stripe_client,
             holdouts={
                 a.name: a.holdout_percent
                 for a in load_checked_automations(settings)[1]

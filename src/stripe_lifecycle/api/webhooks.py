@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from stripe_lifecycle.api.deps import AppStateDep
 from stripe_lifecycle.intake.inbox import inbox_row
 from stripe_lifecycle.intake.normalise import normalise_event
+from stripe_lifecycle.storage.models import InboxStatus
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["webhooks"])
@@ -23,7 +24,8 @@ class WebhookAck(BaseModel):
     received: bool = True
     event_id: str
     duplicate: bool
-    # "pending": queued for the customer workflow; "ignored": recorded only.
+    # "pending": queued for the customer workflow (once its customer is read from Stripe,
+    # for an event naming only a charge); "ignored": recorded only.
     status: str
 
 
@@ -68,6 +70,9 @@ async def stripe_webhook(
         return WebhookAck(event_id=row["event_id"], duplicate=True, status="duplicate")
     if event is not None:
         state.forwarder.submit(row_id, event)
+    elif row["status"] == InboxStatus.PENDING:
+        # A dispute names its charge, not the customer: the forwarder reads it, not us.
+        state.forwarder.submit_unresolved(row_id, payload)
     else:
         log.info("recorded %s %s (no customer to deliver to)", row["type"], row["event_id"])
     return WebhookAck(event_id=row["event_id"], duplicate=False, status=row["status"])

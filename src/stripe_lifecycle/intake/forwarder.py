@@ -10,6 +10,12 @@ fewer, larger signals instead of one Temporal call per event. A delivery that fa
 (Temporal down) is retried with backoff and holds that customer's later events. Rows that
 were stored but never delivered (crash, restart, another replica) are picked up by a
 periodic sweep.
+
+An event that names only a payment (a dispute names its charge) first has its customer
+read from Stripe (`intake/resolve.py`), retried with the same backoff on rate limits and
+Stripe's failures; the customer is stored on its row and the event joins that customer's
+queue like any other. One whose payment has no customer (a guest), is gone, or cannot be
+read (no API key) is recorded `ignored`, with why in `last_error`.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import stripe
 from sqlalchemy import select, update
 from sqlmodel import col
 from temporalio.client import Client
@@ -29,7 +37,12 @@ from temporalio.common import WorkflowIDConflictPolicy
 
 from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.events import BillingEvent, BillingEvents
-from stripe_lifecycle.intake.normalise import normalise_event
+from stripe_lifecycle.intake.normalise import (
+    event_payment_reference,
+    normalise_event,
+    normalise_event_for_customer,
+)
+from stripe_lifecycle.intake.resolve import PaymentCustomerResolver
 from stripe_lifecycle.storage.db import SessionMaker
 from stripe_lifecycle.storage.models import InboxStatus, WebhookEvent
 from stripe_lifecycle.workflows.customer import CustomerWorkflow, CustomerWorkflowInput
@@ -43,6 +56,8 @@ SWEEP_BATCH = 1000
 FLUSH_INTERVAL_SECONDS = 0.05
 # Events per signal: well under Temporal's 2 MB payload limit at a few KB an event.
 MAX_BATCH = 100
+# Events whose customer is being read from Stripe at once.
+RESOLVER_LANES = 8
 
 
 @dataclass(frozen=True)
@@ -74,10 +89,20 @@ def temporal_delivery(client: Client, config: ForwarderConfig) -> Deliver:
 
 
 class InboxForwarder:
-    def __init__(self, sessionmaker: SessionMaker, deliver: Deliver, config: ForwarderConfig):
+    def __init__(
+        self,
+        sessionmaker: SessionMaker,
+        deliver: Deliver,
+        config: ForwarderConfig,
+        resolver: PaymentCustomerResolver | None = None,
+    ):
         self._sessionmaker = sessionmaker
         self._deliver = deliver
         self._config = config
+        # Without one, no payment's customer can be read (as without an API key).
+        self._resolver = resolver or PaymentCustomerResolver(None)
+        # Stored events that name only a payment, waiting for their customer to be read.
+        self._unresolved: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
         self._queues: dict[str, deque[tuple[int, BillingEvent]]] = {}
         # Customers with queued events and no delivery in flight, each listed once.
         self._ready: asyncio.Queue[str] = asyncio.Queue()
@@ -93,6 +118,7 @@ class InboxForwarder:
         # Older undelivered events go into the lanes before any new request can.
         await self.sweep(grace=timedelta(0))
         self._tasks = [asyncio.create_task(self._lane()) for _ in range(self._config.lanes)]
+        self._tasks += [asyncio.create_task(self._resolve_lane()) for _ in range(RESOLVER_LANES)]
         self._tasks.append(asyncio.create_task(self._flush_loop()))
         self._tasks.append(asyncio.create_task(self._sweep_loop()))
 
@@ -107,6 +133,16 @@ class InboxForwarder:
         if row_id in self._in_flight:
             return
         self._in_flight.add(row_id)
+        self._enqueue(row_id, event)
+
+    def submit_unresolved(self, row_id: int, payload: dict[str, Any]) -> None:
+        """Queue a stored event that names only a payment: its customer is read first."""
+        if row_id in self._in_flight:
+            return
+        self._in_flight.add(row_id)
+        self._unresolved.put_nowait((row_id, payload))
+
+    def _enqueue(self, row_id: int, event: BillingEvent) -> None:
         customer = event.customer_id
         self._queues.setdefault(customer, deque()).append((row_id, event))
         self._list(customer)
@@ -130,7 +166,11 @@ class InboxForwarder:
         async with self._sessionmaker() as session:
             rows = (
                 await session.execute(
-                    select(col(WebhookEvent.id), col(WebhookEvent.payload))
+                    select(
+                        col(WebhookEvent.id),
+                        col(WebhookEvent.payload),
+                        col(WebhookEvent.customer_id),
+                    )
                     .where(col(WebhookEvent.status) == InboxStatus.PENDING)
                     .where(col(WebhookEvent.received_at) <= cutoff)
                     .order_by(col(WebhookEvent.id))
@@ -138,13 +178,21 @@ class InboxForwarder:
                 )
             ).all()
         queued = 0
-        for row_id, payload in rows:
+        for row_id, payload, customer_id in rows:
             if not isinstance(row_id, int) or row_id in self._in_flight:
                 continue
-            event = normalise_event(payload) if isinstance(payload, dict) else None
-            if event is None:
+            if not isinstance(payload, dict):
                 continue
-            self.submit(row_id, event)
+            event = normalise_event(payload)
+            if event is None and isinstance(customer_id, str):
+                # Its customer was read from Stripe before the delivery was interrupted.
+                event = normalise_event_for_customer(payload, customer_id)
+            if event is not None:
+                self.submit(row_id, event)
+            elif event_payment_reference(payload) is not None:
+                self.submit_unresolved(row_id, payload)
+            else:
+                continue
             queued += 1
         if queued:
             log.info("forwarder: %d stored events queued for delivery", queued)
@@ -180,7 +228,7 @@ class InboxForwarder:
             except Exception as exc:
                 failures += 1
                 await self._record_failure([row_id for row_id, _ in batch], exc)
-                delay = min(self._config.max_backoff_seconds, 0.25 * 2**failures)
+                delay = self._backoff(failures)
                 log.warning(
                     "forwarder: delivering %d events of %s failed (attempt %d), "
                     "retrying in %.1fs: %s",
@@ -190,8 +238,79 @@ class InboxForwarder:
                     delay,
                     exc,
                 )
-                # Jitter keeps deliveries from hammering a recovering server in lockstep.
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                await asyncio.sleep(delay)
+
+    def _backoff(self, failures: int) -> float:
+        delay: float = min(self._config.max_backoff_seconds, 0.25 * 2.0**failures)
+        # Jitter keeps retries from hammering a recovering server in lockstep.
+        return delay * random.uniform(0.8, 1.2)
+
+    async def _resolve_lane(self) -> None:
+        while True:
+            row_id, payload = await self._unresolved.get()
+            try:
+                await self._resolve(row_id, payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The database could not record the answer: the sweep asks again later.
+                log.exception("forwarder: finding the customer of inbox row %d failed", row_id)
+                self._done_with(row_id)
+
+    async def _resolve(self, row_id: int, payload: dict[str, Any]) -> None:
+        reference = event_payment_reference(payload)
+        if reference is None:
+            self._done_with(row_id)
+            return
+        account = payload.get("account")
+        failures = 0
+        while True:
+            try:
+                found = await self._resolver.resolve(
+                    reference, account if isinstance(account, str) else None
+                )
+                break
+            except stripe.StripeError as exc:
+                # Only what a retry may change escapes the resolver: 429, 5xx, the network.
+                failures += 1
+                await self._record_failure([row_id], exc)
+                delay = self._backoff(failures)
+                log.warning(
+                    "forwarder: reading %s %s for event %s failed (attempt %d), "
+                    "retrying in %.1fs: %s",
+                    reference.kind,
+                    reference.id,
+                    payload.get("id"),
+                    failures,
+                    delay,
+                    exc,
+                )
+                await asyncio.sleep(delay)
+        async with self._sessionmaker() as session:
+            values: dict[str, Any] = (
+                {"customer_id": found.customer_id}
+                if found.customer_id is not None
+                else {"status": InboxStatus.IGNORED, "last_error": (found.reason or "")[:2000]}
+            )
+            await session.execute(
+                update(WebhookEvent)
+                .where(col(WebhookEvent.id) == row_id)
+                .where(col(WebhookEvent.status) == InboxStatus.PENDING)
+                .values(**values)
+            )
+            await session.commit()
+        if found.customer_id is None:
+            log.info(
+                "forwarder: event %s concerns no customer: %s", payload.get("id"), found.reason
+            )
+            self._done_with(row_id)
+            return
+        self._enqueue(row_id, normalise_event_for_customer(payload, found.customer_id))
+
+    def _done_with(self, row_id: int) -> None:
+        """The row leaves the forwarder without a delivery."""
+        self._in_flight.discard(row_id)
+        self._flushed.set()
 
     async def _record_failure(self, row_ids: list[int], exc: Exception) -> None:
         try:

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
 from stripe_lifecycle.domain.events import BillingEvent
+from stripe_lifecycle.intake.normalise import event_payment_reference
 from stripe_lifecycle.storage.db import insert_for
 from stripe_lifecycle.storage.models import InboxStatus, WebhookEvent
 
@@ -38,7 +39,9 @@ def inbox_row(
     payload: dict[str, Any], event: BillingEvent | None, received_at: datetime
 ) -> dict[str, Any]:
     """The inbox row of a Stripe event and its normalised form (`normalise_event`), the same
-    whether a webhook brought it or reconciliation read it back."""
+    whether a webhook brought it or reconciliation read it back. An event that names only a
+    payment (a dispute) is pending too: the forwarder reads its customer from Stripe."""
+    deliverable = event is not None or event_payment_reference(payload) is not None
     return {
         "event_id": payload["id"],
         "type": payload["type"],
@@ -49,7 +52,7 @@ def inbox_row(
         "created": datetime.fromtimestamp(payload["created"], UTC),
         "payload": payload,
         "received_at": received_at,
-        "status": InboxStatus.PENDING if event is not None else InboxStatus.IGNORED,
+        "status": InboxStatus.PENDING if deliverable else InboxStatus.IGNORED,
         "attempts": 0,
     }
 

@@ -489,6 +489,46 @@ def parse_charge(obj: StripeObject) -> ChargeInfo:
     )
 
 
+# --- Events naming only a payment ---------------------------------------------------
+
+# Objects that carry the customer themselves: one without is a guest payment, and reading
+# it again from Stripe would tell no more.
+_PAYMENT_OBJECTS = frozenset({"charge", "payment_intent"})
+
+
+@dataclass(frozen=True)
+class PaymentReference:
+    """The payment whose customer an event concerns when the event names no customer:
+    `kind` is "charge" or "payment_intent"."""
+
+    kind: str
+    id: str
+
+
+def event_payment_reference(event: StripeObject) -> PaymentReference | None:
+    """The charge (else payment intent) to read from Stripe for the customer of an event
+    that names none (a Dispute, a Refund, an early fraud warning); None when the event
+    names its customer, or no payment."""
+    obj = _event_object(event)
+    if event_customer_id(event) is not None or obj.get("object") in _PAYMENT_OBJECTS:
+        return None
+    charge_id = _id_of(obj.get("charge"))
+    if charge_id is not None:
+        return PaymentReference("charge", charge_id)
+    intent_id = _id_of(obj.get("payment_intent"))
+    return None if intent_id is None else PaymentReference("payment_intent", intent_id)
+
+
+def normalise_event_for_customer(event: StripeObject, customer_id: str) -> BillingEvent:
+    """`normalise_event` of an event whose customer was read elsewhere (the charge of a
+    dispute): the event as if its object named `customer_id`."""
+    data = _dict(event.get("data"))
+    named = {**data, "object": {**_event_object(event), "customer": customer_id}}
+    normalised = normalise_event({**event, "data": named})
+    assert normalised is not None  # it names a customer now
+    return normalised
+
+
 # --- Payment methods ----------------------------------------------------------------
 
 
