@@ -18,6 +18,7 @@ from stripe_lifecycle.domain.attribution import Model as AttributionModel
 from stripe_lifecycle.domain.attribution import parse_model as parse_attribution_model
 from stripe_lifecycle.domain.attribution import parse_windows as parse_attribution_windows
 from stripe_lifecycle.domain.automations import parse_duration
+from stripe_lifecycle.domain.outbound import parse_hosts
 from stripe_lifecycle.domain.send_windows import parse_window
 
 ApiRole = Literal["support", "admin"]
@@ -42,8 +43,13 @@ class Settings(BaseSettings):
     """Every setting of the API, the worker and `lifecycle dev`."""
 
     # An empty `LIFECYCLE_X=` line (common in .env files) means "not set", not "empty".
+    # Errors never echo the value: several settings are secrets (keys, webhook URLs).
     model_config = SettingsConfigDict(
-        env_prefix="LIFECYCLE_", env_file=".env", extra="ignore", env_ignore_empty=True
+        env_prefix="LIFECYCLE_",
+        env_file=".env",
+        extra="ignore",
+        env_ignore_empty=True,
+        hide_input_in_errors=True,
     )
 
     database_url: str = "sqlite+aiosqlite:///./data/lifecycle.db"
@@ -78,8 +84,15 @@ class Settings(BaseSettings):
     # Stripe allows 25 reads a second in test mode and 100 in live mode, shared with the
     # workers' other reads (coupons, prices) and the API's portal sessions.
     stripe_read_rate: float = Field(default=20.0, gt=0)
-    # Where `notify_team` actions send their notice.
+    # Where `notify_team` actions send their notice: an address, and/or a Slack
+    # incoming-webhook URL (a secret: it is the only credential the post needs).
     team_email: str | None = None
+    team_slack_webhook: SecretStr | None = None
+
+    # `webhook` steps: signed with this secret, and sent only to these hosts
+    # (comma-separated `host` or `host:port`; none while empty).
+    outbound_webhook_secret: SecretStr | None = None
+    outbound_webhook_hosts: str = ""
 
     mail_transport: Literal["outbox", "postmark", "smtp"] = "outbox"
     mail_from: str = "billing@example.com"
@@ -223,6 +236,30 @@ class Settings(BaseSettings):
             raise ValueError("LIFECYCLE_BILLING_URL must start with http:// or https://")
         return value
 
+    @field_validator("team_slack_webhook")
+    @classmethod
+    def _http_slack_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # The URL is the credential: the error never echoes it.
+        if value is not None and not value.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError(
+                "LIFECYCLE_TEAM_SLACK_WEBHOOK must be a Slack incoming-webhook URL "
+                "(https://hooks.slack.com/services/...)"
+            )
+        return value
+
+    @field_validator("outbound_webhook_hosts")
+    @classmethod
+    def _webhook_hosts(cls, value: str) -> str:
+        parse_hosts(value)
+        return value
+
+    @field_validator("outbound_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("LIFECYCLE_OUTBOUND_WEBHOOK_SECRET cannot be blank")
+        return value
+
     @field_validator("postmark_webhook_user")
     @classmethod
     def _basic_auth_user(cls, value: str | None) -> str | None:
@@ -242,6 +279,10 @@ class Settings(BaseSettings):
         return frozenset(
             d.strip().lower() for d in self.test_mode_allowed_domains.split(",") if d.strip()
         )
+
+    def outbound_hosts(self) -> frozenset[str]:
+        """The hosts `webhook` steps may POST to (LIFECYCLE_OUTBOUND_WEBHOOK_HOSTS)."""
+        return parse_hosts(self.outbound_webhook_hosts)
 
     def parsed_api_keys(self) -> list[ApiKey]:
         return parse_api_keys(self.api_keys.get_secret_value())

@@ -6,6 +6,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from stripe_lifecycle.activities.conversions import ConversionActivities
 from stripe_lifecycle.activities.mail import MailActivities
+from stripe_lifecycle.activities.outbound import OutboundActivities
 from stripe_lifecycle.activities.reconcile import ReconcileActivities
 from stripe_lifecycle.activities.segments import SegmentActivities, SegmentSweepActivities
 from stripe_lifecycle.activities.selection import AutomationActivities
@@ -75,6 +76,7 @@ def worker_config(
         public_url=settings.public_url,
         link_secret=settings.link_secret_bytes(),
         team_email=settings.team_email,
+        team_slack_webhook=settings.team_slack_webhook,
         unsubscribe_billing=settings.unsubscribe_billing,
         marketing_cap=settings.marketing_cap,
         marketing_cap_hours=settings.marketing_cap_hours,
@@ -94,6 +96,7 @@ def worker_config(
     )
     stripe_client = build_stripe_client(settings)
     stripe_actions = StripeActivities(stripe_client)
+    outbound = OutboundActivities(settings.outbound_webhook_secret, settings.outbound_hosts())
     stripe_reads = StripeReadActivities(stripe_client)
     reconciliation = ReconcileActivities(stripe_client, sessionmaker)
     queue = task_queue or settings.task_queue
@@ -111,6 +114,7 @@ def worker_config(
             choices.event_triggers,
             conversions.record_conversion,
             stripe_actions.stripe_action,
+            outbound.send_webhook,
             # Runs begun before reads had a task queue of their own read here.
             stripe_reads.read_stripe,
             # Passes begun before reads had a task queue of their own read here.

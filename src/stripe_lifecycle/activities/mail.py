@@ -5,21 +5,32 @@ allow-list, the suppression list (what Postmark's webhooks reported), the custom
 preferences (unsubscribe), and for marketing mail the frequency cap. Anything stopped is
 recorded with the reason (`suppressed`, or `deferred` with when the cap frees), never
 silently dropped.
+
+Team notices (`notify_team`) go to LIFECYCLE_TEAM_EMAIL and, when it is set, to Slack
+through LIFECYCLE_TEAM_SLACK_WEBHOOK. Each channel has its own row in the customer's log
+(template `team/notice`; the Slack one's send key ends in `/slack`), so each is sent once
+however often the activity is retried, and one failing does not fail the other.
 """
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
+from typing import NoReturn
 
+import httpx
 from jinja2 import TemplateError
+from pydantic import SecretStr
 from sqlalchemy import false, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from stripe_lifecycle.activities.http_log import log_origins_only
 from stripe_lifecycle.activities.interface import Mail, SendEmailInput, SendEmailResult, TeamNotice
+from stripe_lifecycle.domain.attribution import NOT_TOUCHES
 from stripe_lifecycle.mail.compose import SignedLinks, compose_email, unsubscribable
 from stripe_lifecycle.mail.templates import TemplateNotFound, TemplateRenderer
 from stripe_lifecycle.mail.transports import (
@@ -66,6 +77,28 @@ CAPPED = (
 IN_FLIGHT = (MessageStatus.PENDING, MessageStatus.RETRYING)
 ONE_CLICK = {"List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
 
+# The transport (and `to`) of a team notice's Slack row; its send key is the notice's + this.
+SLACK = "slack"
+SLACK_KEY_SUFFIX = "/slack"
+SLACK_TIMEOUT_SECONDS = 10.0
+
+
+def default_slack_client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=SLACK_TIMEOUT_SECONDS, follow_redirects=False)
+
+
+def slack_escape(text: str) -> str:
+    """Text as Slack mrkdwn shows it literally (Slack's three control characters)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_text(subject: str, text: str, customer_id: str, customer_url: str) -> str:
+    """A team notice as Slack mrkdwn: the subject in bold, the text, the customer's link."""
+    return (
+        f"*{slack_escape(subject)}*\n{slack_escape(text)}\n"
+        f"<{customer_url}|Customer {slack_escape(customer_id)}>"
+    )
+
 
 class MailActivities(Mail):
     def __init__(
@@ -79,6 +112,8 @@ class MailActivities(Mail):
         public_url: str,
         link_secret: bytes,
         team_email: str | None = None,
+        team_slack_webhook: SecretStr | None = None,
+        slack_client: Callable[[], httpx.AsyncClient] = default_slack_client,
         unsubscribe_billing: bool = False,
         marketing_cap: int = 1,
         marketing_cap_hours: float = 24.0,
@@ -93,6 +128,10 @@ class MailActivities(Mail):
         self._public_url = public_url
         self._link_secret = link_secret
         self._team_email = team_email
+        # The incoming-webhook URL is Slack's only credential: never logged.
+        self._slack_webhook = team_slack_webhook
+        self._slack_client = slack_client
+        log_origins_only()
         self._unsubscribe_billing = unsubscribe_billing
         self._marketing_cap = marketing_cap
         self._marketing_cap_window = timedelta(hours=marketing_cap_hours)
@@ -189,7 +228,29 @@ class MailActivities(Mail):
 
     @activity.defn(name="notify_team")
     async def notify_team(self, notice: TeamNotice) -> SendEmailResult:
-        """Tell the team (LIFECYCLE_TEAM_EMAIL); recorded in the customer's log, sent once."""
+        """Tell the team (LIFECYCLE_TEAM_EMAIL, and Slack when LIFECYCLE_TEAM_SLACK_WEBHOOK
+        is set); recorded in the customer's log, sent once on each.
+
+        Answers the email's result; with Slack alone, Slack's. Without either, the notice
+        is recorded as failed, naming LIFECYCLE_TEAM_EMAIL."""
+        email_retry: TemporarySendError | None = None
+        email_result: SendEmailResult | None = None
+        if self._team_email is not None or self._slack_webhook is None:
+            try:
+                email_result = await self._team_email_notice(notice)
+            except TemporarySendError as exc:
+                if self._slack_webhook is None:
+                    raise
+                # Post to Slack first: the retry then finds it posted and sends the email.
+                email_retry = exc
+        slack_result = await self._team_slack_notice(notice) if self._slack_webhook else None
+        if email_retry is not None:
+            raise email_retry
+        result = email_result or slack_result
+        assert result is not None  # one of the two ran
+        return result
+
+    async def _team_email_notice(self, notice: TeamNotice) -> SendEmailResult:
         existing = await self._existing(notice.key)
         if existing is not None and existing.status in SETTLED:
             return SendEmailResult(existing.id, existing.status, existing.error)
@@ -226,6 +287,69 @@ class MailActivities(Mail):
             tag="team/notice",
         )
         return await self._deliver(message_id, email)
+
+    async def _team_slack_notice(self, notice: TeamNotice) -> SendEmailResult:
+        """Post the notice to Slack's incoming webhook once: recorded first under the
+        notice's key + `/slack`; a 5xx, 429 or a connection refused raises for a retry,
+        another refusal is recorded as failed, and a post whose answer never came is
+        recorded as unknown and not repeated."""
+        assert self._slack_webhook is not None
+        key = notice.key + SLACK_KEY_SUFFIX
+        existing = await self._existing(key)
+        if existing is not None and existing.status in SETTLED:
+            return SendEmailResult(existing.id, existing.status, existing.error)
+        if existing is not None and existing.status == MessageStatus.PENDING:
+            await self._finish(existing.id, MessageStatus.UNKNOWN, error="post interrupted")
+            return SendEmailResult(existing.id, MessageStatus.UNKNOWN, "post interrupted")
+        message_id = existing.id if existing is not None else str(uuid.uuid4())
+        customer_url = f"{self._public_url}/v1/customers/{notice.customer_id}"
+        text = slack_text(notice.subject, notice.text, notice.customer_id, customer_url)
+        await self._record(
+            Message(
+                id=message_id,
+                send_key=key,
+                customer_id=notice.customer_id,
+                workflow_id=notice.workflow_id,
+                lifecycle=notice.lifecycle,
+                automation=notice.automation,
+                step=notice.key.rpartition("/")[2],
+                template="team/notice",
+                to=SLACK,
+                subject=notice.subject,
+                text=text,
+                transport=SLACK,
+                livemode=True,
+                status=MessageStatus.PENDING,
+            )
+        )
+        try:
+            async with self._slack_client() as client:
+                response = await client.post(
+                    self._slack_webhook.get_secret_value(), json={"text": text}
+                )
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            # Nothing reached Slack: the retry may post it.
+            await self._slack_retry(message_id, f"Slack unreachable ({type(exc).__name__})")
+        except httpx.TransportError as exc:
+            # The post may have arrived (the answer did not): never risk a second copy.
+            error = f"no answer from Slack ({type(exc).__name__})"
+            await self._finish(message_id, MessageStatus.UNKNOWN, error=error)
+            return SendEmailResult(message_id, MessageStatus.UNKNOWN, error)
+        code = response.status_code
+        if 200 <= code < 300:
+            await self._finish(message_id, MessageStatus.SENT, sent_at=datetime.now(UTC))
+            return SendEmailResult(message_id, MessageStatus.SENT)
+        if code >= 500 or code == 429:
+            await self._slack_retry(message_id, f"Slack answered {code}")
+        # Slack names the refusal in the body (invalid_payload, channel_not_found, ...).
+        error = f"Slack answered {code}: {response.text[:200]}"
+        activity.logger.warning("team notice %s not posted to Slack: %s", notice.key, error)
+        await self._finish(message_id, MessageStatus.FAILED, error=error)
+        return SendEmailResult(message_id, MessageStatus.FAILED, error)
+
+    async def _slack_retry(self, message_id: str, error: str) -> NoReturn:
+        await self._finish(message_id, MessageStatus.RETRYING, error=error)
+        raise ApplicationError(error, type="SlackUnavailable")
 
     def _suppression(self, request: SendEmailInput) -> str | None:
         if not request.to:
@@ -286,6 +410,8 @@ class MailActivities(Mail):
                 select(col(Message.status), col(Message.sent_at), col(Message.created_at))
                 .where(col(Message.customer_id) == row.customer_id)
                 .where(col(Message.lifecycle).in_(_MARKETING_LIFECYCLES))
+                # Notices to the team are not mail to the customer.
+                .where(col(Message.template).not_in(NOT_TOUCHES))
                 .where(col(Message.status).in_(CAPPED))
                 .where(col(Message.id) != row.id)
                 .where(
