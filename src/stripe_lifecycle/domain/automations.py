@@ -30,6 +30,7 @@ import yaml
 
 from stripe_lifecycle.domain.ledger import billing_period
 from stripe_lifecycle.domain.lifecycles import BILLED_INVOICE_LIFECYCLES, Lifecycle
+from stripe_lifecycle.domain.outbound import url_refusal
 from stripe_lifecycle.domain.send_windows import SendWindow, parse_window
 
 LIFECYCLES: tuple[Lifecycle, ...] = tuple(Lifecycle)
@@ -699,27 +700,13 @@ def _parse_webhook(check: _Checker, name: str, where: str, raw: object) -> tuple
     if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not host:
         check.problem(name, f"{where}.url", f"{url!r} is not an http(s) URL")
         return None
-    if check.webhook_hosts is not None and not host_allowed(url, check.webhook_hosts):
-        allowed = ", ".join(sorted(check.webhook_hosts)) or "none"
-        check.problem(
-            name,
-            f"{where}.url",
-            f"{host} is not in LIFECYCLE_OUTBOUND_WEBHOOK_HOSTS (allowed: {allowed})",
-        )
+    refusal = url_refusal(url, check.webhook_hosts) if check.webhook_hosts is not None else None
+    if refusal is not None:
+        check.problem(name, f"{where}.url", refusal)
     if not isinstance(event, str) or not _WEBHOOK_EVENT.match(event):
         check.problem(name, f"{where}.event", f"{event!r} is not an event name like dispute.opened")
         return None
     return url, event
-
-
-def host_allowed(url: str, hosts: Iterable[str]) -> bool:
-    """Whether the URL's host (with its port, when a host in the list names one) is one
-    of `hosts`: the only places an automations file may make the worker post to."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    with_port = f"{host}:{parts.port}" if parts.port else host
-    allowed = {h.strip().lower() for h in hosts if h.strip()}
-    return bool(host) and (host in allowed or with_port in allowed)
 
 
 def automations_path(configured: Path) -> Path:

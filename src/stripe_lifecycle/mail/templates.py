@@ -284,10 +284,11 @@ def load_checked_automations(settings: Settings) -> tuple[Path, list[Automation]
     path = automations_path(settings.automations)
     text = path.read_text(encoding="utf-8")
     segments = load_segments(settings.segments).names
+    hosts = settings.outbound_hosts()
     if path != PACKAGED_DEFAULTS:
-        return path, parse_automations(text, str(path), renderer.names(), segments)
+        return path, parse_automations(text, str(path), renderer.names(), segments, hosts)
     automations = []
-    for automation in parse_automations(text, str(path), renderer.names()):
+    for automation in parse_automations(text, str(path), renderer.names(), None, hosts):
         named = set(automation.filters.segment)
         if automation.trigger_segment is not None:
             named.add(automation.trigger_segment)

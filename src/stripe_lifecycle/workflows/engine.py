@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
         TeamNotice,
         WebhookRequest,
     )
-    from stripe_lifecycle.domain import contract, rules
+    from stripe_lifecycle.domain import contract, outbound, rules
     from stripe_lifecycle.domain.automations import Automation, Step
     from stripe_lifecycle.domain.conversions import RECOVERED
     from stripe_lifecycle.domain.events import InvoiceInfo
@@ -179,13 +179,12 @@ MAIL_RETRY = RetryPolicy(
 )
 DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
 # The business's endpoint may be down for a while: back off to an hourly attempt, and give
-# up after a day (the step then shows as failed).
+# up after a day (`outbound.WEBHOOK_GIVE_UP`; the step then shows as failed).
 WEBHOOK_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=10),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(hours=1),
+    initial_interval=outbound.WEBHOOK_RETRY_INITIAL,
+    backoff_coefficient=outbound.WEBHOOK_RETRY_BACKOFF,
+    maximum_interval=outbound.WEBHOOK_RETRY_MAX_INTERVAL,
 )
-WEBHOOK_GIVE_UP = timedelta(days=1)
 
 
 class LifecycleWorkflow:
@@ -469,14 +468,14 @@ class LifecycleWorkflow:
                     idempotency_key=f"{workflow_id}/{step.key}",
                     payload=self._webhook_payload(step),
                 ),
-                start_to_close_timeout=timedelta(seconds=30),
-                schedule_to_close_timeout=WEBHOOK_GIVE_UP,
+                start_to_close_timeout=outbound.WEBHOOK_ATTEMPT_TIMEOUT,
+                schedule_to_close_timeout=outbound.WEBHOOK_GIVE_UP,
                 retry_policy=WEBHOOK_RETRY,
             )
         except ActivityError as exc:
             cause = exc.cause.message if isinstance(exc.cause, FailureError) else str(exc)
             return f"failed: {cause}"
-        return result.status if result.status == "delivered" else f"failed: {result.detail}"
+        return result.status if result.status == outbound.DELIVERED else f"failed: {result.detail}"
 
     def _webhook_payload(self, step: Step) -> dict[str, Any]:
         """What the business's endpoint is told: the step, the automation, the customer
