@@ -331,3 +331,101 @@ def test_packaged_defaults_are_valid_and_used_when_no_file_exists(
         AutomationsError, match="LIFECYCLE_AUTOMATIONS names a file that does not exist"
     ):
         automations_path(tmp_path / "mine.yaml")
+
+
+TRIGGER_TEMPLATES = TEMPLATES | {"invoice_overdue/reminder", "event/notice"}
+
+
+def test_event_sequences_webhook_steps_and_invoice_actions_parse() -> None:
+    text = """
+automations:
+  - name: dispute-alert
+    lifecycle: event
+    trigger: {event: charge.dispute.created}
+    steps:
+      - {after: 0s, action: notify_team}
+      - {after: 0s, webhook: {url: "https://app.example.com/hooks/billing", event: dispute.opened}}
+  - name: overdue-b2b
+    lifecycle: invoice_overdue
+    filters: {invoice_amount_min: 100000, collection_method: send_invoice}
+    steps:
+      - {after: 1d, send: invoice_overdue/reminder}
+      - {after: 7d, action: retry_payment}
+      - {after: 30d, action: mark_uncollectible}
+"""
+    alert, overdue = parse_automations(
+        textwrap.dedent(text),
+        "automations.yaml",
+        TRIGGER_TEMPLATES,
+        webhook_hosts={"app.example.com"},
+    )
+    assert alert.trigger_event == "charge.dispute.created"
+    hook = alert.steps[1]
+    assert (hook.webhook_url, hook.webhook_event, hook.key) == (
+        "https://app.example.com/hooks/billing",
+        "dispute.opened",
+        "1-webhook-dispute.opened",
+    )
+    assert (
+        hook.describe()
+        == "after 0s: webhook dispute.opened to https://app.example.com/hooks/billing"
+    )
+    assert overdue.filters.collection_method == ["send_invoice"]
+    assert [s.action for s in overdue.steps[1:]] == ["retry_payment", "mark_uncollectible"]
+    assert select([alert], "event", MatchContext(), event_type="charge.dispute.created") == alert
+    assert select([alert], "event", MatchContext(), event_type="customer.created") is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (
+            "lifecycle: event\n    steps: [{after: 0s, action: notify_team}]",
+            "automation 'a': trigger: required for an event sequence",
+        ),
+        (
+            "lifecycle: event\n    trigger: {event: Dispute}\n"
+            "    steps: [{after: 0s, action: notify_team}]",
+            "automation 'a': trigger.event: 'Dispute' is not a Stripe event type",
+        ),
+        (
+            "lifecycle: event\n    trigger: {event: customer.created}\n"
+            "    steps: [{after: 0s, action: retry_payment}]",
+            "automation 'a': steps[0].action: 'retry_payment' is not allowed for event",
+        ),
+        (
+            "lifecycle: invoice_overdue\n    steps: [{after: 0s, action: cancel_subscription}]",
+            "automation 'a': steps[0].action: 'cancel_subscription' is not allowed for invoice_overdue",
+        ),
+        (
+            "lifecycle: invoice_overdue\n"
+            "    steps: [{after: 0s, webhook: {url: 'http://169.254.169.254/x', event: a.b}}]",
+            "automation 'a': steps[0].webhook.url: ",
+        ),
+        (
+            "lifecycle: invoice_overdue\n"
+            "    steps: [{after: 0s, webhook: {url: 'https://app.example.com/', event: 'A B'}}]",
+            "automation 'a': steps[0].webhook.event: 'A B' is not an event name",
+        ),
+        (
+            "lifecycle: invoice_overdue\n"
+            "    steps: [{after: 0s, webhook: {url: 'https://app.example.com/'}}]",
+            "automation 'a': steps[0].webhook: expected {url: https://..., event: name.of.event}",
+        ),
+        (
+            "lifecycle: invoice_overdue\n    steps: [{before: 1d, send: invoice_overdue/reminder}]",
+            "automation 'a': steps[0].before: invoice_overdue has no date to count back from",
+        ),
+    ],
+)
+def test_trigger_and_action_problems_name_file_automation_and_field(
+    fields: str, expected: str
+) -> None:
+    text = f"automations:\n  - name: a\n    {fields}\n"
+    with pytest.raises(AutomationsError) as info:
+        parse_automations(
+            text, "automations.yaml", TRIGGER_TEMPLATES, webhook_hosts={"app.example.com"}
+        )
+    assert any(p.startswith(f"automations.yaml: {expected}") for p in info.value.problems), (
+        info.value.problems
+    )
