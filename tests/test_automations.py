@@ -395,7 +395,8 @@ automations:
         ),
         (
             "lifecycle: invoice_overdue\n    steps: [{after: 0s, action: cancel_subscription}]",
-            "automation 'a': steps[0].action: 'cancel_subscription' is not allowed for invoice_overdue",
+            "automation 'a': steps[0].action: 'cancel_subscription' is not allowed for "
+            "invoice_overdue",
         ),
         (
             "lifecycle: invoice_overdue\n"
