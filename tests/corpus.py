@@ -20,6 +20,8 @@ from typing import Any
 
 PAYLOADS_DIR = Path(__file__).resolve().parent / "payloads"
 VERSIONS = ("legacy", "basil", "clover")
+# Objects that name their customer only through another object (their charge).
+_NAMES_NO_CUSTOMER = frozenset({"dispute", "refund"})
 
 _counter = itertools.count(1)
 
@@ -41,7 +43,7 @@ def load(name: str, version: str) -> dict[str, Any]:
 
 
 def available(name: str) -> tuple[str, ...]:
-    """The versions `name` exists in (quotes exist only since basil, for instance)."""
+    """The versions `name` exists in (Accounts v2 customers only in clover, for instance)."""
     return tuple(v for v in VERSIONS if (PAYLOADS_DIR / v / f"{name}.json").is_file())
 
 
@@ -67,15 +69,25 @@ def event(
 ) -> dict[str, Any]:
     """A corpus event re-addressed to a test's customer: a new event id, `created` and
     `livemode`, the customer (the id of a customer object, else its `customer`), and
-    `overrides` replacing top-level fields of `data.object`."""
+    `overrides` replacing top-level fields of `data.object`.
+
+    An object that names no customer of its own (a dispute, a refund) stays so, as Stripe
+    sends it; when its charge is expanded, the charge is the one re-addressed. A guest
+    Checkout Session is given the customer too: pass `customer=None` to keep it a guest.
+    """
     payload = load(name, version)
     payload["id"] = event_id_ or event_id()
     payload["created"] = created
     payload["livemode"] = livemode
     obj = payload["data"]["object"]
+    charge = obj.get("charge")
     if obj.get("object") == "customer":
         obj["id"] = customer_id
-    else:
+    elif "customer" in obj:
+        obj["customer"] = customer_id
+    elif isinstance(charge, dict):
+        charge["customer"] = customer_id
+    elif obj.get("object") not in _NAMES_NO_CUSTOMER:
         obj["customer"] = customer_id
     obj.update(overrides)
     return payload

@@ -116,16 +116,23 @@ EXPECTED: dict[str, tuple[str | None, str | None, str | None]] = {
     "customer.source.expiring.receiver_source": (None, None, None),
     "charge.succeeded": (ADA, None, None),
     "charge.refunded": (CLEO, None, None),
-    # Refunds and disputes name a charge, not a customer.
+    # Refunds and disputes name a charge, not a customer; an expanded charge names it.
     "refund.created": (None, None, None),
     "charge.dispute.created": (None, None, None),
+    "charge.dispute.created.expanded_charge": (BEN, None, None),
     "checkout.session.completed": (ADA, None, None),
-    "quote.finalized": (TEAM, None, None),
-    "quote.accepted": (TEAM, None, None),
+    "checkout.session.completed.payment_mode": (ADA, None, None),
+    # A guest checkout names no customer.
+    "checkout.session.completed.guest": (None, None, None),
+    "quote.created": (BEA, "quote", "qt_CorpusBea"),
+    "quote.finalized": (TEAM, "quote", "qt_CorpusTeam"),
+    "quote.will_expire": (BEA, "quote", "qt_CorpusBea"),
+    "quote.accepted": (TEAM, "quote", "qt_CorpusTeam"),
+    "quote.canceled": (BEA, "quote", "qt_CorpusBea"),
     "price.created": (None, None, None),
 }
 
-PARTS = ("customer", "subscription", "invoice", "payment_method")
+PARTS = ("customer", "subscription", "invoice", "payment_method", "quote")
 
 ALL = [
     pytest.param(name, version, id=f"{name}@{version}")
@@ -186,6 +193,10 @@ def test_corpus_event_normalises_to_its_customer_and_object(name: str, version: 
     assert filled == ([] if part is None else [part])
     if part is not None:
         assert getattr(event, part).id == object_id
+    # Every event also carries its object in brief, whatever its type.
+    obj = payload["data"]["object"]
+    assert event.object is not None
+    assert (event.object.type, event.object.id) == (obj["object"], obj.get("id") or "")
 
 
 # Where the versions of one event do not say the same thing: (what differs, its value in
@@ -226,6 +237,20 @@ def _disagreeing(value: Any) -> Any:
     return value
 
 
+# Links only the versions before basil send: an invoice named its charge and payment
+# intent, a charge its invoice; since, the invoice's payments tell (not in its events).
+LINKS_BEFORE_BASIL = {"invoice": ("charge", "payment_intent"), "charge": ("invoice",)}
+
+
+def _without_links_before_basil(facts: dict[str, Any], version: str) -> None:
+    related = facts["object"]["related"]
+    for key in LINKS_BEFORE_BASIL.get(facts["object"]["type"], ()):
+        if version == "legacy":
+            related.pop(key, None)
+        else:
+            assert key not in related, (version, key)
+
+
 IN_SEVERAL_VERSIONS = [
     name for name in corpus.names() if EXPECTED[name][0] and len(corpus.available(name)) > 1
 ]
@@ -250,6 +275,8 @@ def test_versions_of_one_event_normalise_alike(name: str) -> None:
     for path, values in DISAGREE.get(name, {}).items():
         part, field = path.split(".")
         assert {v: _disagreeing(f[part].pop(field)) for v, f in facts.items()} == values
+    for version, version_facts in facts.items():
+        _without_links_before_basil(version_facts, version)
 
     first, *others = facts
     for version in others:
@@ -303,6 +330,26 @@ def test_event_of_a_customer_object_replaces_its_id() -> None:
     assert customer["id"] == "cus_Test2" and "customer" not in customer
 
 
+def test_event_of_a_dispute_addresses_its_expanded_charge_or_nothing() -> None:
+    """A dispute names no customer: only an expanded charge is re-addressed."""
+    plain = corpus.event("charge.dispute.created", "basil", "cus_Test3", created=1)
+    expanded = corpus.event(
+        "charge.dispute.created.expanded_charge", "basil", "cus_Test3", created=1
+    )
+
+    assert "customer" not in plain["data"]["object"]
+    assert "customer" not in expanded["data"]["object"]
+    assert expanded["data"]["object"]["charge"]["customer"] == "cus_Test3"
+
+
+def test_event_of_a_guest_checkout_stays_a_guest_when_asked() -> None:
+    guest = corpus.event(
+        "checkout.session.completed.guest", "clover", "cus_Test4", created=1, customer=None
+    )
+
+    assert guest["data"]["object"]["customer"] is None
+
+
 def test_load_gives_a_copy_the_corpus_does_not_share() -> None:
     changed = corpus.load("customer.updated", "legacy")
     changed["data"]["object"]["email"] = "someone@example.com"
@@ -314,13 +361,16 @@ def test_load_gives_a_copy_the_corpus_does_not_share() -> None:
 
 def test_available_names_the_versions_an_event_exists_in() -> None:
     assert corpus.available("invoice.paid") == ("legacy", "basil", "clover")
-    assert corpus.available("quote.accepted") == ("basil", "clover")
+    assert corpus.available("quote.accepted") == ("legacy", "basil", "clover")
     assert corpus.available("customer.subscription.created.customer_account") == ("clover",)
     assert corpus.available("invoice.nope") == ()
 
 
 def test_unknown_events_and_versions_are_refused_by_name() -> None:
-    with pytest.raises(FileNotFoundError, match=r"no corpus event 'quote.accepted' in legacy"):
-        corpus.load("quote.accepted", "legacy")
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"no corpus event 'customer.subscription.created.customer_account' in legacy",
+    ):
+        corpus.load("customer.subscription.created.customer_account", "legacy")
     with pytest.raises(ValueError, match=r"unknown version 'acacia'; versions: legacy, basil"):
         corpus.load("invoice.paid", "acacia")

@@ -179,6 +179,9 @@ class InvoiceInfo:
     paid_out_of_band: bool = False
     collection_method: str | None = None
     due_date: int | None = None
+    # When the draft was finalized (`status_transitions.finalized_at`): from then on it
+    # has a number and can be paid, and a `send_invoice` one counts down to its due date.
+    finalized_at: int | None = None
 
 
 @dataclass

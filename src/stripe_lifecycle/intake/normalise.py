@@ -8,7 +8,8 @@ to a `discounts` list and, in 2025-09-30.clover, `discount.coupon` to
 `discount.source.coupon`. This module reads every shape into the dataclasses of
 `domain/events.py` and values subscriptions (`domain/mrr.py`) as far as the payload tells;
 what it leaves out (a clover coupon, a price's tiers) the customer workflow reads from
-Stripe before applying the event.
+Stripe before applying the event. Every event also carries its object in brief
+(`ObjectInfo`: ids, amount, status, no personal data), whatever the object's type.
 
 Pure: no I/O, no clock. Input is the JSON-decoded payload (plain dicts and lists).
 """
@@ -27,8 +28,10 @@ from stripe_lifecycle.domain.events import (
     CustomerInfo,
     DiscountInfo,
     InvoiceInfo,
+    ObjectInfo,
     PaymentMethodInfo,
     PriceTier,
+    QuoteInfo,
     SubscriptionInfo,
     SubscriptionItemInfo,
 )
@@ -47,22 +50,56 @@ _LEGACY_BRAND_CODES = {
     "Eftpos Australia": "eftpos_au",
 }
 
+# The field that holds an object's natural amount, first found wins: `amount` (charges,
+# disputes, refunds, payment intents), `amount_total` (checkout sessions, quotes),
+# `amount_due` (invoices: what is owed), `total` (credit notes).
+_AMOUNT_FIELDS = ("amount", "amount_total", "amount_due", "total")
+
+# Fields that name another object by id (or hold it expanded), as `ObjectInfo.related`
+# reports them. Ids only: nothing here names a person.
+_RELATED_FIELDS = (
+    "customer",
+    "customer_account",
+    "subscription",
+    "subscription_schedule",
+    "invoice",
+    "latest_invoice",
+    "charge",
+    "payment_intent",
+    "setup_intent",
+    "quote",
+    "checkout_session",
+    "payment_link",
+    "payment_method",
+)
+
 
 # --- Events -------------------------------------------------------------------------
 
 
 def event_customer_id(event: StripeObject) -> str | None:
-    """The id of the Stripe customer an event concerns, for any event type, or None."""
+    """The id of the Stripe customer an event concerns, for any event type, or None.
+
+    None also for an object that names its customer only through another one: a dispute
+    or refund names a charge (unless the charge is expanded and names the customer: the
+    intake reads an unexpanded one from Stripe); a guest Checkout Session names none.
+    """
     obj = _event_object(event)
     if obj.get("object") == "customer":
         return _id_of(obj.get("id"))
     # A detached payment method no longer names its customer; the event's previous
     # attributes still do. Customers kept as Accounts v2 are named by `customer_account`.
     previous = _dict(_dict(event.get("data")).get("previous_attributes"))
+    return _named_customer(obj) or _id_of(previous.get("customer"))
+
+
+def _named_customer(obj: StripeObject) -> str | None:
+    """The customer an object names: its own `customer` or `customer_account`, else its
+    charge's when the charge is expanded (a dispute's or refund's)."""
     return (
         _id_of(obj.get("customer"))
-        or _id_of(previous.get("customer"))
         or _id_of(obj.get("customer_account"))
+        or _id_of(_dict(obj.get("charge")).get("customer"))
     )
 
 
@@ -99,11 +136,55 @@ def normalise_event(event: StripeObject) -> BillingEvent | None:
         account=_str(event.get("account")),
         discount=parse_discount(obj) if customer_wide else None,
         charge=parse_charge(obj) if kind == "charge" else None,
+        quote=parse_quote(obj) if kind == "quote" else None,
+        object=parse_object(obj) if obj else None,
     )
 
 
 def _event_object(event: StripeObject) -> StripeObject:
     return _dict(_dict(event.get("data")).get("object"))
+
+
+# --- Any object ---------------------------------------------------------------------
+
+
+def parse_object(obj: StripeObject) -> ObjectInfo:
+    """Any event's object in brief (an `event` automation's subject): its type and id, its
+    natural amount, currency and status, and the ids of the objects it names.
+
+    No personal data: names, emails, addresses and phone numbers are never read, and
+    `related` holds ids only (an expanded object gives its id). Where the API versions
+    name a link differently (an invoice's subscription and quote under `parent` since
+    basil), the link reads the same in each.
+    """
+    amount = next(
+        (found for key in _AMOUNT_FIELDS if (found := _int_or_none(obj.get(key))) is not None),
+        None,
+    )
+    related = {key: link for key in _RELATED_FIELDS if (link := _id_of(obj.get(key))) is not None}
+    if obj.get("object") == "invoice":
+        parent = _dict(obj.get("parent"))
+        subscription = _invoice_subscription_id(obj)
+        quote = _id_of(_dict(parent.get("quote_details")).get("quote")) or _id_of(obj.get("quote"))
+        for field, link_id in (("subscription", subscription), ("quote", quote)):
+            if link_id is not None:
+                related[field] = link_id
+    customer = _named_customer(obj)
+    if customer is not None and obj.get("object") != "customer":
+        related.setdefault("customer", customer)
+    currency = _currency(obj.get("currency"))
+    if obj.get("object") == "subscription":
+        # Old subscriptions have no currency of their own; their prices do.
+        currency = _subscription_currency(obj, _subscription_items(obj))
+    status = obj.get("status")
+    return ObjectInfo(
+        type=_str(obj.get("object")) or "",
+        id=_object_id(obj),
+        amount=amount,
+        currency=currency,
+        status=status if isinstance(status, str) else None,
+        related=related,
+    )
 
 
 # --- Customers ----------------------------------------------------------------------
@@ -454,6 +535,7 @@ def parse_invoice(obj: StripeObject) -> InvoiceInfo:
         paid_out_of_band=bool(obj.get("paid_out_of_band", False)),
         collection_method=_str(obj.get("collection_method")),
         due_date=_int(obj.get("due_date")),
+        finalized_at=_int(_dict(obj.get("status_transitions")).get("finalized_at")),
     )
 
 
@@ -474,6 +556,24 @@ def _line_price(line: StripeObject) -> tuple[str | None, str | None]:
         return _id_of(details.get("price")), _id_of(details.get("product"))
     price = _first(line.get("price"), line.get("plan"))
     return _id_of(price), _id_of(_dict(price).get("product"))
+
+
+# --- Quotes -------------------------------------------------------------------------
+
+
+def parse_quote(obj: StripeObject) -> QuoteInfo:
+    """A Quote; it reads the same in every API version that sends it. Its `number` is set
+    when it is finalized; `expires_at` is when an open (or draft) quote is canceled."""
+    return QuoteInfo(
+        id=_object_id(obj),
+        customer_id=_named_customer(obj),
+        status=_str(obj.get("status")),
+        expires_at=_int(obj.get("expires_at")),
+        amount_total=_int(obj.get("amount_total")) or 0,
+        currency=_currency(obj.get("currency")),
+        number=_str(obj.get("number")),
+        metadata=_metadata(obj.get("metadata")),
+    )
 
 
 # --- Charges ------------------------------------------------------------------------
@@ -586,8 +686,18 @@ def _int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+def _int_or_none(value: Any) -> int | None:
+    """An integer field, or None for anything else (an amount-named field of another
+    kind, such as an expanded object)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _str(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def _currency(value: Any) -> str | None:
+    return value.lower() if isinstance(value, str) and value else None
 
 
 def _metadata(value: Any) -> dict[str, str]:
