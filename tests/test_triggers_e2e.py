@@ -36,6 +36,15 @@ automations:
     lifecycle: invoice_due
     steps:
       - {before: 3d, send: invoice_due/reminder}
+  - name: big-invoices
+    lifecycle: invoice_finalized
+    filters: {invoice_amount_min: 100000}
+    steps:
+      - {after: 60d, action: mark_uncollectible}
+  - name: quote-soon
+    lifecycle: quote_expiring
+    steps:
+      - {before: 3d, send: quote_expiring/reminder}
 """
 
 
@@ -159,3 +168,77 @@ async def test_an_overdue_invoice_paid_after_its_reminder_is_recovered_and_credi
     )
     assert (recovery.amount_cents, recovery.currency) == (120_000, "usd")
     assert (recovery.message_id, recovery.attribution) == (reminder.id, "last_send")
+
+
+async def test_an_invoice_paid_on_time_ends_its_reminders_with_the_payment_credited(
+    dev_env: WorkflowEnvironment, stack: tuple[FastAPI, httpx.AsyncClient]
+) -> None:
+    app, http = stack
+    customer = Customer(app, http, dev_env)
+    now = int(time.time())
+    await customer.post(
+        customer_event(
+            customer.id, "ap@example.com", created=now - 40 * DAY, type_="customer.created"
+        )
+    )
+    # Due in ten days: its reminder waits for three days before; a big invoice finalized
+    # is followed up too.
+    due = now + 10 * DAY
+    await customer.post(customer.invoice_event("invoice.finalized", now - 30, due_date=due))
+    due_soon = ids.invoice_due_id(customer.invoice)
+    finalized = ids.invoice_finalized_id(customer.invoice)
+    assert (await wait_for_lifecycle(customer.handle, due_soon)).automation == "due-soon"
+    assert (await wait_for_lifecycle(customer.handle, finalized)).automation == "big-invoices"
+    await customer.post(
+        customer.invoice_event(
+            "invoice.paid",
+            now - 10,
+            due_date=due,
+            status="paid",
+            amount_paid=120_000,
+            amount_remaining=0,
+        )
+    )
+    await wait_for_lifecycle(customer.handle, due_soon, "paid")
+    await wait_for_lifecycle(customer.handle, finalized, "paid")
+
+    async def recorded() -> bool:
+        return len(await customer.conversions()) == 2
+
+    await eventually(recorded, "the payment recorded for both")
+    assert {(c.kind, c.lifecycle, c.amount_cents) for c in await customer.conversions()} == {
+        ("invoice_paid", "invoice_due", 120_000),
+        ("invoice_paid", "invoice_finalized", 120_000),
+    }
+
+
+async def test_an_open_quote_runs_until_accepted(
+    dev_env: WorkflowEnvironment, stack: tuple[FastAPI, httpx.AsyncClient]
+) -> None:
+    app, http = stack
+    customer = Customer(app, http, dev_env)
+    now = int(time.time())
+    await customer.post(
+        customer_event(
+            customer.id, "buyer@example.com", created=now - 40 * DAY, type_="customer.created"
+        )
+    )
+    quote_id = f"qt_{uuid.uuid4().hex[:14]}"
+
+    def quote_event(type_: str, created: int, status: str) -> dict[str, Any]:
+        event = corpus.event("quote.finalized", "clover", customer.id, created=created)
+        event["type"] = type_
+        event["id"] = f"evt_{uuid.uuid4().hex[:20]}"
+        event["data"]["object"].update(id=quote_id, status=status, expires_at=now + 30 * DAY)
+        return event
+
+    await customer.post(quote_event("quote.finalized", now - 20, "open"))
+    expiring = ids.quote_expiring_id(quote_id)
+    assert (await wait_for_lifecycle(customer.handle, expiring)).automation == "quote-soon"
+    await customer.post(quote_event("quote.accepted", now - 10, "accepted"))
+    await wait_for_lifecycle(customer.handle, expiring, "accepted")
+
+    async def accepted() -> bool:
+        return [c.kind for c in await customer.conversions()] == ["quote_accepted"]
+
+    await eventually(accepted, "the acceptance recorded")
