@@ -16,12 +16,16 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from stripe_lifecycle.domain.events import BillingEvent, ObjectInfo, QuoteInfo
+from stripe_lifecycle.domain.lifecycles import Lifecycle
 from stripe_lifecycle.domain.money import format_amount
 from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
 from stripe_lifecycle.intake.normalise import normalise_event
 from stripe_lifecycle.mail import Brand, TemplateRenderer
+from stripe_lifecycle.mail import preview as preview_module
 from stripe_lifecycle.mail.preview import (
     DEFAULT_SAMPLES,
+    SAMPLE_CREATED,
     SAMPLE_CUSTOMER_EMAIL,
     SAMPLE_CUSTOMER_NAME,
     SAMPLE_EVENTS,
@@ -78,10 +82,26 @@ FIXTURES: dict[str, list[str]] = {
     ],
     "plan_change": ["customer.subscription.updated.plan_change"],
     "upgrade": ["customer.subscription.updated.renewal", "customer.subscription.created"],
+    # Bea's Bakery's invoice, sent with a due date: finalized, a week before it, overdue.
+    "invoice_due": ["invoice.will_be_due", "invoice.finalized.send_invoice"],
+    "invoice_overdue": ["invoice.overdue", "invoice.finalized.send_invoice"],
+    "invoice_finalized": ["invoice.finalized", "invoice.finalized.send_invoice"],
+    # Quotes exist since basil.
+    "quote_expiring": ["quote.finalized"],
+    # Any event at all: an order, a dispute (of no customer), a new customer and
+    # subscription, a refund, an object with no money and no customer.
+    "event": [
+        "checkout.session.completed",
+        "charge.dispute.created",
+        "customer.created",
+        "customer.subscription.created",
+        "charge.refunded",
+        "price.created",
+    ],
 }
 
 # The button of each shipped template (the contract table in mail/templates.py).
-BUTTON = {
+BUTTON: dict[str, str | None] = {
     "dunning/payment-failed": "update_payment",
     "dunning/reminder": "update_payment",
     "dunning/final-notice": "update_payment",
@@ -95,6 +115,10 @@ BUTTON = {
     "renewal/upcoming": "update_payment",
     "plan_change/downgrade": "survey",
     "upgrade/offer": "offer",
+    "invoice_due/reminder": "update_payment",
+    "invoice_overdue/reminder": "update_payment",
+    "quote_expiring/reminder": None,
+    "event/notice": None,
 }
 
 # Which amount a template shows: the invoice's amount due, or the subscription's price.
@@ -107,7 +131,11 @@ AMOUNT_OF = {
     "trial/welcome": "subscription",
     "trial/ending": "subscription",
     "plan_change/downgrade": "subscription",
+    "invoice_due/reminder": "invoice",
+    "invoice_overdue/reminder": "invoice",
+    "quote_expiring/reminder": "quote",
 }
+AMOUNT_FIELD = {"invoice": "amount_due", "subscription": "amount", "quote": "amount_total"}
 
 # What one event cannot tell, by lifecycle: anything else filled with a sample value means
 # the preview ignored what the event carries.
@@ -120,6 +148,31 @@ ALSO_SAMPLED = {
 }
 # A Source that is a bank account (ACH credit transfer), not a card: no expiry.
 SAMPLED_CARD = {"customer.source.expiring.receiver_source"}
+INVOICE_PREVIEWS = ("dunning", "payment_action", "invoice_due", "invoice_overdue")
+
+
+def unread(template: str, event: dict[str, Any]) -> set[str]:
+    """What the normaliser does not read yet from this event, so the preview fills it in:
+    the quote of a quote event, the summary of an event's object (issue 13 extends
+    `intake/normalise.py` to read both; then this is empty)."""
+    obj = event["data"]["object"]
+    # A dispute names no customer; the preview gives it a sample one.
+    billing = normalise_event(
+        {**event, "data": {"object": {**obj, "customer": obj.get("customer") or "cus_x"}}}
+    )
+    assert billing is not None
+    lifecycle = lifecycle_of(template)
+    if lifecycle == Lifecycle.QUOTE_EXPIRING and billing.quote is None:
+        return {"quote"}
+    if lifecycle == Lifecycle.EVENT and billing.object is None:
+        return {"event.object"}
+    return set()
+
+
+def allowed_samples(template: str, event: dict[str, Any]) -> set[str]:
+    return (
+        MAY_BE_SAMPLED | ALSO_SAMPLED.get(lifecycle_of(template), set()) | unread(template, event)
+    )
 
 
 class _Links(HTMLParser):
@@ -150,7 +203,10 @@ CASES = [
 def test_every_shipped_template_has_real_events_to_preview_with() -> None:
     names = RENDERER.names()
     assert set(names) == set(BUTTON)
-    assert {lifecycle_of(n) for n in names} == set(FIXTURES) == set(DEFAULT_SAMPLES)
+    # Every lifecycle previews with a sample event, also those without a shipped template
+    # (`invoice_finalized`: its automations send templates of your own).
+    assert set(DEFAULT_SAMPLES) == set(FIXTURES) == set(Lifecycle)
+    assert {lifecycle_of(n) for n in names} <= set(FIXTURES)
 
 
 @pytest.mark.parametrize(("template", "fixture", "version"), CASES)
@@ -167,7 +223,11 @@ def test_every_template_renders_against_real_events(
 
     # Every link to us in the HTML is in the text part too, the button's among them.
     ours = [h for h in hrefs(email.html) if h.startswith(PUBLIC)]
-    assert f"{PUBLIC}/t/preview-{BUTTON[template]}" in ours
+    button = BUTTON[template]
+    if button is not None:
+        assert f"{PUBLIC}/t/preview-{button}" in ours
+    else:
+        assert not [h for h in ours if h.startswith(f"{PUBLIC}/t/")]
     for href in ours:
         assert href in email.text, href
     assert all(h.startswith((PUBLIC, "mailto:")) for h in hrefs(email.html))
@@ -181,20 +241,32 @@ def test_every_template_renders_against_real_events(
     context = build_context(template, event, public_url=PUBLIC).context
     if template in AMOUNT_OF:
         source = context[AMOUNT_OF[template]]
-        amount = source["amount_due"] if AMOUNT_OF[template] == "invoice" else source["amount"]
-        money = format_amount(amount, source["currency"])
+        money = format_amount(source[AMOUNT_FIELD[AMOUNT_OF[template]]], source["currency"])
         assert money in email.text and money in email.html
+    if template == "event/notice":
+        obj = context["event"]["object"]
+        assert context["event"]["type"] == event["type"]
+        assert obj["type"] == event["data"]["object"]["object"]
+        if obj["amount"] and obj["currency"]:
+            money = format_amount(obj["amount"], obj["currency"])
+            assert money in email.text and money in email.html
+        else:
+            assert "Amount" not in email.text
     assert not re.search(r"\b\d{3,}\s*(usd|eur|gbp)\b", email.text, re.IGNORECASE)
 
     # What the event carries is used, not replaced by samples.
-    allowed = MAY_BE_SAMPLED | ALSO_SAMPLED.get(lifecycle_of(template), set())
+    allowed = allowed_samples(template, event)
     if fixture in SAMPLED_CARD:
         allowed |= {"payment_method"}
     assert set(preview.samples) <= allowed, preview.samples
     obj = event["data"]["object"]
-    if obj["object"] == "invoice" and lifecycle_of(template) in ("dunning", "payment_action"):
+    if obj["object"] == "invoice" and lifecycle_of(template) in INVOICE_PREVIEWS:
         assert context["invoice"]["amount_due"] == obj["amount_due"]
         assert context["invoice"]["number"] == obj.get("number")
+        assert context["invoice"]["due_date"] == obj.get("due_date")
+    if obj["object"] == "quote" and "quote" not in preview.samples:
+        assert context["quote"]["number"] == obj["number"]
+        assert context["quote"]["expires_at"] == obj["expires_at"]
 
 
 def test_failed_invoice_preview_shows_the_event_and_names_the_samples() -> None:
@@ -290,6 +362,166 @@ def test_invoice_without_hosted_page_still_links_to_a_way_to_pay() -> None:
     assert f"{PUBLIC}/t/preview-update_payment" in preview.email.text
 
 
+def test_due_date_reminders_count_days_from_the_event() -> None:
+    # Stripe's reminder a week before the due date (December 1, 2025), and its overdue
+    # notice the day after.
+    due = render_preview(
+        RENDERER,
+        "invoice_due/reminder",
+        corpus.load("invoice.will_be_due", "basil"),
+        public_url=PUBLIC,
+    )
+    assert due.email.subject == "Reminder: your $60.00 invoice from Acme Analytics is due in 7 days"
+    assert "is due in 7 days, on December 1, 2025." in due.email.text
+    assert f"Pay your invoice:\n{PUBLIC}/t/preview-update_payment\n" in due.email.text
+    overdue = render_preview(
+        RENDERER,
+        "invoice_overdue/reminder",
+        corpus.load("invoice.overdue", "legacy"),
+        public_url=PUBLIC,
+    )
+    assert overdue.email.subject == "Your $60.00 invoice from Acme Analytics is 1 day overdue"
+    assert "was due on December 1, 2025 and is still unpaid: it's now 1 day overdue." in (
+        overdue.email.text
+    )
+    assert set(due.samples) == set(overdue.samples) == {"customer"}
+
+
+def test_invoice_without_a_due_date_is_previewed_as_sent_with_one_and_says_so() -> None:
+    # Collected automatically, no due date: the due-date lifecycles never start for it.
+    failed = corpus.load("invoice.payment_failed", "clover")
+    preview = render_preview(RENDERER, "invoice_due/reminder", failed, public_url=PUBLIC)
+    assert set(preview.samples) == {"customer", "invoice.due_date"}
+    assert "charge_automatically" in preview.samples["invoice.due_date"]
+    # Three days after the event (November 20, 2025), paid by hand.
+    assert "is due in 3 days, on November 23, 2025" in preview.email.text
+    assert "You can view and pay it online" in preview.email.text
+
+    # No invoice at all: a sample one, sent with a due date, said so.
+    customer = corpus.event("customer.updated", "clover", "cus_Real1", created=SAMPLE_CREATED)
+    context = build_context("invoice_overdue/reminder", customer, public_url=PUBLIC)
+    assert list(context.samples) == ["invoice"]
+    invoice = context.context["invoice"]
+    assert invoice["collection_method"] == "send_invoice"
+    assert invoice["due_date"] == SAMPLE_CREATED - 2 * DAY
+    assert invoice["days_overdue"] == 2
+
+
+@pytest.mark.parametrize(
+    ("template", "billing_mail"),
+    [
+        ("invoice_due/reminder", True),
+        ("invoice_overdue/reminder", True),
+        ("quote_expiring/reminder", False),
+        ("event/notice", False),
+    ],
+)
+def test_unsubscribe_link_follows_the_mail_category(template: str, billing_mail: bool) -> None:
+    """Invoice reminders are billing mail (no opt-out unless LIFECYCLE_UNSUBSCRIBE_BILLING);
+    quote reminders and event notices are product mail."""
+    event = sample_event(default_sample(template))
+    plain = render_preview(RENDERER, template, event, public_url=PUBLIC)
+    opted = render_preview(RENDERER, template, event, public_url=PUBLIC, unsubscribe_billing=True)
+    unsubscribe = f"{PUBLIC}/u/preview"
+    assert plain.links["unsubscribe"] == (None if billing_mail else unsubscribe)
+    assert (f"Unsubscribe: {unsubscribe}" in plain.email.text) is not billing_mail
+    assert opted.links["unsubscribe"] == unsubscribe
+    assert f"Unsubscribe: {unsubscribe}" in opted.email.text
+
+
+def _normalised_with(monkeypatch: pytest.MonkeyPatch, **fields: Any) -> None:
+    """The preview's normaliser, adding what `intake/normalise.py` is to read."""
+
+    def normalise(raw: dict[str, Any]) -> BillingEvent | None:
+        billing = normalise_event(raw)
+        if billing is not None:
+            for name, value in fields.items():
+                setattr(billing, name, value)
+        return billing
+
+    monkeypatch.setattr(preview_module, "normalise_event", normalise)
+
+
+def test_quote_preview_uses_the_quote_of_the_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    event = corpus.load("quote.finalized", "clover")
+    obj = event["data"]["object"]
+    quote = QuoteInfo(
+        id=obj["id"],
+        customer_id=obj["customer"],
+        status=obj["status"],
+        expires_at=obj["expires_at"],
+        amount_total=obj["amount_total"],
+        currency=obj["currency"],
+        number=obj["number"],
+    )
+    _normalised_with(monkeypatch, quote=quote)
+    preview = render_preview(RENDERER, "quote_expiring/reminder", event, public_url=PUBLIC)
+    assert set(preview.samples) == {"customer"}
+    assert (
+        preview.email.subject == "Your $11.00 quote from Acme Analytics expires on December 9, 2025"
+    )
+    assert "Quote: QT-CORPUS-0001-1" in preview.email.text
+    assert preview.links == {"unsubscribe": f"{PUBLIC}/u/preview"}
+
+    # A quote with no expiry (a draft): filled in and said.
+    _normalised_with(monkeypatch, quote=QuoteInfo(id="qt_1", number="QT-1", amount_total=500))
+    undated = render_preview(RENDERER, "quote_expiring/reminder", event, public_url=PUBLIC)
+    assert "quote.expires_at" in undated.samples and "qt_1" in undated.samples["quote.expires_at"]
+
+
+def test_quote_preview_of_another_event_uses_a_marked_sample_quote() -> None:
+    event = corpus.load("customer.created", "clover")
+    preview = render_preview(RENDERER, "quote_expiring/reminder", event, public_url=PUBLIC)
+    assert set(preview.samples) == {"quote"}
+    assert "Hi Ada Lovelace," in preview.email.text
+    assert "QT-SAMPLE-0001-1" in preview.email.text
+
+
+def test_event_notice_uses_the_object_of_the_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    event = corpus.load("charge.dispute.created", "clover")
+    summary = ObjectInfo(
+        type="dispute",
+        id="dp_CorpusBen0001",
+        amount=2000,
+        currency="usd",
+        status="needs_response",
+        related={"charge": "ch_CorpusBen0001"},
+    )
+    _normalised_with(monkeypatch, object=summary)
+    built = build_context("event/notice", event, public_url=PUBLIC)
+    assert built.context["event"] == {
+        "type": "charge.dispute.created",
+        "id": event["id"],
+        "object": {
+            "type": "dispute",
+            "id": "dp_CorpusBen0001",
+            "amount": 2000,
+            "currency": "usd",
+            "status": "needs_response",
+            "related": {"charge": "ch_CorpusBen0001"},
+        },
+    }
+    # A dispute names no customer (only its charge does): a sample one, said.
+    assert set(built.samples) == {"customer"}
+    assert built.destinations == []
+    preview = render_preview(RENDERER, "event/notice", event, public_url=PUBLIC)
+    assert preview.email.subject == "About a disputed payment to Acme Analytics"
+    assert "Amount: $20.00" in preview.email.text
+
+
+def test_event_notice_previews_any_event_without_guessing_its_money() -> None:
+    # A charge is refused by the invoice templates but starts an event sequence.
+    event = corpus.load("charge.succeeded", "clover")
+    preview = render_preview(RENDERER, "event/notice", event, public_url=PUBLIC)
+    assert preview.email.subject == "Thanks for your payment to Acme Analytics"
+    if "event.object" in preview.samples:
+        # Not summarised by the normaliser: no amount rather than a made-up one.
+        assert "We've received your payment. Thank you." in preview.email.text
+        assert "$" not in preview.email.text
+    else:
+        assert "We've received your payment of $20.00." in preview.email.text
+
+
 @pytest.mark.parametrize("name", ["dunning/nope", "dunning", "../dunning/reminder", "x/y/z"])
 def test_unknown_template_names_the_known_ones(name: str) -> None:
     event = corpus.load("invoice.payment_failed", "clover")
@@ -332,7 +564,7 @@ def test_every_sample_event_is_complete_for_its_lifecycle() -> None:
             RENDERER, template, sample_event(default_sample(template)), public_url=PUBLIC
         )
         # Only what no single Stripe event carries is a sample.
-        allowed = MAY_BE_SAMPLED | ALSO_SAMPLED.get(lifecycle_of(template), set())
+        allowed = allowed_samples(template, sample_event(default_sample(template)))
         assert set(preview.samples) <= allowed, (template, preview.samples)
         assert preview.email.subject and preview.email.text
     with pytest.raises(PreviewError, match="sample events: invoice.payment_failed"):

@@ -14,6 +14,7 @@ from jinja2 import UndefinedError
 
 from stripe_lifecycle.domain.events import InvoiceInfo, PaymentMethodInfo, SubscriptionInfo
 from stripe_lifecycle.domain.money import format_amount
+from stripe_lifecycle.domain.template_context import invoice_context as lifecycle_invoice_context
 from stripe_lifecycle.intake.normalise import (
     parse_invoice,
     parse_payment_method,
@@ -30,8 +31,12 @@ SHIPPED = [
     "dunning/final-notice",
     "dunning/payment-failed",
     "dunning/reminder",
+    "event/notice",
+    "invoice_due/reminder",
+    "invoice_overdue/reminder",
     "payment_action/confirm",
     "plan_change/downgrade",
+    "quote_expiring/reminder",
     "renewal/upcoming",
     "scheduled_cancel/save",
     "trial/ending",
@@ -42,9 +47,9 @@ SHIPPED = [
 ]
 
 # The context contract of `stripe_lifecycle.mail.templates`: what each lifecycle provides
-# (objects, links) and which optional object it may add. Tests pass exactly this, so a
-# template reaching for anything else fails under StrictUndefined.
-REQUIRES: dict[str, tuple[tuple[str, ...], str, tuple[str, ...]]] = {
+# (objects, its button's link, None for none) and which optional object it may add. Tests
+# pass exactly this, so a template reaching for anything else fails under StrictUndefined.
+REQUIRES: dict[str, tuple[tuple[str, ...], str | None, tuple[str, ...]]] = {
     "dunning/payment-failed": (("customer", "invoice"), "update_payment", ("payment_method",)),
     "dunning/reminder": (("customer", "invoice"), "update_payment", ("payment_method",)),
     "dunning/final-notice": (("customer", "invoice"), "update_payment", ("payment_method",)),
@@ -62,6 +67,10 @@ REQUIRES: dict[str, tuple[tuple[str, ...], str, tuple[str, ...]]] = {
     ),
     "plan_change/downgrade": (("customer", "subscription"), "survey", ()),
     "upgrade/offer": (("customer", "subscription", "offer"), "offer", ()),
+    "invoice_due/reminder": (("customer", "invoice"), "update_payment", ("payment_method",)),
+    "invoice_overdue/reminder": (("customer", "invoice"), "update_payment", ("payment_method",)),
+    "quote_expiring/reminder": (("customer", "quote"), None, ()),
+    "event/notice": (("customer", "event"), None, ()),
 }
 
 BRAND = Brand(
@@ -71,6 +80,7 @@ BRAND = Brand(
     primary_color="#0a7cff",
     address="500 Market St\nSan Francisco, CA 94105",
 )
+DAY = 86_400
 TRACKED = "https://billing.acme.example/t"
 UNSUBSCRIBE = f"{TRACKED}/unsub.Zk9xQ2"
 LINKS = {
@@ -119,6 +129,40 @@ def payment_method_context(payment_method: PaymentMethodInfo) -> dict[str, Any]:
     }
 
 
+def quote_context(quote: Mapping[str, Any]) -> dict[str, Any]:
+    """A Stripe Quote object as `quote_expiring` templates get it."""
+    return {key: quote[key] for key in ("id", "number", "amount_total", "currency", "expires_at")}
+
+
+def event_context(name: str, version: str) -> dict[str, Any]:
+    """A corpus event as `event/notice` gets it: the event and its object in brief."""
+    event = corpus.load(name, version)
+    obj = event["data"]["object"]
+    amount = next((obj[k] for k in ("amount_total", "amount") if obj.get(k) is not None), None)
+    return {
+        "type": event["type"],
+        "id": event["id"],
+        "object": {
+            "type": obj["object"],
+            "id": obj["id"],
+            "amount": amount,
+            "currency": obj.get("currency"),
+            "status": obj.get("status"),
+            "related": {k: obj[k] for k in ("charge", "subscription") if obj.get(k)},
+        },
+    }
+
+
+def due_invoice_context(name: str, version: str, now: int | None = None) -> dict[str, Any]:
+    """A due-date invoice as its lifecycle passes it, at `now` (default: the event's time)."""
+    event = corpus.load(name, version)
+    when = event["created"] if now is None else now
+    invoice: dict[str, Any] = lifecycle_invoice_context(
+        parse_invoice(event["data"]["object"]), when
+    )["invoice"]
+    return invoice
+
+
 def fixture_objects() -> dict[str, dict[str, Any]]:
     """One of each context object, from corpus payloads (basil and clover shapes)."""
     failed = _object("invoice.payment_failed.annual", "basil")
@@ -129,6 +173,8 @@ def fixture_objects() -> dict[str, dict[str, Any]]:
             parse_payment_method(_object("payment_method.automatically_updated", "clover"))
         ),
         "offer": {"code": "COMEBACK50", "description": "50% off your next 3 months"},
+        "quote": quote_context(_object("quote.finalized", "clover")),
+        "event": event_context("checkout.session.completed", "clover"),
     }
 
 
@@ -143,6 +189,13 @@ def subscription_for(name: str) -> dict[str, Any]:
 
 
 def invoice_for(name: str) -> dict[str, Any]:
+    due = {
+        # Sent a week before its due date; and the day after it, unpaid.
+        "invoice_due": ("invoice.will_be_due", "basil"),
+        "invoice_overdue": ("invoice.overdue", "clover"),
+    }.get(name.split("/")[0])
+    if due is not None:
+        return due_invoice_context(*due)
     fixture = {
         "payment_action": ("invoice.payment_action_required", "basil"),
         "renewal": ("invoice.upcoming", "clover"),
@@ -161,7 +214,9 @@ def context_for(
     available["invoice"] = invoice_for(name)
     keys = required + (optionals if optional else ())
     context: dict[str, Any] = {key: available[key] for key in keys}
-    context["links"] = {link: LINKS[link], "unsubscribe": unsubscribe}
+    context["links"] = {"unsubscribe": unsubscribe}
+    if link is not None:
+        context["links"][link] = LINKS[link]
     return context
 
 
@@ -169,6 +224,11 @@ def expected_amount(name: str, context: Mapping[str, Any]) -> str | None:
     """The money figure the template must show, formatted, or None if it shows none."""
     if "invoice" in context:
         return format_amount(context["invoice"]["amount_due"], context["invoice"]["currency"])
+    if "quote" in context:
+        return format_amount(context["quote"]["amount_total"], context["quote"]["currency"])
+    if "event" in context:
+        obj = context["event"]["object"]
+        return format_amount(obj["amount"], obj["currency"])
     if name.split("/")[0] in {"trial", "plan_change"}:
         sub = context["subscription"]
         return format_amount(sub["amount"], sub["currency"])
@@ -192,7 +252,7 @@ def test_every_shipped_template_renders(
 ) -> None:
     context = context_for(name, optional=optional)
     email = renderer.render(name, context)
-    link = LINKS[REQUIRES[name][1]]
+    link_name = REQUIRES[name][1]
 
     assert email.subject
     assert email.subject == email.subject.strip()
@@ -200,10 +260,17 @@ def test_every_shipped_template_renders(
     assert email.html.startswith("<!DOCTYPE html>")
     assert email.text.strip()
 
-    # One primary call to action, in the brand colour, in both parts.
-    assert email.html.count(f'href="{link}"') == 1
-    assert f'bgcolor="{BRAND.primary_color}"' in email.html
-    assert link in email.text
+    if link_name is not None:
+        # One primary call to action, in the brand colour, in both parts; in the text
+        # part on a line of its own, so mail clients make it a link.
+        link = LINKS[link_name]
+        assert email.html.count(f'href="{link}"') == 1
+        assert f'bgcolor="{BRAND.primary_color}"' in email.html
+        assert f"\n{link}\n" in email.text
+    else:
+        # Nothing to click through to: no button, and no link but the footer's.
+        assert f'bgcolor="{BRAND.primary_color}"' not in email.html
+        assert TRACKED not in email.html and TRACKED not in email.text
 
     amount = expected_amount(name, context)
     if amount is not None:
@@ -273,6 +340,12 @@ def test_unsubscribe_link_only_when_given(renderer: TemplateRenderer, name: str)
         ("trial/ending", ("subscription", "trial_end"), "trial_end"),
         ("winback/offer", ("offer",), "offer"),
         ("card_expiring/reminder", ("links", "unsubscribe"), "unsubscribe"),
+        ("invoice_due/reminder", ("invoice",), "invoice"),
+        ("invoice_overdue/reminder", ("links", "update_payment"), "update_payment"),
+        ("quote_expiring/reminder", ("quote",), "quote"),
+        ("quote_expiring/reminder", ("quote", "expires_at"), "expires_at"),
+        ("event/notice", ("event",), "event"),
+        ("event/notice", ("links", "unsubscribe"), "unsubscribe"),
     ],
 )
 def test_missing_variable_is_an_error_naming_it(
@@ -345,6 +418,181 @@ def test_save_offer_is_optional(renderer: TemplateRenderer) -> None:
     assert plain.subject == "Your Acme Analytics subscription ends on December 12, 2025"
     assert "COMEBACK50" not in plain.html and "Keep my subscription" in plain.html
     assert "COMEBACK50" in offer.html and "Use code: COMEBACK50" in offer.text
+
+
+DUE = 1764590703  # Bea's Bakery's invoice 9D3E11B0-0005: due December 1, 2025, 12:05 UTC
+
+
+@pytest.mark.parametrize(
+    ("now", "subject_end", "copy"),
+    [
+        (DUE - 7 * DAY, "is due in 7 days", "is due in 7 days, on December 1, 2025."),
+        (DUE - DAY, "is due tomorrow", "is due tomorrow, December 1, 2025."),
+        (DUE - 3600, "is due today", "is due today, December 1, 2025."),
+        # Sent late (a step after the due date): never "due in", and never a negative count.
+        (DUE + 2 * DAY, "was due on December 1, 2025", "was due on December 1, 2025."),
+    ],
+)
+def test_invoice_due_reminder_counts_days_to_the_due_date(
+    renderer: TemplateRenderer, now: int, subject_end: str, copy: str
+) -> None:
+    context = context_for("invoice_due/reminder")
+    context["invoice"] = due_invoice_context("invoice.will_be_due", "clover", now=now)
+    email = renderer.render("invoice_due/reminder", context)
+
+    assert email.subject == f"Reminder: your $60.00 invoice from Acme Analytics {subject_end}"
+    assert f"your Acme Analytics invoice 9D3E11B0-0005 for $60.00 {copy}" in email.text
+    assert "Due date: December 1, 2025" in email.text
+    assert "Pay your invoice:" in email.text and ">Pay invoice</a>" in email.html
+
+
+def test_invoice_due_reminder_without_a_count_or_a_due_date(renderer: TemplateRenderer) -> None:
+    context = context_for("invoice_due/reminder")
+    # As an older caller builds it: no due-date keys at all.
+    context["invoice"] = invoice_context(parse_invoice(_object("invoice.will_be_due", "basil")))
+    email = renderer.render("invoice_due/reminder", context)
+    assert email.subject == "Reminder: your $60.00 invoice from Acme Analytics is ready to pay"
+    assert "Due date" not in email.text
+
+    # A due date but no send time to count from: the date alone.
+    context["invoice"] = {**context["invoice"], "due_date": DUE}
+    email = renderer.render("invoice_due/reminder", context)
+    assert email.subject.endswith("is due on December 1, 2025")
+
+
+def test_invoice_due_reminder_of_an_automatically_collected_invoice(
+    renderer: TemplateRenderer,
+) -> None:
+    """An `invoice_finalized` automation may send it for an invoice Stripe charges itself."""
+    context = context_for("invoice_due/reminder", optional=True)
+    context["invoice"] = {**context["invoice"], "collection_method": "charge_automatically"}
+    email = renderer.render("invoice_due/reminder", context)
+    assert "We'll collect the payment automatically from your Visa ending in 4242" in email.text
+    assert "View your invoice:" in email.text and ">View invoice</a>" in email.html
+    assert "Pay invoice" not in email.html
+
+    # Paid by hand: the card on file is not the point, and is not named.
+    by_hand = renderer.render(
+        "invoice_due/reminder", context_for("invoice_due/reminder", optional=True)
+    )
+    assert "Visa" not in by_hand.text and "You can view and pay it online" in by_hand.text
+
+
+@pytest.mark.parametrize(
+    ("now", "subject_end", "copy"),
+    [
+        (DUE + DAY, "is 1 day overdue", ": it's now 1 day overdue."),
+        (DUE + 12 * DAY, "is 12 days overdue", ": it's now 12 days overdue."),
+        # Past the due time the same day: overdue, but not a whole day yet.
+        (DUE + 60, "is overdue", " and is still unpaid."),
+    ],
+)
+def test_invoice_overdue_reminder_says_how_late(
+    renderer: TemplateRenderer, now: int, subject_end: str, copy: str
+) -> None:
+    context = context_for("invoice_overdue/reminder")
+    context["invoice"] = due_invoice_context("invoice.overdue", "legacy", now=now)
+    email = renderer.render("invoice_overdue/reminder", context)
+
+    assert email.subject == f"Your $60.00 invoice from Acme Analytics {subject_end}"
+    assert "invoice 9D3E11B0-0005 for $60.00 was due on December 1, 2025" in email.text
+    assert copy in email.text
+    assert "0 days" not in email.text
+    assert "write to us at help@acme.example" in email.text
+
+
+def test_quote_reminder_asks_for_a_reply(renderer: TemplateRenderer) -> None:
+    email = renderer.render("quote_expiring/reminder", context_for("quote_expiring/reminder"))
+    # The corpus quote: QT-CORPUS-0001-1, $11.00, expiring December 9, 2025.
+    assert email.subject == "Your $11.00 quote from Acme Analytics expires on December 9, 2025"
+    assert "Your quote QT-CORPUS-0001-1 for $11.00 expires on December 9, 2025." in email.text
+    assert (
+        "To accept it, reply to this email or write to us at help@acme.example before then."
+        in email.text
+    )
+    assert 'href="mailto:help@acme.example"' in email.html
+
+    # A draft-like quote: no number, no amount, no expiry; a brand without a support address.
+    bare = Brand("Acme", None, None, "#0a7cff", None)
+    context = context_for("quote_expiring/reminder")
+    context["quote"] = {**context["quote"], "number": None, "amount_total": 0, "expires_at": None}
+    email = TemplateRenderer(bare).render("quote_expiring/reminder", context)
+    assert email.subject == "Your quote from Acme is waiting for you"
+    assert "Your quote is still open." in email.text
+    assert "To accept it, reply to this email." in email.text
+    assert "$0.00" not in email.text and "None" not in email.text
+
+
+@pytest.mark.parametrize(
+    ("fixture", "subject", "copy"),
+    [
+        (
+            "checkout.session.completed",
+            "Thanks for your order from Acme Analytics",
+            "We've received your order for $20.00.",
+        ),
+        ("customer.created", "Welcome to Acme Analytics", "We're glad to have you with us."),
+        (
+            "customer.subscription.created.trialing",
+            "Thanks for subscribing to Acme Analytics",
+            "Your free trial of Acme Analytics has started.",
+        ),
+        (
+            "charge.succeeded",
+            "Thanks for your payment to Acme Analytics",
+            "We've received your payment of $20.00.",
+        ),
+        (
+            "charge.dispute.created",
+            "About a disputed payment to Acme Analytics",
+            "has been disputed with your bank or card issuer",
+        ),
+        (
+            "price.created",
+            "An update about your Acme Analytics account",
+            "a recent update to your Acme Analytics account.",
+        ),
+    ],
+)
+def test_event_notice_words_what_the_event_tells(
+    renderer: TemplateRenderer, fixture: str, subject: str, copy: str
+) -> None:
+    context = context_for("event/notice")
+    context["event"] = event_context(fixture, "clover")
+    email = renderer.render("event/notice", context)
+    assert email.subject == subject
+    assert copy in email.text
+    obj = context["event"]["object"]
+    if obj["amount"] and obj["currency"]:
+        assert f"Amount: {format_amount(obj['amount'], obj['currency'])}" in email.text
+    else:
+        assert "Amount" not in email.text and "$" not in email.text
+
+
+def test_event_notice_names_money_only_with_its_currency(renderer: TemplateRenderer) -> None:
+    context = context_for("event/notice")
+    event = context["event"]
+    for obj in (
+        {**event["object"], "currency": None},
+        {**event["object"], "amount": None},
+        None,
+    ):
+        context["event"] = {**event, "object": obj}
+        email = renderer.render("event/notice", context)
+        assert "$" not in email.text and "Amount" not in email.html
+        assert "We've received your order. Thank you" in email.text
+
+
+@pytest.mark.parametrize(
+    "name", ["event/notice", "invoice_due/reminder", "quote_expiring/reminder"]
+)
+def test_brand_is_escaped_in_copy_from_shared_phrases(name: str) -> None:
+    """Phrase macros live in plain-text files; their output must still be escaped in HTML."""
+    brand = Brand("Acme <b>Tools</b>", None, None, "#0a7cff", None)
+    email = TemplateRenderer(brand).render(name, context_for(name))
+    assert "<b>" not in email.html
+    assert "Acme &lt;b&gt;Tools&lt;/b&gt;" in email.html
+    assert "Acme <b>Tools</b>" in email.text
 
 
 def test_logo_when_set() -> None:

@@ -95,6 +95,28 @@ def test_render_without_fixture_uses_the_bundled_sample(tmp_path: Path) -> None:
     assert "bundled sample customer.subscription.created event" in result.stderr
 
 
+def test_render_the_invoice_quote_and_event_templates(tmp_path: Path) -> None:
+    overdue = str(corpus.path("invoice.overdue", "clover"))
+    args = ("templates", "render", "invoice_overdue/reminder", "--fixture", overdue)
+    result = run_cli(*args, "--part", "subject", env=env(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Your $60.00 invoice from Acme is 1 day overdue\n"
+
+    dispute = str(corpus.path("charge.dispute.created", "clover"))
+    notice = ("templates", "render", "event/notice", "--fixture", dispute, "--part", "text")
+    result = run_cli(*notice, env=env(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "has been disputed with your bank or card issuer" in result.stdout
+    assert "# sample customer" in result.stderr
+
+    quote = run_cli(
+        "templates", "render", "quote_expiring/reminder", "--part", "text", env=env(), cwd=tmp_path
+    )
+    assert quote.returncode == 0, quote.stderr
+    assert "To accept it, reply to this email" in quote.stdout
+    assert "bundled sample quote.finalized event" in quote.stderr
+
+
 def test_render_with_an_automation_uses_its_offer(tmp_path: Path) -> None:
     deleted = str(corpus.path("customer.subscription.deleted", "clover"))
     args = ("templates", "render", "winback/offer", "--fixture", deleted, "--part", "text")

@@ -3,13 +3,14 @@ snapshot (pure: the workflows build them, and the template preview builds the sa
 
 # No `from __future__ import annotations`: workflow code imports this module.
 
-from dataclasses import asdict
 from typing import Any
 
 from stripe_lifecycle.domain.automations import Offer
-from stripe_lifecycle.domain.events import BillingEvent, InvoiceInfo, QuoteInfo
+from stripe_lifecycle.domain.events import InvoiceInfo, ObjectInfo, QuoteInfo
 from stripe_lifecycle.domain.ledger import CustomerLedger, PaymentMethodState
 from stripe_lifecycle.domain.links import HOSTED_SURVEY, PORTAL
+
+DAY = 86_400
 
 
 def card_context(card: PaymentMethodState | None) -> dict[str, Any] | None:
@@ -53,14 +54,25 @@ def subscription_context(ledger: CustomerLedger, subscription_id: str | None) ->
 
 
 def invoice_context(invoice: InvoiceInfo, now: int | None = None) -> dict[str, Any]:
-    """`invoice`, for an invoice lifecycle (dunning, payment action) or a renewal.
+    """`invoice`, for an invoice lifecycle (dunning, payment action, due, overdue,
+    finalized) or a renewal.
 
     A retry date not after `now` (epoch seconds) is left out: Stripe moved on, and an
-    email must never quote a date that has passed.
+    email must never quote a date that has passed. The due date stays (an overdue
+    reminder says when it was due); `days_until_due` and `days_overdue` count UTC calendar
+    days from `now`, as the `date` filter prints them, and are None when they do not apply
+    (no due date, no `now`, or the due date on the other side of `now`).
     """
     retry = invoice.next_payment_attempt
     if retry is not None and now is not None and retry <= now:
         retry = None
+    due = invoice.due_date
+    until_due = overdue = None
+    if due is not None and now is not None:
+        if due > now:
+            until_due = due // DAY - now // DAY
+        else:
+            overdue = now // DAY - due // DAY
     return {
         "invoice": {
             "number": invoice.number,
@@ -71,28 +83,44 @@ def invoice_context(invoice: InvoiceInfo, now: int | None = None) -> dict[str, A
             "attempt_count": invoice.attempt_count,
             # `send_invoice`: the customer pays by hand; the copy promises no charge.
             "collection_method": invoice.collection_method or "charge_automatically",
+            "due_date": due,
+            "days_until_due": until_due,
+            "days_overdue": overdue,
         }
     }
 
 
 def quote_context(quote: QuoteInfo) -> dict[str, Any]:
-    """What a `quote_expiring` step's email reads of its quote."""
+    """`quote`, for a `quote_expiring` lifecycle."""
     return {
-        "id": quote.id,
-        "number": quote.number,
-        "amount_total": quote.amount_total,
-        "currency": quote.currency,
-        "expires_at": quote.expires_at,
+        "quote": {
+            "id": quote.id,
+            "number": quote.number,
+            "amount_total": quote.amount_total,
+            # Stripe gives every quote a currency.
+            "currency": quote.currency,
+            "expires_at": quote.expires_at,
+        }
     }
 
 
-def event_context(event: BillingEvent) -> dict[str, Any]:
-    """What an `event` sequence's steps read of the event that started it: its type and
-    id, and its object's ids and amounts (no personal data)."""
+def event_context(event_type: str, event_id: str, obj: ObjectInfo | None) -> dict[str, Any]:
+    """`event`, for an `event` lifecycle: the triggering event and its object in brief."""
     return {
-        "type": event.type,
-        "id": event.event_id,
-        "object": asdict(event.object) if event.object is not None else None,
+        "event": {
+            "type": event_type,
+            "id": event_id,
+            "object": None
+            if obj is None
+            else {
+                "type": obj.type,
+                "id": obj.id,
+                "amount": obj.amount,
+                "currency": obj.currency,
+                "status": obj.status,
+                "related": dict(obj.related),
+            },
+        }
     }
 
 

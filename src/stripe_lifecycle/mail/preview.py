@@ -4,8 +4,12 @@ A marketer gives a template name and a Stripe event (a captured webhook, or one 
 small sample events below) and sees the subject, HTML and text the customer would get.
 The context is built the way the real lifecycle builds it:
 
-- invoice lifecycles (`dunning`, `payment_action`): the invoice of the event, through
-  `template_context.step_context`, the function the lifecycle engine itself calls;
+- invoice lifecycles (`dunning`, `payment_action`, `invoice_due`, `invoice_overdue`,
+  `invoice_finalized`): the invoice of the event, through `template_context.step_context`,
+  the function the lifecycle engine itself calls; the due-date ones at the time of the
+  event (how many days until or past the due date);
+- `quote_expiring`: the quote of the event (`BillingEvent.quote`); `event`: the event and
+  its object in brief (`BillingEvent.object`), for an event of any type;
 - subscription and card lifecycles: the event is applied to a `CustomerLedger`, as the
   customer workflow does, and the template objects are built from its snapshot by the
   functions of `template_context` the workflows use;
@@ -41,15 +45,24 @@ from stripe_lifecycle.domain.events import (
     BillingEvent,
     CustomerInfo,
     InvoiceInfo,
+    ObjectInfo,
     PaymentMethodInfo,
+    QuoteInfo,
     SubscriptionInfo,
     SubscriptionItemInfo,
 )
 from stripe_lifecycle.domain.ledger import CustomerLedger, new_state
-from stripe_lifecycle.domain.lifecycles import INVOICE_LIFECYCLES, LINKS, Lifecycle
+from stripe_lifecycle.domain.lifecycles import (
+    BILLED_INVOICE_LIFECYCLES,
+    INVOICE_LIFECYCLES,
+    LINKS,
+    Lifecycle,
+)
 from stripe_lifecycle.domain.rules import subscription_of
 from stripe_lifecycle.domain.template_context import (
     card_context,
+    event_context,
+    quote_context,
     step_context,
     step_destinations,
     subscription_context,
@@ -63,6 +76,16 @@ LINK_NAMES = ("update_payment", "survey", "offer")
 # The status of a sample subscription by lifecycle (otherwise active).
 _SAMPLE_STATUSES: dict[str, str] = {Lifecycle.TRIAL: "trialing", Lifecycle.WINBACK: "canceled"}
 PREVIEW_OBJECTS = frozenset({"invoice", "subscription", "customer", *PAYMENT_METHOD_OBJECTS})
+# Lifecycles that start only for an invoice sent with a due date (`send_invoice`): an
+# event's invoice without one is previewed with one, and says so.
+_DUE_DATE_LIFECYCLES = (Lifecycle.INVOICE_DUE, Lifecycle.INVOICE_OVERDUE)
+# Where a sample invoice's due date falls from the event, by lifecycle (days): a reminder
+# before it, an overdue notice after it, 30 days' terms for a finalized invoice.
+_SAMPLE_DUE_IN_DAYS: dict[str, int] = {
+    Lifecycle.INVOICE_DUE: 3,
+    Lifecycle.INVOICE_OVERDUE: -2,
+    Lifecycle.INVOICE_FINALIZED: 30,
+}
 
 SAMPLE_CUSTOMER_ID = "cus_sample"
 SAMPLE_CUSTOMER_NAME = "Ada Lovelace"
@@ -181,10 +204,14 @@ def build_context(
             f"{template} is sent by {lifecycle} automations"
         )
     samples: dict[str, str] = {}
-    billing = _normalise(event, samples)
+    billing = _normalise(event, samples, lifecycle)
     ledger = CustomerLedger(new_state(billing.customer_id))
-    if lifecycle in INVOICE_LIFECYCLES:
+    if lifecycle in INVOICE_LIFECYCLES or lifecycle in BILLED_INVOICE_LIFECYCLES:
         context, destinations = _invoice_context(lifecycle, billing, ledger, automation, samples)
+    elif lifecycle == Lifecycle.QUOTE_EXPIRING:
+        context, destinations = _quote_context(billing, ledger, samples)
+    elif lifecycle == Lifecycle.EVENT:
+        context, destinations = _event_context(event, billing, ledger, samples)
     else:
         context, destinations = _lifecycle_context(lifecycle, billing, ledger, automation, samples)
     return PreviewContext(
@@ -221,7 +248,7 @@ def parse_event(text: str, source: str) -> dict[str, Any]:
 # --- From the event -----------------------------------------------------------------
 
 
-def _normalise(event: Mapping[str, Any], samples: dict[str, str]) -> BillingEvent:
+def _normalise(event: Mapping[str, Any], samples: dict[str, str], lifecycle: str) -> BillingEvent:
     data = event.get("data")
     obj = data.get("object") if isinstance(data, Mapping) else None
     event_type = event.get("type")
@@ -231,10 +258,16 @@ def _normalise(event: Mapping[str, Any], samples: dict[str, str]) -> BillingEven
             "(a webhook payload as Stripe sends it)"
         )
     kind = obj.get("object")
-    if kind not in PREVIEW_OBJECTS:
+    # An event sequence starts on any event; a quote reminder reads a quote event (or
+    # previews a sample quote for another billing event).
+    allowed = (
+        PREVIEW_OBJECTS | {"quote"} if lifecycle == Lifecycle.QUOTE_EXPIRING else PREVIEW_OBJECTS
+    )
+    if lifecycle != Lifecycle.EVENT and kind not in allowed:
         raise PreviewError(
             f"the {event_type} event carries a {kind}; a preview needs an invoice, "
             "subscription, customer or payment method (card, source) event"
+            + (" or a quote event" if lifecycle == Lifecycle.QUOTE_EXPIRING else "")
         )
     raw: dict[str, Any] = dict(event)
     raw.setdefault("id", "evt_preview")
@@ -299,16 +332,32 @@ def _invoice_context(
     if invoice is None:
         samples["invoice"] = f"the {billing.type} event carries no invoice"
         invoice = _sample_invoice(lifecycle, billing)
+    elif lifecycle in _DUE_DATE_LIFECYCLES and invoice.due_date is None:
+        # Only invoices sent with a due date start these lifecycles.
+        samples["invoice.due_date"] = (
+            f"invoice {invoice.id or '(upcoming)'} has no due date "
+            f"({invoice.collection_method or 'charge_automatically'}): previewed as sent "
+            "with one"
+        )
+        invoice = replace(
+            invoice,
+            collection_method="send_invoice",
+            due_date=billing.created + _SAMPLE_DUE_IN_DAYS[lifecycle] * DAY,
+        )
     snap = ledger.snapshot
     offer = automation.offer if automation is not None else None
     card = card_context(ledger.billing_payment_method())
-    context = step_context({"payment_method": card}, invoice, snap.email, snap.name, offer)
+    # The due-date lifecycles count days from the send; the event's time stands for it.
+    # (Dunning keeps every retry date: a preview of an old event still shows its copy.)
+    now = billing.created if lifecycle in BILLED_INVOICE_LIFECYCLES else None
+    context = step_context({"payment_method": card}, invoice, snap.email, snap.name, offer, now)
     return context, list(step_destinations(LINKS[Lifecycle(lifecycle)], offer, invoice))
 
 
 def _sample_invoice(lifecycle: str, billing: BillingEvent) -> InvoiceInfo:
     sub = billing.subscription
     amount = sum((i.unit_amount or 0) * i.quantity for i in sub.items) if sub else 0
+    due_in = _SAMPLE_DUE_IN_DAYS.get(lifecycle)
     return InvoiceInfo(
         id="in_sample",
         customer_id=billing.customer_id,
@@ -321,7 +370,58 @@ def _sample_invoice(lifecycle: str, billing: BillingEvent) -> InvoiceInfo:
         next_payment_attempt=billing.created + 3 * DAY if lifecycle == Lifecycle.DUNNING else None,
         hosted_invoice_url="https://invoice.stripe.com/i/sample",
         created=billing.created,
+        collection_method="send_invoice" if due_in is not None else None,
+        due_date=billing.created + due_in * DAY if due_in is not None else None,
     )
+
+
+def _quote_context(
+    billing: BillingEvent, ledger: CustomerLedger, samples: dict[str, str]
+) -> tuple[dict[str, Any], list[str]]:
+    ledger.apply(billing)
+    _customer(ledger, billing, samples)
+    quote = billing.quote
+    if quote is None:
+        samples["quote"] = f"no quote read from the {billing.type} event"
+        quote = QuoteInfo(
+            id="qt_sample",
+            customer_id=billing.customer_id,
+            status="open",
+            expires_at=billing.created + 7 * DAY,
+            amount_total=120_000,
+            currency=ledger.snapshot.currency or "usd",
+            number="QT-SAMPLE-0001-1",
+        )
+    elif quote.expires_at is None:
+        samples["quote.expires_at"] = f"quote {quote.id} has no expiry date"
+        quote = replace(quote, expires_at=billing.created + 7 * DAY)
+    snap = ledger.snapshot
+    context = step_context(quote_context(quote), None, snap.email, snap.name, None)
+    return context, list(LINKS[Lifecycle.QUOTE_EXPIRING])
+
+
+def _event_context(
+    event: Mapping[str, Any],
+    billing: BillingEvent,
+    ledger: CustomerLedger,
+    samples: dict[str, str],
+) -> tuple[dict[str, Any], list[str]]:
+    ledger.apply(billing)
+    _customer(ledger, billing, samples)
+    obj = billing.object
+    if obj is None:
+        # What any event names of its object; its amount and status are not guessed.
+        raw = event["data"]["object"]
+        samples["event.object"] = (
+            f"the {billing.type} event's {raw.get('object')} was not summarised: "
+            "previewed without its amount or status"
+        )
+        obj = ObjectInfo(type=str(raw.get("object")), id=str(raw.get("id") or "unknown"))
+    snap = ledger.snapshot
+    context = step_context(
+        event_context(billing.type, billing.event_id, obj), None, snap.email, snap.name, None
+    )
+    return context, list(LINKS[Lifecycle.EVENT])
 
 
 def _lifecycle_context(
@@ -447,6 +547,11 @@ DEFAULT_SAMPLES: dict[str, str] = {
     Lifecycle.CARD_EXPIRING: "customer.source.expiring",
     Lifecycle.PLAN_CHANGE: "customer.subscription.updated-downgrade",
     Lifecycle.UPGRADE: "customer.subscription.updated",
+    Lifecycle.INVOICE_DUE: "invoice.will_be_due",
+    Lifecycle.INVOICE_OVERDUE: "invoice.overdue",
+    Lifecycle.INVOICE_FINALIZED: "invoice.finalized",
+    Lifecycle.QUOTE_EXPIRING: "quote.finalized",
+    Lifecycle.EVENT: "checkout.session.completed",
 }
 
 

@@ -29,7 +29,17 @@ must not be passed as None there; an optional object is either absent or None.
     customer        {email, name or None}
     invoice         {number or None, amount_due (minor units), currency,
                      hosted_invoice_url or None, next_payment_attempt (epoch) or None,
-                     attempt_count}
+                     attempt_count; from `template_context.invoice_context` also
+                     collection_method ("charge_automatically" | "send_invoice"),
+                     due_date (epoch) or None, days_until_due or None, days_overdue or
+                     None (whole UTC days from the send time; templates test these four
+                     with `is defined`)}
+    quote           {id, number or None, amount_total (minor units), currency,
+                     expires_at (epoch) or None}
+    event           {type (the Stripe event type), id, object or None: {type (Stripe's
+                     `object`: "dispute", "checkout.session", ...), id, amount (minor
+                     units) or None, currency or None, status or None, related (field ->
+                     id of the objects it names)}}
     subscription    {plan (display name: price nickname or product name) or None,
                      amount (recurring amount per period, minor units), currency,
                      current_period_end (epoch), trial_end (epoch) or None,
@@ -61,10 +71,21 @@ must not be passed as None there; an optional object is either absent or None.
     renewal/upcoming         customer subscription invoice   update_payment  payment_method
     plan_change/downgrade    customer subscription           survey          -
     upgrade/offer            customer subscription offer     offer           -
+    invoice_due/reminder     customer invoice                update_payment  payment_method
+    invoice_overdue/reminder customer invoice                update_payment  payment_method
+    quote_expiring/reminder  customer quote                  -               -
+    event/notice             customer event                  -               -
     (* with trial_end set)
 
 Each template needs `links` with its button link and `unsubscribe` (the footer shows an
-unsubscribe link when it is set), and nothing else. Given `payment_method` (the card
+unsubscribe link when it is set), and nothing else. Quotes have no hosted page to accept
+them on and an event's object no page of its own: those two have no button (the quote
+reminder asks the customer to reply, or to write to `brand.support_email`). The invoice
+due reminder names the card only for an invoice collected automatically (an
+`invoice_finalized` automation may send it); `send_invoice` invoices are paid by hand.
+`event/notice` words a few event types (an order, a payment, a refund, a dispute, a new
+customer or subscription) and gives any other a general notice; it shows an amount only
+when the object has one with its currency. Given `payment_method` (the card
 that failed or will be charged), dunning, trial and renewal copy names the card; trial
 copy asks for a card when there is none. Shipped templates link only through `links`
 (`invoice.hosted_invoice_url` is there for custom templates).

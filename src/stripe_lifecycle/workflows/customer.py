@@ -487,7 +487,7 @@ class CustomerWorkflow(LifecycleParent):
             return
         context = None
         if start.lifecycle == Lifecycle.QUOTE_EXPIRING and event.quote is not None:
-            context = {"quote": quote_context(event.quote)}
+            context = quote_context(event.quote)
         await self._launch(start, automation, livemode=event.livemode, context=context)
 
     async def _start_event_sequence(self, start: rules.Start, event: BillingEvent) -> None:
@@ -512,7 +512,7 @@ class CustomerWorkflow(LifecycleParent):
                 named,
                 automation,
                 livemode=event.livemode,
-                context={"event": event_context(event)},
+                context=event_context(event.type, event.event_id, event.object),
             )
 
     async def _event_types(self) -> list[str]:
