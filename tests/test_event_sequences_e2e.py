@@ -119,6 +119,9 @@ async def test_a_dispute_tells_the_team_and_the_business_endpoint_once(
         # history) carries the sequence on: the endpoint is not told again.
         async with workers(dev_env.client, _fresh(settings), sessionmaker):
             await wait_for_lifecycle(handle, sequence, "sequence_finished")
+            # Nothing else started for a dispute.
+            started = {r.lifecycle for r in (await lifecycles_of(handle)).values()}
+    assert started == {"event"}
     [hook] = receiver.state.received
     assert hook.verified
     body = hook.json()
@@ -141,8 +144,6 @@ async def test_a_dispute_tells_the_team_and_the_business_endpoint_once(
     assert sorted(notices) == [("team/notice", "slack"), ("team/notice", "team@example.com")]
     [message] = slack.state.bodies
     assert customer in message["text"]
-    # Nothing else started for a dispute.
-    assert {r.lifecycle for r in (await lifecycles_of(handle)).values()} == {"event"}
 
 
 def _fresh(settings: Settings) -> Settings:

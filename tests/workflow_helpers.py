@@ -11,7 +11,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHandle, WorkflowHistory, WorkflowUpdateFailedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from stripe_lifecycle.domain.automations import PACKAGED_DEFAULTS, Automation, load_automations
 from stripe_lifecycle.domain.ledger import LifecycleRef
@@ -94,8 +94,14 @@ async def cancel_by_support(handle: WorkflowHandle[Any, Any], reason: str) -> No
 
 
 async def lifecycles_of(customer: WorkflowHandle[Any, Any]) -> dict[str, LifecycleRef]:
-    """The latest lifecycle instance under each workflow id a customer workflow started."""
-    refs = await customer.query(CustomerWorkflow.lifecycles)
+    """The latest lifecycle instance under each workflow id a customer workflow started;
+    none while its first event is still on the way."""
+    try:
+        refs = await customer.query(CustomerWorkflow.lifecycles)
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return {}
     return {r.workflow_id: r for r in refs}
 
 

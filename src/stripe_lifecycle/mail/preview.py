@@ -392,9 +392,13 @@ def _quote_context(
             currency=ledger.snapshot.currency or "usd",
             number="QT-SAMPLE-0001-1",
         )
-    elif quote.expires_at is None:
-        samples["quote.expires_at"] = f"quote {quote.id} has no expiry date"
-        quote = replace(quote, expires_at=billing.created + 7 * DAY)
+    else:
+        if quote.expires_at is None:
+            samples["quote.expires_at"] = f"quote {quote.id} has no expiry date"
+            quote = replace(quote, expires_at=billing.created + 7 * DAY)
+        if quote.currency is None:
+            samples["quote.currency"] = f"quote {quote.id} names no currency"
+            quote = replace(quote, currency=ledger.snapshot.currency or "usd")
     snap = ledger.snapshot
     context = step_context(quote_context(quote), None, snap.email, snap.name, None)
     return context, list(LINKS[Lifecycle.QUOTE_EXPIRING])
