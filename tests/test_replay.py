@@ -28,6 +28,13 @@ history when a workflow changes on purpose, behind `workflow.patched`.
 - customer_workflow_v3_adopted_segments: a run begun before segments (no
   `segments-campaigns-holdouts` marker) that takes them up on the sweep's first
   `segments_changed` signal (the `segments-adopted` patch) and starts a campaign.
+- customer_workflow_v5_*: runs under rules version 3 (the `every-trigger` patch): an
+  invoice paid by hand reminded before it is due and paid; one overdue, reminded and
+  paid (recovered); a quote accepted; a dispute's event sequence (resolved through its
+  charge).
+- invoice_due_workflow_v1, invoice_overdue_workflow_v1, invoice_finalized_workflow_v1,
+  quote_expiring_workflow_v1, event_sequence_workflow_v1: each new lifecycle type (the
+  event sequence with a webhook step and a team notice across a worker restart).
 - upgrade_workflow_v1*: upgrade campaigns: offers mailed, held out, ended by an upgrade.
 - segment_sweep_workflow_v1: a sweep of the segments with time conditions.
 - stripe_reconcile_workflow_v1: a reconciliation pass over two pages of events (120, the

@@ -202,6 +202,10 @@ async def test_an_invoice_paid_on_time_ends_its_reminders_with_the_payment_credi
     )
     await wait_for_lifecycle(customer.handle, due_soon, "paid")
     await wait_for_lifecycle(customer.handle, finalized, "paid")
+    # The instances themselves end so, before their steps' time.
+    for instance in (due_soon, finalized):
+        result = await dev_env.client.get_workflow_handle(instance).result()
+        assert result["outcome"] == "paid"
 
     async def recorded() -> bool:
         return len(await customer.conversions()) == 2
@@ -238,6 +242,8 @@ async def test_an_open_quote_runs_until_accepted(
     assert (await wait_for_lifecycle(customer.handle, expiring)).automation == "quote-soon"
     await customer.post(quote_event("quote.accepted", now - 10, "accepted"))
     await wait_for_lifecycle(customer.handle, expiring, "accepted")
+    result = await dev_env.client.get_workflow_handle(expiring).result()
+    assert (result["outcome"], result["steps_done"]) == ("accepted", 0)
 
     async def accepted() -> bool:
         return [c.kind for c in await customer.conversions()] == ["quote_accepted"]
