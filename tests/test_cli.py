@@ -137,7 +137,7 @@ def test_automations_validate_list_and_init(tmp_path: Path) -> None:
     env = clean_env()
     result = run_cli("automations", "validate", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "automations.default.yaml: 12 automations, all valid" in result.stdout
+    assert "automations.default.yaml: 17 automations, all valid" in result.stdout
 
     listing = run_cli("automations", "list", env=env, cwd=tmp_path).stdout
     assert "dunning-annual-plans  [enabled]" in listing
