@@ -27,11 +27,11 @@ from stripe_lifecycle.activities.interface import (
     Reconciliation,
     ReconciliationRecord,
 )
-from stripe_lifecycle.activities.stripe_reads import worth_retrying
 from stripe_lifecycle.intake.inbox import inbox_row
 from stripe_lifecycle.intake.normalise import normalise_event
 from stripe_lifecycle.storage.db import SessionMaker, insert_for
 from stripe_lifecycle.storage.models import ReconciliationPass, WebhookEvent
+from stripe_lifecycle.stripe_api.client import worth_retrying
 
 # Stripe's largest page.
 PAGE_SIZE = 100

@@ -22,6 +22,7 @@ from stripe_lifecycle.domain.stripe_reads import (
     StripeReadRequest,
 )
 from stripe_lifecycle.intake.normalise import parse_coupon, parse_discount, parse_subscription_item
+from stripe_lifecycle.stripe_api.client import worth_retrying
 
 # Payments Stripe collected itself; the others (payment records) were made outside it.
 STRIPE_PAYMENT_TYPES = frozenset({"charge", "payment_intent"})
@@ -194,12 +195,3 @@ def _discount_objects(subscription: Mapping[str, Any]) -> list[Mapping[str, Any]
     for item in items:
         every += item.get("discounts") or []
     return [d for d in every if isinstance(d, Mapping)]
-
-
-def worth_retrying(exc: stripe.StripeError) -> bool:
-    """A rate limit, Stripe's own failure or the network: the same read may pass later.
-    Anything else (404, 403, 400) would be answered the same."""
-    if isinstance(exc, stripe.RateLimitError | stripe.APIConnectionError):
-        return True
-    status = exc.http_status
-    return status is None or status >= 500 or status in (409, 429)

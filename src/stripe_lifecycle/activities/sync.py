@@ -43,13 +43,13 @@ from stripe_lifecycle.activities.interface import (
     SyncPageRequest,
     SyncPageResult,
 )
-from stripe_lifecycle.activities.stripe_reads import worth_retrying
 from stripe_lifecycle.domain.events import BillingEvent
 from stripe_lifecycle.domain.sync import EXPAND, PAGE_SIZE, Resource
 from stripe_lifecycle.intake.backfill import Backfill, backfills
 from stripe_lifecycle.intake.forwarder import MAX_BATCH, Deliver
 from stripe_lifecycle.storage.db import SessionMaker, insert_for
 from stripe_lifecycle.storage.models import SyncedObject
+from stripe_lifecycle.stripe_api.client import worth_retrying
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import stripe
 
-from stripe_lifecycle.activities.stripe_reads import worth_retrying
 from stripe_lifecycle.intake.normalise import PaymentReference
+from stripe_lifecycle.stripe_api.client import worth_retrying
 
 # Charges whose customer is remembered; the oldest is forgotten first.
 CACHE_SIZE = 10_000

@@ -23,3 +23,12 @@ def build_stripe_client(settings: Settings) -> stripe.StripeClient | None:
         max_network_retries=0,
         http_client=stripe.HTTPXClient(timeout=HTTP_TIMEOUT_SECONDS, allow_sync_methods=True),
     )
+
+
+def worth_retrying(exc: stripe.StripeError) -> bool:
+    """A rate limit, Stripe's own failure or the network: the same read may pass later.
+    Anything else (404, 403, 400) would be answered the same."""
+    if isinstance(exc, stripe.RateLimitError | stripe.APIConnectionError):
+        return True
+    status = exc.http_status
+    return status is None or status >= 500 or status in (409, 429)
