@@ -207,3 +207,26 @@ def _json(value: Any) -> Any:
     if isinstance(value, int):
         return bool(value)
     return value
+
+
+async def test_database_errors_never_show_the_personal_data_in_their_parameters(
+    database_url: str,
+) -> None:
+    engine = create_engine(database_url)
+    insert = text(
+        "INSERT INTO customers (customer_id, email, status, mrr_cents, ltv_cents, livemode, "
+        "deleted, mrr_exact, snapshot_version, subscriptions, updated_at, mrr, ltv, refunded) "
+        "VALUES (:id, :email, 'none', 0, 0, false, false, true, 0, '[]', :now, '{}', '{}', '{}')"
+    )
+    row = {"id": "cus_Secret1", "email": "grace@example.com", "now": datetime.now(UTC)}
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(insert, row)
+        # The same customer again: the error says which statement, not with what.
+        with pytest.raises(IntegrityError) as raised:
+            async with engine.begin() as conn:
+                await conn.execute(insert, row)
+        assert "grace@example.com" not in str(raised.value)
+        assert "hidden due to hide_parameters" in str(raised.value)
+    finally:
+        await engine.dispose()
