@@ -27,7 +27,7 @@ from stripe_lifecycle.mail.transports import (
     UncertainSendError,
     build_transport,
 )
-from stripe_lifecycle.settings import Settings
+from stripe_lifecycle.settings import ConfigurationError, Settings
 
 from .conftest import free_port
 from .fakes import (
@@ -443,4 +443,48 @@ def test_build_postmark_without_token_names_the_variable() -> None:
     settings = Settings(mail_transport="postmark", postmark_server_token=None)
 
     with pytest.raises(ValueError, match="LIFECYCLE_POSTMARK_SERVER_TOKEN"):
+        build_transport(settings)
+
+
+@pytest.fixture
+def implicit_tls_smtp_server(tls_files: TlsFiles) -> Iterator[SmtpInbox]:
+    """TLS from the first byte (SMTPS, as on port 465), then AUTH as mailer / s3cret."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls_files.cert, tls_files.key)
+    yield from running_smtp(
+        ssl_context=context,
+        server_hostname="127.0.0.1",
+        authenticator=_authenticate,
+        auth_required=True,
+        auth_require_tls=False,
+    )
+
+
+async def test_smtp_implicit_tls_and_login(
+    implicit_tls_smtp_server: SmtpInbox, tls_files: TlsFiles
+) -> None:
+    transport = SmtpTransport(
+        "127.0.0.1",
+        implicit_tls_smtp_server.port,
+        username="mailer",
+        password="s3cret",
+        tls=True,
+        ssl_context=ssl.create_default_context(cafile=tls_files.cert),
+    )
+    await transport.send(EMAIL)
+    [delivered] = implicit_tls_smtp_server.delivered
+    assert delivered.login == b"mailer"
+    # The server speaks TLS only: the same send in plain text does not get through.
+    with pytest.raises(TemporarySendError):
+        await SmtpTransport("127.0.0.1", implicit_tls_smtp_server.port, timeout=2).send(EMAIL)
+    assert len(implicit_tls_smtp_server.delivered) == 1
+
+
+def test_an_smtp_login_without_tls_is_refused_before_any_password_travels() -> None:
+    with pytest.raises(ValueError, match="needs TLS"):
+        SmtpTransport("127.0.0.1", 25, username="mailer", password="s3cret")
+    settings = Settings(
+        mail_transport="smtp", smtp_username="mailer", smtp_password="s3cret", link_secret="x" * 32
+    )
+    with pytest.raises(ConfigurationError, match="LIFECYCLE_SMTP_STARTTLS=true"):
         build_transport(settings)

@@ -113,6 +113,8 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
+    # Implicit TLS from the first byte (SMTPS, usually port 465), instead of STARTTLS.
+    smtp_tls: bool = False
     # Test-mode events (livemode false) only mail these domains; others are suppressed.
     test_mode_allowed_domains: str = "example.com"
 

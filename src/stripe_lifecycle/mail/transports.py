@@ -111,14 +111,21 @@ class SmtpTransport:
         starttls: bool = False,
         ssl_context: ssl.SSLContext | None = None,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        tls: bool = False,
     ) -> None:
         if username is not None and password is None:
             raise ValueError("an SMTP username needs a password")
+        if starttls and tls:
+            raise ValueError("SMTP with implicit TLS needs no STARTTLS: choose one")
+        if username is not None and not (starttls or tls):
+            # smtplib would send the password in clear text.
+            raise ValueError("an SMTP login needs TLS: STARTTLS, or implicit TLS (port 465)")
         self._host = host
         self._port = port
         self._username = username
         self._password = password
         self._starttls = starttls
+        self._tls = tls
         self._ssl_context = ssl_context
         self._timeout = timeout
 
@@ -131,7 +138,15 @@ class SmtpTransport:
     def _deliver(self, message: bytes, sender: str, recipient: str) -> None:
         where = f"SMTP server {self._host}:{self._port}"
         try:
-            smtp = smtplib.SMTP(self._host, self._port, timeout=self._timeout)
+            if self._tls:
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                    self._host,
+                    self._port,
+                    timeout=self._timeout,
+                    context=self._ssl_context or ssl.create_default_context(),
+                )
+            else:
+                smtp = smtplib.SMTP(self._host, self._port, timeout=self._timeout)
         except (smtplib.SMTPException, OSError) as exc:
             raise TemporarySendError(f"{where} unreachable: {exc}") from exc
         try:
@@ -361,12 +376,22 @@ def build_transport(settings: Settings) -> MailTransport:
             raise ConfigurationError(
                 "LIFECYCLE_SMTP_USERNAME is set but LIFECYCLE_SMTP_PASSWORD is not"
             )
+        if settings.smtp_starttls and settings.smtp_tls:
+            raise ConfigurationError(
+                "LIFECYCLE_SMTP_STARTTLS and LIFECYCLE_SMTP_TLS are both set: choose one"
+            )
+        if settings.smtp_username and not (settings.smtp_starttls or settings.smtp_tls):
+            raise ConfigurationError(
+                "LIFECYCLE_SMTP_USERNAME is set without TLS, which would send the password "
+                "in clear text: set LIFECYCLE_SMTP_STARTTLS=true or LIFECYCLE_SMTP_TLS=true"
+            )
         return SmtpTransport(
             settings.smtp_host,
             settings.smtp_port,
             username=settings.smtp_username or None,
             password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
             starttls=settings.smtp_starttls,
+            tls=settings.smtp_tls,
         )
     if kind == "postmark":
         token = settings.postmark_server_token
