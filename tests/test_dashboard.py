@@ -533,6 +533,11 @@ async def test_support_stops_a_dunning_from_the_dashboard_and_forged_posts_are_r
         after = await http.get(stopped.headers["location"])
         assert f"Stopped 1 sequence for {cus}." in after.text
         assert (await handle.result())["outcome"] == "cancelled"
+        # A crafted link cannot put words of its own on the page.
+        crafted = await http.get(
+            "/dashboard", params={"done": "everyone. Call +1 555 0100 to confirm", "count": 3}
+        )
+        assert "Stopped" not in crafted.text and "555 0100" not in crafted.text
 
         async def gone() -> bool:
             html = (await http.get("/dashboard")).text

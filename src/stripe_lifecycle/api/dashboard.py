@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -220,11 +221,17 @@ def _range_values(since: datetime, until: datetime) -> tuple[str, str]:
 Notice = tuple[Literal["ok", "error"], str]
 
 
+# What a Stripe customer id can be: nothing else is echoed into a notice.
+_CUSTOMER_ID = re.compile(r"[A-Za-z0-9_]{1,255}")
+
+
 def _notice(
     done: str | None, count: int | None, failed: str | None, why: str | None
 ) -> Notice | None:
-    # Only codes travel in the URL: the page writes the sentence, so a crafted link
-    # cannot put words of its own on it.
+    # Only codes and customer ids travel in the URL: the page writes the sentence, so a
+    # crafted link cannot put words of its own on it.
+    if done and not _CUSTOMER_ID.fullmatch(done) or failed and not _CUSTOMER_ID.fullmatch(failed):
+        return None
     if done:
         stopped = plural(count or 0, "sequence")
         return ("ok", f"Stopped {stopped} for {done}.")
