@@ -47,6 +47,11 @@ def unseal(secret: bytes, purpose: bytes, token: str) -> bytes | None:
         payload, mac = _unb64(encoded), _unb64(signature)
     except (ValueError, TypeError):
         return None
+    # Only the one spelling we issue: base64 decoding skips characters outside its
+    # alphabet and ignores spare bits, so an altered token would otherwise still pass
+    # (and be echoed back where it is used).
+    if _b64(payload) != encoded or _b64(mac) != signature:
+        return None
     return payload if hmac.compare_digest(mac, _mac(secret, purpose, payload)) else None
 
 
