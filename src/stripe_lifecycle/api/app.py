@@ -24,6 +24,7 @@ from stripe_lifecycle.api import (
     unsubscribe,
     webhooks,
 )
+from stripe_lifecycle.api.inbox import router as inbox_router
 from stripe_lifecycle.api.state import AppState
 from stripe_lifecycle.intake.forwarder import ForwarderConfig, InboxForwarder, temporal_delivery
 from stripe_lifecycle.intake.inbox import InboxWriter
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(health.router)
     app.include_router(webhooks.router)
+    app.include_router(inbox_router)
     app.include_router(customers.router)
     app.include_router(messages.router)
     app.include_router(tracking.router)

@@ -49,6 +49,7 @@ from stripe_lifecycle.api.deps import (
     TemporalDep,
     identify,
 )
+from stripe_lifecycle.api.inbox import quarantined_events
 from stripe_lifecycle.api.lift_cards import lift_cards
 from stripe_lifecycle.api.page_headers import SELF_CONTAINED_PAGE_HEADERS
 from stripe_lifecycle.api.sessions import (
@@ -86,6 +87,8 @@ LIST_TIMEOUT = timedelta(seconds=5)
 # And for one older dunning's `state` query (see `_invoice_of`) at most this long.
 QUERY_TIMEOUT = timedelta(seconds=2)
 MAX_LISTED = 500
+# Quarantined events the overview lists (`GET /v1/inbox/quarantined` lists them all).
+QUARANTINED_LISTED = 10
 IN_DUNNING = (
     f"{contract.visibility_in(contract.LIFECYCLE, INVOICE_LIFECYCLES)} "
     "AND ExecutionStatus = 'Running'"
@@ -267,6 +270,7 @@ async def dashboard(
     series = await recovery_series(session, start, end, chosen)
     by_automation = await attribution_report(session, start, end, "automation")
     by_step = await attribution_report(session, start, end, "step")
+    quarantined = await quarantined_events(session, QUARANTINED_LISTED)
     try:
         in_dunning: list[InDunning] | None = await asyncio.wait_for(
             customers_in_dunning(session, temporal), LIST_TIMEOUT.total_seconds() + 1
@@ -301,6 +305,7 @@ async def dashboard(
         step_charts=earned_charts(by_step, "step"),
         in_dunning=in_dunning,
         max_listed=MAX_LISTED,
+        quarantined=quarantined,
         money=money,
         percent=percent,
     )

@@ -1,4 +1,11 @@
-"""Liveness and readiness."""
+"""Liveness and readiness.
+
+Readiness is about this process's dependencies (the database, Temporal): a replica that
+answers 503 is taken out of the load balancer, which would turn Stripe's webhooks away
+and help nothing. Quarantined events (`intake/forwarder.py`) are a problem with some
+events, not with the replica, so they do not make it unready: `/readyz` counts them
+(`quarantined_events`) and says `degraded: true` while any wait for an admin.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,11 @@ import asyncio
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlmodel import col
 
 from stripe_lifecycle.api.deps import AppStateDep
-from stripe_lifecycle.storage.models import ReconciliationPass
+from stripe_lifecycle.storage.models import InboxStatus, ReconciliationPass, WebhookEvent
 
 router = APIRouter(tags=["health"])
 
@@ -24,6 +31,7 @@ async def healthz() -> dict[str, str]:
 async def readyz(state: AppStateDep) -> JSONResponse:
     checks: dict[str, str] = {}
     last_pass = None
+    quarantined: int | None = None
     try:
         async with state.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
@@ -37,6 +45,13 @@ async def readyz(state: AppStateDep) -> JSONResponse:
                     .limit(1)
                 )
             ).first()
+            quarantined = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(WebhookEvent)
+                    .where(col(WebhookEvent.status) == InboxStatus.QUARANTINED)
+                )
+            ).scalar_one()
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"unreachable: {exc.__class__.__name__}"
@@ -50,6 +65,10 @@ async def readyz(state: AppStateDep) -> JSONResponse:
         "status": "ready" if ready else "not ready",
         "checks": checks,
         "undelivered_events": state.forwarder.backlog(),
+        # Events that can never be delivered as they are, waiting for an admin
+        # (`GET /v1/inbox/quarantined`); None when the database cannot tell.
+        "quarantined_events": quarantined,
+        "degraded": bool(quarantined),
         # The last finished reconciliation pass, and how many events webhooks had lost.
         "last_reconciliation": last_pass.finished_at.isoformat() if last_pass else None,
         "events_recovered": last_pass.events_recovered if last_pass else None,

@@ -16,6 +16,15 @@ read from Stripe (`intake/resolve.py`), retried with the same backoff on rate li
 Stripe's failures; the customer is stored on its row and the event joins that customer's
 queue like any other. One whose payment has no customer (a guest), is gone, or cannot be
 read (no API key) is recorded `ignored`, with why in `last_error`.
+
+What can never be delivered is quarantined rather than retried forever: an event the
+bounds refuse before any attempt (`intake/bounds.py`: an id longer than Stripe's, a payload
+too large even after its free text is trimmed), or one Temporal answers with a refusal no
+retry changes (INVALID_ARGUMENT: a workflow id or a payload over its limits). The row goes
+to `quarantined` with the reason in `last_error`, logged at ERROR once, and waits for an
+admin (`/v1/inbox/...`: retry or drop). Everything else (Temporal or the network down, rate
+limits) keeps the backoff above. A batch Temporal refuses is retried one event at a time,
+so only the event at fault is quarantined.
 """
 
 from __future__ import annotations
@@ -34,9 +43,11 @@ from sqlalchemy import select, update
 from sqlmodel import col
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
 
 from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.events import BillingEvent, BillingEvents
+from stripe_lifecycle.intake.bounds import Refused, admit
 from stripe_lifecycle.intake.normalise import (
     event_payment_reference,
     normalise_event,
@@ -54,8 +65,10 @@ log = logging.getLogger(__name__)
 SWEEP_GRACE = timedelta(seconds=10)
 SWEEP_BATCH = 1000
 FLUSH_INTERVAL_SECONDS = 0.05
-# Events per signal: well under Temporal's 2 MB payload limit at a few KB an event.
+# Events per signal, and their size at most (an upper bound, see `intake/bounds.py`): well
+# under Temporal's 2 MiB blob limit. An event is at most 256 KiB, so a batch of one always fits.
 MAX_BATCH = 100
+MAX_BATCH_BYTES = 1024 * 1024
 # Events whose customer is being read from Stripe at once.
 RESOLVER_LANES = 8
 
@@ -70,6 +83,24 @@ class ForwarderConfig:
 
 
 Deliver = Callable[[str, list[BillingEvent]], Awaitable[None]]
+# A queued event: its inbox row, the bounded event, and its size (an upper bound).
+_Queued = tuple[int, BillingEvent, int]
+
+
+def refusal(exc: BaseException) -> str | None:
+    """Why Temporal will never accept this delivery, or None for a failure worth retrying.
+
+    INVALID_ARGUMENT is Temporal judging the request itself (a workflow id over 1,000
+    bytes, a payload over the blob limit); a request over gRPC's 4 MiB message limit fails
+    with RESOURCE_EXHAUSTED, which otherwise means a rate limit, so that one is told by its
+    message."""
+    if not isinstance(exc, RPCError):
+        return None
+    if exc.status == RPCStatusCode.INVALID_ARGUMENT:
+        return f"Temporal refused the delivery: {exc.message}"
+    if exc.status == RPCStatusCode.RESOURCE_EXHAUSTED and "larger than max" in exc.message:
+        return f"Temporal refused the delivery: {exc.message}"
+    return None
 
 
 def temporal_delivery(client: Client, config: ForwarderConfig) -> Deliver:
@@ -103,7 +134,7 @@ class InboxForwarder:
         self._resolver = resolver or PaymentCustomerResolver(None)
         # Stored events that name only a payment, waiting for their customer to be read.
         self._unresolved: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
-        self._queues: dict[str, deque[tuple[int, BillingEvent]]] = {}
+        self._queues: dict[str, deque[_Queued]] = {}
         # Customers with queued events and no delivery in flight, each listed once.
         self._ready: asyncio.Queue[str] = asyncio.Queue()
         self._listed: set[str] = set()
@@ -111,6 +142,8 @@ class InboxForwarder:
         # Row ids queued or delivered but not yet marked in the DB: the sweep skips them.
         self._in_flight: set[int] = set()
         self._delivered: list[int] = []
+        # Rows to mark quarantined: (row id, why, whether a delivery was attempted).
+        self._quarantined: list[tuple[int, str, bool]] = []
         self._flushed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -143,9 +176,28 @@ class InboxForwarder:
         self._unresolved.put_nowait((row_id, payload))
 
     def _enqueue(self, row_id: int, event: BillingEvent) -> None:
+        admitted = admit(event)
+        if isinstance(admitted, Refused):
+            self._quarantine(row_id, event.event_id, admitted.reason, attempted=False)
+            return
+        if admitted.trimmed:
+            log.warning(
+                "forwarder: event %.255s trimmed to Stripe's limits before delivery: %s",
+                event.event_id,
+                ", ".join(admitted.trimmed),
+            )
         customer = event.customer_id
-        self._queues.setdefault(customer, deque()).append((row_id, event))
+        self._queues.setdefault(customer, deque()).append((row_id, admitted.event, admitted.size))
         self._list(customer)
+
+    def _quarantine(self, row_id: int, event_id: str, reason: str, *, attempted: bool) -> None:
+        log.error(
+            "forwarder: event %.255s (inbox row %d) quarantined, it cannot be delivered: %s",
+            event_id,
+            row_id,
+            reason,
+        )
+        self._quarantined.append((row_id, reason, attempted))
 
     def _list(self, customer: str) -> None:
         if customer not in self._busy and customer not in self._listed:
@@ -177,26 +229,32 @@ class InboxForwarder:
                     .limit(SWEEP_BATCH)
                 )
             ).all()
-        queued = 0
-        for row_id, payload, customer_id in rows:
-            if not isinstance(row_id, int) or row_id in self._in_flight:
-                continue
-            if not isinstance(payload, dict):
-                continue
-            event = normalise_event(payload)
-            if event is None and isinstance(customer_id, str):
-                # Its customer was read from Stripe before the delivery was interrupted.
-                event = normalise_event_for_customer(payload, customer_id)
-            if event is not None:
-                self.submit(row_id, event)
-            elif event_payment_reference(payload) is not None:
-                self.submit_unresolved(row_id, payload)
-            else:
-                continue
-            queued += 1
+        queued = sum(
+            self.submit_stored(row_id, payload, customer_id)
+            for row_id, payload, customer_id in rows
+        )
         if queued:
             log.info("forwarder: %d stored events queued for delivery", queued)
         return queued
+
+    def submit_stored(self, row_id: Any, payload: Any, customer_id: Any) -> bool:
+        """Queue a pending inbox row as stored (the sweep; an admin's retry); whether it was
+        queued now."""
+        if not isinstance(row_id, int) or row_id in self._in_flight:
+            return False
+        if not isinstance(payload, dict):
+            return False
+        event = normalise_event(payload)
+        if event is None and isinstance(customer_id, str):
+            # Its customer was read from Stripe before the delivery was interrupted.
+            event = normalise_event_for_customer(payload, customer_id)
+        if event is not None:
+            self.submit(row_id, event)
+        elif event_payment_reference(payload) is not None:
+            self.submit_unresolved(row_id, payload)
+        else:
+            return False
+        return True
 
     async def _lane(self) -> None:
         while True:
@@ -204,10 +262,7 @@ class InboxForwarder:
             self._listed.discard(customer)
             self._busy.add(customer)
             try:
-                queue = self._queues[customer]
-                batch = [queue.popleft() for _ in range(min(MAX_BATCH, len(queue)))]
-                await self._deliver_with_retries(customer, batch)
-                self._delivered.extend(row_id for row_id, _ in batch)
+                await self._deliver_with_retries(customer, _take_batch(self._queues[customer]))
             finally:
                 self._busy.discard(customer)
                 if self._queues.get(customer):
@@ -215,19 +270,28 @@ class InboxForwarder:
                 else:
                     self._queues.pop(customer, None)
 
-    async def _deliver_with_retries(
-        self, customer: str, batch: list[tuple[int, BillingEvent]]
-    ) -> None:
+    async def _deliver_with_retries(self, customer: str, batch: list[_Queued]) -> None:
         failures = 0
         while True:
             try:
-                await self._deliver(customer, [event for _, event in batch])
+                await self._deliver(customer, [event for _, event, _ in batch])
+                self._delivered.extend(row_id for row_id, _, _ in batch)
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                reason = refusal(exc)
+                if reason is not None and len(batch) > 1:
+                    # Which event is at fault, if any one is: each alone, in order.
+                    for queued in batch:
+                        await self._deliver_with_retries(customer, [queued])
+                    return
+                if reason is not None:
+                    [(row_id, event, _)] = batch
+                    self._quarantine(row_id, event.event_id, reason, attempted=True)
+                    return
                 failures += 1
-                await self._record_failure([row_id for row_id, _ in batch], exc)
+                await self._record_failure([row_id for row_id, _, _ in batch], exc)
                 delay = self._backoff(failures)
                 log.warning(
                     "forwarder: delivering %d events of %s failed (attempt %d), "
@@ -333,6 +397,7 @@ class InboxForwarder:
                 log.exception("forwarder: marking delivered events failed; will retry")
 
     async def _flush(self) -> None:
+        await self._flush_quarantined()
         # One UPDATE for many deliveries keeps the DB off the hot path.
         if not self._delivered:
             self._flushed.set()
@@ -356,6 +421,30 @@ class InboxForwarder:
         self._in_flight.difference_update(batch)
         self._flushed.set()
 
+    async def _flush_quarantined(self) -> None:
+        # Rare: one UPDATE per row, each with its own reason.
+        if not self._quarantined:
+            return
+        batch, self._quarantined = self._quarantined, []
+        try:
+            async with self._sessionmaker() as session:
+                for row_id, reason, attempted in batch:
+                    await session.execute(
+                        update(WebhookEvent)
+                        .where(col(WebhookEvent.id) == row_id)
+                        .where(col(WebhookEvent.status) == InboxStatus.PENDING)
+                        .values(
+                            status=InboxStatus.QUARANTINED,
+                            last_error=reason[:2000],
+                            attempts=WebhookEvent.attempts + int(attempted),
+                        )
+                    )
+                await session.commit()
+        except Exception:
+            self._quarantined.extend(batch)
+            raise
+        self._in_flight.difference_update(row_id for row_id, _, _ in batch)
+
     async def _sweep_loop(self) -> None:
         while True:
             await asyncio.sleep(self._config.sweep_seconds)
@@ -363,3 +452,16 @@ class InboxForwarder:
                 await self.sweep()
             except Exception:
                 log.exception("forwarder: sweeping the inbox failed; will retry")
+
+
+def _take_batch(queue: deque[_Queued]) -> list[_Queued]:
+    """The oldest queued events, up to MAX_BATCH of them and MAX_BATCH_BYTES together."""
+    batch: list[_Queued] = []
+    total = 0
+    while queue and len(batch) < MAX_BATCH:
+        size = queue[0][2]
+        if batch and total + size > MAX_BATCH_BYTES:
+            break
+        batch.append(queue.popleft())
+        total += size
+    return batch

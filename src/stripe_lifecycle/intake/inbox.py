@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
 from stripe_lifecycle.domain.events import BillingEvent
+from stripe_lifecycle.intake.bounds import MAX_ID_LENGTH
 from stripe_lifecycle.intake.normalise import event_payment_reference
 from stripe_lifecycle.storage.db import insert_for
 from stripe_lifecycle.storage.models import InboxStatus, WebhookEvent
@@ -47,8 +48,14 @@ def inbox_row(
         "type": payload["type"],
         "livemode": bool(payload.get("livemode", False)),
         "api_version": payload.get("api_version"),
-        # normalise_event answers None exactly when the event names no customer.
-        "customer_id": event.customer_id if event is not None else None,
+        # normalise_event answers None exactly when the event names no customer. An id
+        # longer than any Stripe id does not fit the column: the row is stored without it,
+        # and the forwarder quarantines the event (`intake/bounds.py`).
+        "customer_id": (
+            event.customer_id
+            if event is not None and len(event.customer_id) <= MAX_ID_LENGTH
+            else None
+        ),
         "created": datetime.fromtimestamp(payload["created"], UTC),
         "payload": payload,
         "received_at": received_at,

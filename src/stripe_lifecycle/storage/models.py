@@ -63,6 +63,12 @@ class InboxStatus:
     FORWARDED = "forwarded"
     # Recorded and acknowledged but not for a customer workflow (no customer on the event).
     IGNORED = "ignored"
+    # Cannot be delivered, ever (an id longer than Stripe's, a payload over Temporal's
+    # limits): kept out of the forwarder with the reason in `last_error` until an admin
+    # retries it (back to pending) or drops it (`intake/forwarder.py`, `api/inbox.py`).
+    QUARANTINED = "quarantined"
+    # Quarantined, then dropped by an admin (who: `support_actions`); kept for audit.
+    DROPPED = "dropped"
 
 
 class WebhookEventBase(SQLModel):
