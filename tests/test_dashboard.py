@@ -38,6 +38,9 @@ from stripe_lifecycle.storage.reports import attribution_report, periods, recove
 from .conftest import (
     ADMIN_KEY,
     SUPPORT_KEY,
+    app_settings,
+    free_port,
+    running_api,
     running_stack,
 )
 from .events import unique_customer_id
@@ -600,3 +603,26 @@ async def test_the_invoice_of_a_running_dunning_comes_from_its_memo_never_its_id
         with_memo: "in_FromMemo1",
         without: None,
     }
+
+
+@pytest.mark.parametrize(
+    ("public_url", "secure", "hsts"),
+    [
+        ("http://localhost:8000", False, False),
+        ("http://billing.example.com", True, False),
+        ("https://billing.example.com", True, True),
+    ],
+)
+async def test_the_session_travels_over_tls_anywhere_but_this_machine(
+    sqlite_url: str, public_url: str, secure: bool, hsts: bool
+) -> None:
+    settings = app_settings(
+        sqlite_url, f"127.0.0.1:{free_port()}", "tq-cookies", public_url=public_url
+    )
+    async with running_api(settings) as (_, http):
+        signed_in = await sign_in(http, SUPPORT_KEY)
+        cookie = signed_in.headers["set-cookie"]
+        attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")[1:]}
+        assert ("secure" in attributes) is secure
+        health = await http.get("/healthz")
+        assert ("strict-transport-security" in health.headers) is hsts

@@ -8,6 +8,7 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
@@ -281,6 +282,10 @@ class Settings(BaseSettings):
         return frozenset(
             d.strip().lower() for d in self.test_mode_allowed_domains.split(",") if d.strip()
         )
+
+    def local_public_url(self) -> bool:
+        """Whether LIFECYCLE_PUBLIC_URL is this machine (development, not a deployment)."""
+        return urlsplit(self.public_url).hostname in ("localhost", "127.0.0.1", "::1")
 
     def outbound_hosts(self) -> frozenset[str]:
         """The hosts `webhook` steps may POST to (LIFECYCLE_OUTBOUND_WEBHOOK_HOSTS)."""

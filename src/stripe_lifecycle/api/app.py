@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from temporalio.client import Client
 
 from stripe_lifecycle.api import (
@@ -43,6 +43,14 @@ def forwarder_config(settings: Settings) -> ForwarderConfig:
         sweep_seconds=settings.forwarder_sweep_seconds,
         max_backoff_seconds=settings.forwarder_max_backoff_seconds,
     )
+
+
+async def _strict_transport(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    response = await call_next(request)
+    response.headers["Strict-Transport-Security"] = "max-age=31536000"
+    return response
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -95,6 +103,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+    if settings.public_url.startswith("https://"):
+        # Browsers that came once over TLS never come back in clear text.
+        app.middleware("http")(_strict_transport)
     app.include_router(health.router)
     app.include_router(webhooks.router)
     app.include_router(inbox_router)

@@ -115,7 +115,9 @@ def _cookie_attributes(request: Request, settings: Settings) -> dict[str, Any]:
         "path": "/dashboard",
         "httponly": True,
         "samesite": "strict",
-        "secure": request.url.scheme == "https" or settings.public_url.startswith("https://"),
+        # Only a dashboard on this machine may go without: anywhere else the session
+        # travels over TLS or not at all.
+        "secure": request.url.scheme == "https" or not settings.local_public_url(),
     }
 
 
