@@ -38,6 +38,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.events import BillingEvent, BillingEvents
 from stripe_lifecycle.intake.normalise import (
+    UnreadableEvent,
     event_payment_reference,
     normalise_event,
     normalise_event_for_customer,
@@ -183,10 +184,15 @@ class InboxForwarder:
                 continue
             if not isinstance(payload, dict):
                 continue
-            event = normalise_event(payload)
-            if event is None and isinstance(customer_id, str):
-                # Its customer was read from Stripe before the delivery was interrupted.
-                event = normalise_event_for_customer(payload, customer_id)
+            try:
+                event = normalise_event(payload)
+                if event is None and isinstance(customer_id, str):
+                    # Its customer was read from Stripe before the delivery was interrupted.
+                    event = normalise_event_for_customer(payload, customer_id)
+            except UnreadableEvent as exc:
+                # Stored pending by a version that read it less strictly.
+                await self._mark_unreadable(row_id, exc)
+                continue
             if event is not None:
                 self.submit(row_id, event)
             elif event_payment_reference(payload) is not None:
@@ -305,7 +311,25 @@ class InboxForwarder:
             )
             self._done_with(row_id)
             return
-        self._enqueue(row_id, normalise_event_for_customer(payload, found.customer_id))
+        try:
+            event = normalise_event_for_customer(payload, found.customer_id)
+        except UnreadableEvent as exc:
+            await self._mark_unreadable(row_id, exc)
+            self._done_with(row_id)
+            return
+        self._enqueue(row_id, event)
+
+    async def _mark_unreadable(self, row_id: int, exc: UnreadableEvent) -> None:
+        """A stored event that cannot be read leaves the queue for good, with the reason."""
+        log.warning("forwarder: inbox row %d is unreadable: %s", row_id, exc)
+        async with self._sessionmaker() as session:
+            await session.execute(
+                update(WebhookEvent)
+                .where(col(WebhookEvent.id) == row_id)
+                .where(col(WebhookEvent.status) == InboxStatus.PENDING)
+                .values(status=InboxStatus.UNREADABLE, last_error=str(exc)[:2000])
+            )
+            await session.commit()
 
     def _done_with(self, row_id: int) -> None:
         """The row leaves the forwarder without a delivery."""

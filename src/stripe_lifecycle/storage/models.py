@@ -63,6 +63,9 @@ class InboxStatus:
     FORWARDED = "forwarded"
     # Recorded and acknowledged but not for a customer workflow (no customer on the event).
     IGNORED = "ignored"
+    # Validly signed but not readable (a field of the wrong type or out of range, nesting
+    # too deep): recorded with the reason in `last_error`, acknowledged, never delivered.
+    UNREADABLE = "unreadable"
 
 
 class WebhookEventBase(SQLModel):
