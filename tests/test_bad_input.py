@@ -14,7 +14,7 @@ import dataclasses
 import json
 import math
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -169,7 +169,7 @@ def with_envelope(event: dict[str, Any], **fields: Any) -> dict[str, Any]:
 
 # The wrong-typed fields the fuzzing of the running API answered 500 for, each as a
 # signed event must now be recorded: (case, event builder, words of the recorded reason).
-FOUND_BY_FUZZING = [
+FOUND_BY_FUZZING: list[tuple[str, Callable[[str], dict[str, Any]], str]] = [
     ("int() of a string", lambda cus: invoice(cus, amount_due="abc"), "amount_due"),
     ("int() of a fraction", lambda cus: invoice(cus, attempt_count=1.5), "attempt_count"),
     ("int() of a huge number", lambda cus: invoice(cus, total=10**20), "total"),
@@ -211,7 +211,9 @@ TOO_WIDE_TO_STORE = [
 @pytest.mark.parametrize(
     ("case", "build", "reason"), FOUND_BY_FUZZING, ids=[c[0] for c in FOUND_BY_FUZZING]
 )
-def test_found_by_fuzzing_reads_as_unreadable(case: str, build: Any, reason: str) -> None:
+def test_found_by_fuzzing_reads_as_unreadable(
+    case: str, build: Callable[[str], dict[str, Any]], reason: str
+) -> None:
     del case
     event = build(unique_customer_id())
     with pytest.raises(UnreadableEvent, match=reason):
