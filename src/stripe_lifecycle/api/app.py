@@ -24,6 +24,7 @@ from stripe_lifecycle.api import (
     unsubscribe,
     webhooks,
 )
+from stripe_lifecycle.api.guards import AuthenticateApi, BodySizeLimit
 from stripe_lifecycle.api.state import AppState
 from stripe_lifecycle.intake.forwarder import ForwarderConfig, InboxForwarder, temporal_delivery
 from stripe_lifecycle.intake.inbox import InboxWriter
@@ -94,6 +95,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+    # Both answer before a body is read; the size limit is the outermost.
+    app.add_middleware(AuthenticateApi)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(webhooks.router)
     app.include_router(customers.router)
