@@ -153,6 +153,10 @@ class Settings(BaseSettings):
     templates_dir: Path | None = None
     index_email: bool = True
 
+    # Request bodies over this many bytes are answered 413 before they are read whole
+    # (Stripe's events are a few KB; its documented ceiling is far below 1 MiB).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+
     forwarder_lanes: int = Field(default=64, ge=1, le=1024)
     forwarder_sweep_seconds: float = Field(default=5.0, gt=0)
     forwarder_max_backoff_seconds: float = Field(default=30.0, gt=0)

@@ -27,8 +27,7 @@ from stripe_lifecycle.activities.interface import (
     Reconciliation,
     ReconciliationRecord,
 )
-from stripe_lifecycle.intake.inbox import inbox_row
-from stripe_lifecycle.intake.normalise import normalise_event
+from stripe_lifecycle.intake.inbox import read_row
 from stripe_lifecycle.storage.db import SessionMaker, insert_for
 from stripe_lifecycle.storage.models import ReconciliationPass, WebhookEvent
 from stripe_lifecycle.stripe_api.client import worth_retrying
@@ -101,7 +100,7 @@ class ReconcileActivities(Reconciliation):
         now = datetime.now(UTC)
         # Oldest first, as webhooks would have come: the forwarder sends in inbox order.
         rows = sorted(
-            (inbox_row(payload, normalise_event(payload), now) for payload in payloads),
+            (read_row(payload, now)[0] for payload in payloads),
             key=lambda row: (row["created"], row["event_id"]),
         )
         async with self._sessionmaker() as session:

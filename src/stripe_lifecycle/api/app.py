@@ -24,6 +24,7 @@ from stripe_lifecycle.api import (
     unsubscribe,
     webhooks,
 )
+from stripe_lifecycle.api.guards import AuthenticateApi, BodySizeLimit
 from stripe_lifecycle.api.inbox import router as inbox_router
 from stripe_lifecycle.api.state import AppState
 from stripe_lifecycle.intake.forwarder import ForwarderConfig, InboxForwarder, temporal_delivery
@@ -106,6 +107,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.public_url.startswith("https://"):
         # Browsers that came once over TLS never come back in clear text.
         app.middleware("http")(_strict_transport)
+    # Both answer before a body is read; the size limit is the outermost.
+    app.add_middleware(AuthenticateApi)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(webhooks.router)
     app.include_router(inbox_router)

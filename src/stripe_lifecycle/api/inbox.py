@@ -158,7 +158,7 @@ async def retry_event(
     session.add(_audit(row, "inbox.retry", str(caller), body.reason if body else ""))
     await session.commit()
     log.info("quarantined event %s retried by %s", event_id, caller)
-    state.forwarder.submit_stored(row_id, payload, customer_id)
+    await state.forwarder.submit_stored(row_id, payload, customer_id)
     return InboxActionDone(event_id=event_id, status=InboxStatus.PENDING)
 
 

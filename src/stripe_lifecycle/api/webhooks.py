@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import stripe
 from fastapi import APIRouter, Header, HTTPException, Request, status
 from pydantic import BaseModel
 
 from stripe_lifecycle.api.deps import AppStateDep
-from stripe_lifecycle.intake.inbox import inbox_row
-from stripe_lifecycle.intake.normalise import normalise_event
+from stripe_lifecycle.intake.body import NotAStripeEvent, read_body
+from stripe_lifecycle.intake.inbox import read_row
 from stripe_lifecycle.storage.models import InboxStatus
 
 log = logging.getLogger(__name__)
@@ -25,13 +24,17 @@ class WebhookAck(BaseModel):
     event_id: str
     duplicate: bool
     # "pending": queued for the customer workflow (once its customer is read from Stripe,
-    # for an event naming only a charge); "ignored": recorded only.
+    # for an event naming only a charge); "ignored": recorded only; "unreadable": recorded
+    # with the reason, never delivered (a field of the wrong type or out of range).
     status: str
 
 
 @router.post(
     "/webhooks/stripe",
-    responses={400: {"description": "bad signature or payload; nothing stored"}},
+    responses={
+        400: {"description": "bad signature, or not a Stripe event; nothing stored"},
+        413: {"description": "body over LIFECYCLE_MAX_BODY_BYTES; nothing stored"},
+    },
 )
 async def stripe_webhook(
     request: Request,
@@ -59,10 +62,12 @@ async def stripe_webhook(
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, detail=f"signature verification failed: {exc}"
         ) from exc
-    payload = _parse_event(body)
-
-    event = normalise_event(payload)
-    row = inbox_row(payload, event, datetime.now(UTC))
+    try:
+        received = read_body(body)
+    except NotAStripeEvent as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc)) from exc
+    payload = received.payload
+    row, event = read_row(payload, datetime.now(UTC), received.problem)
     # The unique event id is the dedup truth: a redelivery inserts nothing.
     row_id = await state.inbox.store(row)
 
@@ -73,28 +78,6 @@ async def stripe_webhook(
     elif row["status"] == InboxStatus.PENDING:
         # A dispute names its charge, not the customer: the forwarder reads it, not us.
         state.forwarder.submit_unresolved(row_id, payload)
-    else:
+    elif row["status"] == InboxStatus.IGNORED:
         log.info("recorded %s %s (no customer to deliver to)", row["type"], row["event_id"])
     return WebhookAck(event_id=row["event_id"], duplicate=False, status=row["status"])
-
-
-def _parse_event(body: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(body)
-    except ValueError as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="body is not JSON") from exc
-    if not isinstance(payload, dict) or payload.get("object") not in (None, "event"):
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="body is not a Stripe event")
-    problems = [
-        name
-        for name, kind in (("id", str), ("type", str), ("created", int), ("data", dict))
-        if not isinstance(payload.get(name), kind)
-    ]
-    if not problems and not isinstance(payload["data"].get("object"), dict):
-        problems.append("data.object")
-    if problems:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST,
-            detail=f"Stripe event is missing or has malformed: {', '.join(problems)}",
-        )
-    return payload

@@ -21,7 +21,11 @@ from typing import Any
 
 from stripe_lifecycle.domain.events import BillingEvent
 from stripe_lifecycle.domain.sync import Resource
-from stripe_lifecycle.intake.normalise import event_customer_id, normalise_event
+from stripe_lifecycle.intake.normalise import (
+    UnreadableEvent,
+    event_customer_id,
+    normalise_event,
+)
 
 StripeObject = Mapping[str, Any]
 
@@ -130,7 +134,12 @@ def _backfill(
         "account": account,
         "data": {"object": obj},
     }
-    event = normalise_event(envelope)
+    try:
+        event = normalise_event(envelope)
+    except UnreadableEvent:
+        # Stripe's API does not send these; one object the sync cannot read is skipped
+        # rather than failing the whole page.
+        return None
     if event is None:
         return None
     event.backfill = True

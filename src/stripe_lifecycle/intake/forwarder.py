@@ -49,6 +49,7 @@ from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.events import BillingEvent, BillingEvents
 from stripe_lifecycle.intake.bounds import Refused, admit
 from stripe_lifecycle.intake.normalise import (
+    UnreadableEvent,
     event_payment_reference,
     normalise_event,
     normalise_event_for_customer,
@@ -229,25 +230,29 @@ class InboxForwarder:
                     .limit(SWEEP_BATCH)
                 )
             ).all()
-        queued = sum(
-            self.submit_stored(row_id, payload, customer_id)
-            for row_id, payload, customer_id in rows
-        )
+        queued = 0
+        for row_id, payload, customer_id in rows:
+            queued += await self.submit_stored(row_id, payload, customer_id)
         if queued:
             log.info("forwarder: %d stored events queued for delivery", queued)
         return queued
 
-    def submit_stored(self, row_id: Any, payload: Any, customer_id: Any) -> bool:
+    async def submit_stored(self, row_id: Any, payload: Any, customer_id: Any) -> bool:
         """Queue a pending inbox row as stored (the sweep; an admin's retry); whether it was
         queued now."""
         if not isinstance(row_id, int) or row_id in self._in_flight:
             return False
         if not isinstance(payload, dict):
             return False
-        event = normalise_event(payload)
-        if event is None and isinstance(customer_id, str):
-            # Its customer was read from Stripe before the delivery was interrupted.
-            event = normalise_event_for_customer(payload, customer_id)
+        try:
+            event = normalise_event(payload)
+            if event is None and isinstance(customer_id, str):
+                # Its customer was read from Stripe before the delivery was interrupted.
+                event = normalise_event_for_customer(payload, customer_id)
+        except UnreadableEvent as exc:
+            # Stored pending by a version that read it less strictly.
+            await self._mark_unreadable(row_id, exc)
+            return False
         if event is not None:
             self.submit(row_id, event)
         elif event_payment_reference(payload) is not None:
@@ -369,7 +374,25 @@ class InboxForwarder:
             )
             self._done_with(row_id)
             return
-        self._enqueue(row_id, normalise_event_for_customer(payload, found.customer_id))
+        try:
+            event = normalise_event_for_customer(payload, found.customer_id)
+        except UnreadableEvent as exc:
+            await self._mark_unreadable(row_id, exc)
+            self._done_with(row_id)
+            return
+        self._enqueue(row_id, event)
+
+    async def _mark_unreadable(self, row_id: int, exc: UnreadableEvent) -> None:
+        """A stored event that cannot be read leaves the queue for good, with the reason."""
+        log.warning("forwarder: inbox row %d is unreadable: %s", row_id, exc)
+        async with self._sessionmaker() as session:
+            await session.execute(
+                update(WebhookEvent)
+                .where(col(WebhookEvent.id) == row_id)
+                .where(col(WebhookEvent.status) == InboxStatus.PENDING)
+                .values(status=InboxStatus.UNREADABLE, last_error=str(exc)[:2000])
+            )
+            await session.commit()
 
     def _done_with(self, row_id: int) -> None:
         """The row leaves the forwarder without a delivery."""

@@ -21,19 +21,88 @@ from sqlmodel import SQLModel
 
 from stripe_lifecycle.domain.events import BillingEvent
 from stripe_lifecycle.intake.bounds import MAX_ID_LENGTH
-from stripe_lifecycle.intake.normalise import event_payment_reference
+from stripe_lifecycle.intake.normalise import (
+    UnreadableEvent,
+    event_customer_id,
+    event_payment_reference,
+    normalise_event,
+)
 from stripe_lifecycle.storage.db import insert_for
 from stripe_lifecycle.storage.models import InboxStatus, WebhookEvent
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 500
+# The widths of the inbox's text columns (`WebhookEvent`).
+_TYPE_WIDTH = 255
+_API_VERSION_WIDTH = 64
+_CUSTOMER_ID_WIDTH = 255
+_LAST_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 
 @dataclass
 class _Pending:
     row: dict[str, Any]
     done: asyncio.Future[int | None]
+
+
+def read_row(
+    payload: dict[str, Any], received_at: datetime, problem: str | None = None
+) -> tuple[dict[str, Any], BillingEvent | None]:
+    """The inbox row of a Stripe event (webhook or reconciliation) and the event to deliver.
+
+    An event that cannot be read (`problem` found reading its body, a field the normaliser
+    refuses, a value wider than its column) gets an `unreadable` row with the reason and
+    nothing to deliver: it is acknowledged, so Stripe does not retry it for days.
+    """
+    if problem is None:
+        problem = _column_problem(payload)
+    if problem is None:
+        try:
+            event = normalise_event(payload)
+        except UnreadableEvent as exc:
+            problem = str(exc)
+        else:
+            return inbox_row(payload, event, received_at), event
+    log.warning("inbox: event %s is unreadable: %s", payload.get("id"), problem)
+    return unreadable_row(payload, problem, received_at), None
+
+
+def _column_problem(payload: dict[str, Any]) -> str | None:
+    type_, api_version = payload.get("type"), payload.get("api_version")
+    if isinstance(type_, str) and len(type_) > _TYPE_WIDTH:
+        return f"type: longer than {_TYPE_WIDTH} characters"
+    if api_version is not None and not isinstance(api_version, str):
+        return "api_version: expected a string"
+    if isinstance(api_version, str) and len(api_version) > _API_VERSION_WIDTH:
+        return f"api_version: longer than {_API_VERSION_WIDTH} characters"
+    return None
+
+
+def unreadable_row(payload: dict[str, Any], problem: str, received_at: datetime) -> dict[str, Any]:
+    """The row of an event that cannot be read: what of its envelope fits the columns, the
+    payload as received (or in brief, `intake/body.py`), and the reason."""
+    api_version = payload.get("api_version")
+    customer_id = event_customer_id(payload)
+    # A `created` that names no moment is kept in the payload; the row says when it came.
+    created = received_at
+    seconds = payload.get("created")
+    if isinstance(seconds, int) and not isinstance(seconds, bool):
+        if 0 <= seconds <= _LAST_TIMESTAMP:
+            created = datetime.fromtimestamp(seconds, UTC)
+    return {
+        "event_id": payload["id"],
+        "type": str(payload.get("type", ""))[:_TYPE_WIDTH],
+        "livemode": payload.get("livemode") is True,
+        "api_version": api_version[:_API_VERSION_WIDTH] if isinstance(api_version, str) else None,
+        "customer_id": customer_id if len(customer_id or "") <= _CUSTOMER_ID_WIDTH else None,
+        "created": created,
+        "payload": payload,
+        "received_at": received_at,
+        "status": InboxStatus.UNREADABLE,
+        "attempts": 0,
+        "last_error": problem[:2000],
+    }
 
 
 def inbox_row(
@@ -61,6 +130,7 @@ def inbox_row(
         "received_at": received_at,
         "status": InboxStatus.PENDING if deliverable else InboxStatus.IGNORED,
         "attempts": 0,
+        "last_error": None,
     }
 
 

@@ -12,12 +12,21 @@ Stripe before applying the event. Every event also carries its object in brief
 (`ObjectInfo`: ids, amount, status, no personal data), whatever the object's type.
 
 Pure: no I/O, no clock. Input is the JSON-decoded payload (plain dicts and lists).
+
+Total over JSON: whatever a signed payload holds, `normalise_event` answers a
+`BillingEvent` (or None) or raises `UnreadableEvent`, never another exception. Text fields
+of another type read as absent; a count, amount, percentage or timestamp that is not a
+number in range, or a list that is not a list, makes the event unreadable: read as absent,
+it would value a subscription wrongly or time an email wrongly. The intake stores an
+unreadable event with the reason and delivers it to no workflow.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from stripe_lifecycle.domain import mrr
@@ -74,6 +83,21 @@ _RELATED_FIELDS = (
 )
 
 
+# The largest magnitude an integer field may have: JSON-safe (2**53) and far beyond any
+# Stripe amount or count. Timestamps must name a moment a `datetime` can hold.
+_MAX_INT = 2**53
+_MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z
+# Decimal amounts (`unit_amount_decimal`, tier amounts) Stripe allows 12 digits before the
+# point and 12 after; beyond these bounds the rounding in `domain/mrr.py` cannot be exact.
+_MAX_DECIMAL = Decimal(10) ** 15
+_MIN_DECIMAL_EXPONENT = -30
+
+
+class UnreadableEvent(ValueError):
+    """A Stripe event this module cannot read: a field of the wrong type or out of range.
+    The message names the field and says what was wrong, for the inbox row's record."""
+
+
 # --- Events -------------------------------------------------------------------------
 
 
@@ -104,13 +128,35 @@ def _named_customer(obj: StripeObject) -> str | None:
 
 
 def normalise_event(event: StripeObject) -> BillingEvent | None:
-    """The event as a `BillingEvent` signal, or None when it concerns no customer."""
+    """The event as a `BillingEvent` signal, or None when it concerns no customer.
+
+    Raises `UnreadableEvent` (and nothing else) for a payload it cannot read.
+    """
+    try:
+        return _normalise_event(event)
+    except UnreadableEvent:
+        raise
+    except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
+        # A shape no reader below anticipated: recorded as unreadable, like the rest.
+        raise UnreadableEvent(f"{type(exc).__name__}: {exc}"[:500]) from exc
+
+
+def _normalise_event(event: StripeObject) -> BillingEvent | None:
+    # The envelope is read first: the inbox stores every event by these, customer or not.
+    event_type = event.get("type")
+    if not isinstance(event_type, str):
+        raise UnreadableEvent(f"type: expected a string, got {_kind(event_type)}")
+    event_id = event.get("id")
+    if not isinstance(event_id, str):
+        raise UnreadableEvent(f"id: expected a string, got {_kind(event_id)}")
+    created = _timestamp(event.get("created"), "created")
+    if created is None:
+        raise UnreadableEvent("created: missing")
     customer_id = event_customer_id(event)
     if customer_id is None:
         return None
     obj = _event_object(event)
     kind = obj.get("object")
-    event_type = str(event["type"])
 
     customer = parse_customer(obj) if kind == "customer" else None
     if customer is not None and event_type == "customer.deleted":
@@ -121,9 +167,9 @@ def normalise_event(event: StripeObject) -> BillingEvent | None:
     customer_wide = kind == "discount" and not obj.get("subscription")
 
     return BillingEvent(
-        event_id=str(event["id"]),
+        event_id=event_id,
         type=event_type,
-        created=int(event["created"]),
+        created=created,
         # Only hand-made payloads lack it; test mode is the safe reading (it limits mail).
         livemode=bool(event.get("livemode", False)),
         customer_id=customer_id,
@@ -196,7 +242,7 @@ def parse_customer(obj: StripeObject) -> CustomerInfo:
         id=_object_id(obj),
         email=_str(obj.get("email")),
         name=_str(obj.get("name")),
-        created=_int(obj.get("created")),
+        created=_timestamp(obj.get("created"), "created"),
         currency=_str(obj.get("currency")),
         deleted=bool(obj.get("deleted", False)),
         default_payment_method=_id_of(
@@ -232,17 +278,17 @@ def parse_subscription(obj: StripeObject) -> SubscriptionInfo:
         customer_id=_id_of(obj.get("customer")),
         status=status,
         currency=_subscription_currency(obj, raw_items),
-        created=_int(obj.get("created")),
-        start_date=_int(obj.get("start_date")),
+        created=_timestamp(obj.get("created"), "created"),
+        start_date=_timestamp(obj.get("start_date"), "start_date"),
         items=items,
         current_period_start=_current_period(obj, raw_items, "current_period_start"),
         current_period_end=period_end,
-        trial_start=_int(obj.get("trial_start")),
-        trial_end=_int(obj.get("trial_end")),
+        trial_start=_timestamp(obj.get("trial_start"), "trial_start"),
+        trial_end=_timestamp(obj.get("trial_end"), "trial_end"),
         cancel_at_period_end=bool(obj.get("cancel_at_period_end", False)),
-        cancel_at=_int(obj.get("cancel_at")),
-        canceled_at=_int(obj.get("canceled_at")),
-        ended_at=_int(obj.get("ended_at")),
+        cancel_at=_timestamp(obj.get("cancel_at"), "cancel_at"),
+        canceled_at=_timestamp(obj.get("canceled_at"), "canceled_at"),
+        ended_at=_timestamp(obj.get("ended_at"), "ended_at"),
         cancellation_reason=_str(_dict(obj.get("cancellation_details")).get("reason")),
         paused=obj.get("pause_collection") is not None or status == "paused",
         default_payment_method=_id_of(obj.get("default_payment_method")),
@@ -275,7 +321,7 @@ def parse_subscription_item(
         interval=price.interval,
         interval_count=price.interval_count,
         quantity=_quantity(obj),
-        current_period_end=_int(obj.get("current_period_end")),
+        current_period_end=_timestamp(obj.get("current_period_end"), "current_period_end"),
         unit_amount_decimal=price.unit_amount_decimal,
         metered=price.metered,
         billing_scheme=price.billing_scheme,
@@ -336,10 +382,10 @@ def _current_period(obj: StripeObject, raw_items: Sequence[StripeObject], key: s
     subscription bills (or lapses); renewal and scheduled-cancel reminders are anchored
     to it, and anchoring to a later item would send them late.
     """
-    top_level = _int(obj.get(key))
+    top_level = _timestamp(obj.get(key), key)
     if top_level is not None:
         return top_level
-    values = [value for item in raw_items if (value := _int(item.get(key))) is not None]
+    values = [value for item in raw_items if (value := _timestamp(item.get(key), key)) is not None]
     return min(values, default=None)
 
 
@@ -374,27 +420,32 @@ def _read_price(item: StripeObject, currency: str | None) -> _Price:
     terms: StripeObject = price
     if other_currency:
         terms = _dict(_dict(price.get("currency_options")).get(billed or ""))
-    unit_amount = _int(_first(terms.get("unit_amount"), terms.get("amount")))
-    decimal_amount = _first(terms.get("unit_amount_decimal"), terms.get("amount_decimal"))
+    unit_amount = _int(_first(terms.get("unit_amount"), terms.get("amount")), "unit_amount")
+    decimal_amount = _decimal(
+        _first(terms.get("unit_amount_decimal"), terms.get("amount_decimal")),
+        "unit_amount_decimal",
+    )
     if decimal_amount is None and unit_amount is not None:
-        decimal_amount = unit_amount
+        decimal_amount = str(unit_amount)
     transform = _dict(_first(price.get("transform_quantity"), price.get("transform_usage")))
     return _Price(
         id=_id_of(price.get("id")),
         product_id=_id_of(price.get("product")),
         nickname=_str(_first(price.get("nickname"), price.get("name"))),
         unit_amount=unit_amount,
-        unit_amount_decimal=None if decimal_amount is None else str(decimal_amount),
+        unit_amount_decimal=decimal_amount,
         currency=billed,
         default_currency=own_currency.lower() if other_currency and own_currency else None,
         interval=_str(_first(recurring.get("interval"), price.get("interval"))),
-        interval_count=_int(_first(recurring.get("interval_count"), price.get("interval_count")))
+        interval_count=_count(
+            _first(recurring.get("interval_count"), price.get("interval_count")), "interval_count"
+        )
         or 1,
         metered=_first(recurring.get("usage_type"), price.get("usage_type")) == "metered",
         billing_scheme=_str(price.get("billing_scheme")) or "per_unit",
         tiers_mode=_str(price.get("tiers_mode")),
         tiers=parse_tiers(terms.get("tiers")),
-        divide_by=_int(transform.get("divide_by")),
+        divide_by=_count(transform.get("divide_by"), "divide_by"),
         round=_str(transform.get("round")),
         tax_behavior=_str(_first(terms.get("tax_behavior"), price.get("tax_behavior"))),
         metadata=_metadata(price.get("metadata")),
@@ -405,11 +456,13 @@ def _read_price(item: StripeObject, currency: str | None) -> _Price:
 
 def parse_tiers(value: Any) -> list[PriceTier] | None:
     """A price's `tiers`, or None when the payload does not carry them (not expanded)."""
-    if not isinstance(value, list):
+    if value is None:
         return None
+    if not isinstance(value, list):
+        raise UnreadableEvent(f"tiers: expected a list, got {_kind(value)}")
     return [
         PriceTier(
-            up_to=_int(tier.get("up_to")),
+            up_to=_int(tier.get("up_to"), "up_to"),
             unit_amount_decimal=_decimal_str(tier, "unit_amount"),
             flat_amount_decimal=_decimal_str(tier, "flat_amount"),
         )
@@ -419,23 +472,25 @@ def parse_tiers(value: Any) -> list[PriceTier] | None:
 
 
 def _decimal_str(obj: StripeObject, key: str) -> str | None:
-    value = _first(obj.get(f"{key}_decimal"), obj.get(key))
-    return None if value is None else str(value)
+    return _decimal(_first(obj.get(f"{key}_decimal"), obj.get(key)), f"{key}_decimal")
 
 
 def _quantity(item: StripeObject) -> int:
     # Absent on metered items; 0 is a real quantity, so no `or 1`.
-    quantity = _int(item.get("quantity"))
+    quantity = _int(item.get("quantity"), "quantity")
+    if quantity is not None and quantity < 0:
+        raise UnreadableEvent(f"quantity: expected a count, got {quantity}")
     return 1 if quantity is None else quantity
 
 
 def _inclusive_tax_percents(value: Any) -> list[float]:
     """The percentages of the tax rates (expanded objects) that are included in prices."""
-    rates = value if isinstance(value, list) else []
     return [
-        float(rate["percentage"])
-        for rate in rates
-        if isinstance(rate, Mapping) and rate.get("inclusive") and rate.get("percentage")
+        percent
+        for rate in _list(value, "tax_rates")
+        if isinstance(rate, Mapping)
+        and rate.get("inclusive")
+        and (percent := _percent(rate.get("percentage"), "tax_rates.percentage"))
     ]
 
 
@@ -451,7 +506,7 @@ def parse_discounts(obj: StripeObject) -> list[DiscountInfo]:
     """
     seen: set[str] = set()
     found: list[DiscountInfo] = []
-    for raw in [obj.get("discount"), *(obj.get("discounts") or [])]:
+    for raw in [obj.get("discount"), *_list(obj.get("discounts"), "discounts")]:
         if isinstance(raw, str):
             discount = DiscountInfo(id=raw)
         elif isinstance(raw, Mapping):
@@ -475,8 +530,8 @@ def parse_discount(obj: StripeObject) -> DiscountInfo:
         id=_id_of(obj.get("id")),
         coupon_id=coupon.id if coupon is not None else _id_of(raw_coupon),
         coupon=coupon,
-        start=_int(obj.get("start")),
-        end=_int(obj.get("end")),
+        start=_timestamp(obj.get("start"), "start"),
+        end=_timestamp(obj.get("end"), "end"),
     )
 
 
@@ -485,14 +540,15 @@ def parse_coupon(obj: StripeObject) -> CouponInfo:
     return CouponInfo(
         id=_object_id(obj),
         duration=_str(obj.get("duration")),
-        percent_off=None if obj.get("percent_off") is None else float(obj["percent_off"]),
-        amount_off=_int(obj.get("amount_off")),
-        currency=None if obj.get("currency") is None else str(obj["currency"]).lower(),
-        duration_in_months=_int(obj.get("duration_in_months")),
+        percent_off=_percent(obj.get("percent_off"), "percent_off"),
+        amount_off=_int(obj.get("amount_off"), "amount_off"),
+        currency=_currency(obj.get("currency")),
+        duration_in_months=_int(obj.get("duration_in_months"), "duration_in_months"),
         amount_off_by_currency={
-            str(code).lower(): int(option["amount_off"])
+            str(code).lower(): amount_off
             for code, option in _dict(options).items()
-            if isinstance(option, Mapping) and option.get("amount_off") is not None
+            if isinstance(option, Mapping)
+            and (amount_off := _int(option.get("amount_off"), "amount_off")) is not None
         },
         currency_options_known=isinstance(options, Mapping),
     )
@@ -519,23 +575,25 @@ def parse_invoice(obj: StripeObject) -> InvoiceInfo:
         billing_reason=_str(obj.get("billing_reason")),
         number=_str(obj.get("number")),
         currency=_str(obj.get("currency")),
-        amount_due=_int(obj.get("amount_due")) or 0,
-        amount_paid=_int(obj.get("amount_paid")) or 0,
-        amount_remaining=_int(obj.get("amount_remaining")) or 0,
-        total=_int(obj.get("total")) or 0,
-        attempt_count=_int(obj.get("attempt_count")) or 0,
-        next_payment_attempt=_int(obj.get("next_payment_attempt")),
+        amount_due=_int(obj.get("amount_due"), "amount_due") or 0,
+        amount_paid=_int(obj.get("amount_paid"), "amount_paid") or 0,
+        amount_remaining=_int(obj.get("amount_remaining"), "amount_remaining") or 0,
+        total=_int(obj.get("total"), "total") or 0,
+        attempt_count=_int(obj.get("attempt_count"), "attempt_count") or 0,
+        next_payment_attempt=_timestamp(obj.get("next_payment_attempt"), "next_payment_attempt"),
         hosted_invoice_url=_str(obj.get("hosted_invoice_url")),
-        created=_int(obj.get("created")),
-        period_end=_int(obj.get("period_end")),
+        created=_timestamp(obj.get("created"), "created"),
+        period_end=_timestamp(obj.get("period_end"), "period_end"),
         price_ids=list(dict.fromkeys(price_ids)),
         product_ids=list(dict.fromkeys(product_ids)),
         metadata=_metadata(obj.get("metadata")),
         # Before basil the invoice says so itself; since, only its payments do.
         paid_out_of_band=bool(obj.get("paid_out_of_band", False)),
         collection_method=_str(obj.get("collection_method")),
-        due_date=_int(obj.get("due_date")),
-        finalized_at=_int(_dict(obj.get("status_transitions")).get("finalized_at")),
+        due_date=_timestamp(obj.get("due_date"), "due_date"),
+        finalized_at=_timestamp(
+            _dict(obj.get("status_transitions")).get("finalized_at"), "finalized_at"
+        ),
     )
 
 
@@ -568,8 +626,8 @@ def parse_quote(obj: StripeObject) -> QuoteInfo:
         id=_object_id(obj),
         customer_id=_named_customer(obj),
         status=_str(obj.get("status")),
-        expires_at=_int(obj.get("expires_at")),
-        amount_total=_int(obj.get("amount_total")) or 0,
+        expires_at=_timestamp(obj.get("expires_at"), "expires_at"),
+        amount_total=_int(obj.get("amount_total"), "amount_total") or 0,
         currency=_currency(obj.get("currency")),
         number=_str(obj.get("number")),
         metadata=_metadata(obj.get("metadata")),
@@ -583,9 +641,9 @@ def parse_charge(obj: StripeObject) -> ChargeInfo:
     """A Charge; every `charge.refunded` (a partial refund too) carries the total refunded."""
     return ChargeInfo(
         id=_object_id(obj),
-        amount=_int(obj.get("amount")) or 0,
-        amount_refunded=_int(obj.get("amount_refunded")) or 0,
-        currency=None if obj.get("currency") is None else str(obj["currency"]).lower(),
+        amount=_int(obj.get("amount"), "amount") or 0,
+        amount_refunded=_int(obj.get("amount_refunded"), "amount_refunded") or 0,
+        currency=_currency(obj.get("currency")),
     )
 
 
@@ -644,8 +702,8 @@ def parse_payment_method(obj: StripeObject) -> PaymentMethodInfo:
         type=_str(obj.get("type")) or ("card" if obj.get("object") == "card" else None),
         brand=None if brand is None else _brand_code(brand),
         last4=_str(card.get("last4")),
-        exp_month=_int(card.get("exp_month")),
-        exp_year=_int(card.get("exp_year")),
+        exp_month=_in_range(card.get("exp_month"), "exp_month", 1, 12),
+        exp_year=_in_range(card.get("exp_year"), "exp_year", 1, 9999),
     )
 
 
@@ -663,7 +721,17 @@ def _dict(value: Any) -> StripeObject:
 
 def _list_data(value: Any) -> list[StripeObject]:
     """The objects of a Stripe list (`{"object": "list", "data": [...]}`)."""
-    return [entry for entry in _dict(value).get("data") or [] if isinstance(entry, Mapping)]
+    entries = _list(_dict(value).get("data"), "data")
+    return [entry for entry in entries if isinstance(entry, Mapping)]
+
+
+def _list(value: Any, field: str) -> list[Any]:
+    """A list field; absent or null is empty, anything else is unreadable."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise UnreadableEvent(f"{field}: expected a list, got {_kind(value)}")
+    return value
 
 
 def _id_of(value: Any) -> str | None:
@@ -682,18 +750,100 @@ def _first(*values: Any) -> Any:
     return next((value for value in values if value is not None), None)
 
 
-def _int(value: Any) -> int | None:
-    return None if value is None else int(value)
+def _int(value: Any, field: str) -> int | None:
+    """An integer field: None when absent; an integral float (`4900.0`) reads as its
+    integer; anything else (a string, a fraction, Infinity, a huge number) is unreadable."""
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise UnreadableEvent(f"{field}: expected an integer, got {_kind(value)}")
+    if abs(value) > _MAX_INT:
+        raise UnreadableEvent(f"{field}: {value:.3e} is out of range")
+    return value
+
+
+def _in_range(value: Any, field: str, low: int, high: int) -> int | None:
+    number = _int(value, field)
+    if number is not None and not low <= number <= high:
+        raise UnreadableEvent(f"{field}: {number} is not between {low} and {high}")
+    return number
+
+
+def _count(value: Any, field: str) -> int | None:
+    """A positive integer (an interval count, a divisor): zero or less is unreadable."""
+    count = _int(value, field)
+    if count is not None and count < 1:
+        raise UnreadableEvent(f"{field}: expected a positive integer, got {count}")
+    return count
+
+
+def _timestamp(value: Any, field: str) -> int | None:
+    """A Unix timestamp field, in the range a `datetime` can hold."""
+    seconds = _int(value, field)
+    if seconds is not None and not 0 <= seconds <= _MAX_TIMESTAMP:
+        raise UnreadableEvent(f"{field}: {seconds} is not a timestamp")
+    return seconds
+
+
+def _percent(value: Any, field: str) -> float | None:
+    """A percentage field (0 to 100)."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or not 0 <= value <= 100
+    ):
+        raise UnreadableEvent(f"{field}: expected a percentage, got {_kind(value)}")
+    return float(value)
+
+
+def _decimal(value: Any, field: str) -> str | None:
+    """A decimal amount (`unit_amount_decimal`: a string, or a number in hand-made
+    payloads) as the string `domain/mrr.py` reads, or None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise UnreadableEvent(f"{field}: expected a decimal amount, got {_kind(value)}")
+    try:
+        amount = Decimal(str(value).strip()) if len(str(value)) <= 64 else None
+    except InvalidOperation:
+        amount = None
+    if (
+        amount is None
+        or not amount.is_finite()
+        or abs(amount) >= _MAX_DECIMAL
+        or (amount and amount.adjusted() < _MIN_DECIMAL_EXPONENT)
+    ):
+        raise UnreadableEvent(f"{field}: expected a decimal amount, got {_kind(value)}")
+    return str(value)
+
+
+def _kind(value: Any) -> str:
+    """What a field held, briefly, for the reason recorded: a short value or its type."""
+    if isinstance(value, str | int | float | bool) or value is None:
+        text = repr(value)
+        return text if len(text) <= 40 else f"{text[:37]}..."
+    return f"a JSON {'object' if isinstance(value, Mapping) else 'array'}"
 
 
 def _int_or_none(value: Any) -> int | None:
     """An integer field, or None for anything else (an amount-named field of another
     kind, such as an expanded object)."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    return value if is_int and abs(value) <= _MAX_INT else None
 
 
 def _str(value: Any) -> str | None:
-    return None if value is None else str(value)
+    """A text field; a number reads as its text, an object or array as absent."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return None
 
 
 def _currency(value: Any) -> str | None:

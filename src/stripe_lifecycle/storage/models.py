@@ -69,6 +69,9 @@ class InboxStatus:
     QUARANTINED = "quarantined"
     # Quarantined, then dropped by an admin (who: `support_actions`); kept for audit.
     DROPPED = "dropped"
+    # Validly signed but not readable (a field of the wrong type or out of range, nesting
+    # too deep): recorded with the reason in `last_error`, acknowledged, never delivered.
+    UNREADABLE = "unreadable"
 
 
 class WebhookEventBase(SQLModel):
