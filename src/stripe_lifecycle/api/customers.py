@@ -22,6 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from stripe_lifecycle.api.deps import (
     TEMPORAL_UNREACHABLE,
     AdminKey,
+    CustomerId,
     SessionDep,
     SupportKey,
     TemporalDep,
@@ -68,7 +69,7 @@ async def _lifecycles(
 
 @router.get("/customers/{customer_id}", response_model=CustomerPublic)
 async def get_customer(
-    customer_id: str, session: SessionDep, temporal: TemporalDep, _caller: SupportKey
+    customer_id: CustomerId, session: SessionDep, temporal: TemporalDep, _caller: SupportKey
 ) -> CustomerPublic:
     customer = await session.get(Customer, customer_id)
     if customer is None:
@@ -146,7 +147,7 @@ async def stop_dunning(
 
 @router.post("/customers/{customer_id}/dunning/cancel")
 async def cancel_dunning(
-    customer_id: str,
+    customer_id: CustomerId,
     body: CancelDunning,
     session: SessionDep,
     temporal: TemporalDep,
@@ -179,7 +180,7 @@ NEW_RUN_WAIT = 10.0
 
 @router.delete("/customers/{customer_id}", response_model=Erasure)
 async def erase_customer_data(
-    customer_id: str, session: SessionDep, temporal: TemporalDep, caller: AdminKey
+    customer_id: CustomerId, session: SessionDep, temporal: TemporalDep, caller: AdminKey
 ) -> Erasure:
     """Erase the customer's personal data (a data-erasure request): email, name, message
     addresses and bodies, raw payloads, the `CustomerEmail` search attribute and the

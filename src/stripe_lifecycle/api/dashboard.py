@@ -45,6 +45,7 @@ from stripe_lifecycle.api.customers import UnknownCustomer, stop_dunning
 from stripe_lifecycle.api.deps import (
     TEMPORAL_UNREACHABLE,
     AppStateDep,
+    CustomerId,
     SessionDep,
     TemporalDep,
     identify,
@@ -385,7 +386,7 @@ async def logout(
 
 @router.post("/customers/{customer_id}/dunning/cancel", response_class=HTMLResponse)
 async def cancel_dunning(
-    customer_id: str,
+    customer_id: CustomerId,
     viewer: ViewerDep,
     state: AppStateDep,
     session: SessionDep,

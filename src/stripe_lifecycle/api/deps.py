@@ -8,16 +8,17 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi import Path as PathParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 from temporalio.service import RPCError
 
 from stripe_lifecycle.api.state import AppState
-from stripe_lifecycle.domain.segments import SegmentsConfig, load_segments
+from stripe_lifecycle.domain.segments import NAME_MAX, NAME_PATTERN, SegmentsConfig, load_segments
 from stripe_lifecycle.settings import ApiRole
 
 
@@ -56,6 +57,55 @@ def segments(state: AppStateDep) -> SegmentsConfig:
 
 
 SegmentsDep = Annotated[SegmentsConfig, Depends(segments)]
+
+# Ids in paths, checked before anything reaches the database or Temporal: a value that
+# cannot be an id answers 422 (FastAPI's answer to any parameter that fails its schema,
+# listed in the OpenAPI spec with the pattern) rather than being looked up, stored past
+# its column's length or turned into a workflow id over Temporal's limit.
+STRIPE_ID_PATTERN = r"^[A-Za-z0-9_]+$"
+# The length of every id column.
+STRIPE_ID_MAX_LENGTH = 255
+# Our message ids are UUIDs.
+MESSAGE_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+MESSAGE_ID_MAX_LENGTH = 36
+
+
+def stripe_id(what: str, example: str) -> Any:
+    """A path parameter holding a Stripe id (`cus_…`, `evt_…`): letters, digits and
+    underscores, at most 255 characters."""
+    return PathParam(
+        min_length=1,
+        max_length=STRIPE_ID_MAX_LENGTH,
+        pattern=STRIPE_ID_PATTERN,
+        description=f"{what}: letters, digits and underscores, at most "
+        f"{STRIPE_ID_MAX_LENGTH} characters",
+        examples=[example],
+    )
+
+
+CustomerId = Annotated[str, stripe_id("a Stripe customer id", "cus_PQ7x2mWn")]
+EventId = Annotated[str, stripe_id("a Stripe event id", "evt_1PQ7x2mWnA")]
+MessageId = Annotated[
+    str,
+    PathParam(
+        min_length=1,
+        max_length=MESSAGE_ID_MAX_LENGTH,
+        pattern=MESSAGE_ID_PATTERN,
+        description="a message id (a UUID, as the customer's email log lists it)",
+        examples=["5b0f3c1e-8a4d-4c0e-9a51-2f6f0c3d7e21"],
+    ),
+]
+SegmentName = Annotated[
+    str,
+    PathParam(
+        min_length=1,
+        max_length=NAME_MAX,
+        pattern=NAME_PATTERN,
+        description="a segment name of LIFECYCLE_SEGMENTS: lowercase letters, digits and "
+        f"single hyphens, at most {NAME_MAX} characters",
+        examples=["starter-3-months"],
+    ),
+]
 
 # What a call to an unreachable Temporal raises: the lazy client's first connect fails with
 # a RuntimeError ("Failed client connect"), later calls with an RPCError.

@@ -5,7 +5,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlmodel import col
 
-from stripe_lifecycle.api.deps import SessionDep, SupportKey
+from stripe_lifecycle.api.deps import CustomerId, MessageId, SessionDep, SupportKey
 from stripe_lifecycle.storage.models import Customer, Message, MessageDetail, MessagePublic
 
 router = APIRouter(prefix="/v1", tags=["messages"])
@@ -17,7 +17,7 @@ class MessageList(BaseModel):
 
 @router.get("/customers/{customer_id}/messages")
 async def customer_messages(
-    customer_id: str, session: SessionDep, _role: SupportKey
+    customer_id: CustomerId, session: SessionDep, _role: SupportKey
 ) -> MessageList:
     """The customer's email log, oldest first."""
     if await session.get(Customer, customer_id) is None:
@@ -33,7 +33,9 @@ async def customer_messages(
 
 
 @router.get("/messages/{message_id}")
-async def get_message(message_id: str, session: SessionDep, _role: SupportKey) -> MessageDetail:
+async def get_message(
+    message_id: MessageId, session: SessionDep, _role: SupportKey
+) -> MessageDetail:
     """One message exactly as the customer received it: both parts and its links."""
     message = await session.get(Message, message_id)
     if message is None:

@@ -19,16 +19,20 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query, status
+from fastapi import APIRouter, Header, HTTPException, Query, status
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field, field_validator
 from temporalio.service import RPCError, RPCStatusCode
 
 from stripe_lifecycle.activities.interface import SegmentsChanged
 from stripe_lifecycle.api.deps import (
+    STRIPE_ID_MAX_LENGTH,
+    STRIPE_ID_PATTERN,
     TEMPORAL_UNREACHABLE,
     AdminKey,
     AppStateDep,
+    CustomerId,
+    SegmentName,
     SegmentsDep,
     SessionDep,
     SupportKey,
@@ -58,7 +62,16 @@ router = APIRouter(prefix="/v1", tags=["segments"])
 SIGNAL_TIMEOUT = timedelta(seconds=5)
 METRIC_PATTERN = r"^[a-z0-9_.\-]{1,64}$"
 
-CustomerId = Annotated[str, Path(min_length=1, max_length=255)]
+# The customer id a page starts after, checked like the ids in paths.
+StartingAfter = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=STRIPE_ID_MAX_LENGTH,
+        pattern=STRIPE_ID_PATTERN,
+        description="a customer id: the page starts after it (the last one of the page before)",
+    ),
+]
 
 
 @router.get("/segments", response_model=SegmentList)
@@ -90,7 +103,7 @@ async def list_segments(
     },
 )
 async def list_segment_customers(
-    name: str,
+    name: SegmentName,
     state: AppStateDep,
     session: SessionDep,
     configured: SegmentsDep,
@@ -98,12 +111,7 @@ async def list_segment_customers(
     limit: Annotated[
         int, Query(ge=1, le=MAX_PAGE, description="members per page (JSON only)")
     ] = DEFAULT_PAGE,
-    starting_after: Annotated[
-        str | None,
-        Query(
-            description="a customer id: the page starts after it (the last one of the page before)"
-        ),
-    ] = None,
+    starting_after: StartingAfter = None,
     accept: Annotated[str | None, Header()] = None,
 ) -> SegmentCustomers | Response:
     """The customers in the segment now, by customer id, with their billing snapshot's
@@ -136,7 +144,7 @@ async def _csv_lines(state: AppStateDep, name: str) -> AsyncIterator[str]:
     responses={404: {"description": "no such customer"}},
 )
 async def get_customer_segments(
-    customer_id: str, session: SessionDep, _caller: SupportKey
+    customer_id: CustomerId, session: SessionDep, _caller: SupportKey
 ) -> CustomerSegments:
     """The customer's segments now (with when they entered) and their history: every
     entry and exit, oldest first, with why (which condition changed, old → new value)

@@ -8,15 +8,15 @@ table). `GET /dashboard/segments/{name}`: the segment's members, by customer id.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import HTMLResponse, Response
 
 from stripe_lifecycle.api.charts import money
 from stripe_lifecycle.api.dashboard import render_page, to_login
-from stripe_lifecycle.api.deps import AppStateDep, SegmentsDep, SessionDep
+from stripe_lifecycle.api.deps import AppStateDep, SegmentName, SegmentsDep, SessionDep
 from stripe_lifecycle.api.segment_charts import flow_chart
+from stripe_lifecycle.api.segments import StartingAfter
 from stripe_lifecycle.api.sessions import ViewerDep, csrf_token, session_secret
 from stripe_lifecycle.storage.reports import periods
 from stripe_lifecycle.storage.segments import (
@@ -78,12 +78,12 @@ async def segments_page(
 
 @router.get("/segments/{name}", response_class=HTMLResponse)
 async def segment_page(
-    name: str,
+    name: SegmentName,
     viewer: ViewerDep,
     state: AppStateDep,
     session: SessionDep,
     configured: SegmentsDep,
-    starting_after: Annotated[str | None, Query(description="a customer id")] = None,
+    starting_after: StartingAfter = None,
 ) -> Response:
     """One segment's members (HTML), by customer id, a page at a time."""
     if viewer is None:

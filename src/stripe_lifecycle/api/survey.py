@@ -18,7 +18,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from stripe_lifecycle.api.deps import AppStateDep, SessionDep, SupportKey
+from stripe_lifecycle.api.deps import (
+    STRIPE_ID_MAX_LENGTH,
+    STRIPE_ID_PATTERN,
+    AppStateDep,
+    CustomerId,
+    SessionDep,
+    SupportKey,
+)
 from stripe_lifecycle.api.token_pages import TokenPage
 from stripe_lifecycle.domain.lifecycles import Lifecycle
 from stripe_lifecycle.domain.links import read_token
@@ -214,7 +221,9 @@ async def answer_survey(
 
 
 class FeedbackIn(BaseModel):
-    subscription_id: str | None = Field(default=None, min_length=1, max_length=255)
+    subscription_id: str | None = Field(
+        default=None, min_length=1, max_length=STRIPE_ID_MAX_LENGTH, pattern=STRIPE_ID_PATTERN
+    )
     reason: CancellationReason
     comment: str | None = Field(default=None, max_length=COMMENT_MAX_LENGTH)
 
@@ -228,7 +237,7 @@ class FeedbackList(BaseModel):
     status_code=status.HTTP_201_CREATED,
 )
 async def record_feedback(
-    customer_id: str, body: FeedbackIn, session: SessionDep, caller: SupportKey
+    customer_id: CustomerId, body: FeedbackIn, session: SessionDep, caller: SupportKey
 ) -> CancellationFeedbackPublic:
     """Record why the customer cancelled, as the product's own cancel flow asked them.
 
@@ -251,7 +260,7 @@ async def record_feedback(
 
 @router.get("/v1/customers/{customer_id}/cancellation-feedback")
 async def customer_feedback(
-    customer_id: str, session: SessionDep, _role: SupportKey
+    customer_id: CustomerId, session: SessionDep, _role: SupportKey
 ) -> FeedbackList:
     """Every cancellation answer of the customer, from email and API, oldest first."""
     rows = await session.execute(

@@ -94,8 +94,9 @@ _ALLOWED: dict[str, tuple[str, ...]] = {
 }
 _ORDERED = frozenset({"gt", "gte", "lt", "lte", "between"})
 # Names are a Temporal keyword (the `Segments` search attribute) and part of URLs.
-_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+NAME_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 NAME_MAX = 64
+_NAME = re.compile(NAME_PATTERN)
 _CURRENCY = re.compile(r"^[a-z]{3}$")
 _LIFECYCLES = tuple(Lifecycle)
 
