@@ -54,11 +54,14 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     # Renders the posted event; stores nothing.
     ("POST", "/v1/templates/{name:path}/preview"): SUPPORT,
     ("GET", "/v1/sync"): SUPPORT,
+    ("GET", "/v1/inbox/quarantined"): SUPPORT,
     # Beyond support: erasing personal data, starting a sync of the whole Stripe account,
     # writing the product usage segments are computed from (the app's backend does).
     ("DELETE", "/v1/customers/{customer_id}"): ADMIN,
     ("POST", "/v1/sync"): ADMIN,
     ("POST", "/v1/customers/{customer_id}/usage"): ADMIN,
+    ("POST", "/v1/inbox/{event_id}/retry"): ADMIN,
+    ("DELETE", "/v1/inbox/{event_id}"): ADMIN,
     # The dashboard: support's pages and its Cancel button.
     ("GET", "/dashboard"): PAGE,
     ("GET", "/dashboard/lift"): PAGE,

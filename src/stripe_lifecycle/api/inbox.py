@@ -14,21 +14,18 @@ import logging
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from stripe_lifecycle.api.deps import AdminKey, AppStateDep, SessionDep, SupportKey
+from stripe_lifecycle.api.deps import AdminKey, AppStateDep, EventId, SessionDep, SupportKey
 from stripe_lifecycle.storage.models import InboxStatus, SupportAction, WebhookEvent
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/inbox", tags=["inbox"])
 
-EventId = Annotated[
-    str, Path(min_length=1, max_length=255, description="the Stripe event id (evt_...)")
-]
 # How much of a quarantine reason an audit row repeats.
 AUDIT_REASON_CHARS = 500
 
