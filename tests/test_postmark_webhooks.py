@@ -399,3 +399,21 @@ async def test_message_log_shows_delivered_and_bounced(rig: Rig) -> None:
     log = await rig.http.get("/v1/customers/cus_Log1/messages", headers=SUPPORT)
     statuses = {m["id"]: m["status"] for m in log.json()["messages"]}
     assert statuses == {first.message_id: "delivered", second.message_id: "bounced"}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"RecordType": ""},
+        {"RecordType": "Delivery" * 10},
+        {"Recipient": "a" * 10_000 + "@example.com"},
+        {"MessageStream": "s" * 65},
+    ],
+    ids=["empty-type", "long-type", "long-recipient", "long-stream"],
+)
+async def test_a_record_that_cannot_be_stored_is_refused_and_nothing_kept(
+    rig: Rig, change: dict[str, Any]
+) -> None:
+    response = await rig.hook({**delivery("00000000-0000-0000-0000-000000000000"), **change})
+    assert response.status_code == 422
+    assert await rig.events() == [] and await rig.suppressions() == []

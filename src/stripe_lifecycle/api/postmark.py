@@ -31,7 +31,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -72,15 +72,17 @@ class PostmarkRecord(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    RecordType: str
-    MessageID: str | None = None
-    MessageStream: str | None = None
+    # Bounded as the columns they are stored in: a value that cannot be stored is refused
+    # (422) rather than failing the database write (500).
+    RecordType: str = Field(min_length=1, max_length=32)
+    MessageID: str | None = Field(default=None, max_length=255)
+    MessageStream: str | None = Field(default=None, max_length=64)
     # Postmark sends the Metadata the message was sent with (values of any JSON type).
     Metadata: dict[str, Any] | None = None
     # The address: `Recipient` in Delivery, Open, Click and SubscriptionChange records,
     # `Email` in Bounce and SpamComplaint records.
-    Recipient: str | None = None
-    Email: str | None = None
+    Recipient: str | None = Field(default=None, max_length=512)
+    Email: str | None = Field(default=None, max_length=512)
     # Bounce and SpamComplaint: Postmark's bounce id, type and whether it deactivated the
     # address.
     ID: int | None = None
