@@ -46,6 +46,7 @@ from stripe_lifecycle.activities.interface import (
 from stripe_lifecycle.domain.events import BillingEvent
 from stripe_lifecycle.domain.sync import EXPAND, PAGE_SIZE, Resource
 from stripe_lifecycle.intake.backfill import Backfill, backfills
+from stripe_lifecycle.intake.bounds import Refused, admit
 from stripe_lifecycle.intake.forwarder import MAX_BATCH, Deliver
 from stripe_lifecycle.storage.db import SessionMaker, insert_for
 from stripe_lifecycle.storage.models import SyncedObject
@@ -287,7 +288,18 @@ class SyncActivities(StripeSync):
                 continue
             event: BillingEvent = value_to_type(BillingEvent, stored)
             event.backfill_starts = request.start_lifecycles
-            by_customer[str(customer_id)].append(event)
+            # Bounded as webhooks are (`intake/bounds.py`): an object that cannot enter a
+            # workflow is left out, logged, rather than failing every delivery after it.
+            admitted = admit(event)
+            if isinstance(admitted, Refused):
+                activity.logger.error(
+                    "sync: %s of customer %s left out: %s",
+                    event.event_id,
+                    customer_id,
+                    admitted.reason,
+                )
+                continue
+            by_customer[str(customer_id)].append(admitted.event)
         lanes = asyncio.Semaphore(DELIVERY_LANES)
 
         async def deliver(customer_id: str, events: list[BillingEvent]) -> None:
