@@ -16,6 +16,7 @@ import math
 import random
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -27,7 +28,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from stripe_lifecycle.domain.events import BillingEvent
 from stripe_lifecycle.intake.body import NotAStripeEvent, read_body
-from stripe_lifecycle.intake.normalise import UnreadableEvent, normalise_event
+from stripe_lifecycle.intake.normalise import (
+    UnreadableEvent,
+    normalise_event,
+    parse_subscription_item,
+)
 from stripe_lifecycle.storage.models import InboxStatus, WebhookEvent
 
 from . import corpus
@@ -414,3 +419,23 @@ async def test_an_unreadable_row_left_pending_is_set_aside_by_the_forwarder(
     assert bad_row.status == InboxStatus.UNREADABLE
     assert bad_row.last_error is not None and "amount_due" in bad_row.last_error
     assert good_row.status == InboxStatus.FORWARDED
+
+
+def test_decimal_amounts_read_by_the_stripe_library_are_amounts() -> None:
+    # The stripe library reads `*_decimal` fields of API answers as Decimal, not text.
+    item = parse_subscription_item(
+        {
+            "price": {
+                "id": "price_T1",
+                "currency": "usd",
+                "unit_amount_decimal": Decimal("4900.5"),
+                "billing_scheme": "tiered",
+                "tiers_mode": "graduated",
+                "tiers": [{"up_to": None, "unit_amount_decimal": Decimal("12.25")}],
+                "recurring": {"interval": "month", "interval_count": 1},
+            }
+        },
+        "usd",
+    )
+    assert item.unit_amount_decimal == "4900.5"
+    assert item.tiers is not None and item.tiers[0].unit_amount_decimal == "12.25"

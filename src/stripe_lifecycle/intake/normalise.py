@@ -802,11 +802,12 @@ def _percent(value: Any, field: str) -> float | None:
 
 
 def _decimal(value: Any, field: str) -> str | None:
-    """A decimal amount (`unit_amount_decimal`: a string, or a number in hand-made
-    payloads) as the string `domain/mrr.py` reads, or None when absent."""
+    """A decimal amount (`unit_amount_decimal`: a string in a payload, a `Decimal` as the
+    stripe library reads it from the API, a number in hand-made payloads) as the string
+    `domain/mrr.py` reads, or None when absent."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
         raise UnreadableEvent(f"{field}: expected a decimal amount, got {_kind(value)}")
     try:
         amount = Decimal(str(value).strip()) if len(str(value)) <= 64 else None
