@@ -16,14 +16,11 @@ from stripe_lifecycle.api.charts import BAR_COLOR
 from stripe_lifecycle.api.lift_cards import HELD_OUT_COLOR, INTERVAL_COLOR
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 
+from .browser_helpers import CHROMIUM, CHROMIUM_FLAGS, CHROMIUM_ONLY, boxes, pixel_colours, serving
 from .conftest import SUPPORT_KEY, app_settings, free_port
-from .test_dashboard_browser import CHROMIUM, CHROMIUM_FLAGS, boxes, pixel_colours, serving
-from .test_lift import NOW, api_rows
+from .lift_helpers import NOW, api_rows
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="Debian's chromium is not installed at /usr/bin/chromium (.ci/run installs it)",
-)
+pytestmark = CHROMIUM_ONLY
 
 
 async def test_the_lift_cards_in_chromium(sqlite_url: str, tmp_path: Path) -> None:

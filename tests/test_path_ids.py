@@ -16,8 +16,8 @@ from sqlalchemy import func, select
 
 from stripe_lifecycle.storage.models import CancellationFeedback
 
+from .api_helpers import DECIDED_PREFIXES
 from .conftest import ADMIN_KEY, SUPPORT_KEY, app_settings, free_port, running_api
-from .test_route_roles import DECIDED_PREFIXES
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 SUPPORT = {"Authorization": f"Bearer {SUPPORT_KEY}"}

@@ -21,6 +21,7 @@ from fastapi.routing import iter_route_contexts
 from stripe_lifecycle.api.app import create_app
 from stripe_lifecycle.api.sessions import SESSION_COOKIE
 
+from .api_helpers import DECIDED_PREFIXES
 from .conftest import ADMIN_KEY, SUPPORT_KEY, app_settings, free_port, running_api
 
 # A `support` or `admin` key; no key or a wrong one: 401.
@@ -88,7 +89,6 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
 }
 
 # Where every route must have a decision; routes elsewhere are checked when listed.
-DECIDED_PREFIXES = ("/v1/", "/dashboard")
 
 WRONG_KEY = "sk_not_a_key_of_this_installation"
 KEYS = {SUPPORT: SUPPORT_KEY, ADMIN: ADMIN_KEY}

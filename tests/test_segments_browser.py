@@ -15,18 +15,11 @@ from stripe_lifecycle.api.segment_charts import ENTRY_COLOR, EXIT_COLOR
 from stripe_lifecycle.api.segments_dashboard import WEEKS, week_spans
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 
+from .browser_helpers import CHROMIUM, CHROMIUM_FLAGS, CHROMIUM_ONLY, boxes, pixel_colours, serving
 from .conftest import SUPPORT_KEY, app_settings, free_port
 from .segment_helpers import add_changes, add_customer, add_members, entered, exited, write_segments
-from .test_dashboard_browser import (
-    CHROMIUM,
-    CHROMIUM_FLAGS,
-    boxes,
-    pixel_colours,
-    pytestmark,
-    serving,
-)
 
-__all__ = ["pytestmark"]  # skipped where Debian's chromium is missing, as the dashboard's
+pytestmark = CHROMIUM_ONLY
 
 
 async def test_the_segments_page_shows_members_and_weekly_entries_and_exits_in_chromium(
