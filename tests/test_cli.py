@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import signal
 import socket
 import subprocess
@@ -44,9 +45,9 @@ def test_bad_configuration_fails_fast_naming_the_variable(
 
 def test_api_keys_parse_roles() -> None:
     keys = parse_api_keys(" support:k1 , admin:k2,")
-    assert [(k.role, k.key.get_secret_value()) for k in keys] == [
-        ("support", "k1"),
-        ("admin", "k2"),
+    assert [(k.role, k.digest) for k in keys] == [
+        ("support", hashlib.sha256(b"k1").digest()),
+        ("admin", hashlib.sha256(b"k2").digest()),
     ]
     assert keys[0].matches("k1") and not keys[0].matches("k2")
     assert Settings(public_url="https://billing.example.com/").public_url == (

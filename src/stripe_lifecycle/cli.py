@@ -1,5 +1,5 @@
 """The `lifecycle` command: dev, worker, api, migrate, temporal-setup, reconcile, sync,
-automations, templates, segments."""
+automations, templates, segments, keys."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import getpass
 import logging
 import os
 import secrets
@@ -42,7 +43,7 @@ from stripe_lifecycle.mail.preview import (
 )
 from stripe_lifecycle.mail.templates import Brand, TemplateRenderer, load_checked_automations
 from stripe_lifecycle.segments_cli import SEGMENT_COMMANDS, add_segment_commands
-from stripe_lifecycle.settings import ConfigurationError, Settings, get_settings
+from stripe_lifecycle.settings import ConfigurationError, Settings, get_settings, hashed_key
 from stripe_lifecycle.storage import migrate
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 from stripe_lifecycle.sync_control import root_cause, start_sync
@@ -384,6 +385,21 @@ async def cmd_templates_render(args: argparse.Namespace, settings: Settings) -> 
         sys.stdout.write(parts[args.part])
 
 
+def cmd_keys_hash() -> int:
+    """Print the `sha256:<hex>` form of a key read from stdin (hidden when typed), for
+    LIFECYCLE_API_KEYS: `admin:sha256:...` lets the environment hold no usable key."""
+    if sys.stdin.isatty():
+        key = getpass.getpass("API key (not echoed): ")
+    else:
+        key = sys.stdin.readline()
+    key = key.strip()
+    if not key:
+        print("no key on stdin", file=sys.stderr)
+        return 2
+    print(hashed_key(key))
+    return 0
+
+
 TEMPLATE_COMMANDS = {
     "list": (cmd_templates_list, "the email templates in use, shipped and overridden"),
     "render": (cmd_templates_render, "render a template against a Stripe event (a JSON file)"),
@@ -447,7 +463,17 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--part", choices=("all", "subject", "html", "text"), default="all")
     render.add_argument("--automation", help="use this automation's offer (default: a sample)")
     add_segment_commands(sub)
+    keys = sub.add_parser("keys", help="prepare API keys for LIFECYCLE_API_KEYS")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    keys_sub.add_parser(
+        "hash",
+        help="read a key from stdin and print its sha256: form "
+        "(configure it as role:sha256:...; callers still send the key itself)",
+    )
     args = parser.parse_args(argv)
+    if args.command == "keys":
+        # Needs no configuration: it runs where the key is made, not where it is used.
+        return cmd_keys_hash()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

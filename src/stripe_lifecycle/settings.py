@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -30,14 +32,40 @@ class ConfigurationError(ValueError):
     """A setting that cannot work, found when it is used; the message names the variable."""
 
 
+# A configured key given as its SHA-256 (`role:sha256:<64 hex digits>`) rather than itself.
+HASHED_KEY_PREFIX = "sha256:"
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def key_digest(key: str) -> bytes:
+    """The SHA-256 of an API key: what is kept and compared, whichever form configured it.
+    A plain hash is enough for keys (long random strings, not passwords people choose)."""
+    return hashlib.sha256(key.encode()).digest()
+
+
+def hashed_key(key: str) -> str:
+    """The `sha256:<hex>` form of a key for LIFECYCLE_API_KEYS (`lifecycle keys hash`)."""
+    return HASHED_KEY_PREFIX + key_digest(key).hex()
+
+
 @dataclass(frozen=True)
 class ApiKey:
+    """A configured key, kept only as its SHA-256 digest (given plain or already hashed)."""
+
     role: ApiRole
-    key: SecretStr
+    digest: bytes = field(repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        # The first 8 hex digits of the digest: the same as `key_fingerprint` of the key.
+        return self.digest.hex()[:8]
+
+    def matches_digest(self, presented: bytes) -> bool:
+        # Constant-time, so response timing does not leak how much of a digest was right.
+        return hmac.compare_digest(self.digest, presented)
 
     def matches(self, presented: str) -> bool:
-        # Constant-time, so response timing does not leak how much of a key was right.
-        return hmac.compare_digest(self.key.get_secret_value().encode(), presented.encode())
+        return self.matches_digest(key_digest(presented))
 
 
 class Settings(BaseSettings):
@@ -300,7 +328,8 @@ class Settings(BaseSettings):
 
 
 def parse_api_keys(raw: str) -> list[ApiKey]:
-    """Parse `role:key,role:key`; the error names the variable and never echoes a key."""
+    """Parse `role:key,role:sha256:<hex>`; the error names the variable and never echoes a
+    key. A key written `sha256:` and 64 hex digits is the SHA-256 of the key callers send."""
     keys: list[ApiKey] = []
     for position, pair in enumerate(p.strip() for p in raw.split(",")):
         if not pair:
@@ -316,7 +345,17 @@ def parse_api_keys(raw: str) -> list[ApiKey]:
                 f"LIFECYCLE_API_KEYS entry {position + 1} has unknown role {role!r} "
                 f"(roles: {', '.join(API_ROLES)})"
             )
-        keys.append(ApiKey(role=role, key=SecretStr(key)))
+        if key.startswith(HASHED_KEY_PREFIX):
+            hex_digest = key.removeprefix(HASHED_KEY_PREFIX)
+            if not _SHA256_HEX.fullmatch(hex_digest):
+                raise ValueError(
+                    f"LIFECYCLE_API_KEYS entry {position + 1}: sha256: must be followed by "
+                    "the 64 hex digits of the key's SHA-256 (`lifecycle keys hash` prints them)"
+                )
+            digest = bytes.fromhex(hex_digest)
+        else:
+            digest = key_digest(key)
+        keys.append(ApiKey(role=role, digest=digest))
     return keys
 
 

@@ -24,6 +24,7 @@ from stripe_lifecycle.api import (
     unsubscribe,
     webhooks,
 )
+from stripe_lifecycle.api.audit import AuditMutations
 from stripe_lifecycle.api.guards import AuthenticateApi, BodySizeLimit
 from stripe_lifecycle.api.inbox import router as inbox_router
 from stripe_lifecycle.api.state import AppState
@@ -107,7 +108,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.public_url.startswith("https://"):
         # Browsers that came once over TLS never come back in clear text.
         app.middleware("http")(_strict_transport)
-    # Both answer before a body is read; the size limit is the outermost.
+    # Both answer before a body is read; the size limit is the outermost. The audit log is
+    # inside them: it records the calls of the keys AuthenticateApi identified.
+    app.add_middleware(AuditMutations)
     app.add_middleware(AuthenticateApi)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(health.router)

@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from temporalio.client import Client, WorkflowExecution, WorkflowQueryFailedError
 
+from stripe_lifecycle.api.audit import note_caller
 from stripe_lifecycle.api.charts import (
     earned_charts,
     money,
@@ -361,6 +362,7 @@ async def login(request: Request, state: AppStateDep, key: Annotated[str, Form()
             status_code=status.HTTP_401_UNAUTHORIZED,
             error="That key is not a support or admin key of this installation.",
         )
+    note_caller(request.scope, caller, "dashboard")
     session = new_session(caller, time.time())
     response = RedirectResponse("/dashboard", status.HTTP_303_SEE_OTHER, headers=_HEADERS)
     response.set_cookie(

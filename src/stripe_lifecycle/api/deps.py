@@ -3,7 +3,6 @@ the dashboard share."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,7 +18,7 @@ from temporalio.service import RPCError
 
 from stripe_lifecycle.api.state import AppState
 from stripe_lifecycle.domain.segments import NAME_MAX, NAME_PATTERN, SegmentsConfig, load_segments
-from stripe_lifecycle.settings import ApiRole
+from stripe_lifecycle.settings import ApiRole, key_digest
 
 
 def app_state(request: Request) -> AppState:
@@ -122,8 +121,9 @@ _GRANTS: dict[ApiRole, frozenset[ApiRole]] = {
 
 
 def key_fingerprint(key: str) -> str:
-    """The short fingerprint audit trails and dashboard sessions name a key by."""
-    return hashlib.sha256(key.encode()).hexdigest()[:8]
+    """The short fingerprint audit trails and dashboard sessions name a key by: the first
+    8 hex digits of its SHA-256, so a key configured hashed has the same fingerprint."""
+    return key_digest(key).hex()[:8]
 
 
 @dataclass(frozen=True)
@@ -145,11 +145,13 @@ class Caller:
 
 def identify(state: AppState, presented: str) -> Caller | None:
     """The caller a presented API key identifies; None for a key that is not configured."""
-    # Compare against every key, so timing does not reveal which one nearly matched.
-    matched = [k.role for k in state.api_keys if k.matches(presented)]
+    # Hash once, then compare with every configured digest, none skipped once one matched:
+    # timing reveals neither which key nearly matched nor which one did.
+    digest = key_digest(presented)
+    matched = [k.role for k in state.api_keys if k.matches_digest(digest)]
     if not matched:
         return None
-    return Caller(role=matched[0], key_id=key_fingerprint(presented), roles=frozenset(matched))
+    return Caller(role=matched[0], key_id=digest.hex()[:8], roles=frozenset(matched))
 
 
 def authenticate(state: AppState, presented: str | None) -> Caller:

@@ -15,6 +15,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from stripe_lifecycle.api.audit import note_caller
 from stripe_lifecycle.api.deps import authenticate
 from stripe_lifecycle.api.state import AppState
 
@@ -79,7 +80,8 @@ class BodySizeLimit:
 
 
 class AuthenticateApi:
-    """401 for a `/v1` request without a configured API key, before its body is read."""
+    """401 for a `/v1` request without a configured API key, before its body is read; the
+    key's caller is noted for the audit log."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -92,11 +94,12 @@ class AuthenticateApi:
                 Headers(scope=scope).get("authorization")
             )
             try:
-                authenticate(state, credentials if scheme.lower() == "bearer" else None)
+                caller = authenticate(state, credentials if scheme.lower() == "bearer" else None)
             except HTTPException as exc:
                 response = JSONResponse(
                     {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
                 )
                 await response(scope, receive, send)
                 return
+            note_caller(scope, caller, "api")
         await self.app(scope, receive, send)

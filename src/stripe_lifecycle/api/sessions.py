@@ -23,7 +23,8 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 
-from stripe_lifecycle.api.deps import AppStateDep, Caller, authenticate, key_fingerprint
+from stripe_lifecycle.api.audit import note_caller
+from stripe_lifecycle.api.deps import AppStateDep, Caller, authenticate
 from stripe_lifecycle.api.state import AppState
 from stripe_lifecycle.domain.links import seal, unseal
 from stripe_lifecycle.settings import ApiRole, Settings
@@ -106,10 +107,7 @@ def _session_viewer(state: AppState, token: str) -> Viewer | None:
     if session is None:
         return None
     # The key must still be configured, with that role: removing a key ends its sessions.
-    if not any(
-        k.role == session.role and key_fingerprint(k.key.get_secret_value()) == session.key_id
-        for k in state.api_keys
-    ):
+    if not any(k.role == session.role and k.fingerprint == session.key_id for k in state.api_keys):
         return None
     caller = Caller(role=session.role, key_id=session.key_id, roles=frozenset({session.role}))
     return Viewer(caller, session)
@@ -121,9 +119,13 @@ def current_viewer(request: Request, state: AppStateDep) -> Viewer | None:
     dashboard) are left to the proxy."""
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer":
-        return Viewer(authenticate(state, credentials.strip()), None)
-    token = request.cookies.get(SESSION_COOKIE)
-    return _session_viewer(state, token) if token else None
+        viewer: Viewer | None = Viewer(authenticate(state, credentials.strip()), None)
+    else:
+        token = request.cookies.get(SESSION_COOKIE)
+        viewer = _session_viewer(state, token) if token else None
+    if viewer is not None:
+        note_caller(request.scope, viewer.caller, "dashboard")
+    return viewer
 
 
 ViewerDep = Annotated[Viewer | None, Depends(current_viewer)]

@@ -318,6 +318,30 @@ class SupportAction(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+class AuditEntry(SQLModel, table=True):
+    """One mutating call to `/v1` or a dashboard form by an identified key: who (the key's
+    role and fingerprint, never the key), what (method, route template and the ids in its
+    path; never the raw path or the body), when, and how it was answered (refusals too)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at"),)
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    actor_role: str = Field(max_length=16)
+    actor_key_id: str = Field(max_length=16)
+    # "api" for a Bearer key, "dashboard" for a signed-in session or the login form.
+    via: str = Field(max_length=16)
+    method: str = Field(max_length=8)
+    # `/v1/customers/{customer_id}/usage`; None when no route matched (a 404).
+    route: str | None = Field(default=None, max_length=255)
+    path_ids: dict[str, str] = Field(
+        default_factory=dict, sa_column=Column(JSONType, nullable=False)
+    )
+    customer_id: str | None = Field(default=None, max_length=255, index=True)
+    status_code: int
+
+
 class FeedbackSource:
     # The survey page behind the cancellation email's "Tell us why" button.
     EMAIL = "email"
