@@ -18,7 +18,7 @@ from sqlmodel import col
 
 from stripe_lifecycle.api.deps import clock
 from stripe_lifecycle.api.rate_limit import LinkRateLimits
-from stripe_lifecycle.domain.links import make_token, seal
+from stripe_lifecycle.domain.links import make_token, make_unsubscribe_token, seal
 from stripe_lifecycle.storage.erasure import erase_customer
 from stripe_lifecycle.storage.models import Customer, Message, MessageClick, SupportAction
 
@@ -156,13 +156,14 @@ async def test_links_from_before_issue_times_count_from_when_the_message_was_sen
 
 
 async def test_an_unsubscribe_link_never_expires_old_or_new(rig: Rig) -> None:
-    legacy = seal(LINK_SECRET.encode(), b"unsubscribe", b"cus_Links1:marketing").removeprefix("")
+    secret = LINK_SECRET.encode()
+    legacy = seal(secret, b"unsubscribe", b"cus_Links1:marketing")
+    timed = make_unsubscribe_token(secret, "cus_Links1", "product", SENT)
     rig.at(SENT + 3650 * DAY)
-    for path in (f"/u/{legacy}",):
-        assert (await rig.http.get(path)).status_code == 200
-        assert (
-            await rig.http.post(path, data={"List-Unsubscribe": "One-Click"})
-        ).status_code == 200
+    for token in (legacy, timed):
+        assert (await rig.http.get(f"/u/{token}")).status_code == 200
+        one_click = await rig.http.post(f"/u/{token}", data={"List-Unsubscribe": "One-Click"})
+        assert one_click.status_code == 200
 
 
 async def revoke(rig: Rig, path: str, key: str = ADMIN_KEY) -> httpx.Response:
