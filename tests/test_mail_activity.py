@@ -2,6 +2,7 @@
 mode; on SQLite and PostgreSQL, through a real local SMTP server; and the messages API."""
 
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -284,8 +285,10 @@ async def test_messages_api_shows_the_log_and_each_message_as_sent(
         click = await http.get(f"/t/{token}")
         assert (click.status_code, click.headers["location"]) == (302, PORTAL)
         forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
-        other_link = make_token(LINK_SECRET.encode(), first.message_id, "offer")
-        other_secret = make_token(b"another secret", first.message_id, "update_payment")
+        other_link = make_token(LINK_SECRET.encode(), first.message_id, "offer", datetime.now(UTC))
+        other_secret = make_token(
+            b"another secret", first.message_id, "update_payment", datetime.now(UTC)
+        )
         for bad in (forged, other_link, other_secret, "garbage", "a.b"):
             assert (await http.get(f"/t/{bad}")).status_code == 404, bad
         assert (

@@ -63,6 +63,9 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("POST", "/v1/customers/{customer_id}/usage"): ADMIN,
     ("POST", "/v1/inbox/{event_id}/retry"): ADMIN,
     ("DELETE", "/v1/inbox/{event_id}"): ADMIN,
+    # Revoking a customer's or a message's email links (a leaked or forwarded email).
+    ("POST", "/v1/customers/{customer_id}/links/revoke"): ADMIN,
+    ("POST", "/v1/messages/{message_id}/links/revoke"): ADMIN,
     # The dashboard: support's pages and its Cancel button.
     ("GET", "/dashboard"): PAGE,
     ("GET", "/dashboard/lift"): PAGE,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 
 import httpx
@@ -111,7 +112,7 @@ async def cancellation_email(
 
 
 def survey_path(message_id: str, link: str = "survey") -> str:
-    return f"/survey/{make_token(LINK_SECRET.encode(), message_id, link)}"
+    return f"/survey/{make_token(LINK_SECRET.encode(), message_id, link, datetime.now(UTC))}"
 
 
 async def stored_feedback(app: FastAPI) -> list[CancellationFeedback]:
@@ -155,7 +156,7 @@ async def test_forged_foreign_and_unknown_tokens_find_no_survey(
     app, http = api
     message_id = await cancellation_email(app, customer())
     for path in (
-        f"/survey/{make_token(b'another-secret', message_id, 'survey')}",
+        f"/survey/{make_token(b'another-secret', message_id, 'survey', datetime.now(UTC))}",
         survey_path(message_id, "offer"),
         survey_path(str(uuid.uuid4())),
         "/survey/not-a-token",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from html.parser import HTMLParser
 from typing import Any
@@ -29,6 +30,8 @@ from .delivery_helpers import (
 )
 from .fakes import SmtpInbox, running_smtp
 
+# Unsubscribe tokens never expire: any issue time does.
+NOW = datetime.now(UTC)
 ONE_CLICK_BODY = {"List-Unsubscribe": "One-Click"}
 
 
@@ -134,7 +137,10 @@ async def test_marketing_mail_carries_one_click_headers_and_the_same_footer_link
     assert f'href="{url}"' in html_part(received)
     assert url in text_part(received)
     token = path.removeprefix("/u/")
-    assert read_unsubscribe_token(LINK_SECRET.encode(), token) == ("cus_Deliver1", "marketing")
+    found = read_unsubscribe_token(LINK_SECRET.encode(), token)
+    assert found is not None and (found.first, found.second) == ("cus_Deliver1", "marketing")
+    # Issued when the email was composed.
+    assert found.issued_at is not None
 
 
 async def test_billing_mail_has_no_unsubscribe_by_default(rig: Rig) -> None:
@@ -239,7 +245,7 @@ async def test_billing_mail_is_unsubscribable_when_configured(billing_rig: Rig) 
 
 async def test_billing_opt_out_is_kept_but_not_applied_by_default(rig: Rig) -> None:
     # A billing link from mail sent while LIFECYCLE_UNSUBSCRIBE_BILLING was true.
-    token = make_unsubscribe_token(LINK_SECRET.encode(), "cus_Deliver1", "billing")
+    token = make_unsubscribe_token(LINK_SECRET.encode(), "cus_Deliver1", "billing", NOW)
 
     response = await rig.http.post(f"/u/{token}", data=ONE_CLICK_BODY)
 
@@ -249,12 +255,12 @@ async def test_billing_opt_out_is_kept_but_not_applied_by_default(rig: Rig) -> N
 
 async def test_forged_and_foreign_tokens_are_not_found(rig: Rig) -> None:
     secret = LINK_SECRET.encode()
-    genuine = make_unsubscribe_token(secret, "cus_Deliver1", "marketing")
+    genuine = make_unsubscribe_token(secret, "cus_Deliver1", "marketing", NOW)
     forged = genuine[:-2] + ("AA" if not genuine.endswith("AA") else "BB")
-    other_secret = make_unsubscribe_token(b"another secret", "cus_Deliver1", "marketing")
+    other_secret = make_unsubscribe_token(b"another secret", "cus_Deliver1", "marketing", NOW)
     # A tracked-link token is signed with the same secret but is not an unsubscribe token.
-    link_token = make_token(secret, "cus_Deliver1", "marketing")
-    unknown_category = make_unsubscribe_token(secret, "cus_Deliver1", "everything")
+    link_token = make_token(secret, "cus_Deliver1", "marketing", NOW)
+    unknown_category = make_unsubscribe_token(secret, "cus_Deliver1", "everything", NOW)
 
     for bad in (forged, other_secret, link_token, unknown_category, "garbage", "a.b"):
         assert (await rig.http.get(f"/u/{bad}")).status_code == 404, bad

@@ -150,7 +150,7 @@ class MailActivities(Mail):
 
         message_id = existing.id if existing is not None else str(uuid.uuid4())
         addresses = SignedLinks(
-            self._public_url, self._link_secret, message_id, request.customer_id
+            self._public_url, self._link_secret, message_id, request.customer_id, datetime.now(UTC)
         )
         try:
             composed = compose_email(

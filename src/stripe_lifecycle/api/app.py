@@ -12,6 +12,7 @@ from stripe_lifecycle.api import (
     customers,
     dashboard,
     health,
+    link_revocation,
     messages,
     postmark,
     reports,
@@ -118,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(inbox_router)
     app.include_router(customers.router)
     app.include_router(messages.router)
+    app.include_router(link_revocation.router)
     app.include_router(tracking.router)
     app.include_router(survey.router)
     app.include_router(templates.router)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -56,6 +57,14 @@ def segments(state: AppStateDep) -> SegmentsConfig:
 
 
 SegmentsDep = Annotated[SegmentsConfig, Depends(segments)]
+
+
+def clock() -> datetime:
+    """Now, for what expires (email links); tests override the dependency to move time."""
+    return datetime.now(UTC)
+
+
+NowDep = Annotated[datetime, Depends(clock)]
 
 # Ids in paths, checked before anything reaches the database or Temporal: a value that
 # cannot be an id answers 422 (FastAPI's answer to any parameter that fails its schema,

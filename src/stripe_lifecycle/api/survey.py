@@ -8,6 +8,7 @@ again replaces it. The reasons are Stripe's `cancellation_details.feedback` valu
 answers line up with what the Stripe dashboard and Customer Portal collect.
 """
 
+from datetime import datetime
 from http import HTTPStatus
 from typing import Annotated, Literal
 
@@ -23,9 +24,11 @@ from stripe_lifecycle.api.deps import (
     STRIPE_ID_PATTERN,
     AppStateDep,
     CustomerId,
+    NowDep,
     SessionDep,
     SupportKey,
 )
+from stripe_lifecycle.api.link_access import check_link
 from stripe_lifecycle.api.token_pages import TokenPage
 from stripe_lifecycle.domain.lifecycles import Lifecycle
 from stripe_lifecycle.domain.links import read_token
@@ -136,11 +139,24 @@ def _page(
     )
 
 
-async def _surveyed_message(state: AppStateDep, session: AsyncSession, token: str) -> Message:
+class _LinkRefused(Exception):
+    def __init__(self, page: HTMLResponse) -> None:
+        self.page = page
+
+
+async def _surveyed_message(
+    state: AppStateDep, session: AsyncSession, token: str, now: datetime
+) -> Message:
+    """The message whose survey link this is; `_LinkRefused` once the link expired or was
+    revoked (the page that says so)."""
     found = read_token(state.settings.link_secret_bytes(), token)
-    message = await session.get(Message, found[0]) if found else None
-    if found is None or message is None or found[1] != SURVEY_LINK:
+    message = await session.get(Message, found.first) if found else None
+    if found is None or message is None or found.second != SURVEY_LINK:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown survey")
+    destination = message.destinations.get(SURVEY_LINK, "")
+    access = await check_link(session, state.settings, message, found, destination, now)
+    if access.refused is not None:
+        raise _LinkRefused(access.refused)
     return message
 
 
@@ -156,9 +172,15 @@ def _comment(text: str | None) -> str | None:
 
 
 @router.get("/survey/{token}", response_class=HTMLResponse)
-async def survey_page(token: str, state: AppStateDep, session: SessionDep) -> HTMLResponse:
-    """The survey, with the answer already given to this email (if any) selected."""
-    message = await _surveyed_message(state, session, token)
+async def survey_page(
+    token: str, state: AppStateDep, session: SessionDep, now: NowDep
+) -> HTMLResponse:
+    """The survey, with the answer already given to this email (if any) selected; 410 once
+    the link expired or was revoked."""
+    try:
+        message = await _surveyed_message(state, session, token, now)
+    except _LinkRefused as refused:
+        return refused.page
     answer = await _answer_to(session, message.id)
     return _page(
         Brand.from_settings(state.settings),
@@ -173,11 +195,15 @@ async def answer_survey(
     token: str,
     state: AppStateDep,
     session: SessionDep,
+    now: NowDep,
     reason: Annotated[str, Form()] = "",
     comment: Annotated[str, Form()] = "",
 ) -> HTMLResponse:
     """Store the answer to this email (replacing an earlier one) and thank the reader."""
-    message = await _surveyed_message(state, session, token)
+    try:
+        message = await _surveyed_message(state, session, token, now)
+    except _LinkRefused as refused:
+        return refused.page
     brand = Brand.from_settings(state.settings)
     error: str | None = None
     if reason not in REASON_LABELS:

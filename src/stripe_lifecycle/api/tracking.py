@@ -8,37 +8,69 @@ within minutes, so one made when the email was sent would be dead by the time it
 read. If Stripe cannot make one, the fallback is the invoice's hosted page (dunning) or
 `LIFECYCLE_BILLING_URL`. The `hosted:survey` marker leads to the cancellation survey
 page, `/survey/{token}`.
+
+A link opens only within its kind's lifetime and while not revoked (`link_access.py`):
+otherwise a 410 page says it expired. Each API process limits `/t/` per client address
+and per link (`rate_limit.py`): past the limit, 429 with `Retry-After`.
 """
 
 import logging
 
 import stripe
-from fastapi import APIRouter, HTTPException, status
-from fastapi.responses import RedirectResponse
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse
 from stripe.params.billing_portal import SessionCreateParams
 
-from stripe_lifecycle.api.deps import AppStateDep, SessionDep
-from stripe_lifecycle.domain.lifecycles import Lifecycle
+from stripe_lifecycle.api.deps import AppStateDep, NowDep, SessionDep
+from stripe_lifecycle.api.link_access import check_link, opens_portal
+from stripe_lifecycle.api.rate_limit import retry_after
 from stripe_lifecycle.domain.links import HOSTED_SURVEY, PORTAL, read_token
 from stripe_lifecycle.storage.models import Message, MessageClick
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["tracking"])
 
-PORTAL_LINK = "update_payment"
-# Dunning stores the invoice's hosted page, which doubles as the fallback.
-PORTAL_LIFECYCLES = frozenset({Lifecycle.DUNNING})
+
+def _limit(wait: float) -> None:
+    if wait:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail="too many requests for this link; try again shortly",
+            headers={"Retry-After": retry_after(wait)},
+        )
 
 
-@router.get("/t/{token}", response_class=RedirectResponse, status_code=status.HTTP_302_FOUND)
-async def follow_link(token: str, state: AppStateDep, session: SessionDep) -> RedirectResponse:
+@router.get(
+    "/t/{token}",
+    response_class=RedirectResponse,
+    response_model=None,
+    status_code=status.HTTP_302_FOUND,
+    responses={
+        status.HTTP_410_GONE: {
+            "description": "The link expired or was revoked: a page that says so",
+            "content": {"text/html": {}},
+        },
+        status.HTTP_429_TOO_MANY_REQUESTS: {"description": "Too many requests; see Retry-After"},
+    },
+)
+async def follow_link(
+    token: str, request: Request, state: AppStateDep, session: SessionDep, now: NowDep
+) -> RedirectResponse | HTMLResponse:
+    limits = state.link_limits
+    # Behind a reverse proxy this is the proxy unless uvicorn trusts its forwarded headers.
+    _limit(limits.per_client.take(request.client.host if request.client else "unknown"))
     found = read_token(state.settings.link_secret_bytes(), token)
-    message = await session.get(Message, found[0]) if found else None
-    destination = message.destinations.get(found[1]) if message and found else None
+    message = await session.get(Message, found.first) if found else None
+    destination = message.destinations.get(found.second) if message and found else None
     if found is None or message is None or destination is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown link")
+    # Per link, not per token string: only genuine links get a bucket.
+    _limit(limits.per_link.take(f"{message.id}:{found.second}"))
+    access = await check_link(session, state.settings, message, found, destination, now)
+    if access.refused is not None:
+        return access.refused
     try:
-        session.add(MessageClick(message_id=message.id, link=found[1]))
+        session.add(MessageClick(message_id=message.id, link=found.second))
         await session.commit()
     except Exception:
         # The reader came to fix a card: a lost click must not stand in their way.
@@ -48,7 +80,7 @@ async def follow_link(token: str, state: AppStateDep, session: SessionDep) -> Re
     elif destination == PORTAL:
         fallback = state.settings.billing_url
         destination = await _portal_session(state.stripe, message, fallback)
-    elif found[1] == PORTAL_LINK and message.lifecycle in PORTAL_LIFECYCLES:
+    elif opens_portal(message, found.second):
         destination = await _portal_session(state.stripe, message, destination)
     return RedirectResponse(destination, status_code=status.HTTP_302_FOUND)
 

@@ -102,10 +102,11 @@ def _choices(settings: Settings) -> tuple[str, ...]:
 
 
 def _reader(state: AppStateDep, token: str) -> tuple[str, str]:
+    # Never expired nor revoked, whenever it was issued: an opt-out must always work.
     found = read_unsubscribe_token(state.settings.link_secret_bytes(), token)
-    if found is None or found[1] not in MailCategory.ALL:
+    if found is None or found.second not in MailCategory.ALL:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown unsubscribe link")
-    return found
+    return found.first, found.second
 
 
 async def _subscribed(session: AsyncSession, customer_id: str) -> dict[str, bool]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from stripe_lifecycle.domain.links import tracked_url, unsubscribe_url
@@ -26,18 +27,22 @@ class LinkAddresses(Protocol):
 
 @dataclass(frozen=True)
 class SignedLinks:
-    """The real links: tracked per message, unsubscribe per customer and category."""
+    """The real links: tracked per message, unsubscribe per customer and category, each
+    carrying when it was issued (links expire by kind: `links.LINK_LIFETIMES`)."""
 
     public_url: str
     secret: bytes
     message_id: str
     customer_id: str
+    issued_at: datetime
 
     def tracked(self, link: str) -> str:
-        return tracked_url(self.public_url, self.secret, self.message_id, link)
+        return tracked_url(self.public_url, self.secret, self.message_id, link, self.issued_at)
 
     def unsubscribe(self, category: str) -> str:
-        return unsubscribe_url(self.public_url, self.secret, self.customer_id, category)
+        return unsubscribe_url(
+            self.public_url, self.secret, self.customer_id, category, self.issued_at
+        )
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ the webhook inbox (once delivered), Postmark's delivery records, free-text surve
 suppression entries for their address, and the facts their segments were evaluated on (their
 metadata among them) with every membership reason that quoted their metadata. What stays
 is anonymous: ids, statuses, dates and money, so reports and attribution keep adding up.
+Every link in the mail sent to them is revoked: an old email no longer opens their billing.
 """
 
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from stripe_lifecycle.storage.models import (
     Customer,
     CustomerSegmentFacts,
     InboxStatus,
+    LinkRevocation,
     Message,
     MessageEvent,
     SegmentEvent,
@@ -84,6 +86,7 @@ async def erase_customer(session: AsyncSession, customer_id: str, actor: str) ->
     )
     if addresses:
         await session.execute(delete(Suppression).where(col(Suppression.email).in_(addresses)))
+    session.add(LinkRevocation(customer_id=customer_id, reason="data erasure", actor=actor))
     session.add(
         SupportAction(customer_id=customer_id, action=ACTION, actor=actor, reason="data erasure")
     )

@@ -457,6 +457,22 @@ class Suppression(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+class LinkRevocation(SQLModel, table=True):
+    """Email links support revoked: every tracked link of one message (`message_id` set),
+    or of every message of a customer issued up to `revoked_at` (`message_id` None), so
+    mail sent after a customer-wide revocation works again. A revoked link answers like an
+    expired one. Unsubscribe links are never revoked: an opt-out must always work."""
+
+    __tablename__ = "link_revocations"
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    customer_id: str = Field(max_length=255, index=True)
+    message_id: str | None = Field(default=None, max_length=36, index=True)
+    reason: str
+    actor: str = Field(max_length=255)
+    revoked_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 class MailPreference(SQLModel, table=True):
     """A customer's choice for one category of mail; no row means subscribed."""
 
