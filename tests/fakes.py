@@ -32,6 +32,31 @@ from .conftest import free_port
 Server = TypeVar("Server", bound=BaseServer)
 
 
+class Hold:
+    """A request a fake server has accepted and holds unanswered until `release()`, then
+    drops without an answer: what a client sees when it dies (or times out) mid-request.
+    A test waits for `arrival()` before acting, so nothing guesses at timing; a hold never
+    outlasts `limit` seconds, so a test that forgets to release it cannot hang a thread."""
+
+    def __init__(self, limit: float = 60.0) -> None:
+        self._arrived = threading.Event()
+        self._released = threading.Event()
+        self._limit = limit
+
+    def hold(self) -> None:
+        """Called by the server's handler thread with the request taken in."""
+        self._arrived.set()
+        self._released.wait(self._limit)
+
+    def release(self) -> None:
+        self._released.set()
+
+    async def arrival(self, timeout: float = 30.0) -> None:
+        """Returns once a request is being held; fails after `timeout` seconds."""
+        if not await asyncio.to_thread(self._arrived.wait, timeout):
+            raise AssertionError(f"no request was held within {timeout} s")
+
+
 class QuietHandler(BaseHTTPRequestHandler):
     """A request handler that sends whole answers and keeps test output quiet."""
 
@@ -169,8 +194,10 @@ class PostmarkState:
     requests: list[PostmarkRequest] = field(default_factory=list)
     message_ids: list[str] = field(default_factory=list)
     # The next answers to give instead of success: (HTTP status, JSON body or raw bytes),
-    # or None to read the request and hang up without answering.
-    replies: list[tuple[int, dict[str, Any] | bytes] | None] = field(default_factory=list)
+    # None to read the request and hang up without answering, or a `Hold`: the email is
+    # accepted (a message id is recorded, as Postmark would have queued it), its answer
+    # held until released, then the connection dropped unanswered.
+    replies: list[tuple[int, dict[str, Any] | bytes] | Hold | None] = field(default_factory=list)
 
 
 class PostmarkHandler(QuietHandler):
@@ -197,6 +224,11 @@ class PostmarkHandler(QuietHandler):
             reply = state.replies.pop(0)
             if reply is None:
                 self.close_connection = True  # the request was read; no answer comes
+                return
+            if isinstance(reply, Hold):
+                state.message_ids.append(str(uuid.uuid4()))
+                reply.hold()
+                self.close_connection = True
                 return
             self._answer(*reply)
             return
@@ -471,6 +503,10 @@ class StripeState:
     # Payment attempts made on each invoice (what would reach the card network); replays of
     # an idempotency key's saved answer are not attempts.
     payment_attempts: dict[str, int] = field(default_factory=dict)
+    # The next write with an Idempotency-Key is applied and its answer saved, as Stripe
+    # does, then held until released and the connection dropped unanswered: the client
+    # never learns that it was applied.
+    hold: Hold | None = None
 
 
 @dataclass(frozen=True)
@@ -612,13 +648,20 @@ class StripeHandler(QuietHandler):
                 self._answer(status, body, replayed=True)
                 return
             status, body = self._route(method, request)
+            held: Hold | None = None
             # A rate-limited request never reached the endpoint, so nothing is saved for it;
             # everything else (500s and card declines included) is replayed for the key, as
             # first answered: a copy, since the stored object may change afterwards.
             if key is not None and method != "GET" and status != 429:
                 state.saved[key] = (signature, status, copy.deepcopy(body))
                 state.executed += 1
-            self._answer(status, body)
+                held, state.hold = state.hold, None
+            if held is None:
+                self._answer(status, body)
+                return
+        # Held outside the lock: the client's retry must get through meanwhile.
+        held.hold()
+        self.close_connection = True
 
     def _route(self, method: str, request: StripeRequest) -> tuple[int, dict[str, Any]]:
         parts = request.path.strip("/").split("/")
