@@ -3,20 +3,11 @@ real app served by uvicorn, and what the browser drew (boxes, the screenshot's p
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.async_api import BrowserContext, FloatRect, Page
-
-from stripe_lifecycle.api.app import create_app
-from stripe_lifecycle.settings import Settings
-
-from .conftest import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 # What works as root on a machine without a display or a network beyond loopback.
@@ -36,26 +27,6 @@ CHROMIUM_ONLY = pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason="Debian's chromium is not installed at /usr/bin/chromium (.ci/run installs it)",
 )
-
-
-@contextlib.asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[str]:
-    """The real app served by uvicorn on a free port: its base URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise AssertionError("uvicorn stopped before it started")
-            await asyncio.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def pixel_colours(context: BrowserContext, png: bytes) -> dict[str, int]:

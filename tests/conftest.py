@@ -8,6 +8,7 @@ on the time-skipping server."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import fcntl
@@ -23,6 +24,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import select
 from sqlmodel import col
@@ -268,6 +270,26 @@ async def running_api(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
             yield app, http
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[str]:
+    """The real app served by uvicorn on a free port: its base URL."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise AssertionError("uvicorn stopped before it started")
+            await asyncio.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 @contextlib.asynccontextmanager

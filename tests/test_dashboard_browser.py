@@ -21,8 +21,8 @@ from stripe_lifecycle.api.deps import key_fingerprint
 from stripe_lifecycle.storage.db import SessionMaker, create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import Message, SupportAction
 
-from .browser_helpers import CHROMIUM, CHROMIUM_FLAGS, CHROMIUM_ONLY, boxes, pixel_colours, serving
-from .conftest import SUPPORT_KEY, app_settings, temporal_address, workers
+from .browser_helpers import CHROMIUM, CHROMIUM_FLAGS, CHROMIUM_ONLY, boxes, pixel_colours
+from .conftest import SUPPORT_KEY, app_settings, serving, temporal_address, workers
 from .report_helpers import PAYMENT_FAILED, REMINDER, DunningRig, mail_activities, start_dunning
 from .workflow_helpers import eventually
 

@@ -35,12 +35,9 @@ from stripe_lifecycle.workflows.customer import CustomerWorkflow
 from .conftest import running_stack
 from .events import customer_event, unique_customer_id
 from .fakes import STRIPE_API_KEY, StripeHttpServer, StripeState, serving
-from .payment_events import charge_object, dispute_event
+from .payment_events import API_VERSION, T0, charge_object, dispute_event
 from .signing import signed
 from .workflow_helpers import eventually
-
-T0 = 1_790_000_000
-API_VERSION = "2025-09-30.clover"
 
 
 def refund_event(intent_id: str, *, created: int, account: str | None = None) -> dict[str, Any]:

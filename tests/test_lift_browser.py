@@ -16,8 +16,8 @@ from stripe_lifecycle.api.charts import BAR_COLOR
 from stripe_lifecycle.api.lift_cards import HELD_OUT_COLOR, INTERVAL_COLOR
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 
-from .browser_helpers import CHROMIUM, CHROMIUM_FLAGS, CHROMIUM_ONLY, boxes, pixel_colours, serving
-from .conftest import SUPPORT_KEY, app_settings, free_port
+from .browser_helpers import CHROMIUM, CHROMIUM_FLAGS, CHROMIUM_ONLY, boxes, pixel_colours
+from .conftest import SUPPORT_KEY, app_settings, free_port, serving
 from .lift_helpers import NOW, api_rows
 
 pytestmark = CHROMIUM_ONLY

@@ -5,48 +5,23 @@ route's dependencies)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import func, select
 from temporalio.testing import WorkflowEnvironment
 
-from stripe_lifecycle.api.app import create_app
-from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import WebhookEvent
 
-from .conftest import SUPPORT_KEY, app_settings, free_port, running_api, temporal_address
+from .conftest import SUPPORT_KEY, app_settings, running_api, serving, temporal_address
 from .events import customer_event, unique_customer_id
 from .signing import stripe_signature
 
 MIB = 1024 * 1024
 T0 = 1_790_000_000
-
-
-@contextlib.asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[str]:
-    """The real app served by uvicorn on a free port: its base URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise AssertionError("uvicorn stopped before it started")
-            await asyncio.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def stored_events(database_url: str) -> int:

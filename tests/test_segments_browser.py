@@ -15,8 +15,8 @@ from stripe_lifecycle.api.segment_charts import ENTRY_COLOR, EXIT_COLOR
 from stripe_lifecycle.api.segments_dashboard import WEEKS, week_spans
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 
-from .browser_helpers import CHROMIUM, CHROMIUM_FLAGS, CHROMIUM_ONLY, boxes, pixel_colours, serving
-from .conftest import SUPPORT_KEY, app_settings, free_port
+from .browser_helpers import CHROMIUM, CHROMIUM_FLAGS, CHROMIUM_ONLY, boxes, pixel_colours
+from .conftest import SUPPORT_KEY, app_settings, free_port, serving
 from .segment_helpers import add_changes, add_customer, add_members, entered, exited, write_segments
 
 pytestmark = CHROMIUM_ONLY

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from temporalio import activity
 from temporalio.client import Client
@@ -372,7 +373,7 @@ async def _signal_all(
     return sum(results)
 
 
-async def _last_clicks(session: Any, customer_ids: list[str]) -> dict[str, int]:
+async def _last_clicks(session: AsyncSession, customer_ids: list[str]) -> dict[str, int]:
     """The last click in each customer's mail, epoch seconds, for those who clicked."""
     if not customer_ids:
         return {}
@@ -385,7 +386,7 @@ async def _last_clicks(session: Any, customer_ids: list[str]) -> dict[str, int]:
     return {customer: int(_aware(at).timestamp()) for customer, at in rows.all()}
 
 
-async def _with_db_facts(session: Any, customer_id: str, facts: Facts) -> Facts:
+async def _with_db_facts(session: AsyncSession, customer_id: str, facts: Facts) -> Facts:
     """The workflow's billing facts with what only the DB knows: usage the app reported
     and the last click on a tracked link in the customer's mail."""
     usage_rows = await session.execute(
@@ -407,7 +408,7 @@ async def _with_db_facts(session: Any, customer_id: str, facts: Facts) -> Facts:
 
 
 async def _store_facts(
-    session: Any, customer_id: str, facts: Facts, segments: list[str], now: datetime
+    session: AsyncSession, customer_id: str, facts: Facts, segments: list[str], now: datetime
 ) -> None:
     await session.execute(
         delete(CustomerSegmentFacts).where(col(CustomerSegmentFacts.customer_id) == customer_id)

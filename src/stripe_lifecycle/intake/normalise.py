@@ -683,7 +683,8 @@ def normalise_event_for_customer(event: StripeObject, customer_id: str) -> Billi
     data = _dict(event.get("data"))
     named = {**data, "object": {**_event_object(event), "customer": customer_id}}
     normalised = normalise_event({**event, "data": named})
-    assert normalised is not None  # it names a customer now
+    if normalised is None:
+        raise UnreadableEvent("the event names no object a customer could be given to")
     return normalised
 
 
