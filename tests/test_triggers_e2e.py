@@ -69,6 +69,12 @@ class Customer:
             CustomerWorkflow.run, ids.customer_workflow_id(self.id)
         )
 
+    async def created(self, now: int, email: str) -> None:
+        """`customer.created` of a customer of 40 days' standing."""
+        await self.post(
+            customer_event(self.id, email, created=now - 40 * DAY, type_="customer.created")
+        )
+
     async def post(self, event: dict[str, Any]) -> None:
         body, headers = signed(event)
         response = await self.http.post("/webhooks/stripe", content=body, headers=headers)
@@ -117,11 +123,7 @@ async def test_an_overdue_invoice_paid_after_its_reminder_is_recovered_and_credi
     app, http = stack
     customer = Customer(app, http, dev_env)
     now = int(time.time())
-    await customer.post(
-        customer_event(
-            customer.id, "ap@example.com", created=now - 40 * DAY, type_="customer.created"
-        )
-    )
+    await customer.created(now, "ap@example.com")
     # Finalized 30 days ago, due 10 days ago, still open: overdue.
     due = now - 10 * DAY
     await customer.post(customer.invoice_event("invoice.finalized", now - 30, due_date=due))
@@ -177,11 +179,7 @@ async def test_an_invoice_paid_on_time_ends_its_reminders_with_the_payment_credi
     app, http = stack
     customer = Customer(app, http, dev_env)
     now = int(time.time())
-    await customer.post(
-        customer_event(
-            customer.id, "ap@example.com", created=now - 40 * DAY, type_="customer.created"
-        )
-    )
+    await customer.created(now, "ap@example.com")
     # Due in ten days: its reminder waits for three days before; a big invoice finalized
     # is followed up too.
     due = now + 10 * DAY
@@ -223,11 +221,7 @@ async def test_an_open_quote_runs_until_accepted(
     app, http = stack
     customer = Customer(app, http, dev_env)
     now = int(time.time())
-    await customer.post(
-        customer_event(
-            customer.id, "buyer@example.com", created=now - 40 * DAY, type_="customer.created"
-        )
-    )
+    await customer.created(now, "buyer@example.com")
     quote_id = f"qt_{uuid.uuid4().hex[:14]}"
 
     def quote_event(type_: str, created: int, status: str) -> dict[str, Any]:
