@@ -5,6 +5,7 @@ A deleted customer (often a data-erasure request) gets no mail again; erasing on
 no email or name anywhere the database or Temporal keeps it, and keeps the money."""
 
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -21,7 +22,7 @@ from stripe_lifecycle.storage.models import Message, SupportAction
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 
 from . import corpus
-from .conftest import ADMIN_KEY, SUPPORT_KEY
+from .conftest import ADMIN_KEY, SUPPORT_KEY, running_stack
 from .events import customer_event, subscription_event, unique_customer_id
 from .signing import post_webhook as post
 from .workflow_helpers import DAY, eventually
@@ -99,6 +100,15 @@ class Customer:
         )
         await post(self.http, marker)
         await eventually(lambda: applied(events + 1), "the marker applied")
+
+
+@pytest.fixture
+async def stack(
+    dev_env: WorkflowEnvironment, sqlite_url: str, task_queue: str
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    # With the email indexed (off by default): erasure takes it out of the index too.
+    async with running_stack(dev_env, sqlite_url, task_queue, index_email=True) as pair:
+        yield pair
 
 
 @pytest.fixture

@@ -40,7 +40,8 @@ async def worker(
 
 
 async def send(client: Client, task_queue: str, *events: dict[str, object]) -> None:
-    deliver = temporal_delivery(client, ForwarderConfig(task_queue=task_queue))
+    # Indexed (LIFECYCLE_INDEX_EMAIL=true), as the snapshot test checks every search attribute.
+    deliver = temporal_delivery(client, ForwarderConfig(task_queue=task_queue, index_email=True))
     for raw in events:
         event = normalise_event(raw)
         assert event is not None

@@ -39,6 +39,7 @@ OWN_AUTH = "own auth"
 ROUTE_ROLES: dict[tuple[str, str], str] = {
     # Support's daily work: reading customers, messages, reports and segments, stopping
     # a dunning, recording why a customer cancelled, previewing templates, following a sync.
+    ("GET", "/v1/customers"): SUPPORT,
     ("GET", "/v1/customers/{customer_id}"): SUPPORT,
     ("GET", "/v1/customers/{customer_id}/messages"): SUPPORT,
     ("GET", "/v1/messages/{message_id}"): SUPPORT,
@@ -66,6 +67,10 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     # Revoking a customer's or a message's email links (a leaked or forwarded email).
     ("POST", "/v1/customers/{customer_id}/links/revoke"): ADMIN,
     ("POST", "/v1/messages/{message_id}/links/revoke"): ADMIN,
+    # The codec server (decrypting payloads for the Temporal Web UI and CLI): a key, or a
+    # dashboard session sent from the Temporal UI's origin (test_payload_codec.py).
+    ("POST", "/dashboard/codec/encode"): SUPPORT,
+    ("POST", "/dashboard/codec/decode"): SUPPORT,
     # The dashboard: support's pages and its Cancel button.
     ("GET", "/dashboard"): PAGE,
     ("GET", "/dashboard/lift"): PAGE,

@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 
 import uvicorn
 from pydantic import SecretStr, ValidationError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
@@ -42,14 +43,17 @@ from stripe_lifecycle.mail.preview import (
     sample_event,
 )
 from stripe_lifecycle.mail.templates import Brand, TemplateRenderer, load_checked_automations
+from stripe_lifecycle.payload_codec import data_converter
 from stripe_lifecycle.segments_cli import SEGMENT_COMMANDS, add_segment_commands
 from stripe_lifecycle.settings import ConfigurationError, Settings, get_settings, hashed_key
 from stripe_lifecycle.storage import migrate
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
+from stripe_lifecycle.storage.lookup import customers_by_email
 from stripe_lifecycle.sync_control import root_cause, start_sync
 from stripe_lifecycle.sync_progress import SYNC_POLL_SECONDS, follow_sync
 from stripe_lifecycle.temporal_setup import (
     cancel_paused_instances,
+    connect,
     ensure_reconcile_schedule,
     ensure_segment_sweep_schedule,
     register_search_attributes,
@@ -151,10 +155,6 @@ async def _start_up(client: Client, settings: Settings, automations: list[Automa
     )
 
 
-async def _connect(settings: Settings) -> Client:
-    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
-
-
 def _dev_link_secret(data_dir: Path) -> str:
     # Kept in the data dir so links in mail sent by earlier runs keep working.
     path = data_dir / "link-secret"
@@ -170,7 +170,10 @@ async def cmd_dev(settings: Settings) -> None:
         secret = SecretStr(_dev_link_secret(settings.data_dir))
         settings = settings.model_copy(update={"link_secret": secret})
     process = None
-    client = await try_connect(settings.temporal_address, settings.temporal_namespace)
+    converter = data_converter(settings.payload_codec())
+    client = await try_connect(
+        settings.temporal_address, settings.temporal_namespace, converter=converter
+    )
     if client is not None:
         log.info("using the Temporal server already running at %s", settings.temporal_address)
         await register_search_attributes(client, settings.temporal_namespace)
@@ -188,7 +191,7 @@ async def cmd_dev(settings: Settings) -> None:
     try:
         if process is not None:
             client = await wait_for_server(
-                settings.temporal_address, settings.temporal_namespace, process
+                settings.temporal_address, settings.temporal_namespace, process, converter=converter
             )
         assert client is not None
         await migrate.upgrade(settings.database_url)
@@ -215,7 +218,7 @@ async def cmd_dev(settings: Settings) -> None:
 
 
 async def cmd_worker(settings: Settings) -> None:
-    client = await _connect(settings)
+    client = await connect(settings)
     engine = create_engine(settings.database_url)
     try:
         workers, start_up = _workers_and_start_up(client, settings, engine)
@@ -234,13 +237,13 @@ async def cmd_migrate(settings: Settings) -> None:
 
 
 async def cmd_temporal_setup(settings: Settings) -> None:
-    client = await _connect(settings)
+    client = await connect(settings)
     added = await register_search_attributes(client, settings.temporal_namespace)
     log.info("search attributes added: %s", ", ".join(added) if added else "none (all present)")
 
 
 async def cmd_reconcile(settings: Settings) -> None:
-    client = await _connect(settings)
+    client = await connect(settings)
     lookback = settings.reconcile_lookback
     started = int(time.time())
     # The workers run the pass, as they run the scheduled ones; this process waits for it.
@@ -266,7 +269,7 @@ async def cmd_reconcile(settings: Settings) -> None:
 
 
 async def cmd_sync(args: argparse.Namespace, settings: Settings) -> None:
-    client = await _connect(settings)
+    client = await connect(settings)
     started = await start_sync(
         client,
         settings.task_queue,
@@ -385,6 +388,25 @@ async def cmd_templates_render(args: argparse.Namespace, settings: Settings) -> 
         sys.stdout.write(parts[args.part])
 
 
+async def cmd_customers_find(args: argparse.Namespace, settings: Settings) -> None:
+    """The customers with an email (ignoring case), from the database: no Temporal needed."""
+    engine = create_engine(settings.database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            found = await customers_by_email(session, args.email)
+    except (DBAPIError, OSError) as exc:
+        reason = exc.orig if isinstance(exc, DBAPIError) else exc
+        raise SystemExit(f"cannot read the database at LIFECYCLE_DATABASE_URL: {reason}") from exc
+    finally:
+        await engine.dispose()
+    if not found:
+        raise SystemExit(f"no customer has the email {args.email}")
+    for customer in found:
+        workflow_id = ids.customer_workflow_id(customer.customer_id)
+        state = "deleted" if customer.deleted else customer.status
+        print(f"{customer.customer_id}  {state}  {settings.temporal_ui_link(workflow_id)}")
+
+
 def cmd_keys_hash() -> int:
     """Print the `sha256:<hex>` form of a key read from stdin (hidden when typed), for
     LIFECYCLE_API_KEYS: `admin:sha256:...` lets the environment hold no usable key."""
@@ -463,6 +485,12 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--part", choices=("all", "subject", "html", "text"), default="all")
     render.add_argument("--automation", help="use this automation's offer (default: a sample)")
     add_segment_commands(sub)
+    customers = sub.add_parser("customers", help="find customers in the database")
+    customers_sub = customers.add_subparsers(dest="action", required=True)
+    find = customers_sub.add_parser(
+        "find", help="the customers with an email (ignoring case), with Temporal UI links"
+    )
+    find.add_argument("email")
     keys = sub.add_parser("keys", help="prepare API keys for LIFECYCLE_API_KEYS")
     keys_sub = keys.add_subparsers(dest="action", required=True)
     keys_sub.add_parser(
@@ -493,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
         command = functools.partial(cmd_sync, args)
     elif args.command == "segments":
         command = functools.partial(SEGMENT_COMMANDS[args.action][0], args)
+    elif args.command == "customers":
+        command = functools.partial(cmd_customers_find, args)
     else:
         command, _ = COMMANDS[args.command]
     try:

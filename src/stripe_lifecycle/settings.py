@@ -10,10 +10,10 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stripe_lifecycle.domain.attribution import DEFAULT_MODEL as DEFAULT_ATTRIBUTION_MODEL
@@ -23,6 +23,7 @@ from stripe_lifecycle.domain.attribution import parse_windows as parse_attributi
 from stripe_lifecycle.domain.automations import parse_duration
 from stripe_lifecycle.domain.outbound import parse_hosts
 from stripe_lifecycle.domain.send_windows import parse_window
+from stripe_lifecycle.payload_codec import EncryptionCodec, build_codec
 
 ApiRole = Literal["support", "admin"]
 API_ROLES: tuple[ApiRole, ...] = ("support", "admin")
@@ -89,6 +90,9 @@ class Settings(BaseSettings):
     task_queue: str = "stripe-lifecycle"
     temporal_port: int = Field(default=7233, ge=1, le=65535)
     ui_port: int = Field(default=8233, ge=1, le=65535)
+    # The Temporal Web UI people open: customer lookups link to it, and it is the one browser
+    # origin the /codec endpoints answer. Default: the dev server's UI on LIFECYCLE_UI_PORT.
+    temporal_ui_url: str | None = None
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
@@ -179,7 +183,15 @@ class Settings(BaseSettings):
     segments: Path = Path("segments.yaml")
     segment_sweep_interval: timedelta = timedelta(hours=1)
     templates_dir: Path | None = None
-    index_email: bool = True
+    # Put customers' emails in the `CustomerEmail` search attribute. Temporal stores and
+    # indexes search attributes in clear text (no codec reaches them); customers are found
+    # by email from the database (`GET /v1/customers?email=`, `lifecycle customers find`).
+    index_email: bool = False
+
+    # Encrypts every Temporal payload (AES-256-GCM): 32 random bytes as 64 hex digits or
+    # base64. Old keys (comma-separated) still decrypt what they encrypted, for rotation.
+    payload_key: SecretStr | None = None
+    payload_old_keys: SecretStr | None = None
 
     # Request bodies over this many bytes are answered 413 before they are read whole
     # (Stripe's events are a few KB; its documented ceiling is far below 1 MiB).
@@ -264,6 +276,13 @@ class Settings(BaseSettings):
             raise ValueError("LIFECYCLE_PUBLIC_URL must start with http:// or https://")
         return value.rstrip("/")
 
+    @field_validator("temporal_ui_url")
+    @classmethod
+    def _http_ui_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("LIFECYCLE_TEMPORAL_UI_URL must start with http:// or https://")
+        return None if value is None else value.rstrip("/")
+
     @field_validator("billing_url")
     @classmethod
     def _http_billing_url(cls, value: str | None) -> str | None:
@@ -295,6 +314,12 @@ class Settings(BaseSettings):
             raise ValueError("LIFECYCLE_OUTBOUND_WEBHOOK_SECRET cannot be blank")
         return value
 
+    @model_validator(mode="after")
+    def _payload_keys(self) -> Settings:
+        # Fails at start, naming the variable, rather than at the first payload.
+        self.payload_codec()
+        return self
+
     @field_validator("postmark_webhook_user")
     @classmethod
     def _basic_auth_user(cls, value: str | None) -> str | None:
@@ -322,6 +347,27 @@ class Settings(BaseSettings):
     def outbound_hosts(self) -> frozenset[str]:
         """The hosts `webhook` steps may POST to (LIFECYCLE_OUTBOUND_WEBHOOK_HOSTS)."""
         return parse_hosts(self.outbound_webhook_hosts)
+
+    def payload_codec(self) -> EncryptionCodec | None:
+        """The codec of LIFECYCLE_PAYLOAD_KEY; None while it is unset (payloads in clear)."""
+        return build_codec(
+            None if self.payload_key is None else self.payload_key.get_secret_value(),
+            None if self.payload_old_keys is None else self.payload_old_keys.get_secret_value(),
+        )
+
+    def temporal_ui(self) -> str:
+        return self.temporal_ui_url or f"http://localhost:{self.ui_port}"
+
+    def temporal_ui_origin(self) -> str:
+        """The UI's origin (scheme, host, port), as a browser sends it in `Origin`."""
+        parts = urlsplit(self.temporal_ui())
+        return f"{parts.scheme}://{parts.netloc}"
+
+    def temporal_ui_link(self, workflow_id: str) -> str:
+        namespace = quote(self.temporal_namespace, safe="")
+        return (
+            f"{self.temporal_ui()}/namespaces/{namespace}/workflows/{quote(workflow_id, safe='')}"
+        )
 
     def parsed_api_keys(self) -> list[ApiKey]:
         return parse_api_keys(self.api_keys.get_secret_value())

@@ -38,10 +38,13 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import SearchAttributeIndexedValueType
+from temporalio.converter import DataConverter
 from temporalio.service import RPCError
 
 from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.automations import Automation
+from stripe_lifecycle.payload_codec import data_converter
+from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.workflows.engine import CancelRequest, LifecycleWorkflow
 from stripe_lifecycle.workflows.reconcile import ReconcileInput, StripeReconcileWorkflow
 from stripe_lifecycle.workflows.segments import SegmentSweepWorkflow, SweepInput
@@ -81,9 +84,27 @@ async def register_search_attributes(client: Client, namespace: str) -> list[str
     return sorted(missing)
 
 
-async def try_connect(address: str, namespace: str, timeout: float = 2.0) -> Client | None:
+async def connect(settings: Settings, *, address: str | None = None, lazy: bool = False) -> Client:
+    """The Temporal client of every process (worker, API, CLI): each one encrypts and
+    decrypts payloads with LIFECYCLE_PAYLOAD_KEY, or none does."""
+    return await Client.connect(
+        address or settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=data_converter(settings.payload_codec()),
+        lazy=lazy,
+    )
+
+
+async def try_connect(
+    address: str,
+    namespace: str,
+    timeout: float = 2.0,
+    converter: DataConverter = DataConverter.default,
+) -> Client | None:
     try:
-        return await asyncio.wait_for(Client.connect(address, namespace=namespace), timeout)
+        return await asyncio.wait_for(
+            Client.connect(address, namespace=namespace, data_converter=converter), timeout
+        )
     except Exception:
         return None
 
@@ -132,14 +153,18 @@ def start_dev_server(
 
 
 async def wait_for_server(
-    address: str, namespace: str, process: subprocess.Popen[bytes], timeout: float = 60.0
+    address: str,
+    namespace: str,
+    process: subprocess.Popen[bytes],
+    timeout: float = 60.0,
+    converter: DataConverter = DataConverter.default,
 ) -> Client:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the Temporal dev server exited with code {process.returncode}")
-        client = await try_connect(address, namespace)
+        client = await try_connect(address, namespace, converter=converter)
         if client is not None:
             return client
         await asyncio.sleep(0.25)

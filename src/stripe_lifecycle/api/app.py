@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
-from temporalio.client import Client
 
 from stripe_lifecycle.api import (
+    codec,
     customers,
     dashboard,
     health,
@@ -36,6 +36,7 @@ from stripe_lifecycle.mail.templates import load_checked_automations
 from stripe_lifecycle.settings import Settings, get_settings
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 from stripe_lifecycle.stripe_api.client import build_stripe_client
+from stripe_lifecycle.temporal_setup import connect
 
 
 def forwarder_config(settings: Settings) -> ForwarderConfig:
@@ -64,9 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings.database_url)
         sessionmaker = create_sessionmaker(engine)
         # Lazy: the API must accept and store webhooks even while Temporal is down.
-        client = await Client.connect(
-            settings.temporal_address, namespace=settings.temporal_namespace, lazy=True
-        )
+        client = await connect(settings, lazy=True)
         config = forwarder_config(settings)
         stripe_client = build_stripe_client(settings)
         forwarder = InboxForwarder(
@@ -114,10 +113,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AuditMutations)
     app.add_middleware(AuthenticateApi)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Outermost: the Web UI's preflight (no credentials) is answered before any check.
+    app.add_middleware(codec.CodecCors, ui_origin=settings.temporal_ui_origin())
     app.include_router(health.router)
     app.include_router(webhooks.router)
     app.include_router(inbox_router)
     app.include_router(customers.router)
+    app.include_router(codec.router)
     app.include_router(messages.router)
     app.include_router(link_revocation.router)
     app.include_router(tracking.router)

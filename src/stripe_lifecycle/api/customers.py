@@ -5,8 +5,9 @@ import asyncio
 import logging
 import time
 from datetime import timedelta
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.api.common.v1 import WorkflowExecution
@@ -22,6 +23,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from stripe_lifecycle.api.deps import (
     TEMPORAL_UNREACHABLE,
     AdminKey,
+    AppStateDep,
     CustomerId,
     SessionDep,
     SupportKey,
@@ -30,6 +32,7 @@ from stripe_lifecycle.api.deps import (
 from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.lifecycles import INVOICE_LIFECYCLES
 from stripe_lifecycle.storage.erasure import erase_customer
+from stripe_lifecycle.storage.lookup import EMAIL_MAX_LENGTH, customers_by_email
 from stripe_lifecycle.storage.models import Customer, CustomerPublic, LifecyclePublic, SupportAction
 from stripe_lifecycle.workflows.customer import CustomerWorkflow, EraseRequest
 from stripe_lifecycle.workflows.engine import CancelRequest, LifecycleWorkflow
@@ -65,6 +68,51 @@ async def _lifecycles(
             )
         )
     return found
+
+
+class CustomerMatch(BaseModel):
+    customer_id: str
+    status: str
+    deleted: bool
+    # The customer's entity workflow, and where the Temporal Web UI shows it.
+    workflow_id: str
+    temporal_ui_url: str
+
+
+class CustomerMatches(BaseModel):
+    customers: list[CustomerMatch]
+
+
+@router.get("/customers", response_model=CustomerMatches)
+async def find_customers(
+    email: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=EMAIL_MAX_LENGTH,
+            description="an email address, matched exactly but ignoring case",
+            examples=["ada@example.com"],
+        ),
+    ],
+    session: SessionDep,
+    state: AppStateDep,
+    _caller: SupportKey,
+) -> CustomerMatches:
+    """The customers with this email, from the database: Temporal does not index emails
+    unless LIFECYCLE_INDEX_EMAIL is set."""
+    settings = state.settings
+    return CustomerMatches(
+        customers=[
+            CustomerMatch(
+                customer_id=c.customer_id,
+                status=c.status,
+                deleted=c.deleted,
+                workflow_id=ids.customer_workflow_id(c.customer_id),
+                temporal_ui_url=settings.temporal_ui_link(ids.customer_workflow_id(c.customer_id)),
+            )
+            for c in await customers_by_email(session, email)
+        ]
+    )
 
 
 @router.get("/customers/{customer_id}", response_model=CustomerPublic)

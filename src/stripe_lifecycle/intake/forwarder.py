@@ -77,7 +77,8 @@ RESOLVER_LANES = 8
 @dataclass(frozen=True)
 class ForwarderConfig:
     task_queue: str
-    index_email: bool = True
+    # LIFECYCLE_INDEX_EMAIL: off unless asked for, as search attributes are never encrypted.
+    index_email: bool = False
     lanes: int = 64
     sweep_seconds: float = 5.0
     max_backoff_seconds: float = 30.0
