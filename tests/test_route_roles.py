@@ -35,6 +35,9 @@ PAGE = "dashboard page"
 PUBLIC = "public"
 # Authenticated by the route itself: webhook signatures, signed link tokens.
 OWN_AUTH = "own auth"
+# The codec server: a `support` or `admin` key, or a session cookie sent from the Temporal
+# UI's origin; nobody else (a 401, never the login page: the Temporal UI calls it).
+CODEC = "codec"
 
 ROUTE_ROLES: dict[tuple[str, str], str] = {
     # Support's daily work: reading customers, messages, reports and segments, stopping
@@ -69,8 +72,8 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("POST", "/v1/messages/{message_id}/links/revoke"): ADMIN,
     # The codec server (decrypting payloads for the Temporal Web UI and CLI): a key, or a
     # dashboard session sent from the Temporal UI's origin (test_payload_codec.py).
-    ("POST", "/dashboard/codec/encode"): SUPPORT,
-    ("POST", "/dashboard/codec/decode"): SUPPORT,
+    ("POST", "/dashboard/codec/encode"): CODEC,
+    ("POST", "/dashboard/codec/decode"): CODEC,
     # The dashboard: support's pages and its Cancel button.
     ("GET", "/dashboard"): PAGE,
     ("GET", "/dashboard/lift"): PAGE,
@@ -196,6 +199,23 @@ async def test_a_dashboard_page_sends_strangers_to_the_login_page(
     for key in (SUPPORT_KEY, ADMIN_KEY):
         let_in = await call(api, method, path, key)
         assert let_in.status_code not in (401, 403) and not sent_to_login(let_in), let_in.text
+
+
+@pytest.mark.parametrize(("method", "path"), routes_of(CODEC))
+async def test_the_codec_server_needs_a_key_or_a_session_from_the_temporal_ui(
+    api: httpx.AsyncClient, method: str, path: str
+) -> None:
+    for key in (None, WRONG_KEY):
+        refused = await call(api, method, path, key)
+        assert refused.status_code == 401, (key, refused.text)
+        assert refused.headers["www-authenticate"] == "Bearer"
+    # A session sent without the UI's Origin (another page, a forged form) is refused.
+    session = (await api.post("/dashboard/login", data={"key": SUPPORT_KEY})).cookies
+    refused = await call(api, method, path, cookies=dict(session))
+    assert refused.status_code == 401, refused.text
+    for key in (SUPPORT_KEY, ADMIN_KEY):
+        let_in = await call(api, method, path, key)
+        assert let_in.status_code not in (401, 403), let_in.text
 
 
 @pytest.mark.parametrize(("method", "path"), routes_of(OWN_AUTH))
