@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import secrets
 import signal
 import socket
 import subprocess
@@ -83,6 +84,8 @@ async def test_lifecycle_dev_runs_everything_and_stops_cleanly(tmp_path: Path) -
         LIFECYCLE_API_PORT=str(api_port),
         LIFECYCLE_STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
         LIFECYCLE_API_KEYS="support:dev-support-key",
+        # Its Temporal client, the worker's and the API's, encrypt what Temporal stores.
+        LIFECYCLE_PAYLOAD_KEY=secrets.token_hex(32),
     )
     log = (tmp_path / "dev.log").open("w")
     process = subprocess.Popen([LIFECYCLE, "dev"], env=env, cwd=tmp_path, stdout=log, stderr=log)
@@ -120,10 +123,16 @@ async def test_lifecycle_dev_runs_everything_and_stops_cleanly(tmp_path: Path) -
             assert attrs.get(contract.CUSTOMER_ID) == cus
             # LIFECYCLE_INDEX_EMAIL is off by default: Temporal never indexes the address.
             assert attrs.get(contract.CUSTOMER_EMAIL) is None
-            customer = await http.get(
-                f"/v1/customers/{cus}", headers={"Authorization": "Bearer dev-support-key"}
-            )
+            support = {"Authorization": "Bearer dev-support-key"}
+            customer = await http.get(f"/v1/customers/{cus}", headers=support)
             assert customer.json()["email"] == "sam@example.com"
+            found = await http.get(
+                "/v1/customers", params={"email": "Sam@Example.com"}, headers=support
+            )
+            assert [c["customer_id"] for c in found.json()["customers"]] == [cus]
+            # Read without the key, as the Temporal server keeps it: no address anywhere.
+            history = await handle.fetch_history()
+            assert all(b"sam@example.com" not in e.SerializeToString() for e in history.events)
         async with httpx.AsyncClient() as ui:
             assert (await ui.get(f"http://127.0.0.1:{ui_port}/")).status_code == 200
         assert (tmp_path / "data" / "temporal.db").exists()
