@@ -32,6 +32,7 @@ from .signing import WEBHOOK_SECRET, signed
         ("LIFECYCLE_API_KEYS", "support", "must be role:key"),
         ("LIFECYCLE_API_PORT", "eighty", "valid integer"),
         ("LIFECYCLE_MAIL_TRANSPORT", "pigeon", "'outbox', 'postmark' or 'smtp'"),
+        ("LIFECYCLE_PAYLOAD_KEY", "abc", "must be 32 random bytes"),
     ],
 )
 def test_bad_configuration_fails_fast_naming_the_variable(

@@ -129,6 +129,20 @@ def test_a_bad_key_stops_the_settings_naming_the_variable() -> None:
     with pytest.raises(ValidationError, match="LIFECYCLE_PAYLOAD_KEY must be 32") as exc:
         app_settings("sqlite+aiosqlite://", "127.0.0.1:1", "tq", payload_key="secret-ish")
     assert "secret-ish" not in str(exc.value)
+    with pytest.raises(ValidationError, match="without LIFECYCLE_PAYLOAD_KEY"):
+        app_settings("sqlite+aiosqlite://", "127.0.0.1:1", "tq", payload_old_keys=KEY.hex())
+    with pytest.raises(ValidationError, match="LIFECYCLE_PAYLOAD_OLD_KEYS entry 1"):
+        app_settings(
+            "sqlite+aiosqlite://", "127.0.0.1:1", "tq", payload_key=KEY.hex(), payload_old_keys="x"
+        )
+    rotated = app_settings(
+        "sqlite+aiosqlite://",
+        "127.0.0.1:1",
+        "tq",
+        payload_key=KEY.hex(),
+        payload_old_keys=f"{base64.b64encode(OLD_KEY).decode()}, ",
+    ).payload_codec()
+    assert rotated is not None and rotated.current_key_id == key_id(KEY)
 
 
 async def test_histories_recorded_in_clear_replay_with_the_codec() -> None:

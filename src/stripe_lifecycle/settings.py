@@ -13,7 +13,7 @@ from typing import Literal
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stripe_lifecycle.domain.attribution import DEFAULT_MODEL as DEFAULT_ATTRIBUTION_MODEL
@@ -23,7 +23,7 @@ from stripe_lifecycle.domain.attribution import parse_windows as parse_attributi
 from stripe_lifecycle.domain.automations import parse_duration
 from stripe_lifecycle.domain.outbound import parse_hosts
 from stripe_lifecycle.domain.send_windows import parse_window
-from stripe_lifecycle.payload_codec import EncryptionCodec, build_codec
+from stripe_lifecycle.payload_codec import EncryptionCodec, build_codec, parse_key
 
 ApiRole = Literal["support", "admin"]
 API_ROLES: tuple[ApiRole, ...] = ("support", "admin")
@@ -314,11 +314,22 @@ class Settings(BaseSettings):
             raise ValueError("LIFECYCLE_OUTBOUND_WEBHOOK_SECRET cannot be blank")
         return value
 
-    @model_validator(mode="after")
-    def _payload_keys(self) -> Settings:
-        # Fails at start, naming the variable, rather than at the first payload.
-        self.payload_codec()
-        return self
+    @field_validator("payload_key")
+    @classmethod
+    def _payload_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # At start, naming the variable, rather than at the first payload.
+        if value is not None:
+            parse_key(value.get_secret_value(), "LIFECYCLE_PAYLOAD_KEY")
+        return value
+
+    @field_validator("payload_old_keys")
+    @classmethod
+    def _payload_old_keys(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None:
+            # Absent from info.data when the current key failed its own check (reported there).
+            has_key = "payload_key" not in info.data or info.data["payload_key"] is not None
+            build_codec(VALID_KEY_STAND_IN if has_key else None, value.get_secret_value())
+        return value
 
     @field_validator("postmark_webhook_user")
     @classmethod
@@ -406,6 +417,8 @@ def parse_api_keys(raw: str) -> list[ApiKey]:
 
 
 STRIPE_EVENT_RETENTION = timedelta(days=30)
+# Checks LIFECYCLE_PAYLOAD_OLD_KEYS on its own: 32 zero bytes in hex, never used to encrypt.
+VALID_KEY_STAND_IN = "00" * 32
 
 
 def _duration(name: str, value: object) -> object:

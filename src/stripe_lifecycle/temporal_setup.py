@@ -84,13 +84,17 @@ async def register_search_attributes(client: Client, namespace: str) -> list[str
     return sorted(missing)
 
 
-async def connect(settings: Settings, *, address: str | None = None, lazy: bool = False) -> Client:
+async def connect(settings: Settings, *, lazy: bool = False) -> Client:
     """The Temporal client of every process (worker, API, CLI): each one encrypts and
     decrypts payloads with LIFECYCLE_PAYLOAD_KEY, or none does."""
+    codec = settings.payload_codec()
+    if codec is not None:
+        # The key's public id: which key a process runs with, to follow a rotation.
+        log.info("Temporal payloads encrypted with key %s", codec.current_key_id)
     return await Client.connect(
-        address or settings.temporal_address,
+        settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=data_converter(settings.payload_codec()),
+        data_converter=data_converter(codec),
         lazy=lazy,
     )
 
