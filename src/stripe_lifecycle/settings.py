@@ -91,7 +91,8 @@ class Settings(BaseSettings):
     temporal_port: int = Field(default=7233, ge=1, le=65535)
     ui_port: int = Field(default=8233, ge=1, le=65535)
     # The Temporal Web UI people open: customer lookups link to it, and it is the one browser
-    # origin the /codec endpoints answer. Default: the dev server's UI on LIFECYCLE_UI_PORT.
+    # origin the /dashboard/codec endpoints answer. Default: the dev server's UI
+    # (LIFECYCLE_UI_PORT).
     temporal_ui_url: str | None = None
 
     api_host: str = "127.0.0.1"
