@@ -219,6 +219,8 @@ class _ServerError(Exception):
             sa_exc.DBAPIError("SELECT 1", None, _ServerError("XX000"), connection_invalidated=True),
             True,
         ),
+        # Refused at login: `ALTER DATABASE ... ALLOW_CONNECTIONS false`.
+        (sa_exc.DBAPIError(None, None, _ServerError("55000")), True),
         # Terminated by an administrator, the server shutting down, too many connections.
         (sa_exc.DBAPIError("SELECT 1", None, _ServerError("57P01")), True),
         (sa_exc.DBAPIError("SELECT 1", None, _ServerError("57P03")), True),

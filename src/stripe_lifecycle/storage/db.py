@@ -47,9 +47,9 @@ def database_unavailable(error: BaseException) -> bool:
     reset, timed out, shutting down, out of connections), as opposed to a statement it
     refused: the same request may succeed later.
 
-    asyncpg's connect errors reach us unwrapped (an `OSError` for a refused or timed-out
+    asyncpg's network errors reach us unwrapped (an `OSError` for a refused or timed-out
     connection); a connection lost mid-statement is a `DBAPIError` SQLAlchemy marks
-    `connection_invalidated`; the server's own refusals carry their SQLSTATE."""
+    `connection_invalidated`; the server's refusals of a statement carry their SQLSTATE."""
     if isinstance(error, exc.TimeoutError | exc.DisconnectionError):
         return True
     if isinstance(error, OSError):
@@ -58,7 +58,9 @@ def database_unavailable(error: BaseException) -> bool:
             error.errno in _UNREACHABLE_ERRNOS
         )
     if isinstance(error, exc.DBAPIError):
-        if error.connection_invalidated:
+        # Without a statement the connection itself failed: refused at login (the database
+        # not accepting connections, the server starting up), or lost.
+        if error.connection_invalidated or error.statement is None:
             return True
         sqlstate = getattr(error.orig, "sqlstate", None)
         return isinstance(sqlstate, str) and sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
