@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from sqlalchemy.exc import SQLAlchemyError
 
 from stripe_lifecycle.api import (
     codec,
@@ -29,6 +30,7 @@ from stripe_lifecycle.api.audit import AuditMutations
 from stripe_lifecycle.api.guards import AuthenticateApi, BodySizeLimit
 from stripe_lifecycle.api.inbox import router as inbox_router
 from stripe_lifecycle.api.state import AppState
+from stripe_lifecycle.api.unavailable import database_unavailable_handler
 from stripe_lifecycle.intake.forwarder import ForwarderConfig, InboxForwarder, temporal_delivery
 from stripe_lifecycle.intake.inbox import InboxWriter
 from stripe_lifecycle.intake.resolve import PaymentCustomerResolver
@@ -115,6 +117,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # Outermost: the Web UI's preflight (no credentials) is answered before any check.
     app.add_middleware(codec.CodecCors, ui_origin=settings.temporal_ui_origin())
+    # asyncpg's connect errors reach the routes unwrapped, as OSError.
+    app.add_exception_handler(OSError, database_unavailable_handler)
+    app.add_exception_handler(SQLAlchemyError, database_unavailable_handler)
     app.include_router(health.router)
     app.include_router(webhooks.router)
     app.include_router(inbox_router)

@@ -34,6 +34,10 @@ class WebhookAck(BaseModel):
     responses={
         400: {"description": "bad signature, or not a Stripe event; nothing stored"},
         413: {"description": "body over LIFECYCLE_MAX_BODY_BYTES; nothing stored"},
+        503: {
+            "description": "no webhook secret configured, or the database is unavailable "
+            "(with Retry-After); nothing stored, and Stripe retries"
+        },
     },
 )
 async def stripe_webhook(

@@ -55,7 +55,7 @@ from stripe_lifecycle.intake.normalise import (
     normalise_event_for_customer,
 )
 from stripe_lifecycle.intake.resolve import PaymentCustomerResolver
-from stripe_lifecycle.storage.db import SessionMaker
+from stripe_lifecycle.storage.db import SessionMaker, database_unavailable
 from stripe_lifecycle.storage.models import InboxStatus, WebhookEvent
 from stripe_lifecycle.workflows.customer import CustomerWorkflow, CustomerWorkflowInput
 
@@ -409,16 +409,16 @@ class InboxForwarder:
                     .values(attempts=WebhookEvent.attempts + 1, last_error=str(exc)[:2000])
                 )
                 await session.commit()
-        except Exception:
-            log.exception("forwarder: could not record the failure of rows %s", row_ids)
+        except Exception as exc:
+            _log_failure(f"recording the failed delivery of rows {row_ids}", exc)
 
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_SECONDS)
             try:
                 await self._flush()
-            except Exception:
-                log.exception("forwarder: marking delivered events failed; will retry")
+            except Exception as exc:
+                _log_failure("marking delivered events", exc)
 
     async def _flush(self) -> None:
         await self._flush_quarantined()
@@ -474,8 +474,22 @@ class InboxForwarder:
             await asyncio.sleep(self._config.sweep_seconds)
             try:
                 await self.sweep()
-            except Exception:
-                log.exception("forwarder: sweeping the inbox failed; will retry")
+            except Exception as exc:
+                _log_failure("sweeping the inbox", exc)
+
+
+def _log_failure(what: str, exc: Exception) -> None:
+    """A background pass failed and will run again. While the database is down every pass
+    fails the same way: a line each, not a traceback each."""
+    if database_unavailable(exc):
+        log.warning(
+            "forwarder: %s failed, the database is unavailable (%s: %s); will retry",
+            what,
+            exc.__class__.__name__,
+            exc,
+        )
+    else:
+        log.error("forwarder: %s failed; will retry", what, exc_info=exc)
 
 
 def _take_batch(queue: deque[_Queued]) -> list[_Queued]:

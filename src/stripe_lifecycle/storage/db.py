@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -17,6 +19,12 @@ from sqlalchemy.ext.asyncio import (
 )
 
 SessionMaker = async_sessionmaker[AsyncSession]
+
+# PostgreSQL's SQLSTATE classes of a server that cannot serve now, whatever the statement:
+# connection exceptions, insufficient resources (too many connections, disk full),
+# operator intervention (shutting down, starting up, connection terminated).
+_UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57"})
+_UNREACHABLE_ERRNOS = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN})
 
 
 def create_engine(database_url: str) -> AsyncEngine:
@@ -32,6 +40,31 @@ def create_engine(database_url: str) -> AsyncEngine:
     return create_async_engine(
         url, pool_size=20, max_overflow=20, pool_pre_ping=True, hide_parameters=True
     )
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether `error` says the database cannot be reached or cannot serve now (refused,
+    reset, timed out, shutting down, out of connections), as opposed to a statement it
+    refused: the same request may succeed later.
+
+    asyncpg's network errors reach us unwrapped (an `OSError` for a refused or timed-out
+    connection); a connection lost mid-statement is a `DBAPIError` SQLAlchemy marks
+    `connection_invalidated`; the server's refusals of a statement carry their SQLSTATE."""
+    if isinstance(error, exc.TimeoutError | exc.DisconnectionError):
+        return True
+    if isinstance(error, OSError):
+        # The network's failures, not a file's (a missing template is no outage).
+        return isinstance(error, ConnectionError | TimeoutError | socket.gaierror) or (
+            error.errno in _UNREACHABLE_ERRNOS
+        )
+    if isinstance(error, exc.DBAPIError):
+        # Without a statement the connection itself failed: refused at login (the database
+        # not accepting connections, the server starting up), or lost.
+        if error.connection_invalidated or error.statement is None:
+            return True
+        sqlstate = getattr(error.orig, "sqlstate", None)
+        return isinstance(sqlstate, str) and sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
+    return False
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
