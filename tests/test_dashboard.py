@@ -236,7 +236,7 @@ async def test_forged_expired_or_revoked_sessions_and_bearer_keys(rig: Rig) -> N
     ).rstrip(b"=")
     forged = f"{SESSION_COOKIE}={admin_claim.decode()}.{mac}"
     assert await status_with({"Cookie": forged}) == 303
-    other_secret = Settings(link_secret="another-secret", api_keys="")
+    other_secret = Settings(link_secret="another-link-secret-Pw7Kd2Vb9Qs4Lx6Ny", api_keys="")
     foreign = seal_session(
         session_secret(other_secret),
         DashboardSession("support", key_fingerprint(SUPPORT_KEY), int(time.time()) + 60, "n"),
