@@ -484,7 +484,10 @@ def test_an_smtp_login_without_tls_is_refused_before_any_password_travels() -> N
     with pytest.raises(ValueError, match="needs TLS"):
         SmtpTransport("127.0.0.1", 25, username="mailer", password="s3cret")
     settings = Settings(
-        mail_transport="smtp", smtp_username="mailer", smtp_password="s3cret", link_secret=LINK_SECRET
+        mail_transport="smtp",
+        smtp_username="mailer",
+        smtp_password="s3cret",
+        link_secret=LINK_SECRET,
     )
     with pytest.raises(ConfigurationError, match="LIFECYCLE_SMTP_STARTTLS=true"):
         build_transport(settings)

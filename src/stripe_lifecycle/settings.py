@@ -259,7 +259,9 @@ class Settings(BaseSettings):
     @classmethod
     def _strong_link_secret(cls, value: SecretStr | None) -> SecretStr | None:
         # The dashboard's session key derives from it: a guessable one forges admin sessions.
-        if value is not None and (weak := weak_secret(value.get_secret_value(), LINK_SECRET_MIN_LENGTH)):
+        if value is not None and (
+            weak := weak_secret(value.get_secret_value(), LINK_SECRET_MIN_LENGTH)
+        ):
             raise ValueError(
                 f"LIFECYCLE_LINK_SECRET {weak}: use a long random string, e.g. the output of "
                 "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
