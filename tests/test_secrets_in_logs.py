@@ -280,5 +280,5 @@ async def test_no_secret_is_logged_in_a_whole_run(
     }
     assert not {what: lines for what, lines in leaks.items() if lines}
     # Nor does the settings object's repr, which an error report might print.
-    shown = repr(settings) + str(settings)
-    assert not [what for what, value in secrets.items() if value in shown]
+    printed = repr(settings) + str(settings)
+    assert not [what for what, value in secrets.items() if value in printed]
