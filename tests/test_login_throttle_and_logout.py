@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import select
+from sqlmodel import col
 
+from stripe_lifecycle.api.deps import key_fingerprint
 from stripe_lifecycle.api.rate_limit import FailureBackoff, LinkRateLimits, LoginThrottle
-from stripe_lifecycle.api.sessions import SESSION_COOKIE
+from stripe_lifecycle.api.sessions import SESSION_COOKIE, SESSION_TTL
 from stripe_lifecycle.domain.links import make_token, make_unsubscribe_token
-from stripe_lifecycle.storage.models import Message
+from stripe_lifecycle.storage.models import DashboardLogout, Message
 
 from .conftest import ADMIN_KEY, LINK_SECRET, SUPPORT_KEY, app_settings, free_port, running_api
 from .test_dashboard import csrf_of
@@ -224,3 +227,22 @@ async def test_survey_and_unsubscribe_pages_are_rate_limited(api: tuple[FastAPI,
         ]
         assert answers == [404] * 60 + [429] * 3
         assert (await scanner.get(survey)).status_code == 429
+
+
+async def test_sign_outs_are_kept_only_while_a_session_could_outlive_them(
+    api: tuple[FastAPI, Clock],
+) -> None:
+    app, _ = api
+    sessionmaker = app.state.lifecycle.sessionmaker
+    now = datetime.now(UTC)
+    async with sessionmaker() as db:
+        db.add(DashboardLogout(key_id="0ld0ld00", at=now - SESSION_TTL - timedelta(minutes=1)))
+        db.add(DashboardLogout(key_id="recent00", at=now - SESSION_TTL + timedelta(minutes=1)))
+        await db.commit()
+    async with client_at(app, "198.51.100.7") as browser:
+        assert (await sign_in(browser, ADMIN_KEY)).status_code == 303
+        page = await browser.get("/dashboard")
+        await browser.post("/dashboard/logout", data={"csrf": csrf_of(page.text)})
+    async with sessionmaker() as db:
+        kept = (await db.execute(select(col(DashboardLogout.key_id)))).scalars().all()
+    assert sorted(kept) == sorted(["recent00", key_fingerprint(ADMIN_KEY)])
