@@ -70,3 +70,14 @@ def test_the_api_refuses_to_start_with_a_weak_link_secret_or_key(tmp_path: Path)
     assert "LIFECYCLE_LINK_SECRET" in result.stderr and "at least 32" in result.stderr
     assert "LIFECYCLE_API_KEYS entry 1" in result.stderr and "at least 24" in result.stderr
     assert "hunter2" not in result.stderr and "swordfish" not in result.stderr
+
+
+def test_lifecycle_dev_holds_the_secret_it_keeps_to_the_same_rule(tmp_path: Path) -> None:
+    # `lifecycle dev` makes a strong one (test_cli.py runs it); one edited by hand is refused.
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "link-secret").write_text("hunter2\n")
+    result = run_cli("dev", env=clean_env(LIFECYCLE_DATA_DIR=str(data)), cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"the link secret in {data / 'link-secret'} is 7 characters long" in result.stderr
+    assert "hunter2" not in result.stderr
