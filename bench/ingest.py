@@ -238,7 +238,7 @@ async def main(args: argparse.Namespace) -> None:
         "LIFECYCLE_API_PORT": str(api_port),
         "LIFECYCLE_STRIPE_WEBHOOK_SECRET": SECRET,
         "LIFECYCLE_FORWARDER_LANES": str(args.lanes),
-        "LIFECYCLE_LINK_SECRET": "bench-link-secret",
+        "LIFECYCLE_LINK_SECRET": "bench-link-secret-Jx4Rw8Nq2Vt6Mz9Kp3",
     }
     logs = (workdir / "app.log").open("wb")
     processes: list[subprocess.Popen[bytes]] = []

@@ -561,7 +561,7 @@ async def main(args: argparse.Namespace) -> None:
                 "LIFECYCLE_STRIPE_API_KEY": STRIPE_API_KEY,
                 "LIFECYCLE_STRIPE_API_BASE": stripe_api.url,
                 "LIFECYCLE_STRIPE_READ_RATE": str(args.read_rate),
-                "LIFECYCLE_LINK_SECRET": "bench-link-secret",
+                "LIFECYCLE_LINK_SECRET": "bench-link-secret-Jx4Rw8Nq2Vt6Mz9Kp3",
             }
             client = await wait_for_server(address, "default", server)
             worker = subprocess.Popen(

@@ -42,8 +42,9 @@ from stripe_lifecycle.worker import build_workers
 
 from .signing import WEBHOOK_SECRET
 
-SUPPORT_KEY = "sk_support_7f3e9a1c"
-ADMIN_KEY = "sk_admin_2b8d6e4f"
+# As long and random as real keys and secrets must be (settings.weak_secret).
+SUPPORT_KEY = "sk_support_7f3e9a1cQ4m8Vx2Lr6Tz"
+ADMIN_KEY = "sk_admin_2b8d6e4fN5p9Kw3Hj7Ys"
 LINK_SECRET = "link-secret-for-tests-9c1d7e2a5b"
 
 BIN = Path(sysconfig.get_path("scripts"))

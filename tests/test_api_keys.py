@@ -22,7 +22,7 @@ ADMIN_DIGEST = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
 
 def test_a_key_given_hashed_matches_the_key_and_keeps_its_fingerprint() -> None:
     plain, hashed, upper = parse_api_keys(
-        f"support:{SUPPORT_KEY},admin:sha256:{ADMIN_DIGEST},admin:SHA256-is-a-plain-key"
+        f"support:{SUPPORT_KEY},admin:sha256:{ADMIN_DIGEST},admin:SHA256-is-a-plain-key-not-a-digest"
     )
     assert (plain.role, hashed.role) == ("support", "admin")
     assert plain.matches(SUPPORT_KEY) and not plain.matches(ADMIN_KEY)
@@ -32,7 +32,7 @@ def test_a_key_given_hashed_matches_the_key_and_keeps_its_fingerprint() -> None:
     assert hashed.fingerprint == key_fingerprint(ADMIN_KEY)
     assert plain.fingerprint == key_fingerprint(SUPPORT_KEY)
     # Only the `sha256:` prefix (lowercase) marks a digest; uppercase hex digits are fine.
-    assert upper.matches("SHA256-is-a-plain-key")
+    assert upper.matches("SHA256-is-a-plain-key-not-a-digest")
     (same,) = parse_api_keys(f"admin:sha256:{ADMIN_DIGEST.upper()}")
     assert same.matches(ADMIN_KEY)
     assert ADMIN_DIGEST not in repr(hashed)

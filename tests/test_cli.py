@@ -19,7 +19,7 @@ from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.settings import Settings, parse_api_keys
 
 from .cli_helpers import LIFECYCLE, clean_env, run_cli
-from .conftest import free_port
+from .conftest import LINK_SECRET, SUPPORT_KEY, free_port
 from .events import customer_event, unique_customer_id
 from .signing import WEBHOOK_SECRET, signed
 
@@ -46,12 +46,13 @@ def test_bad_configuration_fails_fast_naming_the_variable(
 
 
 def test_api_keys_parse_roles() -> None:
-    keys = parse_api_keys(" support:k1 , admin:k2,")
+    first, second = "k1-Xq7vR2mN9pL4tW8sB3cJ6h", "k2-Gd5yT1kF8wQ3zM6nV9rP2x"
+    keys = parse_api_keys(f" support:{first} , admin:{second},")
     assert [(k.role, k.digest) for k in keys] == [
-        ("support", hashlib.sha256(b"k1").digest()),
-        ("admin", hashlib.sha256(b"k2").digest()),
+        ("support", hashlib.sha256(first.encode()).digest()),
+        ("admin", hashlib.sha256(second.encode()).digest()),
     ]
-    assert keys[0].matches("k1") and not keys[0].matches("k2")
+    assert keys[0].matches(first) and not keys[0].matches(second)
     assert Settings(public_url="https://billing.example.com/").public_url == (
         "https://billing.example.com"
     )
@@ -84,7 +85,7 @@ async def test_lifecycle_dev_runs_everything_and_stops_cleanly(tmp_path: Path) -
         LIFECYCLE_UI_PORT=str(ui_port),
         LIFECYCLE_API_PORT=str(api_port),
         LIFECYCLE_STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
-        LIFECYCLE_API_KEYS="support:dev-support-key",
+        LIFECYCLE_API_KEYS=f"support:{SUPPORT_KEY}",
         # Its Temporal client, the worker's and the API's, encrypt what Temporal stores.
         LIFECYCLE_PAYLOAD_KEY=secrets.token_hex(32),
     )
@@ -124,7 +125,7 @@ async def test_lifecycle_dev_runs_everything_and_stops_cleanly(tmp_path: Path) -
             assert attrs.get(contract.CUSTOMER_ID) == cus
             # LIFECYCLE_INDEX_EMAIL is off by default: Temporal never indexes the address.
             assert attrs.get(contract.CUSTOMER_EMAIL) is None
-            support = {"Authorization": "Bearer dev-support-key"}
+            support = {"Authorization": f"Bearer {SUPPORT_KEY}"}
             customer = await http.get(f"/v1/customers/{cus}", headers=support)
             assert customer.json()["email"] == "sam@example.com"
             found = await http.get(
@@ -181,7 +182,7 @@ def test_invalid_automations_stop_the_start_naming_file_automation_and_field(
         "      - {after: 3 days, send: dunning/reminder}\n"
         "      - {after: 7d, send: dunning/final-notise}\n"
     )
-    env = clean_env(LIFECYCLE_AUTOMATIONS=str(bad), LIFECYCLE_LINK_SECRET="s")
+    env = clean_env(LIFECYCLE_AUTOMATIONS=str(bad), LIFECYCLE_LINK_SECRET=LINK_SECRET)
     result = run_cli(*command, env=env, cwd=tmp_path)
     assert result.returncode == 2
     assert (

@@ -102,8 +102,8 @@ OPTIONAL_SECRETS = (
 # What an operator might put in .env for the required secrets.
 OPERATOR_ENV = {
     "LIFECYCLE_STRIPE_WEBHOOK_SECRET": "whsec_test",
-    "LIFECYCLE_API_KEYS": "admin:k-admin,support:k-support",
-    "LIFECYCLE_LINK_SECRET": "a-long-random-link-secret",
+    "LIFECYCLE_API_KEYS": "admin:k-admin-Rz4mW8qT2vN6xB9s,support:k-support-Hc3pL7yF5jD1gK8e",
+    "LIFECYCLE_LINK_SECRET": "a-long-random-link-secret-Ua8Ze3Wr6Yn1Xq4Tm",
 }
 
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message}, ${VAR?message}

@@ -217,6 +217,7 @@ async def test_forged_expired_or_revoked_sessions_and_bearer_keys(rig: Rig) -> N
         session = DashboardSession(
             role="admin" if role == "admin" else "support",
             key_id=key_fingerprint(key),
+            issued_at=time.time(),
             expires_at=int(time.time() + expires_in),
             nonce="n1",
         )
@@ -236,10 +237,12 @@ async def test_forged_expired_or_revoked_sessions_and_bearer_keys(rig: Rig) -> N
     ).rstrip(b"=")
     forged = f"{SESSION_COOKIE}={admin_claim.decode()}.{mac}"
     assert await status_with({"Cookie": forged}) == 303
-    other_secret = Settings(link_secret="another-secret", api_keys="")
+    other_secret = Settings(link_secret="another-link-secret-Pw7Kd2Vb9Qs4Lx6Ny", api_keys="")
     foreign = seal_session(
         session_secret(other_secret),
-        DashboardSession("support", key_fingerprint(SUPPORT_KEY), int(time.time()) + 60, "n"),
+        DashboardSession(
+            "support", key_fingerprint(SUPPORT_KEY), time.time(), int(time.time()) + 60, "n"
+        ),
     )
     assert await status_with({"Cookie": f"{SESSION_COOKIE}={foreign}"}) == 303
 

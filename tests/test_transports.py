@@ -29,7 +29,7 @@ from stripe_lifecycle.mail.transports import (
 )
 from stripe_lifecycle.settings import ConfigurationError, Settings
 
-from .conftest import free_port
+from .conftest import LINK_SECRET, free_port
 from .fakes import (
     POSTMARK_TOKEN,
     PostmarkHttpServer,
@@ -484,7 +484,10 @@ def test_an_smtp_login_without_tls_is_refused_before_any_password_travels() -> N
     with pytest.raises(ValueError, match="needs TLS"):
         SmtpTransport("127.0.0.1", 25, username="mailer", password="s3cret")
     settings = Settings(
-        mail_transport="smtp", smtp_username="mailer", smtp_password="s3cret", link_secret="x" * 32
+        mail_transport="smtp",
+        smtp_username="mailer",
+        smtp_password="s3cret",
+        link_secret=LINK_SECRET,
     )
     with pytest.raises(ConfigurationError, match="LIFECYCLE_SMTP_STARTTLS=true"):
         build_transport(settings)

@@ -45,7 +45,14 @@ from stripe_lifecycle.mail.preview import (
 from stripe_lifecycle.mail.templates import Brand, TemplateRenderer, load_checked_automations
 from stripe_lifecycle.payload_codec import data_converter
 from stripe_lifecycle.segments_cli import SEGMENT_COMMANDS, add_segment_commands
-from stripe_lifecycle.settings import ConfigurationError, Settings, get_settings, hashed_key
+from stripe_lifecycle.settings import (
+    LINK_SECRET_MIN_LENGTH,
+    ConfigurationError,
+    Settings,
+    get_settings,
+    hashed_key,
+    weak_secret,
+)
 from stripe_lifecycle.storage import migrate
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 from stripe_lifecycle.storage.lookup import customers_by_email
@@ -161,7 +168,14 @@ def _dev_link_secret(data_dir: Path) -> str:
     if not path.exists():
         path.write_text(secrets.token_urlsafe(32))
         path.chmod(0o600)
-    return path.read_text().strip()
+    secret = path.read_text().strip()
+    # Held to the rule of LIFECYCLE_LINK_SECRET: the file may have been edited by hand.
+    if weak := weak_secret(secret, LINK_SECRET_MIN_LENGTH):
+        raise ConfigurationError(
+            f"the link secret in {path} {weak}: delete the file to have a new one made "
+            "(links in mail sent so far stop working), or set LIFECYCLE_LINK_SECRET"
+        )
+    return secret
 
 
 async def cmd_dev(settings: Settings) -> None:

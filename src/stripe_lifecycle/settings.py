@@ -37,6 +37,30 @@ class ConfigurationError(ValueError):
 HASHED_KEY_PREFIX = "sha256:"
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
+# The shortest secrets accepted. The link secret signs every email link and the dashboard's
+# session cookies (which hold a role): `secrets.token_urlsafe(32)` makes 43 characters. API
+# keys are compared as SHA-256 digests without a slow hash, so only their length and
+# randomness stand between a guesser and the key.
+LINK_SECRET_MIN_LENGTH = 32
+API_KEY_MIN_LENGTH = 24
+# A generated secret of that length has far more different characters than this; a typed
+# pattern (`aaaa...`, `abcabc...`, `1234...`) has fewer.
+_MIN_DISTINCT_CHARACTERS = 10
+# Words that mark a value copied from an example rather than generated.
+_PLACEHOLDER_WORDS = ("changeme", "replaceme", "placeholder", "yoursecret", "yourkey", "example")
+
+
+def weak_secret(value: str, min_length: int) -> str | None:
+    """Why a secret is too weak to accept, or None; never quotes the secret itself."""
+    if len(value) < min_length:
+        return f"is {len(value)} characters long; at least {min_length} are required"
+    if len(set(value)) < _MIN_DISTINCT_CHARACTERS:
+        return f"has fewer than {_MIN_DISTINCT_CHARACTERS} different characters"
+    letters = re.sub(r"[^a-z]", "", value.lower())
+    if any(word in letters for word in _PLACEHOLDER_WORDS):
+        return "looks like a placeholder from an example"
+    return None
+
 
 def key_digest(key: str) -> bytes:
     """The SHA-256 of an API key: what is kept and compared, whichever form configured it.
@@ -244,6 +268,19 @@ class Settings(BaseSettings):
         parse_api_keys(value.get_secret_value())
         return value
 
+    @field_validator("link_secret")
+    @classmethod
+    def _strong_link_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # The dashboard's session key derives from it: a guessable one forges admin sessions.
+        if value is not None and (
+            weak := weak_secret(value.get_secret_value(), LINK_SECRET_MIN_LENGTH)
+        ):
+            raise ValueError(
+                f"LIFECYCLE_LINK_SECRET {weak}: use a long random string, e.g. the output of "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        return value
+
     @field_validator("attribution_model", mode="before")
     @classmethod
     def _known_attribution_model(cls, value: object) -> AttributionModel:
@@ -412,6 +449,11 @@ def parse_api_keys(raw: str) -> list[ApiKey]:
                 )
             digest = bytes.fromhex(hex_digest)
         else:
+            if weak := weak_secret(key, API_KEY_MIN_LENGTH):
+                raise ValueError(
+                    f"LIFECYCLE_API_KEYS entry {position + 1}: the key {weak} (a long random "
+                    "string, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+                )
             digest = key_digest(key)
         keys.append(ApiKey(role=role, digest=digest))
     return keys

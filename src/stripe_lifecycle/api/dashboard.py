@@ -11,6 +11,7 @@ works without JavaScript and behind a strict Content-Security-Policy.
 Who may see it: any key of `LIFECYCLE_API_KEYS`, `support` or `admin` (support staff need
 the cancel button, which the API grants to `support` too), signed in through
 `GET /dashboard/login` and `POST /dashboard/login` or sending a Bearer key (`sessions.py`).
+Failed sign-ins are throttled per client address and per key presented (`rate_limit.py`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from stripe_lifecycle.api.deps import (
 from stripe_lifecycle.api.inbox import quarantined_events
 from stripe_lifecycle.api.lift_cards import lift_cards
 from stripe_lifecycle.api.page_headers import SELF_CONTAINED_PAGE_HEADERS
+from stripe_lifecycle.api.rate_limit import client_address, retry_after
 from stripe_lifecycle.api.sessions import (
     SESSION_COOKIE,
     SESSION_TTL,
@@ -64,10 +66,11 @@ from stripe_lifecycle.api.sessions import (
     new_session,
     seal_session,
     session_secret,
+    sign_out,
 )
 from stripe_lifecycle.domain import contract
 from stripe_lifecycle.domain.lifecycles import INVOICE_LIFECYCLES
-from stripe_lifecycle.settings import Settings
+from stripe_lifecycle.settings import Settings, key_digest
 from stripe_lifecycle.storage.lift import lift_report
 from stripe_lifecycle.storage.models import Customer
 from stripe_lifecycle.storage.reports import (
@@ -139,10 +142,13 @@ def to_login() -> RedirectResponse:
 
 
 def render_page(
-    template: str, status_code: int = status.HTTP_200_OK, **context: Any
+    template: str,
+    status_code: int = status.HTTP_200_OK,
+    headers: dict[str, str] | None = None,
+    **context: Any,
 ) -> HTMLResponse:
     html = _PAGES.get_template(template).render(**context)
-    return HTMLResponse(html, status_code=status_code, headers=_HEADERS)
+    return HTMLResponse(html, status_code=status_code, headers=_HEADERS | (headers or {}))
 
 
 # --- the page ----------------------------------------------------------------------------
@@ -345,23 +351,43 @@ async def lift_page(
 
 
 @router.get("/login", response_class=HTMLResponse)
-async def login_page(request: Request, state: AppStateDep) -> Response:
+async def login_page(request: Request, state: AppStateDep, db: SessionDep) -> Response:
     """The login form: paste a support or admin API key."""
-    if request.cookies.get(SESSION_COOKIE) and current_viewer(request, state) is not None:
+    if request.cookies.get(SESSION_COOKIE) and await current_viewer(request, state, db):
         return RedirectResponse("/dashboard", status.HTTP_303_SEE_OTHER, headers=_HEADERS)
     return render_page("login.html", error=None)
 
 
-@router.post("/login", response_class=HTMLResponse)
+@router.post(
+    "/login",
+    response_class=HTMLResponse,
+    responses={429: {"description": "Too many failed sign-ins; see Retry-After"}},
+)
 async def login(request: Request, state: AppStateDep, key: Annotated[str, Form()] = "") -> Response:
     """Exchange an API key for a 12-hour session cookie."""
-    caller = identify(state, key.strip()) if key.strip() else None
+    presented = key.strip()
+    client = client_address(request)
+    # Throttled by the key's digest: the key itself is kept nowhere.
+    key_id = key_digest(presented).hex()
+    limits = state.login_limits
+    if wait := limits.wait(client, key_id):
+        seconds = retry_after(wait)
+        return render_page(
+            "login.html",
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            headers={"Retry-After": seconds},
+            error=f"Too many failed sign-ins. Try again in {seconds} seconds.",
+        )
+    caller = identify(state, presented) if presented else None
     if caller is None:
+        limits.failed(client, key_id)
+        log.warning("failed dashboard sign-in from %s", client)
         return render_page(
             "login.html",
             status_code=status.HTTP_401_UNAUTHORIZED,
             error="That key is not a support or admin key of this installation.",
         )
+    limits.succeeded(client, key_id)
     note_caller(request.scope, caller, "dashboard")
     session = new_session(caller, time.time())
     response = RedirectResponse("/dashboard", status.HTTP_303_SEE_OTHER, headers=_HEADERS)
@@ -377,10 +403,21 @@ async def login(request: Request, state: AppStateDep, key: Annotated[str, Form()
 
 @router.post("/logout", response_class=HTMLResponse)
 async def logout(
-    request: Request, viewer: ViewerDep, state: AppStateDep, csrf: Annotated[str, Form()] = ""
+    request: Request,
+    viewer: ViewerDep,
+    state: AppStateDep,
+    db: SessionDep,
+    csrf: Annotated[str, Form()] = "",
+    everywhere: Annotated[bool, Form()] = False,
 ) -> Response:
+    """Sign out: this session, or with `everywhere` every session of the key (also with a
+    Bearer key, which has no session of its own). A copy of a signed-out cookie no longer
+    opens anything."""
     if viewer is not None:
         check_csrf(state, viewer, csrf)
+        if everywhere or viewer.session is not None:
+            await sign_out(db, viewer.caller.key_id, None if everywhere else viewer.session)
+            log.info("dashboard sign-out%s: %s", " everywhere" if everywhere else "", viewer.caller)
     response = to_login()
     response.delete_cookie(SESSION_COOKIE, **_cookie_attributes(request, state.settings))
     return response

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from stripe_lifecycle.api.rate_limit import client_address, refuse_if_limited
 from stripe_lifecycle.api.state import AppState
 from stripe_lifecycle.domain.segments import NAME_MAX, NAME_PATTERN, SegmentsConfig, load_segments
 from stripe_lifecycle.settings import ApiRole, key_digest
@@ -65,6 +66,21 @@ def clock() -> datetime:
 
 
 NowDep = Annotated[datetime, Depends(clock)]
+
+
+def link_client_limit(request: Request, state: AppStateDep) -> None:
+    """The per-client limit of every page behind an email link (`/t/`, `/survey/`, `/u/`),
+    checked before the token is read: 429 with `Retry-After` past it."""
+    refuse_if_limited(state.link_limits.per_client.take(client_address(request)))
+
+
+# The pages behind email links take it as a route dependency; their own per-link limit
+# follows once the token has named a genuine link.
+LINK_CLIENT_LIMIT = Depends(link_client_limit)
+# How those routes document the limit in the OpenAPI spec.
+RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {"description": "Too many requests from this address or for this link; see Retry-After"}
+}
 
 # Ids in paths, checked before anything reaches the database or Temporal: a value that
 # cannot be an id answers 422 (FastAPI's answer to any parameter that fails its schema,

@@ -4,7 +4,10 @@ A browser cannot send a Bearer header, so `POST /dashboard/login` exchanges a ke
 session cookie: HttpOnly, SameSite=Strict, Secure when served over https (or when
 `LIFECYCLE_PUBLIC_URL` is https), valid for 12 hours, signed with a key derived from
 `LIFECYCLE_LINK_SECRET`. It holds the role and the key's fingerprint, never the key, and
-stops working when that key is removed from `LIFECYCLE_API_KEYS`. Scripts may send
+stops working when that key is removed from `LIFECYCLE_API_KEYS` or the session is signed
+out: signing out records the session (or, "everywhere", every session of the key signed in
+until then) in `dashboard_logouts`, which every request with a cookie consults, so a copy
+of the cookie dies with the session it was taken from. Scripts may send
 `Authorization: Bearer <key>` instead, checked as on `/v1`. Forms posted with the cookie
 carry a CSRF token derived from the session; the strict same-site cookie is the second
 guard.
@@ -18,16 +21,20 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from stripe_lifecycle.api.audit import note_caller
-from stripe_lifecycle.api.deps import AppStateDep, Caller, authenticate
+from stripe_lifecycle.api.deps import AppStateDep, Caller, SessionDep, authenticate
 from stripe_lifecycle.api.state import AppState
 from stripe_lifecycle.domain.links import seal, unseal
 from stripe_lifecycle.settings import ApiRole, Settings
+from stripe_lifecycle.storage.models import DashboardLogout
 
 SESSION_COOKIE = "lifecycle_dashboard"
 SESSION_TTL = timedelta(hours=12)
@@ -39,8 +46,12 @@ class DashboardSession:
 
     role: ApiRole
     key_id: str
+    # When it was signed in (Unix seconds, to the millisecond): "sign out everywhere" ends
+    # the key's sessions signed in up to then.
+    issued_at: float
     expires_at: int
-    # Random per login; the session's CSRF token is derived from it.
+    # Random per login: the session's id in `dashboard_logouts`; its CSRF token derives
+    # from it.
     nonce: str
 
 
@@ -53,6 +64,7 @@ def new_session(caller: Caller, now: float) -> DashboardSession:
     return DashboardSession(
         role=caller.role,
         key_id=caller.key_id,
+        issued_at=round(now, 3),
         expires_at=int(now + SESSION_TTL.total_seconds()),
         nonce=secrets.token_urlsafe(16),
     )
@@ -60,7 +72,13 @@ def new_session(caller: Caller, now: float) -> DashboardSession:
 
 def seal_session(secret: bytes, session: DashboardSession) -> str:
     payload = json.dumps(
-        {"r": session.role, "k": session.key_id, "e": session.expires_at, "n": session.nonce},
+        {
+            "r": session.role,
+            "k": session.key_id,
+            "i": round(session.issued_at * 1000),
+            "e": session.expires_at,
+            "n": session.nonce,
+        },
         separators=(",", ":"),
     ).encode()
     return seal(secret, b"session", payload)
@@ -76,6 +94,7 @@ def open_session(secret: bytes, token: str, now: float) -> DashboardSession | No
         session = DashboardSession(
             role=values["r"],
             key_id=str(values["k"]),
+            issued_at=int(values["i"]) / 1000,
             expires_at=int(values["e"]),
             nonce=values["n"],
         )
@@ -102,18 +121,46 @@ class Viewer:
         return f"{self.caller} (dashboard)"
 
 
-def _session_viewer(state: AppState, token: str) -> Viewer | None:
+async def signed_out(db: AsyncSession, session: DashboardSession) -> bool:
+    """Whether the session was signed out, itself or with every session of its key."""
+    issued = datetime.fromtimestamp(session.issued_at, UTC)
+    found = await db.execute(
+        select(func.count())
+        .select_from(DashboardLogout)
+        .where(col(DashboardLogout.key_id) == session.key_id)
+        .where(
+            or_(
+                col(DashboardLogout.session_id) == session.nonce,
+                col(DashboardLogout.session_id).is_(None) & (col(DashboardLogout.at) >= issued),
+            )
+        )
+    )
+    return bool(found.scalar_one())
+
+
+async def sign_out(db: AsyncSession, key_id: str, session: DashboardSession | None) -> None:
+    """End one session, or with None every session of the key signed in until now."""
+    now = datetime.now(UTC)
+    # A sign-out older than a session's lifetime ends nothing that still opens.
+    await db.execute(delete(DashboardLogout).where(col(DashboardLogout.at) < now - SESSION_TTL))
+    db.add(DashboardLogout(key_id=key_id, session_id=session.nonce if session else None, at=now))
+    await db.commit()
+
+
+async def _session_viewer(state: AppState, db: AsyncSession, token: str) -> Viewer | None:
     session = open_session(session_secret(state.settings), token, time.time())
     if session is None:
         return None
     # The key must still be configured, with that role: removing a key ends its sessions.
     if not any(k.role == session.role and k.fingerprint == session.key_id for k in state.api_keys):
         return None
+    if await signed_out(db, session):
+        return None
     caller = Caller(role=session.role, key_id=session.key_id, roles=frozenset({session.role}))
     return Viewer(caller, session)
 
 
-def current_viewer(request: Request, state: AppStateDep) -> Viewer | None:
+async def current_viewer(request: Request, state: AppStateDep, db: SessionDep) -> Viewer | None:
     """Who is looking: a Bearer key (a wrong one is a 401), else a valid session cookie,
     else nobody (None). Other Authorization schemes (a proxy's basic auth in front of the
     dashboard) are left to the proxy."""
@@ -122,7 +169,7 @@ def current_viewer(request: Request, state: AppStateDep) -> Viewer | None:
         viewer: Viewer | None = Viewer(authenticate(state, credentials.strip()), None)
     else:
         token = request.cookies.get(SESSION_COOKIE)
-        viewer = _session_viewer(state, token) if token else None
+        viewer = await _session_viewer(state, db, token) if token else None
     if viewer is not None:
         note_caller(request.scope, viewer.caller, "dashboard")
     return viewer

@@ -8,7 +8,7 @@ import stripe
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
-from stripe_lifecycle.api.rate_limit import LinkRateLimits
+from stripe_lifecycle.api.rate_limit import LinkRateLimits, LoginThrottle
 from stripe_lifecycle.intake.forwarder import InboxForwarder
 from stripe_lifecycle.intake.inbox import InboxWriter
 from stripe_lifecycle.settings import ApiKey, Settings
@@ -28,5 +28,7 @@ class AppState:
     stripe: stripe.StripeClient | None = None
     # The holdout share (percent) of each automation of the file in force that has one.
     holdouts: dict[str, float] = field(default_factory=dict)
-    # The rate limits of tracked links, per process.
+    # The rate limits of the pages behind email links, per process.
     link_limits: LinkRateLimits = field(default_factory=LinkRateLimits)
+    # Failed dashboard sign-ins, per process.
+    login_limits: LoginThrottle = field(default_factory=LoginThrottle)

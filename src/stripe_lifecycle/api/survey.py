@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from stripe_lifecycle.api.deps import (
+    LINK_CLIENT_LIMIT,
+    RATE_LIMITED,
     STRIPE_ID_MAX_LENGTH,
     STRIPE_ID_PATTERN,
     AppStateDep,
@@ -29,6 +31,7 @@ from stripe_lifecycle.api.deps import (
     SupportKey,
 )
 from stripe_lifecycle.api.link_access import check_link
+from stripe_lifecycle.api.rate_limit import refuse_if_limited
 from stripe_lifecycle.api.token_pages import TokenPage
 from stripe_lifecycle.domain.lifecycles import Lifecycle
 from stripe_lifecycle.domain.links import read_token
@@ -153,6 +156,7 @@ async def _surveyed_message(
     message = await session.get(Message, found.first) if found else None
     if found is None or message is None or found.second != SURVEY_LINK:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown survey")
+    refuse_if_limited(state.link_limits.per_link.take(f"survey:{message.id}"))
     destination = message.destinations.get(SURVEY_LINK, "")
     access = await check_link(session, state.settings, message, found, destination, now)
     if access.refused is not None:
@@ -171,7 +175,12 @@ def _comment(text: str | None) -> str | None:
     return (text or "").strip() or None
 
 
-@router.get("/survey/{token}", response_class=HTMLResponse)
+@router.get(
+    "/survey/{token}",
+    response_class=HTMLResponse,
+    responses=RATE_LIMITED,
+    dependencies=[LINK_CLIENT_LIMIT],
+)
 async def survey_page(
     token: str, state: AppStateDep, session: SessionDep, now: NowDep
 ) -> HTMLResponse:
@@ -190,7 +199,12 @@ async def survey_page(
     )
 
 
-@router.post("/survey/{token}", response_class=HTMLResponse)
+@router.post(
+    "/survey/{token}",
+    response_class=HTMLResponse,
+    responses=RATE_LIMITED,
+    dependencies=[LINK_CLIENT_LIMIT],
+)
 async def answer_survey(
     token: str,
     state: AppStateDep,

@@ -11,33 +11,31 @@ page, `/survey/{token}`.
 
 A link opens only within its kind's lifetime and while not revoked (`link_access.py`):
 otherwise a 410 page says it expired. Each API process limits `/t/` per client address
-and per link (`rate_limit.py`): past the limit, 429 with `Retry-After`.
+(with the survey and unsubscribe pages) and per link (`rate_limit.py`): past the limit,
+429 with `Retry-After`.
 """
 
 import logging
 
 import stripe
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 from stripe.params.billing_portal import SessionCreateParams
 
-from stripe_lifecycle.api.deps import AppStateDep, NowDep, SessionDep
+from stripe_lifecycle.api.deps import (
+    LINK_CLIENT_LIMIT,
+    RATE_LIMITED,
+    AppStateDep,
+    NowDep,
+    SessionDep,
+)
 from stripe_lifecycle.api.link_access import check_link, opens_portal
-from stripe_lifecycle.api.rate_limit import retry_after
+from stripe_lifecycle.api.rate_limit import refuse_if_limited
 from stripe_lifecycle.domain.links import HOSTED_SURVEY, PORTAL, read_token
 from stripe_lifecycle.storage.models import Message, MessageClick
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["tracking"])
-
-
-def _limit(wait: float) -> None:
-    if wait:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            detail="too many requests for this link; try again shortly",
-            headers={"Retry-After": retry_after(wait)},
-        )
 
 
 @router.get(
@@ -50,22 +48,20 @@ def _limit(wait: float) -> None:
             "description": "The link expired or was revoked: a page that says so",
             "content": {"text/html": {}},
         },
-        status.HTTP_429_TOO_MANY_REQUESTS: {"description": "Too many requests; see Retry-After"},
+        **RATE_LIMITED,
     },
+    dependencies=[LINK_CLIENT_LIMIT],
 )
 async def follow_link(
-    token: str, request: Request, state: AppStateDep, session: SessionDep, now: NowDep
+    token: str, state: AppStateDep, session: SessionDep, now: NowDep
 ) -> RedirectResponse | HTMLResponse:
-    limits = state.link_limits
-    # Behind a reverse proxy this is the proxy unless uvicorn trusts its forwarded headers.
-    _limit(limits.per_client.take(request.client.host if request.client else "unknown"))
     found = read_token(state.settings.link_secret_bytes(), token)
     message = await session.get(Message, found.first) if found else None
     destination = message.destinations.get(found.second) if message and found else None
     if found is None or message is None or destination is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown link")
     # Per link, not per token string: only genuine links get a bucket.
-    _limit(limits.per_link.take(f"{message.id}:{found.second}"))
+    refuse_if_limited(state.link_limits.per_link.take(f"{message.id}:{found.second}"))
     access = await check_link(session, state.settings, message, found, destination, now)
     if access.refused is not None:
         return access.refused

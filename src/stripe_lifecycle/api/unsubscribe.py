@@ -28,7 +28,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from stripe_lifecycle.api.deps import AppStateDep, SessionDep
+from stripe_lifecycle.api.deps import LINK_CLIENT_LIMIT, RATE_LIMITED, AppStateDep, SessionDep
+from stripe_lifecycle.api.rate_limit import refuse_if_limited
 from stripe_lifecycle.api.token_pages import TokenPage
 from stripe_lifecycle.domain.links import read_unsubscribe_token
 from stripe_lifecycle.mail.templates import Brand
@@ -102,10 +103,13 @@ def _choices(settings: Settings) -> tuple[str, ...]:
 
 
 def _reader(state: AppStateDep, token: str) -> tuple[str, str]:
+    """The customer and category of a genuine token (404 otherwise), within the link's
+    rate limit (429 past it)."""
     # Never expired nor revoked, whenever it was issued: an opt-out must always work.
     found = read_unsubscribe_token(state.settings.link_secret_bytes(), token)
     if found is None or found.second not in MailCategory.ALL:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown unsubscribe link")
+    refuse_if_limited(state.link_limits.per_link.take(f"unsubscribe:{found.first}:{found.second}"))
     return found.first, found.second
 
 
@@ -145,9 +149,13 @@ async def _set(
 
 
 async def _page(
-    state: AppStateDep, session: AsyncSession, token: str, notice: str | None = None
+    state: AppStateDep,
+    session: AsyncSession,
+    token: str,
+    reader: tuple[str, str],
+    notice: str | None = None,
 ) -> HTMLResponse:
-    customer_id, category = _reader(state, token)
+    customer_id, category = reader
     choices = _choices(state.settings)
     subscribed = await _subscribed(session, customer_id)
     return _PREFERENCES.respond(
@@ -163,18 +171,29 @@ async def _page(
     )
 
 
-@router.get("/u/{token}", response_class=HTMLResponse)
+@router.get(
+    "/u/{token}",
+    response_class=HTMLResponse,
+    responses=RATE_LIMITED,
+    dependencies=[LINK_CLIENT_LIMIT],
+)
 async def preferences_page(token: str, state: AppStateDep, session: SessionDep) -> HTMLResponse:
     """The customer's email preferences; changes nothing."""
-    return await _page(state, session, token)
+    return await _page(state, session, token, _reader(state, token))
 
 
-@router.post("/u/{token}", response_class=HTMLResponse)
+@router.post(
+    "/u/{token}",
+    response_class=HTMLResponse,
+    responses=RATE_LIMITED,
+    dependencies=[LINK_CLIENT_LIMIT],
+)
 async def one_click_unsubscribe(
     token: str, state: AppStateDep, session: SessionDep
 ) -> HTMLResponse:
     """RFC 8058 one-click unsubscribe from the category of the email the token came in."""
-    customer_id, category = _reader(state, token)
+    reader = _reader(state, token)
+    customer_id, category = reader
     await _set(session, customer_id, {category: False}, ONE_CLICK)
     name = CATEGORY_LABELS[category][0].lower()
     if category in _choices(state.settings):
@@ -184,10 +203,15 @@ async def one_click_unsubscribe(
             f"Noted. {CATEGORY_LABELS[category][0]} emails are still sent: "
             "they are about payments on your account."
         )
-    return await _page(state, session, token, notice)
+    return await _page(state, session, token, reader, notice)
 
 
-@router.post("/u/{token}/preferences", response_class=HTMLResponse)
+@router.post(
+    "/u/{token}/preferences",
+    response_class=HTMLResponse,
+    responses=RATE_LIMITED,
+    dependencies=[LINK_CLIENT_LIMIT],
+)
 async def save_preferences(
     token: str,
     state: AppStateDep,
@@ -197,7 +221,8 @@ async def save_preferences(
     billing: Annotated[str | None, Form()] = None,
 ) -> HTMLResponse:
     """The preferences form: a checked category is subscribed, an unchecked one is not."""
-    customer_id, _ = _reader(state, token)
+    reader = _reader(state, token)
+    customer_id, _ = reader
     checked = {
         MailCategory.MARKETING: marketing is not None,
         MailCategory.PRODUCT: product is not None,
@@ -206,4 +231,4 @@ async def save_preferences(
     # Billing stays as it is while customers cannot opt out of it.
     changes = {c: checked[c] for c in _choices(state.settings)}
     await _set(session, customer_id, changes, PREFERENCES)
-    return await _page(state, session, token, "Your email preferences are saved.")
+    return await _page(state, session, token, reader, "Your email preferences are saved.")

@@ -473,6 +473,20 @@ class LinkRevocation(SQLModel, table=True):
     revoked_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+class DashboardLogout(SQLModel, table=True):
+    """A dashboard sign-out. Sessions are signed cookies that carry their own expiry, so a
+    sign-out is remembered here until every session it ends would have expired anyway: one
+    session (`session_id` set), or every session of the key (its fingerprint) signed in up
+    to `at` (`session_id` None: "sign out everywhere")."""
+
+    __tablename__ = "dashboard_logouts"
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    key_id: str = Field(max_length=64, index=True)
+    session_id: str | None = Field(default=None, max_length=64)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 class MailPreference(SQLModel, table=True):
     """A customer's choice for one category of mail; no row means subscribed."""
 
