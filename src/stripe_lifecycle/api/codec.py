@@ -25,7 +25,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.converter import PayloadCodec
 
 from stripe_lifecycle.api.deps import AppStateDep, Caller
-from stripe_lifecycle.api.sessions import current_viewer
+from stripe_lifecycle.api.sessions import ViewerDep
 from stripe_lifecycle.payload_codec import UnknownPayloadKey
 
 router = APIRouter(prefix="/dashboard/codec", tags=["codec"])
@@ -68,8 +68,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def codec_caller(request: Request, state: AppStateDep) -> Caller:
-    viewer = current_viewer(request, state)
+def codec_caller(request: Request, state: AppStateDep, viewer: ViewerDep) -> Caller:
     from_ui = request.headers.get("origin") == state.settings.temporal_ui_origin()
     if viewer is None or (viewer.session is not None and not from_ui):
         raise HTTPException(
