@@ -30,6 +30,7 @@ from temporalio.exceptions import ApplicationError
 
 from stripe_lifecycle.activities.http_log import log_origins_only
 from stripe_lifecycle.activities.interface import Mail, SendEmailInput, SendEmailResult, TeamNotice
+from stripe_lifecycle.activities.liveness import heartbeating
 from stripe_lifecycle.domain.attribution import NOT_TOUCHES
 from stripe_lifecycle.mail.compose import SignedLinks, compose_email, unsubscribable
 from stripe_lifecycle.mail.templates import TemplateNotFound, TemplateRenderer
@@ -139,6 +140,10 @@ class MailActivities(Mail):
     @activity.defn(name="send_email")
     async def send_email(self, request: SendEmailInput) -> SendEmailResult:
         """Send one step's email at most once (the send key is workflow id + step)."""
+        async with heartbeating():
+            return await self._send_email(request)
+
+    async def _send_email(self, request: SendEmailInput) -> SendEmailResult:
         existing = await self._existing(request.send_key)
         if existing is not None and existing.status in SETTLED:
             return SendEmailResult(existing.id, existing.status, existing.error)
@@ -233,6 +238,10 @@ class MailActivities(Mail):
 
         Answers the email's result; with Slack alone, Slack's. Without either, the notice
         is recorded as failed, naming LIFECYCLE_TEAM_EMAIL."""
+        async with heartbeating():
+            return await self._notify_team(notice)
+
+    async def _notify_team(self, notice: TeamNotice) -> SendEmailResult:
         email_retry: TemporarySendError | None = None
         email_result: SendEmailResult | None = None
         if self._team_email is not None or self._slack_webhook is None:
