@@ -14,23 +14,33 @@ goes on to its next step every time. A team notice whose Slack stays down is giv
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
-from temporalio.testing import WorkflowEnvironment
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
+from stripe_lifecycle.activities.interface import TeamNotice
 from stripe_lifecycle.domain.automations import Automation, Step
 from stripe_lifecycle.domain.events import InvoiceInfo
 from stripe_lifecycle.domain.lifecycles import Lifecycle
-from stripe_lifecycle.mail.transports import MailTransport, PostmarkTransport, SmtpTransport
+from stripe_lifecycle.mail.transports import (
+    MailTransport,
+    OutboxTransport,
+    PostmarkTransport,
+    SmtpTransport,
+)
+from stripe_lifecycle.storage.db import SessionMaker
 from stripe_lifecycle.storage.models import MessageStatus
 from stripe_lifecycle.worker import sandbox_runner
 from stripe_lifecycle.workflows.engine import (
@@ -42,7 +52,7 @@ from stripe_lifecycle.workflows.engine import (
 from stripe_lifecycle.workflows.lifecycles import InvoiceOverdueWorkflow
 
 from .conftest import WorkerRig
-from .delivery_helpers import mail_activities
+from .delivery_helpers import mail_activities, message_rows
 from .fakes import (
     ACCEPT,
     POSTMARK_TOKEN,
@@ -127,8 +137,7 @@ async def run_steps(rig: WorkerRig, steps: list[Step]) -> tuple[Handle, Lifecycl
 def reminders(count: int) -> list[Step]:
     """`count` reminders an hour apart."""
     return [
-        Step(index=i, after_seconds=i * HOUR, send="invoice_overdue/reminder")
-        for i in range(count)
+        Step(index=i, after_seconds=i * HOUR, send="invoice_overdue/reminder") for i in range(count)
     ]
 
 
@@ -263,12 +272,72 @@ async def test_a_team_notice_slack_never_takes_is_given_up(
         history = await handle.fetch_history()
 
     assert (result.outcome, result.steps_done) == ("sequence_finished", 2)
-    assert statuses[0].startswith("failed: ") and statuses[1] == "sent"
-    # Temporal schedules no retry that would start past the give-up time.
+    assert statuses == ["failed: Slack answered 503", "sent"]
+    # Given up by the give-up time (Temporal schedules no retry that would start past it),
+    # and not long before it; the reminder came next.
     began = history.events[0].event_time.ToDatetime()
-    ended = history.events[-1].event_time.ToDatetime()
+    [reminder_scheduled] = [
+        e.event_time.ToDatetime() - began
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "send_email"
+    ]
     assert MAIL_RETRY.maximum_interval is not None
-    assert TEAM_NOTICE_GIVE_UP - MAIL_RETRY.maximum_interval <= ended - began <= TEAM_NOTICE_GIVE_UP
-    assert len(slack.state.received) > 10
-    [reminder] = [m for m in postmark.state.requests]
+    last_retry = TEAM_NOTICE_GIVE_UP - MAIL_RETRY.maximum_interval
+    assert last_retry <= reminder_scheduled <= TEAM_NOTICE_GIVE_UP + timedelta(seconds=5)
+    assert len(slack.state.received) > 5
+    [reminder] = postmark.state.requests
     assert reminder.body["To"] == TO
+
+
+def attempt_at(number: int, since_scheduled: timedelta) -> ActivityEnvironment:
+    """An activity environment as Temporal runs attempt `number` of a team notice,
+    `since_scheduled` after the workflow scheduled it."""
+    env = ActivityEnvironment()
+    scheduled = datetime(2026, 11, 30, 9, tzinfo=UTC)
+    env.info = dataclasses.replace(
+        env.info,
+        attempt=number,
+        retry_policy=MAIL_RETRY,
+        schedule_to_close_timeout=TEAM_NOTICE_GIVE_UP,
+        scheduled_time=scheduled,
+        started_time=scheduled + since_scheduled,
+    )
+    return env
+
+
+async def test_the_last_attempt_before_the_give_up_time_records_the_notice_failed(
+    sessionmaker: SessionMaker, slack: SlackServer
+) -> None:
+    slack.state.default = Reply(503, b"service_unavailable")
+    mail = mail_activities(
+        OutboxTransport(), sessionmaker, team_slack_webhook=SecretStr(slack.webhook_url)
+    )
+    notice = TeamNotice(
+        key="invoice-overdue-in_1Fault/0-notify_team",
+        customer_id="cus_Fault1",
+        workflow_id="invoice-overdue-in_1Fault",
+        subject="Invoice overdue: customer cus_Fault1",
+        text="Automation overdue-faults reached step 0-notify_team.",
+        lifecycle=Lifecycle.INVOICE_OVERDUE,
+        automation="overdue-faults",
+    )
+    assert MAIL_RETRY.maximum_interval == timedelta(minutes=10)
+    # Ten minutes to the next attempt still fit before the give-up time: Temporal retries.
+    with pytest.raises(ApplicationError, match="Slack answered 503"):
+        await attempt_at(11, TEAM_NOTICE_GIVE_UP - timedelta(minutes=11)).run(
+            mail.notify_team, notice
+        )
+    [row] = await message_rows(sessionmaker)
+    assert row.status == MessageStatus.RETRYING
+    # They no longer do: Temporal would not retry, so the notice is recorded as failed.
+    given_up = await attempt_at(12, TEAM_NOTICE_GIVE_UP - timedelta(minutes=9)).run(
+        mail.notify_team, notice
+    )
+    [row] = await message_rows(sessionmaker)
+    assert (given_up.status, given_up.message_id) == (MessageStatus.FAILED, row.id)
+    assert (row.status, row.error) == (
+        MessageStatus.FAILED,
+        "given up after 12 attempts: Slack answered 503",
+    )
+    assert len(slack.state.received) == 2

@@ -182,8 +182,8 @@ MAIL_RETRY = RetryPolicy(
 # start-to-close timeout.
 CALL_HEARTBEAT = timedelta(seconds=20)
 # A team notice is a courtesy: while Slack or the mail provider stays down it is retried for
-# this long, then the step ends failed and the instance moves on.
-TEAM_NOTICE_GIVE_UP = timedelta(hours=6)
+# this long (a short outage passes), then the step ends failed and the instance moves on.
+TEAM_NOTICE_GIVE_UP = timedelta(hours=1)
 DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
 # The business's endpoint may be down for a while: back off to an hourly attempt, and give
 # up after a day (`outbound.WEBHOOK_GIVE_UP`; the step then shows as failed).
