@@ -182,8 +182,9 @@ async def killed_mid(handle: Handle, activity: str) -> None:
 
 
 async def retried_for_silence(handle: Handle, activity: str) -> None:
-    """Checks, in the finished instance's history, that `activity` ended on its second
-    attempt, the first having timed out for its missed heartbeats."""
+    """Checks, in the finished instance's history, that the first call of `activity` (the
+    one the kill interrupted) ended on its second attempt, the first having timed out for
+    its missed heartbeats."""
     history = await handle.fetch_history()
     scheduled = {
         e.event_id
@@ -191,12 +192,12 @@ async def retried_for_silence(handle: Handle, activity: str) -> None:
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
         and e.activity_task_scheduled_event_attributes.activity_type.name == activity
     }
-    [started] = [
+    started = next(
         e.activity_task_started_event_attributes
         for e in history.events
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
-        and e.activity_task_started_event_attributes.scheduled_event_id in scheduled
-    ]
+        and e.activity_task_started_event_attributes.scheduled_event_id == min(scheduled)
+    )
     assert started.attempt == 2
     cause = started.last_failure.timeout_failure_info.timeout_type
     assert cause == TimeoutType.TIMEOUT_TYPE_HEARTBEAT, started.last_failure
