@@ -533,8 +533,8 @@ class MailActivities(Mail):
 def _retried_again(elapsed_seconds: float) -> bool:
     """Whether Temporal retries this activity attempt, which failed `elapsed_seconds`
     after it started: not past the retry policy's maximum attempts, nor when the next
-    attempt would begin after the call's schedule-to-close deadline (Temporal's own rule).
-    Times are the server's, which a time-skipping test server moves alike."""
+    attempt would begin after the call's schedule-to-close deadline (Temporal's own rule,
+    reckoned in the server's times)."""
     info = activity.info()
     policy = info.retry_policy
     if policy is None:

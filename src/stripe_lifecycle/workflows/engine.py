@@ -177,9 +177,9 @@ DONE = "done"
 MAIL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=10)
 )
-# Sends and Stripe actions heartbeat while they wait on the remote call: a worker that dies
-# mid-call falls silent, and its attempt is retried after this rather than after the whole
-# start-to-close timeout.
+# Sends, team notices and Stripe actions heartbeat while they wait on the remote call: a
+# worker that dies mid-call falls silent, and its attempt is retried after this rather than
+# after the whole start-to-close timeout.
 CALL_HEARTBEAT = timedelta(seconds=20)
 # A team notice is a courtesy: while Slack or the mail provider stays down it is retried for
 # this long (a short outage passes), then the step ends failed and the instance moves on.
