@@ -10,7 +10,9 @@ retry policy's backoff until the provider takes the email, once; an answer that 
 leaves the email `unknown` and it is not sent again (the provider may have it: that is a
 killed worker's doubt); a refusal is recorded as failed and not retried; and the instance
 goes on to its next step every time. A team notice whose Slack stays down is given up after
-`TEAM_NOTICE_GIVE_UP`, and the instance moves on."""
+`TEAM_NOTICE_GIVE_UP`, and the instance moves on; on the last attempt Temporal allows, the
+activity records the notice failed (an activity environment with the attempt info a real
+server gives: the time-skipping server leaves out the retry policy)."""
 
 from __future__ import annotations
 
