@@ -21,7 +21,7 @@ from email import policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import BaseServer
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import parse_qsl
 
 from aiosmtpd.controller import Controller
@@ -117,6 +117,16 @@ class Delivered:
         return message
 
 
+@dataclass(frozen=True)
+class DataReply:
+    """How the server answers one message's DATA: with `reply` (e.g. "451 4.3.0 Try again
+    later"), or, without one, by taking the message; after `delay` seconds either way
+    (longer than the client's timeout: the client gives up, a taken message stays taken)."""
+
+    reply: str | None = None
+    delay: float = 0.0
+
+
 @dataclass
 class SmtpInbox:
     """The handler of a real SMTP server on `port`: keeps every message it accepts and
@@ -127,6 +137,8 @@ class SmtpInbox:
     recipient_replies: dict[str, str] = field(default_factory=dict)
     data_reply: str | None = None
     data_delay: float = 0.0
+    # The next messages' answers, oldest first; then `data_reply` and `data_delay`.
+    data_replies: list[DataReply] = field(default_factory=list)
 
     @property
     def received(self) -> list[EmailMessage]:
@@ -147,20 +159,28 @@ class SmtpInbox:
         return "250 OK"
 
     async def handle_DATA(self, _server: SMTP, session: Session, envelope: Envelope) -> str:
-        await asyncio.sleep(self.data_delay)
-        if self.data_reply is not None:
-            return self.data_reply
-        assert isinstance(envelope.content, bytes) and envelope.mail_from is not None
-        auth = session.auth_data
-        self.delivered.append(
-            Delivered(
-                mail_from=envelope.mail_from,
-                rcpt_tos=list(envelope.rcpt_tos),
-                content=envelope.content,
-                over_tls=session.ssl is not None,
-                login=auth.login if isinstance(auth, LoginPassword) else None,
-            )
+        scripted = (
+            self.data_replies.pop(0)
+            if self.data_replies
+            else DataReply(self.data_reply, self.data_delay)
         )
+        if scripted.reply is None:
+            # Taken before the answer is delayed: a client that gives up waiting leaves
+            # the message with the server, as a real one would deliver it.
+            assert isinstance(envelope.content, bytes) and envelope.mail_from is not None
+            auth = session.auth_data
+            self.delivered.append(
+                Delivered(
+                    mail_from=envelope.mail_from,
+                    rcpt_tos=list(envelope.rcpt_tos),
+                    content=envelope.content,
+                    over_tls=session.ssl is not None,
+                    login=auth.login if isinstance(auth, LoginPassword) else None,
+                )
+            )
+        await asyncio.sleep(scripted.delay)
+        if scripted.reply is not None:
+            return scripted.reply
         return "250 Message accepted for delivery"
 
 
@@ -179,6 +199,8 @@ def running_smtp(**options: Any) -> Iterator[SmtpInbox]:
 # --- Postmark ---------------------------------------------------------------------------
 
 POSTMARK_TOKEN = "server-token-1b2c3d"
+# A scripted Postmark reply: take the email, as when nothing is scripted.
+ACCEPT: Literal["accept"] = "accept"
 
 
 @dataclass(frozen=True)
@@ -193,11 +215,13 @@ class PostmarkState:
     token: str
     requests: list[PostmarkRequest] = field(default_factory=list)
     message_ids: list[str] = field(default_factory=list)
-    # The next answers to give instead of success: (HTTP status, JSON body or raw bytes),
-    # None to read the request and hang up without answering, or a `Hold`: the email is
-    # accepted (a message id is recorded, as Postmark would have queued it), its answer
-    # held until released, then the connection dropped unanswered.
-    replies: list[tuple[int, dict[str, Any] | bytes] | Hold | None] = field(default_factory=list)
+    # The next answers, oldest first, then success: (HTTP status, JSON body or raw bytes),
+    # None to read the request and hang up without answering, `ACCEPT` for success, or a
+    # `Hold`: the email is accepted (a message id is recorded, as Postmark would have
+    # queued it), its answer held until released, then the connection dropped unanswered.
+    replies: list[tuple[int, dict[str, Any] | bytes] | Hold | Literal["accept"] | None] = field(
+        default_factory=list
+    )
 
 
 class PostmarkHandler(QuietHandler):
@@ -220,16 +244,16 @@ class PostmarkHandler(QuietHandler):
         if self.path != "/email":
             self._answer(404, b"Not found")
             return
-        if state.replies:
-            reply = state.replies.pop(0)
-            if reply is None:
-                self.close_connection = True  # the request was read; no answer comes
-                return
-            if isinstance(reply, Hold):
-                state.message_ids.append(str(uuid.uuid4()))
-                reply.hold()
-                self.close_connection = True
-                return
+        reply = state.replies.pop(0) if state.replies else ACCEPT
+        if reply is None:
+            self.close_connection = True  # the request was read; no answer comes
+            return
+        if isinstance(reply, Hold):
+            state.message_ids.append(str(uuid.uuid4()))
+            reply.hold()
+            self.close_connection = True
+            return
+        if isinstance(reply, tuple):
             self._answer(*reply)
             return
         message_id = str(uuid.uuid4())

@@ -6,11 +6,10 @@ kill interrupted is not sent again (its send key's row says the outcome is unkno
 next step's email goes out once, and the Stripe write is retried under the same
 idempotency key, which Stripe answers from the first application.
 
-A killed worker leaves its activity attempt "started" until the attempt's
-start-to-close timeout runs out (2 minutes for a send, 1 for a Stripe action: neither
-heartbeats). The tests shorten that one attempt's timeout through Temporal's
-UpdateActivityOptions, as an operator can, so that the retry comes in seconds; the retry
-itself runs the unchanged code."""
+A killed worker stops heartbeating: Temporal times its attempt out after the heartbeat
+timeout (`CALL_HEARTBEAT`, 20 s), well before the start-to-close timeout (2 minutes for a
+send, 1 for a Stripe action), and schedules the retry, which the restarted worker runs.
+The history shows the retry's cause: the missed heartbeat."""
 
 from __future__ import annotations
 
@@ -25,14 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf.duration_pb2 import Duration
-from google.protobuf.field_mask_pb2 import FieldMask
 from sqlalchemy import select
 from sqlmodel import col
-from temporalio.api.activity.v1 import ActivityOptions
-from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.enums.v1 import PendingActivityState
-from temporalio.api.workflowservice.v1 import UpdateActivityOptionsRequest
+from temporalio.api.enums.v1 import EventType, PendingActivityState, TimeoutType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
@@ -41,7 +35,7 @@ from stripe_lifecycle.domain.events import InvoiceInfo
 from stripe_lifecycle.domain.lifecycles import Lifecycle
 from stripe_lifecycle.storage.db import SessionMaker, create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import Message, MessageStatus
-from stripe_lifecycle.workflows.engine import LifecycleInput, LifecycleResult
+from stripe_lifecycle.workflows.engine import CALL_HEARTBEAT, LifecycleInput, LifecycleResult
 from stripe_lifecycle.workflows.lifecycles import InvoiceOverdueWorkflow
 
 from .cli_helpers import LIFECYCLE, clean_env
@@ -58,8 +52,8 @@ from .fakes import (
 )
 
 Handle = WorkflowHandle[Any, LifecycleResult]
-# The killed attempt's timeout, shortened: long enough for a retry on a loaded machine.
-RETRY_AFTER_KILL = Duration(seconds=5)
+# Seconds a worker process may take to start and take its first task on a loaded machine.
+WORKER_START = 120.0
 
 
 @pytest.fixture
@@ -178,30 +172,41 @@ async def worker_process(
         worker.stop()
 
 
-async def retry_the_killed_attempt_soon(client: Client, handle: Handle, activity: str) -> None:
-    """Shortens the start-to-close timeout of `handle`'s one started `activity` attempt,
-    whose worker is dead, so that Temporal times it out and schedules the retry now
-    rather than after the full timeout."""
+async def killed_mid(handle: Handle, activity: str) -> None:
+    """Checks that the killed worker left the first attempt at `activity` started."""
     description = await handle.describe()
     [pending] = description.raw_description.pending_activities
     assert pending.activity_type.name == activity
     assert pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
     assert pending.attempt == 1
-    await client.workflow_service.update_activity_options(
-        UpdateActivityOptionsRequest(
-            namespace=client.namespace,
-            execution=WorkflowExecution(workflow_id=handle.id),
-            id=pending.activity_id,
-            activity_options=ActivityOptions(start_to_close_timeout=RETRY_AFTER_KILL),
-            update_mask=FieldMask(paths=["start_to_close_timeout"]),
-            identity="test_worker_kill",
-        )
+
+
+async def retried_for_silence(handle: Handle, activity: str) -> None:
+    """Checks, in the finished instance's history, that the first call of `activity` (the
+    one the kill interrupted) ended on its second attempt, the first having timed out for
+    its missed heartbeats."""
+    history = await handle.fetch_history()
+    scheduled = {
+        e.event_id
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == activity
+    }
+    started = next(
+        e.activity_task_started_event_attributes
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+        and e.activity_task_started_event_attributes.scheduled_event_id == min(scheduled)
     )
+    assert started.attempt == 2
+    cause = started.last_failure.timeout_failure_info.timeout_type
+    assert cause == TimeoutType.TIMEOUT_TYPE_HEARTBEAT, started.last_failure
 
 
-async def result_of(handle: Handle, worker: WorkerProcess, timeout: float = 45) -> LifecycleResult:
-    """The instance's result, within `timeout` seconds of the restart: less than the
-    unshortened start-to-close timeouts, so the shortened one took effect."""
+async def result_of(handle: Handle, worker: WorkerProcess) -> LifecycleResult:
+    """The instance's result, once the restarted worker is up and the heartbeat timeout
+    (then the retry's backoff) has passed."""
+    timeout = WORKER_START + CALL_HEARTBEAT.total_seconds() + 30
     try:
         return await asyncio.wait_for(handle.result(), timeout)
     except TimeoutError:
@@ -247,15 +252,16 @@ async def test_a_worker_killed_mid_send_sends_no_email_twice(
         try:
             handle = await start_overdue(dev_env.client, task_queue, bill, steps)
             # Postmark has the first email and holds its answer: the worker is mid-send.
-            await held.arrival()
+            await held.arrival(WORKER_START)
             [in_flight] = await rows_of(db, handle.id)
             assert in_flight.status == MessageStatus.PENDING
             worker.sigkill()
         finally:
             held.release()
-        await retry_the_killed_attempt_soon(dev_env.client, handle, "send_email")
+        await killed_mid(handle, "send_email")
         worker.start()
         result = await result_of(handle, worker)
+        await retried_for_silence(handle, "send_email")
 
     assert (result.outcome, result.steps_done) == ("sequence_finished", 2)
     first, second = await rows_of(db, handle.id)
@@ -313,14 +319,15 @@ async def test_a_worker_killed_mid_stripe_action_applies_it_once(
         try:
             handle = await start_overdue(dev_env.client, task_queue, bill, steps)
             # Stripe applied the write and holds its answer: the worker never learns it.
-            await held.arrival()
+            await held.arrival(WORKER_START)
             assert stripe_api.state.invoices[bill.id]["status"] == "uncollectible"
             worker.sigkill()
         finally:
             held.release()
-        await retry_the_killed_attempt_soon(dev_env.client, handle, "stripe_action")
+        await killed_mid(handle, "stripe_action")
         worker.start()
         result = await result_of(handle, worker)
+        await retried_for_silence(handle, "stripe_action")
         state = await handle.query(InvoiceOverdueWorkflow.state)
 
     assert (result.outcome, result.steps_done) == ("sequence_finished", 2)

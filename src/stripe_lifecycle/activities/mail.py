@@ -13,6 +13,7 @@ however often the activity is retried, and one failing does not fail the other.
 """
 
 import hashlib
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,7 @@ from temporalio.exceptions import ApplicationError
 
 from stripe_lifecycle.activities.http_log import log_origins_only
 from stripe_lifecycle.activities.interface import Mail, SendEmailInput, SendEmailResult, TeamNotice
+from stripe_lifecycle.activities.liveness import heartbeating
 from stripe_lifecycle.domain.attribution import NOT_TOUCHES
 from stripe_lifecycle.mail.compose import SignedLinks, compose_email, unsubscribable
 from stripe_lifecycle.mail.templates import TemplateNotFound, TemplateRenderer
@@ -139,6 +141,10 @@ class MailActivities(Mail):
     @activity.defn(name="send_email")
     async def send_email(self, request: SendEmailInput) -> SendEmailResult:
         """Send one step's email at most once (the send key is workflow id + step)."""
+        async with heartbeating():
+            return await self._send_email(request)
+
+    async def _send_email(self, request: SendEmailInput) -> SendEmailResult:
         existing = await self._existing(request.send_key)
         if existing is not None and existing.status in SETTLED:
             return SendEmailResult(existing.id, existing.status, existing.error)
@@ -232,7 +238,36 @@ class MailActivities(Mail):
         is set); recorded in the customer's log, sent once on each.
 
         Answers the email's result; with Slack alone, Slack's. Without either, the notice
-        is recorded as failed, naming LIFECYCLE_TEAM_EMAIL."""
+        is recorded as failed, naming LIFECYCLE_TEAM_EMAIL. A channel still unavailable
+        on the last attempt the workflow's give-up time allows is recorded as failed."""
+        began = time.monotonic()
+        async with heartbeating():
+            try:
+                return await self._notify_team(notice)
+            except (TemporarySendError, ApplicationError) as exc:
+                if _retried_again(time.monotonic() - began):
+                    raise
+                return await self._give_up(notice, exc)
+
+    async def _give_up(self, notice: TeamNotice, exc: Exception) -> SendEmailResult:
+        """Fails the notice's rows still waiting for a retry that will not come, so the
+        customer's log does not show them waiting for ever."""
+        given_up = f"given up after {activity.info().attempt} attempts"
+        waiting = [
+            message
+            for key in (notice.key, notice.key + SLACK_KEY_SUFFIX)
+            if (message := await self._existing(key)) is not None
+            and message.status == MessageStatus.RETRYING
+        ]
+        errors = [f"{given_up}: {message.error}" for message in waiting]
+        for message, error in zip(waiting, errors, strict=True):
+            await self._finish(message.id, MessageStatus.FAILED, error=error)
+        activity.logger.warning("team notice %s %s: %s", notice.key, given_up, exc)
+        if not waiting:
+            return SendEmailResult("", MessageStatus.FAILED, f"{given_up}: {exc}")
+        return SendEmailResult(waiting[0].id, MessageStatus.FAILED, errors[0])
+
+    async def _notify_team(self, notice: TeamNotice) -> SendEmailResult:
         email_retry: TemporarySendError | None = None
         email_result: SendEmailResult | None = None
         if self._team_email is not None or self._slack_webhook is None:
@@ -493,6 +528,28 @@ class MailActivities(Mail):
                 )
             )
             await session.commit()
+
+
+def _retried_again(elapsed_seconds: float) -> bool:
+    """Whether Temporal retries this activity attempt, which failed `elapsed_seconds`
+    after it started: not past the retry policy's maximum attempts, nor when the next
+    attempt would begin after the call's schedule-to-close deadline (Temporal's own rule,
+    reckoned in the server's times)."""
+    info = activity.info()
+    policy = info.retry_policy
+    if policy is None:
+        # Not told (Temporal's test server, an activity test environment): Temporal
+        # decides alone, and the workflow records the failed step.
+        return True
+    if policy.maximum_attempts and info.attempt >= policy.maximum_attempts:
+        return False
+    if info.schedule_to_close_timeout is None:
+        return True
+    backoff = policy.initial_interval * policy.backoff_coefficient ** (info.attempt - 1)
+    if policy.maximum_interval is not None:
+        backoff = min(backoff, policy.maximum_interval)
+    failed_at = info.started_time + timedelta(seconds=elapsed_seconds)
+    return failed_at + backoff <= info.scheduled_time + info.schedule_to_close_timeout
 
 
 _MARKETING_LIFECYCLES = tuple(

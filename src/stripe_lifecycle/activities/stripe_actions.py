@@ -17,6 +17,7 @@ from stripe_lifecycle.activities.interface import (
     StripeActionResult,
     StripeActions,
 )
+from stripe_lifecycle.activities.liveness import heartbeating
 
 CANCEL_SUBSCRIPTION = "cancel_subscription"
 MARK_UNCOLLECTIBLE = "mark_uncollectible"
@@ -68,6 +69,10 @@ class StripeActivities(StripeActions):
         applied, "declined" with the decline code when the card refused a payment retry,
         "processing" when a retried payment has yet to settle; raises on errors worth a
         retry."""
+        async with heartbeating():
+            return await self._stripe_action(request)
+
+    async def _stripe_action(self, request: StripeActionInput) -> StripeActionResult:
         action = request.action
         if action not in ACTIONS:
             return _failed(action, f"unknown Stripe action {action!r}")

@@ -177,6 +177,13 @@ DONE = "done"
 MAIL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=10)
 )
+# Sends, team notices and Stripe actions heartbeat while they wait on the remote call: a
+# worker that dies mid-call falls silent, and its attempt is retried after this rather than
+# after the whole start-to-close timeout.
+CALL_HEARTBEAT = timedelta(seconds=20)
+# A team notice is a courtesy: while Slack or the mail provider stays down it is retried for
+# this long (a short outage passes), then the step ends failed and the instance moves on.
+TEAM_NOTICE_GIVE_UP = timedelta(hours=1)
 DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
 # The business's endpoint may be down for a while: back off to an hourly attempt, and give
 # up after a day (`outbound.WEBHOOK_GIVE_UP`; the step then shows as failed).
@@ -423,6 +430,7 @@ class LifecycleWorkflow:
                 Mail.send_email,
                 request,
                 start_to_close_timeout=timedelta(minutes=2),
+                heartbeat_timeout=CALL_HEARTBEAT,
                 retry_policy=MAIL_RETRY,
             )
             if result.status != "deferred" or not result.retry_at:
@@ -439,20 +447,29 @@ class LifecycleWorkflow:
         """The `notify_team` action: a notice to LIFECYCLE_TEAM_EMAIL, sent once."""
         workflow_id = workflow.info().workflow_id
         subject, text = self._team_notice(step)
-        result = await workflow.execute_activity_method(
-            Mail.notify_team,
-            TeamNotice(
-                key=f"{workflow_id}/{step.key}",
-                customer_id=self._input.customer_id,
-                workflow_id=workflow_id,
-                subject=subject,
-                text=text,
-                lifecycle=self.lifecycle,
-                automation=self._input.automation.name,
-            ),
-            start_to_close_timeout=timedelta(minutes=2),
-            retry_policy=MAIL_RETRY,
-        )
+        try:
+            result = await workflow.execute_activity_method(
+                Mail.notify_team,
+                TeamNotice(
+                    key=f"{workflow_id}/{step.key}",
+                    customer_id=self._input.customer_id,
+                    workflow_id=workflow_id,
+                    subject=subject,
+                    text=text,
+                    lifecycle=self.lifecycle,
+                    automation=self._input.automation.name,
+                ),
+                start_to_close_timeout=timedelta(minutes=2),
+                schedule_to_close_timeout=TEAM_NOTICE_GIVE_UP,
+                heartbeat_timeout=CALL_HEARTBEAT,
+                retry_policy=MAIL_RETRY,
+            )
+        except ActivityError as exc:
+            # Given up (TEAM_NOTICE_GIVE_UP): the notice is not worth stopping the instance
+            # for. Without a give-up time every error was retried and the call never failed,
+            # so recorded histories replay alike.
+            cause = exc.cause.message if isinstance(exc.cause, FailureError) else str(exc)
+            return f"failed: {cause}"
         return result.status
 
     async def _send_webhook(self, step: Step, url: str, event: str) -> str:
@@ -519,6 +536,7 @@ class LifecycleWorkflow:
                 stripe_account=self._input.stripe_account,
             ),
             start_to_close_timeout=timedelta(minutes=1),
+            heartbeat_timeout=CALL_HEARTBEAT,
             retry_policy=MAIL_RETRY,
         )
         # A payment retried says how it went (paid, the decline code) even when done.
