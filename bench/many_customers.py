@@ -157,8 +157,8 @@ async def run(args: argparse.Namespace, stack: Stack, postmark: PostmarkHttpServ
             flush=True,
         )
         # The measured customers start last, their reminders falling due in the first
-        # minute that leaves them twice the time the background took per customer.
-        margin = args.due * settled / max(background, 1) * 2 + 30
+        # minute that leaves them 1.5 times the time the background took per customer.
+        margin = args.due * settled / max(background, 1) * 1.5 + 30
         due_start = math.ceil((time.time() + margin) / 60) * 60
         dues = [due_start + n * args.spread / args.due for n in range(args.due)]
         measured = make_customers(args.due, "due", dues)
