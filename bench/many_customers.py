@@ -209,7 +209,7 @@ async def run(args: argparse.Namespace, stack: Stack, postmark: PostmarkHttpServ
         f"worker RSS:            {rss.describe()}; at rest before the due minute "
         f"{at_rest / 1024:.0f} MiB"
     )
-    print(lag_line(f"timer lag ({len(lags):,}):    ", lags) + " (target p99 <= 1 s)")
+    print(lag_line(f"timer lag ({len(lags):,}):".ljust(23), lags) + " (target p99 <= 1 s)")
     print(f"duplicates:            {duplicates} of {len(keys):,} send keys (target 0)")
 
 
