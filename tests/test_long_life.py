@@ -8,6 +8,7 @@ years take several runs; `bench/long_life.py` prints the sizes with the default 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 from temporalio.client import Client
@@ -48,10 +49,12 @@ async def runs(client: Client, workflow_id: str) -> list[tuple[datetime, str, in
 async def applied(client: Client, workflow_id: str, events: int) -> BillingSnapshot:
     """Query the latest run until it has applied `events` events."""
     handle = client.get_workflow_handle_for(CustomerWorkflow.run, workflow_id)
-    for _ in range(600):
+    for _ in range(1200):
         snapshot = await handle.query(CustomerWorkflow.state)
         if snapshot.events_applied >= events:
             return snapshot
+        # Each query is work for the worker: leave it the time to apply the batch.
+        await asyncio.sleep(0.05)
     raise AssertionError(f"{snapshot.events_applied} of {events} events applied")
 
 
