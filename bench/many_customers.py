@@ -32,8 +32,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from bench.harness import RssSampler, Stack, dev_stack, wait_polling
+from bench.harness import MIB, RssSampler, Stack, dev_stack, wait_polling
 from bench.ingest import closed_loop, percentile
+from stripe_lifecycle.domain import ids
 from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
 from stripe_lifecycle.intake.normalise import normalise_event
 from tests.events import customer_event, subscription_event
@@ -55,6 +56,10 @@ class Customer:
     # The trial reminder's due time (epoch seconds), for the customers it is measured on.
     reminder_due: float | None
 
+    @property
+    def subscription_id(self) -> str:
+        return f"sub_{self.customer_id.removeprefix('cus_')}"
+
 
 def trial_events(customer: Customer, n: int, trial_end: int) -> list[dict[str, Any]]:
     """What Stripe sends when a customer signs up for a trial: the customer, then its
@@ -68,7 +73,7 @@ def trial_events(customer: Customer, n: int, trial_end: int) -> list[dict[str, A
             customer.customer_id,
             created=now,
             status="trialing",
-            sub_id=f"sub_{customer.customer_id[4:]}",
+            sub_id=customer.subscription_id,
             type_="customer.subscription.created",
             trial_end=trial_end,
         ),
@@ -107,7 +112,7 @@ async def wait_emails(
         if now >= next_report:
             print(
                 f"  [{now - started:6.0f}s] {have:,}/{count:,} {tag} emails, "
-                f"worker RSS {rss.last_kib / 1024:.0f} MiB",
+                f"worker RSS {rss.last_kib / MIB:.0f} MiB",
                 flush=True,
             )
             next_report += PROGRESS_SECONDS
@@ -194,7 +199,7 @@ async def run(args: argparse.Namespace, stack: Stack, postmark: PostmarkHttpServ
             rss,
             due_start + args.spread + args.lag_timeout - time.time(),
         )
-    due_of = {f"trial-sub_{c.customer_id[4:]}": c.reminder_due for c in measured if c.reminder_due}
+    due_of = {ids.trial_id(c.subscription_id): c.reminder_due for c in measured if c.reminder_due}
     lags = [
         r.received_at - due_of[r.body["Metadata"]["workflow_id"]]
         for r in received(postmark, "trial/ending")
@@ -207,7 +212,7 @@ async def run(args: argparse.Namespace, stack: Stack, postmark: PostmarkHttpServ
     duplicates = sum(count - 1 for count in keys.values())
     print(
         f"worker RSS:            {rss.describe()}; at rest before the due minute "
-        f"{at_rest / 1024:.0f} MiB"
+        f"{at_rest / MIB:.0f} MiB"
     )
     print(lag_line(f"timer lag ({len(lags):,}):".ljust(23), lags) + " (target p99 <= 1 s)")
     print(f"duplicates:            {duplicates} of {len(keys):,} send keys (target 0)")
