@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import tempfile
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -30,6 +31,13 @@ from stripe_lifecycle.storage.migrate import upgrade
 from stripe_lifecycle.temporal_setup import start_dev_server, wait_for_server
 
 MIB = 1024
+
+
+def run_benchmark(main: Coroutine[Any, Any, None]) -> None:
+    """`asyncio.run`, with SIGTERM (a `timeout`, a cancelled job) stopping the benchmark as
+    Ctrl-C does: the stack is torn down rather than its server and worker left running."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    asyncio.run(main)
 
 
 @dataclass

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Replayer
 
-from bench.harness import Stack, dev_stack, wait_polling
+from bench.harness import Stack, dev_stack, run_benchmark, wait_polling
 from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.ledger import BillingSnapshot
 from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
@@ -216,4 +216,4 @@ def parse_args() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    run_benchmark(main(parse_args()))

@@ -32,7 +32,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from bench.harness import MIB, RssSampler, Stack, dev_stack, wait_polling
+from bench.harness import MIB, RssSampler, Stack, dev_stack, run_benchmark, wait_polling
 from bench.ingest import closed_loop, percentile
 from stripe_lifecycle.domain import ids
 from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
@@ -260,4 +260,4 @@ def parse_args() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    run_benchmark(main(parse_args()))

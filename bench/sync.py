@@ -39,7 +39,7 @@ import asyncpg
 import httpx
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from bench.harness import MIB, RssSampler, Stack, dev_stack, wait_polling
+from bench.harness import MIB, RssSampler, Stack, dev_stack, run_benchmark, wait_polling
 from bench.ingest import (
     SECRET,
     closed_loop,
@@ -530,4 +530,4 @@ def parse_args() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    run_benchmark(main(parse_args()))
