@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup dev test lint bench bench-sync bench-segments
+.PHONY: setup dev test lint bench bench-sync bench-segments bench-scale bench-long-life
 
 setup: $(VENV)/.installed
 
@@ -33,3 +33,9 @@ bench-sync: setup
 
 bench-segments: setup
 	$(BIN)/python -m bench.segments
+
+bench-scale: setup
+	$(BIN)/python -m bench.many_customers
+
+bench-long-life: setup
+	$(BIN)/python -m bench.long_life

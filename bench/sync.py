@@ -28,44 +28,30 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import sqlite3
-import subprocess
-import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import asyncpg
 import httpx
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from bench.harness import MIB, RssSampler, Stack, dev_stack, run_benchmark, wait_polling
 from bench.ingest import (
-    BIN,
     SECRET,
     closed_loop,
-    create_pg_database,
-    free_port,
     latency,
     sign,
-    tear_down,
     wait_delivered,
     wait_http,
 )
 from bench.stripe_synthetic import SyncTotals, SyntheticAccount
 from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.sync import PAGE_SIZE, RESOURCES
-from stripe_lifecycle.storage.migrate import upgrade
 from stripe_lifecycle.sync_control import start_sync, sync_status
-from stripe_lifecycle.temporal_setup import start_dev_server, wait_for_server
 from stripe_lifecycle.workflows.sync import StripeSyncWorkflow, SyncProgress
 from tests.fakes import STRIPE_API_KEY, StripeHttpServer, StripeState, serving
 
@@ -75,63 +61,6 @@ API_VERSION = "2025-03-31.basil"
 WEBHOOK_PREFIX = "cus_whk"
 POLL_SECONDS = 0.25
 PROGRESS_SECONDS = 10.0
-MIB = 1024
-
-
-class RssSampler:
-    """Peak and latest VmRSS of a process and its descendants, sampled every half second
-    on a thread of its own (the event loop is busy with the benchmark)."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.peak_kib = 0
-        self.last_kib = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        _type: type[BaseException] | None,
-        _value: BaseException | None,
-        _traceback: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            kib = tree_rss_kib(self.pid)
-            if kib:
-                self.last_kib = kib
-                self.peak_kib = max(self.peak_kib, kib)
-            if self._stop.wait(0.5):
-                return
-
-    def describe(self) -> str:
-        return f"peak {self.peak_kib / MIB:.0f} MiB, last {self.last_kib / MIB:.0f} MiB"
-
-
-def tree_rss_kib(pid: int) -> int:
-    """VmRSS of `pid` and every descendant, KiB; 0 once the process has gone."""
-    total = 0
-    pending = [pid]
-    while pending:
-        current = pending.pop()
-        proc = Path(f"/proc/{current}")
-        try:
-            for line in (proc / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-            for task in (proc / "task").iterdir():
-                pending += [int(child) for child in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            # Exited between listing and reading: it holds no memory any more.
-            continue
-    return total
 
 
 @dataclass(frozen=True)
@@ -235,24 +164,6 @@ async def wait_totals(
             )
             next_report += PROGRESS_SECONDS
         await asyncio.sleep(0.5)
-
-
-async def wait_polling(client: Client, queues: list[str], worker: subprocess.Popen[bytes]) -> None:
-    """Until the worker polls each queue, so its start-up is not timed as the sync's."""
-    for queue in queues:
-        while True:
-            if worker.poll() is not None:
-                raise RuntimeError("the worker exited during start-up")
-            answer = await client.workflow_service.describe_task_queue(
-                DescribeTaskQueueRequest(
-                    namespace=client.namespace,
-                    task_queue=TaskQueue(name=queue),
-                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
-                )
-            )
-            if answer.pollers:
-                break
-            await asyncio.sleep(0.2)
 
 
 def progress_line(elapsed: float, progress: SyncProgress | None, worker: RssSampler) -> str:
@@ -531,79 +442,59 @@ async def main(args: argparse.Namespace) -> None:
     )
     expected = account.expected()
     bound = listing_bound(account, args.endpoint_rate, args.read_rate)
-    workdir = Path(tempfile.mkdtemp(prefix="lifecycle-bench-sync-"))
-    pg_name = None
-    if args.sqlite:
-        database_url = f"sqlite+aiosqlite:///{workdir / 'lifecycle.db'}"
-    else:
-        pg_name = await create_pg_database()
-        database_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{pg_name}"
-    await upgrade(database_url)
-
-    temporal_port, api_port = free_port(), free_port()
-    address = f"127.0.0.1:{temporal_port}"
-    task_queue = f"bench-{uuid.uuid4().hex[:8]}"
-    server = start_dev_server(
-        workdir, temporal_port, free_port(), "default", workdir / "temporal.log"
-    )
-    logs = (workdir / "app.log").open("wb")
-    processes: list[subprocess.Popen[bytes]] = []
     stripe_state = StripeState(synthetic=account, endpoint_rate=args.endpoint_rate)
-    try:
-        with serving(StripeHttpServer(stripe_state)) as stripe_api:
-            env = {
-                **os.environ,
-                "LIFECYCLE_DATABASE_URL": database_url,
-                "LIFECYCLE_TEMPORAL_ADDRESS": address,
-                "LIFECYCLE_TASK_QUEUE": task_queue,
-                "LIFECYCLE_API_PORT": str(api_port),
-                "LIFECYCLE_STRIPE_WEBHOOK_SECRET": SECRET,
-                "LIFECYCLE_STRIPE_API_KEY": STRIPE_API_KEY,
-                "LIFECYCLE_STRIPE_API_BASE": stripe_api.url,
-                "LIFECYCLE_STRIPE_READ_RATE": str(args.read_rate),
-                "LIFECYCLE_LINK_SECRET": "bench-link-secret-Jx4Rw8Nq2Vt6Mz9Kp3",
-            }
-            client = await wait_for_server(address, "default", server)
-            worker = subprocess.Popen(
-                [str(BIN / "lifecycle"), "worker"], env=env, stdout=logs, stderr=logs
-            )
-            processes.append(worker)
-            queues = [task_queue, contract.stripe_reads_queue(task_queue)]
-            await wait_polling(client, queues, worker)
-            print(
-                f"bench: sync of {account.customers:,} customers ({account.invoices_per_customer}"
-                f" invoices each) from the local Stripe at {args.endpoint_rate:g} requests/s "
-                f"per endpoint, reads capped at {args.read_rate:g}/s, database on "
-                f"{'SQLite' if args.sqlite else 'PostgreSQL'}, dev server SQLite WAL, "
-                f"{os.cpu_count()} cores; logs in {workdir}",
-                flush=True,
-            )
-            with RssSampler(worker.pid) as worker_rss:
-                figures = await run_sync(
-                    client,
-                    task_queue,
-                    database_url,
-                    expected,
-                    bound,
-                    stripe_api,
-                    worker_rss,
-                    args.settle_timeout,
-                )
-            report_sync(figures, bound, account, stripe_api)
-            print(f"worker RSS:            {worker_rss.describe()}", flush=True)
-            if args.skip_webhooks:
-                return
-            api = subprocess.Popen(
-                [str(BIN / "lifecycle"), "api"], env=env, stdout=logs, stderr=logs
-            )
-            processes.append(api)
-            await wait_http(f"http://127.0.0.1:{api_port}/readyz", api)
-            with RssSampler(worker.pid) as worker_rss, RssSampler(api.pid) as api_rss:
-                await run_webhooks(args, account, database_url, api_port, figures, stripe_api)
-            print(f"API RSS:               {api_rss.describe()}")
-            print(f"worker RSS (webhooks): {worker_rss.describe()}")
-    finally:
-        await tear_down(processes, server, logs, pg_name)
+    with serving(StripeHttpServer(stripe_state)) as stripe_api:
+        settings = {
+            "LIFECYCLE_STRIPE_WEBHOOK_SECRET": SECRET,
+            "LIFECYCLE_STRIPE_API_KEY": STRIPE_API_KEY,
+            "LIFECYCLE_STRIPE_API_BASE": stripe_api.url,
+            "LIFECYCLE_STRIPE_READ_RATE": str(args.read_rate),
+        }
+        async with dev_stack("sync", postgres=not args.sqlite, settings=settings) as stack:
+            await run(args, account, expected, bound, stripe_api, stack)
+
+
+async def run(
+    args: argparse.Namespace,
+    account: SyntheticAccount,
+    expected: SyncTotals,
+    bound: Bound,
+    stripe_api: StripeHttpServer,
+    stack: Stack,
+) -> None:
+    client, task_queue, database_url = stack.client, stack.task_queue, stack.database_url
+    worker = stack.spawn("worker")
+    queues = [task_queue, contract.stripe_reads_queue(task_queue)]
+    await wait_polling(client, queues, worker)
+    print(
+        f"bench: sync of {account.customers:,} customers ({account.invoices_per_customer}"
+        f" invoices each) from the local Stripe at {args.endpoint_rate:g} requests/s "
+        f"per endpoint, reads capped at {args.read_rate:g}/s, {stack.describe()}",
+        flush=True,
+    )
+    with RssSampler(worker.pid) as worker_rss:
+        figures = await run_sync(
+            client,
+            task_queue,
+            database_url,
+            expected,
+            bound,
+            stripe_api,
+            worker_rss,
+            args.settle_timeout,
+        )
+    report_sync(figures, bound, account, stripe_api)
+    print(f"worker RSS:            {worker_rss.describe()}", flush=True)
+    if args.skip_webhooks:
+        return
+    api = stack.spawn("api")
+    await wait_http(f"http://127.0.0.1:{stack.env['LIFECYCLE_API_PORT']}/readyz", api)
+    with RssSampler(worker.pid) as worker_rss, RssSampler(api.pid) as api_rss:
+        await run_webhooks(
+            args, account, database_url, int(stack.env["LIFECYCLE_API_PORT"]), figures, stripe_api
+        )
+    print(f"API RSS:               {api_rss.describe()}")
+    print(f"worker RSS (webhooks): {worker_rss.describe()}")
 
 
 def parse_args() -> argparse.Namespace:
@@ -639,4 +530,4 @@ def parse_args() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    run_benchmark(main(parse_args()))

@@ -208,6 +208,8 @@ class PostmarkRequest:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    # When the request had been read (epoch seconds): benchmarks time mail against it.
+    received_at: float = field(default_factory=time.time)
 
 
 @dataclass
