@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup dev test lint bench bench-sync bench-segments
+.PHONY: setup dev test lint bench bench-sync bench-segments bench-api-memory
 
 setup: $(VENV)/.installed
 
@@ -33,3 +33,6 @@ bench-sync: setup
 
 bench-segments: setup
 	$(BIN)/python -m bench.segments
+
+bench-api-memory: setup
+	$(BIN)/python -m bench.api_memory

@@ -28,6 +28,7 @@ from stripe_lifecycle.api.deps import (
     SessionDep,
     SupportKey,
 )
+from stripe_lifecycle.api.errors import NO_API_KEY, UNPARSABLE_BODY
 from stripe_lifecycle.api.link_access import check_link
 from stripe_lifecycle.api.token_pages import TokenPage
 from stripe_lifecycle.domain.lifecycles import Lifecycle
@@ -171,7 +172,7 @@ def _comment(text: str | None) -> str | None:
     return (text or "").strip() or None
 
 
-@router.get("/survey/{token}", response_class=HTMLResponse)
+@router.get("/survey/{token}", response_class=HTMLResponse, include_in_schema=False)
 async def survey_page(
     token: str, state: AppStateDep, session: SessionDep, now: NowDep
 ) -> HTMLResponse:
@@ -190,7 +191,7 @@ async def survey_page(
     )
 
 
-@router.post("/survey/{token}", response_class=HTMLResponse)
+@router.post("/survey/{token}", response_class=HTMLResponse, include_in_schema=False)
 async def answer_survey(
     token: str,
     state: AppStateDep,
@@ -261,6 +262,7 @@ class FeedbackList(BaseModel):
 @router.post(
     "/v1/customers/{customer_id}/cancellation-feedback",
     status_code=status.HTTP_201_CREATED,
+    responses={**NO_API_KEY, **UNPARSABLE_BODY},
 )
 async def record_feedback(
     customer_id: CustomerId, body: FeedbackIn, session: SessionDep, caller: SupportKey
@@ -284,7 +286,7 @@ async def record_feedback(
     return CancellationFeedbackPublic.model_validate(row, from_attributes=True)
 
 
-@router.get("/v1/customers/{customer_id}/cancellation-feedback")
+@router.get("/v1/customers/{customer_id}/cancellation-feedback", responses=NO_API_KEY)
 async def customer_feedback(
     customer_id: CustomerId, session: SessionDep, _role: SupportKey
 ) -> FeedbackList:

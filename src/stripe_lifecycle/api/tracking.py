@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from stripe.params.billing_portal import SessionCreateParams
 
 from stripe_lifecycle.api.deps import AppStateDep, NowDep, SessionDep
+from stripe_lifecycle.api.errors import error, not_found
 from stripe_lifecycle.api.link_access import check_link, opens_portal
 from stripe_lifecycle.api.rate_limit import retry_after
 from stripe_lifecycle.domain.links import HOSTED_SURVEY, PORTAL, read_token
@@ -50,7 +51,11 @@ def _limit(wait: float) -> None:
             "description": "The link expired or was revoked: a page that says so",
             "content": {"text/html": {}},
         },
-        status.HTTP_429_TOO_MANY_REQUESTS: {"description": "Too many requests; see Retry-After"},
+        **not_found("link (a token this installation did not sign)"),
+        status.HTTP_429_TOO_MANY_REQUESTS: error("Too many requests; see Retry-After"),
+        status.HTTP_503_SERVICE_UNAVAILABLE: error(
+            "a billing link while Stripe cannot open a portal session and no stored link exists"
+        ),
     },
 )
 async def follow_link(
