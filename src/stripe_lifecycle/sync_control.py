@@ -88,7 +88,7 @@ async def start_sync(
 
 # A query waits for a worker to answer it: without one, `GET /v1/sync` would hang until the
 # client gives up. It answers the sync's status without progress instead.
-PROGRESS_QUERY_TIMEOUT = timedelta(seconds=3)
+PROGRESS_QUERY_TIMEOUT = timedelta(seconds=10)
 
 
 async def sync_status(client: Client, account: str | None) -> SyncStatus | None:
