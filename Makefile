@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup dev test lint bench bench-sync bench-segments bench-scale bench-long-life
+.PHONY: setup dev test lint bench bench-sync bench-segments bench-scale bench-long-life bench-api-memory
 
 setup: $(VENV)/.installed
 
@@ -39,3 +39,6 @@ bench-scale: setup
 
 bench-long-life: setup
 	$(BIN)/python -m bench.long_life
+
+bench-api-memory: setup
+	$(BIN)/python -m bench.api_memory

@@ -3,9 +3,9 @@
 with the reason and acknowledges it (Stripe would retry a 500 for three days), and no
 workflow ever receives it.
 
-`hypothesis` is not installed in the project's environment, so the fuzzing is
-table-driven and deterministic: every field of every corpus payload replaced in turn by
-each wrong-typed value below, and the cases the fuzzing of the running API found.
+Here the fuzzing is table-driven: every field of every corpus payload replaced in turn by
+each wrong-typed value below, and the cases the fuzzing of the running API found;
+`test_fuzz.py` adds hypothesis's generated events.
 """
 
 from __future__ import annotations

@@ -735,10 +735,10 @@ async def test_api_preview_with_the_event_in_the_body(
     charge = corpus.load("charge.succeeded", "clover")
     refused = await http.post(path, json=charge, headers=SUPPORT)
     assert refused.status_code == 422
-    assert "carries a charge" in refused.json()["detail"]
+    assert "carries a charge" in refused.json()["detail"][0]["msg"]
     wrong = await http.post(path, json=event, params={"automation": "nope"}, headers=SUPPORT)
     assert wrong.status_code == 422
-    assert "known automations" in wrong.json()["detail"]
+    assert "known automations" in wrong.json()["detail"][0]["msg"]
 
 
 async def test_api_preview_unknown_template_or_sample(
@@ -758,7 +758,7 @@ async def test_api_preview_unknown_template_or_sample(
         headers=SUPPORT,
     )
     assert unknown.status_code == 422
-    assert "invoice.payment_failed" in unknown.json()["detail"]
+    assert "invoice.payment_failed" in unknown.json()["detail"][0]["msg"]
     bad_format = await http.get(
         "/v1/templates/dunning/reminder/preview", params={"format": "pdf"}, headers=SUPPORT
     )

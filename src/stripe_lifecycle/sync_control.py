@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from temporalio.client import (
     Client,
@@ -85,6 +86,11 @@ async def start_sync(
     return SyncStarted(workflow_id, running_already=False, resumed=previous is not None)
 
 
+# A query waits for a worker to answer it: without one, `GET /v1/sync` would hang until the
+# client gives up. It answers the sync's status without progress instead.
+PROGRESS_QUERY_TIMEOUT = timedelta(seconds=10)
+
+
 async def sync_status(client: Client, account: str | None) -> SyncStatus | None:
     """The account's latest sync, or None if none ever ran."""
     workflow_id = ids.sync_workflow_id(account)
@@ -114,7 +120,7 @@ async def _last_progress(handle: SyncHandle) -> SyncProgress | None:
     """The run's progress, as a worker answers it; a closed run still answers (a worker
     replays it), with its cursors."""
     try:
-        return await handle.query(StripeSyncWorkflow.progress)
+        return await handle.query(StripeSyncWorkflow.progress, rpc_timeout=PROGRESS_QUERY_TIMEOUT)
     except (RPCError, WorkflowQueryFailedError) as exc:
         log.warning("no worker tells the sync's progress: %s", exc)
         return None

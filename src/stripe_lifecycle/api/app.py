@@ -27,6 +27,7 @@ from stripe_lifecycle.api import (
     webhooks,
 )
 from stripe_lifecycle.api.audit import AuditMutations
+from stripe_lifecycle.api.errors import BODY_TOO_LARGE, NO_API_KEY
 from stripe_lifecycle.api.guards import AuthenticateApi, BodySizeLimit
 from stripe_lifecycle.api.inbox import router as inbox_router
 from stripe_lifecycle.api.state import AppState
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Durable customer-lifecycle automations for Stripe billing, on Temporal.",
         version="0.1.0",
         lifespan=lifespan,
+        responses=BODY_TOO_LARGE,
     )
     if settings.public_url.startswith("https://"):
         # Browsers that came once over TLS never come back in clear text.
@@ -122,19 +124,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(SQLAlchemyError, database_unavailable_handler)
     app.include_router(health.router)
     app.include_router(webhooks.router)
-    app.include_router(inbox_router)
-    app.include_router(customers.router)
+    # Every route of these is under /v1, where AuthenticateApi answers 401 first.
+    for api_router in (
+        inbox_router,
+        customers.router,
+        messages.router,
+        link_revocation.router,
+        templates.router,
+        reports.router,
+        segments.router,
+        sync.router,
+    ):
+        app.include_router(api_router, responses=NO_API_KEY)
     app.include_router(codec.router)
-    app.include_router(messages.router)
-    app.include_router(link_revocation.router)
     app.include_router(tracking.router)
     app.include_router(survey.router)
-    app.include_router(templates.router)
-    app.include_router(reports.router)
-    app.include_router(segments.router)
-    app.include_router(sync.router)
     app.include_router(postmark.router)
-    app.include_router(unsubscribe.router)
-    app.include_router(dashboard.router)
-    app.include_router(segments_dashboard.router)
+    # The pages people open in a browser (from an email, or the dashboard) answer HTML
+    # forms and redirects, not the JSON API the spec describes: they stay out of it.
+    app.include_router(unsubscribe.router, include_in_schema=False)
+    app.include_router(dashboard.router, include_in_schema=False)
+    app.include_router(segments_dashboard.router, include_in_schema=False)
     return app

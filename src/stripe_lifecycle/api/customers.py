@@ -29,6 +29,7 @@ from stripe_lifecycle.api.deps import (
     SupportKey,
     TemporalDep,
 )
+from stripe_lifecycle.api.errors import ADMIN_ONLY, TEMPORAL_DOWN, UNPARSABLE_BODY, not_found
 from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.lifecycles import INVOICE_LIFECYCLES
 from stripe_lifecycle.storage.erasure import erase_customer
@@ -115,7 +116,9 @@ async def find_customers(
     )
 
 
-@router.get("/customers/{customer_id}", response_model=CustomerPublic)
+@router.get(
+    "/customers/{customer_id}", response_model=CustomerPublic, responses=not_found("customer")
+)
 async def get_customer(
     customer_id: CustomerId, session: SessionDep, temporal: TemporalDep, _caller: SupportKey
 ) -> CustomerPublic:
@@ -193,7 +196,10 @@ async def stop_dunning(
     return cancelled
 
 
-@router.post("/customers/{customer_id}/dunning/cancel")
+@router.post(
+    "/customers/{customer_id}/dunning/cancel",
+    responses={**not_found("customer"), **UNPARSABLE_BODY, **TEMPORAL_DOWN},
+)
 async def cancel_dunning(
     customer_id: CustomerId,
     body: CancelDunning,
@@ -209,6 +215,11 @@ async def cancel_dunning(
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, detail=f"no customer {customer_id}"
         ) from None
+    except TEMPORAL_UNREACHABLE as exc:
+        log.warning("dunning cancel: Temporal unreachable: %s", exc)
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail="Temporal is unreachable; nothing stopped"
+        ) from exc
     return CancelledDunning(cancelled=cancelled)
 
 
@@ -226,7 +237,11 @@ class Erasure(BaseModel):
 NEW_RUN_WAIT = 10.0
 
 
-@router.delete("/customers/{customer_id}", response_model=Erasure)
+@router.delete(
+    "/customers/{customer_id}",
+    response_model=Erasure,
+    responses={**not_found("customer"), **ADMIN_ONLY, **TEMPORAL_DOWN},
+)
 async def erase_customer_data(
     customer_id: CustomerId, session: SessionDep, temporal: TemporalDep, caller: AdminKey
 ) -> Erasure:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from stripe_lifecycle.api.errors import Responses, error
 from stripe_lifecycle.api.rate_limit import client_address, refuse_if_limited
 from stripe_lifecycle.api.state import AppState
 from stripe_lifecycle.domain.segments import NAME_MAX, NAME_PATTERN, SegmentsConfig, load_segments
@@ -78,8 +79,8 @@ def link_client_limit(request: Request, state: AppStateDep) -> None:
 # follows once the token has named a genuine link.
 LINK_CLIENT_LIMIT = Depends(link_client_limit)
 # How those routes document the limit in the OpenAPI spec.
-RATE_LIMITED: dict[int | str, dict[str, Any]] = {
-    429: {"description": "Too many requests from this address or for this link; see Retry-After"}
+RATE_LIMITED: Responses = {
+    429: error("Too many requests from this address or for this link; see Retry-After")
 }
 
 # Ids in paths, checked before anything reaches the database or Temporal: a value that

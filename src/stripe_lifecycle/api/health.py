@@ -10,9 +10,12 @@ events, not with the replica, so they do not make it unready: `/readyz` counts t
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
+from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import func, select, text
 from sqlmodel import col
 
@@ -27,7 +30,25 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    # "ok", or "unreachable: <error class>", for "database" and "temporal".
+    checks: dict[str, str]
+    undelivered_events: int
+    quarantined_events: int | None
+    degraded: bool
+    last_reconciliation: datetime | None
+    events_recovered: int | None
+
+
+@router.get(
+    "/readyz",
+    response_model=None,
+    responses={
+        200: {"model": Readiness, "description": "the database and Temporal are reachable"},
+        503: {"model": Readiness, "description": "the database or Temporal is unreachable"},
+    },
+)
 async def readyz(state: AppStateDep) -> JSONResponse:
     checks: dict[str, str] = {}
     last_pass = None

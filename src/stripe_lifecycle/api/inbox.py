@@ -21,10 +21,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from stripe_lifecycle.api.deps import AdminKey, AppStateDep, EventId, SessionDep, SupportKey
+from stripe_lifecycle.api.errors import ADMIN_ONLY, UNPARSABLE_BODY, error, not_found
 from stripe_lifecycle.storage.models import InboxStatus, SupportAction, WebhookEvent
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/inbox", tags=["inbox"])
+
+_NOT_QUARANTINED = {
+    **not_found("stored event"),
+    **ADMIN_ONLY,
+    409: error("the event is not quarantined"),
+}
 
 # How much of a quarantine reason an audit row repeats.
 AUDIT_REASON_CHARS = 500
@@ -138,7 +145,7 @@ def _audit(row: WebhookEvent, action: str, actor: str, note: str) -> SupportActi
     "/{event_id}/retry",
     response_model=InboxActionDone,
     status_code=status.HTTP_202_ACCEPTED,
-    responses={404: {"description": "no such event"}, 409: {"description": "not quarantined"}},
+    responses={**_NOT_QUARANTINED, **UNPARSABLE_BODY},
 )
 async def retry_event(
     event_id: EventId,
@@ -162,7 +169,7 @@ async def retry_event(
 @router.delete(
     "/{event_id}",
     response_model=InboxActionDone,
-    responses={404: {"description": "no such event"}, 409: {"description": "not quarantined"}},
+    responses=_NOT_QUARANTINED,
 )
 async def drop_event(
     event_id: EventId,

@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 
 from stripe_lifecycle.api.deps import AdminKey, CustomerId, MessageId, SessionDep
+from stripe_lifecycle.api.errors import ADMIN_ONLY, UNPARSABLE_BODY, not_found
 from stripe_lifecycle.storage.models import Customer, LinkRevocation, Message
 from stripe_lifecycle.storage.revocations import revoke_customer_links, revoke_message_links
 
@@ -34,7 +35,10 @@ def _answer(revocation: LinkRevocation) -> RevokedLinks:
     )
 
 
-@router.post("/customers/{customer_id}/links/revoke")
+@router.post(
+    "/customers/{customer_id}/links/revoke",
+    responses={**not_found("customer"), **ADMIN_ONLY, **UNPARSABLE_BODY},
+)
 async def revoke_customer(
     customer_id: CustomerId, body: RevokeLinks, session: SessionDep, caller: AdminKey
 ) -> RevokedLinks:
@@ -48,7 +52,10 @@ async def revoke_customer(
     return answer
 
 
-@router.post("/messages/{message_id}/links/revoke")
+@router.post(
+    "/messages/{message_id}/links/revoke",
+    responses={**not_found("message"), **ADMIN_ONLY, **UNPARSABLE_BODY},
+)
 async def revoke_message(
     message_id: MessageId, body: RevokeLinks, session: SessionDep, caller: AdminKey
 ) -> RevokedLinks:

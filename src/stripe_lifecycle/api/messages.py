@@ -6,6 +6,7 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from stripe_lifecycle.api.deps import CustomerId, MessageId, SessionDep, SupportKey
+from stripe_lifecycle.api.errors import not_found
 from stripe_lifecycle.storage.models import Customer, Message, MessageDetail, MessagePublic
 
 router = APIRouter(prefix="/v1", tags=["messages"])
@@ -15,7 +16,7 @@ class MessageList(BaseModel):
     messages: list[MessagePublic]
 
 
-@router.get("/customers/{customer_id}/messages")
+@router.get("/customers/{customer_id}/messages", responses=not_found("customer"))
 async def customer_messages(
     customer_id: CustomerId, session: SessionDep, _role: SupportKey
 ) -> MessageList:
@@ -32,7 +33,7 @@ async def customer_messages(
     )
 
 
-@router.get("/messages/{message_id}")
+@router.get("/messages/{message_id}", responses=not_found("message"))
 async def get_message(
     message_id: MessageId, session: SessionDep, _role: SupportKey
 ) -> MessageDetail:

@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from stripe_lifecycle.api.deps import AppStateDep, SessionDep
+from stripe_lifecycle.api.errors import UNPARSABLE_BODY, error
 from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.storage.db import insert_for
 from stripe_lifecycle.storage.models import (
@@ -54,6 +55,9 @@ _basic = HTTPBasic(
     description="LIFECYCLE_POSTMARK_WEBHOOK_USER and LIFECYCLE_POSTMARK_WEBHOOK_PASSWORD",
 )
 
+# The record types Postmark's webhooks send (Postmark's webhook docs), which we act on.
+KNOWN_RECORD_TYPES = ("Delivery", "Bounce", "SpamComplaint", "Open", "Click", "SubscriptionChange")
+RECORD_TYPE_PATTERN = r"^[A-Za-z]+$"
 # Bounce types that say the address itself is dead (Postmark's `Type` values).
 HARD_BOUNCE_TYPES = frozenset({"HardBounce", "BadEmailAddress"})
 # What a message can have become once handed to Postmark, before a bounce reports on it.
@@ -73,8 +77,17 @@ class PostmarkRecord(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     # Bounded as the columns they are stored in: a value that cannot be stored is refused
-    # (422) rather than failing the database write (500).
-    RecordType: str = Field(min_length=1, max_length=32)
+    # (422) rather than failing the database write (500). A type Postmark adds later is
+    # recorded (a refusal would only make Postmark retry it for hours); one that is not a
+    # word (empty, spaces, punctuation) is not Postmark's and is refused.
+    RecordType: str = Field(
+        min_length=1,
+        max_length=32,
+        pattern=RECORD_TYPE_PATTERN,
+        description="Postmark's record type: " + ", ".join(KNOWN_RECORD_TYPES) + " are acted "
+        "on; another word is recorded only",
+        examples=list(KNOWN_RECORD_TYPES),
+    )
     MessageID: str | None = Field(default=None, max_length=255)
     MessageStream: str | None = Field(default=None, max_length=64)
     # Postmark sends the Metadata the message was sent with (values of any JSON type).
@@ -143,8 +156,9 @@ def postmark_credentials(
     "/webhooks/postmark",
     dependencies=[Depends(postmark_credentials)],
     responses={
-        401: {"description": "wrong or missing basic auth credentials"},
-        503: {"description": "the webhook credentials are not configured"},
+        **UNPARSABLE_BODY,
+        401: error("wrong or missing basic auth credentials"),
+        503: error("the webhook credentials are not configured"),
     },
 )
 async def postmark_webhook(

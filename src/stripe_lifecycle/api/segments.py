@@ -38,6 +38,7 @@ from stripe_lifecycle.api.deps import (
     SupportKey,
     TemporalDep,
 )
+from stripe_lifecycle.api.errors import ADMIN_ONLY, UNPARSABLE_BODY, error, not_found
 from stripe_lifecycle.api.reports import CSV, wants_csv
 from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.storage.segments import (
@@ -99,7 +100,7 @@ async def list_segments(
     response_model=SegmentCustomers,
     responses={
         200: {"content": {CSV: {"schema": {"type": "string"}}}},
-        404: {"description": "no segment of that name in the segments file"},
+        404: error("no segment of that name in the segments file"),
     },
 )
 async def list_segment_customers(
@@ -141,7 +142,7 @@ async def _csv_lines(state: AppStateDep, name: str) -> AsyncIterator[str]:
 @router.get(
     "/customers/{customer_id}/segments",
     response_model=CustomerSegments,
-    responses={404: {"description": "no such customer"}},
+    responses=not_found("customer"),
 )
 async def get_customer_segments(
     customer_id: CustomerId, session: SessionDep, _caller: SupportKey
@@ -190,6 +191,7 @@ class UsageRecorded(BaseModel):
     "/customers/{customer_id}/usage",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=UsageRecorded,
+    responses={**ADMIN_ONLY, **UNPARSABLE_BODY},
 )
 async def report_usage(
     customer_id: CustomerId,

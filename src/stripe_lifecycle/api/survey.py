@@ -21,7 +21,6 @@ from sqlmodel import col
 
 from stripe_lifecycle.api.deps import (
     LINK_CLIENT_LIMIT,
-    RATE_LIMITED,
     STRIPE_ID_MAX_LENGTH,
     STRIPE_ID_PATTERN,
     AppStateDep,
@@ -30,6 +29,7 @@ from stripe_lifecycle.api.deps import (
     SessionDep,
     SupportKey,
 )
+from stripe_lifecycle.api.errors import NO_API_KEY, UNPARSABLE_BODY
 from stripe_lifecycle.api.link_access import check_link
 from stripe_lifecycle.api.rate_limit import refuse_if_limited
 from stripe_lifecycle.api.token_pages import TokenPage
@@ -178,7 +178,7 @@ def _comment(text: str | None) -> str | None:
 @router.get(
     "/survey/{token}",
     response_class=HTMLResponse,
-    responses=RATE_LIMITED,
+    include_in_schema=False,
     dependencies=[LINK_CLIENT_LIMIT],
 )
 async def survey_page(
@@ -202,7 +202,7 @@ async def survey_page(
 @router.post(
     "/survey/{token}",
     response_class=HTMLResponse,
-    responses=RATE_LIMITED,
+    include_in_schema=False,
     dependencies=[LINK_CLIENT_LIMIT],
 )
 async def answer_survey(
@@ -275,6 +275,7 @@ class FeedbackList(BaseModel):
 @router.post(
     "/v1/customers/{customer_id}/cancellation-feedback",
     status_code=status.HTTP_201_CREATED,
+    responses={**NO_API_KEY, **UNPARSABLE_BODY},
 )
 async def record_feedback(
     customer_id: CustomerId, body: FeedbackIn, session: SessionDep, caller: SupportKey
@@ -298,7 +299,7 @@ async def record_feedback(
     return CancellationFeedbackPublic.model_validate(row, from_attributes=True)
 
 
-@router.get("/v1/customers/{customer_id}/cancellation-feedback")
+@router.get("/v1/customers/{customer_id}/cancellation-feedback", responses=NO_API_KEY)
 async def customer_feedback(
     customer_id: CustomerId, session: SessionDep, _role: SupportKey
 ) -> FeedbackList:

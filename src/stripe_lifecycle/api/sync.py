@@ -16,6 +16,7 @@ from stripe_lifecycle.api.deps import (
     SupportKey,
     TemporalDep,
 )
+from stripe_lifecycle.api.errors import ADMIN_ONLY, TEMPORAL_DOWN, UNPARSABLE_BODY, error
 from stripe_lifecycle.sync_control import start_sync, sync_status
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,12 @@ class SyncOut(BaseModel):
     error: str | None
 
 
-@router.post("/sync", response_model=SyncStartedOut, status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/sync",
+    response_model=SyncStartedOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={**ADMIN_ONLY, **UNPARSABLE_BODY, **TEMPORAL_DOWN},
+)
 async def post_sync(
     body: SyncRequest, state: AppStateDep, temporal: TemporalDep, caller: AdminKey
 ) -> SyncStartedOut:
@@ -84,7 +90,11 @@ async def post_sync(
     return SyncStartedOut(workflow_id=started.workflow_id, state=outcome)
 
 
-@router.get("/sync", response_model=SyncOut)
+@router.get(
+    "/sync",
+    response_model=SyncOut,
+    responses={404: error("no sync has run for this account"), **TEMPORAL_DOWN},
+)
 async def get_sync(
     temporal: TemporalDep,
     _caller: SupportKey,

@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 from pydantic import BaseModel
 
 from stripe_lifecycle.api.deps import AppStateDep, SupportKey
+from stripe_lifecycle.api.errors import UNPARSABLE_BODY, Responses, invalid, not_found
 from stripe_lifecycle.api.page_headers import EMAIL_PREVIEW_POLICY
 from stripe_lifecycle.domain.automations import AutomationsError
 from stripe_lifecycle.mail.preview import (
@@ -66,8 +67,9 @@ class TemplatePreview(BaseModel):
 
 
 # The JSON model in the docs, and the two other formats.
-_PREVIEW_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"model": TemplatePreview, "content": {"text/html": {}, "text/plain": {}}}
+_PREVIEW_RESPONSES: Responses = {
+    200: {"model": TemplatePreview, "content": {"text/html": {}, "text/plain": {}}},
+    **not_found("template"),
 }
 
 
@@ -106,11 +108,15 @@ def preview_template(
     try:
         event = sample_event(fixture or default_sample(name))
     except PreviewError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
-    return _answer(_render(state.settings, name, event, automation), output)
+        invalid(("query", "fixture"), str(exc), fixture)
+    return _answer(_render(state.settings, name, event, ("query", "fixture"), automation), output)
 
 
-@router.post("/templates/{name:path}/preview", response_model=None, responses=_PREVIEW_RESPONSES)
+@router.post(
+    "/templates/{name:path}/preview",
+    response_model=None,
+    responses={**_PREVIEW_RESPONSES, **UNPARSABLE_BODY},
+)
 def preview_template_with_event(
     name: str,
     event: Annotated[dict[str, Any], Body(description="a Stripe event, as a webhook sends it")],
@@ -120,18 +126,27 @@ def preview_template_with_event(
     automation: AutomationQuery = None,
 ) -> TemplatePreview | Response:
     """The template rendered against the Stripe event in the body."""
-    return _answer(_render(state.settings, name, event, automation), output)
+    return _answer(_render(state.settings, name, event, ("body",), automation), output)
 
 
 def _render(
-    settings: Settings, name: str, event: dict[str, Any], automation_name: str | None
+    settings: Settings,
+    name: str,
+    event: dict[str, Any],
+    event_location: tuple[str, ...],
+    automation_name: str | None,
 ) -> Preview:
+    """The preview; 404 for an unknown template, else a 422 naming the parameter at fault:
+    the automation, or the event (`event_location`) the template cannot be rendered with."""
     renderer = _renderer(settings)
-    try:
-        automation = None
-        if automation_name is not None:
+    automation = None
+    if automation_name is not None:
+        try:
             _, automations = load_checked_automations(settings)
             automation = find_automation(automations, automation_name)
+        except (PreviewError, AutomationsError) as exc:
+            invalid(("query", "automation"), str(exc), automation_name)
+    try:
         return render_preview(
             renderer,
             name,
@@ -143,7 +158,7 @@ def _render(
     except UnknownTemplate as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
     except (PreviewError, AutomationsError) as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
+        invalid(event_location, str(exc))
 
 
 def _answer(preview: Preview, output: Format) -> TemplatePreview | Response:

@@ -29,6 +29,7 @@ from stripe_lifecycle.api.deps import (
     NowDep,
     SessionDep,
 )
+from stripe_lifecycle.api.errors import error, not_found
 from stripe_lifecycle.api.link_access import check_link, opens_portal
 from stripe_lifecycle.api.rate_limit import refuse_if_limited
 from stripe_lifecycle.domain.links import HOSTED_SURVEY, PORTAL, read_token
@@ -48,7 +49,11 @@ router = APIRouter(tags=["tracking"])
             "description": "The link expired or was revoked: a page that says so",
             "content": {"text/html": {}},
         },
+        **not_found("link (a token this installation did not sign)"),
         **RATE_LIMITED,
+        status.HTTP_503_SERVICE_UNAVAILABLE: error(
+            "a billing link while Stripe cannot open a portal session and no stored link exists"
+        ),
     },
     dependencies=[LINK_CLIENT_LIMIT],
 )

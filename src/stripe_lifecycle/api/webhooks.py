@@ -11,6 +11,7 @@ from fastapi import APIRouter, Header, HTTPException, Request, status
 from pydantic import BaseModel
 
 from stripe_lifecycle.api.deps import AppStateDep
+from stripe_lifecycle.api.errors import error
 from stripe_lifecycle.intake.body import NotAStripeEvent, read_body
 from stripe_lifecycle.intake.inbox import read_row
 from stripe_lifecycle.storage.models import InboxStatus
@@ -32,12 +33,11 @@ class WebhookAck(BaseModel):
 @router.post(
     "/webhooks/stripe",
     responses={
-        400: {"description": "bad signature, or not a Stripe event; nothing stored"},
-        413: {"description": "body over LIFECYCLE_MAX_BODY_BYTES; nothing stored"},
-        503: {
-            "description": "no webhook secret configured, or the database is unavailable "
+        400: error("bad signature, or not a Stripe event; nothing stored"),
+        503: error(
+            "LIFECYCLE_STRIPE_WEBHOOK_SECRET is not set, or the database is unavailable "
             "(with Retry-After); nothing stored, and Stripe retries"
-        },
+        ),
     },
 )
 async def stripe_webhook(
