@@ -45,12 +45,12 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
 from bench.noop import NoopWorkflow
-from stripe_lifecycle.domain import contract, ids
-from stripe_lifecycle.domain.events import BillingEvents
+from stripe_lifecycle.domain import contract
+from stripe_lifecycle.domain.events import BillingEvents, lean
+from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
 from stripe_lifecycle.intake.normalise import normalise_event
 from stripe_lifecycle.storage.migrate import upgrade
 from stripe_lifecycle.temporal_setup import start_dev_server, stop_process, wait_for_server
-from stripe_lifecycle.workflows.customer import CustomerWorkflow, CustomerWorkflowInput
 
 SECRET = "whsec_bench_0123456789"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -382,18 +382,13 @@ async def main(args: argparse.Namespace) -> None:
             f"api {api}, temporal {server.pid}, no-op worker {noop}"
         )
 
+        # The forwarder's own delivery, straight from the SDK: no API, no inbox.
+        deliver = temporal_delivery(client, ForwarderConfig(task_queue=task_queue))
+
         async def raw_call(event: dict[str, Any]) -> None:
             billing = normalise_event(event)
             assert billing is not None
-            await client.start_workflow(
-                CustomerWorkflow.run,
-                CustomerWorkflowInput(customer_id=billing.customer_id),
-                id=ids.customer_workflow_id(billing.customer_id),
-                task_queue=task_queue,
-                start_signal=contract.BILLING_EVENTS_SIGNAL,
-                start_signal_args=[BillingEvents(events=[billing])],
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            )
+            await deliver(billing.customer_id, [billing])
 
         async def noop_call(event: dict[str, Any]) -> None:
             billing = normalise_event(event)
@@ -404,7 +399,7 @@ async def main(args: argparse.Namespace) -> None:
                 id=f"noop-{billing.customer_id}",
                 task_queue=noop_queue,
                 start_signal=contract.BILLING_EVENTS_SIGNAL,
-                start_signal_args=[BillingEvents(events=[billing])],
+                start_signal_args=[lean(BillingEvents(events=[billing]))],
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             )
 
