@@ -295,7 +295,8 @@ def per_thousand(used: dict[str, float], events: int) -> str:
 
 async def wait_http(url: str, process: subprocess.Popen[bytes]) -> None:
     async with httpx.AsyncClient() as http:
-        for _ in range(400):
+        # Two minutes: on two busy cores the API's imports alone can take most of one.
+        for _ in range(1200):
             if process.poll() is not None:
                 raise RuntimeError("the API exited during start-up")
             try:

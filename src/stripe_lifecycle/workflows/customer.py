@@ -328,14 +328,15 @@ class CustomerWorkflow(LifecycleParent):
 
     def _quiet(self, applied: list[rules.Applied]) -> bool:
         """Whether carrying the batch out would start, tell, end and record nothing, nor
-        ask the worker anything: then no decision changes the ledger, so each event's
-        decisions are the same taken together as one by one. An `event` sequence decision
-        is such when the worker said (within the hour) that its type triggers nothing."""
+        ask the worker anything: each decision moot (`rules.moot`), or an `event` sequence
+        of a type the worker said (within the hour) triggers none. No decision then
+        changes the ledger, so the events' decisions are the same taken together as one
+        by one."""
         triggers = self._event_triggers
         fresh = triggers is not None and workflow.now() - triggers[0] < EVENT_TRIGGERS_FRESH
         for applied_event in applied:
             for decision in self._decisions(applied_event):
-                quiet_sequence = (
+                untriggered = (
                     isinstance(decision, rules.Start)
                     and decision.lifecycle == Lifecycle.EVENT
                     and not decision.workflow_id
@@ -343,7 +344,7 @@ class CustomerWorkflow(LifecycleParent):
                     and triggers is not None
                     and applied_event.event.type not in triggers[1]
                 )
-                if not quiet_sequence:
+                if not (untriggered or rules.moot(self._ledger, decision)):
                     return False
         return True
 
