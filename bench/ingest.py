@@ -177,6 +177,8 @@ class Inbox:
     def __init__(self, database_url: str) -> None:
         self._url = database_url
         self._pg: asyncpg.Connection | None = None
+        # The progress polls and the CPU meter's samples share the connection.
+        self._lock = asyncio.Lock()
 
     async def open(self) -> None:
         if self._url.startswith("postgresql"):
@@ -188,7 +190,8 @@ class Inbox:
 
     async def scalar(self, query: str) -> int:
         if self._pg is not None:
-            return int(await self._pg.fetchval(query))
+            async with self._lock:
+                return int(await self._pg.fetchval(query))
         with sqlite3.connect(self._url.split("///", 1)[1]) as db:
             return int(db.execute(query).fetchone()[0])
 
@@ -196,11 +199,12 @@ class Inbox:
         """This database's backends but ours, and the cluster's shared writers."""
         if self._pg is None:
             return []
-        rows = await self._pg.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE (datname = current_database()"
-            " AND pid <> pg_backend_pid()) OR backend_type = ANY($1::text[])",
-            list(PG_SHARED),
-        )
+        async with self._lock:
+            rows = await self._pg.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE (datname = current_database()"
+                " AND pid <> pg_backend_pid()) OR backend_type = ANY($1::text[])",
+                list(PG_SHARED),
+            )
         return [int(row["pid"]) for row in rows]
 
     async def wait_delivered(self) -> None:
