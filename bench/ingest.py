@@ -10,7 +10,13 @@ database) unless --sqlite is given. Prints:
 - full load: webhooks acknowledged/s, ack p50/p99, and delivered/s (stored → signalled),
   delivered as a ratio of the raw rate; and for both, applied/s: until the customer
   workflows have absorbed every event (the sustained rate, with the worker keeping up),
-- half load: ack p50/p99 with webhooks arriving at half the raw applied (sustained) rate.
+- half load: ack p50/p99 with webhooks arriving at half the raw applied (sustained) rate,
+- floor: the same signal-with-start calls into a no-op workflow (`bench/noop.py`) on its
+  own task queue and worker process, on the same server,
+- per phase, the CPU seconds per 1,000 events of each process: the API (with its
+  forwarder), the worker (or the no-op worker), the Temporal dev server and PostgreSQL
+  (this database's backends and the cluster's WAL writer, background writer and
+  checkpointer; SQLite runs inside the API and worker); and the load generator's own.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import hashlib
 import hmac
 import json
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -34,18 +41,23 @@ from typing import IO, Any
 
 import asyncpg
 import httpx
+from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
-from stripe_lifecycle.domain import contract, ids
-from stripe_lifecycle.domain.events import BillingEvents
+from bench.noop import NoopWorkflow
+from stripe_lifecycle.domain import contract
+from stripe_lifecycle.domain.events import BillingEvents, lean
+from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
 from stripe_lifecycle.intake.normalise import normalise_event
 from stripe_lifecycle.storage.migrate import upgrade
 from stripe_lifecycle.temporal_setup import start_dev_server, stop_process, wait_for_server
-from stripe_lifecycle.workflows.customer import CustomerWorkflow, CustomerWorkflowInput
 
 SECRET = "whsec_bench_0123456789"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 BIN = Path(sys.executable).parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# PostgreSQL's own processes that work for every database (WAL, dirty pages).
+PG_SHARED = ("walwriter", "background writer", "checkpointer")
 
 
 def free_port() -> int:
@@ -158,37 +170,137 @@ async def open_loop(
     return latencies
 
 
-async def scalar(database_url: str, query: str) -> int:
-    if database_url.startswith("postgresql"):
-        conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
-        try:
-            value = await conn.fetchval(query)
-        finally:
-            await conn.close()
-        return int(value)
-    path = database_url.split("///", 1)[1]
-    with sqlite3.connect(path) as db:
-        return int(db.execute(query).fetchone()[0])
+class Inbox:
+    """The benchmark's one connection to the app's database, to watch progress (a
+    connection per poll would cost PostgreSQL a fork each time, charged to the run)."""
+
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+        self._pg: asyncpg.Connection | None = None
+        # The progress polls and the CPU meter's samples share the connection.
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        if self._url.startswith("postgresql"):
+            self._pg = await asyncpg.connect(self._url.replace("postgresql+asyncpg", "postgresql"))
+
+    async def close(self) -> None:
+        if self._pg is not None:
+            await self._pg.close()
+
+    async def scalar(self, query: str) -> int:
+        if self._pg is not None:
+            async with self._lock:
+                return int(await self._pg.fetchval(query))
+        with sqlite3.connect(self._url.split("///", 1)[1]) as db:
+            return int(db.execute(query).fetchone()[0])
+
+    async def postgres_pids(self) -> list[int]:
+        """This database's backends but ours, and the cluster's shared writers."""
+        if self._pg is None:
+            return []
+        async with self._lock:
+            rows = await self._pg.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE (datname = current_database()"
+                " AND pid <> pg_backend_pid()) OR backend_type = ANY($1::text[])",
+                list(PG_SHARED),
+            )
+        return [int(row["pid"]) for row in rows]
+
+    async def wait_delivered(self) -> None:
+        """Until every stored event has been signalled to its workflow."""
+        query = "SELECT count(*) FROM webhook_inbox WHERE status = 'pending'"
+        while await self.scalar(query) > 0:
+            await asyncio.sleep(0.02)
+
+    async def wait_applied(self, events: int) -> None:
+        """Until the worker has applied `events` events in all, so one phase's workflow
+        tasks do not spill into the next phase's measurement."""
+        query = "SELECT coalesce(sum(snapshot_version), 0) FROM customers"
+        while await self.scalar(query) < events:
+            await asyncio.sleep(0.1)
 
 
 async def wait_delivered(database_url: str) -> None:
-    """Until every stored event has been signalled to its workflow."""
-    query = "SELECT count(*) FROM webhook_inbox WHERE status = 'pending'"
-    while await scalar(database_url, query) > 0:
-        await asyncio.sleep(0.02)
+    """Until every stored event has been signalled to its workflow (a one-off watch)."""
+    inbox = Inbox(database_url)
+    await inbox.open()
+    try:
+        await inbox.wait_delivered()
+    finally:
+        await inbox.close()
 
 
-async def wait_applied(database_url: str, events: int) -> None:
-    """Until the worker has applied `events` events in all, so one phase's workflow
-    tasks do not spill into the next phase's measurement."""
-    query = "SELECT coalesce(sum(snapshot_version), 0) FROM customers"
-    while await scalar(database_url, query) < events:
-        await asyncio.sleep(0.1)
+def cpu_seconds(pid: int, *, children: bool = True) -> float:
+    """User and system CPU of a process, with that of its children it has waited for;
+    0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    # Fields 14-17 of proc(5): utime, stime, cutime, cstime; the split starts at field 3.
+    used = int(fields[11]) + int(fields[12])
+    if children:
+        used += int(fields[13]) + int(fields[14])
+    return used / CLOCK_TICKS
+
+
+class CpuMeter:
+    """CPU seconds each process spends over a phase. PostgreSQL's backends come and go,
+    so they are sampled while the phase runs and each counted at its last reading."""
+
+    def __init__(self, inbox: Inbox, processes: dict[str, int]) -> None:
+        self._inbox = inbox
+        self._processes = processes
+        self._start: dict[str, float] = {}
+        self._pg_start: dict[int, float] = {}
+        self._pg_seen: dict[int, float] = {}
+        self._sampler: asyncio.Task[None] | None = None
+
+    async def begin(self) -> None:
+        self._start = self._read()
+        self._pg_seen = {}
+        await self._sample_pg()
+        self._pg_start = dict(self._pg_seen)
+        self._sampler = asyncio.create_task(self._sample_loop())
+
+    async def end(self) -> dict[str, float]:
+        assert self._sampler is not None
+        self._sampler.cancel()
+        await self._sample_pg()
+        used = {name: value - self._start[name] for name, value in self._read().items()}
+        if self._pg_seen:
+            used["postgres"] = sum(
+                seen - self._pg_start.get(pid, 0.0) for pid, seen in self._pg_seen.items()
+            )
+        return used
+
+    def _read(self) -> dict[str, float]:
+        times = os.times()
+        return {
+            **{name: cpu_seconds(pid) for name, pid in self._processes.items()},
+            "load generator": times.user + times.system,
+        }
+
+    async def _sample_pg(self) -> None:
+        for pid in await self._inbox.postgres_pids():
+            # A backend's CPU only grows; a pid gone (0) keeps its last reading.
+            self._pg_seen[pid] = max(self._pg_seen.get(pid, 0.0), cpu_seconds(pid))
+
+    async def _sample_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            await self._sample_pg()
+
+
+def per_thousand(used: dict[str, float], events: int) -> str:
+    return ", ".join(f"{name} {seconds * 1000 / events:.2f}" for name, seconds in used.items())
 
 
 async def wait_http(url: str, process: subprocess.Popen[bytes]) -> None:
     async with httpx.AsyncClient() as http:
-        for _ in range(400):
+        # Two minutes: on two busy cores the API's imports alone can take most of one.
+        for _ in range(1200):
             if process.poll() is not None:
                 raise RuntimeError("the API exited during start-up")
             try:
@@ -231,7 +343,10 @@ async def main(args: argparse.Namespace) -> None:
         workdir, temporal_port, free_port(), "default", workdir / "temporal.log"
     )
     env = {
-        **os.environ,
+        # The image's `pip install` compiles the package's bytecode; a checkout with
+        # PYTHONDONTWRITEBYTECODE set has none, and the workflow sandbox would then compile
+        # the workflow modules from source for every workflow it loads.
+        **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
         "LIFECYCLE_DATABASE_URL": database_url,
         "LIFECYCLE_TEMPORAL_ADDRESS": address,
         "LIFECYCLE_TASK_QUEUE": task_queue,
@@ -242,6 +357,7 @@ async def main(args: argparse.Namespace) -> None:
     }
     logs = (workdir / "app.log").open("wb")
     processes: list[subprocess.Popen[bytes]] = []
+    inbox = Inbox(database_url)
     try:
         client = await wait_for_server(address, "default", server)
         for command in ("worker", "api"):
@@ -250,35 +366,81 @@ async def main(args: argparse.Namespace) -> None:
                     [str(BIN / "lifecycle"), command], env=env, stdout=logs, stderr=logs
                 )
             )
-        await wait_http(f"http://127.0.0.1:{api_port}/readyz", processes[-1])
+        noop_queue = f"{task_queue}-noop"
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "bench.noop", address, noop_queue],
+                stdout=logs,
+                stderr=logs,
+            )
+        )
+        worker, api, noop = (process.pid for process in processes)
+        await wait_http(f"http://127.0.0.1:{api_port}/readyz", api_process := processes[1])
+        assert api_process.pid == api
+        await inbox.open()
+        meter = CpuMeter(inbox, {"api": api, "worker": worker, "temporal": server.pid})
+        noop_meter = CpuMeter(inbox, {"no-op worker": noop, "temporal": server.pid})
         print(
             f"bench: {args.events} events over {args.customers} customers, concurrency "
             f"{args.concurrency}, inbox on {'SQLite' if args.sqlite else 'PostgreSQL'}, "
-            f"dev server SQLite WAL, {os.cpu_count()} cores"
+            f"dev server SQLite WAL, {os.cpu_count()} cores; pids: worker {worker}, "
+            f"api {api}, temporal {server.pid}, no-op worker {noop}"
         )
+
+        # The forwarder's own delivery, straight from the SDK: no API, no inbox.
+        deliver = temporal_delivery(client, ForwarderConfig(task_queue=task_queue))
 
         async def raw_call(event: dict[str, Any]) -> None:
             billing = normalise_event(event)
             assert billing is not None
+            await deliver(billing.customer_id, [billing])
+
+        async def noop_call(event: dict[str, Any]) -> None:
+            billing = normalise_event(event)
+            assert billing is not None
             await client.start_workflow(
-                CustomerWorkflow.run,
-                CustomerWorkflowInput(customer_id=billing.customer_id),
-                id=ids.customer_workflow_id(billing.customer_id),
-                task_queue=task_queue,
+                NoopWorkflow.run,
+                None,
+                id=f"noop-{billing.customer_id}",
+                task_queue=noop_queue,
                 start_signal=contract.BILLING_EVENTS_SIGNAL,
-                start_signal_args=[BillingEvents(events=[billing])],
+                start_signal_args=[lean(BillingEvents(events=[billing]))],
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             )
 
+        # The floor first: the same calls and payloads into workflows that do nothing.
+        noop_events = workload(args.events, args.customers, "noop")
+        started = time.perf_counter()
+        await noop_meter.begin()
+        noop_seconds, _ = await closed_loop(noop_events, args.concurrency, noop_call)
+        noop_done = await wait_idle(noop)
+        noop_used = await noop_meter.end()
+        await check_noop(client, noop_events)
+        noop_rate = args.events / noop_seconds
+        noop_applied = args.events / (noop_done - started)
+
         raw_events = workload(args.events, args.customers, "raw")
         started = time.perf_counter()
+        await meter.begin()
         raw_seconds, _ = await closed_loop(raw_events, args.concurrency, raw_call)
-        await wait_applied(database_url, args.events)
+        await inbox.wait_applied(args.events)
+        raw_used = await meter.end()
         raw_applied = args.events / (time.perf_counter() - started)
         raw_rate = args.events / raw_seconds
         print(
+            f"floor, no-op workflow:  {noop_rate:8.1f} calls/s ({noop_seconds:.2f}s), "
+            f"applied {noop_applied:.1f} events/s"
+        )
+        print(
             f"raw signal-with-start:  {raw_rate:8.1f} calls/s ({raw_seconds:.2f}s), "
             f"applied by the workflows {raw_applied:.1f} events/s"
+        )
+        print("CPU seconds per 1,000 events (until applied):")
+        print(f"  floor, no-op workflow:  {per_thousand(noop_used, args.events)}")
+        print(f"  raw signal-with-start:  {per_thousand(raw_used, args.events)}")
+        print(
+            "  worker CPU per applied event, raw: "
+            f"{raw_used['worker'] / noop_used['no-op worker']:.2f}x the no-op workflow's"
         )
 
         limits = httpx.Limits(max_connections=args.concurrency * 2)
@@ -296,13 +458,17 @@ async def main(args: argparse.Namespace) -> None:
                 response.raise_for_status()
 
             full_events = workload(args.events, args.customers, "api")
+            profilers = start_profilers(args.py_spy, {"worker": worker, "api": api})
             started = time.perf_counter()
+            await meter.begin()
             ack_seconds, acks = await closed_loop(full_events, args.concurrency, post)
-            await wait_delivered(database_url)
+            await inbox.wait_delivered()
             delivered_seconds = time.perf_counter() - started
             delivered_rate = args.events / delivered_seconds
-            await wait_applied(database_url, 2 * args.events)
+            await inbox.wait_applied(2 * args.events)
+            full_used = await meter.end()
             applied_rate = args.events / (time.perf_counter() - started)
+            stop_profilers(profilers)
             print(
                 f"webhooks, full load:    {args.events / ack_seconds:8.1f} acks/s, "
                 f"ack {latency(acks)}"
@@ -315,20 +481,85 @@ async def main(args: argparse.Namespace) -> None:
                 f"applied, full load:     {applied_rate:8.1f} events/s"
                 f"  = {applied_rate / raw_applied:.2f}x raw applied"
             )
+            print(f"  CPU s/1,000, full load: {per_thousand(full_used, args.events)}")
+            print(
+                "  worker CPU per applied event, full load: "
+                f"{full_used['worker'] / noop_used['no-op worker']:.2f}x the no-op workflow's"
+            )
 
             # Half of what the system sustains end to end (raw calls outrun the worker).
             half_rate = raw_applied / 2
             half_events = workload(args.events, args.customers, "half")
             started = time.perf_counter()
             half_acks = await open_loop(half_events, half_rate, post)
-            await wait_delivered(database_url)
+            await inbox.wait_delivered()
             half_seconds = time.perf_counter() - started
             print(
                 f"webhooks, half load:    {half_rate:8.1f} offered/s, ack {latency(half_acks)}, "
                 f"all delivered in {half_seconds:.2f}s"
             )
     finally:
+        await inbox.close()
         await tear_down(processes, server, logs, pg_name)
+
+
+async def wait_idle(pid: int, quiet: float = 1.0) -> float:
+    """When a worker went idle: the first moment its CPU stayed still for `quiet` seconds
+    (a worker at rest long-polls in Rust and spends next to nothing)."""
+    last, last_busy = cpu_seconds(pid), time.perf_counter()
+    while time.perf_counter() - last_busy < quiet:
+        await asyncio.sleep(0.1)
+        now = cpu_seconds(pid)
+        if now - last > 0.02:
+            last, last_busy = now, time.perf_counter()
+    return last_busy
+
+
+async def check_noop(client: Client, events: list[dict[str, Any]]) -> None:
+    """Every no-op workflow took every event signalled to it (else the floor is wrong)."""
+    expected: dict[str, int] = {}
+    for event in events:
+        customer = event["data"]["object"]["customer"]
+        expected[customer] = expected.get(customer, 0) + 1
+    for customer, count in expected.items():
+        handle = client.get_workflow_handle(f"noop-{customer}")
+        got = await handle.query(NoopWorkflow.events)
+        if got != count:
+            raise RuntimeError(f"no-op workflow of {customer} took {got} of {count} events")
+
+
+def start_profilers(directory: Path | None, pids: dict[str, int]) -> list[subprocess.Popen[bytes]]:
+    """py-spy (not a dependency: `pip install py-spy`) recording each process for the
+    full-load phase, as speedscope files."""
+    if directory is None:
+        return []
+    directory.mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen(
+            [
+                str(BIN / "py-spy"),
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "50",
+                "--format",
+                "speedscope",
+                "--output",
+                str(directory / f"{name}.speedscope.json"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, pid in pids.items()
+    ]
+
+
+def stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:
+    for profiler in profilers:
+        profiler.send_signal(signal.SIGINT)
+    for profiler in profilers:
+        profiler.wait(60)
 
 
 async def tear_down(
@@ -357,6 +588,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--customers", type=int, default=600)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--lanes", type=int, default=64)
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="DIR",
+        help="record the worker and the API with py-spy over the full-load phase",
+    )
     parser.add_argument(
         "--sqlite", action="store_true", help="inbox on SQLite instead of PostgreSQL"
     )

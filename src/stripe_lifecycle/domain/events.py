@@ -8,7 +8,10 @@ the sandbox).
 # No `from __future__ import annotations` here: Temporal's data converter resolves these
 # types for every payload, and string annotations make each resolution far slower.
 
+import dataclasses
 from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
 
 
 @dataclass
@@ -274,3 +277,41 @@ class BillingEvents:
     """The `billing_events` signal: one customer's events, oldest stored first."""
 
     events: list[BillingEvent]
+
+
+def lean(value: Any) -> Any:
+    """`value` as the JSON the data converter would write, less every dataclass field that
+    holds its default: the `billing_events` signal's events are mostly empty fields, and
+    each one written is one the customer workflow's converter must read back (it fills
+    in the defaults of fields left out, so both shapes decode to the same events)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        defaults = _defaults(type(value))
+        kept: dict[str, Any] = {}
+        for name in _field_names(type(value)):
+            item = getattr(value, name)
+            if name in defaults and type(item) is type(defaults[name]) and item == defaults[name]:
+                continue
+            kept[name] = lean(item)
+        return kept
+    if isinstance(value, list):
+        return [lean(item) for item in value]
+    if isinstance(value, dict):
+        return {key: lean(item) for key, item in value.items()}
+    return value
+
+
+@cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+@cache
+def _defaults(cls: type) -> dict[str, Any]:
+    """Each field's default (a factory's fresh value), for the fields that have one."""
+    defaults: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = f.default_factory()
+    return defaults

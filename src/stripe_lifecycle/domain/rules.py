@@ -537,6 +537,19 @@ def begin(ledger: CustomerLedger, decision: Decision) -> bool:
     return True
 
 
+def moot(ledger: CustomerLedger, decision: Decision) -> bool:
+    """Whether `begin` would find nothing to carry out, asked without recording anything.
+    An `event` sequence start is never moot here: whether its type triggers one is the
+    worker's to say."""
+    if isinstance(decision, Start):
+        if decision.lifecycle == Lifecycle.EVENT and not decision.workflow_id:
+            return False
+        return _running_ref(ledger, decision.workflow_id) is not None
+    if isinstance(decision, Convert):
+        return False
+    return _running_ref(ledger, decision.workflow_id) is None
+
+
 def started(
     ledger: CustomerLedger,
     start: Start,

@@ -46,7 +46,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from stripe_lifecycle.domain import contract, ids
-from stripe_lifecycle.domain.events import BillingEvent, BillingEvents
+from stripe_lifecycle.domain.events import BillingEvent, BillingEvents, lean
 from stripe_lifecycle.intake.bounds import Refused, admit
 from stripe_lifecycle.intake.normalise import (
     UnreadableEvent,
@@ -113,7 +113,8 @@ def temporal_delivery(client: Client, config: ForwarderConfig) -> Deliver:
             id=ids.customer_workflow_id(customer_id),
             task_queue=config.task_queue,
             start_signal=contract.BILLING_EVENTS_SIGNAL,
-            start_signal_args=[BillingEvents(events=events)],
+            # Defaults left out: what the worker decodes per event is what it carries.
+            start_signal_args=[lean(BillingEvents(events=events))],
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             static_summary=f"Billing snapshot of Stripe customer {customer_id}",
         )

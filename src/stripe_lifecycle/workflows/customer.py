@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         EvaluateSegments,
         EventTriggersRequest,
         InstanceRecord,
+        PersistAndEvaluate,
         Segments,
         SegmentsChanged,
         SegmentsEvaluation,
@@ -118,6 +119,11 @@ SEGMENTS_ADOPTED_PATCH = "segments-adopted"
 # Runs started since decide by rules version 3: invoices paid by hand (due and overdue),
 # finalized invoices, quotes and `event` sequences.
 TRIGGERS_PATCH = "every-trigger"
+# Runs started since store a batch that starts, tells and ends nothing together with the
+# segment evaluation it calls for, in one local activity (each one costs a workflow
+# activation and a marker in the history), and send the snapshot without the subscription
+# payloads the store leaves out.
+ONE_WRITE_PATCH = "one-local-activity-per-quiet-batch"
 # How long the event types `event` automations are triggered by are taken as known,
 # before the worker is asked again (the automations file may have changed).
 EVENT_TRIGGERS_FRESH = timedelta(hours=1)
@@ -175,6 +181,8 @@ class CustomerWorkflow(LifecycleParent):
         self._segments_on = False
         # The event types `event` automations start on, and when the worker said so.
         self._event_triggers: tuple[datetime, list[str]] | None = None
+        # A quiet batch is stored and evaluated in one local activity (`ONE_WRITE_PATCH`).
+        self._one_write = False
         # Search attributes survive continue-as-new; start from what the run already has.
         current = workflow.info().typed_search_attributes
         self._indexed: dict[str, Any] = {
@@ -196,6 +204,7 @@ class CustomerWorkflow(LifecycleParent):
         if workflow.patched(READS_QUEUE_PATCH):
             self._reads_queue = contract.stripe_reads_queue(workflow.info().task_queue)
         self._segments_on = workflow.patched(SEGMENTS_PATCH)
+        self._one_write = workflow.patched(ONE_WRITE_PATCH)
         self._set_details()
         while True:
             await workflow.wait_condition(
@@ -290,25 +299,69 @@ class CustomerWorkflow(LifecycleParent):
             return
         self._index()
         self._set_details()
+        if self._one_write and self._segments_on and self._quiet(applied):
+            await self._evaluate_segments(force=False, offer_existing=[], store=True)
+            self._set_details()
+            return
         # A local activity: a short idempotent DB write needs no task queue round trip,
         # which would cost the server three history events and a dispatch per batch.
         await workflow.execute_local_activity_method(
             Snapshots.persist_snapshot,
-            self._ledger.snapshot,
+            self._stored_snapshot(),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=PERSIST_RETRY,
         )
         for applied_event in applied:
             event = applied_event.event
-            # A sync's backfill is the present, not news: it fills the ledger only (runs
-            # recorded so far never saw one, so their histories replay unchanged).
-            decide = rules.backfill_decisions if event.backfill else rules.decide
-            for decision in decide(event, applied_event.before, self._ledger):
+            for decision in self._decisions(applied_event):
                 if rules.begin(self._ledger, decision):
                     await self._carry_out(decision, event)
         if self._segments_on:
             await self._evaluate_segments(force=False, offer_existing=[])
         self._set_details()
+
+    def _decisions(self, applied: rules.Applied) -> list[rules.Decision]:
+        # A sync's backfill is the present, not news: it fills the ledger only (runs
+        # recorded so far never saw one, so their histories replay unchanged).
+        decide = rules.backfill_decisions if applied.event.backfill else rules.decide
+        return decide(applied.event, applied.before, self._ledger)
+
+    def _quiet(self, applied: list[rules.Applied]) -> bool:
+        """Whether carrying the batch out would start, tell, end and record nothing, nor
+        ask the worker anything: each decision moot (`rules.moot`), or an `event` sequence
+        of a type the worker said (within the hour) triggers none. No decision then
+        changes the ledger, so the events' decisions are the same taken together as one
+        by one."""
+        triggers = self._event_triggers
+        fresh = triggers is not None and workflow.now() - triggers[0] < EVENT_TRIGGERS_FRESH
+        for applied_event in applied:
+            for decision in self._decisions(applied_event):
+                untriggered = (
+                    isinstance(decision, rules.Start)
+                    and decision.lifecycle == Lifecycle.EVENT
+                    and not decision.workflow_id
+                    and fresh
+                    and triggers is not None
+                    and applied_event.event.type not in triggers[1]
+                )
+                if not (untriggered or rules.moot(self._ledger, decision)):
+                    return False
+        return True
+
+    def _stored_snapshot(self) -> BillingSnapshot:
+        """The snapshot as the local activity stores it: runs since `ONE_WRITE_PATCH` leave
+        out each subscription's payload, which the store drops (the activity's input is
+        not in the history, so this replays either way)."""
+        snap = self._ledger.snapshot
+        if not self._one_write:
+            return snap
+        return dataclasses.replace(
+            snap,
+            subscriptions={
+                key: dataclasses.replace(sub, subscription=None)
+                for key, sub in snap.subscriptions.items()
+            },
+        )
 
     async def _segments_changed(self) -> None:
         """Usage reported, time passed or a lifecycle ended: evaluate the segments again."""
@@ -323,29 +376,48 @@ class CustomerWorkflow(LifecycleParent):
         offer = sorted({segment for signal in signals for segment in signal.offer_existing})
         await self._evaluate_segments(force=bool(signals), offer_existing=offer)
 
-    async def _evaluate_segments(self, *, force: bool, offer_existing: list[str]) -> None:
+    async def _evaluate_segments(
+        self, *, force: bool, offer_existing: list[str], store: bool = False
+    ) -> None:
         """Evaluate the customer's segments (an activity: the definitions, usage and clicks
         are the worker's and the DB's) when what they read changed, and act on the answer:
-        index them, end the campaigns of segments left, start those of segments entered."""
+        index them, end the campaigns of segments left, start those of segments entered.
+        `store`: persist the snapshot first, in the same local activity."""
         state = self._ledger.state
         running = sorted({r.lifecycle for r in state.lifecycles if r.status == rules.RUNNING})
         facts = segments.billing_facts(self._ledger.snapshot, running)
         if not force and facts == self._evaluated_facts:
+            if store:
+                await workflow.execute_local_activity_method(
+                    Snapshots.persist_snapshot,
+                    self._stored_snapshot(),
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=PERSIST_RETRY,
+                )
             return
-        evaluation = await workflow.execute_local_activity_method(
-            Segments.evaluate_segments,
-            EvaluateSegments(
-                customer_id=self._ledger.snapshot.customer_id,
-                facts=facts,
-                now=workflow.now(),
-                previous=list(state.segments),
-                known=list(state.segments_known),
-                evaluated_before=state.segments_evaluated,
-                first_evaluated=state.segments_first_evaluated,
-            ),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=PERSIST_RETRY,
+        request = EvaluateSegments(
+            customer_id=self._ledger.snapshot.customer_id,
+            facts=facts,
+            now=workflow.now(),
+            previous=list(state.segments),
+            known=list(state.segments_known),
+            evaluated_before=state.segments_evaluated,
+            first_evaluated=state.segments_first_evaluated,
         )
+        if store:
+            evaluation = await workflow.execute_local_activity_method(
+                Segments.persist_and_evaluate,
+                PersistAndEvaluate(snapshot=self._stored_snapshot(), evaluation=request),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=PERSIST_RETRY,
+            )
+        else:
+            evaluation = await workflow.execute_local_activity_method(
+                Segments.evaluate_segments,
+                request,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=PERSIST_RETRY,
+            )
         self._evaluated_facts = facts
         if evaluation.segments != state.segments or not state.segments_evaluated:
             workflow.upsert_search_attributes([contract.SEGMENTS.value_set(evaluation.segments)])
