@@ -32,6 +32,9 @@ history when a workflow changes on purpose, behind `workflow.patched`.
   invoice paid by hand reminded before it is due and paid; one overdue, reminded and
   paid (recovered); a quote accepted; a dispute's event sequence (resolved through its
   charge).
+- customer_workflow_v6_*: runs with the `one-local-activity-per-quiet-batch` patch: a
+  batch whose decisions do nothing stores its snapshot and evaluates segments in one local
+  activity (a seat count changed within a period; a lifecycle's quiet events).
 - invoice_due_workflow_v1, invoice_overdue_workflow_v1, invoice_finalized_workflow_v1,
   quote_expiring_workflow_v1, event_sequence_workflow_v1: each new lifecycle type (the
   event sequence with a webhook step and a team notice across a worker restart).
