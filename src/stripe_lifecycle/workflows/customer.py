@@ -118,6 +118,11 @@ SEGMENTS_ADOPTED_PATCH = "segments-adopted"
 # Runs started since decide by rules version 3: invoices paid by hand (due and overdue),
 # finalized invoices, quotes and `event` sequences.
 TRIGGERS_PATCH = "every-trigger"
+# Runs started since tell their running lifecycles the customer's address when an event
+# brings a new one (the customer's own event may arrive after its subscription's, whose
+# lifecycles then started without it: see `engine.ADDRESS_PATCH`). Asked only when that
+# happens, so runs recorded before replay as they ran.
+ADDRESS_PATCH = "tell-lifecycles-the-address"
 # How long the event types `event` automations are triggered by are taken as known,
 # before the worker is asked again (the automations file may have changed).
 EVENT_TRIGGERS_FRESH = timedelta(hours=1)
@@ -285,6 +290,7 @@ class CustomerWorkflow(LifecycleParent):
         batch, self._pending = self._pending, []
         if self._ledger.rules_version >= 2:
             await self._read_stripe(batch)
+        address = self._ledger.snapshot.email
         applied = rules.apply_batch(self._ledger, batch)
         if not applied:
             return
@@ -298,6 +304,8 @@ class CustomerWorkflow(LifecycleParent):
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=PERSIST_RETRY,
         )
+        if self._ledger.snapshot.email not in (None, address):
+            await self._tell_address(applied[-1].event)
         for applied_event in applied:
             event = applied_event.event
             # A sync's backfill is the present, not news: it fills the ledger only (runs
@@ -309,6 +317,23 @@ class CustomerWorkflow(LifecycleParent):
         if self._segments_on:
             await self._evaluate_segments(force=False, offer_existing=[])
         self._set_details()
+
+    async def _tell_address(self, event: BillingEvent) -> None:
+        """Tell the running lifecycles the customer's new address (and name)."""
+        running = [r for r in self._ledger.state.lifecycles if r.status == rules.RUNNING]
+        if not running or not workflow.patched(ADDRESS_PATCH):
+            return
+        snap = self._ledger.snapshot
+        for ref in running:
+            await self._tell(
+                ref.workflow_id,
+                LifecycleUpdate(
+                    event_id=event.event_id,
+                    created=event.created,
+                    customer_email=snap.email,
+                    customer_name=snap.name,
+                ),
+            )
 
     async def _segments_changed(self) -> None:
         """Usage reported, time passed or a lifecycle ended: evaluate the segments again."""
