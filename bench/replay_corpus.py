@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 import tempfile
 import uuid
@@ -35,7 +36,7 @@ async def deliver(
 ) -> Outcome:
     url = f"sqlite+aiosqlite:///{workdir / f'{name}.db'}"
     await upgrade(url)
-    namespace = f"replay-{name}-{uuid.uuid4().hex[:8]}"
+    namespace = f"replay-{name.replace(' ', '-')}-{uuid.uuid4().hex[:8]}"
     total = sum(len(chain) for slot in plan for chain in slot)
     columns = (
         TextColumn(f"{name:>10}"),
@@ -51,6 +52,9 @@ async def deliver(
 
 async def main(args: argparse.Namespace) -> int:
     console = Console()
+    # The workflows' own warnings (a lifecycle already ended when told something) would
+    # scroll the progress bars away; failures still show.
+    logging.getLogger("temporalio").setLevel(logging.ERROR)
     corpus = replay_corpus.month(args.customers, args.seed)
     counts = corpus.counts()
     slots, delayed = replay_corpus.disordered(corpus, args.seed)

@@ -241,8 +241,9 @@ class _Writer:
             obj["discount"] = None
         self.emit(name, obj, when, previous)
 
-    def payment_method(self, when: int) -> str:
-        pm_id = f"pm_Rpl{self.index:05d}{self.rng.randrange(100):02d}"
+    def payment_method(self, when: int, pm_id: str | None = None) -> str:
+        """A card attached (`pm_id`, or a new one); its id."""
+        pm_id = pm_id or f"pm_Rpl{self.index:05d}{self.rng.randrange(100):02d}"
         obj = _object("payment_method.attached", self.version)
         obj.update(id=pm_id, customer=self.customer_id, created=when)
         obj["card"].update(exp_month=self.rng.randrange(1, 13), exp_year=2031)
@@ -486,7 +487,7 @@ def _signs_up(w: _Writer, day: int, plan: Plan, quantity: int, *, trial_days: in
     pm_id = None if trial else f"pm_Rpl{w.index:05d}01"
     w.customer("customer.created", joined, pm_id)
     if pm_id is not None:
-        w.payment_method(joined + 20)
+        w.payment_method(joined + 20, pm_id)
     sub = w.new_sub(plan, quantity, "trialing" if trial else "active", w.at(joined + 40))
     if trial:
         sub.trial_start = sub.created
