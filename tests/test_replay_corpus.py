@@ -82,7 +82,5 @@ async def test_a_month_delivered_out_of_order_ends_as_delivered_in_order(
     # The month did what a month does: mail sent and accepted once each, money converted.
     assert counts["messages sent"] == in_order.emails_accepted > 0
     kinds = Counter(c["kind"] for c in in_order.conversions.values())
-    # Not "saved": a scheduled cancellation's instance is anchored to its period's end,
-    # which a month replayed from the past has passed, so it ends before it is undone.
     assert {"trial_converted", "recovered", "expansion"} <= set(kinds)
     assert disordered.deliveries == 3 * len(corpus.events)
