@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup dev test lint bench bench-sync bench-segments bench-scale bench-long-life bench-api-memory
+.PHONY: setup dev test lint bench bench-sync bench-segments bench-scale bench-long-life bench-api-memory replay-corpus
 
 setup: $(VENV)/.installed
 
@@ -42,3 +42,6 @@ bench-long-life: setup
 
 bench-api-memory: setup
 	$(BIN)/python -m bench.api_memory
+
+replay-corpus: setup
+	$(BIN)/python -m bench.replay_corpus

@@ -22,6 +22,7 @@ from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
 from stripe_lifecycle.intake.normalise import normalise_event
 from stripe_lifecycle.storage.models import Conversion, Message
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
+from stripe_lifecycle.workflows.engine import ADDRESS_PATCH
 
 from . import corpus
 from .conftest import WorkerRig
@@ -167,6 +168,52 @@ async def test_trial_starts_sends_welcome_and_converts_once_whatever_the_order(
     # Attributed to the welcome email, the last one sent within the window.
     assert conversions[0].message_id == (await customer.messages(f"trial-{sub}"))[0].id
     assert ref.converted
+
+
+async def test_a_trial_begun_before_its_customer_is_known_welcomes_them_once_known(
+    customer: Customer,
+) -> None:
+    """Stripe sends `customer.created` and the subscription's events in no set order (the
+    replay corpus found it): the welcome waits for the address, which the customer
+    workflow passes on when the customer's own event arrives."""
+    now = int(time.time())
+    cus, sub = customer.id, customer.sub
+    await customer.send(
+        customer.subscription_event(
+            created=now - 9,
+            status="trialing",
+            type_="customer.subscription.created",
+            trial_end=now + 14 * DAY,
+        )
+    )
+    await customer.wait_for(f"trial-{sub}")
+    trial = customer.client.get_workflow_handle(f"trial-{sub}")
+
+    async def waiting_for_the_address() -> bool:
+        history = await trial.fetch_history()
+        # The patch's marker: the step found no address and waits for one.
+        return any(
+            ADDRESS_PATCH.encode() in e.marker_recorded_event_attributes.SerializeToString()
+            for e in history.events
+            if e.HasField("marker_recorded_event_attributes")
+        )
+
+    await eventually(waiting_for_the_address, "the welcome step waiting for an address")
+    assert await customer.messages(f"trial-{sub}") == []
+    await customer.send(
+        customer_event(cus, "grace@example.com", created=now - 10, type_="customer.created")
+    )
+
+    async def welcomed() -> bool:
+        return bool(await customer.messages(f"trial-{sub}"))
+
+    await eventually(welcomed, "the welcome email")
+    [welcome] = await customer.messages(f"trial-{sub}")
+    assert (welcome.template, welcome.to, welcome.status) == (
+        "trial/welcome",
+        "grace@example.com",
+        "recorded",
+    )
 
 
 async def test_trial_extended_is_retimed_and_a_lapsed_trial_expires(customer: Customer) -> None:

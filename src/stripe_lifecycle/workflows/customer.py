@@ -124,6 +124,11 @@ TRIGGERS_PATCH = "every-trigger"
 # activation and a marker in the history), and send the snapshot without the subscription
 # payloads the store leaves out.
 ONE_WRITE_PATCH = "one-local-activity-per-quiet-batch"
+# Runs started since tell their running lifecycles the customer's address when an event
+# brings a new one (the customer's own event may arrive after its subscription's, whose
+# lifecycles then started without it: see `engine.ADDRESS_PATCH`). Asked only when that
+# happens, so runs recorded before replay as they ran.
+ADDRESS_PATCH = "tell-lifecycles-the-address"
 # How long the event types `event` automations are triggered by are taken as known,
 # before the worker is asked again (the automations file may have changed).
 EVENT_TRIGGERS_FRESH = timedelta(hours=1)
@@ -294,12 +299,15 @@ class CustomerWorkflow(LifecycleParent):
         batch, self._pending = self._pending, []
         if self._ledger.rules_version >= 2:
             await self._read_stripe(batch)
+        address = self._ledger.snapshot.email
         applied = rules.apply_batch(self._ledger, batch)
         if not applied:
             return
         self._index()
         self._set_details()
-        if self._one_write and self._segments_on and self._quiet(applied):
+        told = self._told_address() if self._ledger.snapshot.email not in (None, address) else []
+        # A batch that brings running lifecycles their address is not quiet: they wait for it.
+        if self._one_write and self._segments_on and not told and self._quiet(applied):
             await self._evaluate_segments(force=False, offer_existing=[], store=True)
             self._set_details()
             return
@@ -311,6 +319,8 @@ class CustomerWorkflow(LifecycleParent):
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=PERSIST_RETRY,
         )
+        if told:
+            await self._tell_address(told, applied[-1].event)
         for applied_event in applied:
             event = applied_event.event
             for decision in self._decisions(applied_event):
@@ -362,6 +372,28 @@ class CustomerWorkflow(LifecycleParent):
                 for key, sub in snap.subscriptions.items()
             },
         )
+
+    def _told_address(self) -> list[LifecycleRef]:
+        """The running lifecycles a new address goes to: none in runs from before
+        `ADDRESS_PATCH` (asked only when there are some, so those runs replay as they ran)."""
+        running = [r for r in self._ledger.state.lifecycles if r.status == rules.RUNNING]
+        if not running or not workflow.patched(ADDRESS_PATCH):
+            return []
+        return running
+
+    async def _tell_address(self, running: list[LifecycleRef], event: BillingEvent) -> None:
+        """Tell the running lifecycles the customer's new address (and name)."""
+        snap = self._ledger.snapshot
+        for ref in running:
+            await self._tell(
+                ref.workflow_id,
+                LifecycleUpdate(
+                    event_id=event.event_id,
+                    created=event.created,
+                    customer_email=snap.email,
+                    customer_name=snap.name,
+                ),
+            )
 
     async def _segments_changed(self) -> None:
         """Usage reported, time passed or a lifecycle ended: evaluate the segments again."""

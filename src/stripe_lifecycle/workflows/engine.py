@@ -90,6 +90,9 @@ class LifecycleUpdate:
     context: dict[str, Any] | None = None
     # The invoice as Stripe tells it now (a later failure: attempt count, next retry).
     invoice: InvoiceInfo | None = None
+    # The customer's address and name, learned (or changed) after the instance started.
+    customer_email: str | None = None
+    customer_name: str | None = None
 
 
 @dataclass
@@ -173,6 +176,13 @@ FINAL_NOTICE_PATCH = "final-notice-after-the-last-retry"
 # has reached the instance.
 RETRY_SETTLES = timedelta(hours=1)
 DONE = "done"
+# Instances started since wait a while for an address that has not reached them before
+# an email step records "no address": Stripe sends `customer.created` and the events of
+# the subscription created with it in no set order, so a trial can begin before the
+# customer it welcomes is known. The customer workflow tells them the address when its
+# event arrives (`ADDRESS_PATCH` there). Instances recorded before replay without the wait.
+ADDRESS_PATCH = "wait-for-the-address"
+ADDRESS_WAIT = timedelta(hours=1)
 
 MAIL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=10)
@@ -218,6 +228,10 @@ class LifecycleWorkflow:
         )
         self._anchor = input.anchor
         self._context = dict(input.context)
+        # Who the mail goes to: as the instance started, or as the customer workflow told
+        # it since (`lifecycle_update`).
+        self._address = input.customer_email
+        self._name = input.customer_name
         self._outcome: str | None = None
         self._changed = False
         self._done: list[StepRecord] = []
@@ -275,6 +289,9 @@ class LifecycleWorkflow:
             self._context.update(update.context)
         if update.invoice is not None:
             self._invoice = update.invoice
+        if update.customer_email is not None:
+            self._address = update.customer_email
+            self._name = update.customer_name
         if update.anchor is not None and update.anchor != self._anchor:
             self._anchor = update.anchor
             self._changed = True
@@ -411,6 +428,9 @@ class LifecycleWorkflow:
             )
             if not await self._hold_until(datetime.fromisoformat(at)):
                 return None
+        if self._address is None and workflow.patched(ADDRESS_PATCH):
+            if not await self._await_address():
+                return None
         request = SendEmailInput(
             workflow_id=workflow.info().workflow_id,
             step=step.key,
@@ -418,7 +438,7 @@ class LifecycleWorkflow:
             lifecycle=self.lifecycle,
             automation=self._input.automation.name,
             template=template,
-            to=self._input.customer_email,
+            to=self._address,
             livemode=self._input.livemode,
             context=self._template_context(),
             destinations=self._destinations(),
@@ -557,8 +577,8 @@ class LifecycleWorkflow:
         return step_context(
             self._context,
             self._invoice,
-            self._input.customer_email,
-            self._input.customer_name,
+            self._address,
+            self._name,
             self._input.automation.offer,
             now=int(workflow.now().timestamp()),
         )
@@ -591,6 +611,18 @@ class LifecycleWorkflow:
                 f"{head}  \n**Waiting** for the outcome until "
                 f"{self._deadline().isoformat(timespec='minutes')}"
             )
+
+    async def _await_address(self) -> bool:
+        """Wait up to `ADDRESS_WAIT` for the customer's address; False if the lifecycle
+        ended meanwhile. Without one by then the email is recorded as having none."""
+        try:
+            await workflow.wait_condition(
+                lambda: self._address is not None or self._outcome is not None,
+                timeout=ADDRESS_WAIT,
+            )
+        except TimeoutError:
+            pass
+        return self._outcome is None
 
     async def _hold_until(self, at: datetime) -> bool:
         """Wait until `at`; False if the lifecycle ended meanwhile."""
