@@ -35,6 +35,10 @@ history when a workflow changes on purpose, behind `workflow.patched`.
 - customer_workflow_v6_*: runs with the `one-local-activity-per-quiet-batch` patch: a
   batch whose decisions do nothing stores its snapshot and evaluates segments in one local
   activity (a seat count changed within a period; a lifecycle's quiet events).
+- customer_workflow_v7_address_told, trial_workflow_v3_address_waited: a trial started
+  by its subscription's event before the customer's own (no address yet): the trial's
+  welcome waits for the address (`wait-for-the-address`), which the customer workflow
+  passes on when the customer's event arrives (`tell-lifecycles-the-address`).
 - invoice_due_workflow_v1, invoice_overdue_workflow_v1, invoice_finalized_workflow_v1,
   quote_expiring_workflow_v1, event_sequence_workflow_v1: each new lifecycle type (the
   event sequence with a webhook step and a team notice across a worker restart).
