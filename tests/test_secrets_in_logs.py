@@ -107,17 +107,24 @@ class Captured(logging.Handler):
 @contextlib.contextmanager
 def everything_logged() -> Iterator[Captured]:
     captured = Captured()
-    saved = {name: logging.getLogger(name).level for name in LOGGERS}
+    loggers = [logging.getLogger(name) for name in LOGGERS]
+    saved = [(logger, logger.level, logger.propagate, logger.disabled) for logger in loggers]
     root = logging.getLogger()
     root.addHandler(captured)
-    for name in LOGGERS:
-        logging.getLogger(name).setLevel(logging.DEBUG)
+    # An earlier uvicorn in this process (another test's, with uvicorn's default logging
+    # config) leaves its loggers not propagating: their records would miss the capture.
+    for logger in loggers:
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = True
+        logger.disabled = False
     try:
         yield captured
     finally:
         root.removeHandler(captured)
-        for name, level in saved.items():
-            logging.getLogger(name).setLevel(level)
+        for logger, level, propagate, disabled in saved:
+            logger.setLevel(level)
+            logger.propagate = propagate
+            logger.disabled = disabled
 
 
 @contextlib.asynccontextmanager
