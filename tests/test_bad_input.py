@@ -10,11 +10,10 @@ each wrong-typed value below, and the cases the fuzzing of the running API found
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import random
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -26,7 +25,6 @@ from sqlalchemy import insert, select
 from sqlmodel import col
 from temporalio.testing import WorkflowEnvironment
 
-from stripe_lifecycle.domain.events import BillingEvent
 from stripe_lifecycle.intake.body import NotAStripeEvent, read_body
 from stripe_lifecycle.intake.normalise import (
     UnreadableEvent,
@@ -38,6 +36,7 @@ from stripe_lifecycle.storage.models import InboxStatus, WebhookEvent
 from . import corpus
 from .conftest import app_settings, running_api, temporal_address
 from .events import customer_event, unique_customer_id
+from .mutation_helpers import check_total, paths, replaced
 from .signing import stripe_signature
 
 T0 = 1_790_000_000
@@ -60,45 +59,6 @@ WRONG_VALUES: tuple[Any, ...] = (
     {"a": {"b": [1]}},
     None,
 )
-
-Path = tuple[str | int, ...]
-
-
-def paths(value: Any, prefix: Path = ()) -> Iterator[Path]:
-    """Every field and list entry under `value`, parents before children."""
-    children: Any = (
-        value.items()
-        if isinstance(value, dict)
-        else enumerate(value)
-        if isinstance(value, list)
-        else ()
-    )
-    for key, child in children:
-        yield (*prefix, key)
-        yield from paths(child, (*prefix, key))
-
-
-def replaced(payload: dict[str, Any], path: Path, value: Any) -> dict[str, Any]:
-    copy: dict[str, Any] = json.loads(json.dumps(payload))
-    parent: Any = copy
-    for key in path[:-1]:
-        parent = parent[key]
-    parent[path[-1]] = value
-    return copy
-
-
-def check_total(payload: dict[str, Any]) -> BillingEvent | None | UnreadableEvent:
-    """`normalise_event`'s answer, which must be an event (that a signal can carry), None,
-    or `UnreadableEvent` with a reason; any other exception fails the test."""
-    try:
-        event = normalise_event(payload)
-    except UnreadableEvent as exc:
-        assert str(exc), "an unreadable event needs a reason to record"
-        return exc
-    if event is not None:
-        # What reaches a workflow is plain JSON: no NaN or Infinity hides in it.
-        json.dumps(dataclasses.asdict(event), allow_nan=False)
-    return event
 
 
 def corpus_payloads() -> list[tuple[str, dict[str, Any]]]:

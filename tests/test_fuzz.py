@@ -41,7 +41,7 @@ from stripe_lifecycle.storage.models import MessageEvent, WebhookEvent
 
 from . import corpus
 from .conftest import ADMIN_KEY, BIN, app_settings, running_api, temporal_address
-from .test_bad_input import check_total, paths, replaced
+from .mutation_helpers import check_total, paths, replaced
 
 POSTMARK_USER = "postmark"
 POSTMARK_PASSWORD = "postmark-fuzz-password-3e8c"

@@ -22,7 +22,7 @@ from stripe_lifecycle.domain.links import make_token, make_unsubscribe_token
 from stripe_lifecycle.storage.models import DashboardLogout, Message
 
 from .conftest import ADMIN_KEY, LINK_SECRET, SUPPORT_KEY, app_settings, free_port, running_api
-from .test_dashboard import csrf_of
+from .page_helpers import csrf_of
 
 
 class Clock:

@@ -45,9 +45,9 @@ from .fakes import (
     running_postmark,
     serving,
 )
+from .page_helpers import csrf_of
 from .report_helpers import start_dunning
 from .signing import WEBHOOK_SECRET, signed
-from .test_dashboard import csrf_of
 from .workflow_helpers import eventually
 
 HOOK_USER, HOOK_PASSWORD = "postmark-hooks", "hook-password-Wq3Zr8Tn5Ly2Kv7Xe"
