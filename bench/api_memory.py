@@ -34,6 +34,7 @@ from typing import IO, Any
 
 import httpx
 
+from bench.ingest import wait_http
 from stripe_lifecycle.storage.migrate import upgrade
 from stripe_lifecycle.temporal_setup import start_dev_server, stop_process, wait_for_server
 
@@ -291,20 +292,6 @@ async def drive(
     return statuses
 
 
-async def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    async with httpx.AsyncClient() as http:
-        for _ in range(600):
-            if process.poll() is not None:
-                raise RuntimeError("the API exited during start-up")
-            try:
-                if (await http.get(url)).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} never became ready")
-
-
 def api_environment(database_url: str, temporal_address: str, api_port: int) -> dict[str, str]:
     return {
         **os.environ,
@@ -340,7 +327,7 @@ async def main(args: argparse.Namespace) -> None:
             stderr=logs,
         )
         base_url = f"http://127.0.0.1:{api_port}"
-        await wait_ready(f"{base_url}/readyz", api)
+        await wait_http(f"{base_url}/readyz", api)
         started = rss_bytes(api.pid)
         print(
             f"bench: {4 * args.requests} requests in all, concurrency {args.concurrency}, "
