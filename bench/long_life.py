@@ -38,7 +38,8 @@ from stripe_lifecycle.domain.ledger import BillingSnapshot
 from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
 from stripe_lifecycle.intake.normalise import normalise_event
 from stripe_lifecycle.worker import WORKFLOWS, sandbox_runner
-from stripe_lifecycle.workflows.customer import CustomerWorkflow, CustomerWorkflowInput
+from stripe_lifecycle.workflows.customer import CustomerWorkflow
+from stripe_lifecycle.workflows.customer_messages import CustomerWorkflowInput
 from tests.fakes import STRIPE_API_KEY, StripeHttpServer, StripeState, serving
 from tests.lifetime import Lifetime, lifetime, month_start
 

@@ -34,6 +34,7 @@ from temporalio.worker import Worker
 
 from stripe_lifecycle.api.app import create_app
 from stripe_lifecycle.domain import contract
+from stripe_lifecycle.payload_codec import data_converter
 from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.storage.db import SessionMaker, create_engine, create_sessionmaker
 from stripe_lifecycle.storage.migrate import upgrade
@@ -116,7 +117,8 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     so lifecycle workflows get theirs from the customer workflow at start, and tests here
     start them directly, without."""
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(BIN / "temporal-test-server")
+        test_server_existing_path=str(BIN / "temporal-test-server"),
+        data_converter=data_converter(None),
     )
     async with env:
         yield env
@@ -128,6 +130,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=str(BIN / "temporal"),
         search_attributes=contract.SEARCH_ATTRIBUTES,
         dev_server_log_level="error",
+        data_converter=data_converter(None),
     )
     async with env:
         yield env

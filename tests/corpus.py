@@ -18,6 +18,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from stripe_lifecycle.domain.events import BillingEvents
+from stripe_lifecycle.intake.normalise import normalise_event
+
 PAYLOADS_DIR = Path(__file__).resolve().parent / "payloads"
 VERSIONS = ("legacy", "basil", "clover")
 # Objects that name their customer only through another object (their charge).
@@ -131,3 +134,13 @@ def invoice_event(
             },
         }
     return payload
+
+
+def billing_batch(version: str) -> BillingEvents:
+    """Every corpus event of one API version, normalised, as one `billing_events` signal."""
+    events = []
+    for name in names(version):
+        billing = normalise_event(event(name, version, "cus_lean", created=1_750_000_000))
+        if billing is not None:
+            events.append(billing)
+    return BillingEvents(events=events)

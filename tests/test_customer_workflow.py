@@ -21,7 +21,8 @@ from stripe_lifecycle.intake.normalise import normalise_event
 from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import Customer
-from stripe_lifecycle.workflows.customer import CustomerWorkflow, CustomerWorkflowInput
+from stripe_lifecycle.workflows.customer import CustomerWorkflow
+from stripe_lifecycle.workflows.customer_messages import CustomerWorkflowInput
 
 from . import corpus
 from .conftest import LINK_SECRET, workers

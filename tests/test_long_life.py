@@ -20,7 +20,8 @@ from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
 from stripe_lifecycle.intake.normalise import normalise_event
 from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.storage.db import SessionMaker
-from stripe_lifecycle.workflows.customer import CustomerWorkflow, CustomerWorkflowInput
+from stripe_lifecycle.workflows.customer import CustomerWorkflow
+from stripe_lifecycle.workflows.customer_messages import CustomerWorkflowInput
 
 from .conftest import LINK_SECRET, workers
 from .events import customer_event, unique_customer_id

@@ -35,6 +35,7 @@ from stripe_lifecycle.payload_codec import (
     key_id,
     parse_key,
 )
+from stripe_lifecycle.payload_converter import LifecyclePayloadConverter
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import Message
 from stripe_lifecycle.temporal_setup import connect
@@ -157,8 +158,11 @@ async def test_histories_recorded_in_clear_replay_with_the_codec() -> None:
     assert result.replay_failure is None
 
 
-def test_without_a_key_the_converter_is_temporal_default() -> None:
-    assert data_converter(None) is DataConverter.default
+def test_without_a_key_payloads_are_plain_json_and_failures_plain_text() -> None:
+    converter = data_converter(None)
+    assert converter.payload_codec is None
+    assert converter.failure_converter_class is DataConverter.default.failure_converter_class
+    assert converter.payload_converter_class is LifecyclePayloadConverter
 
 
 def payloads_json(*payloads: Payload) -> str:

@@ -54,6 +54,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
+from stripe_lifecycle.payload_codec import data_converter
 from stripe_lifecycle.worker import WORKFLOWS, sandbox_runner
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -73,6 +74,8 @@ def test_every_workflow_type_has_recorded_histories() -> None:
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    replayer = Replayer(workflows=WORKFLOWS, workflow_runner=sandbox_runner())
+    replayer = Replayer(
+        workflows=WORKFLOWS, workflow_runner=sandbox_runner(), data_converter=data_converter(None)
+    )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None

@@ -10,24 +10,14 @@ import pytest
 from temporalio.converter import DataConverter
 
 from stripe_lifecycle.domain.events import BillingEvents, lean
-from stripe_lifecycle.intake.normalise import normalise_event
 from tests import corpus
 
 CONVERTER = DataConverter.default.payload_converter
 
 
-def corpus_batch(version: str) -> BillingEvents:
-    events = []
-    for name in corpus.names(version):
-        billing = normalise_event(corpus.event(name, version, "cus_lean", created=1_750_000_000))
-        if billing is not None:
-            events.append(billing)
-    return BillingEvents(events=events)
-
-
 @pytest.mark.parametrize("version", corpus.VERSIONS)
 def test_the_lean_shape_decodes_to_the_same_events_as_the_full_one(version: str) -> None:
-    batch = corpus_batch(version)
+    batch = corpus.billing_batch(version)
     assert len(batch.events) > 20
     [full] = CONVERTER.to_payloads([batch])
     [small] = CONVERTER.to_payloads([lean(batch)])
@@ -40,7 +30,7 @@ def test_the_lean_shape_decodes_to_the_same_events_as_the_full_one(version: str)
 
 
 def test_defaults_are_left_out_and_set_values_kept_whatever_they_equal() -> None:
-    [event] = corpus_batch("basil").events[:1]
+    [event] = corpus.billing_batch("basil").events[:1]
     event.livemode = False
     event.backfill = False
     event.previous_attributes = []

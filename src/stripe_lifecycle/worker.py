@@ -45,7 +45,10 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
     # again in every workflow sandbox (the workflows also mark them passed through).
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(
-            "stripe_lifecycle.domain", "stripe_lifecycle.activities.interface", "yaml"
+            "stripe_lifecycle.domain",
+            "stripe_lifecycle.activities.interface",
+            "stripe_lifecycle.workflows.customer_messages",
+            "yaml",
         )
     )
 

@@ -35,7 +35,8 @@ from stripe_lifecycle.domain.lifecycles import INVOICE_LIFECYCLES
 from stripe_lifecycle.storage.erasure import erase_customer
 from stripe_lifecycle.storage.lookup import EMAIL_MAX_LENGTH, customers_by_email
 from stripe_lifecycle.storage.models import Customer, CustomerPublic, LifecyclePublic, SupportAction
-from stripe_lifecycle.workflows.customer import CustomerWorkflow, EraseRequest
+from stripe_lifecycle.workflows.customer import CustomerWorkflow
+from stripe_lifecycle.workflows.customer_messages import EraseRequest
 from stripe_lifecycle.workflows.engine import CancelRequest, LifecycleWorkflow
 
 log = logging.getLogger(__name__)

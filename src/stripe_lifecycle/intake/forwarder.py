@@ -57,7 +57,8 @@ from stripe_lifecycle.intake.normalise import (
 from stripe_lifecycle.intake.resolve import PaymentCustomerResolver
 from stripe_lifecycle.storage.db import SessionMaker, database_unavailable
 from stripe_lifecycle.storage.models import InboxStatus, WebhookEvent
-from stripe_lifecycle.workflows.customer import CustomerWorkflow, CustomerWorkflowInput
+from stripe_lifecycle.workflows.customer import CustomerWorkflow
+from stripe_lifecycle.workflows.customer_messages import CustomerWorkflowInput
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,6 @@
 """The customer entity workflow: one long-lived `customer-{cus_id}` per Stripe customer."""
 
 import dataclasses
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,7 +37,6 @@ with workflow.unsafe.imports_passed_through():
         RULES_VERSION,
         BillingSnapshot,
         CustomerLedger,
-        CustomerState,
         LifecycleRef,
         new_state,
         primary_subscription,
@@ -51,6 +49,11 @@ with workflow.unsafe.imports_passed_through():
         quote_context,
         subscription_context,
     )
+    from stripe_lifecycle.workflows.customer_messages import (
+        CustomerWorkflowInput,
+        EraseRequest,
+        EraseResult,
+    )
     from stripe_lifecycle.workflows.engine import (
         InvoiceLifecycleWorkflow,
         InvoiceUpdate,
@@ -61,30 +64,6 @@ with workflow.unsafe.imports_passed_through():
         LifecycleWorkflow,
     )
     from stripe_lifecycle.workflows.lifecycles import LIFECYCLE_WORKFLOWS
-
-
-@dataclass
-class EraseRequest:
-    actor: str
-
-
-@dataclass
-class EraseResult:
-    # The lifecycles the erasure ended, and the run whose history it leaves behind.
-    ended: list[str]
-    run_id: str
-
-
-@dataclass
-class CustomerWorkflowInput:
-    customer_id: str
-    # Search attributes are stored unencrypted; operators may keep emails out of them.
-    index_email: bool = True
-    state: CustomerState | None = None
-    # Continue as new past this many history events even if the SDK has not suggested it
-    # yet: a short history keeps replays on a cold worker cheap. None: only when suggested.
-    max_history_events: int | None = 10_000
-    pending: list[BillingEvent] = field(default_factory=list)
 
 
 # Finished lifecycles kept in the entity's state (running ones are always kept).
