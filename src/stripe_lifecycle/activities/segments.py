@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from temporalio import activity
@@ -31,7 +31,7 @@ from stripe_lifecycle.activities.interface import (
     SweepRequest,
     SweepResult,
 )
-from stripe_lifecycle.activities.snapshots import SnapshotActivities
+from stripe_lifecycle.activities.snapshots import upsert_snapshot
 from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.automations import Automation, campaign_segments
 from stripe_lifecycle.domain.segments import (
@@ -77,70 +77,83 @@ class SegmentActivities(Segments):
         self._sessionmaker = sessionmaker
         self._config = config
         self._campaign_segments = campaign_segments(automations)
-        self._snapshots = SnapshotActivities(sessionmaker)
 
     @activity.defn(name="persist_and_evaluate_segments")
     async def persist_and_evaluate(self, request: PersistAndEvaluate) -> SegmentsEvaluation:
-        """Store the snapshot, then evaluate (which reads none of it from the DB); a retry
-        after a failed evaluation stores the same version again, harmlessly."""
-        await self._snapshots.persist_snapshot(request.snapshot)
-        return await self.evaluate_segments(request.evaluation)
+        """Store the snapshot and evaluate (which reads none of it from the DB) in one
+        transaction: both land or neither, and a retry does both again."""
+        async with self._sessionmaker() as session:
+            await upsert_snapshot(session, request.snapshot)
+            evaluation = await self._evaluate(session, request.evaluation)
+            await session.commit()
+        return evaluation
 
     @activity.defn(name="evaluate_segments")
     async def evaluate_segments(self, request: EvaluateSegments) -> SegmentsEvaluation:
         """Evaluate every segment for the customer and record each entry and exit (with
         the condition that turned it, old → new) against what the DB holds; answer what
         changed against the workflow's own record, so a retry answers the same."""
+        async with self._sessionmaker() as session:
+            evaluation = await self._evaluate(session, request)
+            await session.commit()
+        return evaluation
+
+    async def _evaluate(
+        self, session: AsyncSession, request: EvaluateSegments
+    ) -> SegmentsEvaluation:
         now = _aware(request.now)
         at = int(now.timestamp())
         customer_id = request.customer_id
-        async with self._sessionmaker() as session:
-            facts = await _with_db_facts(session, customer_id, request.facts)
-            stored = await session.get(CustomerSegmentFacts, customer_id)
-            old_facts = stored.facts if stored is not None else None
-            old_at = int(stored.evaluated_at.timestamp()) if stored is not None else None
-            current = [
-                s.name for s in self._config.segments if evaluate(s, facts, at, self._config.seats)
-            ]
-            rows = await session.execute(
-                select(SegmentMember).where(col(SegmentMember.customer_id) == customer_id)
+        facts = await _with_db_facts(session, customer_id, request.facts)
+        stored = await session.get(CustomerSegmentFacts, customer_id)
+        old_facts = stored.facts if stored is not None else None
+        old_at = int(stored.evaluated_at.timestamp()) if stored is not None else None
+        current = [
+            s.name for s in self._config.segments if evaluate(s, facts, at, self._config.seats)
+        ]
+        rows = await session.execute(
+            select(SegmentMember).where(col(SegmentMember.customer_id) == customer_id)
+        )
+        members = {m.segment: m for m in rows.scalars()}
+        reasons = {
+            s.name: why_changed(s, old_facts, old_at, facts, at, self._config.seats)
+            for s in self._config.segments
+            if (s.name in current) != (s.name in members)
+        }
+        for name in current:
+            if name not in members:
+                session.add(SegmentMember(segment=name, customer_id=customer_id, entered_at=now))
+                session.add(
+                    SegmentEvent(
+                        customer_id=customer_id,
+                        segment=name,
+                        change=SegmentChange.ENTERED,
+                        at=now,
+                        reason=reasons[name][:2000],
+                        initial=self._initial(request, name, facts, at),
+                    )
+                )
+        for name, member in members.items():
+            if name not in current:
+                await session.delete(member)
+                session.add(
+                    SegmentEvent(
+                        customer_id=customer_id,
+                        segment=name,
+                        change=SegmentChange.EXITED,
+                        at=now,
+                        # A segment no longer defined: its members leave it.
+                        reason=reasons.get(name, "the segment is no longer defined")[:2000],
+                    )
+                )
+        if stored is None:
+            session.add(
+                CustomerSegmentFacts(
+                    customer_id=customer_id, facts=facts, segments=current, evaluated_at=now
+                )
             )
-            members = {m.segment: m for m in rows.scalars()}
-            reasons = {
-                s.name: why_changed(s, old_facts, old_at, facts, at, self._config.seats)
-                for s in self._config.segments
-                if (s.name in current) != (s.name in members)
-            }
-            for name in current:
-                if name not in members:
-                    session.add(
-                        SegmentMember(segment=name, customer_id=customer_id, entered_at=now)
-                    )
-                    session.add(
-                        SegmentEvent(
-                            customer_id=customer_id,
-                            segment=name,
-                            change=SegmentChange.ENTERED,
-                            at=now,
-                            reason=reasons[name][:2000],
-                            initial=self._initial(request, name, facts, at),
-                        )
-                    )
-            for name, member in members.items():
-                if name not in current:
-                    await session.delete(member)
-                    session.add(
-                        SegmentEvent(
-                            customer_id=customer_id,
-                            segment=name,
-                            change=SegmentChange.EXITED,
-                            at=now,
-                            # A segment no longer defined: its members leave it.
-                            reason=reasons.get(name, "the segment is no longer defined")[:2000],
-                        )
-                    )
-            await _store_facts(session, customer_id, facts, current, now)
-            await session.commit()
+        else:
+            stored.facts, stored.segments, stored.evaluated_at = facts, current, now
         previous = set(request.previous)
         known = [s.name for s in self._config.segments]
         entered = [
@@ -415,19 +428,6 @@ async def _with_db_facts(session: AsyncSession, customer_id: str, facts: Facts) 
         "usage": {metric: _plain(value) for metric, value in usage_rows.all()},
         "last_click_at": int(_aware(last_click).timestamp()) if last_click is not None else None,
     }
-
-
-async def _store_facts(
-    session: AsyncSession, customer_id: str, facts: Facts, segments: list[str], now: datetime
-) -> None:
-    await session.execute(
-        delete(CustomerSegmentFacts).where(col(CustomerSegmentFacts.customer_id) == customer_id)
-    )
-    session.add(
-        CustomerSegmentFacts(
-            customer_id=customer_id, facts=facts, segments=segments, evaluated_at=now
-        )
-    )
 
 
 def _plain(value: float) -> int | float:

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from temporalio import activity
 
@@ -22,46 +23,51 @@ class SnapshotActivities(Snapshots):
     @activity.defn(name="persist_snapshot")
     async def persist_snapshot(self, snapshot: BillingSnapshot) -> None:
         """Upsert the snapshot; an older version (retried or late activity) never wins."""
-        now = datetime.now(UTC)
-        values = {
-            "customer_id": snapshot.customer_id,
-            "email": snapshot.email,
-            "name": snapshot.name,
-            "status": snapshot.status,
-            "plan": snapshot.plan,
-            "mrr_cents": snapshot.mrr_cents,
-            "currency": snapshot.currency,
-            "ltv_cents": snapshot.ltv_cents,
-            "customer_since": _from_epoch(snapshot.customer_since),
-            "livemode": snapshot.livemode,
-            "deleted": snapshot.deleted,
-            "snapshot_version": snapshot.events_applied,
-            # The ledger's copy of each subscription's payload is its working memory, not
-            # part of the read model.
-            "subscriptions": [
-                asdict(s, dict_factory=_without_payload) for s in snapshot.subscriptions.values()
-            ],
-            "updated_at": now,
-            "mrr": snapshot.mrr,
-            "mrr_exact": snapshot.mrr_exact,
-            "ltv": snapshot.ltv,
-            "refunded": snapshot.refunded,
-        }
         async with self._sessionmaker() as session:
-            dialect = session.get_bind().dialect.name
-            insert = insert_for(dialect)
-            stmt = insert(Customer).values(**values)
-            await session.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["customer_id"],
-                    set_={k: v for k, v in values.items() if k != "customer_id"},
-                    where=col(Customer.snapshot_version) <= snapshot.events_applied,
-                )
-            )
+            await upsert_snapshot(session, snapshot)
             await session.commit()
-        activity.logger.debug(
-            "persisted snapshot of %s at version %d", snapshot.customer_id, snapshot.events_applied
+
+
+async def upsert_snapshot(session: AsyncSession, snapshot: BillingSnapshot) -> None:
+    """The snapshot's upsert, in the caller's transaction; an older version never wins."""
+    now = datetime.now(UTC)
+    values = {
+        "customer_id": snapshot.customer_id,
+        "email": snapshot.email,
+        "name": snapshot.name,
+        "status": snapshot.status,
+        "plan": snapshot.plan,
+        "mrr_cents": snapshot.mrr_cents,
+        "currency": snapshot.currency,
+        "ltv_cents": snapshot.ltv_cents,
+        "customer_since": _from_epoch(snapshot.customer_since),
+        "livemode": snapshot.livemode,
+        "deleted": snapshot.deleted,
+        "snapshot_version": snapshot.events_applied,
+        # The ledger's copy of each subscription's payload is its working memory, not
+        # part of the read model.
+        "subscriptions": [
+            asdict(s, dict_factory=_without_payload) for s in snapshot.subscriptions.values()
+        ],
+        "updated_at": now,
+        "mrr": snapshot.mrr,
+        "mrr_exact": snapshot.mrr_exact,
+        "ltv": snapshot.ltv,
+        "refunded": snapshot.refunded,
+    }
+    insert = insert_for(session.get_bind().dialect.name)
+    await session.execute(
+        insert(Customer)
+        .values(**values)
+        .on_conflict_do_update(
+            index_elements=["customer_id"],
+            set_={k: v for k, v in values.items() if k != "customer_id"},
+            where=col(Customer.snapshot_version) <= snapshot.events_applied,
         )
+    )
+    activity.logger.debug(
+        "persisted snapshot of %s at version %d", snapshot.customer_id, snapshot.events_applied
+    )
 
 
 def _without_payload(fields: list[tuple[str, Any]]) -> dict[str, Any]:
