@@ -18,12 +18,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import hashlib
-import hmac
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,7 +31,8 @@ from typing import IO, Any
 
 import httpx
 
-from bench.ingest import wait_http
+from bench.ingest import free_port, wait_http
+from bench.webhooks import signature
 from stripe_lifecycle.storage.migrate import upgrade
 from stripe_lifecycle.temporal_setup import start_dev_server, stop_process, wait_for_server
 
@@ -55,19 +53,6 @@ TEMPLATES = (
     "upgrade/offer",
 )
 RECORD_TYPES = ("Delivery", "Bounce", "SpamComplaint", "Open", "Click", "SubscriptionChange")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def sign(body: bytes) -> str:
-    ts = int(time.time())
-    digest = hmac.new(SECRET.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={ts},v1={digest}"
 
 
 def rss_bytes(pid: int) -> int:
@@ -143,12 +128,12 @@ def webhook(rng: random.Random, n: int) -> Request:
     roll = rng.random()
     headers = {"Content-Type": "application/json"}
     if roll < 0.6:
-        headers["Stripe-Signature"] = sign(body)
+        headers["Stripe-Signature"] = signature(SECRET, body)
     elif roll < 0.75:
         headers["Stripe-Signature"] = f"t={int(time.time())},v1={rng.getrandbits(256):064x}"
     elif roll < 0.85:
         body = b"{" * rng.randint(1, 5000)
-        headers["Stripe-Signature"] = sign(body)
+        headers["Stripe-Signature"] = signature(SECRET, body)
     elif roll < 0.9:
         # Over the 1 MiB limit: refused on its Content-Length before it is read.
         body = b" " * (MIB + rng.randint(1, 1000))

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import hmac
 import json
 import os
 import signal
@@ -45,6 +43,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
 from bench.noop import NoopWorkflow
+from bench.webhooks import WebhookSender
 from stripe_lifecycle.domain import contract
 from stripe_lifecycle.domain.events import BillingEvents, lean
 from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
@@ -103,12 +102,6 @@ def make_event(customer_id: str, n: int) -> dict[str, Any]:
             }
         },
     }
-
-
-def sign(body: bytes) -> str:
-    ts = int(time.time())
-    digest = hmac.new(SECRET.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={ts},v1={digest}"
 
 
 def workload(events: int, customers: int, tag: str) -> list[dict[str, Any]]:
@@ -443,19 +436,11 @@ async def main(args: argparse.Namespace) -> None:
             f"{raw_used['worker'] / noop_used['no-op worker']:.2f}x the no-op workflow's"
         )
 
-        limits = httpx.Limits(max_connections=args.concurrency * 2)
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{api_port}", limits=limits, timeout=30
-        ) as http:
+        sender = WebhookSender(api_port, SECRET)
+        try:
 
             async def post(event: dict[str, Any]) -> None:
-                body = json.dumps(event).encode()
-                response = await http.post(
-                    "/webhooks/stripe",
-                    content=body,
-                    headers={"Stripe-Signature": sign(body), "Content-Type": "application/json"},
-                )
-                response.raise_for_status()
+                await sender.post(json.dumps(event).encode())
 
             full_events = workload(args.events, args.customers, "api")
             profilers = start_profilers(args.py_spy, {"worker": worker, "api": api})
@@ -498,6 +483,8 @@ async def main(args: argparse.Namespace) -> None:
                 f"webhooks, half load:    {half_rate:8.1f} offered/s, ack {latency(half_acks)}, "
                 f"all delivered in {half_seconds:.2f}s"
             )
+        finally:
+            await sender.close()
     finally:
         await inbox.close()
         await tear_down(processes, server, logs, pg_name)

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import httpx
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from bench.harness import MIB, RssSampler, Stack, dev_stack, run_benchmark, wait_polling
@@ -44,11 +43,11 @@ from bench.ingest import (
     SECRET,
     closed_loop,
     latency,
-    sign,
     wait_delivered,
     wait_http,
 )
 from bench.stripe_synthetic import SyncTotals, SyntheticAccount
+from bench.webhooks import WebhookSender
 from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.sync import PAGE_SIZE, RESOURCES
 from stripe_lifecycle.sync_control import start_sync, sync_status
@@ -381,26 +380,17 @@ async def run_webhooks(
     customers = min(args.webhook_customers, account.customers)
     bodies, target = webhook_sample(account, customers)
     served_before, over_before = stripe_counts(stripe_api)
-    limits = httpx.Limits(max_connections=args.concurrency * 2)
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{api_port}", limits=limits, timeout=30
-    ) as http:
-
-        async def post(body: bytes) -> None:
-            response = await http.post(
-                "/webhooks/stripe",
-                content=body,
-                headers={"Stripe-Signature": sign(body), "Content-Type": "application/json"},
-            )
-            response.raise_for_status()
-
+    sender = WebhookSender(api_port, SECRET)
+    try:
         started = time.perf_counter()
-        ack_seconds, acks = await closed_loop(bodies, args.concurrency, post)
+        ack_seconds, acks = await closed_loop(bodies, args.concurrency, sender.post)
         await wait_delivered(database_url)
         delivered_seconds = time.perf_counter() - started
         found, absorbed = await wait_totals(
             database_url, WEBHOOK_PREFIX, target, args.settle_timeout
         )
+    finally:
+        await sender.close()
     applied_seconds = absorbed - started
     events = len(bodies)
     applied_rate = events / applied_seconds
