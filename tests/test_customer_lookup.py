@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
+from stripe_lifecycle.storage.lookup import customers_by_email, customers_by_email_statement
 from stripe_lifecycle.storage.models import Customer
 
 from .cli_helpers import clean_env, run_cli
@@ -87,3 +89,30 @@ async def test_lifecycle_customers_find_prints_ids_and_temporal_ui_links(
     missing = run_cli("customers", "find", "nobody@example.com", env=env, cwd=tmp_path)
     assert missing.returncode == 1
     assert "no customer has the email nobody@example.com" in missing.stderr
+
+
+async def test_the_email_lookup_reads_the_index_not_every_customer(database_url: str) -> None:
+    """On both databases the lookup's own statement is answered from
+    `ix_customers_email_lower` (PostgreSQL told not to scan, as it would for a small table)."""
+    engine = create_engine(database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            session.add_all(
+                Customer(customer_id=f"cus_{n}", email=f"c{n}@example.com") for n in range(50)
+            )
+            await session.commit()
+            statement = customers_by_email_statement("C7@example.com")
+            compiled = statement.compile(
+                dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True}
+            )
+            if engine.dialect.name == "postgresql":
+                await session.execute(text("SET enable_seqscan = off"))
+                explain = f"EXPLAIN {compiled}"
+            else:
+                explain = f"EXPLAIN QUERY PLAN {compiled}"
+            plan = "\n".join(str(row) for row in (await session.execute(text(explain))).all())
+            assert "ix_customers_email_lower" in plan, plan
+            [found] = await customers_by_email(session, "C7@example.com")
+            assert found.customer_id == "cus_7"
+    finally:
+        await engine.dispose()

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -17,10 +17,14 @@ async def customers_by_email(session: AsyncSession, email: str) -> list[Customer
     """The customers whose email is `email`, ignoring case (Stripe keeps the case the
     customer typed; people do not), oldest id first. Several Stripe customers can share an
     address."""
-    wanted = email.strip().lower()
-    found = await session.execute(
+    found = await session.execute(customers_by_email_statement(email))
+    return list(found.scalars())
+
+
+def customers_by_email_statement(email: str) -> Select[Customer]:
+    """The lookup's query: `lower(email)`, as the `ix_customers_email_lower` index holds."""
+    return (
         select(Customer)
-        .where(func.lower(col(Customer.email)) == wanted)
+        .where(func.lower(col(Customer.email)) == email.strip().lower())
         .order_by(col(Customer.customer_id))
     )
-    return list(found.scalars())

@@ -15,6 +15,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -125,6 +126,8 @@ class Customer(CustomerBase, table=True):
     """The billing snapshot of one customer, written by the customer workflow."""
 
     __tablename__ = "customers"
+    # Support finds customers by email ignoring case (`storage/lookup.py`).
+    __table_args__ = (Index("ix_customers_email_lower", func.lower(text("email"))),)
 
     customer_id: str = Field(primary_key=True, max_length=255)
     # Monotonic count of events applied by the workflow: a retried or late activity
