@@ -31,7 +31,7 @@ from typing import IO, Any
 
 import httpx
 
-from bench.ingest import free_port, wait_http
+from bench.harness import free_port, wait_http
 from bench.webhooks import signature
 from stripe_lifecycle.storage.migrate import upgrade
 from stripe_lifecycle.temporal_setup import start_dev_server, stop_process, wait_for_server

@@ -1,8 +1,7 @@
 """What the end-to-end benchmarks share: a throwaway stack (database, Temporal dev server,
-`lifecycle` processes) and the worker's memory as the kernel counts it.
-
-`bench/ingest.py` still holds the smaller primitives (free ports, the PostgreSQL database,
-tear-down) that the others import from it.
+`lifecycle` processes), its primitives (free ports, the PostgreSQL database, waiting for
+an HTTP server, tear-down), a closed-loop load driver with its percentiles, and the
+worker's memory as the kernel counts it.
 """
 
 from __future__ import annotations
@@ -10,27 +9,33 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
+import sys
 import tempfile
 import threading
+import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+import asyncpg
+import httpx
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
-from bench.ingest import BIN, create_pg_database, free_port, tear_down
 from stripe_lifecycle.storage.migrate import upgrade
-from stripe_lifecycle.temporal_setup import start_dev_server, wait_for_server
+from stripe_lifecycle.temporal_setup import start_dev_server, stop_process, wait_for_server
 
 MIB = 1024
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+BIN = Path(sys.executable).parent
 
 
 def run_benchmark(main: Coroutine[Any, Any, None]) -> None:
@@ -181,3 +186,89 @@ def tree_rss_kib(pid: int) -> int:
             # Exited between listing and reading: it holds no memory any more.
             continue
     return total
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+
+
+def latency(samples: list[float]) -> str:
+    return (
+        f"p50 {percentile(samples, 50) * 1000:.1f} ms, p99 {percentile(samples, 99) * 1000:.1f} ms"
+    )
+
+
+async def closed_loop(
+    items: list[Any], concurrency: int, call: Callable[[Any], Awaitable[None]]
+) -> tuple[float, list[float]]:
+    """Run `call` over items with `concurrency` in flight; returns (seconds, latencies)."""
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    for item in items:
+        queue.put_nowait(item)
+    latencies: list[float] = []
+
+    async def runner() -> None:
+        while not queue.empty():
+            item = queue.get_nowait()
+            started = time.perf_counter()
+            await call(item)
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(runner() for _ in range(concurrency)))
+    return time.perf_counter() - started, latencies
+
+
+async def wait_http(url: str, process: subprocess.Popen[bytes]) -> None:
+    async with httpx.AsyncClient() as http:
+        # Two minutes: on two busy cores the API's imports alone can take most of one.
+        for _ in range(1200):
+            if process.poll() is not None:
+                raise RuntimeError("the API exited during start-up")
+            try:
+                if (await http.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} never became ready")
+
+
+async def create_pg_database() -> str:
+    name = f"lifecycle_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    return name
+
+
+async def drop_pg_database(name: str) -> None:
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+async def tear_down(
+    processes: list[subprocess.Popen[bytes]],
+    server: subprocess.Popen[bytes],
+    logs: IO[bytes],
+    pg_name: str | None,
+) -> None:
+    """Stop what a benchmark started: its `lifecycle` processes, then the dev server; and
+    drop its throwaway database."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(30)
+    stop_process(server)
+    logs.close()
+    if pg_name is not None:
+        await drop_pg_database(pg_name)

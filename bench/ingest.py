@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -35,13 +34,21 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import asyncpg
-import httpx
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
+from bench.harness import (
+    BIN,
+    closed_loop,
+    create_pg_database,
+    free_port,
+    latency,
+    tear_down,
+    wait_http,
+)
 from bench.noop import NoopWorkflow
 from bench.webhooks import WebhookSender
 from stripe_lifecycle.domain import contract
@@ -49,21 +56,12 @@ from stripe_lifecycle.domain.events import BillingEvents, lean
 from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
 from stripe_lifecycle.intake.normalise import normalise_event
 from stripe_lifecycle.storage.migrate import upgrade
-from stripe_lifecycle.temporal_setup import start_dev_server, stop_process, wait_for_server
+from stripe_lifecycle.temporal_setup import start_dev_server, wait_for_server
 
 SECRET = "whsec_bench_0123456789"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
-BIN = Path(sys.executable).parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # PostgreSQL's own processes that work for every database (WAL, dirty pages).
 PG_SHARED = ("walwriter", "background writer", "checkpointer")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def make_event(customer_id: str, n: int) -> dict[str, Any]:
@@ -107,38 +105,6 @@ def make_event(customer_id: str, n: int) -> dict[str, Any]:
 def workload(events: int, customers: int, tag: str) -> list[dict[str, Any]]:
     ids = [f"cus_{tag}{uuid.uuid4().hex[:10]}" for _ in range(customers)]
     return [make_event(ids[n % customers], n) for n in range(events)]
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
-
-
-def latency(samples: list[float]) -> str:
-    return (
-        f"p50 {percentile(samples, 50) * 1000:.1f} ms, p99 {percentile(samples, 99) * 1000:.1f} ms"
-    )
-
-
-async def closed_loop(
-    items: list[Any], concurrency: int, call: Callable[[Any], Awaitable[None]]
-) -> tuple[float, list[float]]:
-    """Run `call` over items with `concurrency` in flight; returns (seconds, latencies)."""
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    for item in items:
-        queue.put_nowait(item)
-    latencies: list[float] = []
-
-    async def runner() -> None:
-        while not queue.empty():
-            item = queue.get_nowait()
-            started = time.perf_counter()
-            await call(item)
-            latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(runner() for _ in range(concurrency)))
-    return time.perf_counter() - started, latencies
 
 
 async def open_loop(
@@ -288,35 +254,6 @@ class CpuMeter:
 
 def per_thousand(used: dict[str, float], events: int) -> str:
     return ", ".join(f"{name} {seconds * 1000 / events:.2f}" for name, seconds in used.items())
-
-
-async def wait_http(url: str, process: subprocess.Popen[bytes]) -> None:
-    async with httpx.AsyncClient() as http:
-        # Two minutes: on two busy cores the API's imports alone can take most of one.
-        for _ in range(1200):
-            if process.poll() is not None:
-                raise RuntimeError("the API exited during start-up")
-            try:
-                if (await http.get(url)).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} never became ready")
-
-
-async def create_pg_database() -> str:
-    name = f"lifecycle_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    return name
-
-
-async def drop_pg_database(name: str) -> None:
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -547,24 +484,6 @@ def stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:
         profiler.send_signal(signal.SIGINT)
     for profiler in profilers:
         profiler.wait(60)
-
-
-async def tear_down(
-    processes: list[subprocess.Popen[bytes]],
-    server: subprocess.Popen[bytes],
-    logs: IO[bytes],
-    pg_name: str | None,
-) -> None:
-    """Stop what a benchmark started: its `lifecycle` processes, then the dev server; and
-    drop its throwaway database."""
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        process.wait(30)
-    stop_process(server)
-    logs.close()
-    if pg_name is not None:
-        await drop_pg_database(pg_name)
 
 
 def parse_args() -> argparse.Namespace:

@@ -32,8 +32,16 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from bench.harness import MIB, RssSampler, Stack, dev_stack, run_benchmark, wait_polling
-from bench.ingest import closed_loop, percentile
+from bench.harness import (
+    MIB,
+    RssSampler,
+    Stack,
+    closed_loop,
+    dev_stack,
+    percentile,
+    run_benchmark,
+    wait_polling,
+)
 from stripe_lifecycle.domain import ids
 from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
 from stripe_lifecycle.intake.normalise import normalise_event

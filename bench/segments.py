@@ -49,7 +49,7 @@ from temporalio.client import (
 )
 from temporalio.testing import ActivityEnvironment
 
-from bench.ingest import create_pg_database, free_port, latency, tear_down
+from bench.harness import create_pg_database, free_port, latency, tear_down
 from stripe_lifecycle.activities.interface import EvaluateSegments, SweepRequest
 from stripe_lifecycle.activities.segments import (
     SWEEP_PAGE,

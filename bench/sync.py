@@ -38,14 +38,18 @@ from typing import Any
 import asyncpg
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from bench.harness import MIB, RssSampler, Stack, dev_stack, run_benchmark, wait_polling
-from bench.ingest import (
-    SECRET,
+from bench.harness import (
+    MIB,
+    RssSampler,
+    Stack,
     closed_loop,
+    dev_stack,
     latency,
-    wait_delivered,
+    run_benchmark,
     wait_http,
+    wait_polling,
 )
+from bench.ingest import SECRET, wait_delivered
 from bench.stripe_synthetic import SyncTotals, SyntheticAccount
 from bench.webhooks import WebhookSender
 from stripe_lifecycle.domain import contract, ids
