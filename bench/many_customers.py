@@ -128,7 +128,7 @@ async def wait_emails(
     return time.perf_counter() - started
 
 
-def make_customers(count: int, tag: str, reminder_due: list[float] | None) -> list[Customer]:
+def make_customers(count: int, tag: str, reminder_due: list[int] | None) -> list[Customer]:
     return [
         Customer(f"cus_{tag}{uuid.uuid4().hex[:12]}", reminder_due[n] if reminder_due else None)
         for n in range(count)
@@ -173,13 +173,15 @@ async def run(args: argparse.Namespace, stack: Stack, postmark: PostmarkHttpServ
         # minute that leaves them 1.5 times the time the background took per customer.
         margin = args.due * settled / max(background, 1) * 1.5 + 30
         due_start = math.ceil((time.time() + margin) / 60) * 60
-        dues = [due_start + n * args.spread / args.due for n in range(args.due)]
+        # Whole seconds: a trial ends on a whole second, and so is its reminder due (lag
+        # measured from a fraction of a second later would read up to 1 s short).
+        dues = [due_start + int(n * args.spread / args.due) for n in range(args.due)]
         measured = make_customers(args.due, "due", dues)
         started = time.perf_counter()
         signalled_due = await start_customers(
             stack,
             [
-                trial_events(c, background + n, int(dues[n]) + REMINDER_BEFORE)
+                trial_events(c, background + n, dues[n] + REMINDER_BEFORE)
                 for n, c in enumerate(measured)
             ],
             args.concurrency,
