@@ -16,6 +16,7 @@ import errno
 import logging
 import socket
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -193,6 +194,65 @@ async def test_database_down_refuses_webhooks_and_everything_recovers(
                 second["id"],
                 refused_bo["id"],
             ]
+    finally:
+        await engine.dispose()
+
+
+async def test_the_api_starts_while_the_database_is_down_and_delivers_once_it_is_back(
+    dev_env: WorkflowEnvironment,
+    postgresql_url: str,
+    direct: SessionMaker,
+    proxy: TcpProxy,
+    task_queue: str,
+) -> None:
+    """An API process (re)started during the outage serves at once: 503s that Stripe
+    retries, and `/readyz` red. When the database returns it stores the retries and
+    delivers them, and an event stored before the outage but never delivered, without a
+    restart."""
+    proxied = make_url(postgresql_url).set(port=proxy.port).render_as_string(hide_password=False)
+    settings = app_settings(proxied, temporal_address(dev_env), task_queue)
+    engine = create_engine(proxied)
+    ada = unique_customer_id()
+    stored_before, retried = event_of(ada, 0), event_of(ada, 1)
+    async with direct() as session:
+        # Stored by an API process that stopped before it delivered it.
+        session.add(
+            WebhookEvent(
+                event_id=stored_before["id"],
+                type=stored_before["type"],
+                livemode=False,
+                customer_id=ada,
+                created=datetime.fromtimestamp(stored_before["created"], UTC),
+                payload=stored_before,
+                received_at=datetime.now(UTC) - timedelta(minutes=5),
+            )
+        )
+        await session.commit()
+    await proxy.cut()
+    try:
+        async with running_api(settings) as (_, http):
+            ready = await http.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["checks"]["database"].startswith("unreachable")
+            refused = await post(http, retried)
+            assert refused.status_code == 503, refused.text
+
+            await proxy.restore()
+            async with workers(dev_env.client, settings, create_sessionmaker(engine)):
+                accepted = await post(http, retried)
+                assert accepted.status_code == 200, accepted.text
+
+                async def both_applied() -> bool:
+                    return (await snapshot_versions(direct)).get(ada) == 2
+
+                await eventually(both_applied, "both events applied", timeout=30.0)
+            assert (await http.get("/readyz")).status_code == 200
+        assert sorted(await signalled_event_ids(dev_env.client, ada)) == sorted(
+            [stored_before["id"], retried["id"]]
+        )
+        async with direct() as session:
+            rows = (await session.execute(select(WebhookEvent))).scalars().all()
+        assert {row.status for row in rows} == {InboxStatus.FORWARDED}
     finally:
         await engine.dispose()
 

@@ -152,8 +152,16 @@ class InboxForwarder:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        # Older undelivered events go into the lanes before any new request can.
-        await self.sweep(grace=timedelta(0))
+        # Older undelivered events go into the lanes before any new request can. With the
+        # database down, the API still starts (answering 503 until it is back, so Stripe
+        # retries) and the periodic sweep queues them once it returns: the customer
+        # workflow applies late events by their own dates, so that order is a courtesy.
+        try:
+            await self.sweep(grace=timedelta(0))
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            _log_failure("the first sweep of the inbox", exc)
         self._tasks = [asyncio.create_task(self._lane()) for _ in range(self._config.lanes)]
         self._tasks += [asyncio.create_task(self._resolve_lane()) for _ in range(RESOLVER_LANES)]
         self._tasks.append(asyncio.create_task(self._flush_loop()))
