@@ -22,8 +22,11 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# One pytest process per core (pytest-xdist), each test file in one process: most tests
+# wait on servers and timers, so the suite takes a fraction of its serial time. Ports and
+# PostgreSQL databases are claimed per test across processes (tests/conftest.py).
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist loadfile
 
 bench: setup
 	$(BIN)/python -m bench.ingest
