@@ -22,9 +22,9 @@ from temporalio.converter import (
     DefaultPayloadConverter,
     JSONPlainPayloadConverter,
     JSONTypeConverter,
+    JSONTypeConverterUnhandled,
     value_to_type,
 )
-from temporalio.converter._payload_converter import JSONTypeConverterUnhandled
 
 # Hints whose values the SDK returns unchanged when they already have the type (for int,
 # only a true int: the SDK turns True and 1.0 into 1).
