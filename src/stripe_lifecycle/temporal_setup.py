@@ -103,11 +103,16 @@ async def try_connect(
     address: str,
     namespace: str,
     timeout: float = 2.0,
-    converter: DataConverter = DataConverter.default,
+    converter: DataConverter | None = None,
 ) -> Client | None:
+    """A client of the server at `address` if it answers within `timeout`; with our
+    converter, unencrypted, unless `converter` is given."""
     try:
         return await asyncio.wait_for(
-            Client.connect(address, namespace=namespace, data_converter=converter), timeout
+            Client.connect(
+                address, namespace=namespace, data_converter=converter or data_converter(None)
+            ),
+            timeout,
         )
     except Exception:
         return None
@@ -161,7 +166,7 @@ async def wait_for_server(
     namespace: str,
     process: subprocess.Popen[bytes],
     timeout: float = 60.0,
-    converter: DataConverter = DataConverter.default,
+    converter: DataConverter | None = None,
 ) -> Client:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
