@@ -1,0 +1,167 @@
+"""The snapshot store: the customer workflow's read model, written by `persist_snapshot`
+on both databases. A retried or late activity carrying an older snapshot never wins;
+concurrent writes share a transaction (group commit), and one the database refuses fails
+alone."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from datetime import UTC, datetime
+
+from sqlalchemy import event
+from sqlmodel import select
+from temporalio.testing import ActivityEnvironment
+
+from stripe_lifecycle.activities.snapshots import SnapshotActivities, SnapshotWriter
+from stripe_lifecycle.domain.ledger import BillingSnapshot, SubscriptionState
+from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
+from stripe_lifecycle.storage.models import Customer
+
+
+def snapshot(version: int, *, plan: str, mrr: int, email: str | None) -> BillingSnapshot:
+    return BillingSnapshot(
+        customer_id="cus_store",
+        email=email,
+        name="Ada",
+        status="active",
+        plan=plan,
+        mrr_cents=mrr,
+        currency="usd",
+        ltv_cents=10 * version,
+        customer_since=1_700_000_000,
+        events_applied=version,
+        subscriptions={"sub_1": subscription(version, plan=plan, mrr=mrr)},
+        mrr={"usd": mrr},
+        ltv={"usd": 10 * version},
+        mrr_exact=version % 2 == 0,
+    )
+
+
+def subscription(version: int, *, plan: str, mrr: int) -> SubscriptionState:
+    return SubscriptionState(
+        id="sub_1",
+        status="active",
+        plan=plan,
+        price_id=f"price_{plan.lower()}",
+        product_id="prod_1",
+        interval="month",
+        quantity=1,
+        mrr_cents=mrr,
+        currency="usd",
+        current_period_end=1_702_592_000,
+        trial_end=None,
+        cancel_at_period_end=False,
+        version=version,
+    )
+
+
+async def test_newer_snapshots_replace_every_column_and_older_ones_change_nothing(
+    database_url: str,
+) -> None:
+    engine = create_engine(database_url)
+    sessionmaker = create_sessionmaker(engine)
+    store = SnapshotActivities(sessionmaker)
+    env = ActivityEnvironment()
+    try:
+        await env.run(store.persist_snapshot, snapshot(2, plan="Pro", mrr=4900, email="a@x.io"))
+        # A retry of an earlier batch's write, arriving late.
+        await env.run(store.persist_snapshot, snapshot(1, plan="Starter", mrr=900, email=None))
+        async with sessionmaker() as session:
+            kept = await session.get(Customer, "cus_store")
+            assert kept is not None
+            assert (kept.snapshot_version, kept.plan, kept.mrr_cents, kept.email) == (
+                2,
+                "Pro",
+                4900,
+                "a@x.io",
+            )
+            assert kept.mrr == {"usd": 4900} and kept.mrr_exact
+            first_update = kept.updated_at
+
+        # The same version again (a retried activity) and a newer one both write.
+        await env.run(store.persist_snapshot, snapshot(2, plan="Pro", mrr=4900, email="a@x.io"))
+        await env.run(store.persist_snapshot, snapshot(3, plan="Team", mrr=9900, email=None))
+        async with sessionmaker() as session:
+            stored = await session.get(Customer, "cus_store")
+            assert stored is not None
+            assert stored.snapshot_version == 3
+            assert (stored.plan, stored.mrr_cents, stored.email, stored.ltv_cents) == (
+                "Team",
+                9900,
+                None,
+                30,
+            )
+            assert stored.mrr == {"usd": 9900} and stored.ltv == {"usd": 30}
+            assert not stored.mrr_exact
+            assert stored.customer_since == datetime.fromtimestamp(1_700_000_000, UTC)
+            # The subscription's own payload is working memory, not part of the read model.
+            assert [s["plan"] for s in stored.subscriptions] == ["Team"]
+            assert all("subscription" not in s for s in stored.subscriptions)
+            assert stored.updated_at >= first_update
+    finally:
+        await engine.dispose()
+
+
+async def test_concurrent_writes_share_one_transaction_and_the_newest_of_a_customer_wins(
+    database_url: str,
+) -> None:
+    engine = create_engine(database_url)
+    commits: list[int] = []
+    event.listen(engine.sync_engine, "commit", lambda _connection: commits.append(1))
+    sessionmaker = create_sessionmaker(engine)
+    writer = SnapshotWriter(sessionmaker)
+    base = snapshot(1, plan="Pro", mrr=4900, email="a@x.io")
+    others = [dataclasses.replace(base, customer_id=f"cus_{n}") for n in range(40)]
+    # One customer's two batches in flight at once, the newer one handed over first.
+    newer = snapshot(3, plan="Team", mrr=9900, email="a@x.io")
+    older = snapshot(2, plan="Starter", mrr=900, email="a@x.io")
+    try:
+        await asyncio.gather(*(writer.write(s) for s in [newer, *others, older]))
+        # Every write waited for its commit; the first flush took all that were waiting.
+        assert len(commits) == 1
+        async with sessionmaker() as session:
+            stored = {c.customer_id: c for c in (await session.execute(select(Customer))).scalars()}
+        assert len(stored) == 41
+        assert (stored["cus_store"].snapshot_version, stored["cus_store"].plan) == (3, "Team")
+
+        # Writes that arrive while a flush runs go in the next one.
+        commits.clear()
+        first = asyncio.create_task(writer.write(dataclasses.replace(base, events_applied=5)))
+        await asyncio.sleep(0)
+        later = [dataclasses.replace(s, events_applied=6, plan="Team") for s in others[:10]]
+        await asyncio.gather(first, *(writer.write(s) for s in later))
+        assert len(commits) == 2
+    finally:
+        await engine.dispose()
+
+
+async def test_a_snapshot_the_database_refuses_fails_only_its_own_write(
+    postgresql_url: str,
+) -> None:
+    engine = create_engine(postgresql_url)
+    sessionmaker = create_sessionmaker(engine)
+    writer = SnapshotWriter(sessionmaker)
+    base = snapshot(1, plan="Pro", mrr=4900, email="a@x.io")
+    good = [dataclasses.replace(base, customer_id=f"cus_{n}") for n in range(5)]
+    # Longer than the column: PostgreSQL refuses it (the intake bounds ids; this is the
+    # writer's own guard).
+    refused = dataclasses.replace(base, customer_id="cus_" + "x" * 300)
+    try:
+        results = await asyncio.gather(
+            *(writer.write(s) for s in [*good[:2], refused, *good[2:]]), return_exceptions=True
+        )
+        assert [isinstance(r, Exception) for r in results] == [
+            False,
+            False,
+            True,
+            False,
+            False,
+            False,
+        ]
+        assert "value too long" in str(results[2])
+        async with sessionmaker() as session:
+            ids = (await session.execute(select(Customer.customer_id))).scalars().all()
+        assert sorted(ids) == sorted(s.customer_id for s in good)
+    finally:
+        await engine.dispose()
