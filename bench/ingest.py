@@ -12,7 +12,8 @@ database) unless --sqlite is given. Prints:
   workflows have absorbed every event (the sustained rate, with the worker keeping up),
 - half load: ack p50/p99 with webhooks arriving at half the raw applied (sustained) rate,
 - floor: the same signal-with-start calls into a no-op workflow (`bench/noop.py`) on its
-  own task queue and worker process, on the same server,
+  own task queue and worker process, on the same server; and into one that also runs a
+  local activity doing nothing per batch (what a durable write per batch costs at least),
 - per phase, the CPU seconds per 1,000 events of each process: the API (with its
   forwarder), the worker (or the no-op worker), the Temporal dev server and PostgreSQL
   (this database's backends and the cluster's WAL writer, background writer and
@@ -49,7 +50,7 @@ from bench.harness import (
     tear_down,
     wait_http,
 )
-from bench.noop import NoopWorkflow
+from bench.noop import NoopWorkflow, NoopWriteWorkflow
 from bench.webhooks import WebhookSender
 from stripe_lifecycle.domain import contract
 from stripe_lifecycle.domain.events import BillingEvents, lean
@@ -325,29 +326,40 @@ async def main(args: argparse.Namespace) -> None:
             assert billing is not None
             await deliver(billing.customer_id, [billing])
 
-        async def noop_call(event: dict[str, Any]) -> None:
-            billing = normalise_event(event)
-            assert billing is not None
-            await client.start_workflow(
-                NoopWorkflow.run,
-                None,
-                id=f"noop-{billing.customer_id}",
-                task_queue=noop_queue,
-                start_signal=contract.BILLING_EVENTS_SIGNAL,
-                start_signal_args=[lean(BillingEvents(events=[billing]))],
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            )
+        def floor_call(
+            kind: type[NoopWorkflow | NoopWriteWorkflow], prefix: str
+        ) -> Callable[[dict[str, Any]], Awaitable[None]]:
+            async def call(event: dict[str, Any]) -> None:
+                billing = normalise_event(event)
+                assert billing is not None
+                await client.start_workflow(
+                    kind.run,
+                    None,
+                    id=f"{prefix}-{billing.customer_id}",
+                    task_queue=noop_queue,
+                    start_signal=contract.BILLING_EVENTS_SIGNAL,
+                    start_signal_args=[lean(BillingEvents(events=[billing]))],
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                )
 
-        # The floor first: the same calls and payloads into workflows that do nothing.
-        noop_events = workload(args.events, args.customers, "noop")
-        started = time.perf_counter()
-        await noop_meter.begin()
-        noop_seconds, _ = await closed_loop(noop_events, args.concurrency, noop_call)
-        noop_done = await wait_idle(noop)
-        noop_used = await noop_meter.end()
-        await check_noop(client, noop_events)
-        noop_rate = args.events / noop_seconds
-        noop_applied = args.events / (noop_done - started)
+            return call
+
+        async def floor(
+            kind: type[NoopWorkflow | NoopWriteWorkflow], prefix: str
+        ) -> tuple[float, float, dict[str, float]]:
+            """The floor's calls/s, applied events/s and CPU, into workflows of `kind`."""
+            events = workload(args.events, args.customers, prefix)
+            started = time.perf_counter()
+            await noop_meter.begin()
+            seconds, _ = await closed_loop(events, args.concurrency, floor_call(kind, prefix))
+            done = await wait_idle(noop)
+            used = await noop_meter.end()
+            await check_noop(client, events, kind, prefix)
+            return args.events / seconds, args.events / (done - started), used
+
+        # The floors first: the same calls and payloads into workflows that do nothing.
+        noop_rate, noop_applied, noop_used = await floor(NoopWorkflow, "noop")
+        write_rate, write_applied, write_used = await floor(NoopWriteWorkflow, "noopwrite")
 
         raw_events = workload(args.events, args.customers, "raw")
         started = time.perf_counter()
@@ -358,8 +370,11 @@ async def main(args: argparse.Namespace) -> None:
         raw_applied = args.events / (time.perf_counter() - started)
         raw_rate = args.events / raw_seconds
         print(
-            f"floor, no-op workflow:  {noop_rate:8.1f} calls/s ({noop_seconds:.2f}s), "
-            f"applied {noop_applied:.1f} events/s"
+            f"floor, no-op workflow:  {noop_rate:8.1f} calls/s, applied {noop_applied:.1f} events/s"
+        )
+        print(
+            f"floor + local activity: {write_rate:8.1f} calls/s, "
+            f"applied {write_applied:.1f} events/s"
         )
         print(
             f"raw signal-with-start:  {raw_rate:8.1f} calls/s ({raw_seconds:.2f}s), "
@@ -367,10 +382,16 @@ async def main(args: argparse.Namespace) -> None:
         )
         print("CPU seconds per 1,000 events (until applied):")
         print(f"  floor, no-op workflow:  {per_thousand(noop_used, args.events)}")
+        print(f"  floor + local activity: {per_thousand(write_used, args.events)}")
+        print(
+            "  no-op + local activity: "
+            f"{write_used['no-op worker'] / noop_used['no-op worker']:.2f}x the no-op workflow's"
+        )
         print(f"  raw signal-with-start:  {per_thousand(raw_used, args.events)}")
         print(
             "  worker CPU per applied event, raw: "
-            f"{raw_used['worker'] / noop_used['no-op worker']:.2f}x the no-op workflow's"
+            f"{raw_used['worker'] / noop_used['no-op worker']:.2f}x the no-op workflow's, "
+            f"{raw_used['worker'] / write_used['no-op worker']:.2f}x the no-op + local activity's"
         )
 
         sender = WebhookSender(api_port, SECRET)
@@ -406,7 +427,9 @@ async def main(args: argparse.Namespace) -> None:
             print(f"  CPU s/1,000, full load: {per_thousand(full_used, args.events)}")
             print(
                 "  worker CPU per applied event, full load: "
-                f"{full_used['worker'] / noop_used['no-op worker']:.2f}x the no-op workflow's"
+                f"{full_used['worker'] / noop_used['no-op worker']:.2f}x the no-op workflow's, "
+                f"{full_used['worker'] / write_used['no-op worker']:.2f}x "
+                "the no-op + local activity's"
             )
 
             # Half of what the system sustains end to end (raw calls outrun the worker).
@@ -439,15 +462,20 @@ async def wait_idle(pid: int, quiet: float = 1.0) -> float:
     return last_busy
 
 
-async def check_noop(client: Client, events: list[dict[str, Any]]) -> None:
-    """Every no-op workflow took every event signalled to it (else the floor is wrong)."""
+async def check_noop(
+    client: Client,
+    events: list[dict[str, Any]],
+    kind: type[NoopWorkflow | NoopWriteWorkflow],
+    prefix: str,
+) -> None:
+    """Every floor workflow took every event signalled to it (else the floor is wrong)."""
     expected: dict[str, int] = {}
     for event in events:
         customer = event["data"]["object"]["customer"]
         expected[customer] = expected.get(customer, 0) + 1
     for customer, count in expected.items():
-        handle = client.get_workflow_handle(f"noop-{customer}")
-        got = await handle.query(NoopWorkflow.events)
+        handle = client.get_workflow_handle(f"{prefix}-{customer}")
+        got = await handle.query(kind.events)
         if got != count:
             raise RuntimeError(f"no-op workflow of {customer} took {got} of {count} events")
 

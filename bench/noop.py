@@ -1,11 +1,14 @@
-"""The ingest benchmark's floor: a workflow that takes the customer workflow's signals and
-does nothing with them, on a task queue of its own, in a worker process of its own.
+"""The ingest benchmark's floors: workflows that take the customer workflow's signals and
+do nothing with them, on a task queue of their own, in a worker process of their own.
 
     python -m bench.noop ADDRESS TASK_QUEUE
 
-What its worker spends per signal is what Temporal and the Python SDK cost per
-signal-with-start (history, workflow task, sandbox, payload decoding to JSON values),
-so the customer worker's CPU per applied event reads against it.
+What that worker spends per signal with `NoopWorkflow` is what Temporal and the Python SDK
+cost per signal-with-start (history, workflow task, sandbox, payload decoding to JSON
+values), so the customer worker's CPU per applied event reads against it.
+`NoopWriteWorkflow` also runs one local activity that does nothing for each batch of
+signals it takes, as the customer workflow runs one to store each batch's snapshot: what
+a durable write per batch costs at the least, before it writes anything.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from datetime import timedelta
 from typing import Any
 
-from temporalio import workflow
+from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -43,12 +47,49 @@ class NoopWorkflow:
         return self._events
 
 
+@activity.defn(name="noop_write")
+async def noop_write(events: int) -> int:
+    return events
+
+
+@workflow.defn(name="NoopWriteWorkflow")
+class NoopWriteWorkflow:
+    """Counts the events it is signalled, and after each batch of them runs a local
+    activity that does nothing; never ends."""
+
+    def __init__(self) -> None:
+        self._events = 0
+        self._written = 0
+
+    @workflow.run
+    async def run(self, _input: Any) -> None:
+        while True:
+            await workflow.wait_condition(lambda: self._events > self._written)
+            self._written = self._events
+            await workflow.execute_local_activity(
+                noop_write, self._written, start_to_close_timeout=timedelta(seconds=30)
+            )
+
+    @workflow.signal(name=contract.BILLING_EVENTS_SIGNAL)
+    def billing_events(self, batch: Any) -> None:
+        self._events += len(batch["events"])
+
+    @workflow.query
+    def events(self) -> int:
+        return self._events
+
+
 async def serve(address: str, task_queue: str) -> None:
     client = await Client.connect(address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    async with Worker(client, task_queue=task_queue, workflows=[NoopWorkflow]):
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[NoopWorkflow, NoopWriteWorkflow],
+        activities=[noop_write],
+    ):
         await stop.wait()
 
 
