@@ -103,6 +103,11 @@ TRIGGERS_PATCH = "every-trigger"
 # activation and a marker in the history), and send the snapshot without the subscription
 # payloads the store leaves out.
 ONE_WRITE_PATCH = "one-local-activity-per-quiet-batch"
+# Runs started (or continued) since take every change the run's first task asks about above
+# at once, from one marker: each patch asked records a marker and upserts Temporal's
+# change-version search attribute (a visibility write), six of each in every new run.
+# Runs recorded before it hold no such marker, and replay by the markers they hold.
+FIRST_TASK_PATCH = "first-task-changes-at-once"
 # Runs started since tell their running lifecycles the customer's address when an event
 # brings a new one (the customer's own event may arrive after its subscription's, whose
 # lifecycles then started without it: see `engine.ADDRESS_PATCH`). Asked only when that
@@ -179,16 +184,12 @@ class CustomerWorkflow(LifecycleParent):
     async def run(self, input: CustomerWorkflowInput) -> None:
         # Decided once, in the run's first workflow task: a patch asked for later, after a
         # local activity, can land in a different task on replay than it did live.
-        if not workflow.patched(SEQUENCES_PATCH):
-            self._ledger.rules_version = 0
-        elif not workflow.patched(RULES_V2_PATCH):
-            self._ledger.rules_version = 1
-        elif not workflow.patched(TRIGGERS_PATCH):
-            self._ledger.rules_version = 2
-        if workflow.patched(READS_QUEUE_PATCH):
+        if workflow.patched(FIRST_TASK_PATCH):
+            # What `_first_task_patches` decides in a run that has all six.
             self._reads_queue = contract.stripe_reads_queue(workflow.info().task_queue)
-        self._segments_on = workflow.patched(SEGMENTS_PATCH)
-        self._one_write = workflow.patched(ONE_WRITE_PATCH)
+            self._segments_on = self._one_write = True
+        else:
+            self._first_task_patches()
         self._set_details()
         while True:
             await workflow.wait_condition(
@@ -215,6 +216,20 @@ class CustomerWorkflow(LifecycleParent):
                         pending=self._pending,
                     )
                 )
+
+    def _first_task_patches(self) -> None:
+        """The changes of the first task as runs recorded before `FIRST_TASK_PATCH` asked
+        about them, one patch each."""
+        if not workflow.patched(SEQUENCES_PATCH):
+            self._ledger.rules_version = 0
+        elif not workflow.patched(RULES_V2_PATCH):
+            self._ledger.rules_version = 1
+        elif not workflow.patched(TRIGGERS_PATCH):
+            self._ledger.rules_version = 2
+        if workflow.patched(READS_QUEUE_PATCH):
+            self._reads_queue = contract.stripe_reads_queue(workflow.info().task_queue)
+        self._segments_on = workflow.patched(SEGMENTS_PATCH)
+        self._one_write = workflow.patched(ONE_WRITE_PATCH)
 
     def _history_full(self) -> bool:
         info = workflow.info()
