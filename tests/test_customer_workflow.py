@@ -193,9 +193,10 @@ async def test_a_quiet_batch_is_stored_and_evaluated_in_one_local_activity(
     handle = client.get_workflow_handle_for(CustomerWorkflow.run, ids.customer_workflow_id(cus))
     await send(client, task_queue, subscription_event(cus, created=T0, quantity=1))
     await settled(handle, 1)
-    first = await markers_after(handle, 0, 3)
-    # The first batch asks the worker which event types start sequences: not quiet.
-    assert first == ["persist_snapshot", "event_triggers", "evaluate_segments"]
+    first = await markers_after(handle, 0, 4)
+    # The first batch starts a renewal (an automation chosen, none matching) and asks the
+    # worker which event types start sequences: not quiet.
+    assert first == ["persist_snapshot", "choose_automation", "event_triggers", "evaluate_segments"]
 
     # A new seat count in the same period changes the billing facts the segments read,
     # and nothing else (the renewal decided on the first event is the same one).
@@ -205,7 +206,7 @@ async def test_a_quiet_batch_is_stored_and_evaluated_in_one_local_activity(
     await send(client, task_queue, seats)
     snap = await settled(handle, 2)
     assert snap.mrr_cents == 3 * 4900
-    assert await markers_after(handle, 3, 1) == ["persist_and_evaluate_segments"]
+    assert await markers_after(handle, 4, 1) == ["persist_and_evaluate_segments"]
 
 
 async def markers_after(

@@ -39,11 +39,12 @@ history when a workflow changes on purpose, behind `workflow.patched`.
   by its subscription's event before the customer's own (no address yet): the trial's
   welcome waits for the address (`wait-for-the-address`), which the customer workflow
   passes on when the customer's event arrives (`tell-lifecycles-the-address`).
-- customer_workflow_v8_*: runs with the `first-task-changes-at-once` patch, which stands
-  for the six patches a run's first task asked one by one (one marker and one
-  change-version upsert instead of six): lifecycles started, told and converted; the
-  address told to a waiting trial; quiet batches; a run continued as new; a batch's
-  Stripe reads. Recorded on the dev server by the customer-workflow and end-to-end tests.
+- customer_workflow_v8_*: runs with the `one-marker-and-local-choices` patch, which
+  stands for the six patches a run's first task asked one by one (one marker and one
+  change-version upsert instead of six) and chooses automations in a local activity:
+  lifecycles started, told and converted; the address told to a waiting trial; quiet
+  batches; a run continued as new; a batch's Stripe reads. Recorded on the dev server by
+  the customer-workflow and end-to-end tests.
 - invoice_due_workflow_v1, invoice_overdue_workflow_v1, invoice_finalized_workflow_v1,
   quote_expiring_workflow_v1, event_sequence_workflow_v1: each new lifecycle type (the
   event sequence with a webhook step and a team notice across a worker restart).

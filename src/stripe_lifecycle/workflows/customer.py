@@ -106,8 +106,10 @@ ONE_WRITE_PATCH = "one-local-activity-per-quiet-batch"
 # Runs started (or continued) since take every change the run's first task asks about above
 # at once, from one marker: each patch asked records a marker and upserts Temporal's
 # change-version search attribute (a visibility write), six of each in every new run.
-# Runs recorded before it hold no such marker, and replay by the markers they hold.
-FIRST_TASK_PATCH = "first-task-changes-at-once"
+# Runs recorded before it hold no such marker, and replay by the markers they hold. These
+# runs also choose automations in a local activity: a lookup in the worker's memory needs
+# no task queue round trip (three history events and a workflow task for each choice).
+FIRST_TASK_PATCH = "one-marker-and-local-choices"
 # Runs started since tell their running lifecycles the customer's address when an event
 # brings a new one (the customer's own event may arrive after its subscription's, whose
 # lifecycles then started without it: see `engine.ADDRESS_PATCH`). Asked only when that
@@ -172,6 +174,8 @@ class CustomerWorkflow(LifecycleParent):
         self._event_triggers: tuple[datetime, list[str]] | None = None
         # A quiet batch is stored and evaluated in one local activity (`ONE_WRITE_PATCH`).
         self._one_write = False
+        # Automations are chosen in a local activity (`FIRST_TASK_PATCH`).
+        self._local_choices = False
         # Search attributes survive continue-as-new; start from what the run already has.
         current = workflow.info().typed_search_attributes
         self._indexed: dict[str, Any] = {
@@ -187,7 +191,7 @@ class CustomerWorkflow(LifecycleParent):
         if workflow.patched(FIRST_TASK_PATCH):
             # What `_first_task_patches` decides in a run that has all six.
             self._reads_queue = contract.stripe_reads_queue(workflow.info().task_queue)
-            self._segments_on = self._one_write = True
+            self._segments_on = self._one_write = self._local_choices = True
         else:
             self._first_task_patches()
         self._set_details()
@@ -759,6 +763,13 @@ class CustomerWorkflow(LifecycleParent):
 
     async def _choose(self, trigger: ChooseAutomation) -> Automation | None:
         """An activity: the definitions are the worker's, and the choice is recorded."""
+        if self._local_choices:
+            return await workflow.execute_local_activity_method(
+                Automations.choose_automation,
+                trigger,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=PERSIST_RETRY,
+            )
         return await workflow.execute_activity_method(
             Automations.choose_automation,
             trigger,
