@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup dev test lint bench bench-sync bench-segments bench-scale bench-long-life bench-api-memory replay-corpus
+.PHONY: setup dev test lint bench bench-sync bench-segments bench-scale bench-long-life bench-api-memory bench-snapshots replay-corpus
 
 setup: $(VENV)/.installed
 
@@ -45,6 +45,9 @@ bench-long-life: setup
 
 bench-api-memory: setup
 	$(BIN)/python -m bench.api_memory
+
+bench-snapshots: setup
+	$(BIN)/python -m bench.snapshot_writes
 
 replay-corpus: setup
 	$(BIN)/python -m bench.replay_corpus
