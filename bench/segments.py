@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlmodel import col
 from temporalio.client import (
     Client,
@@ -587,6 +587,15 @@ async def run_incremental(
             customer.usage["seats_used"] = value
             async with sessionmaker() as session:
                 await record_usage(session, customer.id, "seats_used", value)
+                # The usage API dates the report now; this run's clock is simulated, and
+                # the report comes before the evaluation at CHANGES_AT, as it would live
+                # (else the sweep rightly tells the customer of usage it never read).
+                await session.execute(
+                    update(CustomerUsage)
+                    .where(col(CustomerUsage.customer_id) == customer.id)
+                    .values(reported_at=aware(CHANGES_AT - 1))
+                )
+                await session.commit()
             reports += 1
         request = EvaluateSegments(
             customer_id=customer.id,

@@ -57,6 +57,8 @@ class WebhookSender:
                 case "connection":
                     keep = value.strip().lower() != "close"
                 case "transfer-encoding":
+                    # The rest of the answer cannot be read: the connection is spent.
+                    writer.close()
                     raise RuntimeError(f"answer in {value.strip()} encoding: not expected here")
         await reader.readexactly(length)
         if keep:

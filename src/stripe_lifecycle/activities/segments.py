@@ -63,6 +63,8 @@ from stripe_lifecycle.storage.models import (
 NEW_CUSTOMER = timedelta(days=1)
 FIRST_SIGHT = timedelta(hours=1)
 SWEEP_PAGE = 1000
+# `segment_events.reason`'s length.
+REASON_CHARS = 2000
 # Signals in flight at once: the sweep must not flood the frontend after a long outage.
 SIGNALS_IN_FLIGHT = 50
 
@@ -124,27 +126,22 @@ class SegmentActivities(Segments):
             if name not in members:
                 session.add(SegmentMember(segment=name, customer_id=customer_id, entered_at=now))
                 session.add(
-                    SegmentEvent(
-                        customer_id=customer_id,
-                        segment=name,
-                        change=SegmentChange.ENTERED,
-                        at=now,
-                        reason=reasons[name][:2000],
+                    _membership_change(
+                        customer_id,
+                        name,
+                        SegmentChange.ENTERED,
+                        now,
+                        reasons[name],
                         initial=self._initial(request, name, facts, at),
                     )
                 )
         for name, member in members.items():
             if name not in current:
                 await session.delete(member)
+                # A segment no longer defined: its members leave it.
+                reason = reasons.get(name, "the segment is no longer defined")
                 session.add(
-                    SegmentEvent(
-                        customer_id=customer_id,
-                        segment=name,
-                        change=SegmentChange.EXITED,
-                        at=now,
-                        # A segment no longer defined: its members leave it.
-                        reason=reasons.get(name, "the segment is no longer defined")[:2000],
-                    )
+                    _membership_change(customer_id, name, SegmentChange.EXITED, now, reason)
                 )
         if stored is None:
             session.add(
@@ -394,6 +391,27 @@ async def _signal_all(
 
     results = await asyncio.gather(*(one(c) for c in customer_ids))
     return sum(results)
+
+
+def _membership_change(
+    customer_id: str,
+    segment: str,
+    change: str,
+    at: datetime,
+    reason: str,
+    *,
+    initial: bool = False,
+) -> SegmentEvent:
+    """An entry or exit as the membership history keeps it (the reason cut to its column:
+    a condition may quote a long value)."""
+    return SegmentEvent(
+        customer_id=customer_id,
+        segment=segment,
+        change=change,
+        at=at,
+        reason=reason[:REASON_CHARS],
+        initial=initial,
+    )
 
 
 async def _last_clicks(session: AsyncSession, customer_ids: list[str]) -> dict[str, int]:
