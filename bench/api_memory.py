@@ -31,7 +31,7 @@ from typing import IO, Any
 
 import httpx
 
-from bench.harness import free_port, wait_http
+from bench.harness import LINK_SECRET, free_port, wait_http
 from bench.webhooks import signature
 from stripe_lifecycle.storage.migrate import upgrade
 from stripe_lifecycle.temporal_setup import start_dev_server, stop_process, wait_for_server
@@ -286,7 +286,7 @@ def api_environment(database_url: str, temporal_address: str, api_port: int) -> 
         "LIFECYCLE_API_PORT": str(api_port),
         "LIFECYCLE_STRIPE_WEBHOOK_SECRET": SECRET,
         "LIFECYCLE_API_KEYS": f"support:{SUPPORT_KEY},admin:{ADMIN_KEY}",
-        "LIFECYCLE_LINK_SECRET": "bench-memory-link-secret-7d2f9a",
+        "LIFECYCLE_LINK_SECRET": LINK_SECRET,
         "LIFECYCLE_POSTMARK_WEBHOOK_USER": POSTMARK_USER,
         "LIFECYCLE_POSTMARK_WEBHOOK_PASSWORD": POSTMARK_PASSWORD,
     }

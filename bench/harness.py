@@ -34,6 +34,8 @@ from stripe_lifecycle.storage.migrate import upgrade
 from stripe_lifecycle.temporal_setup import start_dev_server, stop_process, wait_for_server
 
 MIB = 1024
+# Long enough for the API's and worker's start checks (at least 32 characters).
+LINK_SECRET = "bench-link-secret-Jx4Rw8Nq2Vt6Mz9Kp3"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 BIN = Path(sys.executable).parent
 
@@ -106,7 +108,7 @@ async def dev_stack(
             "LIFECYCLE_TEMPORAL_ADDRESS": address,
             "LIFECYCLE_TASK_QUEUE": task_queue,
             "LIFECYCLE_API_PORT": str(free_port()),
-            "LIFECYCLE_LINK_SECRET": "bench-link-secret-Jx4Rw8Nq2Vt6Mz9Kp3",
+            "LIFECYCLE_LINK_SECRET": LINK_SECRET,
             **settings,
         }
         yield Stack(workdir, database_url, postgres, client, task_queue, env, logs, processes)

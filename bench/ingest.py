@@ -43,6 +43,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 
 from bench.harness import (
     BIN,
+    LINK_SECRET,
     closed_loop,
     create_pg_database,
     free_port,
@@ -284,7 +285,7 @@ async def main(args: argparse.Namespace) -> None:
         "LIFECYCLE_API_PORT": str(api_port),
         "LIFECYCLE_STRIPE_WEBHOOK_SECRET": SECRET,
         "LIFECYCLE_FORWARDER_LANES": str(args.lanes),
-        "LIFECYCLE_LINK_SECRET": "bench-link-secret-Jx4Rw8Nq2Vt6Mz9Kp3",
+        "LIFECYCLE_LINK_SECRET": LINK_SECRET,
     }
     logs = (workdir / "app.log").open("wb")
     processes: list[subprocess.Popen[bytes]] = []
