@@ -34,13 +34,18 @@ class TcpProxy:
         self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
 
     async def cut(self) -> None:
+        self.cut_now()
+        await asyncio.gather(*self._relays, return_exceptions=True)
+
+    def cut_now(self) -> None:
+        """Cut without waiting for the relays to wind down: from code that cannot await
+        (an engine's event hook), at the very moment it runs."""
         assert self._server is not None, "the proxy is already cut"
         self._server.close()
         self._server = None
         for writer in self._writers:
             # A reset, not a polite FIN: the client learns at once that the peer is gone.
             writer.transport.abort()
-        await asyncio.gather(*self._relays, return_exceptions=True)
 
     async def _relay(
         self, client_reader: asyncio.StreamReader, client: asyncio.StreamWriter

@@ -10,6 +10,7 @@ import dataclasses
 from datetime import UTC, datetime
 
 from sqlalchemy import event
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlmodel import select
 from temporalio.testing import ActivityEnvironment
 
@@ -17,6 +18,8 @@ from stripe_lifecycle.activities.snapshots import SnapshotActivities, SnapshotWr
 from stripe_lifecycle.domain.ledger import BillingSnapshot, SubscriptionState
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import Customer
+
+from .tcp_proxy import tcp_proxy
 
 
 def snapshot(version: int, *, plan: str, mrr: int, email: str | None) -> BillingSnapshot:
@@ -165,3 +168,54 @@ async def test_a_snapshot_the_database_refuses_fails_only_its_own_write(
         assert sorted(ids) == sorted(s.customer_id for s in good)
     finally:
         await engine.dispose()
+
+
+async def test_an_outage_while_a_failed_batch_is_written_alone_fails_the_rest_at_once(
+    postgresql_url: str,
+) -> None:
+    async with tcp_proxy("127.0.0.1", 5432) as proxy:
+        url = make_url(postgresql_url).set(host="127.0.0.1", port=proxy.port)
+        engine = create_engine(url.render_as_string(hide_password=False))
+        errors: list[str] = []
+        cuts: list[int] = []
+        attempts_while_down: list[int] = []
+
+        def on_error(context: ExceptionContext) -> None:
+            errors.append(str(context.original_exception))
+
+        def on_checkout(*_args: object) -> None:
+            # The batch was refused (one snapshot too long): the database goes away as
+            # its snapshots are about to be written one by one.
+            if not cuts and errors and "value too long" in errors[0]:
+                cuts.append(1)
+                proxy.cut_now()
+
+        def on_connect(*_args: object) -> None:
+            if not proxy.up:
+                attempts_while_down.append(1)
+
+        event.listen(engine.sync_engine, "handle_error", on_error)
+        event.listen(engine.sync_engine.pool, "checkout", on_checkout)
+        event.listen(engine.sync_engine, "do_connect", on_connect)
+        writer = SnapshotWriter(create_sessionmaker(engine))
+        base = snapshot(1, plan="Pro", mrr=4900, email="a@x.io")
+        batch = [dataclasses.replace(base, customer_id=f"cus_{n}") for n in range(20)]
+        refused = dataclasses.replace(base, customer_id="cus_" + "x" * 300)
+        try:
+            results = await asyncio.gather(
+                *(writer.write(s) for s in [refused, *batch]), return_exceptions=True
+            )
+            # Every write failed, and the writer stopped at the first that met the outage
+            # rather than waiting on a dead database for each of the twenty.
+            assert all(isinstance(r, Exception) for r in results)
+            assert "value too long" in errors[0]
+            assert len(attempts_while_down) <= 2, attempts_while_down
+
+            # The database back: the next writes go through.
+            await proxy.restore()
+            await asyncio.gather(*(writer.write(s) for s in batch))
+            async with create_sessionmaker(engine)() as session:
+                ids = (await session.execute(select(Customer.customer_id))).scalars().all()
+            assert sorted(ids) == sorted(s.customer_id for s in batch)
+        finally:
+            await engine.dispose()

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from temporalio import activity
@@ -113,9 +113,7 @@ class SegmentActivities(Segments):
         current = [
             s.name for s in self._config.segments if evaluate(s, facts, at, self._config.seats)
         ]
-        rows = await session.execute(
-            select(SegmentMember).where(col(SegmentMember.customer_id) == customer_id)
-        )
+        rows = await session.execute(_MEMBERS, {"customer_id": customer_id})
         members = {m.segment: m for m in rows.scalars()}
         reasons = {
             s.name: why_changed(s, old_facts, old_at, facts, at, self._config.seats)
@@ -427,19 +425,24 @@ async def _last_clicks(session: AsyncSession, customer_ids: list[str]) -> dict[s
     return {customer: int(_aware(at).timestamp()) for customer, at in rows.all()}
 
 
+# The evaluation's reads of one customer, built once: SQLAlchemy keeps the cache key of a
+# statement object on it, where a statement built per evaluation is built and hashed anew.
+_USAGE = select(col(CustomerUsage.metric), col(CustomerUsage.value)).where(
+    col(CustomerUsage.customer_id) == bindparam("customer_id")
+)
+_LAST_CLICK = (
+    select(func.max(MessageClick.clicked_at))
+    .join(Message, col(Message.id) == col(MessageClick.message_id))
+    .where(col(Message.customer_id) == bindparam("customer_id"))
+)
+_MEMBERS = select(SegmentMember).where(col(SegmentMember.customer_id) == bindparam("customer_id"))
+
+
 async def _with_db_facts(session: AsyncSession, customer_id: str, facts: Facts) -> Facts:
     """The workflow's billing facts with what only the DB knows: usage the app reported
     and the last click on a tracked link in the customer's mail."""
-    usage_rows = await session.execute(
-        select(col(CustomerUsage.metric), col(CustomerUsage.value)).where(
-            col(CustomerUsage.customer_id) == customer_id
-        )
-    )
-    clicked = await session.execute(
-        select(func.max(MessageClick.clicked_at))
-        .join(Message, col(Message.id) == col(MessageClick.message_id))
-        .where(col(Message.customer_id) == customer_id)
-    )
+    usage_rows = await session.execute(_USAGE, {"customer_id": customer_id})
+    clicked = await session.execute(_LAST_CLICK, {"customer_id": customer_id})
     last_click = clicked.scalar()
     return {
         **facts,

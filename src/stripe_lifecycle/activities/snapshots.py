@@ -71,11 +71,17 @@ class SnapshotWriter:
                 # A snapshot the database refuses must not fail the others' activities:
                 # each is written alone, and only its own sees the error.
                 logger.warning("a batch of %d snapshots failed; writing each alone", len(batch))
-                for snapshot, committed in batch:
+                for index, (snapshot, committed) in enumerate(batch):
                     try:
                         await self._commit([snapshot])
                     except Exception as alone:
                         _settle(committed, alone)
+                        if database_unavailable(alone):
+                            # The database went away meanwhile: the rest would wait on it
+                            # one by one.
+                            for _, waiting in batch[index + 1 :]:
+                                _settle(waiting, alone)
+                            break
                     else:
                         _settle(committed, None)
             else:
