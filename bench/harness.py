@@ -85,13 +85,7 @@ async def dev_stack(
     SQLite file), a dev server and the environment of `lifecycle` processes on them
     (`settings` added to it); everything stopped and dropped on the way out."""
     workdir = Path(tempfile.mkdtemp(prefix=f"lifecycle-bench-{prefix}-"))
-    pg_name = None
-    if postgres:
-        pg_name = await create_pg_database()
-        database_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{pg_name}"
-    else:
-        database_url = f"sqlite+aiosqlite:///{workdir / 'lifecycle.db'}"
-    await upgrade(database_url)
+    database_url, pg_name = await migrated_database(workdir, postgres=postgres)
     temporal_port = free_port()
     address = f"127.0.0.1:{temporal_port}"
     task_queue = f"bench-{uuid.uuid4().hex[:8]}"
@@ -242,6 +236,19 @@ async def wait_http(url: str, process: subprocess.Popen[bytes]) -> None:
                 pass
             await asyncio.sleep(0.1)
     raise RuntimeError(f"{url} never became ready")
+
+
+async def migrated_database(workdir: Path, *, postgres: bool) -> tuple[str, str | None]:
+    """A migrated database for a benchmark: a throwaway PostgreSQL database at
+    127.0.0.1:5432 (its URL and name, to drop), else a SQLite file in `workdir`."""
+    pg_name = None
+    if postgres:
+        pg_name = await create_pg_database()
+        database_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{pg_name}"
+    else:
+        database_url = f"sqlite+aiosqlite:///{workdir / 'lifecycle.db'}"
+    await upgrade(database_url)
+    return database_url, pg_name
 
 
 async def create_pg_database() -> str:

@@ -45,9 +45,9 @@ from bench.harness import (
     BIN,
     LINK_SECRET,
     closed_loop,
-    create_pg_database,
     free_port,
     latency,
+    migrated_database,
     tear_down,
     wait_http,
 )
@@ -57,7 +57,6 @@ from stripe_lifecycle.domain import contract
 from stripe_lifecycle.domain.events import BillingEvents, lean
 from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
 from stripe_lifecycle.intake.normalise import normalise_event
-from stripe_lifecycle.storage.migrate import upgrade
 from stripe_lifecycle.temporal_setup import start_dev_server, wait_for_server
 
 SECRET = "whsec_bench_0123456789"
@@ -260,13 +259,7 @@ def per_thousand(used: dict[str, float], events: int) -> str:
 
 async def main(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="lifecycle-bench-"))
-    pg_name = None
-    if args.sqlite:
-        database_url = f"sqlite+aiosqlite:///{workdir / 'lifecycle.db'}"
-    else:
-        pg_name = await create_pg_database()
-        database_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{pg_name}"
-    await upgrade(database_url)
+    database_url, pg_name = await migrated_database(workdir, postgres=not args.sqlite)
 
     temporal_port, api_port = free_port(), free_port()
     address = f"127.0.0.1:{temporal_port}"

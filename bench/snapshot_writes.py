@@ -27,11 +27,10 @@ from pathlib import Path
 
 from sqlalchemy import event, text
 
-from bench.harness import create_pg_database, drop_pg_database, run_benchmark
+from bench.harness import drop_pg_database, migrated_database, run_benchmark
 from stripe_lifecycle.activities.snapshots import SnapshotWriter, upsert_snapshot
 from stripe_lifecycle.domain.ledger import BillingSnapshot, SubscriptionState
 from stripe_lifecycle.storage.db import SessionMaker, create_engine, create_sessionmaker
-from stripe_lifecycle.storage.migrate import upgrade
 
 
 def snapshot(customer: int, version: int) -> BillingSnapshot:
@@ -77,13 +76,8 @@ async def cpu_per_item(items: int, work: Callable[[], Awaitable[None]]) -> float
 
 
 async def main(args: argparse.Namespace) -> None:
-    pg_name = None
-    if args.sqlite:
-        url = f"sqlite+aiosqlite:///{Path(tempfile.mkdtemp(prefix='lifecycle-bench-')) / 'db'}"
-    else:
-        pg_name = await create_pg_database()
-        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{pg_name}"
-    await upgrade(url)
+    workdir = Path(tempfile.mkdtemp(prefix="lifecycle-bench-snapshots-"))
+    url, pg_name = await migrated_database(workdir, postgres=not args.sqlite)
     engine = create_engine(url)
     commits: list[int] = []
     event.listen(engine.sync_engine, "commit", lambda _connection: commits.append(1))
