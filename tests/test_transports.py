@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from stripe_lifecycle.mail.transports import (
     OutboxTransport,
@@ -392,6 +393,29 @@ async def test_build_smtp_sends_to_the_configured_server(smtp_server: SmtpInbox)
     result = await transport.send(EMAIL)
     [delivered] = smtp_server.delivered
     assert delivered.parsed()["Message-ID"] == result.provider_message_id
+
+
+async def test_build_transport_waits_for_the_provider_as_long_as_mail_timeout_says(
+    smtp_server: SmtpInbox,
+) -> None:
+    smtp_server.data_delay = 3.0
+    settings = Settings(
+        mail_transport="smtp",
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_server.port,
+        mail_timeout=0.5,
+    )
+    started = time.monotonic()
+    with pytest.raises(UncertainSendError, match="may have been accepted"):
+        await build_transport(settings).send(EMAIL)
+    # Given up at the setting's half second, well before the server's three.
+    assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize("seconds", [0, -1, 120, 600])
+def test_mail_timeout_must_end_before_the_send_activity_does(seconds: float) -> None:
+    with pytest.raises(ValidationError, match="mail_timeout"):
+        Settings(mail_timeout=seconds)
 
 
 async def test_build_smtp_with_starttls_and_login(

@@ -154,6 +154,10 @@ class Settings(BaseSettings):
 
     mail_transport: Literal["outbox", "postmark", "smtp"] = "outbox"
     mail_from: str = "billing@example.com"
+    # Seconds a mail provider (Postmark's API, the SMTP server) is waited for per request;
+    # below the send activity's two minutes, so a provider that hangs ends the attempt
+    # with its own error (retried, or `unknown` when the message may have gone out).
+    mail_timeout: float = Field(default=30.0, gt=0, lt=120)
     postmark_server_token: SecretStr | None = None
     # Postmark's API base; set only to point at a stand-in (tests, a proxy). postmarker
     # joins "/email" to it, so a path prefix here is dropped.

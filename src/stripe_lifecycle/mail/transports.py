@@ -392,6 +392,7 @@ def build_transport(settings: Settings) -> MailTransport:
             password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
             starttls=settings.smtp_starttls,
             tls=settings.smtp_tls,
+            timeout=settings.mail_timeout,
         )
     if kind == "postmark":
         token = settings.postmark_server_token
@@ -404,6 +405,7 @@ def build_transport(settings: Settings) -> MailTransport:
             api_url=settings.postmark_api_url,
             message_stream=settings.postmark_message_stream,
             broadcast_stream=settings.postmark_broadcast_stream,
+            timeout=settings.mail_timeout,
         )
     assert_never(kind)
 
