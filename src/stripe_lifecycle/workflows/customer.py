@@ -762,7 +762,8 @@ class CustomerWorkflow(LifecycleParent):
         )
 
     async def _choose(self, trigger: ChooseAutomation) -> Automation | None:
-        """An activity: the definitions are the worker's, and the choice is recorded."""
+        """An activity (a local one in runs since `FIRST_TASK_PATCH`): the definitions are
+        the worker's, and the choice is recorded."""
         if self._local_choices:
             return await workflow.execute_local_activity_method(
                 Automations.choose_automation,
