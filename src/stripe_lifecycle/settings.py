@@ -37,6 +37,9 @@ class ConfigurationError(ValueError):
 HASHED_KEY_PREFIX = "sha256:"
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
+# How long a mail provider is waited for per request, unless LIFECYCLE_MAIL_TIMEOUT says.
+MAIL_TIMEOUT_SECONDS = 30.0
+
 # The shortest secrets accepted. The link secret signs every email link and the dashboard's
 # session cookies (which hold a role): `secrets.token_urlsafe(32)` makes 43 characters. API
 # keys are compared as SHA-256 digests without a slow hash, so only their length and
@@ -157,7 +160,7 @@ class Settings(BaseSettings):
     # Seconds a mail provider (Postmark's API, the SMTP server) is waited for per request;
     # below the send activity's two minutes, so a provider that hangs ends the attempt
     # with its own error (retried, or `unknown` when the message may have gone out).
-    mail_timeout: float = Field(default=30.0, gt=0, lt=120)
+    mail_timeout: float = Field(default=MAIL_TIMEOUT_SECONDS, gt=0, lt=120)
     postmark_server_token: SecretStr | None = None
     # Postmark's API base; set only to point at a stand-in (tests, a proxy). postmarker
     # joins "/email" to it, so a path prefix here is dropped.

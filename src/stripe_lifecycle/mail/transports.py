@@ -31,11 +31,9 @@ from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 from urllib3.exceptions import ProxyError as Urllib3ProxyError
 from urllib3.exceptions import SSLError as Urllib3SSLError
 
-from stripe_lifecycle.settings import ConfigurationError, Settings
+from stripe_lifecycle.settings import MAIL_TIMEOUT_SECONDS, ConfigurationError, Settings
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -110,7 +108,7 @@ class SmtpTransport:
         password: str | None = None,
         starttls: bool = False,
         ssl_context: ssl.SSLContext | None = None,
-        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        timeout: float = MAIL_TIMEOUT_SECONDS,
         tls: bool = False,
     ) -> None:
         if username is not None and password is None:
@@ -258,7 +256,7 @@ class PostmarkTransport:
         api_url: str | None = None,
         message_stream: str = "outbound",
         broadcast_stream: str = "broadcast",
-        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        timeout: float = MAIL_TIMEOUT_SECONDS,
     ) -> None:
         if not server_token:
             raise ValueError("a Postmark server token is required")
