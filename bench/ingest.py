@@ -321,7 +321,7 @@ async def main(args: argparse.Namespace) -> None:
             await deliver(billing.customer_id, [billing])
 
         def floor_call(
-            kind: type[NoopWorkflow | NoopWriteWorkflow], prefix: str
+            kind: type[NoopWorkflow], prefix: str
         ) -> Callable[[dict[str, Any]], Awaitable[None]]:
             async def call(event: dict[str, Any]) -> None:
                 billing = normalise_event(event)
@@ -339,7 +339,7 @@ async def main(args: argparse.Namespace) -> None:
             return call
 
         async def floor(
-            kind: type[NoopWorkflow | NoopWriteWorkflow], prefix: str
+            kind: type[NoopWorkflow], prefix: str
         ) -> tuple[float, float, dict[str, float]]:
             """The floor's calls/s, applied events/s and CPU, into workflows of `kind`."""
             events = workload(args.events, args.customers, prefix)
@@ -459,7 +459,7 @@ async def wait_idle(pid: int, quiet: float = 1.0) -> float:
 async def check_noop(
     client: Client,
     events: list[dict[str, Any]],
-    kind: type[NoopWorkflow | NoopWriteWorkflow],
+    kind: type[NoopWorkflow],
     prefix: str,
 ) -> None:
     """Every floor workflow took every event signalled to it (else the floor is wrong)."""

@@ -53,12 +53,12 @@ async def noop_write(events: int) -> int:
 
 
 @workflow.defn(name="NoopWriteWorkflow")
-class NoopWriteWorkflow:
-    """Counts the events it is signalled, and after each batch of them runs a local
+class NoopWriteWorkflow(NoopWorkflow):
+    """Takes its signals as `NoopWorkflow` does, and after each batch of them runs a local
     activity that does nothing; never ends."""
 
     def __init__(self) -> None:
-        self._events = 0
+        super().__init__()
         self._written = 0
 
     @workflow.run
@@ -69,14 +69,6 @@ class NoopWriteWorkflow:
             await workflow.execute_local_activity(
                 noop_write, self._written, start_to_close_timeout=timedelta(seconds=30)
             )
-
-    @workflow.signal(name=contract.BILLING_EVENTS_SIGNAL)
-    def billing_events(self, batch: Any) -> None:
-        self._events += len(batch["events"])
-
-    @workflow.query
-    def events(self) -> int:
-        return self._events
 
 
 async def serve(address: str, task_queue: str) -> None:
