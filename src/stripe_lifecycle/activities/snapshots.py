@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 # The most snapshots one flush writes in one transaction.
 FLUSH_LIMIT = 200
 
+# A snapshot handed to the writer, and what its activity awaits: its commit.
+Waiting = tuple[BillingSnapshot, asyncio.Future[None]]
+
 
 class SnapshotActivities(Snapshots):
     def __init__(self, sessionmaker: SessionMaker) -> None:
@@ -48,7 +51,7 @@ class SnapshotWriter:
 
     def __init__(self, sessionmaker: SessionMaker) -> None:
         self._sessionmaker = sessionmaker
-        self._queue: list[tuple[BillingSnapshot, asyncio.Future[None]]] = []
+        self._queue: list[Waiting] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def write(self, snapshot: BillingSnapshot) -> None:
@@ -65,33 +68,37 @@ class SnapshotWriter:
                 await self._commit([snapshot for snapshot, _ in batch])
             except Exception as error:
                 if database_unavailable(error) or len(batch) == 1:
-                    for _, committed in batch:
-                        _settle(committed, error)
-                    continue
-                # A snapshot the database refuses must not fail the others' activities:
-                # each is written alone, and only its own sees the error.
-                logger.warning("a batch of %d snapshots failed; writing each alone", len(batch))
-                for index, (snapshot, committed) in enumerate(batch):
-                    try:
-                        await self._commit([snapshot])
-                    except Exception as alone:
-                        _settle(committed, alone)
-                        if database_unavailable(alone):
-                            # The database went away meanwhile: the rest would wait on it
-                            # one by one.
-                            for _, waiting in batch[index + 1 :]:
-                                _settle(waiting, alone)
-                            break
-                    else:
-                        _settle(committed, None)
+                    _settle_all(batch, error)
+                else:
+                    logger.warning("a batch of %d snapshots failed; writing each alone", len(batch))
+                    await self._commit_each(batch)
             else:
-                for _, committed in batch:
-                    _settle(committed, None)
+                _settle_all(batch, None)
+
+    async def _commit_each(self, batch: list[Waiting]) -> None:
+        """A snapshot the database refuses must not fail the others' activities: each is
+        written alone, and only its own sees the error; once the database is gone, the
+        rest fail at once rather than wait on it one by one."""
+        for index, (snapshot, committed) in enumerate(batch):
+            try:
+                await self._commit([snapshot])
+            except Exception as error:
+                if database_unavailable(error):
+                    _settle_all(batch[index:], error)
+                    return
+                _settle(committed, error)
+            else:
+                _settle(committed, None)
 
     async def _commit(self, snapshots: Sequence[BillingSnapshot]) -> None:
         async with self._sessionmaker() as session:
             await upsert_snapshots(session, snapshots)
             await session.commit()
+
+
+def _settle_all(batch: list[Waiting], error: BaseException | None) -> None:
+    for _, committed in batch:
+        _settle(committed, error)
 
 
 def _settle(committed: asyncio.Future[None], error: BaseException | None) -> None:
@@ -150,15 +157,16 @@ def _row(snapshot: BillingSnapshot, now: datetime) -> dict[str, Any]:
     }
 
 
-# The upsert statement, built once per dialect: SQLAlchemy finds a statement object it has
-# seen in its compiled cache by a key it keeps on the object, where a statement built per
-# snapshot (a new `SET` clause of seventeen columns) is built, hashed and looked up anew.
-_UPSERTS: dict[str, Executable] = {}
+# The upsert statement, built once per dialect and set of columns: SQLAlchemy finds a
+# statement object it has seen in its compiled cache by a key it keeps on the object, where
+# a statement built per snapshot (a `SET` clause of seventeen columns) is built, hashed and
+# looked up anew.
+_UPSERTS: dict[tuple[str, tuple[str, ...]], Executable] = {}
 
 
 def _upsert(dialect: str, columns: tuple[str, ...]) -> Executable:
     """Insert each row, or update the stored one's `columns` unless it is newer."""
-    statement = _UPSERTS.get(dialect)
+    statement = _UPSERTS.get((dialect, columns))
     if statement is None:
         table = Customer.metadata.tables[Customer.__tablename__]
         insert = insert_for(dialect)(table)
@@ -167,7 +175,7 @@ def _upsert(dialect: str, columns: tuple[str, ...]) -> Executable:
             set_={name: insert.excluded[name] for name in columns if name != "customer_id"},
             where=table.c.snapshot_version <= insert.excluded.snapshot_version,
         )
-        _UPSERTS[dialect] = statement
+        _UPSERTS[dialect, columns] = statement
     return statement
 
 
