@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import ssl
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -405,11 +404,10 @@ async def test_build_transport_waits_for_the_provider_as_long_as_mail_timeout_sa
         smtp_port=smtp_server.port,
         mail_timeout=0.5,
     )
-    started = time.monotonic()
+    # Given up at the setting's half second: at the default 30 s the server's answer,
+    # three seconds late, would have come and the email been sent.
     with pytest.raises(UncertainSendError, match="may have been accepted"):
         await build_transport(settings).send(EMAIL)
-    # Given up at the setting's half second, well before the server's three.
-    assert time.monotonic() - started < 2.5
 
 
 @pytest.mark.parametrize("seconds", [0, -1, 120, 600])
