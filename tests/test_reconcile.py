@@ -58,8 +58,9 @@ async def both_databases(database_url: str) -> AsyncIterator[SessionMaker]:
     await engine.dispose()
 
 
-def recent(name: str, customer_id: str, seconds_ago: int) -> dict[str, Any]:
-    return corpus.event(name, "clover", customer_id, created=int(time.time()) - seconds_ago)
+def recent(name: str, customer_id: str, seconds_ago: int, now: int | None = None) -> dict[str, Any]:
+    now = int(time.time()) if now is None else now
+    return corpus.event(name, "clover", customer_id, created=now - seconds_ago)
 
 
 async def inbox(sessionmaker: SessionMaker) -> list[WebhookEvent]:
@@ -156,7 +157,12 @@ async def test_every_page_is_read_and_a_second_pass_recovers_nothing(
     sessionmaker: SessionMaker,
     stripe_api: StripeHttpServer,
 ) -> None:
-    stripe_api.state.events = [recent("invoice.paid", f"cus_Page{n}", 10 + n) for n in range(150)]
+    # One clock for all: a second ticking mid-build would give two events one time, and
+    # the order of a tie is not what this test is about.
+    now = int(time.time())
+    stripe_api.state.events = [
+        recent("invoice.paid", f"cus_Page{n}", 10 + n, now) for n in range(150)
+    ]
 
     first = await reconcile(dev_env, task_queue, sessionmaker, stripe_api)
     second = await reconcile(dev_env, task_queue, sessionmaker, stripe_api)
