@@ -2,6 +2,7 @@
 like Stripe's v1 API (expansion, `Stripe-Account`, rate limits), and its memory of what
 never changes."""
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +19,7 @@ from stripe_lifecycle.domain.stripe_reads import (
     StripeReadRequest,
 )
 from stripe_lifecycle.settings import Settings
-from stripe_lifecycle.stripe_api.client import build_stripe_client
+from stripe_lifecycle.stripe_api.client import Pacer, build_stripe_client
 
 from .fakes import STRIPE_API_KEY, StripeHttpServer, StripeState, serving
 from .fakes import coupon_object as coupon
@@ -283,3 +284,26 @@ async def test_without_an_api_key_nothing_is_read() -> None:
     answer = await read(StripeReadActivities(None), StripeReadRequest(coupon_ids=["HALF"]))
 
     assert answer == StripeReadAnswer(connected=False)
+
+
+@pytest.mark.parametrize("paced", [True, False], ids=["paced", "not"])
+async def test_a_paced_client_keeps_a_burst_of_reads_under_stripes_limit(
+    stripe_api: StripeHttpServer, paced: bool
+) -> None:
+    """Temporal hands out a burst of read activities at once; the worker's pacer, at a rate
+    below Stripe's limit (as LIFECYCLE_STRIPE_READ_RATE's default is), has each of them
+    answered, where the client without it is refused past the limit."""
+    stripe_api.state.endpoint_rate = 5
+    settings = Settings(stripe_api_key=STRIPE_API_KEY, stripe_api_base=stripe_api.url)
+    client = build_stripe_client(settings, Pacer(4) if paced else None)
+    burst = [StripeReadActivities(client) for _ in range(8)]
+
+    answers = await asyncio.gather(
+        *(read(reads, StripeReadRequest(invoice_ids=["in_card"])) for reads in burst),
+        return_exceptions=True,
+    )
+
+    refused = [a for a in answers if isinstance(a, stripe.RateLimitError)]
+    assert len(refused) == sum(stripe_api.state.over_limit.values())
+    assert (len(refused) == 0) == paced
+    assert all(isinstance(a, StripeReadAnswer) for a in answers if a not in refused)

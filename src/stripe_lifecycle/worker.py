@@ -24,7 +24,7 @@ from stripe_lifecycle.mail.templates import Brand, TemplateRenderer, load_checke
 from stripe_lifecycle.mail.transports import build_transport
 from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.storage.db import SessionMaker
-from stripe_lifecycle.stripe_api.client import build_stripe_client
+from stripe_lifecycle.stripe_api.client import Pacer, build_stripe_client
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 from stripe_lifecycle.workflows.lifecycles import LIFECYCLE_WORKFLOWS
 from stripe_lifecycle.workflows.reconcile import StripeReconcileWorkflow
@@ -145,8 +145,10 @@ def build_stripe_reads_worker(
     this queue's tasks at most LIFECYCLE_STRIPE_READ_RATE a second across every worker, so
     adding workers never breaks Stripe's rate limit."""
     queue = task_queue or settings.task_queue
-    sync = _sync_activities(client, settings, sessionmaker, queue)
-    stripe_client = build_stripe_client(settings)
+    # Every read of this worker takes turns at one pacer, at the queue's rate.
+    pacer = Pacer(settings.stripe_read_rate)
+    sync = _sync_activities(client, settings, sessionmaker, queue, pacer)
+    stripe_client = build_stripe_client(settings, pacer)
     reconciliation = ReconcileActivities(stripe_client, sessionmaker)
     return Worker(
         client,
@@ -187,10 +189,14 @@ def build_workers(
 
 
 def _sync_activities(
-    client: Client, settings: Settings, sessionmaker: SessionMaker, task_queue: str
+    client: Client,
+    settings: Settings,
+    sessionmaker: SessionMaker,
+    task_queue: str,
+    pacer: Pacer | None = None,
 ) -> SyncActivities:
     # Backfill reaches the customer workflows the way the forwarder delivers webhooks.
     deliver = temporal_delivery(
         client, ForwarderConfig(task_queue=task_queue, index_email=settings.index_email)
     )
-    return SyncActivities(build_stripe_client(settings), sessionmaker, deliver)
+    return SyncActivities(build_stripe_client(settings, pacer), sessionmaker, deliver)
