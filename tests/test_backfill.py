@@ -34,7 +34,7 @@ from stripe_lifecycle.domain.rules import (
     decide,
     started,
 )
-from stripe_lifecycle.domain.sync import EXPAND, Resource, estimate_total
+from stripe_lifecycle.domain.sync import EXPAND, Resource, estimate_in_windows, estimate_total
 from stripe_lifecycle.intake.backfill import Backfill, backfills, digest
 from stripe_lifecycle.intake.normalise import normalise_event
 
@@ -559,6 +559,41 @@ def test_estimate_total_is_never_below_what_was_read(read: int, oldest_read: int
     total = estimate_total(read, UNTIL, oldest_read, SINCE)
     assert total is not None
     assert total >= read
+
+
+@pytest.mark.parametrize(
+    ("read", "spans", "since", "expected"),
+    [
+        pytest.param(100, [(SINCE, UNTIL)], None, None, id="account-created-unknown"),
+        pytest.param(100, [], SINCE, None, id="no-window-read-yet"),
+        pytest.param(300, [(SINCE, UNTIL)], SINCE, 300, id="one-window-done"),
+        pytest.param(300, [(0, UNTIL)], SINCE, 300, id="from-the-epoch-done"),
+        pytest.param(
+            150,
+            [(UNTIL - 250 * DAY, UNTIL), (SINCE + 250 * DAY, SINCE + 500 * DAY)],
+            SINCE,
+            300,
+            id="two-windows-half-covered",
+        ),
+        pytest.param(
+            100,
+            [(UNTIL - 100 * DAY, UNTIL), (0, SINCE - 1)],
+            SINCE,
+            1000,
+            id="a-window-before-the-account-covers-nothing",
+        ),
+    ],
+)
+def test_estimate_in_windows(
+    read: int, spans: list[tuple[int, int]], since: int | None, expected: int | None
+) -> None:
+    assert estimate_in_windows(read, UNTIL, spans, since) == expected
+
+
+def test_windows_read_to_their_end_count_by_their_seconds() -> None:
+    open_window = [(UNTIL - 250 * DAY, UNTIL)]
+    assert estimate_in_windows(200, UNTIL, open_window, SINCE, covered=250 * DAY) == 400
+    assert estimate_in_windows(500, UNTIL, [], SINCE, covered=1000 * DAY) == 500
 
 
 # --- rules.backfill_decisions(): what a sync starts -----------------------------------

@@ -50,6 +50,11 @@ history when a workflow changes on purpose, behind `workflow.patched`.
   event sequence with a webhook step and a team notice across a worker restart).
 - upgrade_workflow_v1*: upgrade campaigns: offers mailed, held out, ended by an upgrade.
 - segment_sweep_workflow_v1: a sweep of the segments with time conditions.
+- stripe_sync_workflow_v1*: historical syncs reading each list as one chain of pages.
+- stripe_sync_workflow_v2_*: syncs since the `lists-read-in-windows` patch, each list
+  read in `created` windows split off side by side: a full sync; a run continued as new
+  mid-list with its windows; a run continued from a run before windows (one chain's
+  cursor, no windows). Recorded on the dev server by the sync tests.
 - stripe_reconcile_workflow_v1: a reconciliation pass over two pages of events (120, the
   first page rate-limited once), each group of event types, and the pass recorded.
 """

@@ -35,7 +35,12 @@ from stripe_lifecycle.storage.models import Conversion, Message, SyncedObject
 from stripe_lifecycle.sync_control import start_sync, sync_status
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 from stripe_lifecycle.workflows.engine import LifecycleWorkflow
-from stripe_lifecycle.workflows.sync import StripeSyncWorkflow, SyncInput
+from stripe_lifecycle.workflows.sync import (
+    ResourceProgress,
+    StripeSyncWorkflow,
+    SyncInput,
+    SyncProgress,
+)
 
 from . import corpus
 from .cli_helpers import LIFECYCLE, clean_env, run_cli
@@ -246,6 +251,11 @@ def has_ltv(cents: int, snap: BillingSnapshot) -> bool:
     return snap.ltv.get("usd", 0) == cents
 
 
+def windowed(query: dict[str, str]) -> tuple[int, int]:
+    """The `created` window a list request asked for: (gte, lte)."""
+    return int(query["created[gte]"]), int(query["created[lte]"])
+
+
 def read_all(listed: StripeState, customers: int) -> dict[str, int]:
     """What a sync of `listed` reads of each list."""
     return {
@@ -282,8 +292,16 @@ async def test_a_full_sync_fills_every_snapshot_and_a_second_changes_nothing(
         assert done["customers_delivered"] == 130
         # Every list was paged (more than 100 customers), with cards expanded, not fetched.
         lists = [r for r in stripe_api.state.requests if r.path == "/v1/customers"]
-        assert [r.query.get("starting_after") is not None for r in lists] == [False, True]
-        assert "data.invoice_settings.default_payment_method" in lists[0].expand
+        assert len(lists) == 3 and "starting_after" not in lists[0].query
+        assert all("data.invoice_settings.default_payment_method" in r.expand for r in lists)
+        # After its first page the list went on as two windows side by side: the page
+        # after the first's last customer, from the middle of what was left, and the
+        # older half, from the start to the second before that middle.
+        [chain] = [windowed(r.query) for r in lists[1:] if "starting_after" in r.query]
+        [older] = [windowed(r.query) for r in lists[1:] if "starting_after" not in r.query]
+        first = windowed(lists[0].query)
+        assert (older[0], chain[1]) == first
+        assert older[0] < older[1] == chain[0] - 1
         subs = [r for r in stripe_api.state.requests if r.path == "/v1/subscriptions"]
         assert {r.query.get("status") for r in subs} == {"all"}
         for cus, expected in account.expected.items():
@@ -417,12 +435,17 @@ async def test_a_refused_key_stops_the_sync_naming_it_and_the_sync_resumes(
         assert resumed.json()["state"] == "resumed"
         done = await finished(http, acct)
     assert done["status"] == "completed", done
-    # A list read before the stop goes on from its cursor: the first page is asked for
-    # again only if none had come, and nothing is counted twice.
+    # A list read before the stop goes on from its cursor: the first page (the newest,
+    # up to the sync's start) is asked for again only if none had come, and nothing is
+    # counted twice. A window split off later starts without a cursor, below that.
+    customers = [r for r in stripe_api.state.requests if r.path == "/v1/customers"]
+    until = windowed(customers[0].query)[1]
     from_start = [
         r
         for r in stripe_api.state.requests[before:]
-        if r.path == "/v1/customers" and "starting_after" not in r.query
+        if r.path == "/v1/customers"
+        and "starting_after" not in r.query
+        and windowed(r.query)[1] == until
     ]
     read_before = {r["resource"]: r["read"] for r in stopped["resources"]}["customers"]
     assert len(from_start) == (0 if read_before else 1)
@@ -598,3 +621,53 @@ async def test_a_long_sync_continues_as_new_with_its_cursors(
     assert progress.runs > 3
     assert {r.resource: r.read for r in progress.resources} == read_all(listed, 330)
     assert progress.customers_delivered == 330
+
+
+async def test_a_sync_begun_as_one_chain_per_list_goes_on_in_windows_from_its_cursor(
+    dev_env: WorkflowEnvironment,
+    sqlite_url: str,
+    task_queue: str,
+    stripe_api: StripeHttpServer,
+    acct: str,
+) -> None:
+    """A run from before windows, continued as new mid-list, hands this release its
+    cursors without windows: each list goes on after its cursor, with what lies before
+    the cursor neither read again nor counted twice."""
+    listed = objects(stripe_api, acct)
+    Account(listed, int(time.time())).build(150)
+    newest = sorted(listed.customers.values(), key=lambda c: (c["created"], c["id"]))[::-1]
+    until = int(time.time())
+    chain = SyncProgress(
+        account=acct,
+        until=until,
+        account_created=until - 400 * DAY,
+        resources=[
+            ResourceProgress(
+                resource="customers",
+                read=40,
+                oldest_created=newest[39]["created"],
+                cursor=newest[39]["id"],
+            ),
+            *(ResourceProgress(resource=r) for r in ("subscriptions", "invoices", "charges")),
+        ],
+    )
+    async with synced_stack(dev_env, sqlite_url, task_queue, stripe_api):
+        progress = await dev_env.client.execute_workflow(
+            StripeSyncWorkflow.run,
+            SyncInput(account=acct, progress=chain),
+            id=ids.sync_workflow_id(acct),
+            task_queue=task_queue,
+        )
+    assert {r.resource: r.read for r in progress.resources} == read_all(listed, 150)
+    customers = [r for r in stripe_api.state.requests if r.path == "/v1/customers"]
+    assert customers[0].query["starting_after"] == newest[39]["id"]
+    # No page reached above the cursor again: every window lies below the chain's first.
+    assert all(windowed(r.query)[1] <= until for r in customers)
+    assert not any(
+        "starting_after" not in r.query and windowed(r.query)[1] == until for r in customers
+    )
+    # Each window read to its end is dropped, its time kept: all of the account's, but
+    # the second between each window and the next.
+    read_to_the_end = progress.resources[0]
+    assert read_to_the_end.windows == []
+    assert 0 <= 400 * DAY - read_to_the_end.covered < len(customers)

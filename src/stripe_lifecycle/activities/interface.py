@@ -312,13 +312,15 @@ class SyncAccountInfo:
 @dataclass
 class SyncPageRequest:
     """One page of a list endpoint (`resource`), newest first, of the objects created up
-    to `until` (the sync's start: what is created after it comes by webhook), from
-    `starting_after` on."""
+    to `until` (at most the sync's start: what is created after it comes by webhook) and
+    from `since` on (a window of the list; None: from the start), from `starting_after`
+    on."""
 
     resource: str
     until: int
     account: str | None = None
     starting_after: str | None = None
+    since: int | None = None
 
 
 @dataclass

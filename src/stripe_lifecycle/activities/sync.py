@@ -120,7 +120,10 @@ class SyncActivities(StripeSync):
     async def sync_list_page(self, request: SyncPageRequest) -> SyncPageResult:
         client = self._require_client()
         resource = Resource(request.resource)
-        params: dict[str, Any] = {"limit": PAGE_SIZE, "created": {"lte": request.until}}
+        created = {"lte": request.until}
+        if request.since is not None:
+            created["gte"] = request.since
+        params: dict[str, Any] = {"limit": PAGE_SIZE, "created": created}
         if EXPAND[resource]:
             params["expand"] = EXPAND[resource]
         if resource == Resource.SUBSCRIPTIONS:
@@ -151,13 +154,13 @@ class SyncActivities(StripeSync):
                 unreadable += 1
                 activity.logger.exception("cannot read %s %s", resource, obj.get("id"))
         changed = await self._store(found, request.account)
-        created = [obj["created"] for obj in objects if isinstance(obj.get("created"), int)]
+        times = [obj["created"] for obj in objects if isinstance(obj.get("created"), int)]
         last = objects[-1].get("id") if objects else None
         return SyncPageResult(
             read=len(objects),
             changed=changed,
             next_starting_after=last if body.get("has_more") and isinstance(last, str) else None,
-            oldest_created=min(created) if created else None,
+            oldest_created=min(times) if times else None,
             rate_limited=rate_limited,
             unreadable=unreadable,
         )

@@ -3,11 +3,12 @@ workflow and the activities share it)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 
 class Resource(StrEnum):
-    """The list endpoints a sync reads, each a lane of its own."""
+    """The list endpoints a sync reads, each in windows of its own."""
 
     CUSTOMERS = "customers"
     SUBSCRIPTIONS = "subscriptions"
@@ -39,3 +40,20 @@ def estimate_total(read: int, until: int, oldest_read: int | None, since: int | 
     if covered <= 0:
         return None
     return max(read, round(read / min(1.0, covered)))
+
+
+def covered_seconds(spans: Iterable[tuple[int, int]], since: int) -> int:
+    """The seconds from `since` on that `spans` of `created` time, (oldest, newest), none
+    overlapping, cover."""
+    return sum(max(0, newest - max(oldest, since)) for oldest, newest in spans)
+
+
+def estimate_in_windows(
+    read: int, until: int, spans: Iterable[tuple[int, int]], since: int | None, covered: int = 0
+) -> int | None:
+    """`estimate_total` for a list read in windows side by side: `spans` are the stretches
+    of `created` time the open windows have read, `covered` the seconds of those read to
+    their end; what lies before `since` (the account's creation) counts for nothing."""
+    if since is None:
+        return None
+    return estimate_total(read, until, until - covered - covered_seconds(spans, since), since)

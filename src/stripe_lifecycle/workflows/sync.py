@@ -1,12 +1,16 @@
 """`StripeSyncWorkflow` (`stripe-sync-{account}`): the history a new install cannot see,
 read from Stripe's list endpoints into the customer workflows as backfill.
 
-Two phases. Listing: customers, subscriptions (`status=all`), invoices and charges, each
-a lane of one activity per page on the Stripe reads task queue (capped by Temporal at
+Two phases. Listing: customers, subscriptions (`status=all`), invoices and charges, one
+activity per page on the Stripe reads task queue (capped by Temporal at
 `LIFECYCLE_STRIPE_READ_RATE` for every worker at once), each page stored by object. Only
 objects created up to the sync's start are listed, so pages do not shift under it; what
-is created later comes by webhook. Delivering: the stored backfill, customer by customer,
-to the customer workflows, as the forwarder delivers webhooks.
+is created later comes by webhook. Each list starts as one window of `created` times;
+whenever fewer than `LANES` windows are being read, a window that has just read a page
+hands the older half of what it has left to a new window, so the long lists (invoices,
+charges) are read as several chains of pages side by side instead of one. Delivering:
+the stored backfill, customer by customer, to the customer workflows, as the forwarder
+delivers webhooks.
 
 Every cursor lives in this workflow's state: a worker lost mid-page retries that page,
 which stores nothing twice; a long sync continues as new with its state. A key Stripe
@@ -30,7 +34,12 @@ with workflow.unsafe.imports_passed_through():
         SyncPageRequest,
     )
     from stripe_lifecycle.domain import contract
-    from stripe_lifecycle.domain.sync import RESOURCES, estimate_total
+    from stripe_lifecycle.domain.sync import (
+        RESOURCES,
+        covered_seconds,
+        estimate_in_windows,
+        estimate_total,
+    )
 
 # Stripe's outages and rate limits pass; a key it refuses fails at once (non-retryable).
 STRIPE_RETRY = RetryPolicy(
@@ -46,9 +55,32 @@ DELIVERY_RETRY = RetryPolicy(
 PAGE_TIMEOUT = timedelta(minutes=3)
 PAGE_HEARTBEAT = timedelta(seconds=15)
 
+# Runs since read each list in `created` windows side by side; runs before it, one chain
+# of pages per list (replayed as they ran).
+WINDOWS_PATCH = "lists-read-in-windows"
+# Windows read at once, over every list. One window is a chain of round trips (request,
+# backfill, upsert, workflow task): about 7 pages a second on a 2-core machine, so a few
+# chains are needed to use the reads queue's rate, and more only queue behind its cap.
+LANES = 8
+# A window is split only while what it has left spans this many seconds or more.
+MIN_SPLIT_SECONDS = 120
+
 LISTING = "listing"
 DELIVERING = "delivering"
 COMPLETED = "completed"
+
+
+@dataclass
+class Window:
+    """Part of a list: the objects created from `since` to `until` (both included), read
+    newest first, the next page after `cursor`."""
+
+    since: int
+    until: int
+    cursor: str | None = None
+    # `created` of the oldest object read: what is left is `since` up to it.
+    oldest_created: int | None = None
+    done: bool = False
 
 
 @dataclass
@@ -59,10 +91,15 @@ class ResourceProgress:
     changed: int = 0
     # How many the list holds, judged from how far back the pages read reach.
     estimated_total: int | None = None
+    # The one chain of pages of a run from before `WINDOWS_PATCH` (a run since starts its
+    # first window from there).
     oldest_created: int | None = None
-    # The last object read: the next page starts after it.
     cursor: str | None = None
     done: bool = False
+    # The windows being read; one read to its end is dropped, its time added to `covered`.
+    windows: list[Window] = field(default_factory=list)
+    # Seconds of `created` time (from the account's creation on) of the windows read.
+    covered: int = 0
 
 
 @dataclass
@@ -112,6 +149,8 @@ class StripeSyncWorkflow:
         # A resumed sync may be asked to start lifecycles where the first was not.
         progress.start_lifecycles = input.start_lifecycles or progress.start_lifecycles
         self._progress = progress
+        # The windows being read, one task each.
+        self._reading: list[asyncio.Task[None]] = []
 
     @workflow.query
     def progress(self) -> SyncProgress:
@@ -136,9 +175,12 @@ class StripeSyncWorkflow:
             progress.rate_limited += info.rate_limited
         self._describe()
         if progress.state == LISTING:
-            await asyncio.gather(
-                *(self._list(r, reads_queue) for r in progress.resources if not r.done)
-            )
+            if workflow.patched(WINDOWS_PATCH):
+                await self._list_in_windows(reads_queue)
+            else:
+                await asyncio.gather(
+                    *(self._list(r, reads_queue) for r in progress.resources if not r.done)
+                )
             if not all(r.done for r in progress.resources):
                 self._continue_as_new()
             progress.state = DELIVERING
@@ -211,6 +253,104 @@ class StripeSyncWorkflow:
             )
             self._describe()
 
+    async def _list_in_windows(self, reads_queue: str) -> None:
+        progress = self._progress
+        assert progress.until is not None
+        for resource in progress.resources:
+            if not resource.done and not resource.windows:
+                # The whole list, or what a run before windows had left of its chain. From
+                # the epoch, not the account's creation: an object dated before it (copied
+                # from another account, say) is listed all the same.
+                resource.windows.append(
+                    Window(
+                        since=0,
+                        until=progress.until,
+                        cursor=resource.cursor,
+                        oldest_created=resource.oldest_created,
+                    )
+                )
+        for resource in progress.resources:
+            for window in resource.windows:
+                if not window.done:
+                    self._read_in_task(resource, window, reads_queue)
+        while self._reading:
+            await workflow.wait_condition(lambda: any(t.done() for t in self._reading))
+            for task in [t for t in self._reading if t.done()]:
+                self._reading.remove(task)
+                # A window's error (a key Stripe refuses) is the run's.
+                task.result()
+
+    def _read_in_task(self, resource: ResourceProgress, window: Window, reads_queue: str) -> None:
+        self._reading.append(asyncio.create_task(self._read(resource, window, reads_queue)))
+
+    async def _read(self, resource: ResourceProgress, window: Window, reads_queue: str) -> None:
+        """Read `window` page by page until it ends or the history is full, splitting it
+        while lanes are free."""
+        progress = self._progress
+        while not window.done and not self._history_full():
+            page = await workflow.execute_activity_method(
+                StripeSync.sync_list_page,
+                SyncPageRequest(
+                    resource=resource.resource,
+                    until=window.until,
+                    since=window.since,
+                    account=progress.account,
+                    starting_after=window.cursor,
+                ),
+                task_queue=reads_queue,
+                start_to_close_timeout=PAGE_TIMEOUT,
+                heartbeat_timeout=PAGE_HEARTBEAT,
+                retry_policy=STRIPE_RETRY,
+            )
+            resource.read += page.read
+            resource.changed += page.changed
+            progress.rate_limited += page.rate_limited
+            progress.unreadable += page.unreadable
+            if page.oldest_created is not None:
+                window.oldest_created = min(
+                    page.oldest_created, window.oldest_created or page.oldest_created
+                )
+            window.cursor = page.next_starting_after or window.cursor
+            window.done = page.next_starting_after is None
+            if window.done:
+                resource.windows.remove(window)
+                resource.covered += covered_seconds(
+                    [(window.since, window.until)], progress.account_created or 0
+                )
+            else:
+                self._split(resource, window, reads_queue)
+            resource.done = not resource.windows
+            resource.estimated_total = resource.read if resource.done else self._estimate(resource)
+            self._describe()
+
+    def _split(self, resource: ResourceProgress, window: Window, reads_queue: str) -> None:
+        """Hand the older half of what `window` has left to a new window, read beside it,
+        when a lane is free. Between two of its pages: no page of `window` is in flight
+        with the old bounds, so no object is read by both."""
+        if len(self._reading) >= LANES or self._history_full() or window.oldest_created is None:
+            return
+        # Halved by time from the account's creation: before it there is next to nothing.
+        lowest = max(window.since, self._progress.account_created or 0)
+        left = window.oldest_created - lowest
+        if left < 2 * MIN_SPLIT_SECONDS:
+            return
+        middle = lowest + left // 2
+        older = Window(since=window.since, until=middle - 1)
+        window.since = middle
+        resource.windows.append(older)
+        self._read_in_task(resource, older, reads_queue)
+
+    def _estimate(self, resource: ResourceProgress) -> int | None:
+        """The list's size judged from the time its windows have read."""
+        progress = self._progress
+        assert progress.until is not None
+        spans = [
+            (w.oldest_created, w.until) for w in resource.windows if w.oldest_created is not None
+        ]
+        return estimate_in_windows(
+            resource.read, progress.until, spans, progress.account_created, resource.covered
+        )
+
     def _history_full(self) -> bool:
         info = workflow.info()
         return (
@@ -236,7 +376,10 @@ class StripeSyncWorkflow:
         for r in progress.resources:
             total = r.estimated_total
             of = "" if total is None else (f" / {total:,}" if r.done else f" / ~{total:,}")
-            lines.append(f"**{r.resource}** {r.read:,}{of}" + (" ✓" if r.done else ""))
+            side_by_side = f" ({len(r.windows)} windows)" if len(r.windows) > 1 else ""
+            lines.append(
+                f"**{r.resource}** {r.read:,}{of}{side_by_side}" + (" ✓" if r.done else "")
+            )
         lines.append(
             f"**delivered** {progress.customers_delivered:,} customers"
             f" · **429s** {progress.rate_limited}"
