@@ -25,15 +25,17 @@ class Pacer:
     def __init__(self, rate: float) -> None:
         self._interval = 1.0 / rate
         self._next = 0.0
+        self._turns = asyncio.Lock()
 
     async def wait(self) -> None:
-        """Return at this request's turn: the slot is taken before waiting, so concurrent
-        requests line up one interval apart."""
-        now = time.monotonic()
-        start = max(now, self._next)
-        self._next = start + self._interval
-        if start > now:
-            await asyncio.sleep(start - now)
+        """Return at this request's turn. Requests wait one at a time, and the next turn
+        counts from when this one's wait ended: an event loop busy elsewhere that wakes
+        several waiters late would otherwise let them all go at once."""
+        async with self._turns:
+            delay = self._next - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._next = time.monotonic() + self._interval
 
 
 class PacedHTTPXClient(stripe.HTTPXClient):
