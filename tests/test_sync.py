@@ -553,8 +553,9 @@ async def test_a_worker_killed_mid_sync_resumes_with_no_duplicate_and_no_gap(
         LIFECYCLE_LINK_SECRET=LINK_SECRET,
         LIFECYCLE_STRIPE_API_KEY=STRIPE_API_KEY,
         LIFECYCLE_STRIPE_API_BASE=stripe_api.url,
-        # Under the endpoint's limit however the lanes share it: only the cap on the
-        # Stripe reads task queue keeps four concurrent lists from a 429.
+        # Under the endpoint's limit however the windows share it: only the cap on the
+        # Stripe reads task queue and the worker's pacer at that rate keep up to eight
+        # windows, several of one list, from a 429.
         LIFECYCLE_STRIPE_READ_RATE="2",
     )
     log = tmp_path / "worker.log"
