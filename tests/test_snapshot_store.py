@@ -6,11 +6,15 @@ alone."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 from temporalio.testing import ActivityEnvironment
 
@@ -19,7 +23,28 @@ from stripe_lifecycle.domain.ledger import BillingSnapshot, SubscriptionState
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import Customer
 
-from .tcp_proxy import tcp_proxy
+from .tcp_proxy import TcpProxy, tcp_proxy
+
+
+@contextlib.asynccontextmanager
+async def engine_at(url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    async with engine_at(database_url) as on_either:
+        yield on_either
+
+
+@pytest.fixture
+async def postgresql(postgresql_url: str) -> AsyncIterator[AsyncEngine]:
+    async with engine_at(postgresql_url) as on_postgresql:
+        yield on_postgresql
 
 
 def snapshot(version: int, *, plan: str, mrr: int, email: str | None) -> BillingSnapshot:
@@ -60,56 +85,51 @@ def subscription(version: int, *, plan: str, mrr: int) -> SubscriptionState:
 
 
 async def test_newer_snapshots_replace_every_column_and_older_ones_change_nothing(
-    database_url: str,
+    engine: AsyncEngine,
 ) -> None:
-    engine = create_engine(database_url)
     sessionmaker = create_sessionmaker(engine)
     store = SnapshotActivities(sessionmaker)
     env = ActivityEnvironment()
-    try:
-        await env.run(store.persist_snapshot, snapshot(2, plan="Pro", mrr=4900, email="a@x.io"))
-        # A retry of an earlier batch's write, arriving late.
-        await env.run(store.persist_snapshot, snapshot(1, plan="Starter", mrr=900, email=None))
-        async with sessionmaker() as session:
-            kept = await session.get(Customer, "cus_store")
-            assert kept is not None
-            assert (kept.snapshot_version, kept.plan, kept.mrr_cents, kept.email) == (
-                2,
-                "Pro",
-                4900,
-                "a@x.io",
-            )
-            assert kept.mrr == {"usd": 4900} and kept.mrr_exact
-            first_update = kept.updated_at
+    await env.run(store.persist_snapshot, snapshot(2, plan="Pro", mrr=4900, email="a@x.io"))
+    # A retry of an earlier batch's write, arriving late.
+    await env.run(store.persist_snapshot, snapshot(1, plan="Starter", mrr=900, email=None))
+    async with sessionmaker() as session:
+        kept = await session.get(Customer, "cus_store")
+        assert kept is not None
+        assert (kept.snapshot_version, kept.plan, kept.mrr_cents, kept.email) == (
+            2,
+            "Pro",
+            4900,
+            "a@x.io",
+        )
+        assert kept.mrr == {"usd": 4900} and kept.mrr_exact
+        first_update = kept.updated_at
 
-        # The same version again (a retried activity) and a newer one both write.
-        await env.run(store.persist_snapshot, snapshot(2, plan="Pro", mrr=4900, email="a@x.io"))
-        await env.run(store.persist_snapshot, snapshot(3, plan="Team", mrr=9900, email=None))
-        async with sessionmaker() as session:
-            stored = await session.get(Customer, "cus_store")
-            assert stored is not None
-            assert stored.snapshot_version == 3
-            assert (stored.plan, stored.mrr_cents, stored.email, stored.ltv_cents) == (
-                "Team",
-                9900,
-                None,
-                30,
-            )
-            assert stored.mrr == {"usd": 9900} and stored.ltv == {"usd": 30}
-            assert not stored.mrr_exact
-            assert stored.customer_since == datetime.fromtimestamp(1_700_000_000, UTC)
-            # The subscription's own payload is working memory, not part of the read model.
-            assert [s["plan"] for s in stored.subscriptions] == ["Team"]
-            assert all("subscription" not in s for s in stored.subscriptions)
-            assert stored.updated_at >= first_update
-    finally:
-        await engine.dispose()
+    # The same version again (a retried activity) and a newer one both write.
+    await env.run(store.persist_snapshot, snapshot(2, plan="Pro", mrr=4900, email="a@x.io"))
+    await env.run(store.persist_snapshot, snapshot(3, plan="Team", mrr=9900, email=None))
+    async with sessionmaker() as session:
+        stored = await session.get(Customer, "cus_store")
+        assert stored is not None
+        assert stored.snapshot_version == 3
+        assert (stored.plan, stored.mrr_cents, stored.email, stored.ltv_cents) == (
+            "Team",
+            9900,
+            None,
+            30,
+        )
+        assert stored.mrr == {"usd": 9900} and stored.ltv == {"usd": 30}
+        assert not stored.mrr_exact
+        assert stored.customer_since == datetime.fromtimestamp(1_700_000_000, UTC)
+        # The subscription's own payload is working memory, not part of the read model.
+        assert [s["plan"] for s in stored.subscriptions] == ["Team"]
+        assert all("subscription" not in s for s in stored.subscriptions)
+        assert stored.updated_at >= first_update
 
 
 async def test_concurrent_writes_share_one_transaction_and_the_newest_of_a_customer_wins(
-    database_url: str,
+    engine: AsyncEngine,
 ) -> None:
-    engine = create_engine(database_url)
     commits: list[int] = []
     event.listen(engine.sync_engine, "commit", lambda _connection: commits.append(1))
     sessionmaker = create_sessionmaker(engine)
@@ -119,55 +139,48 @@ async def test_concurrent_writes_share_one_transaction_and_the_newest_of_a_custo
     # One customer's two batches in flight at once, the newer one handed over first.
     newer = snapshot(3, plan="Team", mrr=9900, email="a@x.io")
     older = snapshot(2, plan="Starter", mrr=900, email="a@x.io")
-    try:
-        await asyncio.gather(*(writer.write(s) for s in [newer, *others, older]))
-        # Every write waited for its commit; the first flush took all that were waiting.
-        assert len(commits) == 1
-        async with sessionmaker() as session:
-            stored = {c.customer_id: c for c in (await session.execute(select(Customer))).scalars()}
-        assert len(stored) == 41
-        assert (stored["cus_store"].snapshot_version, stored["cus_store"].plan) == (3, "Team")
+    await asyncio.gather(*(writer.write(s) for s in [newer, *others, older]))
+    # Every write waited for its commit; the first flush took all that were waiting.
+    assert len(commits) == 1
+    async with sessionmaker() as session:
+        stored = {c.customer_id: c for c in (await session.execute(select(Customer))).scalars()}
+    assert len(stored) == 41
+    assert (stored["cus_store"].snapshot_version, stored["cus_store"].plan) == (3, "Team")
 
-        # Writes that arrive while a flush runs go in the next one.
-        commits.clear()
-        first = asyncio.create_task(writer.write(dataclasses.replace(base, events_applied=5)))
-        await asyncio.sleep(0)
-        later = [dataclasses.replace(s, events_applied=6, plan="Team") for s in others[:10]]
-        await asyncio.gather(first, *(writer.write(s) for s in later))
-        assert len(commits) == 2
-    finally:
-        await engine.dispose()
+    # Writes that arrive while a flush runs go in the next one.
+    commits.clear()
+    first = asyncio.create_task(writer.write(dataclasses.replace(base, events_applied=5)))
+    await asyncio.sleep(0)
+    later = [dataclasses.replace(s, events_applied=6, plan="Team") for s in others[:10]]
+    await asyncio.gather(first, *(writer.write(s) for s in later))
+    assert len(commits) == 2
 
 
 async def test_a_snapshot_the_database_refuses_fails_only_its_own_write(
-    postgresql_url: str,
+    postgresql: AsyncEngine,
 ) -> None:
-    engine = create_engine(postgresql_url)
-    sessionmaker = create_sessionmaker(engine)
+    sessionmaker = create_sessionmaker(postgresql)
     writer = SnapshotWriter(sessionmaker)
     base = snapshot(1, plan="Pro", mrr=4900, email="a@x.io")
     good = [dataclasses.replace(base, customer_id=f"cus_{n}") for n in range(5)]
     # Longer than the column: PostgreSQL refuses it (the intake bounds ids; this is the
     # writer's own guard).
     refused = dataclasses.replace(base, customer_id="cus_" + "x" * 300)
-    try:
-        results = await asyncio.gather(
-            *(writer.write(s) for s in [*good[:2], refused, *good[2:]]), return_exceptions=True
-        )
-        assert [isinstance(r, Exception) for r in results] == [
-            False,
-            False,
-            True,
-            False,
-            False,
-            False,
-        ]
-        assert "value too long" in str(results[2])
-        async with sessionmaker() as session:
-            ids = (await session.execute(select(Customer.customer_id))).scalars().all()
-        assert sorted(ids) == sorted(s.customer_id for s in good)
-    finally:
-        await engine.dispose()
+    results = await asyncio.gather(
+        *(writer.write(s) for s in [*good[:2], refused, *good[2:]]), return_exceptions=True
+    )
+    assert [isinstance(r, Exception) for r in results] == [
+        False,
+        False,
+        True,
+        False,
+        False,
+        False,
+    ]
+    assert "value too long" in str(results[2])
+    async with sessionmaker() as session:
+        ids = (await session.execute(select(Customer.customer_id))).scalars().all()
+    assert sorted(ids) == sorted(s.customer_id for s in good)
 
 
 async def test_an_outage_while_a_failed_batch_is_written_alone_fails_the_rest_at_once(
@@ -175,47 +188,48 @@ async def test_an_outage_while_a_failed_batch_is_written_alone_fails_the_rest_at
 ) -> None:
     async with tcp_proxy("127.0.0.1", 5432) as proxy:
         url = make_url(postgresql_url).set(host="127.0.0.1", port=proxy.port)
-        engine = create_engine(url.render_as_string(hide_password=False))
-        errors: list[str] = []
-        cuts: list[int] = []
-        attempts_while_down: list[int] = []
+        async with engine_at(url.render_as_string(hide_password=False)) as engine:
+            await _written_alone_until_the_outage(engine, proxy)
 
-        def on_error(context: ExceptionContext) -> None:
-            errors.append(str(context.original_exception))
 
-        def on_checkout(*_args: object) -> None:
-            # The batch was refused (one snapshot too long): the database goes away as
-            # its snapshots are about to be written one by one.
-            if not cuts and errors and "value too long" in errors[0]:
-                cuts.append(1)
-                proxy.cut_now()
+async def _written_alone_until_the_outage(engine: AsyncEngine, proxy: TcpProxy) -> None:
+    errors: list[str] = []
+    cuts: list[int] = []
+    attempts_while_down: list[int] = []
 
-        def on_connect(*_args: object) -> None:
-            if not proxy.up:
-                attempts_while_down.append(1)
+    def on_error(context: ExceptionContext) -> None:
+        errors.append(str(context.original_exception))
 
-        event.listen(engine.sync_engine, "handle_error", on_error)
-        event.listen(engine.sync_engine.pool, "checkout", on_checkout)
-        event.listen(engine.sync_engine, "do_connect", on_connect)
-        writer = SnapshotWriter(create_sessionmaker(engine))
-        base = snapshot(1, plan="Pro", mrr=4900, email="a@x.io")
-        batch = [dataclasses.replace(base, customer_id=f"cus_{n}") for n in range(20)]
-        refused = dataclasses.replace(base, customer_id="cus_" + "x" * 300)
-        try:
-            results = await asyncio.gather(
-                *(writer.write(s) for s in [refused, *batch]), return_exceptions=True
-            )
-            # Every write failed, and the writer stopped at the first that met the outage
-            # rather than waiting on a dead database for each of the twenty.
-            assert all(isinstance(r, Exception) for r in results)
-            assert "value too long" in errors[0]
-            assert len(attempts_while_down) <= 2, attempts_while_down
+    def on_checkout(*_args: object) -> None:
+        # The batch was refused (one snapshot too long): the database goes away as
+        # its snapshots are about to be written one by one.
+        if not cuts and errors and "value too long" in errors[0]:
+            cuts.append(1)
+            proxy.cut_now()
 
-            # The database back: the next writes go through.
-            await proxy.restore()
-            await asyncio.gather(*(writer.write(s) for s in batch))
-            async with create_sessionmaker(engine)() as session:
-                ids = (await session.execute(select(Customer.customer_id))).scalars().all()
-            assert sorted(ids) == sorted(s.customer_id for s in batch)
-        finally:
-            await engine.dispose()
+    def on_connect(*_args: object) -> None:
+        if not proxy.up:
+            attempts_while_down.append(1)
+
+    event.listen(engine.sync_engine, "handle_error", on_error)
+    event.listen(engine.sync_engine.pool, "checkout", on_checkout)
+    event.listen(engine.sync_engine, "do_connect", on_connect)
+    writer = SnapshotWriter(create_sessionmaker(engine))
+    base = snapshot(1, plan="Pro", mrr=4900, email="a@x.io")
+    batch = [dataclasses.replace(base, customer_id=f"cus_{n}") for n in range(20)]
+    refused = dataclasses.replace(base, customer_id="cus_" + "x" * 300)
+    results = await asyncio.gather(
+        *(writer.write(s) for s in [refused, *batch]), return_exceptions=True
+    )
+    # Every write failed, and the writer stopped at the first that met the outage
+    # rather than waiting on a dead database for each of the twenty.
+    assert all(isinstance(r, Exception) for r in results)
+    assert "value too long" in errors[0]
+    assert len(attempts_while_down) <= 2, attempts_while_down
+
+    # The database back: the next writes go through.
+    await proxy.restore()
+    await asyncio.gather(*(writer.write(s) for s in batch))
+    async with create_sessionmaker(engine)() as session:
+        ids = (await session.execute(select(Customer.customer_id))).scalars().all()
+    assert sorted(ids) == sorted(s.customer_id for s in batch)
