@@ -25,7 +25,7 @@ from .conftest import running_stack
 from .events import unique_customer_id
 from .fakes import STRIPE_API_KEY, StripeHttpServer, StripeState, serving
 from .signing import signed
-from .workflow_helpers import eventually
+from .workflow_helpers import eventually, pause_as_operator
 
 
 @pytest.fixture
@@ -97,7 +97,7 @@ async def test_the_schedule_is_created_once_and_follows_the_settings(
     await ensure_reconcile_schedule(client, task_queue, timedelta(hours=1), timedelta(days=3))
     handle = client.get_schedule_handle(ids.RECONCILE_SCHEDULE_ID)
     try:
-        await handle.pause(note="paused by the operator")
+        await pause_as_operator(handle, "paused by the operator")
         # A restart (or a second replica) with other settings: the same Schedule, updated.
         await ensure_reconcile_schedule(
             client, task_queue, timedelta(minutes=30), timedelta(days=7)

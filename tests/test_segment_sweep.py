@@ -23,7 +23,7 @@ from stripe_lifecycle.workflows.segments import SegmentSweepWorkflow, SweepInput
 
 from .conftest import WorkerRig
 from .signal_recorder import SegmentsSignalRecorder
-from .workflow_helpers import DAY
+from .workflow_helpers import DAY, pause_as_operator
 
 SEGMENTS = """
 segments:
@@ -190,7 +190,7 @@ async def test_the_sweep_schedule_is_created_once_and_follows_the_interval(
     await ensure_segment_sweep_schedule(client, task_queue, timedelta(hours=1))
     handle = client.get_schedule_handle(ids.SEGMENT_SWEEP_SCHEDULE_ID)
     try:
-        await handle.pause(note="paused by the operator")
+        await pause_as_operator(handle, "paused by the operator")
         # A restart with another LIFECYCLE_SEGMENT_SWEEP_INTERVAL: the same Schedule.
         await ensure_segment_sweep_schedule(client, task_queue, timedelta(minutes=15))
         schedule = (await handle.describe()).schedule

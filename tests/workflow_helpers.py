@@ -1,6 +1,7 @@
 """Helpers shared by the workflow tests: the packaged automations, what a workflow's
-history says about when it sent its emails and ended, support's cancel update, and
-waiting for what happens in real time (the dev server, the API's forwarder)."""
+history says about when it sent its emails and ended, support's cancel update, an
+operator's pause of a Schedule, and waiting for what happens in real time (the dev
+server, the API's forwarder)."""
 
 import asyncio
 import time
@@ -10,7 +11,12 @@ from typing import Any
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
-from temporalio.client import WorkflowHandle, WorkflowHistory, WorkflowUpdateFailedError
+from temporalio.client import (
+    ScheduleHandle,
+    WorkflowHandle,
+    WorkflowHistory,
+    WorkflowUpdateFailedError,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from stripe_lifecycle.domain.automations import PACKAGED_DEFAULTS, Automation, load_automations
@@ -63,6 +69,17 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def pause_as_operator(handle: ScheduleHandle, note: str) -> None:
+    """Pause the Schedule as an operator would, and wait until the pause is in effect: the
+    server applies it to the Schedule a moment after answering."""
+    await handle.pause(note=note)
+
+    async def paused() -> bool:
+        return (await handle.describe()).schedule.state.paused
+
+    await eventually(paused, f"the pause of {handle.id}")
 
 
 async def wait_for_steps(handle: WorkflowHandle[Any, Any], count: int) -> None:
