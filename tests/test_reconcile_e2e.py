@@ -25,7 +25,7 @@ from .conftest import running_stack
 from .events import unique_customer_id
 from .fakes import STRIPE_API_KEY, StripeHttpServer, StripeState, serving
 from .signing import signed
-from .workflow_helpers import eventually, pause_as_operator
+from .workflow_helpers import eventually, pause_as_operator, schedule_every
 
 
 @pytest.fixture
@@ -102,9 +102,7 @@ async def test_the_schedule_is_created_once_and_follows_the_settings(
         await ensure_reconcile_schedule(
             client, task_queue, timedelta(minutes=30), timedelta(days=7)
         )
-        described = await handle.describe()
-        schedule = described.schedule
-        assert [i.every for i in schedule.spec.intervals] == [timedelta(minutes=30)]
+        schedule = await schedule_every(handle, timedelta(minutes=30))
         assert schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
         assert schedule.state.paused and schedule.state.note == "paused by the operator"
         action = schedule.action

@@ -23,7 +23,7 @@ from stripe_lifecycle.workflows.segments import SegmentSweepWorkflow, SweepInput
 
 from .conftest import WorkerRig
 from .signal_recorder import SegmentsSignalRecorder
-from .workflow_helpers import DAY, pause_as_operator
+from .workflow_helpers import DAY, pause_as_operator, schedule_every
 
 SEGMENTS = """
 segments:
@@ -193,8 +193,7 @@ async def test_the_sweep_schedule_is_created_once_and_follows_the_interval(
         await pause_as_operator(handle, "paused by the operator")
         # A restart with another LIFECYCLE_SEGMENT_SWEEP_INTERVAL: the same Schedule.
         await ensure_segment_sweep_schedule(client, task_queue, timedelta(minutes=15))
-        schedule = (await handle.describe()).schedule
-        assert [i.every for i in schedule.spec.intervals] == [timedelta(minutes=15)]
+        schedule = await schedule_every(handle, timedelta(minutes=15))
         assert schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
         assert schedule.state.paused and schedule.state.note == "paused by the operator"
         action = schedule.action

@@ -6,12 +6,14 @@ server, the API's forwarder)."""
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import (
+    Schedule,
     ScheduleHandle,
     WorkflowHandle,
     WorkflowHistory,
@@ -71,15 +73,37 @@ async def eventually(
         await asyncio.sleep(0.05)
 
 
+# The server applies a Schedule's pause or update through its scheduler workflow after it
+# has answered; on a loaded machine that has taken longer than 15 s.
+SCHEDULE_CHANGE_TIMEOUT = 60.0
+
+
 async def pause_as_operator(handle: ScheduleHandle, note: str) -> None:
-    """Pause the Schedule as an operator would, and wait until the pause is in effect: the
-    server applies it to the Schedule a moment after answering."""
+    """Pause the Schedule as an operator would, and wait until the pause is in effect;
+    if it never is, fail saying how the Schedule stands (who else may have changed it)."""
     await handle.pause(note=note)
+    deadline = time.monotonic() + SCHEDULE_CHANGE_TIMEOUT
+    while not (described := await handle.describe()).schedule.state.paused:
+        if time.monotonic() > deadline:
+            action = described.schedule.action
+            queue = getattr(action, "task_queue", None)
+            raise AssertionError(
+                f"the pause of {handle.id} never took effect: {described.schedule.state}, "
+                f"action on {queue}, created {described.info.created_at}, "
+                f"updated {described.info.last_updated_at}"
+            )
+        await asyncio.sleep(0.05)
 
-    async def paused() -> bool:
-        return (await handle.describe()).schedule.state.paused
 
-    await eventually(paused, f"the pause of {handle.id}")
+async def schedule_every(handle: ScheduleHandle, interval: timedelta) -> Schedule:
+    """The Schedule once an update to `interval` is in effect."""
+
+    async def updated() -> bool:
+        intervals = (await handle.describe()).schedule.spec.intervals
+        return [i.every for i in intervals] == [interval]
+
+    await eventually(updated, f"{handle.id} every {interval}", SCHEDULE_CHANGE_TIMEOUT)
+    return (await handle.describe()).schedule
 
 
 async def wait_for_steps(handle: WorkflowHandle[Any, Any], count: int) -> None:
