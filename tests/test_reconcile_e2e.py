@@ -25,7 +25,7 @@ from .conftest import running_stack
 from .events import unique_customer_id
 from .fakes import STRIPE_API_KEY, StripeHttpServer, StripeState, serving
 from .signing import signed
-from .workflow_helpers import eventually, pause_as_operator, schedule_every
+from .workflow_helpers import eventually, pause_as_operator, schedule_in_effect
 
 
 @pytest.fixture
@@ -97,12 +97,13 @@ async def test_the_schedule_is_created_once_and_follows_the_settings(
     await ensure_reconcile_schedule(client, task_queue, timedelta(hours=1), timedelta(days=3))
     handle = client.get_schedule_handle(ids.RECONCILE_SCHEDULE_ID)
     try:
+        await schedule_in_effect(handle, timedelta(hours=1), task_queue)
         await pause_as_operator(handle, "paused by the operator")
         # A restart (or a second replica) with other settings: the same Schedule, updated.
         await ensure_reconcile_schedule(
             client, task_queue, timedelta(minutes=30), timedelta(days=7)
         )
-        schedule = await schedule_every(handle, timedelta(minutes=30))
+        schedule = await schedule_in_effect(handle, timedelta(minutes=30), task_queue)
         assert schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
         assert schedule.state.paused and schedule.state.note == "paused by the operator"
         action = schedule.action

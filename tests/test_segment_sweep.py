@@ -23,7 +23,7 @@ from stripe_lifecycle.workflows.segments import SegmentSweepWorkflow, SweepInput
 
 from .conftest import WorkerRig
 from .signal_recorder import SegmentsSignalRecorder
-from .workflow_helpers import DAY, pause_as_operator, schedule_every
+from .workflow_helpers import DAY, pause_as_operator, schedule_in_effect
 
 SEGMENTS = """
 segments:
@@ -190,10 +190,11 @@ async def test_the_sweep_schedule_is_created_once_and_follows_the_interval(
     await ensure_segment_sweep_schedule(client, task_queue, timedelta(hours=1))
     handle = client.get_schedule_handle(ids.SEGMENT_SWEEP_SCHEDULE_ID)
     try:
+        await schedule_in_effect(handle, timedelta(hours=1), task_queue)
         await pause_as_operator(handle, "paused by the operator")
         # A restart with another LIFECYCLE_SEGMENT_SWEEP_INTERVAL: the same Schedule.
         await ensure_segment_sweep_schedule(client, task_queue, timedelta(minutes=15))
-        schedule = await schedule_every(handle, timedelta(minutes=15))
+        schedule = await schedule_in_effect(handle, timedelta(minutes=15), task_queue)
         assert schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
         assert schedule.state.paused and schedule.state.note == "paused by the operator"
         action = schedule.action

@@ -95,12 +95,18 @@ async def pause_as_operator(handle: ScheduleHandle, note: str) -> None:
         await asyncio.sleep(0.05)
 
 
-async def schedule_every(handle: ScheduleHandle, interval: timedelta) -> Schedule:
-    """The Schedule once an update to `interval` is in effect."""
+async def schedule_in_effect(
+    handle: ScheduleHandle, interval: timedelta, task_queue: str
+) -> Schedule:
+    """The Schedule once a create or update to `interval`, starting on `task_queue`, is in
+    effect. A Schedule of that id may be there already (another test's worker process
+    made it on this dev server): then the first ensure is an update, and a pause sent
+    before it lands is overwritten by it."""
 
     async def updated() -> bool:
-        intervals = (await handle.describe()).schedule.spec.intervals
-        return [i.every for i in intervals] == [interval]
+        schedule = (await handle.describe()).schedule
+        queue = getattr(schedule.action, "task_queue", None)
+        return [i.every for i in schedule.spec.intervals] == [interval] and queue == task_queue
 
     await eventually(updated, f"{handle.id} every {interval}", SCHEDULE_CHANGE_TIMEOUT)
     return (await handle.describe()).schedule
