@@ -142,8 +142,9 @@ def build_stripe_reads_worker(
 ) -> Worker:
     """The worker of Stripe reads (sync and reconciliation pages, what the customer
     workflows read of coupons, prices and invoice payments). Temporal hands out
-    this queue's tasks at most LIFECYCLE_STRIPE_READ_RATE a second across every worker, so
-    adding workers never breaks Stripe's rate limit."""
+    this queue's tasks at LIFECYCLE_STRIPE_READ_RATE a second on average across every
+    worker, so adding workers does not raise the rate; it hands them out in bursts, so
+    each worker also spaces its own reads at that rate (`Pacer`)."""
     queue = task_queue or settings.task_queue
     # Every read of this worker takes turns at one pacer, at the queue's rate.
     pacer = Pacer(settings.stripe_read_rate)
