@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         StripeSync,
         SyncAccountRequest,
         SyncPageRequest,
+        SyncPageResult,
     )
     from stripe_lifecycle.domain import contract
     from stripe_lifecycle.domain.sync import (
@@ -221,23 +222,7 @@ class StripeSyncWorkflow:
         progress = self._progress
         assert progress.until is not None
         while not resource.done and not self._history_full():
-            page = await workflow.execute_activity_method(
-                StripeSync.sync_list_page,
-                SyncPageRequest(
-                    resource=resource.resource,
-                    until=progress.until,
-                    account=progress.account,
-                    starting_after=resource.cursor,
-                ),
-                task_queue=reads_queue,
-                start_to_close_timeout=PAGE_TIMEOUT,
-                heartbeat_timeout=PAGE_HEARTBEAT,
-                retry_policy=STRIPE_RETRY,
-            )
-            resource.read += page.read
-            resource.changed += page.changed
-            progress.rate_limited += page.rate_limited
-            progress.unreadable += page.unreadable
+            page = await self._page(resource, reads_queue, progress.until, None, resource.cursor)
             if page.oldest_created is not None:
                 resource.oldest_created = min(
                     page.oldest_created, resource.oldest_created or page.oldest_created
@@ -252,6 +237,37 @@ class StripeSyncWorkflow:
                 )
             )
             self._describe()
+
+    async def _page(
+        self,
+        resource: ResourceProgress,
+        reads_queue: str,
+        until: int,
+        since: int | None,
+        cursor: str | None,
+    ) -> SyncPageResult:
+        """Read and store one page of `resource` (created from `since` to `until`, after
+        `cursor`), and count it."""
+        progress = self._progress
+        page = await workflow.execute_activity_method(
+            StripeSync.sync_list_page,
+            SyncPageRequest(
+                resource=resource.resource,
+                until=until,
+                since=since,
+                account=progress.account,
+                starting_after=cursor,
+            ),
+            task_queue=reads_queue,
+            start_to_close_timeout=PAGE_TIMEOUT,
+            heartbeat_timeout=PAGE_HEARTBEAT,
+            retry_policy=STRIPE_RETRY,
+        )
+        resource.read += page.read
+        resource.changed += page.changed
+        progress.rate_limited += page.rate_limited
+        progress.unreadable += page.unreadable
+        return page
 
     async def _list_in_windows(self, reads_queue: str) -> None:
         progress = self._progress
@@ -288,24 +304,9 @@ class StripeSyncWorkflow:
         while lanes are free."""
         progress = self._progress
         while not window.done and not self._history_full():
-            page = await workflow.execute_activity_method(
-                StripeSync.sync_list_page,
-                SyncPageRequest(
-                    resource=resource.resource,
-                    until=window.until,
-                    since=window.since,
-                    account=progress.account,
-                    starting_after=window.cursor,
-                ),
-                task_queue=reads_queue,
-                start_to_close_timeout=PAGE_TIMEOUT,
-                heartbeat_timeout=PAGE_HEARTBEAT,
-                retry_policy=STRIPE_RETRY,
+            page = await self._page(
+                resource, reads_queue, window.until, window.since, window.cursor
             )
-            resource.read += page.read
-            resource.changed += page.changed
-            progress.rate_limited += page.rate_limited
-            progress.unreadable += page.unreadable
             if page.oldest_created is not None:
                 window.oldest_created = min(
                     page.oldest_created, window.oldest_created or page.oldest_created
