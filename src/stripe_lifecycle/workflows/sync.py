@@ -73,15 +73,15 @@ COMPLETED = "completed"
 
 @dataclass
 class Window:
-    """Part of a list: the objects created from `since` to `until` (both included), read
-    newest first, the next page after `cursor`."""
+    """Part of a list still being read: the objects created from `since` to `until` (both
+    included), newest first, the next page after `cursor`. A window read to its end is
+    dropped from its list's `windows`."""
 
     since: int
     until: int
     cursor: str | None = None
     # `created` of the oldest object read: what is left is `since` up to it.
     oldest_created: int | None = None
-    done: bool = False
 
 
 @dataclass
@@ -287,8 +287,7 @@ class StripeSyncWorkflow:
                 )
         for resource in progress.resources:
             for window in resource.windows:
-                if not window.done:
-                    self._read_in_task(resource, window, reads_queue)
+                self._read_in_task(resource, window, reads_queue)
         while self._reading:
             await workflow.wait_condition(lambda: any(t.done() for t in self._reading))
             for task in [t for t in self._reading if t.done()]:
@@ -303,7 +302,8 @@ class StripeSyncWorkflow:
         """Read `window` page by page until it ends or the history is full, splitting it
         while lanes are free."""
         progress = self._progress
-        while not window.done and not self._history_full():
+        ended = False
+        while not ended and not self._history_full():
             page = await self._page(
                 resource, reads_queue, window.until, window.since, window.cursor
             )
@@ -312,8 +312,8 @@ class StripeSyncWorkflow:
                     page.oldest_created, window.oldest_created or page.oldest_created
                 )
             window.cursor = page.next_starting_after or window.cursor
-            window.done = page.next_starting_after is None
-            if window.done:
+            ended = page.next_starting_after is None
+            if ended:
                 resource.windows.remove(window)
                 resource.covered += covered_seconds(
                     [(window.since, window.until)], progress.account_created or 0
