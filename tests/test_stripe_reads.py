@@ -296,6 +296,7 @@ async def test_a_paced_client_keeps_a_burst_of_reads_under_stripes_limit(
     stripe_api.state.endpoint_rate = 5
     settings = Settings(stripe_api_key=STRIPE_API_KEY, stripe_api_base=stripe_api.url)
     client = build_stripe_client(settings, Pacer(4) if paced else None)
+    # An activities object each: none answers from another's memory of the invoice.
     burst = [StripeReadActivities(client) for _ in range(8)]
 
     answers = await asyncio.gather(
