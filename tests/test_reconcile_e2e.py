@@ -4,6 +4,7 @@ stores it, the API's forwarder delivers it to the customer workflow, and a late 
 of the same event is answered as a duplicate. And the `stripe-reconcile` Schedule a
 starting worker creates or updates."""
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,7 +12,18 @@ from datetime import timedelta
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import ScheduleActionStartWorkflow, ScheduleOverlapPolicy
+from temporalio.client import (
+    Client,
+    DescribeScheduleInput,
+    Interceptor,
+    OutboundInterceptor,
+    ScheduleActionStartWorkflow,
+    ScheduleDescription,
+    ScheduleOverlapPolicy,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+    UpdateScheduleInput,
+)
 from temporalio.testing import WorkflowEnvironment
 
 from stripe_lifecycle.domain import ids
@@ -111,5 +123,78 @@ async def test_the_schedule_is_created_once_and_follows_the_settings(
         assert (action.workflow, action.task_queue) == ("StripeReconcileWorkflow", task_queue)
         [lookback] = await client.data_converter.decode(list(action.args), [ReconcileInput])
         assert lookback == ReconcileInput(lookback_seconds=7 * 86_400)
+    finally:
+        await handle.delete()
+
+
+class OperatorPausesMidway(Interceptor):
+    """A worker's client on which the operator pauses the Schedule right after the worker
+    has read it and before the worker acts on what it read: the race of every restart."""
+
+    def __init__(self, operator: Client, note: str) -> None:
+        self.operator = operator
+        self.note = note
+        self.paused = False
+        self.updates_sent = 0
+
+    async def pause_once(self, schedule_id: str) -> None:
+        if not self.paused:
+            self.paused = True
+            await pause_as_operator(self.operator.get_schedule_handle(schedule_id), self.note)
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        return _PausingOutbound(next, self)
+
+
+class _PausingOutbound(OutboundInterceptor):
+    def __init__(self, next: OutboundInterceptor, race: OperatorPausesMidway) -> None:
+        super().__init__(next)
+        self.race = race
+
+    async def describe_schedule(self, input: DescribeScheduleInput) -> ScheduleDescription:
+        described = await super().describe_schedule(input)
+        await self.race.pause_once(input.id)
+        return described
+
+    async def update_schedule(self, input: UpdateScheduleInput) -> None:
+        self.race.updates_sent += 1
+        updater = input.updater
+
+        async def after_the_pause(read: ScheduleUpdateInput) -> ScheduleUpdate | None:
+            await self.race.pause_once(input.id)
+            update = updater(read)
+            assert update is None or isinstance(update, ScheduleUpdate)
+            return update
+
+        await super().update_schedule(dataclasses.replace(input, updater=after_the_pause))
+
+
+async def test_a_restart_with_the_same_settings_keeps_a_pause_made_while_it_looked(
+    dev_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    client = dev_env.client
+    await ensure_reconcile_schedule(client, task_queue, timedelta(hours=1), timedelta(days=3))
+    handle = client.get_schedule_handle(ids.RECONCILE_SCHEDULE_ID)
+    try:
+        await schedule_in_effect(handle, timedelta(hours=1), task_queue)
+        race = OperatorPausesMidway(client, "paused while a worker restarted")
+        restarting = Client(
+            client.service_client,
+            namespace=client.namespace,
+            data_converter=client.data_converter,
+            interceptors=[race],
+        )
+        await ensure_reconcile_schedule(
+            restarting, task_queue, timedelta(hours=1), timedelta(days=3)
+        )
+        # An update would carry the unpaused state the worker read, written after the pause.
+        assert race.paused and race.updates_sent == 0
+        state = (await handle.describe()).schedule.state
+        assert state.paused and state.note == "paused while a worker restarted"
+        # Any one setting changed is sent: here the lookback alone.
+        await ensure_reconcile_schedule(
+            restarting, task_queue, timedelta(hours=1), timedelta(days=7)
+        )
+        assert race.updates_sent == 1
     finally:
         await handle.delete()

@@ -19,6 +19,7 @@ import sysconfig
 from datetime import timedelta
 from pathlib import Path
 
+from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
@@ -274,7 +275,42 @@ async def _ensure_schedule(
     try:
         await client.create_schedule(schedule_id, schedule)
     except ScheduleAlreadyRunningError:
-        await client.get_schedule_handle(schedule_id).update(updated)
+        handle = client.get_schedule_handle(schedule_id)
+        if await _holds(client, (await handle.describe()).schedule, schedule):
+            # The common restart. An update writes back the state it read, so an operator's
+            # pause landing between that read and the write would be lost: send none.
+            log.info("the %s schedule already runs every %s", schedule_id, interval)
+            return
+        await handle.update(updated)
         log.info("updated the %s schedule (every %s)", schedule_id, interval)
     else:
         log.info("created the %s schedule (every %s)", schedule_id, interval)
+
+
+async def _holds(client: Client, current: Schedule, wanted: Schedule) -> bool:
+    """Whether the Schedule as described already has every setting `wanted` gives it."""
+    have, want = current.action, wanted.action
+    if not (
+        isinstance(have, ScheduleActionStartWorkflow)
+        and isinstance(want, ScheduleActionStartWorkflow)
+        and (have.workflow, have.id, have.task_queue) == (want.workflow, want.id, want.task_queue)
+        and len(have.args) == len(want.args)
+        and _intervals(current.spec) == _intervals(wanted.spec)
+        and current.policy.overlap == wanted.policy.overlap
+    ):
+        return False
+    # A described action holds its arguments and summary as payloads, encoded by our codec.
+    args = await client.data_converter.decode(
+        [arg for arg in have.args if isinstance(arg, Payload)], [type(arg) for arg in want.args]
+    )
+    summary = (
+        (await client.data_converter.decode([have.static_summary], [str]))[0]
+        if isinstance(have.static_summary, Payload)
+        else have.static_summary
+    )
+    return args == list(want.args) and summary == want.static_summary
+
+
+def _intervals(spec: ScheduleSpec) -> list[tuple[timedelta, timedelta]]:
+    # The server answers a zero offset where none was given.
+    return [(each.every, each.offset or timedelta(0)) for each in spec.intervals]
