@@ -5,6 +5,7 @@ of the same event is answered as a duplicate. And the `stripe-reconcile` Schedul
 starting worker creates or updates."""
 
 import dataclasses
+import secrets
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from stripe_lifecycle.domain import ids
 from stripe_lifecycle.domain.ledger import BillingSnapshot
+from stripe_lifecycle.payload_codec import EncryptionCodec, data_converter
 from stripe_lifecycle.temporal_setup import ensure_reconcile_schedule
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 from stripe_lifecycle.workflows.reconcile import ReconcileInput, StripeReconcileWorkflow
@@ -196,5 +198,36 @@ async def test_a_restart_with_the_same_settings_keeps_a_pause_made_while_it_look
             restarting, task_queue, timedelta(hours=1), timedelta(days=7)
         )
         assert race.updates_sent == 1
+    finally:
+        await handle.delete()
+
+
+async def test_a_schedule_whose_action_the_worker_cannot_read_is_written_again(
+    dev_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    client = dev_env.client
+    # Written while a payload key was in use, since retired: this worker runs without one.
+    retired = Client(
+        client.service_client,
+        namespace=client.namespace,
+        data_converter=data_converter(EncryptionCodec(secrets.token_bytes(32))),
+    )
+    await ensure_reconcile_schedule(retired, task_queue, timedelta(hours=1), timedelta(days=3))
+    handle = client.get_schedule_handle(ids.RECONCILE_SCHEDULE_ID)
+    try:
+        await schedule_in_effect(handle, timedelta(hours=1), task_queue)
+        await ensure_reconcile_schedule(client, task_queue, timedelta(hours=1), timedelta(days=3))
+
+        async def readable() -> bool:
+            action = (await handle.describe()).schedule.action
+            assert isinstance(action, ScheduleActionStartWorkflow)
+            try:
+                [read] = await client.data_converter.decode(list(action.args), [ReconcileInput])
+            except KeyError:  # still sealed: this client has no payload key at all
+                return False
+            assert read == ReconcileInput(lookback_seconds=3 * 86_400)
+            return True
+
+        await eventually(readable, "the Schedule's action written with today's key")
     finally:
         await handle.delete()
