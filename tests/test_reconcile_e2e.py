@@ -4,11 +4,12 @@ stores it, the API's forwarder delivers it to the customer workflow, and a late 
 of the same event is answered as a duplicate. And the `stripe-reconcile` Schedule a
 starting worker creates or updates."""
 
+import contextlib
 import dataclasses
 import secrets
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
 import pytest
@@ -20,11 +21,13 @@ from temporalio.client import (
     OutboundInterceptor,
     ScheduleActionStartWorkflow,
     ScheduleDescription,
+    ScheduleHandle,
     ScheduleOverlapPolicy,
     ScheduleUpdate,
     ScheduleUpdateInput,
     UpdateScheduleInput,
 )
+from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 
 from stripe_lifecycle.domain import ids
@@ -104,14 +107,38 @@ async def test_an_event_no_webhook_delivered_reaches_the_customer_once(
         assert len(signals) == 1
 
 
+@contextlib.asynccontextmanager
+async def reconcile_schedule(
+    worker: Client, task_queue: str, operator: Client
+) -> AsyncIterator[ScheduleHandle]:
+    """The `stripe-reconcile` Schedule as a worker on `worker`'s client leaves it (a pass
+    every hour, three days back), once in effect, in the operator's hands; deleted after."""
+    await ensure_reconcile_schedule(worker, task_queue, timedelta(hours=1), timedelta(days=3))
+    handle = operator.get_schedule_handle(ids.RECONCILE_SCHEDULE_ID)
+    try:
+        await schedule_in_effect(handle, timedelta(hours=1), task_queue)
+        yield handle
+    finally:
+        await handle.delete()
+
+
+def on_the_same_server(
+    client: Client, data_converter: DataConverter, interceptors: list[Interceptor]
+) -> Client:
+    """Another process's client of the same Temporal server and namespace."""
+    return Client(
+        client.service_client,
+        namespace=client.namespace,
+        data_converter=data_converter,
+        interceptors=interceptors,
+    )
+
+
 async def test_the_schedule_is_created_once_and_follows_the_settings(
     dev_env: WorkflowEnvironment, task_queue: str
 ) -> None:
     client = dev_env.client
-    await ensure_reconcile_schedule(client, task_queue, timedelta(hours=1), timedelta(days=3))
-    handle = client.get_schedule_handle(ids.RECONCILE_SCHEDULE_ID)
-    try:
-        await schedule_in_effect(handle, timedelta(hours=1), task_queue)
+    async with reconcile_schedule(client, task_queue, client) as handle:
         await pause_as_operator(handle, "paused by the operator")
         # A restart (or a second replica) with other settings: the same Schedule, updated.
         await ensure_reconcile_schedule(
@@ -125,8 +152,6 @@ async def test_the_schedule_is_created_once_and_follows_the_settings(
         assert (action.workflow, action.task_queue) == ("StripeReconcileWorkflow", task_queue)
         [lookback] = await client.data_converter.decode(list(action.args), [ReconcileInput])
         assert lookback == ReconcileInput(lookback_seconds=7 * 86_400)
-    finally:
-        await handle.delete()
 
 
 class OperatorPausesMidway(Interceptor):
@@ -175,17 +200,9 @@ async def test_a_restart_with_the_same_settings_keeps_a_pause_made_while_it_look
     dev_env: WorkflowEnvironment, task_queue: str
 ) -> None:
     client = dev_env.client
-    await ensure_reconcile_schedule(client, task_queue, timedelta(hours=1), timedelta(days=3))
-    handle = client.get_schedule_handle(ids.RECONCILE_SCHEDULE_ID)
-    try:
-        await schedule_in_effect(handle, timedelta(hours=1), task_queue)
+    async with reconcile_schedule(client, task_queue, client) as handle:
         race = OperatorPausesMidway(client, "paused while a worker restarted")
-        restarting = Client(
-            client.service_client,
-            namespace=client.namespace,
-            data_converter=client.data_converter,
-            interceptors=[race],
-        )
+        restarting = on_the_same_server(client, client.data_converter, [race])
         await ensure_reconcile_schedule(
             restarting, task_queue, timedelta(hours=1), timedelta(days=3)
         )
@@ -198,8 +215,6 @@ async def test_a_restart_with_the_same_settings_keeps_a_pause_made_while_it_look
             restarting, task_queue, timedelta(hours=1), timedelta(days=7)
         )
         assert race.updates_sent == 1
-    finally:
-        await handle.delete()
 
 
 async def test_a_schedule_whose_action_the_worker_cannot_read_is_written_again(
@@ -207,15 +222,10 @@ async def test_a_schedule_whose_action_the_worker_cannot_read_is_written_again(
 ) -> None:
     client = dev_env.client
     # Written while a payload key was in use, since retired: this worker runs without one.
-    retired = Client(
-        client.service_client,
-        namespace=client.namespace,
-        data_converter=data_converter(EncryptionCodec(secrets.token_bytes(32))),
+    retired = on_the_same_server(
+        client, data_converter(EncryptionCodec(secrets.token_bytes(32))), []
     )
-    await ensure_reconcile_schedule(retired, task_queue, timedelta(hours=1), timedelta(days=3))
-    handle = client.get_schedule_handle(ids.RECONCILE_SCHEDULE_ID)
-    try:
-        await schedule_in_effect(handle, timedelta(hours=1), task_queue)
+    async with reconcile_schedule(retired, task_queue, client) as handle:
         await ensure_reconcile_schedule(client, task_queue, timedelta(hours=1), timedelta(days=3))
 
         async def readable() -> bool:
@@ -229,5 +239,3 @@ async def test_a_schedule_whose_action_the_worker_cannot_read_is_written_again(
             return True
 
         await eventually(readable, "the Schedule's action written with today's key")
-    finally:
-        await handle.delete()
