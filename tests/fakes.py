@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
+from email.utils import parseaddr
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import BaseServer
 from typing import Any, Literal, Protocol, TypeVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, LoginPassword, Session
@@ -212,11 +213,25 @@ class PostmarkRequest:
     received_at: float = field(default_factory=time.time)
 
 
+@dataclass(frozen=True)
+class PostmarkMessage:
+    """An email Postmark took, as its message search lists it."""
+
+    message_id: str
+    body: dict[str, Any]
+    received_at: datetime
+
+
 @dataclass
 class PostmarkState:
     token: str
     requests: list[PostmarkRequest] = field(default_factory=list)
     message_ids: list[str] = field(default_factory=list)
+    accepted: list[PostmarkMessage] = field(default_factory=list)
+    # Each message search's query (`GET /messages/outbound`), and scripted answers to the
+    # next searches, oldest first, then the search itself.
+    searches: list[dict[str, str]] = field(default_factory=list)
+    search_replies: list[tuple[int, dict[str, Any] | bytes]] = field(default_factory=list)
     # The next answers, oldest first, then success: (HTTP status, JSON body or raw bytes),
     # None to read the request and hang up without answering, `ACCEPT` for success, or a
     # `Hold`: the email is accepted (a message id is recorded, as Postmark would have
@@ -227,9 +242,45 @@ class PostmarkState:
 
 
 class PostmarkHandler(QuietHandler):
-    """Postmark's `POST /email`, as documented: server token, JSON in and out."""
+    """Postmark's `POST /email` and outbound message search (`GET /messages/outbound`), as
+    documented: server token, JSON in and out."""
 
     server: PostmarkHttpServer
+
+    def do_GET(self) -> None:
+        state = self.server.state
+        url = urlsplit(self.path)
+        query = dict(parse_qsl(url.query))
+        if self.headers.get("X-Postmark-Server-Token") != state.token:
+            self._answer(401, {"ErrorCode": 10, "Message": "No valid Server token."})
+            return
+        if url.path != "/messages/outbound":
+            self._answer(404, b"Not found")
+            return
+        state.searches.append(query)
+        if state.search_replies:
+            self._answer(*state.search_replies.pop(0))
+            return
+        try:
+            count, offset = int(query["count"]), int(query["offset"])
+        except (KeyError, ValueError):
+            self._answer(422, {"ErrorCode": 1, "Message": "count and offset are required."})
+            return
+        if not 0 < count <= 500 or offset < 0 or count + offset > 10_000:
+            self._answer(422, {"ErrorCode": 1, "Message": "count 1-500, count + offset 10,000."})
+            return
+        found = [
+            m
+            for m in reversed(state.accepted)  # newest first
+            if _postmark_matches(m, query)
+        ]
+        self._answer(
+            200,
+            {
+                "TotalCount": len(found),
+                "Messages": [_postmark_summary(m) for m in found[offset : offset + count]],
+            },
+        )
 
     def do_POST(self) -> None:
         state = self.server.state
@@ -252,6 +303,7 @@ class PostmarkHandler(QuietHandler):
             return
         if isinstance(reply, Hold):
             state.message_ids.append(str(uuid.uuid4()))
+            state.accepted.append(PostmarkMessage(state.message_ids[-1], body, datetime.now(UTC)))
             reply.hold()
             self.close_connection = True
             return
@@ -260,6 +312,7 @@ class PostmarkHandler(QuietHandler):
             return
         message_id = str(uuid.uuid4())
         state.message_ids.append(message_id)
+        state.accepted.append(PostmarkMessage(message_id, body, datetime.now(UTC)))
         self._answer(
             200,
             {
@@ -276,6 +329,42 @@ class PostmarkHandler(QuietHandler):
             self.send_answer(status, "application/json", json.dumps(body).encode(), {})
         else:
             self.send_answer(status, "text/html", body, {})
+
+
+def _postmark_matches(message: PostmarkMessage, query: dict[str, str]) -> bool:
+    """Whether the search's filters (recipient, tag, stream) take the message. With no
+    stream named, only the default one (`outbound`): a search that leaves the stream out
+    misses broadcast mail here, as it may at Postmark."""
+    body = message.body
+    recipients = [parseaddr(address)[1].lower() for address in str(body.get("To", "")).split(",")]
+    return (
+        ("recipient" not in query or query["recipient"].lower() in recipients)
+        and ("tag" not in query or query["tag"] == body.get("Tag"))
+        and query.get("messagestream", "outbound") == body.get("MessageStream", "outbound")
+    )
+
+
+def _postmark_summary(message: PostmarkMessage) -> dict[str, Any]:
+    """A message as the search lists it: no bodies, its Metadata and when it was taken."""
+    body = message.body
+    recipients = [parseaddr(address)[1] for address in str(body.get("To", "")).split(",")]
+    return {
+        "Tag": body.get("Tag"),
+        "MessageID": message.message_id,
+        "To": [{"Email": address, "Name": None} for address in recipients],
+        "Cc": [],
+        "Bcc": [],
+        "Recipients": recipients,
+        "ReceivedAt": message.received_at.isoformat(),
+        "From": body.get("From"),
+        "Subject": body.get("Subject"),
+        "Attachments": [],
+        "Status": "Sent",
+        "TrackOpens": False,
+        "TrackLinks": "None",
+        "Metadata": body.get("Metadata") or {},
+        "MessageStream": body.get("MessageStream", "outbound"),
+    }
 
 
 class PostmarkHttpServer(LocalHttpServer):

@@ -4,14 +4,19 @@ each kind of refusal does to the message (on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from stripe_lifecycle.activities.interface import SendEmailResult
+from stripe_lifecycle.activities.mail import DOUBT_GRACE
 from stripe_lifecycle.mail.transports import (
     OutgoingEmail,
     TemporarySendError,
@@ -19,7 +24,7 @@ from stripe_lifecycle.mail.transports import (
 )
 from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.storage.db import SessionMaker, create_engine, create_sessionmaker
-from stripe_lifecycle.storage.models import MessageStatus
+from stripe_lifecycle.storage.models import Message, MessageStatus
 
 from .delivery_helpers import (
     BROADCAST_STREAM,
@@ -30,7 +35,10 @@ from .delivery_helpers import (
     postmark_transport,
     step_email,
 )
-from .fakes import POSTMARK_TOKEN, PostmarkHttpServer, running_postmark
+from .fakes import POSTMARK_TOKEN, Hold, PostmarkHttpServer, PostmarkMessage, running_postmark
+
+# When the first attempt of a send was scheduled, on Temporal's clock.
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -183,3 +191,146 @@ async def test_refused_recipients_fail_for_good_without_retrying(
     assert len(postmark.state.requests) == 1
     [row] = await message_rows(db)
     assert (row.status, row.error) == (MessageStatus.FAILED, result.error)
+
+
+def at(moment: datetime) -> ActivityEnvironment:
+    """An activity environment whose attempt Temporal scheduled at `moment`: the clock a
+    send in doubt is timed by."""
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, current_attempt_scheduled_time=moment)
+    return env
+
+
+async def test_a_send_whose_answer_never_came_is_found_at_postmark_and_not_sent_again(
+    postmark: PostmarkHttpServer, db: SessionMaker
+) -> None:
+    held = Hold()
+    postmark.state.replies.append(held)
+    mail = mail_activities(postmark_transport(postmark), db)
+
+    # Postmark takes the email and the connection drops before its answer: in doubt.
+    attempt = asyncio.create_task(at(T0).run(mail.send_email, step_email("dunning")))
+    await held.arrival()
+    held.release()
+    with pytest.raises(ApplicationError, match="may have gone out") as info:
+        await attempt
+    assert info.value.type == "SendInDoubt" and not info.value.non_retryable
+    [row] = await message_rows(db)
+    assert (row.status, row.in_doubt_since) == (MessageStatus.PENDING, T0)
+    assert "may have been accepted" in (row.error or "")
+
+    # The retry asks Postmark's search, which lists it: sent, under Postmark's id.
+    retried = await at(T0 + timedelta(seconds=5)).run(mail.send_email, step_email("dunning"))
+    again = await at(T0 + timedelta(seconds=6)).run(mail.send_email, step_email("dunning"))
+
+    assert retried.status == again.status == MessageStatus.SENT
+    [row] = await message_rows(db)
+    [taken] = postmark.state.accepted
+    assert (row.status, row.provider_message_id) == (MessageStatus.SENT, taken.message_id)
+    assert row.sent_at is not None and abs(row.sent_at - taken.received_at) < timedelta(seconds=1)
+    assert len(postmark.state.requests) == 1
+    [search] = postmark.state.searches
+    assert search == {
+        "count": "100",
+        "offset": "0",
+        "recipient": "ada@example.com",
+        "tag": "dunning/payment-failed",
+        "messagestream": TRANSACTIONAL_STREAM,
+    }
+
+
+async def test_a_send_postmark_never_took_is_sent_again_once_missing_for_the_grace(
+    postmark: PostmarkHttpServer, db: SessionMaker
+) -> None:
+    # Postmark reads the request and hangs up without taking it: the client cannot tell.
+    postmark.state.replies.append(None)
+    mail = mail_activities(postmark_transport(postmark), db)
+    with pytest.raises(ApplicationError, match="may have gone out"):
+        await at(T0).run(mail.send_email, step_email("winback"))
+
+    # Not listed, within the grace: asked again later, nothing sent.
+    almost = T0 + DOUBT_GRACE - timedelta(seconds=1)
+    with pytest.raises(ApplicationError, match="does not list it yet") as info:
+        await at(almost).run(mail.send_email, step_email("winback"))
+    assert info.value.type == "SendInDoubt"
+    assert len(postmark.state.requests) == 1 and postmark.state.accepted == []
+
+    # Still not listed once the grace has passed: it never arrived, and is sent again.
+    sent = await at(T0 + DOUBT_GRACE).run(mail.send_email, step_email("winback"))
+
+    assert sent.status == MessageStatus.SENT
+    [row] = await message_rows(db)
+    [taken] = postmark.state.accepted
+    assert (row.status, row.error, row.in_doubt_since) == (MessageStatus.SENT, None, None)
+    assert row.provider_message_id == taken.message_id
+    assert [r.body["Metadata"]["message_id"] for r in postmark.state.requests] == [row.id] * 2
+    # Win-back mail goes out on the broadcast stream, and is looked for there.
+    assert {s["messagestream"] for s in postmark.state.searches} == {BROADCAST_STREAM}
+    assert taken.body["MessageStream"] == BROADCAST_STREAM
+
+
+@pytest.mark.parametrize("lifecycle", ["dunning", "winback"])
+async def test_a_send_a_dead_worker_left_pending_is_looked_up_on_its_stream(
+    postmark: PostmarkHttpServer, db: SessionMaker, lifecycle: str
+) -> None:
+    """A worker killed mid-send leaves its row pending; Postmark took the email. Among the
+    customer's mail of that template, the search finds the one whose Metadata names it."""
+    mail = mail_activities(postmark_transport(postmark), db)
+    email = step_email(lifecycle)
+    stream = BROADCAST_STREAM if lifecycle == "winback" else TRANSACTIONAL_STREAM
+    await at(T0).run(mail.send_email, dataclasses.replace(email, step="earlier"))
+    async with db() as session:
+        session.add(
+            Message(
+                id="11111111-1111-1111-1111-111111111111",
+                send_key=f"{email.workflow_id}/{email.step}",
+                customer_id=email.customer_id,
+                workflow_id=email.workflow_id,
+                lifecycle=email.lifecycle,
+                automation=email.automation,
+                step=email.step,
+                template=email.template,
+                to="Ada <ada@example.com>",
+                transport="postmark",
+                status=MessageStatus.PENDING,
+            )
+        )
+        await session.commit()
+    accepted_at = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+    postmark.state.accepted.append(
+        PostmarkMessage(
+            "pm-1",
+            {
+                "To": "ada@example.com",
+                "Tag": email.template,
+                "MessageStream": stream,
+                "Metadata": {"message_id": "11111111-1111-1111-1111-111111111111"},
+            },
+            accepted_at,
+        )
+    )
+
+    result = await at(T0).run(mail.send_email, email)
+
+    assert result.status == MessageStatus.SENT
+    row = next(r for r in await message_rows(db) if r.step == email.step)
+    assert (row.provider_message_id, row.sent_at) == ("pm-1", accepted_at)
+    assert len(postmark.state.requests) == 1  # the earlier step's email only
+    assert [s["messagestream"] for s in postmark.state.searches] == [stream]
+
+
+async def test_a_search_postmark_cannot_answer_is_asked_again_and_sends_nothing(
+    postmark: PostmarkHttpServer, db: SessionMaker
+) -> None:
+    postmark.state.replies.append(None)
+    postmark.state.search_replies.append((503, b"<html>503 Service Unavailable</html>"))
+    mail = mail_activities(postmark_transport(postmark), db)
+    with pytest.raises(ApplicationError, match="may have gone out"):
+        await at(T0).run(mail.send_email, step_email("dunning"))
+
+    with pytest.raises(TemporarySendError, match="message search failed"):
+        await at(T0 + DOUBT_GRACE).run(mail.send_email, step_email("dunning"))
+
+    [row] = await message_rows(db)
+    assert (row.status, row.in_doubt_since) == (MessageStatus.PENDING, T0)
+    assert len(postmark.state.requests) == 1 and postmark.state.accepted == []

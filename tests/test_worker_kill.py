@@ -2,9 +2,10 @@
 restarted: in the middle of a send (the local Postmark-speaking server holds the email it
 accepted) and in the middle of a Stripe action (the local Stripe-speaking server applied
 the write and holds its answer). Nothing is lost and nothing is done twice: the email the
-kill interrupted is not sent again (its send key's row says the outcome is unknown), the
-next step's email goes out once, and the Stripe write is retried under the same
-idempotency key, which Stripe answers from the first application.
+kill interrupted is not sent again (the retry finds it in Postmark's message search, by
+the message id its Metadata carries, and records it sent), the next step's email goes out
+once, and the Stripe write is retried under the same idempotency key, which Stripe
+answers from the first application.
 
 A killed worker stops heartbeating: Temporal times its attempt out after the heartbeat
 timeout (`CALL_HEARTBEAT`, 20 s), well before the start-to-close timeout (2 minutes for a
@@ -265,14 +266,18 @@ async def test_a_worker_killed_mid_send_sends_no_email_twice(
 
     assert (result.outcome, result.steps_done) == ("sequence_finished", 2)
     first, second = await rows_of(db, handle.id)
-    # One row per send key: the interrupted send is recorded as unknown (it may have gone
-    # out, and Postmark has no idempotency key to ask with), never sent a second time.
+    # One row per send key: the interrupted send may have gone out, and Postmark has no
+    # idempotency key to send with; the retry asked its message search, which lists the
+    # email by the message id in its Metadata: sent, under Postmark's id, never twice.
     assert first.id == in_flight.id and first.send_key == in_flight.send_key
-    assert (first.status, first.error, first.sent_at) == (
-        MessageStatus.UNKNOWN,
-        "send interrupted",
+    assert (first.status, first.error, first.provider_message_id) == (
+        MessageStatus.SENT,
         None,
+        postmark.state.message_ids[0],
     )
+    assert first.sent_at is not None and first.in_doubt_since is not None
+    [search] = postmark.state.searches
+    assert (search["recipient"], search["tag"]) == ("ap@example.com", first.template)
     assert second.status == MessageStatus.SENT and second.sent_at is not None
     assert second.provider_message_id == postmark.state.message_ids[1]
     assert len({first.send_key, second.send_key}) == 2

@@ -33,12 +33,19 @@ from stripe_lifecycle.activities.http_log import log_origins_only
 from stripe_lifecycle.activities.interface import Mail, SendEmailInput, SendEmailResult, TeamNotice
 from stripe_lifecycle.activities.liveness import heartbeating
 from stripe_lifecycle.domain.attribution import NOT_TOUCHES
-from stripe_lifecycle.mail.compose import SignedLinks, compose_email, unsubscribable
+from stripe_lifecycle.mail.compose import (
+    SignedLinks,
+    compose_email,
+    mail_category,
+    unsubscribable,
+)
 from stripe_lifecycle.mail.templates import TemplateNotFound, TemplateRenderer
 from stripe_lifecycle.mail.transports import (
+    LooksUpSends,
     MailTransport,
     OutgoingEmail,
     PermanentSendError,
+    SentQuery,
     TemporarySendError,
     UncertainSendError,
 )
@@ -77,6 +84,11 @@ CAPPED = (
     MessageStatus.BOUNCED,
 )
 IN_FLIGHT = (MessageStatus.PENDING, MessageStatus.RETRYING)
+# How long a send in doubt is looked for at the provider before it is taken as never
+# accepted and sent again. Postmark lists a message it took within seconds, and no request
+# is still on its way after minutes: the client gives up after LIFECYCLE_MAIL_TIMEOUT
+# (under 120 s), and a worker killed mid-send took its connection with it.
+DOUBT_GRACE = timedelta(minutes=10)
 ONE_CLICK = {"List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
 
 # The transport (and `to`) of a team notice's Slack row; its send key is the notice's + this.
@@ -149,10 +161,13 @@ class MailActivities(Mail):
         if existing is not None and existing.status in SETTLED:
             return SendEmailResult(existing.id, existing.status, existing.error)
         if existing is not None and existing.status == MessageStatus.PENDING:
-            # An earlier attempt died between recording and finishing the send: it may
-            # have gone out. Never risk a second copy; show the doubt instead.
-            await self._finish(existing.id, MessageStatus.UNKNOWN, error="send interrupted")
-            return SendEmailResult(existing.id, MessageStatus.UNKNOWN, "send interrupted")
+            # An earlier attempt died between recording and finishing the send, or its
+            # answer never came: it may have gone out. Never risk a second copy: ask the
+            # provider, or show the doubt; send again only once the provider says it has
+            # not had it for a while.
+            settled = await self._settle_doubt(existing)
+            if settled is not None:
+                return settled
 
         message_id = existing.id if existing is not None else str(uuid.uuid4())
         addresses = SignedLinks(
@@ -230,7 +245,51 @@ class MailActivities(Mail):
             tag=request.template,
             broadcast=category == MailCategory.MARKETING,
         )
-        return await self._deliver(message_id, email)
+        return await self._deliver(message_id, email, look_up=True)
+
+    async def _settle_doubt(self, message: Message) -> SendEmailResult | None:
+        """The outcome of a send in doubt: `sent` when the provider has the message,
+        `unknown` when it cannot be asked (SMTP); None, to send it again, once the provider
+        has not had it for `DOUBT_GRACE`. Until then, fails the attempt for a retry."""
+        transport = self._transport
+        reason = message.error or "send interrupted"
+        if not isinstance(transport, LooksUpSends) or message.transport != transport.name:
+            await self._finish(message.id, MessageStatus.UNKNOWN, error=reason)
+            return SendEmailResult(message.id, MessageStatus.UNKNOWN, reason)
+        # Temporal's clock, which its retries keep (and a test server skips).
+        now = activity.info().current_attempt_scheduled_time
+        since = message.in_doubt_since or now
+        if message.in_doubt_since is None:
+            await self._doubt(message.id, since, reason)
+        found = await transport.find_sent(
+            SentQuery(
+                message_id=message.id,
+                to=message.to,
+                tag=message.template,
+                broadcast=mail_category(message.lifecycle) == MailCategory.MARKETING,
+            )
+        )
+        if found is not None:
+            await self._finish(
+                message.id,
+                MessageStatus.SENT,
+                sent_at=found.accepted_at or datetime.now(UTC),
+                provider_id=found.provider_message_id,
+            )
+            activity.logger.info("message %s in doubt was sent: the provider has it", message.id)
+            return SendEmailResult(message.id, MessageStatus.SENT)
+        if now - since < DOUBT_GRACE:
+            raise ApplicationError(
+                f"message {message.id} may have gone out ({reason}); the provider does not "
+                f"list it yet: asked again until {(since + DOUBT_GRACE).isoformat()}",
+                type="SendInDoubt",
+            )
+        activity.logger.warning(
+            "message %s in doubt since %s is not at the provider: sending it again",
+            message.id,
+            since.isoformat(),
+        )
+        return None
 
     @activity.defn(name="notify_team")
     async def notify_team(self, notice: TeamNotice) -> SendEmailResult:
@@ -479,7 +538,12 @@ class MailActivities(Mail):
             await session.commit()
         return retry_at
 
-    async def _deliver(self, message_id: str, email: OutgoingEmail) -> SendEmailResult:
+    async def _deliver(
+        self, message_id: str, email: OutgoingEmail, *, look_up: bool = False
+    ) -> SendEmailResult:
+        """Send the recorded message. `look_up`: a send in doubt stays pending and fails
+        the attempt, for the retry to ask the provider (`_settle_doubt`), where the
+        transport can; else it is unknown."""
         try:
             result = await self._transport.send(email)
         except PermanentSendError as exc:
@@ -488,6 +552,15 @@ class MailActivities(Mail):
         except UncertainSendError as exc:
             # It may have gone out (e.g. the connection dropped after the request was
             # sent): never risk a second copy.
+            if look_up and isinstance(self._transport, LooksUpSends):
+                await self._doubt(
+                    message_id, activity.info().current_attempt_scheduled_time, str(exc)
+                )
+                raise ApplicationError(
+                    f"message {message_id} may have gone out: {exc}; the provider is asked "
+                    "on the retry",
+                    type="SendInDoubt",
+                ) from exc
             await self._finish(message_id, MessageStatus.UNKNOWN, error=str(exc))
             return SendEmailResult(message_id, MessageStatus.UNKNOWN, str(exc))
         except TemporarySendError as exc:
@@ -508,6 +581,16 @@ class MailActivities(Mail):
     async def _record(self, message: Message) -> None:
         async with self._sessionmaker() as session:
             await _upsert(session, message)
+            await session.commit()
+
+    async def _doubt(self, message_id: str, since: datetime, reason: str) -> None:
+        """Mark a pending message's send in doubt since `since`, saying why."""
+        async with self._sessionmaker() as session:
+            await session.execute(
+                update(Message)
+                .where(col(Message.id) == message_id)
+                .values(in_doubt_since=since, error=reason)
+            )
             await session.commit()
 
     async def _finish(

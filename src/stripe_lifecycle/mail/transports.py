@@ -7,7 +7,8 @@ the caller's job. Its failures say what the caller may do next:
 - `TemporarySendError`: the message was certainly not accepted. Retrying is safe.
 - `UncertainSendError`: the connection failed after the message was handed over, so it
   may have been accepted. Sending again could deliver a second copy: the caller should
-  record the outcome as unknown rather than retry the send.
+  record the outcome as unknown rather than retry the send, unless the transport can
+  look the message up (`LooksUpSends`: Postmark's message search can).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
-from typing import Any, Protocol, assert_never
+from typing import Any, Protocol, assert_never, runtime_checkable
 
 import requests
 from postmarker.core import PostmarkClient
@@ -57,6 +58,20 @@ class OutgoingEmail:
 @dataclass(frozen=True)
 class SendResult:
     provider_message_id: str | None
+    # When the provider took the message, where it says so (a message found by a lookup).
+    accepted_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SentQuery:
+    """A message whose send is in doubt, as a provider's search can find it: our id (sent
+    as Metadata `message_id`), its recipient and tag, and whether it went out as
+    marketing mail (Postmark's broadcast stream)."""
+
+    message_id: str
+    to: str
+    tag: str | None
+    broadcast: bool
 
 
 class SendError(Exception):
@@ -83,6 +98,17 @@ class MailTransport(Protocol):
     name: str
 
     async def send(self, email: OutgoingEmail) -> SendResult: ...
+
+
+@runtime_checkable
+class LooksUpSends(Protocol):
+    """A transport that can tell whether the provider took a message whose send is in
+    doubt, so it is neither left unknown nor sent twice."""
+
+    async def find_sent(self, query: SentQuery) -> SendResult | None:
+        """The provider's record of the message, or None when it has none; raises
+        `TemporarySendError` when the provider cannot be asked now."""
+        ...
 
 
 class OutboxTransport:
@@ -242,6 +268,10 @@ def _quit_quietly(smtp: smtplib.SMTP) -> None:
 # 400/401 sender signature not found/confirmed, 405 not allowed to send (e.g. out of
 # credits), 412 account pending, 413 account may not send, 429 rate limit.
 POSTMARK_RETRYABLE_ERROR_CODES = frozenset({10, 100, 400, 401, 405, 412, 413, 429})
+# Postmark's message search: at most 500 a page, and count + offset within 10,000. One
+# recipient's mail of one template in the retention window is a page or two.
+SEARCH_PAGE = 100
+SEARCH_LIMIT = 10_000
 
 
 class PostmarkTransport:
@@ -318,6 +348,51 @@ class PostmarkTransport:
         if error_code:
             raise _postmark_failure(None, error_code, f"[{error_code}] {response.get('Message')}")
         return response
+
+    async def find_sent(self, query: SentQuery) -> SendResult | None:
+        """Postmark's outbound message search (`GET /messages/outbound`), by recipient, tag
+        and stream, newest first, for the message whose Metadata names our id."""
+        return await asyncio.to_thread(self._find_sent, query)
+
+    def _find_sent(self, query: SentQuery) -> SendResult | None:
+        address = parseaddr(query.to)[1] or query.to
+        stream = self._broadcast_stream if query.broadcast else self._message_stream
+        offset = 0
+        while offset + SEARCH_PAGE <= SEARCH_LIMIT:
+            try:
+                page = self._client.call(
+                    "GET",
+                    "/messages/outbound",
+                    count=SEARCH_PAGE,
+                    offset=offset,
+                    recipient=address,
+                    tag=query.tag,
+                    messagestream=stream,
+                )
+                messages = page["Messages"]
+                total = int(page["TotalCount"])
+            except (ClientError, requests.RequestException, KeyError, TypeError, ValueError) as exc:
+                # Not an answer about the message: ask again later rather than guess.
+                raise TemporarySendError(f"Postmark's message search failed: {exc}") from exc
+            for message in messages:
+                if (message.get("Metadata") or {}).get("message_id") == query.message_id:
+                    return SendResult(
+                        provider_message_id=str(message["MessageID"]),
+                        accepted_at=_postmark_time(message.get("ReceivedAt")),
+                    )
+            offset += len(messages)
+            if not messages or offset >= total:
+                return None
+        return None
+
+
+def _postmark_time(value: object) -> datetime | None:
+    """A time as Postmark writes it (ISO 8601 with its offset), in UTC; None if not one."""
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return moment.astimezone(UTC) if moment.tzinfo is not None else None
 
 
 def _status_of(error: requests.HTTPError) -> int | None:

@@ -167,7 +167,9 @@ class CustomerPublic(CustomerBase):
 
 class MessageStatus:
     # Recorded, send in progress. A row still pending when its activity is retried means
-    # the earlier attempt died mid-send: the outcome is unknown and it is not sent again.
+    # the earlier attempt died mid-send: through Postmark, whose message search can tell,
+    # it is looked up (`in_doubt_since`); otherwise the outcome is unknown and it is not
+    # sent again.
     PENDING = "pending"
     SENT = "sent"
     # Recorded only: the outbox transport, or a test-mode event to a non-allowed domain.
@@ -236,6 +238,10 @@ class Message(MessageBase, table=True):
     provider_message_id: str | None = Field(default=None, max_length=255, index=True)
     error: str | None = None
     livemode: bool = False
+    # When the send fell in doubt (the worker died mid-send, or the provider's answer never
+    # came), on Temporal's clock: a transport that can look the message up keeps asking
+    # the provider until a grace period has passed, then sends it again.
+    in_doubt_since: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 def sent_time() -> ColumnElement[datetime]:
