@@ -19,6 +19,8 @@ from stripe_lifecycle.activities.interface import SendEmailResult
 from stripe_lifecycle.activities.mail import DOUBT_GRACE
 from stripe_lifecycle.mail.transports import (
     OutgoingEmail,
+    SendResult,
+    SentQuery,
     TemporarySendError,
     build_transport,
 )
@@ -334,3 +336,38 @@ async def test_a_search_postmark_cannot_answer_is_asked_again_and_sends_nothing(
     [row] = await message_rows(db)
     assert (row.status, row.in_doubt_since) == (MessageStatus.PENDING, T0)
     assert len(postmark.state.requests) == 1 and postmark.state.accepted == []
+
+
+async def test_the_search_pages_through_a_recipients_mail_newest_first(
+    postmark: PostmarkHttpServer,
+) -> None:
+    """One customer's mail of one template can fill more than a page of the search: the
+    message in doubt is found on whichever page it falls, and a message on none is not."""
+    taken = datetime(2026, 11, 1, tzinfo=UTC)
+    for n in range(150):
+        postmark.state.accepted.append(
+            PostmarkMessage(
+                f"pm-{n}",
+                {
+                    "To": "ada@example.com",
+                    "Tag": "dunning/payment-failed",
+                    "Metadata": {"message_id": f"ours-{n}"},
+                },
+                taken + timedelta(minutes=n),
+            )
+        )
+    transport = postmark_transport(postmark)
+
+    def query(message_id: str) -> SentQuery:
+        return SentQuery(message_id, "ada@example.com", "dunning/payment-failed", broadcast=False)
+
+    oldest = await transport.find_sent(query("ours-0"))
+    assert oldest == SendResult("pm-0", accepted_at=taken)
+    assert [s["offset"] for s in postmark.state.searches] == ["0", "100"]
+    assert await transport.find_sent(query("ours-150")) is None
+    assert (
+        await transport.find_sent(
+            SentQuery("ours-0", "ada@example.com", "dunning/payment-failed", broadcast=True)
+        )
+        is None
+    )
