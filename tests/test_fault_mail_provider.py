@@ -347,3 +347,46 @@ async def test_the_last_attempt_before_the_give_up_time_records_the_notice_faile
         "given up after 12 attempts: Slack answered 503",
     )
     assert len(slack.state.received) == 2
+
+
+async def test_a_team_notice_still_in_doubt_at_the_give_up_time_is_recorded_unknown(
+    sessionmaker: SessionMaker, postmark: PostmarkHttpServer
+) -> None:
+    # Postmark reads the team email and hangs up without taking it: the send is in doubt,
+    # and its search never lists the email.
+    postmark.state.replies.append(None)
+    mail = mail_activities(
+        PostmarkTransport(POSTMARK_TOKEN, api_url=postmark.url, timeout=CLIENT_TIMEOUT),
+        sessionmaker,
+        team_email="team@example.com",
+    )
+    notice = TeamNotice(
+        key="invoice-overdue-in_1Doubt/0-notify_team",
+        customer_id="cus_Doubt1",
+        workflow_id="invoice-overdue-in_1Doubt",
+        subject="Invoice overdue: customer cus_Doubt1",
+        text="Automation overdue-faults reached step 0-notify_team.",
+        lifecycle=Lifecycle.INVOICE_OVERDUE,
+        automation="overdue-faults",
+    )
+
+    def attempt(number: int, since_scheduled: timedelta) -> ActivityEnvironment:
+        env = attempt_at(number, since_scheduled)
+        env.info = dataclasses.replace(
+            env.info, current_attempt_scheduled_time=env.info.started_time
+        )
+        return env
+
+    with pytest.raises(ApplicationError, match="may have gone out"):
+        await attempt(11, TEAM_NOTICE_GIVE_UP - timedelta(minutes=11)).run(mail.notify_team, notice)
+    # Not listed yet, and Temporal would not retry again: in doubt, so unknown, not failed
+    # (it may have gone out) and not sent again.
+    given_up = await attempt(12, TEAM_NOTICE_GIVE_UP - timedelta(minutes=9)).run(
+        mail.notify_team, notice
+    )
+
+    [row] = await message_rows(sessionmaker)
+    assert (given_up.status, given_up.message_id) == (MessageStatus.UNKNOWN, row.id)
+    assert row.status == MessageStatus.UNKNOWN
+    assert (row.error or "").startswith("given up after 12 attempts: the connection to Postmark")
+    assert len(postmark.state.requests) == 1 and len(postmark.state.searches) == 1

@@ -37,7 +37,7 @@ from stripe_lifecycle.domain.lifecycles import Lifecycle
 from stripe_lifecycle.mail.transports import SmtpTransport
 from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.storage.db import SessionMaker, create_engine, create_sessionmaker
-from stripe_lifecycle.storage.models import MessageStatus
+from stripe_lifecycle.storage.models import Message, MessageStatus
 
 from .conftest import free_port
 from .delivery_helpers import PUBLIC_URL, mail_activities, message_rows, step_email
@@ -559,3 +559,35 @@ async def test_team_notices_take_no_place_under_the_marketing_cap(
         mail.send_email, step_email("winback", customer_id=winback.customer_id)
     )
     assert sent.status == MessageStatus.SENT
+
+
+async def test_a_notice_email_a_dead_worker_left_pending_is_not_sent_again(
+    sessionmaker: SessionMaker, inbox: SmtpInbox, slack: SlackServer
+) -> None:
+    """An earlier attempt recorded the team email and died mid-send: SMTP cannot be asked
+    whether it went, so it is unknown, not sent twice; Slack's post still goes once."""
+    mail = team_mail(sessionmaker, inbox, slack)
+    async with sessionmaker() as session:
+        session.add(
+            Message(
+                id="22222222-2222-2222-2222-222222222222",
+                send_key=notice().key,
+                customer_id="cus_Slack1",
+                workflow_id=notice().workflow_id,
+                lifecycle=Lifecycle.DUNNING,
+                automation="dispute-alert",
+                step="0-notify_team",
+                template="team/notice",
+                to=TEAM,
+                transport="smtp",
+                status=MessageStatus.PENDING,
+            )
+        )
+        await session.commit()
+
+    result = await ActivityEnvironment().run(mail.notify_team, notice())
+
+    assert (result.status, result.error) == (MessageStatus.UNKNOWN, "send interrupted")
+    assert inbox.received == [] and len(slack.state.received) == 1
+    statuses = {r.transport: r.status for r in await message_rows(sessionmaker)}
+    assert statuses == {"smtp": MessageStatus.UNKNOWN, "slack": MessageStatus.SENT}

@@ -15,8 +15,9 @@ from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from stripe_lifecycle.activities.interface import SendEmailResult
+from stripe_lifecycle.activities.interface import SendEmailResult, TeamNotice
 from stripe_lifecycle.activities.mail import DOUBT_GRACE
+from stripe_lifecycle.domain.lifecycles import Lifecycle
 from stripe_lifecycle.mail.transports import (
     OutgoingEmail,
     SendResult,
@@ -371,3 +372,36 @@ async def test_the_search_pages_through_a_recipients_mail_newest_first(
         )
         is None
     )
+
+
+async def test_a_team_notice_in_doubt_is_found_on_the_transactional_stream(
+    postmark: PostmarkHttpServer, db: SessionMaker
+) -> None:
+    """Team notices go out as transactional mail whatever the lifecycle (a win-back's
+    included), and a doubtful one is looked for there."""
+    held = Hold()
+    postmark.state.replies.append(held)
+    mail = mail_activities(postmark_transport(postmark), db, team_email="team@example.com")
+    notice = TeamNotice(
+        key="winback-cus_Team1-1/0-notify_team",
+        customer_id="cus_Team1",
+        workflow_id="winback-cus_Team1-1",
+        subject="Win-back started: customer cus_Team1",
+        text="Automation winback-default reached step 0-notify_team.",
+        lifecycle=Lifecycle.WINBACK,
+        automation="winback-default",
+    )
+    attempt = asyncio.create_task(at(T0).run(mail.notify_team, notice))
+    await held.arrival()
+    held.release()
+    with pytest.raises(ApplicationError, match="may have gone out"):
+        await attempt
+
+    found = await at(T0 + timedelta(seconds=5)).run(mail.notify_team, notice)
+
+    assert found.status == MessageStatus.SENT
+    [row] = await message_rows(db)
+    assert row.provider_message_id == postmark.state.message_ids[0]
+    assert len(postmark.state.requests) == 1
+    [search] = postmark.state.searches
+    assert (search["tag"], search["messagestream"]) == ("team/notice", TRANSACTIONAL_STREAM)

@@ -101,6 +101,14 @@ def default_slack_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=SLACK_TIMEOUT_SECONDS, follow_redirects=False)
 
 
+class SendInDoubt(ApplicationError):
+    """A send that may have gone out, which the provider does not list (yet): retried, so
+    the next attempt asks it again."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, type="SendInDoubt")
+
+
 def slack_escape(text: str) -> str:
     """Text as Slack mrkdwn shows it literally (Slack's three control characters)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -165,7 +173,8 @@ class MailActivities(Mail):
             # answer never came: it may have gone out. Never risk a second copy: ask the
             # provider, or show the doubt; send again only once the provider says it has
             # not had it for a while.
-            settled = await self._settle_doubt(existing)
+            marketing = mail_category(existing.lifecycle) == MailCategory.MARKETING
+            settled = await self._settle_doubt(existing, broadcast=marketing)
             if settled is not None:
                 return settled
 
@@ -245,12 +254,13 @@ class MailActivities(Mail):
             tag=request.template,
             broadcast=category == MailCategory.MARKETING,
         )
-        return await self._deliver(message_id, email, look_up=True)
+        return await self._deliver(message_id, email)
 
-    async def _settle_doubt(self, message: Message) -> SendEmailResult | None:
+    async def _settle_doubt(self, message: Message, *, broadcast: bool) -> SendEmailResult | None:
         """The outcome of a send in doubt: `sent` when the provider has the message,
         `unknown` when it cannot be asked (SMTP); None, to send it again, once the provider
-        has not had it for `DOUBT_GRACE`. Until then, fails the attempt for a retry."""
+        has not had it for `DOUBT_GRACE`. Until then, fails the attempt for a retry.
+        `broadcast`: it went out as marketing mail (Postmark's broadcast stream)."""
         transport = self._transport
         reason = message.error or "send interrupted"
         if not isinstance(transport, LooksUpSends) or message.transport != transport.name:
@@ -266,7 +276,7 @@ class MailActivities(Mail):
                 message_id=message.id,
                 to=message.to,
                 tag=message.template,
-                broadcast=mail_category(message.lifecycle) == MailCategory.MARKETING,
+                broadcast=broadcast,
             )
         )
         if found is not None:
@@ -279,10 +289,9 @@ class MailActivities(Mail):
             activity.logger.info("message %s in doubt was sent: the provider has it", message.id)
             return SendEmailResult(message.id, MessageStatus.SENT)
         if now - since < DOUBT_GRACE:
-            raise ApplicationError(
+            raise SendInDoubt(
                 f"message {message.id} may have gone out ({reason}); the provider does not "
-                f"list it yet: asked again until {(since + DOUBT_GRACE).isoformat()}",
-                type="SendInDoubt",
+                f"list it yet: asked again until {(since + DOUBT_GRACE).isoformat()}"
             )
         activity.logger.warning(
             "message %s in doubt since %s is not at the provider: sending it again",
@@ -309,33 +318,43 @@ class MailActivities(Mail):
                 return await self._give_up(notice, exc)
 
     async def _give_up(self, notice: TeamNotice, exc: Exception) -> SendEmailResult:
-        """Fails the notice's rows still waiting for a retry that will not come, so the
-        customer's log does not show them waiting for ever."""
+        """Settles the notice's rows still waiting for a retry that will not come, so the
+        customer's log does not show them waiting for ever: failed, or unknown for one
+        whose send is in doubt (it may have gone out)."""
         given_up = f"given up after {activity.info().attempt} attempts"
         waiting = [
             message
             for key in (notice.key, notice.key + SLACK_KEY_SUFFIX)
-            if (message := await self._existing(key)) is not None
-            and message.status == MessageStatus.RETRYING
+            if (message := await self._existing(key)) is not None and message.status in IN_FLIGHT
         ]
-        errors = [f"{given_up}: {message.error}" for message in waiting]
-        for message, error in zip(waiting, errors, strict=True):
-            await self._finish(message.id, MessageStatus.FAILED, error=error)
+        results = [
+            SendEmailResult(
+                message.id,
+                MessageStatus.UNKNOWN
+                if message.status == MessageStatus.PENDING
+                else MessageStatus.FAILED,
+                f"{given_up}: {message.error}",
+            )
+            for message in waiting
+        ]
+        for result in results:
+            await self._finish(result.message_id, result.status, error=result.error)
         activity.logger.warning("team notice %s %s: %s", notice.key, given_up, exc)
-        if not waiting:
+        if not results:
             return SendEmailResult("", MessageStatus.FAILED, f"{given_up}: {exc}")
-        return SendEmailResult(waiting[0].id, MessageStatus.FAILED, errors[0])
+        return results[0]
 
     async def _notify_team(self, notice: TeamNotice) -> SendEmailResult:
-        email_retry: TemporarySendError | None = None
+        email_retry: TemporarySendError | SendInDoubt | None = None
         email_result: SendEmailResult | None = None
         if self._team_email is not None or self._slack_webhook is None:
             try:
                 email_result = await self._team_email_notice(notice)
-            except TemporarySendError as exc:
+            except (TemporarySendError, SendInDoubt) as exc:
                 if self._slack_webhook is None:
                     raise
-                # Post to Slack first: the retry then finds it posted and sends the email.
+                # Post to Slack first: the retry then finds it posted and sends the email
+                # (or asks the provider whether it has it).
                 email_retry = exc
         slack_result = await self._team_slack_notice(notice) if self._slack_webhook else None
         if email_retry is not None:
@@ -348,6 +367,11 @@ class MailActivities(Mail):
         existing = await self._existing(notice.key)
         if existing is not None and existing.status in SETTLED:
             return SendEmailResult(existing.id, existing.status, existing.error)
+        if existing is not None and existing.status == MessageStatus.PENDING:
+            # As for the customer's mail: an earlier attempt may have sent it.
+            settled = await self._settle_doubt(existing, broadcast=False)
+            if settled is not None:
+                return settled
         message_id = existing.id if existing is not None else str(uuid.uuid4())
         missing = None if self._team_email else "LIFECYCLE_TEAM_EMAIL is not set"
         await self._record(
@@ -538,12 +562,10 @@ class MailActivities(Mail):
             await session.commit()
         return retry_at
 
-    async def _deliver(
-        self, message_id: str, email: OutgoingEmail, *, look_up: bool = False
-    ) -> SendEmailResult:
-        """Send the recorded message. `look_up`: a send in doubt stays pending and fails
-        the attempt, for the retry to ask the provider (`_settle_doubt`), where the
-        transport can; else it is unknown."""
+    async def _deliver(self, message_id: str, email: OutgoingEmail) -> SendEmailResult:
+        """Send the recorded message. A send in doubt stays pending and fails the attempt,
+        for the retry to ask the provider (`_settle_doubt`), where the transport can; else
+        it is unknown."""
         try:
             result = await self._transport.send(email)
         except PermanentSendError as exc:
@@ -552,14 +574,13 @@ class MailActivities(Mail):
         except UncertainSendError as exc:
             # It may have gone out (e.g. the connection dropped after the request was
             # sent): never risk a second copy.
-            if look_up and isinstance(self._transport, LooksUpSends):
+            if isinstance(self._transport, LooksUpSends):
                 await self._doubt(
                     message_id, activity.info().current_attempt_scheduled_time, str(exc)
                 )
-                raise ApplicationError(
+                raise SendInDoubt(
                     f"message {message_id} may have gone out: {exc}; the provider is asked "
-                    "on the retry",
-                    type="SendInDoubt",
+                    "on the retry"
                 ) from exc
             await self._finish(message_id, MessageStatus.UNKNOWN, error=str(exc))
             return SendEmailResult(message_id, MessageStatus.UNKNOWN, str(exc))
