@@ -40,7 +40,7 @@ from .delivery_helpers import (
 )
 from .fakes import POSTMARK_TOKEN, Hold, PostmarkHttpServer, PostmarkMessage, running_postmark
 
-# When the first attempt of a send was scheduled, on Temporal's clock.
+# When the first attempt of a send started, on Temporal's clock.
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 
@@ -197,10 +197,10 @@ async def test_refused_recipients_fail_for_good_without_retrying(
 
 
 def at(moment: datetime) -> ActivityEnvironment:
-    """An activity environment whose attempt Temporal scheduled at `moment`: the clock a
-    send in doubt is timed by."""
+    """An activity environment whose attempt started at `moment` on Temporal's clock: the
+    clock a send in doubt is timed by."""
     env = ActivityEnvironment()
-    env.info = dataclasses.replace(env.info, current_attempt_scheduled_time=moment)
+    env.info = dataclasses.replace(env.info, started_time=moment)
     return env
 
 

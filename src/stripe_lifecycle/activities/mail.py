@@ -266,8 +266,9 @@ class MailActivities(Mail):
         if not isinstance(transport, LooksUpSends) or message.transport != transport.name:
             await self._finish(message.id, MessageStatus.UNKNOWN, error=reason)
             return SendEmailResult(message.id, MessageStatus.UNKNOWN, reason)
-        # Temporal's clock, which its retries keep (and a test server skips).
-        now = activity.info().current_attempt_scheduled_time
+        # When this attempt started, on Temporal's clock (which a test server skips): not
+        # when it was scheduled, which a backlogged task queue can hold back for minutes.
+        now = activity.info().started_time
         since = message.in_doubt_since or now
         if message.in_doubt_since is None:
             await self._doubt(message.id, since, reason)
@@ -575,9 +576,7 @@ class MailActivities(Mail):
             # It may have gone out (e.g. the connection dropped after the request was
             # sent): never risk a second copy.
             if isinstance(self._transport, LooksUpSends):
-                await self._doubt(
-                    message_id, activity.info().current_attempt_scheduled_time, str(exc)
-                )
+                await self._doubt(message_id, activity.info().started_time, str(exc))
                 raise SendInDoubt(
                     f"message {message_id} may have gone out: {exc}; the provider is asked "
                     "on the retry"
