@@ -405,3 +405,23 @@ async def test_a_team_notice_in_doubt_is_found_on_the_transactional_stream(
     assert len(postmark.state.requests) == 1
     [search] = postmark.state.searches
     assert (search["tag"], search["messagestream"]) == ("team/notice", TRANSACTIONAL_STREAM)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        (503, b"<html>503 Service Unavailable</html>"),
+        (429, {"ErrorCode": 429, "Message": "Rate limit exceeded."}),
+        (200, b"<html>a proxy's page</html>"),
+        (200, {"Messages": [{"Metadata": {"message_id": "ours-0"}}]}),
+        (200, {"TotalCount": 1, "Messages": ["not a message"]}),
+    ],
+    ids=["outage", "rate-limited", "not-json", "no-message-id", "not-a-message"],
+)
+async def test_a_search_answer_that_says_nothing_about_the_message_is_asked_again(
+    postmark: PostmarkHttpServer, reply: tuple[int, dict[str, Any] | bytes]
+) -> None:
+    postmark.state.search_replies.append(reply)
+    query = SentQuery("ours-0", "ada@example.com", "dunning/payment-failed", broadcast=False)
+    with pytest.raises(TemporarySendError, match="message search failed"):
+        await postmark_transport(postmark).find_sent(query)

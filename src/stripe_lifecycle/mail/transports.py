@@ -358,6 +358,8 @@ class PostmarkTransport:
         address = parseaddr(query.to)[1] or query.to
         stream = self._broadcast_stream if query.broadcast else self._message_stream
         offset = 0
+        # Past the search's reach (10,000 of one recipient's mail of one template within
+        # Postmark's retention), the message is taken as not there.
         while offset + SEARCH_PAGE <= SEARCH_LIMIT:
             try:
                 page = self._client.call(
@@ -371,15 +373,29 @@ class PostmarkTransport:
                 )
                 messages = page["Messages"]
                 total = int(page["TotalCount"])
-            except (ClientError, requests.RequestException, KeyError, TypeError, ValueError) as exc:
+                found = next(
+                    (
+                        SendResult(
+                            provider_message_id=str(message["MessageID"]),
+                            accepted_at=_postmark_time(message.get("ReceivedAt")),
+                        )
+                        for message in messages
+                        if (message.get("Metadata") or {}).get("message_id") == query.message_id
+                    ),
+                    None,
+                )
+            except (
+                ClientError,
+                requests.RequestException,
+                AttributeError,
+                KeyError,
+                TypeError,
+                ValueError,
+            ) as exc:
                 # Not an answer about the message: ask again later rather than guess.
                 raise TemporarySendError(f"Postmark's message search failed: {exc}") from exc
-            for message in messages:
-                if (message.get("Metadata") or {}).get("message_id") == query.message_id:
-                    return SendResult(
-                        provider_message_id=str(message["MessageID"]),
-                        accepted_at=_postmark_time(message.get("ReceivedAt")),
-                    )
+            if found is not None:
+                return found
             offset += len(messages)
             if not messages or offset >= total:
                 return None
