@@ -32,7 +32,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from stripe_lifecycle.domain import ids
 from stripe_lifecycle.domain.ledger import BillingSnapshot
-from stripe_lifecycle.payload_codec import EncryptionCodec, data_converter
+from stripe_lifecycle.payload_codec import EncryptionCodec, data_converter, written_now
 from stripe_lifecycle.temporal_setup import ensure_reconcile_schedule
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 from stripe_lifecycle.workflows.reconcile import ReconcileInput, StripeReconcileWorkflow
@@ -239,3 +239,34 @@ async def test_a_schedule_whose_action_the_worker_cannot_read_is_written_again(
             return True
 
         await eventually(readable, "the Schedule's action written with today's key")
+
+
+async def test_a_schedule_written_in_clear_is_sealed_when_a_payload_key_is_set_and_rotated(
+    dev_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    client = dev_env.client
+    old, new = secrets.token_bytes(32), secrets.token_bytes(32)
+    # Created before any payload key was set: its arguments and summary are in clear.
+    async with reconcile_schedule(client, task_queue, client) as handle:
+        # A key set, then rotated (the old one kept to read what it sealed): each start
+        # with the same settings writes the action again, sealed under today's key.
+        for codec in (EncryptionCodec(old), EncryptionCodec(new, [old])):
+            keyed = on_the_same_server(client, data_converter(codec), [])
+            await ensure_reconcile_schedule(
+                keyed, task_queue, timedelta(hours=1), timedelta(days=3)
+            )
+
+            async def sealed(codec: EncryptionCodec = codec) -> bool:
+                action = (await handle.describe()).raw_description.schedule.action
+                payloads = [*action.start_workflow.input.payloads]
+                payloads.append(action.start_workflow.user_metadata.summary)
+                return all(written_now(codec, payload) for payload in payloads)
+
+            await eventually(sealed, f"the action sealed under key {codec.current_key_id}")
+        # Sealed under today's key, it holds: the next start sends no update.
+        race = OperatorPausesMidway(client, "paused while a keyed worker restarted")
+        restarting = on_the_same_server(client, data_converter(codec), [race])
+        await ensure_reconcile_schedule(
+            restarting, task_queue, timedelta(hours=1), timedelta(days=3)
+        )
+        assert race.updates_sent == 0

@@ -121,6 +121,17 @@ class EncryptionCodec(PayloadCodec):
         return Payload.FromString(plain)
 
 
+def written_now(codec: PayloadCodec | None, payload: Payload) -> bool:
+    """Whether `payload` stands as `codec` writes one today: sealed under its current key,
+    or in clear where no payload key is set."""
+    if isinstance(codec, EncryptionCodec):
+        return (
+            payload.metadata.get("encoding") == ENCODING
+            and payload.metadata.get(KEY_ID_METADATA) == codec.current_key_id.encode()
+        )
+    return payload.metadata.get("encoding") != ENCODING
+
+
 def build_codec(key: str | None, old_keys: str | None) -> EncryptionCodec | None:
     """The codec for LIFECYCLE_PAYLOAD_KEY and LIFECYCLE_PAYLOAD_OLD_KEYS (comma-separated);
     None while no key is set."""

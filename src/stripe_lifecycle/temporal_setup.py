@@ -44,7 +44,7 @@ from temporalio.service import RPCError
 
 from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.automations import Automation
-from stripe_lifecycle.payload_codec import data_converter
+from stripe_lifecycle.payload_codec import data_converter, written_now
 from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.workflows.engine import CancelRequest, LifecycleWorkflow
 from stripe_lifecycle.workflows.reconcile import ReconcileInput, StripeReconcileWorkflow
@@ -300,6 +300,13 @@ async def _holds(client: Client, current: Schedule, wanted: Schedule) -> bool:
     ):
         return False
     # A described action holds its arguments and summary as payloads, encoded by our codec.
+    payloads = [p for p in (*have.args, have.static_summary) if isinstance(p, Payload)]
+    codec = client.data_converter.payload_codec
+    if not all(written_now(codec, payload) for payload in payloads):
+        # Written in clear before a payload key was set, or under a key since rotated: the
+        # update seals them under today's key.
+        log.info("the %s action is not sealed under today's payload key", have.id)
+        return False
     try:
         args = await client.data_converter.decode(
             [arg for arg in have.args if isinstance(arg, Payload)],
