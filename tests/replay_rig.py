@@ -311,9 +311,9 @@ class Delivery:
                     )
                 )
             for instance in (await session.execute(select(LifecycleInstance))).scalars():
-                # Its MRR is the customer's as known when it started: a failed payment
-                # arriving before the first event of its subscription starts dunning at 0
-                # (a known limit, see the README's Reliability section).
+                # Its MRR is the customer's as known when it started, or, for a failed
+                # payment arriving before the first event of its subscription, as that
+                # event shows it, which out of order can be a later state.
                 outcome.instances[instance.workflow_id] = _comparable(
                     instance.model_dump(exclude={"started_at", "mrr_cents", "currency"})
                 )

@@ -10,6 +10,8 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy import select
+from sqlmodel import col
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -20,7 +22,7 @@ from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
 from stripe_lifecycle.intake.normalise import normalise_event
 from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
-from stripe_lifecycle.storage.models import Customer
+from stripe_lifecycle.storage.models import Customer, LifecycleInstance
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 from stripe_lifecycle.workflows.customer_messages import CustomerWorkflowInput
 
@@ -220,3 +222,54 @@ async def markers_after(
             return kinds[known:]
         await asyncio.sleep(0.1)
     raise AssertionError(f"{kinds[known:]} recorded after the first {known}, not {count}")
+
+
+@pytest.mark.usefixtures("worker")
+async def test_an_instance_begun_before_its_subscription_was_known_gets_its_mrr_when_it_is(
+    dev_env: WorkflowEnvironment, sqlite_url: str, task_queue: str
+) -> None:
+    client = dev_env.client
+    cus = unique_customer_id()
+    handle = client.get_workflow_handle_for(CustomerWorkflow.run, ids.customer_workflow_id(cus))
+    engine = create_engine(sqlite_url)
+    sessionmaker = create_sessionmaker(engine)
+
+    async def instance() -> LifecycleInstance | None:
+        async with sessionmaker() as session:
+            rows = await session.execute(
+                select(LifecycleInstance).where(col(LifecycleInstance.customer_id) == cus)
+            )
+            return rows.scalar_one_or_none()
+
+    async def recorded(mrr_cents: int) -> LifecycleInstance:
+        for _ in range(100):
+            row = await instance()
+            if row is not None and row.mrr_cents == mrr_cents:
+                return row
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no instance of {cus} with MRR {mrr_cents}: {row}")
+
+    try:
+        # The failed payment arrives before any event of its subscription: dunning starts
+        # while the customer's MRR is not known.
+        failed = corpus.event("invoice.payment_failed", "clover", cus, created=T0)
+        [sub_id] = {failed["data"]["object"]["parent"]["subscription_details"]["subscription"]}
+        await send(client, task_queue, failed)
+        await settled(handle, 1)
+        started = await recorded(0)
+        assert started.lifecycle == "dunning"
+        [ref] = await handle.query(CustomerWorkflow.lifecycles)
+        assert ref.mrr_unknown
+
+        # Its subscription's event, later: the instance's MRR is the customer's now known.
+        await send(
+            client, task_queue, subscription_event(cus, created=T0 + 5, sub_id=sub_id, quantity=2)
+        )
+        await settled(handle, 2)
+        filled = await recorded(2 * 4900)
+        assert (filled.workflow_id, filled.currency) == (started.workflow_id, "usd")
+        [ref] = await handle.query(CustomerWorkflow.lifecycles)
+        assert not ref.mrr_unknown
+        assert (await local_activities(handle)).count("record_instances_mrr") == 1
+    finally:
+        await engine.dispose()

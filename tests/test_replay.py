@@ -45,6 +45,10 @@ history when a workflow changes on purpose, behind `workflow.patched`.
   lifecycles started, told and converted; the address told to a waiting trial; quiet
   batches; a run continued as new; a batch's Stripe reads. Recorded on the dev server by
   the customer-workflow and end-to-end tests.
+- customer_workflow_v9_instance_mrr_filled: a run with the `instance-mrr-filled-in`
+  patch: a failed payment starts dunning before any event of its subscription (recorded
+  at MRR 0), and the subscription's event fills the instance's MRR in. Recorded on the
+  dev server by the customer-workflow tests.
 - invoice_due_workflow_v1, invoice_overdue_workflow_v1, invoice_finalized_workflow_v1,
   quote_expiring_workflow_v1, event_sequence_workflow_v1: each new lifecycle type (the
   event sequence with a webhook step and a team notice across a worker restart).

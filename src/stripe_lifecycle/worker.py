@@ -128,6 +128,7 @@ def worker_config(
             segment_activities.evaluate_segments,
             segment_activities.persist_and_evaluate,
             segment_activities.record_instance,
+            segment_activities.record_instances_mrr,
             sweep.sweep_segments,
         ],
         workflow_runner=sandbox_runner(),

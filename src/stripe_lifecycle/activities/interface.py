@@ -442,6 +442,16 @@ class InstanceRecord:
 
 
 @dataclass
+class InstancesMrr:
+    """The customer's MRR for instances recorded before it was known: their subscription's
+    first event came after them (`Segments.record_instances_mrr`)."""
+
+    workflow_ids: list[str]
+    mrr_cents: int
+    currency: str | None
+
+
+@dataclass
 class PersistAndEvaluate:
     """A batch's snapshot to store and the segment evaluation it calls for, in one local
     activity (`Segments.persist_and_evaluate`)."""
@@ -465,6 +475,11 @@ class Segments:
     @activity.defn(name="record_instance")
     async def record_instance(self, record: InstanceRecord) -> None:
         """Keep a started lifecycle instance and its holdout group, for the lift report."""
+        raise NotImplementedError
+
+    @activity.defn(name="record_instances_mrr")
+    async def record_instances_mrr(self, mrr: InstancesMrr) -> None:
+        """Fill in the MRR of instances recorded before it was known."""
         raise NotImplementedError
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from temporalio import activity
@@ -22,6 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from stripe_lifecycle.activities.interface import (
     EvaluateSegments,
     InstanceRecord,
+    InstancesMrr,
     PersistAndEvaluate,
     SegmentChangeInfo,
     Segments,
@@ -216,6 +217,18 @@ class SegmentActivities(Segments):
             insert = insert_for(session.get_bind().dialect.name)
             await session.execute(
                 insert(LifecycleInstance).values(**values).on_conflict_do_nothing()
+            )
+            await session.commit()
+
+    @activity.defn(name="record_instances_mrr")
+    async def record_instances_mrr(self, mrr: InstancesMrr) -> None:
+        """Set the MRR (and its currency) of instances recorded before it was known; the
+        same values again change nothing."""
+        async with self._sessionmaker() as session:
+            await session.execute(
+                update(LifecycleInstance)
+                .where(col(LifecycleInstance.workflow_id).in_(mrr.workflow_ids))
+                .values(mrr_cents=mrr.mrr_cents, currency=mrr.currency)
             )
             await session.commit()
 

@@ -155,6 +155,9 @@ class LifecycleRef:
     exit_on_leave: bool = False
     # The customer is in the automation's holdout group: the instance sends nothing.
     held_out: bool = False
+    # Recorded in `lifecycle_instances` before its subscription's first event arrived (a
+    # failed payment can come first): the MRR there is filled in once it has.
+    mrr_unknown: bool = False
 
 
 @dataclass

@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         EvaluateSegments,
         EventTriggersRequest,
         InstanceRecord,
+        InstancesMrr,
         PersistAndEvaluate,
         Segments,
         SegmentsChanged,
@@ -115,6 +116,10 @@ FIRST_TASK_PATCH = "one-marker-and-local-choices"
 # lifecycles then started without it: see `engine.ADDRESS_PATCH`). Asked only when that
 # happens, so runs recorded before replay as they ran.
 ADDRESS_PATCH = "tell-lifecycles-the-address"
+# Runs started since fill in the MRR of an instance recorded in `lifecycle_instances`
+# before its subscription's first event arrived (a failed payment can come first), once it
+# has. Asked only when that happens, so runs recorded before replay as they ran.
+LATE_MRR_PATCH = "instance-mrr-filled-in"
 # How long the event types `event` automations are triggered by are taken as known,
 # before the worker is asked again (the automations file may have changed).
 EVENT_TRIGGERS_FRESH = timedelta(hours=1)
@@ -303,6 +308,7 @@ class CustomerWorkflow(LifecycleParent):
             return
         self._index()
         self._set_details()
+        await self._record_late_mrr()
         told = self._told_address() if self._ledger.snapshot.email not in (None, address) else []
         # A batch that brings running lifecycles their address is not quiet: they wait for it.
         if self._one_write and self._segments_on and not told and self._quiet(applied):
@@ -327,6 +333,30 @@ class CustomerWorkflow(LifecycleParent):
         if self._segments_on:
             await self._evaluate_segments(force=False, offer_existing=[])
         self._set_details()
+
+    async def _record_late_mrr(self) -> None:
+        """The customer's MRR for the instances recorded before their subscription was
+        known, now that it is (runs since `LATE_MRR_PATCH`)."""
+        snap = self._ledger.snapshot
+        late = [
+            ref
+            for ref in self._ledger.state.lifecycles
+            if ref.mrr_unknown and ref.subscription_id in snap.subscriptions
+        ]
+        if not late or not workflow.patched(LATE_MRR_PATCH):
+            return
+        await workflow.execute_local_activity_method(
+            Segments.record_instances_mrr,
+            InstancesMrr(
+                workflow_ids=[ref.workflow_id for ref in late],
+                mrr_cents=snap.mrr_cents,
+                currency=snap.currency,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=PERSIST_RETRY,
+        )
+        for ref in late:
+            ref.mrr_unknown = False
 
     def _decisions(self, applied: rules.Applied) -> list[rules.Decision]:
         # A sync's backfill is the present, not news: it fills the ledger only (runs
@@ -696,10 +726,12 @@ class CustomerWorkflow(LifecycleParent):
         except WorkflowAlreadyStartedError:
             return
         now = workflow.now()
-        rules.started(
+        ref = rules.started(
             self._ledger, start, automation.name, held_out=held_out, at=int(now.timestamp())
         )
         if self._segments_on:
+            # Its subscription not known yet, the MRR recorded is not its customer's.
+            ref.mrr_unknown = bool(start.subscription_id) and sub is None
             await workflow.execute_local_activity_method(
                 Segments.record_instance,
                 InstanceRecord(
