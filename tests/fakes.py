@@ -331,12 +331,18 @@ class PostmarkHandler(QuietHandler):
             self.send_answer(status, "text/html", body, {})
 
 
+def _recipients(body: dict[str, Any]) -> list[str]:
+    """The addresses of an email's `To` as Postmark takes it: comma-separated, each with
+    or without a display name."""
+    return [parseaddr(address)[1] for address in str(body.get("To", "")).split(",")]
+
+
 def _postmark_matches(message: PostmarkMessage, query: dict[str, str]) -> bool:
     """Whether the search's filters (recipient, tag, stream) take the message. With no
     stream named, only the default one (`outbound`): a search that leaves the stream out
     misses broadcast mail here, as it may at Postmark."""
     body = message.body
-    recipients = [parseaddr(address)[1].lower() for address in str(body.get("To", "")).split(",")]
+    recipients = [address.lower() for address in _recipients(body)]
     return (
         ("recipient" not in query or query["recipient"].lower() in recipients)
         and ("tag" not in query or query["tag"] == body.get("Tag"))
@@ -347,7 +353,7 @@ def _postmark_matches(message: PostmarkMessage, query: dict[str, str]) -> bool:
 def _postmark_summary(message: PostmarkMessage) -> dict[str, Any]:
     """A message as the search lists it: no bodies, its Metadata and when it was taken."""
     body = message.body
-    recipients = [parseaddr(address)[1] for address in str(body.get("To", "")).split(",")]
+    recipients = _recipients(body)
     return {
         "Tag": body.get("Tag"),
         "MessageID": message.message_id,
