@@ -269,10 +269,8 @@ async def run_sync(
     list_pages = sum(n for r, n in bound.pages.items() if r != "account")
     listed_at: float | None = None
     next_report = started + PROGRESS_SECONDS
-    # Watched through the server and the local Stripe, and queried (`sync_status`) only
-    # for the progress lines: a query is a workflow task on the worker, which replays the
-    # sync's whole history once its cache has evicted it, so frequent queries would slow
-    # down what is measured.
+    # Watched through the server and the local Stripe; the progress lines read the sync's
+    # memo (`sync_status`), which asks nothing of the worker that is being measured.
     while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
         now = time.perf_counter()
         if listed_at is None and list_requests(stripe_api) >= list_pages:

@@ -59,6 +59,9 @@ history when a workflow changes on purpose, behind `workflow.patched`.
   read in `created` windows split off side by side: a full sync; a run continued as new
   mid-list with its windows; a run continued from a run before windows (one chain's
   cursor, no windows). Recorded on the dev server by the sync tests.
+- stripe_sync_workflow_v3_memo_*: syncs since the `progress-in-memo` patch, which keep
+  their progress in the memo: a first run continued as new mid-list, and the last run of
+  that sync, delivering and completed. Recorded on the dev server by the sync tests.
 - stripe_reconcile_workflow_v1: a reconciliation pass over two pages of events (120, the
   first page rate-limited once), each group of event types, and the pass recorded.
 """

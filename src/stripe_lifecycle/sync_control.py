@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from temporalio.client import (
     Client,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -18,7 +19,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from stripe_lifecycle.domain import ids
+from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.workflows.sync import StripeSyncWorkflow, SyncInput, SyncProgress
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,7 @@ async def sync_status(client: Client, account: str | None) -> SyncStatus | None:
     status = described.status
     name = status.name.lower() if status is not None else "unknown"
     if status == WorkflowExecutionStatus.RUNNING:
-        # No progress to tell while no worker answers (one restarting, say).
-        return SyncStatus(workflow_id, name, await _last_progress(handle))
+        return SyncStatus(workflow_id, name, await running_progress(handle, described))
     if status == WorkflowExecutionStatus.COMPLETED:
         return SyncStatus(workflow_id, name, await handle.result())
     error = None
@@ -113,7 +113,22 @@ async def sync_status(client: Client, account: str | None) -> SyncStatus | None:
         await handle.result()
     except WorkflowFailureError as exc:
         error = root_cause(exc)
-    return SyncStatus(workflow_id, name, await _last_progress(handle), error)
+    # The query tells where the run stopped exactly; without a worker, its memo is close.
+    progress = await _last_progress(handle) or await _memo_progress(described)
+    return SyncStatus(workflow_id, name, progress, error)
+
+
+async def running_progress(
+    handle: SyncHandle, described: WorkflowExecutionDescription
+) -> SyncProgress | None:
+    """A running sync's progress from its memo, with no worker involved; runs from before
+    the memo answer the query (None while no worker answers, one restarting, say)."""
+    progress = await _memo_progress(described)
+    return progress if progress is not None else await _last_progress(handle)
+
+
+async def _memo_progress(described: WorkflowExecutionDescription) -> SyncProgress | None:
+    return await described.memo_value(contract.MEMO_SYNC_PROGRESS, None, type_hint=SyncProgress)
 
 
 async def _last_progress(handle: SyncHandle) -> SyncProgress | None:

@@ -1,6 +1,6 @@
 """The progress bar of `lifecycle sync`: one bar per list read and one for the delivery,
 with counts, an estimate of the whole (Stripe lists say no totals), an ETA and the 429s,
-drawn from the sync workflow's `progress` query until it ends."""
+drawn from the progress the sync workflow keeps in its memo until it ends."""
 
 from __future__ import annotations
 
@@ -15,13 +15,19 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
-from temporalio.service import RPCError
+from temporalio.client import Client, WorkflowExecutionStatus
 
-from stripe_lifecycle.workflows.sync import COMPLETED, LISTING, StripeSyncWorkflow, SyncProgress
+from stripe_lifecycle.sync_control import running_progress
+from stripe_lifecycle.workflows.sync import (
+    COMPLETED,
+    LISTING,
+    MEMO_INTERVAL,
+    StripeSyncWorkflow,
+    SyncProgress,
+)
 
-# Each poll is a query, a workflow task on a worker: often enough for a bar, no more.
-SYNC_POLL_SECONDS = 2.0
+# As often as the workflow writes its memo (while its state holds): no staler, no busier.
+SYNC_POLL_SECONDS = MEMO_INTERVAL.total_seconds()
 DELIVERY = "delivery"
 
 
@@ -42,13 +48,9 @@ async def follow_sync(client: Client, workflow_id: str, poll_seconds: float) -> 
             described = await handle.describe()
             if described.status != WorkflowExecutionStatus.RUNNING:
                 break
-            try:
-                progress = await handle.query(StripeSyncWorkflow.progress)
-            except (RPCError, WorkflowQueryFailedError):
-                # No worker has picked the new run up yet.
-                await asyncio.sleep(poll_seconds)
-                continue
-            _draw(bar, tasks, progress)
+            progress = await running_progress(handle, described)
+            if progress is not None:
+                _draw(bar, tasks, progress)
             await asyncio.sleep(poll_seconds)
         result = await handle.result()
         _draw(bar, tasks, result)

@@ -49,6 +49,9 @@ STATE_QUERY = "state"
 # The memo key an invoice lifecycle is started with: readers find its invoice there, never
 # by parsing the workflow id.
 MEMO_INVOICE_ID = "invoice_id"
+# The memo key a historical sync keeps its progress under: read without a worker, which a
+# query needs (and waits for behind every task of a saturated one).
+MEMO_SYNC_PROGRESS = "sync_progress"
 
 
 def visibility_literal(value: str) -> str:

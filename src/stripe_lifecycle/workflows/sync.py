@@ -17,6 +17,10 @@ which stores nothing twice; a long sync continues as new with its state. A key S
 refuses fails the run with the error naming the problem and the resource; the `progress`
 query still answers on the failed run, and the next `lifecycle sync` or `POST /v1/sync`
 resumes from its cursors.
+
+The progress is also kept in the memo (`contract.MEMO_SYNC_PROGRESS`), written when the
+state changes and otherwise at most every `MEMO_INTERVAL` of the run's time: `lifecycle
+sync`, `GET /v1/sync` and the Temporal UI read it with no worker answering.
 """
 
 import asyncio
@@ -65,6 +69,12 @@ WINDOWS_PATCH = "lists-read-in-windows"
 LANES = 8
 # A window is split only while what it has left spans this many seconds or more.
 MIN_SPLIT_SECONDS = 120
+
+# Runs since keep their progress in the memo too (runs before it answer the query only).
+PROGRESS_MEMO_PATCH = "progress-in-memo"
+# Each memo write is a history event: while the state holds, one per this much workflow
+# time at most (a reader polls every 2 s), not one per page.
+MEMO_INTERVAL = timedelta(seconds=2)
 
 LISTING = "listing"
 DELIVERING = "delivering"
@@ -152,6 +162,9 @@ class StripeSyncWorkflow:
         self._progress = progress
         # The windows being read, one task each.
         self._reading: list[asyncio.Task[None]] = []
+        # When the memo was last written, and in which state.
+        self._memo_at: datetime | None = None
+        self._memo_state: str | None = None
 
     @workflow.query
     def progress(self) -> SyncProgress:
@@ -386,3 +399,17 @@ class StripeSyncWorkflow:
             f" · **429s** {progress.rate_limited}"
         )
         workflow.set_current_details("  \n".join(lines))
+        self._write_memo()
+
+    def _write_memo(self) -> None:
+        progress = self._progress
+        now = workflow.now()
+        if (
+            self._memo_at is not None
+            and self._memo_state == progress.state
+            and now - self._memo_at < MEMO_INTERVAL
+        ):
+            return
+        if workflow.patched(PROGRESS_MEMO_PATCH):
+            workflow.upsert_memo({contract.MEMO_SYNC_PROGRESS: progress})
+        self._memo_at, self._memo_state = now, progress.state
