@@ -17,8 +17,6 @@ the key's problem and the resource; the sync keeps its cursor.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import logging
 import random
 import time
@@ -141,7 +139,9 @@ class SyncActivities(StripeSync):
             return await client.raw_request_async("get", f"/v1/{resource}", **params)
 
         response, rate_limited = await self._read(resource, list_page, PERMISSIONS[resource])
-        body: dict[str, Any] = json.loads(response.body)
+        # stripe-python has parsed the body already: parsing it again took a twentieth of
+        # the worker's busy time while listing.
+        body: dict[str, Any] = response.data
         objects = [obj for obj in body.get("data", []) if isinstance(obj, dict)]
         read_at = int(time.time())
         found: list[Backfill] = []
@@ -227,7 +227,7 @@ class SyncActivities(StripeSync):
                 "resource": item.resource,
                 "customer_id": item.event.customer_id,
                 "digest": item.digest,
-                "event": dataclasses.asdict(item.event),
+                "event": item.stored_event(),
                 "delivered": False,
                 "synced_at": now,
             }
