@@ -385,6 +385,26 @@ def test_temporal_runs_on_its_own_postgres(services: dict[str, dict[str, Any]]) 
     assert 8080 in published(ui)
 
 
+def test_the_stripe_reads_queue_runs_in_one_partition(services: dict[str, dict[str, Any]]) -> None:
+    """Temporal divides a queue's rate cap evenly over its partitions: the reads queue
+    reaches LIFECYCLE_STRIPE_READ_RATE only in one (README "Historical sync")."""
+    server = services["temporal"]
+    path = host_path(server, resolved_environment(server)["DYNAMIC_CONFIG_FILE_PATH"])
+    config = yaml.safe_load(path.read_text())
+    task_queue = resolved_environment(services["worker"])["LIFECYCLE_TASK_QUEUE"]
+    one = [
+        {
+            "value": 1,
+            "constraints": {
+                "taskQueueName": contract.stripe_reads_queue(task_queue),
+                "taskType": "Activity",
+            },
+        }
+    ]
+    assert config["matching.numTaskqueueReadPartitions"] == one
+    assert config["matching.numTaskqueueWritePartitions"] == one
+
+
 def test_namespace_and_search_attributes_are_set_up(
     services: dict[str, dict[str, Any]],
 ) -> None:
