@@ -140,7 +140,7 @@ class SyncActivities(StripeSync):
 
         response, rate_limited = await self._read(resource, list_page, PERMISSIONS[resource])
         # stripe-python has parsed the body already: parsing it again took a twentieth of
-        # the worker's busy time while listing.
+        # the worker's busy time while listing (py-spy).
         body: dict[str, Any] = response.data
         objects = [obj for obj in body.get("data", []) if isinstance(obj, dict)]
         read_at = int(time.time())
