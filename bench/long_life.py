@@ -179,7 +179,10 @@ async def run(args: argparse.Namespace, stack: Stack, stripe: StripeState) -> No
     baseline = await stack.client.get_workflow_handle(
         ids.customer_workflow_id(short.customer_id)
     ).fetch_history()
-    replayer = Replayer(workflows=WORKFLOWS, workflow_runner=sandbox_runner())
+    converter = stack.client.data_converter
+    replayer = Replayer(
+        workflows=WORKFLOWS, workflow_runner=sandbox_runner(converter), data_converter=converter
+    )
     long_seconds, short_seconds = await replay_seconds(replayer, [history, baseline], args.replays)
     # What each further history event costs, the sandbox's start being the same for both.
     marginal = (long_seconds - short_seconds) / (len(history.events) - len(baseline.events))

@@ -101,7 +101,7 @@ def mail_worker(
         task_queue=rig.task_queue,
         workflows=[InvoiceOverdueWorkflow],
         activities=[mail.send_email, mail.notify_team],
-        workflow_runner=sandbox_runner(),
+        workflow_runner=sandbox_runner(rig.env.client.data_converter),
     )
 
 

@@ -6,9 +6,11 @@ or name while the worker, API and forwarder work with them."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import secrets
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -20,7 +22,12 @@ from sqlalchemy import select
 from sqlmodel import col
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.client import WorkflowHistory
-from temporalio.converter import DataConverter
+from temporalio.converter import (
+    DataConverter,
+    PayloadCodec,
+    SerializationContext,
+    WithSerializationContext,
+)
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
@@ -39,7 +46,7 @@ from stripe_lifecycle.payload_converter import LifecyclePayloadConverter
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import Message
 from stripe_lifecycle.temporal_setup import connect
-from stripe_lifecycle.worker import WORKFLOWS
+from stripe_lifecycle.worker import WORKFLOWS, sandbox_runner
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 
 from .conftest import (
@@ -156,6 +163,35 @@ async def test_histories_recorded_in_clear_replay_with_the_codec() -> None:
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None
+
+
+class ContextualCodec(PayloadCodec, WithSerializationContext):
+    """A codec that would seal each payload for the workflow or activity it belongs to."""
+
+    def __init__(self, context: SerializationContext | None = None) -> None:
+        self.context = context
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return list(payloads)
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return list(payloads)
+
+    def with_context(self, context: SerializationContext) -> ContextualCodec:
+        return ContextualCodec(context)
+
+
+def test_the_sandbox_gives_no_context_and_so_refuses_a_converter_that_reads_one() -> None:
+    # Ours takes none, with or without the codec: the sandbox can skip the question.
+    assert sandbox_runner(data_converter(None))
+    assert sandbox_runner(data_converter(EncryptionCodec(KEY)))
+    contextual = dataclasses.replace(data_converter(None), payload_codec=ContextualCodec())
+    with pytest.raises(
+        ValueError,
+        match=r"reads serialization contexts \(WorkflowSerializationContext, "
+        r"ActivitySerializationContext\)",
+    ):
+        sandbox_runner(contextual)
 
 
 def test_without_a_key_payloads_are_plain_json_and_failures_plain_text() -> None:

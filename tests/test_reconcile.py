@@ -92,7 +92,7 @@ async def reconcile_worker(
             task_queue=task_queue,
             workflows=[StripeReconcileWorkflow],
             activities=[activities.record_reconciliation, activities.reconciliation_gap],
-            workflow_runner=sandbox_runner(),
+            workflow_runner=sandbox_runner(env.client.data_converter),
         ) as worker,
     ):
         yield worker

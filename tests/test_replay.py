@@ -92,8 +92,9 @@ def test_every_workflow_type_has_recorded_histories() -> None:
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
+    converter = data_converter(None)
     replayer = Replayer(
-        workflows=WORKFLOWS, workflow_runner=sandbox_runner(), data_converter=data_converter(None)
+        workflows=WORKFLOWS, workflow_runner=sandbox_runner(converter), data_converter=converter
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None
