@@ -476,7 +476,8 @@ async def check_noop(
 
 def start_profilers(directory: Path | None, pids: dict[str, int]) -> list[subprocess.Popen[bytes]]:
     """py-spy (not a dependency: `pip install py-spy`) recording each process for the
-    full-load phase, as speedscope files."""
+    full-load phase, as speedscope files. Only the thread holding the GIL is sampled:
+    where a process's Python CPU goes, not its threads waiting for the GIL or for work."""
     if directory is None:
         return []
     directory.mkdir(parents=True, exist_ok=True)
@@ -489,6 +490,7 @@ def start_profilers(directory: Path | None, pids: dict[str, int]) -> list[subpro
                 str(pid),
                 "--rate",
                 "50",
+                "--gil",
                 "--format",
                 "speedscope",
                 "--output",
