@@ -46,7 +46,7 @@ from stripe_lifecycle.payload_converter import LifecyclePayloadConverter
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import Message
 from stripe_lifecycle.temporal_setup import connect
-from stripe_lifecycle.worker import WORKFLOWS, sandbox_runner
+from stripe_lifecycle.worker import WORKFLOWS, ContextFreeSandbox, sandbox_runner
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 
 from .conftest import (
@@ -183,8 +183,8 @@ class ContextualCodec(PayloadCodec, WithSerializationContext):
 
 def test_the_sandbox_gives_no_context_and_so_refuses_a_converter_that_reads_one() -> None:
     # Ours takes none, with or without the codec: the sandbox can skip the question.
-    assert sandbox_runner(data_converter(None))
-    assert sandbox_runner(data_converter(EncryptionCodec(KEY)))
+    assert isinstance(sandbox_runner(data_converter(None)), ContextFreeSandbox)
+    assert isinstance(sandbox_runner(data_converter(EncryptionCodec(KEY))), ContextFreeSandbox)
     contextual = dataclasses.replace(data_converter(None), payload_codec=ContextualCodec())
     with pytest.raises(
         ValueError,
