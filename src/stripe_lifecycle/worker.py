@@ -50,6 +50,21 @@ WORKFLOWS: list[type] = [
 ]
 
 
+# One of each kind of context a workflow's payloads can be given.
+_SAMPLE_CONTEXTS: tuple[SerializationContext, ...] = (
+    WorkflowSerializationContext(namespace="default", workflow_id="customer-cus_1"),
+    ActivitySerializationContext(
+        namespace="default",
+        workflow_id="customer-cus_1",
+        workflow_type="CustomerWorkflow",
+        activity_type="persist_and_evaluate",
+        activity_id="1",
+        activity_task_queue="stripe-lifecycle",
+        is_local=True,
+    ),
+)
+
+
 def sandbox_runner(converter: DataConverter) -> SandboxedWorkflowRunner:
     """The sandbox our workflows run in, for a worker or replayer converting with
     `converter`, which must take no serialization context (`ContextFreeSandbox`)."""
@@ -74,21 +89,6 @@ def sandbox_runner(converter: DataConverter) -> SandboxedWorkflowRunner:
             "yaml",
         )
     )
-
-
-# One of each kind of context a workflow's payloads can be given.
-_SAMPLE_CONTEXTS: tuple[SerializationContext, ...] = (
-    WorkflowSerializationContext(namespace="default", workflow_id="customer-cus_1"),
-    ActivitySerializationContext(
-        namespace="default",
-        workflow_id="customer-cus_1",
-        workflow_type="CustomerWorkflow",
-        activity_type="persist_and_evaluate",
-        activity_id="1",
-        activity_task_queue="stripe-lifecycle",
-        is_local=True,
-    ),
-)
 
 
 class ContextFreeSandbox(SandboxedWorkflowRunner):
