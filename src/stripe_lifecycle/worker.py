@@ -32,6 +32,7 @@ from stripe_lifecycle.domain.send_windows import parse_window
 from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
 from stripe_lifecycle.mail.templates import Brand, TemplateRenderer, load_checked_automations
 from stripe_lifecycle.mail.transports import build_transport
+from stripe_lifecycle.sandbox_code import compile_once
 from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.storage.db import SessionMaker
 from stripe_lifecycle.stripe_api.client import Pacer, build_stripe_client
@@ -79,6 +80,8 @@ def sandbox_runner(converter: DataConverter) -> SandboxedWorkflowRunner:
             f"({', '.join(taking) or 'external storage'}), which ContextFreeSandbox "
             "does not give it"
         )
+    # Each sandbox still executes the workflow modules afresh, from code read once.
+    compile_once("stripe_lifecycle.workflows")
     # Our pure modules are deterministic and import nothing heavy: load them once, not
     # again in every workflow sandbox (the workflows also mark them passed through).
     return ContextFreeSandbox(
