@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup dev test lint bench bench-sync bench-segments bench-scale bench-long-life bench-api-memory bench-snapshots replay-corpus
+.PHONY: setup dev test lint bench bench-sync bench-segments bench-scale bench-long-life bench-api-memory bench-snapshots bench-sandbox replay-corpus
 
 setup: $(VENV)/.installed
 
@@ -48,6 +48,9 @@ bench-api-memory: setup
 
 bench-snapshots: setup
 	$(BIN)/python -m bench.snapshot_writes
+
+bench-sandbox: setup
+	$(BIN)/python -m bench.sandbox
 
 replay-corpus: setup
 	$(BIN)/python -m bench.replay_corpus
