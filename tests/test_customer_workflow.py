@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -22,13 +23,14 @@ from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
 from stripe_lifecycle.intake.normalise import normalise_event
 from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
-from stripe_lifecycle.storage.models import Customer, LifecycleInstance
+from stripe_lifecycle.storage.models import Customer, CustomerSegmentFacts, LifecycleInstance
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 from stripe_lifecycle.workflows.customer_messages import CustomerWorkflowInput
 
 from . import corpus
 from .conftest import LINK_SECRET, workers
 from .events import customer_event, subscription_event, unique_customer_id
+from .workflow_helpers import wait_for_lifecycle
 
 T0 = 1_790_000_000
 
@@ -195,10 +197,10 @@ async def test_a_quiet_batch_is_stored_and_evaluated_in_one_local_activity(
     handle = client.get_workflow_handle_for(CustomerWorkflow.run, ids.customer_workflow_id(cus))
     await send(client, task_queue, subscription_event(cus, created=T0, quantity=1))
     await settled(handle, 1)
-    first = await markers_after(handle, 0, 4)
-    # The first batch starts a renewal (an automation chosen, none matching) and asks the
-    # worker which event types start sequences: not quiet.
-    assert first == ["persist_snapshot", "choose_automation", "event_triggers", "evaluate_segments"]
+    first = await markers_after(handle, 0, 3)
+    # The first batch starts a renewal (an automation chosen, none matching): not quiet.
+    # Storing it answered which event types start sequences (`STORE_BATCH_PATCH`).
+    assert first == ["store_batch", "choose_automation", "evaluate_segments"]
 
     # A new seat count in the same period changes the billing facts the segments read,
     # and nothing else (the renewal decided on the first event is the same one).
@@ -208,7 +210,62 @@ async def test_a_quiet_batch_is_stored_and_evaluated_in_one_local_activity(
     await send(client, task_queue, seats)
     snap = await settled(handle, 2)
     assert snap.mrr_cents == 3 * 4900
-    assert await markers_after(handle, 4, 1) == ["persist_and_evaluate_segments"]
+    assert await markers_after(handle, 3, 1) == ["persist_and_evaluate_segments"]
+
+
+EVENT_AUTOMATION = """\
+automations:
+  - name: address-changed
+    lifecycle: event
+    trigger: {event: customer.updated}
+    steps:
+      - {after: 0s, action: notify_team}
+"""
+
+
+async def test_a_batch_quiet_but_for_its_event_types_takes_one_local_activity_when_none_triggers(
+    dev_env: WorkflowEnvironment, sqlite_url: str, task_queue: str, tmp_path: Path
+) -> None:
+    automations = tmp_path / "automations.yaml"
+    automations.write_text(EVENT_AUTOMATION)
+    settings = Settings(
+        database_url=sqlite_url,
+        task_queue=task_queue,
+        link_secret=LINK_SECRET,
+        automations=automations,
+        team_email="team@example.com",
+    )
+    client = dev_env.client
+    cus = unique_customer_id()
+    handle = client.get_workflow_handle_for(CustomerWorkflow.run, ids.customer_workflow_id(cus))
+    sessionmaker = create_sessionmaker(create_engine(sqlite_url))
+    async with workers(client, settings, sessionmaker):
+        # A new customer: its run has not asked which event types start a sequence, and
+        # `customer.created` starts none. Stored, answered and evaluated in one activity.
+        await send(
+            client,
+            task_queue,
+            customer_event(cus, "ada@example.com", created=T0, type_="customer.created"),
+        )
+        await settled(handle, 1)
+        assert await markers_after(handle, 0, 1) == ["store_batch"]
+        async with sessionmaker() as session:
+            stored = await session.get(Customer, cus)
+            evaluated = await session.get(CustomerSegmentFacts, cus)
+        assert stored is not None and stored.email == "ada@example.com"
+        assert evaluated is not None and evaluated.facts["lifecycles"] == []
+
+        # `customer.updated` starts the automation's sequence: the same activity says so,
+        # and the batch is carried out as any other (no question asked again).
+        updated = customer_event(cus, "ada@example.org", created=T0 + 60)
+        await send(client, task_queue, updated)
+        sequence = ids.event_sequence_id("address-changed", updated["id"])
+        ref = await wait_for_lifecycle(handle, sequence)
+        assert (ref.lifecycle, ref.automation) == ("event", "address-changed")
+        later = await markers_after(handle, 1, 3)
+    assert later[:2] == ["store_batch", "choose_automation"]
+    assert "event_triggers" not in later
+    assert later[-1] == "evaluate_segments"
 
 
 async def markers_after(

@@ -148,7 +148,9 @@ def worker_config(
     if segments is None:
         segments = load_segments(settings.segments)
     snapshots = SnapshotActivities(sessionmaker)
-    segment_activities = SegmentActivities(sessionmaker, segments, automations)
+    segment_activities = SegmentActivities(
+        sessionmaker, segments, automations, writer=snapshots.writer
+    )
     sweep = SegmentSweepActivities(client, sessionmaker, segments, automations)
     mail = MailActivities(
         build_transport(settings),
@@ -207,6 +209,7 @@ def worker_config(
             sync.sync_deliver,
             segment_activities.evaluate_segments,
             segment_activities.persist_and_evaluate,
+            segment_activities.store_batch,
             segment_activities.record_instance,
             segment_activities.record_instances_mrr,
             sweep.sweep_segments,

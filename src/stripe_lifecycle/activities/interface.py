@@ -460,6 +460,30 @@ class PersistAndEvaluate:
     evaluation: EvaluateSegments
 
 
+@dataclass
+class StoreBatch:
+    """A batch's snapshot to store, in one local activity that also says which event
+    types start an `event` sequence now (`Segments.store_batch`).
+
+    `quiet_unless`: given for a batch that starts, tells and ends nothing unless one of
+    these event types starts a sequence; if none does, the batch is quiet and
+    `evaluation` (given when the billing facts changed) is made in the same transaction."""
+
+    snapshot: BillingSnapshot
+    quiet_unless: list[str] | None = None
+    evaluation: EvaluateSegments | None = None
+
+
+@dataclass
+class StoredBatch:
+    # The event types enabled `event` automations start on (`Automations.event_triggers`).
+    event_triggers: list[str]
+    # The batch was quiet (`StoreBatch.quiet_unless`): nothing is left to carry out.
+    quiet: bool = False
+    # The evaluation asked for, made because the batch was quiet.
+    evaluation: SegmentsEvaluation | None = None
+
+
 class Segments:
     @activity.defn(name="evaluate_segments")
     async def evaluate_segments(self, request: EvaluateSegments) -> SegmentsEvaluation:
@@ -470,6 +494,13 @@ class Segments:
     async def persist_and_evaluate(self, request: PersistAndEvaluate) -> SegmentsEvaluation:
         """`Snapshots.persist_snapshot`, then `evaluate_segments`: what a batch that
         starts, tells and ends nothing needs, for one workflow round trip instead of two."""
+        raise NotImplementedError
+
+    @activity.defn(name="store_batch")
+    async def store_batch(self, request: StoreBatch) -> StoredBatch:
+        """`Snapshots.persist_snapshot` answering `Automations.event_triggers`, and for a
+        batch that proves quiet, `persist_and_evaluate`: one round trip for what was up to
+        three."""
         raise NotImplementedError
 
     @activity.defn(name="record_instance")

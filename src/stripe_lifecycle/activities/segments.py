@@ -29,10 +29,13 @@ from stripe_lifecycle.activities.interface import (
     SegmentsChanged,
     SegmentsEvaluation,
     SegmentSweep,
+    StoreBatch,
+    StoredBatch,
     SweepRequest,
     SweepResult,
 )
-from stripe_lifecycle.activities.snapshots import upsert_snapshot
+from stripe_lifecycle.activities.selection import trigger_event_types
+from stripe_lifecycle.activities.snapshots import SnapshotWriter, upsert_snapshot
 from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.automations import Automation, campaign_segments
 from stripe_lifecycle.domain.segments import (
@@ -76,10 +79,14 @@ class SegmentActivities(Segments):
         sessionmaker: SessionMaker,
         config: SegmentsConfig,
         automations: Sequence[Automation],
+        writer: SnapshotWriter | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._config = config
         self._campaign_segments = campaign_segments(automations)
+        self._event_triggers = trigger_event_types(automations)
+        # The worker's group-committing writer, shared with `persist_snapshot`.
+        self._writer = writer or SnapshotWriter(sessionmaker)
 
     @activity.defn(name="persist_and_evaluate_segments")
     async def persist_and_evaluate(self, request: PersistAndEvaluate) -> SegmentsEvaluation:
@@ -90,6 +97,23 @@ class SegmentActivities(Segments):
             evaluation = await self._evaluate(session, request.evaluation)
             await session.commit()
         return evaluation
+
+    @activity.defn(name="store_batch")
+    async def store_batch(self, request: StoreBatch) -> StoredBatch:
+        """Store the snapshot and answer the event types that start a sequence; a batch
+        that is quiet unless one of its types does, and none does, has its evaluation made
+        in the snapshot's transaction, as `persist_and_evaluate` does. A snapshot stored
+        alone goes through the group-committing writer."""
+        triggers = self._event_triggers
+        quiet = request.quiet_unless is not None and not set(request.quiet_unless) & set(triggers)
+        if not quiet or request.evaluation is None:
+            await self._writer.write(request.snapshot)
+            return StoredBatch(event_triggers=triggers, quiet=quiet)
+        async with self._sessionmaker() as session:
+            await upsert_snapshot(session, request.snapshot)
+            evaluation = await self._evaluate(session, request.evaluation)
+            await session.commit()
+        return StoredBatch(event_triggers=triggers, quiet=True, evaluation=evaluation)
 
     @activity.defn(name="evaluate_segments")
     async def evaluate_segments(self, request: EvaluateSegments) -> SegmentsEvaluation:

@@ -2,6 +2,7 @@
 definitions and settings the worker loaded, and recorded in the workflow's history."""
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import UTC
 
 from temporalio import activity
@@ -15,6 +16,11 @@ from stripe_lifecycle.activities.interface import (
 )
 from stripe_lifecycle.domain.automations import Automation, MatchContext, select
 from stripe_lifecycle.domain.send_windows import SendWindow, next_send_time, zone_for
+
+
+def trigger_event_types(automations: Sequence[Automation]) -> list[str]:
+    """The event types enabled `event` automations start on, sorted."""
+    return sorted({a.trigger_event for a in automations if a.enabled and a.trigger_event})
 
 
 class AutomationActivities(Automations):
@@ -70,9 +76,7 @@ class AutomationActivities(Automations):
         request: EventTriggersRequest,  # noqa: ARG002 (one dataclass in)
     ) -> EventTriggers:
         """A local activity: the definitions are the worker's, the answer is recorded."""
-        return EventTriggers(
-            sorted({a.trigger_event for a in self._automations if a.enabled and a.trigger_event})
-        )
+        return EventTriggers(trigger_event_types(self._automations))
 
     @activity.defn(name="send_time")
     async def send_time(self, request: SendTimeRequest) -> str:

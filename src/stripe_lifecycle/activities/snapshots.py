@@ -29,12 +29,13 @@ Waiting = tuple[BillingSnapshot, asyncio.Future[None]]
 
 class SnapshotActivities(Snapshots):
     def __init__(self, sessionmaker: SessionMaker) -> None:
-        self._writer = SnapshotWriter(sessionmaker)
+        # Shared with `Segments.store_batch`: one group commit for every snapshot.
+        self.writer = SnapshotWriter(sessionmaker)
 
     @activity.defn(name="persist_snapshot")
     async def persist_snapshot(self, snapshot: BillingSnapshot) -> None:
         """Upsert the snapshot; an older version (retried or late activity) never wins."""
-        await self._writer.write(snapshot)
+        await self.writer.write(snapshot)
         activity.logger.debug(
             "persisted snapshot of %s at version %d", snapshot.customer_id, snapshot.events_applied
         )

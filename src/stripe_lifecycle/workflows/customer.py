@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         SegmentsChanged,
         SegmentsEvaluation,
         Snapshots,
+        StoreBatch,
         StripeReads,
     )
     from stripe_lifecycle.domain import contract, holdout, ids, rules, segments, stripe_reads
@@ -120,6 +121,15 @@ ADDRESS_PATCH = "tell-lifecycles-the-address"
 # before its subscription's first event arrived (a failed payment can come first), once it
 # has. Asked only when that happens, so runs recorded before replay as they ran.
 LATE_MRR_PATCH = "instance-mrr-filled-in"
+# Runs started (or continued) since store each batch that is not quiet in a local
+# activity that also answers which event types start an `event` sequence
+# (`Segments.store_batch`); the question was a local activity of its own in a run's first
+# batch and in every batch an hour or more after the last answer, which is most batches of
+# a customer whose events come days apart. A batch quiet unless one of its event types
+# starts a sequence is evaluated in that same activity when none does, as a quiet batch
+# is. Decided in the run's first task with everything `FIRST_TASK_PATCH` decides, from
+# one marker (runs recorded with that marker replay by it).
+STORE_BATCH_PATCH = "store-batch-answers-event-triggers"
 # How long the event types `event` automations are triggered by are taken as known,
 # before the worker is asked again (the automations file may have changed).
 EVENT_TRIGGERS_FRESH = timedelta(hours=1)
@@ -181,6 +191,8 @@ class CustomerWorkflow(LifecycleParent):
         self._one_write = False
         # Automations are chosen in a local activity (`FIRST_TASK_PATCH`).
         self._local_choices = False
+        # A batch is stored by `Segments.store_batch` (`STORE_BATCH_PATCH`).
+        self._store_batch = False
         # Search attributes survive continue-as-new; start from what the run already has.
         current = workflow.info().typed_search_attributes
         self._indexed: dict[str, Any] = {
@@ -193,7 +205,8 @@ class CustomerWorkflow(LifecycleParent):
     async def run(self, input: CustomerWorkflowInput) -> None:
         # Decided once, in the run's first workflow task: a patch asked for later, after a
         # local activity, can land in a different task on replay than it did live.
-        if workflow.patched(FIRST_TASK_PATCH):
+        self._store_batch = workflow.patched(STORE_BATCH_PATCH)
+        if self._store_batch or workflow.patched(FIRST_TASK_PATCH):
             # What `_first_task_patches` decides in a run that has all six.
             self._reads_queue = contract.stripe_reads_queue(workflow.info().task_queue)
             self._segments_on = self._one_write = self._local_choices = True
@@ -315,14 +328,19 @@ class CustomerWorkflow(LifecycleParent):
             await self._evaluate_segments(force=False, offer_existing=[], store=True)
             self._set_details()
             return
-        # A local activity: a short idempotent DB write needs no task queue round trip,
-        # which would cost the server three history events and a dispatch per batch.
-        await workflow.execute_local_activity_method(
-            Snapshots.persist_snapshot,
-            self._stored_snapshot(),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=PERSIST_RETRY,
-        )
+        if self._store_batch:
+            if await self._store(applied, quiet_possible=not told):
+                self._set_details()
+                return
+        else:
+            # A local activity: a short idempotent DB write needs no task queue round trip,
+            # which would cost the server three history events and a dispatch per batch.
+            await workflow.execute_local_activity_method(
+                Snapshots.persist_snapshot,
+                self._stored_snapshot(),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=PERSIST_RETRY,
+            )
         if told:
             await self._tell_address(told, applied[-1].event)
         for applied_event in applied:
@@ -357,6 +375,46 @@ class CustomerWorkflow(LifecycleParent):
         )
         for ref in late:
             ref.mrr_unknown = False
+
+    async def _store(self, applied: list[rules.Applied], *, quiet_possible: bool) -> bool:
+        """Store the batch's snapshot, and take the event types that start `event`
+        sequences as the worker answers them now (`STORE_BATCH_PATCH`). A batch that would
+        be quiet but for event types not answered within the hour, when none of them starts
+        a sequence, is quiet: evaluated in the same activity (if its facts changed), and
+        nothing is left to carry out. Whether it was."""
+        unanswered = self._unanswered_types(applied) if quiet_possible else None
+        facts: dict[str, Any] = {}
+        request = None
+        if unanswered is not None:
+            facts, request = self._evaluation_request(force=False)
+        stored = await workflow.execute_local_activity_method(
+            Segments.store_batch,
+            StoreBatch(
+                snapshot=self._stored_snapshot(), quiet_unless=unanswered, evaluation=request
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=PERSIST_RETRY,
+        )
+        self._event_triggers = (workflow.now(), stored.event_triggers)
+        if stored.evaluation is not None:
+            await self._take_evaluation(facts, stored.evaluation, [])
+        return stored.quiet
+
+    def _unanswered_types(self, applied: list[rules.Applied]) -> list[str] | None:
+        """The event types of the batch's `event` sequence starts, if every other decision
+        is moot (`_quiet`, before the worker says which types start one); else None."""
+        types: set[str] = set()
+        for applied_event in applied:
+            for decision in self._decisions(applied_event):
+                if (
+                    isinstance(decision, rules.Start)
+                    and decision.lifecycle == Lifecycle.EVENT
+                    and not decision.workflow_id
+                ):
+                    types.add(applied_event.event.type)
+                elif not rules.moot(self._ledger, decision):
+                    return None
+        return sorted(types)
 
     def _decisions(self, applied: rules.Applied) -> list[rules.Decision]:
         # A sync's backfill is the present, not news: it fills the ledger only (runs
@@ -443,10 +501,8 @@ class CustomerWorkflow(LifecycleParent):
         are the worker's and the DB's) when what they read changed, and act on the answer:
         index them, end the campaigns of segments left, start those of segments entered.
         `store`: persist the snapshot first, in the same local activity."""
-        state = self._ledger.state
-        running = sorted({r.lifecycle for r in state.lifecycles if r.status == rules.RUNNING})
-        facts = segments.billing_facts(self._ledger.snapshot, running)
-        if not force and facts == self._evaluated_facts:
+        facts, request = self._evaluation_request(force=force)
+        if request is None:
             if store:
                 await workflow.execute_local_activity_method(
                     Snapshots.persist_snapshot,
@@ -455,15 +511,6 @@ class CustomerWorkflow(LifecycleParent):
                     retry_policy=PERSIST_RETRY,
                 )
             return
-        request = EvaluateSegments(
-            customer_id=self._ledger.snapshot.customer_id,
-            facts=facts,
-            now=workflow.now(),
-            previous=list(state.segments),
-            known=list(state.segments_known),
-            evaluated_before=state.segments_evaluated,
-            first_evaluated=state.segments_first_evaluated,
-        )
         if store:
             evaluation = await workflow.execute_local_activity_method(
                 Segments.persist_and_evaluate,
@@ -478,6 +525,32 @@ class CustomerWorkflow(LifecycleParent):
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=PERSIST_RETRY,
             )
+        await self._take_evaluation(facts, evaluation, offer_existing)
+
+    def _evaluation_request(self, *, force: bool) -> tuple[dict[str, Any], EvaluateSegments | None]:
+        """The billing facts the segments read now, and the evaluation to ask for: none
+        when they are those of the last evaluation and nothing else asks for one."""
+        state = self._ledger.state
+        running = sorted({r.lifecycle for r in state.lifecycles if r.status == rules.RUNNING})
+        facts = segments.billing_facts(self._ledger.snapshot, running)
+        if not force and facts == self._evaluated_facts:
+            return facts, None
+        return facts, EvaluateSegments(
+            customer_id=self._ledger.snapshot.customer_id,
+            facts=facts,
+            now=workflow.now(),
+            previous=list(state.segments),
+            known=list(state.segments_known),
+            evaluated_before=state.segments_evaluated,
+            first_evaluated=state.segments_first_evaluated,
+        )
+
+    async def _take_evaluation(
+        self, facts: dict[str, Any], evaluation: SegmentsEvaluation, offer_existing: list[str]
+    ) -> None:
+        """Index the segments evaluated on `facts`, end the campaigns of segments left and
+        start those of segments entered."""
+        state = self._ledger.state
         self._evaluated_facts = facts
         if evaluation.segments != state.segments or not state.segments_evaluated:
             workflow.upsert_search_attributes([contract.SEGMENTS.value_set(evaluation.segments)])
