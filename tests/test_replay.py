@@ -49,6 +49,13 @@ history when a workflow changes on purpose, behind `workflow.patched`.
   patch: a failed payment starts dunning before any event of its subscription (recorded
   at MRR 0), and the subscription's event fills the instance's MRR in. Recorded on the
   dev server by the customer-workflow tests.
+- customer_workflow_v10_*: runs with the `store-batch-answers-event-triggers` patch, which
+  stands for everything `one-marker-and-local-choices` does and stores each batch that is
+  not quiet in a local activity answering which event types start a sequence: a new
+  customer's first batch stored, answered and evaluated in one activity, then a
+  `customer.updated` starting its `event` sequence; a renewal's first batch, then a quiet
+  seat change; a trial begun before its customer's address, told it when it came.
+  Recorded on the dev server by the customer-workflow and end-to-end tests.
 - invoice_due_workflow_v1, invoice_overdue_workflow_v1, invoice_finalized_workflow_v1,
   quote_expiring_workflow_v1, event_sequence_workflow_v1: each new lifecycle type (the
   event sequence with a webhook step and a team notice across a worker restart).
