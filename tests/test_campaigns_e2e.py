@@ -37,6 +37,7 @@ from stripe_lifecycle.workflows.customer import (
     FIRST_TASK_PATCH,
     SEGMENTS_ADOPTED_PATCH,
     SEGMENTS_PATCH,
+    STORE_BATCH_PATCH,
     CustomerWorkflow,
 )
 from stripe_lifecycle.workflows.segments import SegmentSweepWorkflow, SweepInput
@@ -405,9 +406,14 @@ async def test_a_segment_of_time_is_entered_through_the_sweep(
 
 
 def before_segments(patch: PatchActivationInput) -> bool:
-    """A worker of the release before segments: their patches, and the later one that
-    stands for them, never activate."""
-    return patch.patch_id not in (SEGMENTS_PATCH, SEGMENTS_ADOPTED_PATCH, FIRST_TASK_PATCH)
+    """A worker of the release before segments: their patches, and the later ones that
+    stand for them, never activate."""
+    return patch.patch_id not in (
+        SEGMENTS_PATCH,
+        SEGMENTS_ADOPTED_PATCH,
+        FIRST_TASK_PATCH,
+        STORE_BATCH_PATCH,
+    )
 
 
 async def test_a_customer_workflow_begun_before_segments_takes_them_up_on_the_sweeps_signal(

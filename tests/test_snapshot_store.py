@@ -1,5 +1,6 @@
 """The snapshot store: the customer workflow's read model, written by `persist_snapshot`
-on both databases. A retried or late activity carrying an older snapshot never wins;
+(and `store_batch`, which also answers the event triggers and evaluates a quiet batch's
+segments) on both databases. A retried or late activity carrying an older snapshot never wins;
 concurrent writes share a transaction (group commit), and one the database refuses fails
 alone."""
 
@@ -18,10 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 from temporalio.testing import ActivityEnvironment
 
+from stripe_lifecycle.activities.interface import EvaluateSegments, StoreBatch, StoredBatch
+from stripe_lifecycle.activities.segments import SegmentActivities
 from stripe_lifecycle.activities.snapshots import SnapshotActivities, SnapshotWriter
+from stripe_lifecycle.domain.automations import parse_automations
 from stripe_lifecycle.domain.ledger import BillingSnapshot, SubscriptionState
+from stripe_lifecycle.domain.segments import billing_facts, parse_segments
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
-from stripe_lifecycle.storage.models import Customer
+from stripe_lifecycle.storage.models import Customer, CustomerSegmentFacts
 
 from .tcp_proxy import TcpProxy, tcp_proxy
 
@@ -233,3 +238,82 @@ async def _written_alone_until_the_outage(engine: AsyncEngine, proxy: TcpProxy) 
     async with create_sessionmaker(engine)() as session:
         ids = (await session.execute(select(Customer.customer_id))).scalars().all()
     assert sorted(ids) == sorted(s.customer_id for s in batch)
+
+
+STORE_SEGMENTS = """
+segments:
+  - name: on-pro
+    where: {field: plan, eq: Pro}
+"""
+STORE_AUTOMATIONS = """
+automations:
+  - name: dispute-alert
+    lifecycle: event
+    trigger: {event: charge.dispute.created}
+    steps: [{after: 0s, action: notify_team}]
+"""
+
+
+def evaluation_of(stored: BillingSnapshot) -> EvaluateSegments:
+    return EvaluateSegments(
+        customer_id=stored.customer_id,
+        facts=billing_facts(stored, []),
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+async def test_a_stored_batch_answers_the_triggers_and_is_evaluated_only_when_quiet(
+    engine: AsyncEngine,
+) -> None:
+    sessionmaker = create_sessionmaker(engine)
+    store = SegmentActivities(
+        sessionmaker,
+        parse_segments(STORE_SEGMENTS, "segments.yaml"),
+        parse_automations(STORE_AUTOMATIONS, "automations.yaml", []),
+    )
+    env = ActivityEnvironment()
+
+    async def evaluated() -> CustomerSegmentFacts | None:
+        async with sessionmaker() as session:
+            return await session.get(CustomerSegmentFacts, "cus_store")
+
+    async def stored_version() -> int | None:
+        async with sessionmaker() as session:
+            row = await session.get(Customer, "cus_store")
+            return row.snapshot_version if row is not None else None
+
+    # Not quiet (decisions to carry out): stored, answered, nothing evaluated.
+    first = snapshot(1, plan="Pro", mrr=4900, email="a@x.io")
+    answer = await env.run(store.store_batch, StoreBatch(snapshot=first))
+    assert answer == StoredBatch(event_triggers=["charge.dispute.created"], quiet=False)
+    assert await stored_version() == 1 and await evaluated() is None
+
+    # Quiet unless a dispute starts its sequence, and one does: not quiet, not evaluated.
+    second = snapshot(2, plan="Pro", mrr=4900, email="a@x.io")
+    disputed = StoreBatch(
+        snapshot=second,
+        quiet_unless=["charge.dispute.created", "customer.updated"],
+        evaluation=evaluation_of(second),
+    )
+    answer = await env.run(store.store_batch, disputed)
+    assert (answer.quiet, answer.evaluation) == (False, None)
+    assert await stored_version() == 2 and await evaluated() is None
+
+    # Quiet unless `customer.updated` starts one, which none does: evaluated, in the
+    # snapshot's transaction.
+    third = snapshot(3, plan="Pro", mrr=4900, email="a@x.io")
+    updated = StoreBatch(
+        snapshot=third, quiet_unless=["customer.updated"], evaluation=evaluation_of(third)
+    )
+    answer = await env.run(store.store_batch, updated)
+    assert answer.quiet and answer.evaluation is not None
+    assert answer.evaluation.segments == ["on-pro"]
+    assert [change.segment for change in answer.evaluation.entered] == ["on-pro"]
+    facts = await evaluated()
+    assert await stored_version() == 3 and facts is not None and facts.segments == ["on-pro"]
+
+    # Quiet with the facts evaluated already (no evaluation asked): stored alone. An older
+    # snapshot, a retry arriving late, changes nothing.
+    answer = await env.run(store.store_batch, StoreBatch(snapshot=first, quiet_unless=[]))
+    assert answer == StoredBatch(event_triggers=["charge.dispute.created"], quiet=True)
+    assert await stored_version() == 3
