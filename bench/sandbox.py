@@ -88,11 +88,12 @@ def without_finder() -> contextlib.AbstractContextManager[None]:
 
 
 async def main(args: argparse.Namespace) -> None:
-    # The instance the sandbox creates binds to the running event loop, as in a worker.
-    ours = sandbox_runner(data_converter(None))
     if args.worker:
         await in_worker(args)
         return
+    # A coroutine: the instance a sandbox creates binds to the running event loop, as in a
+    # worker.
+    ours = sandbox_runner(data_converter(None))
     stock = SandboxedWorkflowRunner()
     figures: dict[str, list[float]] = {"no-op": [], "read each run": [], "compiled once": []}
     for _ in range(args.rounds):
