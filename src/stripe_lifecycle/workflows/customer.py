@@ -383,14 +383,14 @@ class CustomerWorkflow(LifecycleParent):
         a sequence, is quiet: evaluated in the same activity (if its facts changed), and
         nothing is left to carry out. Whether it was."""
         unanswered = self._unanswered_types(applied) if quiet_possible else None
-        facts: dict[str, Any] = {}
-        request = None
-        if unanswered is not None:
-            facts, request = self._evaluation_request(force=False)
+        facts, request = self._evaluation_request(force=False)
         stored = await workflow.execute_local_activity_method(
             Segments.store_batch,
             StoreBatch(
-                snapshot=self._stored_snapshot(), quiet_unless=unanswered, evaluation=request
+                snapshot=self._stored_snapshot(),
+                quiet_unless=unanswered,
+                # Only a batch that may prove quiet is evaluated in this activity.
+                evaluation=request if unanswered is not None else None,
             ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=PERSIST_RETRY,
