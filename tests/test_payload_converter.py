@@ -1,19 +1,24 @@
-"""Our payload converter reads every payload to the value Temporal's default converter
-reads, and refuses what it refuses with the same error; it only resolves each dataclass's
-type hints once (README "Performance")."""
+"""Our payload converter writes every value to the bytes Temporal's default converter
+writes, reads every payload to the value it reads, and refuses what it refuses with the
+same error; it only resolves each dataclass's fields and type hints once, and copies no
+value to write it (README "Performance")."""
 
 from __future__ import annotations
 
 import gc
+import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import pytest
 from temporalio.converter import DataConverter
 
+from stripe_lifecycle.domain import rules
 from stripe_lifecycle.domain.events import BillingEvents, lean
+from stripe_lifecycle.domain.ledger import CustomerLedger, new_state
 from stripe_lifecycle.payload_codec import data_converter
-from stripe_lifecycle.payload_converter import _PLANS
+from stripe_lifecycle.payload_converter import _NAMES, _PLANS
 from tests import corpus
 
 DEFAULT = DataConverter.default.payload_converter
@@ -69,6 +74,63 @@ def test_every_corpus_event_decodes_to_what_the_default_converter_reads(
     ours = decode(OURS, value, BillingEvents)
     assert ours == decode(DEFAULT, value, BillingEvents)
     assert ours == batch
+
+
+def written(converter: Any, value: Any) -> tuple[str, Any]:
+    try:
+        [payload] = converter.to_payloads([value])
+    except Exception as err:
+        return "error", f"{type(err).__name__}: {err}"
+    return "payload", (dict(payload.metadata), payload.data)
+
+
+@pytest.mark.parametrize("version", corpus.VERSIONS)
+def test_every_corpus_event_and_the_state_it_makes_write_the_default_converter_s_bytes(
+    version: str,
+) -> None:
+    batch = corpus.billing_batch(version)
+    ledger = CustomerLedger(new_state(batch.events[0].customer_id))
+    applied = rules.apply_batch(ledger, batch.events)
+    assert applied
+    for value in (batch, lean(batch), ledger.snapshot, ledger.export(), applied[0].before):
+        ours = written(OURS, value)
+        assert ours[0] == "payload"
+        assert ours == written(DEFAULT, value)
+
+
+@dataclass(init=False)
+class Stamp(datetime):
+    """A datetime that is also a dataclass: the SDK writes it as ISO text."""
+
+
+WRITE_CASES: list[tuple[str, Any]] = [
+    (
+        "nested everywhere",
+        Order(
+            id="o1",
+            lines=[Line("p", 2), Line("q")],
+            note="n",
+            total=2.5,
+            extra={"b": Line("r"), "a": Line("s", 3)},
+            either=Order(id="o2", lines=[]),
+            anything={"t": (Line("u"), [Line("v")]), "when": datetime(2026, 12, 1, tzinfo=UTC)},
+        ),
+    ),
+    ("the init=False field", Order(id="o1", lines=[])),
+    ("a dataclass in a tuple and a set beside it", (Line("p"), {1, 2}, frozenset({"a"}))),
+    ("a uuid", Order(id="o1", lines=[], anything=uuid.UUID(int=7))),
+    ("a datetime that is a dataclass", Stamp(2026, 12, 1)),
+    ("a dataclass class, not an instance", Order(id="o1", lines=[], anything=Line)),
+    ("something JSON cannot write", Order(id="o1", lines=[], anything=object())),
+    ("no dataclass at all", {"k": [1, 2.5, None, True, "s"]}),
+]
+
+
+@pytest.mark.parametrize(("case", "value"), WRITE_CASES, ids=[case for case, _ in WRITE_CASES])
+def test_each_value_is_written_as_the_default_converter_writes_it(case: str, value: Any) -> None:
+    ours = written(OURS, value)
+    assert ours == written(DEFAULT, value), case
+    assert ours[0] == ("error" if "cannot" in case or "not an instance" in case else "payload")
 
 
 CASES: list[tuple[str, Any]] = [
@@ -137,3 +199,18 @@ def test_a_class_s_plan_goes_with_the_class() -> None:
     a_sandboxed_copy()
     gc.collect()
     assert len(_PLANS) == before
+
+
+def test_a_class_s_field_names_go_with_the_class() -> None:
+    def a_sandboxed_copy() -> None:
+        @dataclass
+        class Copy:
+            id: str
+
+        assert written(OURS, Copy(id="x")) == written(DEFAULT, Copy(id="x"))
+        assert Copy in _NAMES
+
+    before = len(_NAMES)
+    a_sandboxed_copy()
+    gc.collect()
+    assert len(_NAMES) == before
