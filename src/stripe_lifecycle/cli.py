@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import gc
 import getpass
 import logging
 import os
@@ -110,6 +111,11 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
     tasks: list[asyncio.Task[None]] = []
     server = _api_server(settings) if api else None
+    # What is loaded and built by now (modules, the app, the workers, their compiled
+    # workflow code) lives as long as the process: out of the collector's generations, a
+    # full collection, which would walk it all each time, walks only what came after.
+    gc.collect()
+    gc.freeze()
     if server is not None:
         tasks.append(asyncio.create_task(server.serve()))
     tasks += [asyncio.create_task(worker.run()) for worker in workers]
