@@ -38,6 +38,7 @@ from stripe_lifecycle.workflows.customer import (
     SEGMENTS_ADOPTED_PATCH,
     SEGMENTS_PATCH,
     STORE_BATCH_PATCH,
+    STORE_CHOICES_PATCH,
     CustomerWorkflow,
 )
 from stripe_lifecycle.workflows.segments import SegmentSweepWorkflow, SweepInput
@@ -413,6 +414,7 @@ def before_segments(patch: PatchActivationInput) -> bool:
         SEGMENTS_ADOPTED_PATCH,
         FIRST_TASK_PATCH,
         STORE_BATCH_PATCH,
+        STORE_CHOICES_PATCH,
     )
 
 

@@ -22,7 +22,7 @@ from stripe_lifecycle.domain.ledger import BillingSnapshot
 from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
 from stripe_lifecycle.intake.normalise import normalise_event
 from stripe_lifecycle.settings import Settings
-from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
+from stripe_lifecycle.storage.db import SessionMaker, create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import Customer, CustomerSegmentFacts, LifecycleInstance
 from stripe_lifecycle.workflows.customer import CustomerWorkflow
 from stripe_lifecycle.workflows.customer_messages import CustomerWorkflowInput
@@ -190,17 +190,24 @@ async def local_activities(handle: WorkflowHandle[CustomerWorkflow, None]) -> li
 
 @pytest.mark.usefixtures("worker")
 async def test_a_quiet_batch_is_stored_and_evaluated_in_one_local_activity(
-    dev_env: WorkflowEnvironment, task_queue: str
+    dev_env: WorkflowEnvironment, task_queue: str, sessionmaker: SessionMaker
 ) -> None:
     client = dev_env.client
     cus = unique_customer_id()
     handle = client.get_workflow_handle_for(CustomerWorkflow.run, ids.customer_workflow_id(cus))
     await send(client, task_queue, subscription_event(cus, created=T0, quantity=1))
     await settled(handle, 1)
-    first = await markers_after(handle, 0, 3)
-    # The first batch starts a renewal (an automation chosen, none matching): not quiet.
-    # Storing it answered which event types start sequences (`STORE_BATCH_PATCH`).
-    assert first == ["store_batch", "choose_automation", "evaluate_segments"]
+    # The first batch would start a renewal, but the default renewal automation is for
+    # annual plans: storing it chose none (`STORE_CHOICES_PATCH`) and answered which event
+    # types start sequences (`STORE_BATCH_PATCH`), so the batch was quiet and evaluated
+    # in the same activity.
+    assert await markers_after(handle, 0, 1) == ["store_batch"]
+    async with sessionmaker() as session:
+        evaluated = await session.get(CustomerSegmentFacts, cus)
+    assert evaluated is not None and evaluated.facts["status"] == "active"
+    # The start is decided all the same: the same renewal seen again asks nothing.
+    renewal = ids.renewal_id("sub_T1", T0 + 30 * 86_400)
+    assert renewal not in await lifecycles_of(handle)
 
     # A new seat count in the same period changes the billing facts the segments read,
     # and nothing else (the renewal decided on the first event is the same one).
@@ -210,7 +217,30 @@ async def test_a_quiet_batch_is_stored_and_evaluated_in_one_local_activity(
     await send(client, task_queue, seats)
     snap = await settled(handle, 2)
     assert snap.mrr_cents == 3 * 4900
-    assert await markers_after(handle, 3, 1) == ["persist_and_evaluate_segments"]
+    assert await markers_after(handle, 1, 1) == ["persist_and_evaluate_segments"]
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_start_an_automation_takes_is_chosen_in_the_store_with_no_lookup_of_its_own(
+    dev_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    client = dev_env.client
+    cus = unique_customer_id()
+    handle = client.get_workflow_handle_for(CustomerWorkflow.run, ids.customer_workflow_id(cus))
+    await send(client, task_queue, subscription_event(cus, created=T0, interval="year"))
+    await settled(handle, 1)
+    renewal = ids.renewal_id("sub_T1", T0 + 30 * 86_400)
+
+    async def started() -> bool:
+        return renewal in await lifecycles_of(handle)
+
+    await eventually(started, f"{renewal} started")
+    assert (await lifecycles_of(handle))[renewal].automation == "renewal-annual"
+    # Chosen by the store; the evaluation after the start, which it changes (the renewal,
+    # its period in the past, may end soon after: another evaluation then).
+    kinds = await markers_after(handle, 0, 3)
+    assert kinds[:3] == ["store_batch", "record_instance", "evaluate_segments"]
+    assert "choose_automation" not in kinds
 
 
 EVENT_AUTOMATION = """\

@@ -19,12 +19,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 from temporalio.testing import ActivityEnvironment
 
-from stripe_lifecycle.activities.interface import EvaluateSegments, StoreBatch, StoredBatch
+from stripe_lifecycle.activities.interface import (
+    ChooseAutomation,
+    EvaluateSegments,
+    StoreBatch,
+    StoredBatch,
+)
 from stripe_lifecycle.activities.segments import SegmentActivities
+from stripe_lifecycle.activities.selection import AutomationActivities
 from stripe_lifecycle.activities.snapshots import SnapshotActivities, SnapshotWriter
 from stripe_lifecycle.domain.automations import parse_automations
 from stripe_lifecycle.domain.ledger import BillingSnapshot, SubscriptionState
+from stripe_lifecycle.domain.lifecycles import Lifecycle
 from stripe_lifecycle.domain.segments import billing_facts, parse_segments
+from stripe_lifecycle.domain.send_windows import parse_window
 from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import Customer, CustomerSegmentFacts
 
@@ -317,3 +325,69 @@ async def test_a_stored_batch_answers_the_triggers_and_is_evaluated_only_when_qu
     answer = await env.run(store.store_batch, StoreBatch(snapshot=first, quiet_unless=[]))
     assert answer == StoredBatch(event_triggers=["charge.dispute.created"], quiet=True)
     assert await stored_version() == 3
+
+
+CHOICE_AUTOMATIONS = """
+automations:
+  - name: renewal-annual
+    lifecycle: renewal
+    filters: {subscription_interval: year}
+    steps: [{before: 7d, action: notify_team}]
+  - name: renewal-any-time
+    lifecycle: renewal
+    priority: 200
+    filters: {plan: Enterprise}
+    send_window: any
+    steps: [{before: 7d, action: notify_team}]
+"""
+
+
+async def test_a_stored_batch_chooses_each_start_s_automation_as_choose_automation_does(
+    engine: AsyncEngine,
+) -> None:
+    sessionmaker = create_sessionmaker(engine)
+    automations = parse_automations(CHOICE_AUTOMATIONS, "automations.yaml", [])
+    window = parse_window({"start": "09:00", "end": "17:00"})
+    store = SegmentActivities(
+        sessionmaker,
+        parse_segments(STORE_SEGMENTS, "segments.yaml"),
+        automations,
+        default_window=window,
+    )
+    choices = AutomationActivities(automations, default_window=window)
+    env = ActivityEnvironment()
+    monthly = ChooseAutomation(lifecycle=Lifecycle.RENEWAL, subscription_periods=["month"])
+    annual = ChooseAutomation(lifecycle=Lifecycle.RENEWAL, subscription_periods=["year"])
+    enterprise = ChooseAutomation(lifecycle=Lifecycle.RENEWAL, plan="Enterprise")
+
+    # A batch quiet but for a start no automation takes is quiet: evaluated.
+    first = snapshot(1, plan="Pro", mrr=4900, email="a@x.io")
+    answer = await env.run(
+        store.store_batch,
+        StoreBatch(
+            snapshot=first, quiet_unless=[], evaluation=evaluation_of(first), choose=[monthly]
+        ),
+    )
+    assert (answer.quiet, answer.chosen) == (True, [None])
+    assert answer.evaluation is not None and answer.evaluation.segments == ["on-pro"]
+
+    # One an automation takes: not quiet, nothing evaluated, each trigger answered in
+    # order as the lookup of its own answers it (the default send window in the snapshot
+    # of the automation that names none).
+    second = snapshot(2, plan="Pro", mrr=4900, email="a@x.io")
+    asked = [monthly, annual, enterprise]
+    answer = await env.run(
+        store.store_batch,
+        StoreBatch(
+            snapshot=second, quiet_unless=[], evaluation=evaluation_of(second), choose=asked
+        ),
+    )
+    assert (answer.quiet, answer.evaluation) == (False, None)
+    assert answer.chosen == [await env.run(choices.choose_automation, a) for a in asked]
+    assert [a.name if a else None for a in answer.chosen] == [
+        None,
+        "renewal-annual",
+        "renewal-any-time",
+    ]
+    assert answer.chosen[1] is not None and answer.chosen[1].send_window == window
+    assert answer.chosen[2] is not None and answer.chosen[2].send_window is None

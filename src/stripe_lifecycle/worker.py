@@ -148,8 +148,9 @@ def worker_config(
     if segments is None:
         segments = load_segments(settings.segments)
     snapshots = SnapshotActivities(sessionmaker)
+    default_window = parse_window(settings.send_window)
     segment_activities = SegmentActivities(
-        sessionmaker, segments, automations, writer=snapshots.writer
+        sessionmaker, segments, automations, writer=snapshots.writer, default_window=default_window
     )
     sweep = SegmentSweepActivities(client, sessionmaker, segments, automations)
     mail = MailActivities(
@@ -168,7 +169,7 @@ def worker_config(
     )
     choices = AutomationActivities(
         automations,
-        default_window=parse_window(settings.send_window),
+        default_window=default_window,
         default_timezone=settings.default_timezone,
     )
     conversions = ConversionActivities(

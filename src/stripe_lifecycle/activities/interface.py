@@ -463,15 +463,20 @@ class PersistAndEvaluate:
 @dataclass
 class StoreBatch:
     """A batch's snapshot to store, in one local activity that also says which event
-    types start an `event` sequence now (`Segments.store_batch`).
+    types start an `event` sequence now, and which automation each of the batch's
+    lifecycle starts runs (`Segments.store_batch`).
 
+    `choose`: the triggers of the batch's starts, each answered as
+    `Automations.choose_automation` answers it.
     `quiet_unless`: given for a batch that starts, tells and ends nothing unless one of
-    these event types starts a sequence; if none does, the batch is quiet and
-    `evaluation` (given when the billing facts changed) is made in the same transaction."""
+    these event types starts a sequence or one of `choose` chooses an automation; if
+    none does, the batch is quiet and `evaluation` (given when the billing facts changed)
+    is made in the same transaction."""
 
     snapshot: BillingSnapshot
     quiet_unless: list[str] | None = None
     evaluation: EvaluateSegments | None = None
+    choose: list[ChooseAutomation] = field(default_factory=list)
 
 
 @dataclass
@@ -482,6 +487,8 @@ class StoredBatch:
     quiet: bool = False
     # The evaluation asked for, made because the batch was quiet.
     evaluation: SegmentsEvaluation | None = None
+    # The automation each of `StoreBatch.choose` runs, in its order; None: none matches.
+    chosen: list[Automation | None] = field(default_factory=list)
 
 
 class Segments:

@@ -34,7 +34,7 @@ from stripe_lifecycle.activities.interface import (
     SweepRequest,
     SweepResult,
 )
-from stripe_lifecycle.activities.selection import trigger_event_types
+from stripe_lifecycle.activities.selection import choose, trigger_event_types
 from stripe_lifecycle.activities.snapshots import SnapshotWriter, upsert_snapshot
 from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.automations import Automation, campaign_segments
@@ -46,6 +46,7 @@ from stripe_lifecycle.domain.segments import (
     field_value,
     why_changed,
 )
+from stripe_lifecycle.domain.send_windows import SendWindow
 from stripe_lifecycle.storage.db import SessionMaker, insert_for
 from stripe_lifecycle.storage.models import (
     Customer,
@@ -80,9 +81,13 @@ class SegmentActivities(Segments):
         config: SegmentsConfig,
         automations: Sequence[Automation],
         writer: SnapshotWriter | None = None,
+        default_window: SendWindow | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._config = config
+        self._automations = automations
+        # `AutomationActivities`'s, for the automations `store_batch` chooses.
+        self._default_window = default_window
         self._campaign_segments = campaign_segments(automations)
         self._event_triggers = trigger_event_types(automations)
         # The worker's group-committing writer, shared with `persist_snapshot`.
@@ -100,20 +105,30 @@ class SegmentActivities(Segments):
 
     @activity.defn(name="store_batch")
     async def store_batch(self, request: StoreBatch) -> StoredBatch:
-        """Store the snapshot and answer the event types that start a sequence; a batch
-        that is quiet unless one of its types does, and none does, has its evaluation made
-        in the snapshot's transaction, as `persist_and_evaluate` does. A snapshot stored
+        """Store the snapshot, answer the event types that start a sequence and choose the
+        automation of each trigger asked; a batch that is quiet unless one of its types
+        does or one of its triggers chooses one, and none does, has its evaluation made in
+        the snapshot's transaction, as `persist_and_evaluate` does. A snapshot stored
         alone goes through the group-committing writer."""
         triggers = self._event_triggers
-        quiet = request.quiet_unless is not None and not set(request.quiet_unless) & set(triggers)
+        chosen = [
+            choose(self._automations, asked, self._default_window) for asked in request.choose
+        ]
+        quiet = (
+            request.quiet_unless is not None
+            and not set(request.quiet_unless) & set(triggers)
+            and all(automation is None for automation in chosen)
+        )
         if not quiet or request.evaluation is None:
             await self._writer.write(request.snapshot)
-            return StoredBatch(event_triggers=triggers, quiet=quiet)
+            return StoredBatch(event_triggers=triggers, quiet=quiet, chosen=chosen)
         async with self._sessionmaker() as session:
             await upsert_snapshot(session, request.snapshot)
             evaluation = await self._evaluate(session, request.evaluation)
             await session.commit()
-        return StoredBatch(event_triggers=triggers, quiet=True, evaluation=evaluation)
+        return StoredBatch(
+            event_triggers=triggers, quiet=True, evaluation=evaluation, chosen=chosen
+        )
 
     @activity.defn(name="evaluate_segments")
     async def evaluate_segments(self, request: EvaluateSegments) -> SegmentsEvaluation:

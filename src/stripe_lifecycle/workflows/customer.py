@@ -130,6 +130,14 @@ LATE_MRR_PATCH = "instance-mrr-filled-in"
 # is. Decided in the run's first task with everything `FIRST_TASK_PATCH` decides, from
 # one marker (runs recorded with that marker replay by it).
 STORE_BATCH_PATCH = "store-batch-answers-event-triggers"
+# Runs started (or continued) since also choose, in the activity that stores a batch, the
+# automation of each lifecycle the batch starts (`StoreBatch.choose`), instead of a local
+# activity per start after it. A start no automation takes (with the default automations,
+# the renewal of every monthly subscription each period: the renewal reminders are for
+# annual plans) leaves the batch quiet, stored and evaluated in that one activity, where
+# it took three. Decided in the first task, standing for everything `STORE_BATCH_PATCH`
+# does, from one marker (runs recorded with that marker replay by it).
+STORE_CHOICES_PATCH = "store-batch-chooses-automations"
 # How long the event types `event` automations are triggered by are taken as known,
 # before the worker is asked again (the automations file may have changed).
 EVENT_TRIGGERS_FRESH = timedelta(hours=1)
@@ -191,8 +199,12 @@ class CustomerWorkflow(LifecycleParent):
         self._one_write = False
         # Automations are chosen in a local activity (`FIRST_TASK_PATCH`).
         self._local_choices = False
-        # A batch is stored by `Segments.store_batch` (`STORE_BATCH_PATCH`).
+        # A batch is stored by `Segments.store_batch` (`STORE_BATCH_PATCH`), which also
+        # chooses its starts' automations (`STORE_CHOICES_PATCH`).
         self._store_batch = False
+        self._store_choices = False
+        # The current batch's triggers and the automation the store chose for each.
+        self._chosen: list[tuple[ChooseAutomation, Automation | None]] = []
         # Search attributes survive continue-as-new; start from what the run already has.
         current = workflow.info().typed_search_attributes
         self._indexed: dict[str, Any] = {
@@ -205,7 +217,8 @@ class CustomerWorkflow(LifecycleParent):
     async def run(self, input: CustomerWorkflowInput) -> None:
         # Decided once, in the run's first workflow task: a patch asked for later, after a
         # local activity, can land in a different task on replay than it did live.
-        self._store_batch = workflow.patched(STORE_BATCH_PATCH)
+        self._store_choices = workflow.patched(STORE_CHOICES_PATCH)
+        self._store_batch = self._store_choices or workflow.patched(STORE_BATCH_PATCH)
         if self._store_batch or workflow.patched(FIRST_TASK_PATCH):
             # What `_first_task_patches` decides in a run that has all six.
             self._reads_queue = contract.stripe_reads_queue(workflow.info().task_queue)
@@ -343,14 +356,18 @@ class CustomerWorkflow(LifecycleParent):
             )
         if told:
             await self._tell_address(told, applied[-1].event)
+        await self._carry_out_batch(applied)
+        self._chosen = []
+        if self._segments_on:
+            await self._evaluate_segments(force=False, offer_existing=[])
+        self._set_details()
+
+    async def _carry_out_batch(self, applied: list[rules.Applied]) -> None:
         for applied_event in applied:
             event = applied_event.event
             for decision in self._decisions(applied_event):
                 if rules.begin(self._ledger, decision):
                     await self._carry_out(decision, event)
-        if self._segments_on:
-            await self._evaluate_segments(force=False, offer_existing=[])
-        self._set_details()
 
     async def _record_late_mrr(self) -> None:
         """The customer's MRR for the instances recorded before their subscription was
@@ -377,12 +394,16 @@ class CustomerWorkflow(LifecycleParent):
             ref.mrr_unknown = False
 
     async def _store(self, applied: list[rules.Applied], *, quiet_possible: bool) -> bool:
-        """Store the batch's snapshot, and take the event types that start `event`
-        sequences as the worker answers them now (`STORE_BATCH_PATCH`). A batch that would
-        be quiet but for event types not answered within the hour, when none of them starts
-        a sequence, is quiet: evaluated in the same activity (if its facts changed), and
-        nothing is left to carry out. Whether it was."""
-        unanswered = self._unanswered_types(applied) if quiet_possible else None
+        """Store the batch's snapshot, take the event types that start `event` sequences
+        as the worker answers them now (`STORE_BATCH_PATCH`), and the automation each of
+        the batch's lifecycle starts runs (`STORE_CHOICES_PATCH`). A batch that would be
+        quiet but for event types not answered within the hour and starts not yet chosen,
+        when none of them starts anything, is quiet: evaluated in the same activity (if its
+        facts changed), its starts recorded as decided, and nothing left to carry out.
+        Whether it was."""
+        unanswered, choose = self._questions(applied)
+        if not quiet_possible:
+            unanswered = None
         facts, request = self._evaluation_request(force=False)
         stored = await workflow.execute_local_activity_method(
             Segments.store_batch,
@@ -391,19 +412,32 @@ class CustomerWorkflow(LifecycleParent):
                 quiet_unless=unanswered,
                 # Only a batch that may prove quiet is evaluated in this activity.
                 evaluation=request if unanswered is not None else None,
+                choose=choose,
             ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=PERSIST_RETRY,
         )
         self._event_triggers = (workflow.now(), stored.event_triggers)
+        self._chosen = list(zip(choose, stored.chosen, strict=True))
+        if stored.quiet and self._store_choices:
+            # Carried out with every answer known, it sends and starts nothing; before the
+            # evaluation, as in any batch: the choices read the segments it may change.
+            await self._carry_out_batch(applied)
+            self._chosen = []
         if stored.evaluation is not None:
             await self._take_evaluation(facts, stored.evaluation, [])
         return stored.quiet
 
-    def _unanswered_types(self, applied: list[rules.Applied]) -> list[str] | None:
-        """The event types of the batch's `event` sequence starts, if every other decision
-        is moot (`_quiet`, before the worker says which types start one); else None."""
+    def _questions(
+        self, applied: list[rules.Applied]
+    ) -> tuple[list[str] | None, list[ChooseAutomation]]:
+        """What the store is asked for the batch: the event types of its `event` sequence
+        starts if every other decision is moot or a lifecycle start to choose (`_quiet`,
+        before the worker answers), else None; and the triggers of those starts, in runs
+        that ask them there (`STORE_CHOICES_PATCH`)."""
         types: set[str] = set()
+        choose: list[ChooseAutomation] = []
+        quiet = True
         for applied_event in applied:
             for decision in self._decisions(applied_event):
                 if (
@@ -412,9 +446,19 @@ class CustomerWorkflow(LifecycleParent):
                     and not decision.workflow_id
                 ):
                     types.add(applied_event.event.type)
-                elif not rules.moot(self._ledger, decision):
-                    return None
-        return sorted(types)
+                elif rules.moot(self._ledger, decision):
+                    continue
+                elif (
+                    self._store_choices
+                    and isinstance(decision, rules.Start)
+                    and decision.lifecycle != Lifecycle.EVENT
+                ):
+                    trigger = self._start_trigger(decision, applied_event.event)
+                    if trigger not in choose:
+                        choose.append(trigger)
+                else:
+                    quiet = False
+        return (sorted(types) if quiet else None), choose
 
     def _decisions(self, applied: rules.Applied) -> list[rules.Decision]:
         # A sync's backfill is the present, not news: it fills the ledger only (runs
@@ -825,6 +869,10 @@ class CustomerWorkflow(LifecycleParent):
         self, start: rules.Start, event: BillingEvent
     ) -> Automation | None:
         """The automation this trigger runs."""
+        return await self._choose(self._start_trigger(start, event))
+
+    def _start_trigger(self, start: rules.Start, event: BillingEvent) -> ChooseAutomation:
+        """What a lifecycle start's automation is chosen by."""
         trigger = self._trigger_context(start, event)
         snap = self._ledger.snapshot
         sub = snap.subscriptions.get(start.subscription_id or "")
@@ -852,7 +900,7 @@ class CustomerWorkflow(LifecycleParent):
         else:
             trigger.currency = snap.currency
             trigger.plan = snap.plan
-        return await self._choose(trigger)
+        return trigger
 
     def _trigger_context(self, start: rules.Start, event: BillingEvent) -> ChooseAutomation:
         """What every trigger's filters read of the customer and its subscription."""
@@ -868,7 +916,11 @@ class CustomerWorkflow(LifecycleParent):
 
     async def _choose(self, trigger: ChooseAutomation) -> Automation | None:
         """An activity (a local one in runs since `FIRST_TASK_PATCH`): the definitions are
-        the worker's, and the choice is recorded."""
+        the worker's, and the choice is recorded; none when the batch's store chose for
+        this trigger already (`STORE_CHOICES_PATCH`)."""
+        for asked, chosen in self._chosen:
+            if asked == trigger:
+                return chosen
         if self._local_choices:
             return await workflow.execute_local_activity_method(
                 Automations.choose_automation,
