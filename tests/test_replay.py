@@ -56,6 +56,13 @@ history when a workflow changes on purpose, behind `workflow.patched`.
   `customer.updated` starting its `event` sequence; a renewal's first batch, then a quiet
   seat change; a trial begun before its customer's address, told it when it came.
   Recorded on the dev server by the customer-workflow and end-to-end tests.
+- customer_workflow_v11_*: runs with the `store-batch-chooses-automations` patch, which
+  stands for everything `store-batch-answers-event-triggers` does and chooses, in the
+  activity storing a batch, the automation of each lifecycle it starts: a monthly
+  subscription's renewal that no automation takes (a quiet first batch, then a seat
+  change); an annual one's, chosen and started; a trial chosen and started before its
+  customer's address, told it when it came; a `customer.updated` starting its `event`
+  sequence. Recorded on the dev server by the customer-workflow and end-to-end tests.
 - invoice_due_workflow_v1, invoice_overdue_workflow_v1, invoice_finalized_workflow_v1,
   quote_expiring_workflow_v1, event_sequence_workflow_v1: each new lifecycle type (the
   event sequence with a webhook step and a team notice across a worker restart).
