@@ -173,9 +173,50 @@ class CustomerWorkflow(LifecycleParent):
     running ones their new dates, fresher data or outcome, and records conversions.
     Never completes on its own: a late event must find this run and its state, not start
     an empty one. Continues as new when the SDK suggests it, carrying the state.
+    Its handlers hand everything to `CustomerRun`: `@workflow.defn` inspects each member
+    of the class it decorates again in every new run's sandbox (a new customer's, or one
+    evicted from the worker's cache and replayed), and the run's own methods need none of
+    that.
     """
 
     @workflow.init
+    def __init__(self, input: CustomerWorkflowInput) -> None:
+        self._run = CustomerRun(input)
+
+    @workflow.run
+    async def run(self, input: CustomerWorkflowInput) -> None:  # noqa: ARG002 (__init__ took it)
+        await self._run.run()
+
+    @workflow.signal(name=contract.BILLING_EVENTS_SIGNAL)
+    def billing_events(self, batch: BillingEvents) -> None:
+        self._run.billing_events(batch)
+
+    @workflow.signal
+    def lifecycle_finished(self, finished: LifecycleFinished) -> None:
+        self._run.lifecycle_finished(finished)
+
+    @workflow.signal(name=contract.SEGMENTS_CHANGED_SIGNAL)
+    def segments_changed(self, changed: SegmentsChanged) -> None:
+        self._run.segments_changed(changed)
+
+    @workflow.update
+    async def erase(self, request: EraseRequest) -> EraseResult:
+        """`CustomerRun.erase`."""
+        return await self._run.erase(request)
+
+    @workflow.query
+    def state(self) -> BillingSnapshot:
+        """`CustomerRun.state`."""
+        return self._run.state()
+
+    @workflow.query
+    def lifecycles(self) -> list[LifecycleRef]:
+        return self._run.lifecycles()
+
+
+class CustomerRun:
+    """One run of a customer workflow: its state, and what it does with each signal."""
+
     def __init__(self, input: CustomerWorkflowInput) -> None:
         self._input = input
         self._ledger = CustomerLedger(input.state or new_state(input.customer_id))
@@ -213,8 +254,7 @@ class CustomerWorkflow(LifecycleParent):
             if current.get(key) is not None
         }
 
-    @workflow.run
-    async def run(self, input: CustomerWorkflowInput) -> None:
+    async def run(self) -> None:
         # Decided once, in the run's first workflow task: a patch asked for later, after a
         # local activity, can land in a different task on replay than it did live.
         self._store_choices = workflow.patched(STORE_CHOICES_PATCH)
@@ -244,9 +284,9 @@ class CustomerWorkflow(LifecycleParent):
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
                     CustomerWorkflowInput(
-                        customer_id=input.customer_id,
-                        index_email=input.index_email,
-                        max_history_events=input.max_history_events,
+                        customer_id=self._input.customer_id,
+                        index_email=self._input.index_email,
+                        max_history_events=self._input.max_history_events,
                         state=self._ledger.export(),
                         pending=self._pending,
                     )
@@ -273,22 +313,18 @@ class CustomerWorkflow(LifecycleParent):
             limit is not None and info.get_current_history_length() >= limit
         )
 
-    @workflow.signal(name=contract.BILLING_EVENTS_SIGNAL)
     def billing_events(self, batch: BillingEvents) -> None:
         self._pending.extend(batch.events)
 
-    @workflow.signal
     def lifecycle_finished(self, finished: LifecycleFinished) -> None:
         rules.finished(
             self._ledger, finished.workflow_id, finished.outcome, FINISHED_LIFECYCLES_KEPT
         )
         self._lifecycles_changed = True
 
-    @workflow.signal(name=contract.SEGMENTS_CHANGED_SIGNAL)
     def segments_changed(self, changed: SegmentsChanged) -> None:
         self._segment_signals.append(changed)
 
-    @workflow.update
     async def erase(self, request: EraseRequest) -> EraseResult:
         """Erase the customer's personal data (email, name, address, cards, metadata) and
         end every running lifecycle, keeping the money figures; the entity then continues
@@ -313,14 +349,12 @@ class CustomerWorkflow(LifecycleParent):
         self._fresh_history = True
         return EraseResult(ended=ended, run_id=workflow.info().run_id)
 
-    @workflow.query
     def state(self) -> BillingSnapshot:
         """The snapshot with every lifecycle instance it started, running and ended."""
         return dataclasses.replace(
             self._ledger.snapshot, lifecycles=list(self._ledger.state.lifecycles)
         )
 
-    @workflow.query
     def lifecycles(self) -> list[LifecycleRef]:
         return list(self._ledger.state.lifecycles)
 
