@@ -239,7 +239,8 @@ async def cmd_dev(settings: Settings) -> None:
 
 async def cmd_worker(settings: Settings) -> None:
     client = await connect(settings)
-    engine = create_engine(settings.database_url)
+    # Every database call of the worker's is an activity's, retried if it fails.
+    engine = create_engine(settings.database_url, ping=False)
     try:
         workers, start_up = _workers_and_start_up(client, settings, engine)
         await _serve(settings, api=False, workers=workers, after_start=start_up)
