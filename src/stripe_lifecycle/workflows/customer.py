@@ -466,9 +466,9 @@ class CustomerRun:
         self, applied: list[rules.Applied]
     ) -> tuple[list[str] | None, list[ChooseAutomation]]:
         """What the store is asked for the batch: the event types of its `event` sequence
-        starts if every other decision is moot or a lifecycle start to choose (`_quiet`,
-        before the worker answers), else None; and the triggers of those starts, in runs
-        that ask them there (`STORE_CHOICES_PATCH`)."""
+        starts if every other decision is moot (`_quiet`, before the worker answers) or,
+        in runs since `STORE_CHOICES_PATCH`, a lifecycle start the store chooses for, else
+        None; and the triggers of those starts."""
         types: set[str] = set()
         choose: list[ChooseAutomation] = []
         quiet = True
