@@ -24,8 +24,13 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.client import WorkflowHistory
 from temporalio.converter import (
     DataConverter,
+    ExternalStorage,
     PayloadCodec,
     SerializationContext,
+    StorageDriver,
+    StorageDriverClaim,
+    StorageDriverRetrieveContext,
+    StorageDriverStoreContext,
     WithSerializationContext,
 )
 from temporalio.testing import WorkflowEnvironment
@@ -192,6 +197,35 @@ def test_the_sandbox_gives_no_context_and_so_refuses_a_converter_that_reads_one(
         r"ActivitySerializationContext\)",
     ):
         sandbox_runner(contextual)
+
+
+class NowhereDriver(StorageDriver):
+    """A storage driver the refusal comes before: nothing is ever stored."""
+
+    def name(self) -> str:
+        return "nowhere"
+
+    async def store(
+        self,
+        context: StorageDriverStoreContext,  # noqa: ARG002 (the signature is Temporal's)
+        payloads: Sequence[Payload],  # noqa: ARG002
+    ) -> list[StorageDriverClaim]:
+        raise AssertionError("never called")
+
+    async def retrieve(
+        self,
+        context: StorageDriverRetrieveContext,  # noqa: ARG002 (the signature is Temporal's)
+        claims: Sequence[StorageDriverClaim],  # noqa: ARG002
+    ) -> list[Payload]:
+        raise AssertionError("never called")
+
+
+def test_the_sandbox_refuses_a_converter_that_stores_payloads_externally() -> None:
+    external = dataclasses.replace(
+        data_converter(None), external_storage=ExternalStorage(drivers=[NowhereDriver()])
+    )
+    with pytest.raises(ValueError, match="stores payloads externally"):
+        sandbox_runner(external)
 
 
 def test_without_a_key_payloads_are_plain_json_and_failures_plain_text() -> None:

@@ -74,11 +74,15 @@ def sandbox_runner(converter: DataConverter) -> SandboxedWorkflowRunner:
         for context in _SAMPLE_CONTEXTS
         if converter.with_context(context) is not converter
     ]
-    if taking or converter.external_storage is not None:
+    if taking:
         raise ValueError(
-            "the data converter reads serialization contexts "
-            f"({', '.join(taking) or 'external storage'}), which ContextFreeSandbox "
-            "does not give it"
+            f"the data converter reads serialization contexts ({', '.join(taking)}), "
+            "which ContextFreeSandbox does not give it"
+        )
+    if converter.external_storage is not None:
+        raise ValueError(
+            "the data converter stores payloads externally, which needs the workflow's "
+            "store context, and ContextFreeSandbox gives none"
         )
     # Each sandbox still executes the workflow modules afresh, from code read once.
     compile_once("stripe_lifecycle.workflows")
