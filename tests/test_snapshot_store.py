@@ -348,13 +348,13 @@ async def test_a_stored_batch_chooses_each_start_s_automation_as_choose_automati
     sessionmaker = create_sessionmaker(engine)
     automations = parse_automations(CHOICE_AUTOMATIONS, "automations.yaml", [])
     window = parse_window({"start": "09:00", "end": "17:00"})
+    choices = AutomationActivities(automations, default_window=window)
     store = SegmentActivities(
         sessionmaker,
         parse_segments(STORE_SEGMENTS, "segments.yaml"),
         automations,
-        default_window=window,
+        choices=choices,
     )
-    choices = AutomationActivities(automations, default_window=window)
     env = ActivityEnvironment()
     monthly = ChooseAutomation(lifecycle=Lifecycle.RENEWAL, subscription_periods=["month"])
     annual = ChooseAutomation(lifecycle=Lifecycle.RENEWAL, subscription_periods=["year"])

@@ -152,9 +152,13 @@ def worker_config(
     if segments is None:
         segments = load_segments(settings.segments)
     snapshots = SnapshotActivities(sessionmaker)
-    default_window = parse_window(settings.send_window)
+    choices = AutomationActivities(
+        automations,
+        default_window=parse_window(settings.send_window),
+        default_timezone=settings.default_timezone,
+    )
     segment_activities = SegmentActivities(
-        sessionmaker, segments, automations, writer=snapshots.writer, default_window=default_window
+        sessionmaker, segments, automations, writer=snapshots.writer, choices=choices
     )
     sweep = SegmentSweepActivities(client, sessionmaker, segments, automations)
     mail = MailActivities(
@@ -170,11 +174,6 @@ def worker_config(
         unsubscribe_billing=settings.unsubscribe_billing,
         marketing_cap=settings.marketing_cap,
         marketing_cap_hours=settings.marketing_cap_hours,
-    )
-    choices = AutomationActivities(
-        automations,
-        default_window=default_window,
-        default_timezone=settings.default_timezone,
     )
     conversions = ConversionActivities(
         sessionmaker,

@@ -34,7 +34,7 @@ from stripe_lifecycle.activities.interface import (
     SweepRequest,
     SweepResult,
 )
-from stripe_lifecycle.activities.selection import choose, trigger_event_types
+from stripe_lifecycle.activities.selection import AutomationActivities, trigger_event_types
 from stripe_lifecycle.activities.snapshots import SnapshotWriter, upsert_snapshot
 from stripe_lifecycle.domain import contract, ids
 from stripe_lifecycle.domain.automations import Automation, campaign_segments
@@ -46,7 +46,6 @@ from stripe_lifecycle.domain.segments import (
     field_value,
     why_changed,
 )
-from stripe_lifecycle.domain.send_windows import SendWindow
 from stripe_lifecycle.storage.db import SessionMaker, insert_for
 from stripe_lifecycle.storage.models import (
     Customer,
@@ -81,13 +80,12 @@ class SegmentActivities(Segments):
         config: SegmentsConfig,
         automations: Sequence[Automation],
         writer: SnapshotWriter | None = None,
-        default_window: SendWindow | None = None,
+        choices: AutomationActivities | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._config = config
-        self._automations = automations
-        # `AutomationActivities`'s, for the automations `store_batch` chooses.
-        self._default_window = default_window
+        # The worker's, so `store_batch` chooses as `choose_automation` does.
+        self._choices = choices or AutomationActivities(list(automations))
         self._campaign_segments = campaign_segments(automations)
         self._event_triggers = trigger_event_types(automations)
         # The worker's group-committing writer, shared with `persist_snapshot`.
@@ -111,9 +109,7 @@ class SegmentActivities(Segments):
         the snapshot's transaction, as `persist_and_evaluate` does. A snapshot stored
         alone goes through the group-committing writer."""
         triggers = self._event_triggers
-        chosen = [
-            choose(self._automations, asked, self._default_window) for asked in request.choose
-        ]
+        chosen = [self._choices.choose(asked) for asked in request.choose]
         quiet = (
             request.quiet_unless is not None
             and not set(request.quiet_unless) & set(triggers)

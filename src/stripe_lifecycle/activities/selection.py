@@ -23,40 +23,6 @@ def trigger_event_types(automations: Sequence[Automation]) -> list[str]:
     return sorted({a.trigger_event for a in automations if a.enabled and a.trigger_event})
 
 
-def choose(
-    automations: Sequence[Automation], trigger: ChooseAutomation, default_window: SendWindow | None
-) -> Automation | None:
-    """The automation a trigger runs (`select`), with the send window in force now when it
-    names none: the workflow keeps the automation for the instance's whole life."""
-    context = MatchContext(
-        livemode=trigger.livemode,
-        subscription_periods=trigger.subscription_periods,
-        invoice_amount=trigger.invoice_amount,
-        currency=trigger.currency,
-        product_ids=trigger.product_ids,
-        price_ids=trigger.price_ids,
-        plan=trigger.plan,
-        cancellation_reason=trigger.cancellation_reason,
-        customer_metadata=trigger.customer_metadata,
-        invoice_metadata=trigger.invoice_metadata,
-        segments=trigger.segments,
-        collection_method=trigger.collection_method,
-    )
-    chosen = select(
-        automations,
-        trigger.lifecycle,
-        context,
-        segment=trigger.segment,
-        existing=trigger.existing,
-        event_type=trigger.event_type,
-    )
-    if chosen is None or chosen.send_window is not None or chosen.any_time:
-        return chosen
-    # The snapshot carries the window in force now: a later change of the setting does
-    # not move the mail of a running instance either.
-    return dataclasses.replace(chosen, send_window=default_window)
-
-
 class AutomationActivities(Automations):
     def __init__(
         self,
@@ -76,7 +42,38 @@ class AutomationActivities(Automations):
         An activity, not workflow code: the definitions are a file the worker read, and
         the choice is recorded in history so replays and later edits cannot change it.
         """
-        return choose(self._automations, trigger, self._default_window)
+        return self.choose(trigger)
+
+    def choose(self, trigger: ChooseAutomation) -> Automation | None:
+        """The automation a trigger runs (`select`), with the send window in force now when
+        it names none: `choose_automation`'s answer, and `Segments.store_batch`'s."""
+        context = MatchContext(
+            livemode=trigger.livemode,
+            subscription_periods=trigger.subscription_periods,
+            invoice_amount=trigger.invoice_amount,
+            currency=trigger.currency,
+            product_ids=trigger.product_ids,
+            price_ids=trigger.price_ids,
+            plan=trigger.plan,
+            cancellation_reason=trigger.cancellation_reason,
+            customer_metadata=trigger.customer_metadata,
+            invoice_metadata=trigger.invoice_metadata,
+            segments=trigger.segments,
+            collection_method=trigger.collection_method,
+        )
+        chosen = select(
+            self._automations,
+            trigger.lifecycle,
+            context,
+            segment=trigger.segment,
+            existing=trigger.existing,
+            event_type=trigger.event_type,
+        )
+        if chosen is None or chosen.send_window is not None or chosen.any_time:
+            return chosen
+        # The snapshot carries the window in force now: a later change of the setting does
+        # not move the mail of a running instance either.
+        return dataclasses.replace(chosen, send_window=self._default_window)
 
     @activity.defn(name="event_triggers")
     async def event_triggers(
