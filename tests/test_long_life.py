@@ -30,8 +30,10 @@ from .lifetime import SEAT_CENTS, lifetime
 
 MONTHS = 60
 START = int(datetime(2020, 1, 1, 9, tzinfo=UTC).timestamp())
-# The run continues as new once its history reaches this many events...
-RUN_CAP = 250
+# The run continues as new once its history reaches this many events... (Five years take
+# 600-800 history events in all: fewer when a month's signal lands while the last month's
+# store is still running and shares its workflow task, as on a slower machine.)
+RUN_CAP = 200
 # ...checked between batches, so a run may pass the cap by one month's batch at most.
 MONTH_BATCH_EVENTS = 60
 MOVED = "moved@example.com"
@@ -100,7 +102,9 @@ async def test_five_years_of_monthly_events_stay_short_per_run_and_keep_the_stat
             final = await applied(client, workflow_id, total + 1)
 
     history = await runs(client, workflow_id)
-    assert len(history) >= 4, f"expected several continue-as-new, got {len(history)} runs"
+    assert len(history) >= 3, f"expected several continue-as-new, got {len(history)} runs"
+    # Every run but the last continued as new because it was full, and none ran far past it.
+    assert all(events >= RUN_CAP for _, _, events in history[:-1]), history
     assert all(events <= RUN_CAP + MONTH_BATCH_EVENTS for _, _, events in history), history
     # Five years of money, exact, as one run could have told it.
     assert (
