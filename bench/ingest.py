@@ -13,7 +13,9 @@ database) unless --sqlite is given. Prints:
 - half load: ack p50/p99 with webhooks arriving at half the raw applied (sustained) rate,
 - floor: the same signal-with-start calls into a no-op workflow (`bench/noop.py`) on its
   own task queue and worker process, on the same server; and into one that also runs a
-  local activity doing nothing per batch (what a durable write per batch costs at least),
+  local activity doing nothing per batch (what a durable write per batch costs at least);
+  and into the no-op workflow in a sandbox that passes its module through, as the worker
+  passes ours (what the SDK costs in the customer worker's configuration),
 - per phase, the CPU seconds per 1,000 events of each process: the API (with its
   forwarder), the worker (or the no-op worker), the Temporal dev server and PostgreSQL
   (this database's backends and the cluster's WAL writer, background writer and
@@ -321,7 +323,7 @@ async def main(args: argparse.Namespace) -> None:
             await deliver(billing.customer_id, [billing])
 
         def floor_call(
-            kind: type[NoopWorkflow], prefix: str
+            kind: type[NoopWorkflow], prefix: str, queue: str
         ) -> Callable[[dict[str, Any]], Awaitable[None]]:
             async def call(event: dict[str, Any]) -> None:
                 billing = normalise_event(event)
@@ -330,7 +332,7 @@ async def main(args: argparse.Namespace) -> None:
                     kind.run,
                     None,
                     id=f"{prefix}-{billing.customer_id}",
-                    task_queue=noop_queue,
+                    task_queue=queue,
                     start_signal=contract.BILLING_EVENTS_SIGNAL,
                     start_signal_args=[lean(BillingEvents(events=[billing]))],
                     id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -339,13 +341,15 @@ async def main(args: argparse.Namespace) -> None:
             return call
 
         async def floor(
-            kind: type[NoopWorkflow], prefix: str
+            kind: type[NoopWorkflow], prefix: str, queue: str = noop_queue
         ) -> tuple[float, float, dict[str, float]]:
             """The floor's calls/s, applied events/s and CPU, into workflows of `kind`."""
             events = workload(args.events, args.customers, prefix)
             started = time.perf_counter()
             await noop_meter.begin()
-            seconds, _ = await closed_loop(events, args.concurrency, floor_call(kind, prefix))
+            seconds, _ = await closed_loop(
+                events, args.concurrency, floor_call(kind, prefix, queue)
+            )
             done = await wait_idle(noop)
             used = await noop_meter.end()
             await check_noop(client, events, kind, prefix)
@@ -354,6 +358,9 @@ async def main(args: argparse.Namespace) -> None:
         # The floors first: the same calls and payloads into workflows that do nothing.
         noop_rate, noop_applied, noop_used = await floor(NoopWorkflow, "noop")
         write_rate, write_applied, write_used = await floor(NoopWriteWorkflow, "noopwrite")
+        through_rate, through_applied, through_used = await floor(
+            NoopWorkflow, "noopthrough", f"{noop_queue}-through"
+        )
 
         raw_events = workload(args.events, args.customers, "raw")
         started = time.perf_counter()
@@ -371,12 +378,17 @@ async def main(args: argparse.Namespace) -> None:
             f"applied {write_applied:.1f} events/s"
         )
         print(
+            f"floor, no-op passed through: {through_rate:8.1f} calls/s, "
+            f"applied {through_applied:.1f} events/s"
+        )
+        print(
             f"raw signal-with-start:  {raw_rate:8.1f} calls/s ({raw_seconds:.2f}s), "
             f"applied by the workflows {raw_applied:.1f} events/s"
         )
         print("CPU seconds per 1,000 events (until applied):")
         print(f"  floor, no-op workflow:  {per_thousand(noop_used, args.events)}")
         print(f"  floor + local activity: {per_thousand(write_used, args.events)}")
+        print(f"  floor, no-op passed through: {per_thousand(through_used, args.events)}")
         print(
             "  no-op + local activity: "
             f"{write_used['no-op worker'] / noop_used['no-op worker']:.2f}x the no-op workflow's"
@@ -423,7 +435,9 @@ async def main(args: argparse.Namespace) -> None:
                 "  worker CPU per applied event, full load: "
                 f"{full_used['worker'] / noop_used['no-op worker']:.2f}x the no-op workflow's, "
                 f"{full_used['worker'] / write_used['no-op worker']:.2f}x "
-                "the no-op + local activity's"
+                "the no-op + local activity's, "
+                f"{full_used['worker'] / through_used['no-op worker']:.2f}x "
+                "the no-op passed through's"
             )
 
             # Half of what the system sustains end to end (raw calls outrun the worker).

@@ -1,7 +1,7 @@
 """The ingest benchmark's floors: workflows that take the customer workflow's signals and
 do nothing with them, on a task queue of their own, in a worker process of their own.
 
-    python -m bench.noop ADDRESS TASK_QUEUE
+    python -m bench.noop ADDRESS TASK_QUEUE   # and TASK_QUEUE-through
 
 What that worker spends per signal with `NoopWorkflow` is what Temporal and the Python SDK
 cost per signal-with-start (history, workflow task, sandbox, payload decoding to JSON
@@ -9,6 +9,10 @@ values), so the customer worker's CPU per applied event reads against it.
 `NoopWriteWorkflow` also runs one local activity that does nothing for each batch of
 signals it takes, as the customer workflow runs one to store each batch's snapshot: what
 a durable write per batch costs at the least, before it writes anything.
+
+Both run in the SDK's stock sandbox on TASK_QUEUE, which loads this module afresh for
+every new run, and on `TASK_QUEUE-through` in one that passes it through, as the
+customer worker passes our package through (`worker.sandbox_runner`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 with workflow.unsafe.imports_passed_through():
     from stripe_lifecycle.domain import contract
@@ -76,14 +81,30 @@ async def serve(address: str, task_queue: str) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    async with Worker(
-        client,
-        task_queue=task_queue,
-        workflows=[NoopWorkflow, NoopWriteWorkflow],
-        activities=[noop_write],
+    through = SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(__name__)
+    )
+    async with (
+        Worker(
+            client,
+            task_queue=task_queue,
+            workflows=[NoopWorkflow, NoopWriteWorkflow],
+            activities=[noop_write],
+        ),
+        Worker(
+            client,
+            task_queue=f"{task_queue}-through",
+            workflows=[NoopWorkflow, NoopWriteWorkflow],
+            activities=[noop_write],
+            workflow_runner=through,
+        ),
     ):
         await stop.wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(sys.argv[1], sys.argv[2]))
+    # Served from `bench.noop`, not `__main__`: the sandbox passes a module through by the
+    # name its workflows were defined under.
+    from bench import noop
+
+    asyncio.run(noop.serve(sys.argv[1], sys.argv[2]))

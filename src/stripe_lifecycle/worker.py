@@ -32,7 +32,6 @@ from stripe_lifecycle.domain.send_windows import parse_window
 from stripe_lifecycle.intake.forwarder import ForwarderConfig, temporal_delivery
 from stripe_lifecycle.mail.templates import Brand, TemplateRenderer, load_checked_automations
 from stripe_lifecycle.mail.transports import build_transport
-from stripe_lifecycle.sandbox_code import compile_once
 from stripe_lifecycle.settings import Settings
 from stripe_lifecycle.storage.db import SessionMaker
 from stripe_lifecycle.stripe_api.client import Pacer, build_stripe_client
@@ -41,6 +40,9 @@ from stripe_lifecycle.workflows.lifecycles import LIFECYCLE_WORKFLOWS
 from stripe_lifecycle.workflows.reconcile import StripeReconcileWorkflow
 from stripe_lifecycle.workflows.segments import SegmentSweepWorkflow
 from stripe_lifecycle.workflows.sync import StripeSyncWorkflow
+
+# Passed through the workflow sandbox whole (`sandbox_runner`).
+PACKAGE = "stripe_lifecycle"
 
 WORKFLOWS: list[type] = [
     CustomerWorkflow,
@@ -84,17 +86,16 @@ def sandbox_runner(converter: DataConverter) -> SandboxedWorkflowRunner:
             "the data converter stores payloads externally, which needs the workflow's "
             "store context, and ContextFreeSandbox gives none"
         )
-    # Each sandbox still executes the workflow modules afresh, from code read once.
-    compile_once("stripe_lifecycle.workflows")
-    # Our pure modules are deterministic and import nothing heavy: load them once, not
-    # again in every workflow sandbox (the workflows also mark them passed through).
+    # Our whole package is imported once, outside every sandbox, and each run's sandbox
+    # takes its workflow class from there. The stock sandbox imports a workflow's module
+    # afresh for every run it creates (a new customer, or one evicted and replayed):
+    # executing the module and `@workflow.defn`'s inspection of its classes were a fifth of
+    # the worker's CPU while applying webhooks (`bench.ingest --py-spy`). What that reload
+    # guards, ruff guards where the code is written and a test where it is imported: no
+    # clock, randomness or I/O in `workflows/` (banned-api, `pyproject.toml`), and no state
+    # in their modules a run could change (`tests/test_workflow_modules.py`).
     return ContextFreeSandbox(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules(
-            "stripe_lifecycle.domain",
-            "stripe_lifecycle.activities.interface",
-            "stripe_lifecycle.workflows.customer_messages",
-            "yaml",
-        )
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(PACKAGE)
     )
 
 

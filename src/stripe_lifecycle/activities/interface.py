@@ -5,7 +5,7 @@ Workflows call activities through these definitions
 (`workflow.execute_activity_method(Mail.send_email, SendEmailInput(...), ...)`), so mypy
 checks both sides; the classes beside this module implement them with real clients
 (`MailActivities(Mail)`), wired in `worker.py`. This module imports nothing with I/O, so
-workflows can pass it through the sandbox.
+workflow code can import it.
 
 Results that recorded histories hold as plain values (`send_time`'s ISO time,
 `record_conversion`'s message id) keep that shape: replays decode them with these types.

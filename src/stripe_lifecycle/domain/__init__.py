@@ -1,3 +1,3 @@
 """Pure domain logic: no I/O, no clock, no randomness.
 
-Workflows pass the whole package through the sandbox as one prefix."""
+The worker passes it through the workflow sandbox with the rest of our package."""

@@ -1,8 +1,7 @@
 """Dataclasses that cross the Temporal boundary (signals, queries, workflow and activity I/O).
 
 Primitives and ids only, so fields can be added later without breaking running workflows,
-and nothing here imports a DB or HTTP library (workflow code passes this module through
-the sandbox).
+and nothing here imports a DB or HTTP library (workflow code imports this module).
 """
 
 # No `from __future__ import annotations` here: Temporal's data converter resolves these

@@ -14,59 +14,57 @@ from temporalio.common import (
 )
 from temporalio.exceptions import ActivityError, FailureError, WorkflowAlreadyStartedError
 
-with workflow.unsafe.imports_passed_through():
-    from stripe_lifecycle.activities.interface import (
-        Automations,
-        ChooseAutomation,
-        ConversionInput,
-        Conversions,
-        EvaluateSegments,
-        EventTriggersRequest,
-        InstanceRecord,
-        InstancesMrr,
-        PersistAndEvaluate,
-        Segments,
-        SegmentsChanged,
-        SegmentsEvaluation,
-        Snapshots,
-        StoreBatch,
-        StripeReads,
-    )
-    from stripe_lifecycle.domain import contract, holdout, ids, rules, segments, stripe_reads
-    from stripe_lifecycle.domain.automations import Automation
-    from stripe_lifecycle.domain.events import BillingEvent, BillingEvents
-    from stripe_lifecycle.domain.ledger import (
-        RULES_VERSION,
-        BillingSnapshot,
-        CustomerLedger,
-        LifecycleRef,
-        new_state,
-        primary_subscription,
-    )
-    from stripe_lifecycle.domain.lifecycles import Lifecycle
-    from stripe_lifecycle.domain.money import format_amount
-    from stripe_lifecycle.domain.template_context import (
-        card_context,
-        event_context,
-        quote_context,
-        subscription_context,
-    )
-    from stripe_lifecycle.workflows.customer_messages import (
-        CustomerWorkflowInput,
-        EraseRequest,
-        EraseResult,
-    )
-    from stripe_lifecycle.workflows.engine import (
-        InvoiceLifecycleWorkflow,
-        InvoiceUpdate,
-        LifecycleFinished,
-        LifecycleInput,
-        LifecycleParent,
-        LifecycleUpdate,
-        LifecycleWorkflow,
-    )
-    from stripe_lifecycle.workflows.lifecycles import LIFECYCLE_WORKFLOWS
-
+from stripe_lifecycle.activities.interface import (
+    Automations,
+    ChooseAutomation,
+    ConversionInput,
+    Conversions,
+    EvaluateSegments,
+    EventTriggersRequest,
+    InstanceRecord,
+    InstancesMrr,
+    PersistAndEvaluate,
+    Segments,
+    SegmentsChanged,
+    SegmentsEvaluation,
+    Snapshots,
+    StoreBatch,
+    StripeReads,
+)
+from stripe_lifecycle.domain import contract, holdout, ids, rules, segments, stripe_reads
+from stripe_lifecycle.domain.automations import Automation
+from stripe_lifecycle.domain.events import BillingEvent, BillingEvents
+from stripe_lifecycle.domain.ledger import (
+    RULES_VERSION,
+    BillingSnapshot,
+    CustomerLedger,
+    LifecycleRef,
+    new_state,
+    primary_subscription,
+)
+from stripe_lifecycle.domain.lifecycles import Lifecycle
+from stripe_lifecycle.domain.money import format_amount
+from stripe_lifecycle.domain.template_context import (
+    card_context,
+    event_context,
+    quote_context,
+    subscription_context,
+)
+from stripe_lifecycle.workflows.customer_messages import (
+    CustomerWorkflowInput,
+    EraseRequest,
+    EraseResult,
+)
+from stripe_lifecycle.workflows.engine import (
+    InvoiceLifecycleWorkflow,
+    InvoiceUpdate,
+    LifecycleFinished,
+    LifecycleInput,
+    LifecycleParent,
+    LifecycleUpdate,
+    LifecycleWorkflow,
+)
+from stripe_lifecycle.workflows.lifecycles import LIFECYCLE_WORKFLOWS
 
 # Finished lifecycles kept in the entity's state (running ones are always kept).
 FINISHED_LIFECYCLES_KEPT = 50
@@ -173,10 +171,8 @@ class CustomerWorkflow(LifecycleParent):
     running ones their new dates, fresher data or outcome, and records conversions.
     Never completes on its own: a late event must find this run and its state, not start
     an empty one. Continues as new when the SDK suggests it, carrying the state.
-    Its handlers hand everything to `CustomerRun`: `@workflow.defn` inspects each member
-    of the class it decorates again in every new run's sandbox (a new customer's, or one
-    evicted from the worker's cache and replayed), and the run's own methods need none of
-    that.
+    Its handlers hand everything to `CustomerRun`, a plain class: this one is the
+    workflow's contract with Temporal, that one how a run keeps it.
     """
 
     @workflow.init

@@ -1,8 +1,8 @@
 """The customer workflow's input and its erase update's request and result.
 
-They live outside `workflows/customer.py` so that a workflow sandbox, which loads that
-module afresh for every customer workflow it starts, does not build these classes again:
-this module is passed through and built once per worker.
+They live outside `workflows/customer.py`, beside the workflow's other messages, so
+that what starts customer workflows and erases through them (the forwarder, the API)
+imports them without the workflow's code.
 """
 
 from __future__ import annotations

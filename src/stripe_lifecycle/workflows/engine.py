@@ -21,27 +21,26 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
-with workflow.unsafe.imports_passed_through():
-    from stripe_lifecycle.activities.interface import (
-        Automations,
-        ConversionInput,
-        Conversions,
-        Mail,
-        Outbound,
-        SendEmailInput,
-        SendEmailResult,
-        SendTimeRequest,
-        StripeActionInput,
-        StripeActions,
-        TeamNotice,
-        WebhookRequest,
-    )
-    from stripe_lifecycle.domain import contract, outbound, rules
-    from stripe_lifecycle.domain.automations import Automation, Step
-    from stripe_lifecycle.domain.conversions import RECOVERED
-    from stripe_lifecycle.domain.events import InvoiceInfo
-    from stripe_lifecycle.domain.lifecycles import LINKS, Lifecycle
-    from stripe_lifecycle.domain.template_context import step_context, step_destinations
+from stripe_lifecycle.activities.interface import (
+    Automations,
+    ConversionInput,
+    Conversions,
+    Mail,
+    Outbound,
+    SendEmailInput,
+    SendEmailResult,
+    SendTimeRequest,
+    StripeActionInput,
+    StripeActions,
+    TeamNotice,
+    WebhookRequest,
+)
+from stripe_lifecycle.domain import contract, outbound, rules
+from stripe_lifecycle.domain.automations import Automation, Step
+from stripe_lifecycle.domain.conversions import RECOVERED
+from stripe_lifecycle.domain.events import InvoiceInfo
+from stripe_lifecycle.domain.lifecycles import LINKS, Lifecycle
+from stripe_lifecycle.domain.template_context import step_context, step_destinations
 
 
 @dataclass

@@ -16,18 +16,19 @@ Each takes a `LifecycleInput` and returns a `LifecycleResult`. Signals:
 query: `state() -> LifecycleState`.
 """
 
+from collections.abc import Mapping
 from datetime import timedelta
+from types import MappingProxyType
 
 from temporalio import workflow
 
-with workflow.unsafe.imports_passed_through():
-    from stripe_lifecycle.domain.lifecycles import Lifecycle
-    from stripe_lifecycle.workflows.engine import (
-        InvoiceLifecycleWorkflow,
-        LifecycleInput,
-        LifecycleResult,
-        LifecycleWorkflow,
-    )
+from stripe_lifecycle.domain.lifecycles import Lifecycle
+from stripe_lifecycle.workflows.engine import (
+    InvoiceLifecycleWorkflow,
+    LifecycleInput,
+    LifecycleResult,
+    LifecycleWorkflow,
+)
 
 DAY = timedelta(days=1)
 
@@ -222,22 +223,25 @@ class EventSequenceWorkflow(LifecycleWorkflow):
         return await super().run(input)
 
 
-LIFECYCLE_WORKFLOWS: dict[Lifecycle, type[LifecycleWorkflow]] = {
-    w.lifecycle: w
-    for w in (
-        DunningWorkflow,
-        PaymentActionWorkflow,
-        TrialWorkflow,
-        WinbackWorkflow,
-        ScheduledCancelWorkflow,
-        RenewalWorkflow,
-        CardExpiringWorkflow,
-        PlanChangeWorkflow,
-        UpgradeWorkflow,
-        InvoiceDueWorkflow,
-        InvoiceOverdueWorkflow,
-        InvoiceFinalizedWorkflow,
-        QuoteExpiringWorkflow,
-        EventSequenceWorkflow,
-    )
-}
+# Read-only: every run of every workflow shares this module (`worker.sandbox_runner`).
+LIFECYCLE_WORKFLOWS: Mapping[Lifecycle, type[LifecycleWorkflow]] = MappingProxyType(
+    {
+        w.lifecycle: w
+        for w in (
+            DunningWorkflow,
+            PaymentActionWorkflow,
+            TrialWorkflow,
+            WinbackWorkflow,
+            ScheduledCancelWorkflow,
+            RenewalWorkflow,
+            CardExpiringWorkflow,
+            PlanChangeWorkflow,
+            UpgradeWorkflow,
+            InvoiceDueWorkflow,
+            InvoiceOverdueWorkflow,
+            InvoiceFinalizedWorkflow,
+            QuoteExpiringWorkflow,
+            EventSequenceWorkflow,
+        )
+    }
+)

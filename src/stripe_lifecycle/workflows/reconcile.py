@@ -8,16 +8,15 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-with workflow.unsafe.imports_passed_through():
-    from stripe_lifecycle.activities.interface import (
-        EventsPageRequest,
-        GapRequest,
-        Reconciliation,
-        ReconciliationRecord,
-    )
-    from stripe_lifecycle.domain import contract, ids
-    from stripe_lifecycle.domain.reconcile import type_groups
-    from stripe_lifecycle.workflows.sync import StripeSyncWorkflow, SyncInput
+from stripe_lifecycle.activities.interface import (
+    EventsPageRequest,
+    GapRequest,
+    Reconciliation,
+    ReconciliationRecord,
+)
+from stripe_lifecycle.domain import contract, ids
+from stripe_lifecycle.domain.reconcile import type_groups
+from stripe_lifecycle.workflows.sync import StripeSyncWorkflow, SyncInput
 
 # Rate limits and outages pass within minutes; a pass still failing then ends, and the next
 # scheduled one covers the same window again.

@@ -9,8 +9,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
-with workflow.unsafe.imports_passed_through():
-    from stripe_lifecycle.activities.interface import SegmentSweep, SweepRequest, SweepResult
+from stripe_lifecycle.activities.interface import SegmentSweep, SweepRequest, SweepResult
 
 # A sweep reads every customer's stored facts: a DB outage is waited out within the hour
 # the next sweep would come anyway.

@@ -30,21 +30,20 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
-with workflow.unsafe.imports_passed_through():
-    from stripe_lifecycle.activities.interface import (
-        DeliverRequest,
-        StripeSync,
-        SyncAccountRequest,
-        SyncPageRequest,
-        SyncPageResult,
-    )
-    from stripe_lifecycle.domain import contract
-    from stripe_lifecycle.domain.sync import (
-        RESOURCES,
-        covered_seconds,
-        estimate_in_windows,
-        estimate_total,
-    )
+from stripe_lifecycle.activities.interface import (
+    DeliverRequest,
+    StripeSync,
+    SyncAccountRequest,
+    SyncPageRequest,
+    SyncPageResult,
+)
+from stripe_lifecycle.domain import contract
+from stripe_lifecycle.domain.sync import (
+    RESOURCES,
+    covered_seconds,
+    estimate_in_windows,
+    estimate_total,
+)
 
 # Stripe's outages and rate limits pass; a key it refuses fails at once (non-retryable).
 STRIPE_RETRY = RetryPolicy(
