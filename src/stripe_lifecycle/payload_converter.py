@@ -1,24 +1,32 @@
-"""Temporal's JSON payload conversion, reading each dataclass's fields once.
+"""Temporal's JSON payload conversion, planning each dataclass's reading once.
 
 The SDK's converter resolves a dataclass's type hints (`typing.get_type_hints`) every time
-it decodes a value of that class. Inside the workflow sandbox that lookup is slow, and the
-customer workflow decodes a dozen dataclasses for every billing event it is signalled: it
-was a fifth of the worker's CPU per event (README "Performance"). Encoding, the SDK turns
-each dataclass into a deep copy of itself as dicts (`dataclasses.asdict`) before writing
-it, three times the cost of writing it. This converter writes exactly the JSON the default
-one writes and reads it back to the same values, with the same errors, resolving each
-class's fields and hints once and copying nothing.
+it decodes a value of that class, and converts every field value by walking the SDK's
+general rules for its hint (a static attribute lookup for pydantic's `parse_obj` among
+them, for every `list[str]` and `dict[str, int]`). The customer workflow decodes a dozen
+dataclasses for every batch of billing events it is signalled, and its local activity
+decodes the batch's whole snapshot: decoding was most of a tenth of the worker's CPU per
+event (README "Performance"). Encoding, the SDK turns each dataclass into a deep copy of
+itself as dicts (`dataclasses.asdict`) before writing it, three times the cost of writing
+it. This converter writes exactly the JSON the default one writes and reads it back to the
+same values, with the same errors: each class's fields and hints are resolved once into a
+reader per field for the shapes our messages use (plain values, ISO datetimes, str enums,
+dataclasses, and optional, list and str-keyed dict of those); anything else, and any value
+a reader is not sure of, goes to the SDK's own rules.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from enum import Enum
+from typing import Any, Final
 
 from temporalio.converter import (
     AdvancedJSONEncoder,
@@ -31,97 +39,235 @@ from temporalio.converter import (
 )
 
 # Hints whose values the SDK returns unchanged when they already have the type (for int,
-# only a true int: the SDK turns True and 1.0 into 1).
-_SAME_VALUE: frozenset[type] = frozenset({str, int, bool})
+# only a true int: the SDK turns True and 1.0 into 1; for float, only a true float: it
+# turns 1 into 1.0).
+_SAME_VALUE: frozenset[type] = frozenset({str, int, float, bool})
+
+Reader = Callable[[Any], Any]
+
+_MISSING = object()
+
+
+class _NotSure(Exception):
+    """A reader met a value its shortcut does not cover: the SDK's rules read it."""
 
 
 @dataclass(frozen=True)
-class _Field:
-    name: str
-    hint: Any
-    init: bool
-    # The one type whose values pass unchanged, and whether None passes unchanged.
-    exact: type | None
-    optional: bool
+class _Plan:
+    """How a dataclass is read: each field's name and reader, those set after `__init__`
+    (`init=False`), and the hints the SDK's rules are given where a reader is not sure."""
+
+    fields: tuple[tuple[str, Reader], ...]
+    late: frozenset[str]
+    hints: dict[str, Any]
 
 
 # Every converter instance shares the plans: the SDK makes one per workflow instance. Weak
 # keys, because a workflow sandbox defines its own copies of the classes in the modules
 # it loads, and those must go when the sandbox does.
-_PLANS: weakref.WeakKeyDictionary[type, tuple[_Field, ...]] = weakref.WeakKeyDictionary()
+_PLANS: weakref.WeakKeyDictionary[type, _Plan] = weakref.WeakKeyDictionary()
 
 
-def _fields(cls: type) -> tuple[_Field, ...]:
+def _plan(cls: type) -> _Plan:
     hints = typing.get_type_hints(cls)
-    plan = []
-    for field in dataclasses.fields(cls):
-        hint = hints[field.name]
-        args = typing.get_args(hint)
-        is_union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-        members = args if is_union else (hint,)
-        plain = [m for m in members if m is not type(None)]
-        exact = plain[0] if len(plain) == 1 and plain[0] in _SAME_VALUE else None
-        plan.append(_Field(field.name, hint, field.init, exact, type(None) in members))
-    return tuple(plan)
+    fields = dataclasses.fields(cls)
+    return _Plan(
+        fields=tuple((field.name, _reader(hints[field.name])) for field in fields),
+        late=frozenset(field.name for field in fields if not field.init),
+        hints={field.name: hints[field.name] for field in fields},
+    )
+
+
+def _reader(hint: Any) -> Reader:
+    """What reads a JSON value of `hint` as the SDK's `value_to_type` would, or raises
+    `_NotSure` where that takes the SDK's rules (which then read the whole field)."""
+    if hint is Any:
+        return _same
+    if hint in _SAME_VALUE:
+        return _exactly(hint)
+    if hint is datetime:
+        return _iso_datetime
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _dataclass_reader(hint)
+    if (
+        isinstance(hint, type)
+        and issubclass(hint, Enum)
+        and issubclass(hint, str)
+        # The SDK reads a class with pydantic v1's `parse_obj` by it, before enums.
+        and not isinstance(
+            inspect.getattr_static(hint, "parse_obj", None), classmethod | staticmethod
+        )
+    ):
+        return _str_enum(hint)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType) and len(args) == 2 and type(None) in args:
+        [member] = [arg for arg in args if arg is not type(None)]
+        read = _reader(member)
+        # The SDK tries each member in turn. Every reader here but `_same` refuses None,
+        # so None is the NoneType member's (`_same` gives None too); a member the SDK's
+        # rules read might take None itself, and is left to them whole.
+        return _not_sure if read is _not_sure else _optional(read)
+    if origin is list and len(args) == 1:
+        return _list_of(_reader(args[0]))
+    if origin is dict and len(args) == 2 and args[0] is str:
+        return _str_keyed(None if args[1] is Any else _reader(args[1]))
+    return _not_sure
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _not_sure(_value: Any) -> Any:
+    raise _NotSure
+
+
+def _exactly(cls: type) -> Reader:
+    def read(value: Any) -> Any:
+        if type(value) is not cls:
+            raise _NotSure
+        return value
+
+    return read
+
+
+def _iso_datetime(value: Any) -> Any:
+    if type(value) is not str:
+        raise _NotSure
+    return datetime.fromisoformat(value)
+
+
+def _str_enum(cls: type) -> Reader:
+    def read(value: Any) -> Any:
+        if type(value) is not str:
+            raise _NotSure
+        return cls(value)
+
+    return read
+
+
+def _dataclass_reader(cls: type) -> Reader:
+    def read(value: Any) -> Any:
+        if type(value) is not dict:
+            raise _NotSure
+        return _read_dataclass(cls, value)
+
+    return read
+
+
+def _optional(member: Reader) -> Reader:
+    def read(value: Any) -> Any:
+        return None if value is None else member(value)
+
+    return read
+
+
+def _list_of(item: Reader) -> Reader:
+    def read(value: Any) -> Any:
+        if type(value) is not list:
+            raise _NotSure
+        return [item(each) for each in value]
+
+    return read
+
+
+def _str_keyed(item: Reader | None) -> Reader:
+    def read(value: Any) -> Any:
+        if type(value) is not dict:
+            raise _NotSure
+        if item is None:
+            return dict(value)
+        return {key: item(each) for key, each in value.items()}
+
+    return read
+
+
+def _read_dataclass(cls: type, value: dict[str, Any]) -> Any:
+    """`cls` from a JSON object as the SDK's `value_to_type` builds a dataclass: unknown
+    keys ignored, a missing required field left to the class's `__init__` to refuse,
+    fields with `init=False` set afterwards."""
+    plan = _PLANS.get(cls)
+    if plan is None:
+        plan = _PLANS[cls] = _plan(cls)
+    values: dict[str, Any] = {}
+    for name, read in plan.fields:
+        raw = value.get(name, _MISSING)
+        if raw is _MISSING:
+            continue
+        try:
+            values[name] = read(raw)
+        except Exception:
+            # Not sure, or refused (by a nested dataclass, say): the SDK's rules decide,
+            # and the error is worded as the SDK words it.
+            try:
+                values[name] = value_to_type(plan.hints[name], raw, _CHAIN)
+            except Exception as err:
+                raise TypeError(f"Failed converting field {name} on dataclass {cls}") from err
+    if not plan.late:
+        return cls(**values)
+    late = {name: values.pop(name) for name in plan.late if name in values}
+    obj = cls(**values)
+    for name, converted in late.items():
+        object.__setattr__(obj, name, converted)
+    return obj
 
 
 class DataclassReader(JSONTypeConverter):
-    """Builds dataclasses from JSON values as the SDK's `value_to_type` does: unknown keys
-    ignored, a missing required field left to the class's `__init__` to refuse, fields
-    with `init=False` set afterwards, any other value converted by the SDK."""
-
-    def __init__(self) -> None:
-        self._chain: list[JSONTypeConverter] = [self]
+    """Builds dataclasses from JSON values as the SDK's `value_to_type` does, through
+    each class's plan."""
 
     def to_typed_value(self, hint: type, value: Any) -> Any | None | JSONTypeConverterUnhandled:
         if not (isinstance(hint, type) and dataclasses.is_dataclass(hint)):
             return JSONTypeConverter.Unhandled
         if not isinstance(value, dict):
             raise TypeError(f"Cannot convert to dataclass {hint}, value is {type(value)} not dict")
-        plan = _PLANS.get(hint)
-        if plan is None:
-            plan = _PLANS[hint] = _fields(hint)
-        values: dict[str, Any] = {}
-        late: dict[str, Any] = {}
-        for field in plan:
-            if field.name not in value:
-                continue
-            raw = value[field.name]
-            if (raw is None and field.optional) or (
-                field.exact is not None and type(raw) is field.exact
-            ):
-                converted = raw
-            else:
-                try:
-                    converted = value_to_type(field.hint, raw, self._chain)
-                except Exception as err:
-                    raise TypeError(
-                        f"Failed converting field {field.name} on dataclass {hint}"
-                    ) from err
-            (values if field.init else late)[field.name] = converted
-        obj = hint(**values)
-        for name, converted in late.items():
-            object.__setattr__(obj, name, converted)
-        return obj
+        return _read_dataclass(hint, value)
+
+
+# The custom converters the SDK's rules are given where a reader hands a value to them:
+# ours, so a dataclass inside a shape no reader covers is still read through its plan.
+_CHAIN: Final[list[JSONTypeConverter]] = [DataclassReader()]
+
+
+@dataclass(frozen=True)
+class _Writing:
+    names: tuple[str, ...]
+    # The field names, where an instance's `__dict__` holding exactly them is its fields'
+    # values (no slots, no descriptor in the class under a field's name).
+    plain: frozenset[str] | None
 
 
 # Each dataclass's field names, in `dataclasses.fields` order, kept as `_PLANS` is.
-_NAMES: weakref.WeakKeyDictionary[type, tuple[str, ...]] = weakref.WeakKeyDictionary()
+_WRITINGS: weakref.WeakKeyDictionary[type, _Writing] = weakref.WeakKeyDictionary()
+
+
+def _writing(cls: type) -> _Writing:
+    names = tuple(field.name for field in dataclasses.fields(cls))
+    plain = not hasattr(cls, "__slots__") and not any(
+        hasattr(inspect.getattr_static(cls, name, None), "__get__") for name in names
+    )
+    return _Writing(names, frozenset(names) if plain else None)
 
 
 class DataclassWriter(AdvancedJSONEncoder):
     """Writes a dataclass as the SDK's encoder does, an object of its fields, but hands the
     encoder the field values themselves (a nested dataclass comes back here in turn)
-    instead of `asdict`'s deep copy; the JSON is the same, byte for byte."""
+    instead of `asdict`'s deep copy; the JSON is the same, byte for byte (the SDK writes
+    keys sorted, so an instance's own `__dict__` serves when it holds just the fields)."""
 
     def default(self, o: Any) -> Any:
         cls = type(o)
         # The SDK's encoder writes a datetime as ISO text even where it is a dataclass.
         if dataclasses.is_dataclass(cls) and not isinstance(o, datetime):
-            names = _NAMES.get(cls)
-            if names is None:
-                names = _NAMES[cls] = tuple(field.name for field in dataclasses.fields(cls))
-            return {name: getattr(o, name) for name in names}
+            writing = _WRITINGS.get(cls)
+            if writing is None:
+                writing = _WRITINGS[cls] = _writing(cls)
+            if writing.plain is not None:
+                own = o.__dict__
+                if own.keys() == writing.plain:
+                    return own
+            return {name: getattr(o, name) for name in writing.names}
         return super().default(o)
 
 
@@ -131,7 +277,7 @@ class LifecyclePayloadConverter(CompositePayloadConverter):
 
     def __init__(self) -> None:
         json_converter = JSONPlainPayloadConverter(
-            encoder=DataclassWriter, custom_type_converters=[DataclassReader()]
+            encoder=DataclassWriter, custom_type_converters=_CHAIN
         )
         super().__init__(
             *(
