@@ -12,9 +12,9 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
+from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlmodel import SQLModel, col
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -96,8 +96,9 @@ class SegmentActivities(Segments):
         """Store the snapshot and evaluate (which reads none of it from the DB) in one
         transaction: both land or neither, and a retry does both again."""
         async with self._sessionmaker() as session:
+            connection = await session.connection()
             await upsert_snapshot(session, request.snapshot)
-            evaluation = await self._evaluate(session, request.evaluation)
+            evaluation = await self._evaluate(connection, request.evaluation)
             await session.commit()
         return evaluation
 
@@ -119,8 +120,9 @@ class SegmentActivities(Segments):
             await self._writer.write(request.snapshot)
             return StoredBatch(event_triggers=triggers, quiet=quiet, chosen=chosen)
         async with self._sessionmaker() as session:
+            connection = await session.connection()
             await upsert_snapshot(session, request.snapshot)
-            evaluation = await self._evaluate(session, request.evaluation)
+            evaluation = await self._evaluate(connection, request.evaluation)
             await session.commit()
         return StoredBatch(
             event_triggers=triggers, quiet=True, evaluation=evaluation, chosen=chosen
@@ -132,62 +134,75 @@ class SegmentActivities(Segments):
         the condition that turned it, old → new) against what the DB holds; answer what
         changed against the workflow's own record, so a retry answers the same."""
         async with self._sessionmaker() as session:
-            evaluation = await self._evaluate(session, request)
+            evaluation = await self._evaluate(await session.connection(), request)
             await session.commit()
         return evaluation
 
     async def _evaluate(
-        self, session: AsyncSession, request: EvaluateSegments
+        self, connection: AsyncConnection, request: EvaluateSegments
     ) -> SegmentsEvaluation:
+        """The evaluation's reads and writes, in the caller's transaction, as plain SQL
+        statements: the ORM's unit of work cost more than the statements themselves."""
         now = _aware(request.now)
         at = int(now.timestamp())
         customer_id = request.customer_id
-        facts = await _with_db_facts(session, customer_id, request.facts)
-        stored = await session.get(CustomerSegmentFacts, customer_id)
+        key = {"customer_id": customer_id}
+        facts = await _with_db_facts(connection, customer_id, request.facts)
+        stored = (await connection.execute(_STORED_FACTS, key)).first()
         old_facts = stored.facts if stored is not None else None
-        old_at = int(stored.evaluated_at.timestamp()) if stored is not None else None
+        old_at = int(_aware(stored.evaluated_at).timestamp()) if stored is not None else None
         current = [
             s.name for s in self._config.segments if evaluate(s, facts, at, self._config.seats)
         ]
-        rows = await session.execute(_MEMBERS, {"customer_id": customer_id})
-        members = {m.segment: m for m in rows.scalars()}
+        members: list[str] = list((await connection.execute(_MEMBER_SEGMENTS, key)).scalars())
         reasons = {
             s.name: why_changed(s, old_facts, old_at, facts, at, self._config.seats)
             for s in self._config.segments
             if (s.name in current) != (s.name in members)
         }
-        for name in current:
-            if name not in members:
-                session.add(SegmentMember(segment=name, customer_id=customer_id, entered_at=now))
-                session.add(
-                    _membership_change(
-                        customer_id,
-                        name,
-                        SegmentChange.ENTERED,
-                        now,
-                        reasons[name],
-                        initial=self._initial(request, name, facts, at),
-                    )
-                )
-        for name, member in members.items():
-            if name not in current:
-                await session.delete(member)
-                # A segment no longer defined: its members leave it.
-                reason = reasons.get(name, "the segment is no longer defined")
-                session.add(
-                    _membership_change(customer_id, name, SegmentChange.EXITED, now, reason)
-                )
-        if stored is None:
-            session.add(
-                CustomerSegmentFacts(
-                    customer_id=customer_id, facts=facts, segments=current, evaluated_at=now
-                )
+        entered = [name for name in current if name not in members]
+        exited = [name for name in members if name not in current]
+        changes = [
+            _membership_change(
+                customer_id,
+                name,
+                SegmentChange.ENTERED,
+                now,
+                reasons[name],
+                initial=self._initial(request, name, facts, at),
             )
+            for name in entered
+        ] + [
+            # A segment no longer defined: its members leave it.
+            _membership_change(
+                customer_id,
+                name,
+                SegmentChange.EXITED,
+                now,
+                reasons.get(name, "the segment is no longer defined"),
+            )
+            for name in exited
+        ]
+        if entered:
+            await connection.execute(
+                _ENTER,
+                [
+                    {"segment": name, "customer_id": customer_id, "entered_at": now}
+                    for name in entered
+                ],
+            )
+        if exited:
+            await connection.execute(_LEAVE, {"customer_id": customer_id, "segments": exited})
+        if changes:
+            await connection.execute(_RECORD_CHANGES, changes)
+        row = {"customer_id": customer_id, "facts": facts, "segments": current, "evaluated_at": now}
+        if stored is None:
+            await connection.execute(_FIRST_FACTS, row)
         else:
-            stored.facts, stored.segments, stored.evaluated_at = facts, current, now
+            await connection.execute(_UPDATE_FACTS, {**row, "key": customer_id})
         previous = set(request.previous)
         known = [s.name for s in self._config.segments]
-        entered = [
+        news = [
             SegmentChangeInfo(
                 name,
                 reasons.get(name, "entered"),
@@ -196,7 +211,7 @@ class SegmentActivities(Segments):
             for name in current
             if name not in previous
         ]
-        exited = [
+        gone = [
             SegmentChangeInfo(name, reasons.get(name, "left"))
             for name in request.previous
             if name not in current
@@ -204,8 +219,8 @@ class SegmentActivities(Segments):
         return SegmentsEvaluation(
             segments=current,
             known=known,
-            entered=entered,
-            exited=exited,
+            entered=news,
+            exited=gone,
             campaign_segments=sorted(self._campaign_segments & set(current)),
             usage=self._usage(facts, at),
         )
@@ -447,17 +462,17 @@ def _membership_change(
     reason: str,
     *,
     initial: bool = False,
-) -> SegmentEvent:
+) -> dict[str, Any]:
     """An entry or exit as the membership history keeps it (the reason cut to its column:
     a condition may quote a long value)."""
-    return SegmentEvent(
-        customer_id=customer_id,
-        segment=segment,
-        change=change,
-        at=at,
-        reason=reason[:REASON_CHARS],
-        initial=initial,
-    )
+    return {
+        "customer_id": customer_id,
+        "segment": segment,
+        "change": change,
+        "at": at,
+        "reason": reason[:REASON_CHARS],
+        "initial": initial,
+    }
 
 
 async def _last_clicks(session: AsyncSession, customer_ids: list[str]) -> dict[str, int]:
@@ -473,28 +488,63 @@ async def _last_clicks(session: AsyncSession, customer_ids: list[str]) -> dict[s
     return {customer: int(_aware(at).timestamp()) for customer, at in rows.all()}
 
 
-# The evaluation's reads of one customer, built once: SQLAlchemy keeps the cache key of a
-# statement object on it, where a statement built per evaluation is built and hashed anew.
-_USAGE = select(col(CustomerUsage.metric), col(CustomerUsage.value)).where(
-    col(CustomerUsage.customer_id) == bindparam("customer_id")
+def _table(model: type[SQLModel]) -> Table:
+    return SQLModel.metadata.tables[str(model.__tablename__)]
+
+
+_USAGE_TABLE = _table(CustomerUsage)
+_MESSAGES_TABLE = _table(Message)
+_CLICKS_TABLE = _table(MessageClick)
+_FACTS_TABLE = _table(CustomerSegmentFacts)
+_MEMBERS_TABLE = _table(SegmentMember)
+_EVENTS_TABLE = _table(SegmentEvent)
+
+# The evaluation's statements, built once and on the tables, not the models: SQLAlchemy
+# keeps the cache key of a statement object on it (a statement built per evaluation is
+# built and hashed anew), and an ORM-enabled statement takes the ORM's longer path.
+_USAGE = select(_USAGE_TABLE.c.metric, _USAGE_TABLE.c.value).where(
+    _USAGE_TABLE.c.customer_id == bindparam("customer_id")
 )
 _LAST_CLICK = (
-    select(func.max(MessageClick.clicked_at))
-    .join(Message, col(Message.id) == col(MessageClick.message_id))
-    .where(col(Message.customer_id) == bindparam("customer_id"))
+    select(func.max(_CLICKS_TABLE.c.clicked_at))
+    .join(_MESSAGES_TABLE, _MESSAGES_TABLE.c.id == _CLICKS_TABLE.c.message_id)
+    .where(_MESSAGES_TABLE.c.customer_id == bindparam("customer_id"))
 )
-_MEMBERS = select(SegmentMember).where(col(SegmentMember.customer_id) == bindparam("customer_id"))
+_STORED_FACTS = select(_FACTS_TABLE.c.facts, _FACTS_TABLE.c.evaluated_at).where(
+    _FACTS_TABLE.c.customer_id == bindparam("customer_id")
+)
+_FIRST_FACTS = _FACTS_TABLE.insert()
+# The key under a name of its own: in an UPDATE, a parameter named as a column is a value
+# to set.
+_UPDATE_FACTS = (
+    update(_FACTS_TABLE)
+    .where(_FACTS_TABLE.c.customer_id == bindparam("key"))
+    .values(
+        facts=bindparam("facts"),
+        segments=bindparam("segments"),
+        evaluated_at=bindparam("evaluated_at"),
+    )
+)
+_RECORD_CHANGES = _EVENTS_TABLE.insert()
+_MEMBER_SEGMENTS = select(_MEMBERS_TABLE.c.segment).where(
+    _MEMBERS_TABLE.c.customer_id == bindparam("customer_id")
+)
+_ENTER = _MEMBERS_TABLE.insert()
+_LEAVE = delete(_MEMBERS_TABLE).where(
+    _MEMBERS_TABLE.c.customer_id == bindparam("customer_id"),
+    _MEMBERS_TABLE.c.segment.in_(bindparam("segments", expanding=True)),
+)
 
 
-async def _with_db_facts(session: AsyncSession, customer_id: str, facts: Facts) -> Facts:
+async def _with_db_facts(connection: AsyncConnection, customer_id: str, facts: Facts) -> Facts:
     """The workflow's billing facts with what only the DB knows: usage the app reported
     and the last click on a tracked link in the customer's mail."""
-    usage_rows = await session.execute(_USAGE, {"customer_id": customer_id})
-    clicked = await session.execute(_LAST_CLICK, {"customer_id": customer_id})
-    last_click = clicked.scalar()
+    key = {"customer_id": customer_id}
+    usage_rows = await connection.execute(_USAGE, key)
+    last_click = (await connection.execute(_LAST_CLICK, key)).scalar()
     return {
         **facts,
-        "usage": {metric: _plain(value) for metric, value in usage_rows.all()},
+        "usage": {row.metric: _plain(row.value) for row in usage_rows},
         "last_click_at": int(_aware(last_click).timestamp()) if last_click is not None else None,
     }
 
