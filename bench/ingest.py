@@ -30,6 +30,7 @@ import json
 import os
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -451,6 +452,34 @@ async def main(args: argparse.Namespace) -> None:
                 f"webhooks, half load:    {half_rate:8.1f} offered/s, ack {latency(half_acks)}, "
                 f"all delivered in {half_seconds:.2f}s"
             )
+
+            # The machine's speed per CPU second drifts over a run (a shared host): each
+            # further round measures the no-op floor and then the full load, back to back.
+            applied = 3 * args.events
+            ratios = []
+            if args.rounds > 1:
+                await inbox.wait_applied(applied)
+            for round_ in range(2, args.rounds + 1):
+                _, _, round_noop = await floor(NoopWorkflow, f"noop{round_}x")
+                round_events = workload(args.events, args.customers, f"api{round_}x")
+                await meter.begin()
+                await closed_loop(round_events, args.concurrency, post)
+                applied += args.events
+                await inbox.wait_applied(applied)
+                round_used = await meter.end()
+                ratios.append(round_used["worker"] / round_noop["no-op worker"])
+                noop_cpu, worker_cpu = round_noop["no-op worker"], round_used["worker"]
+                print(
+                    f"round {round_}: no-op worker {noop_cpu * 1000 / args.events:.2f}, "
+                    f"worker {worker_cpu * 1000 / args.events:.2f} CPU s/1,000 events "
+                    f"= {ratios[-1]:.2f}x"
+                )
+            if ratios:
+                print(
+                    f"worker CPU per applied event, rounds 2-{args.rounds} (each against the "
+                    f"no-op just before it): median {statistics.median(ratios):.2f}x, "
+                    f"{min(ratios):.2f}-{max(ratios):.2f}x"
+                )
         finally:
             await sender.close()
     finally:
@@ -540,6 +569,13 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--sqlite", action="store_true", help="inbox on SQLite instead of PostgreSQL"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="after the phases above, measure the no-op floor and the full load back to "
+        "back in each further round, and print the median ratio",
     )
     return parser.parse_args()
 
