@@ -9,10 +9,24 @@ evaluate them with what they know now and start the campaigns an entry triggers.
 
 import asyncio
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy import (
+    Executable,
+    String,
+    Table,
+    bindparam,
+    cast,
+    delete,
+    func,
+    literal_column,
+    null,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import SQLModel, col
 from temporalio import activity
@@ -57,6 +71,7 @@ from stripe_lifecycle.storage.models import (
     SegmentChange,
     SegmentEvent,
     SegmentMember,
+    UTCDateTime,
 )
 
 # Being found in a segment is news to a campaign only for a customer who is new (created
@@ -142,26 +157,73 @@ class SegmentActivities(Segments):
         self, connection: AsyncConnection, request: EvaluateSegments
     ) -> SegmentsEvaluation:
         """The evaluation's reads and writes, in the caller's transaction, as plain SQL
-        statements: the ORM's unit of work cost more than the statements themselves."""
+        statements: one read of what the DB holds of the customer, and the facts written
+        (with the reads and writes of a membership that changed): the ORM's unit of work,
+        and a round trip per read, cost the worker more than the evaluation itself."""
         now = _aware(request.now)
         at = int(now.timestamp())
         customer_id = request.customer_id
-        key = {"customer_id": customer_id}
-        facts = await _with_db_facts(connection, customer_id, request.facts)
-        stored = (await connection.execute(_STORED_FACTS, key)).first()
-        old_facts = stored.facts if stored is not None else None
-        old_at = int(_aware(stored.evaluated_at).timestamp()) if stored is not None else None
+        held = await _held(connection, customer_id)
+        facts = {**request.facts, "usage": held.usage, "last_click_at": held.last_click_at}
         current = [
             s.name for s in self._config.segments if evaluate(s, facts, at, self._config.seats)
         ]
-        members: list[str] = list((await connection.execute(_MEMBER_SEGMENTS, key)).scalars())
-        reasons = {
-            s.name: why_changed(s, old_facts, old_at, facts, at, self._config.seats)
-            for s in self._config.segments
-            if (s.name in current) != (s.name in members)
-        }
+        members = held.segments
         entered = [name for name in current if name not in members]
         exited = [name for name in members if name not in current]
+        reasons: dict[str, str] = {}
+        if entered or exited:
+            # What turned each one: the facts they were last evaluated on, against these.
+            stored = (await connection.execute(_STORED_FACTS, {"customer_id": customer_id})).first()
+            old_facts = stored.facts if stored is not None else None
+            old_at = int(_aware(stored.evaluated_at).timestamp()) if stored is not None else None
+            reasons = {
+                s.name: why_changed(s, old_facts, old_at, facts, at, self._config.seats)
+                for s in self._config.segments
+                if s.name in entered or s.name in exited
+            }
+            await self._record_changes(connection, request, facts, entered, exited, reasons)
+        await connection.execute(
+            _facts_upsert(connection.dialect.name),
+            {"customer_id": customer_id, "facts": facts, "segments": current, "evaluated_at": now},
+        )
+        previous = set(request.previous)
+        known = [s.name for s in self._config.segments]
+        news = [
+            SegmentChangeInfo(
+                name,
+                reasons.get(name, "entered"),
+                initial=self._initial(request, name, facts, at),
+            )
+            for name in current
+            if name not in previous
+        ]
+        gone = [
+            SegmentChangeInfo(name, reasons.get(name, "left"))
+            for name in request.previous
+            if name not in current
+        ]
+        return SegmentsEvaluation(
+            segments=current,
+            known=known,
+            entered=news,
+            exited=gone,
+            campaign_segments=sorted(self._campaign_segments & set(current)),
+            usage=self._usage(facts, at),
+        )
+
+    async def _record_changes(
+        self,
+        connection: AsyncConnection,
+        request: EvaluateSegments,
+        facts: Facts,
+        entered: list[str],
+        exited: list[str],
+        reasons: dict[str, str],
+    ) -> None:
+        """The memberships entered and left, and each change in the membership history."""
+        customer_id, now = request.customer_id, _aware(request.now)
+        at = int(now.timestamp())
         changes = [
             _membership_change(
                 customer_id,
@@ -193,37 +255,7 @@ class SegmentActivities(Segments):
             )
         if exited:
             await connection.execute(_LEAVE, {"customer_id": customer_id, "segments": exited})
-        if changes:
-            await connection.execute(_RECORD_CHANGES, changes)
-        row = {"customer_id": customer_id, "facts": facts, "segments": current, "evaluated_at": now}
-        if stored is None:
-            await connection.execute(_FIRST_FACTS, row)
-        else:
-            await connection.execute(_UPDATE_FACTS, {**row, "key": customer_id})
-        previous = set(request.previous)
-        known = [s.name for s in self._config.segments]
-        news = [
-            SegmentChangeInfo(
-                name,
-                reasons.get(name, "entered"),
-                initial=self._initial(request, name, facts, at),
-            )
-            for name in current
-            if name not in previous
-        ]
-        gone = [
-            SegmentChangeInfo(name, reasons.get(name, "left"))
-            for name in request.previous
-            if name not in current
-        ]
-        return SegmentsEvaluation(
-            segments=current,
-            known=known,
-            entered=news,
-            exited=gone,
-            campaign_segments=sorted(self._campaign_segments & set(current)),
-            usage=self._usage(facts, at),
-        )
+        await connection.execute(_RECORD_CHANGES, changes)
 
     def _initial(self, request: EvaluateSegments, name: str, facts: Facts, at: int) -> bool:
         created = facts.get("customer_created")
@@ -502,51 +534,86 @@ _EVENTS_TABLE = _table(SegmentEvent)
 # The evaluation's statements, built once and on the tables, not the models: SQLAlchemy
 # keeps the cache key of a statement object on it (a statement built per evaluation is
 # built and hashed anew), and an ORM-enabled statement takes the ORM's longer path.
-_USAGE = select(_USAGE_TABLE.c.metric, _USAGE_TABLE.c.value).where(
-    _USAGE_TABLE.c.customer_id == bindparam("customer_id")
-)
-_LAST_CLICK = (
-    select(func.max(_CLICKS_TABLE.c.clicked_at))
-    .join(_MESSAGES_TABLE, _MESSAGES_TABLE.c.id == _CLICKS_TABLE.c.message_id)
-    .where(_MESSAGES_TABLE.c.customer_id == bindparam("customer_id"))
+
+# What the DB holds of one customer that an evaluation reads, in one round trip: each
+# usage metric reported, each segment the customer is a member of, and the last click in
+# their mail, one row each, told apart by `kind`.
+_HELD = union_all(
+    select(
+        literal_column("'usage'", String).label("kind"),
+        _USAGE_TABLE.c.metric.label("name"),
+        _USAGE_TABLE.c.value.label("number"),
+        # Typed, or PostgreSQL reads this and the next branch's NULL as text.
+        cast(null(), UTCDateTime).label("moment"),
+    ).where(_USAGE_TABLE.c.customer_id == bindparam("customer_id")),
+    select(
+        literal_column("'member'", String),
+        _MEMBERS_TABLE.c.segment,
+        null(),
+        null(),
+    ).where(_MEMBERS_TABLE.c.customer_id == bindparam("customer_id")),
+    select(
+        literal_column("'click'", String),
+        null(),
+        null(),
+        func.max(_CLICKS_TABLE.c.clicked_at),
+    )
+    .select_from(
+        _CLICKS_TABLE.join(_MESSAGES_TABLE, _MESSAGES_TABLE.c.id == _CLICKS_TABLE.c.message_id)
+    )
+    .where(_MESSAGES_TABLE.c.customer_id == bindparam("customer_id")),
 )
 _STORED_FACTS = select(_FACTS_TABLE.c.facts, _FACTS_TABLE.c.evaluated_at).where(
     _FACTS_TABLE.c.customer_id == bindparam("customer_id")
 )
-_FIRST_FACTS = _FACTS_TABLE.insert()
-# The key under a name of its own: in an UPDATE, a parameter named as a column is a value
-# to set.
-_UPDATE_FACTS = (
-    update(_FACTS_TABLE)
-    .where(_FACTS_TABLE.c.customer_id == bindparam("key"))
-    .values(
-        facts=bindparam("facts"),
-        segments=bindparam("segments"),
-        evaluated_at=bindparam("evaluated_at"),
-    )
-)
 _RECORD_CHANGES = _EVENTS_TABLE.insert()
-_MEMBER_SEGMENTS = select(_MEMBERS_TABLE.c.segment).where(
-    _MEMBERS_TABLE.c.customer_id == bindparam("customer_id")
-)
 _ENTER = _MEMBERS_TABLE.insert()
 _LEAVE = delete(_MEMBERS_TABLE).where(
     _MEMBERS_TABLE.c.customer_id == bindparam("customer_id"),
     _MEMBERS_TABLE.c.segment.in_(bindparam("segments", expanding=True)),
 )
+_FACTS_UPSERTS: dict[str, Executable] = {}
 
 
-async def _with_db_facts(connection: AsyncConnection, customer_id: str, facts: Facts) -> Facts:
-    """The workflow's billing facts with what only the DB knows: usage the app reported
-    and the last click on a tracked link in the customer's mail."""
-    key = {"customer_id": customer_id}
-    usage_rows = await connection.execute(_USAGE, key)
-    last_click = (await connection.execute(_LAST_CLICK, key)).scalar()
-    return {
-        **facts,
-        "usage": {row.metric: _plain(row.value) for row in usage_rows},
-        "last_click_at": int(_aware(last_click).timestamp()) if last_click is not None else None,
-    }
+def _facts_upsert(dialect: str) -> Executable:
+    """Insert the customer's facts, or replace those stored: the customer's workflow is
+    their one writer."""
+    statement = _FACTS_UPSERTS.get(dialect)
+    if statement is None:
+        insert = insert_for(dialect)(_FACTS_TABLE)
+        statement = _FACTS_UPSERTS[dialect] = insert.on_conflict_do_update(
+            index_elements=[_FACTS_TABLE.c.customer_id],
+            set_={name: insert.excluded[name] for name in ("facts", "segments", "evaluated_at")},
+        )
+    return statement
+
+
+@dataclass(frozen=True)
+class _Held:
+    usage: dict[str, int | float]
+    segments: list[str]
+    last_click_at: int | None
+
+
+async def _held(connection: AsyncConnection, customer_id: str) -> _Held:
+    """What only the DB knows of the customer: the usage the app reported, the segments
+    they are in (in the order stored), and the last click on a tracked link in their mail
+    (epoch seconds)."""
+    usage: dict[str, int | float] = {}
+    segments: list[str] = []
+    last_click: datetime | None = None
+    for row in await connection.execute(_HELD, {"customer_id": customer_id}):
+        if row.kind == "usage":
+            usage[row.name] = _plain(row.number)
+        elif row.kind == "member":
+            segments.append(row.name)
+        else:
+            last_click = row.moment
+    return _Held(
+        usage=usage,
+        segments=segments,
+        last_click_at=int(_aware(last_click).timestamp()) if last_click is not None else None,
+    )
 
 
 def _plain(value: float) -> int | float:
