@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup dev test lint bench bench-sync bench-segments bench-scale bench-long-life bench-api-memory bench-snapshots bench-sandbox replay-corpus
+.PHONY: setup dev test lint bench bench-sync bench-segments bench-scale bench-long-life bench-api-memory bench-snapshots bench-sandbox bench-payloads replay-corpus
 
 setup: $(VENV)/.installed
 
@@ -51,6 +51,9 @@ bench-snapshots: setup
 
 bench-sandbox: setup
 	$(BIN)/python -m bench.sandbox
+
+bench-payloads: setup
+	$(BIN)/python -m bench.payloads
 
 replay-corpus: setup
 	$(BIN)/python -m bench.replay_corpus
