@@ -19,7 +19,9 @@ database) unless --sqlite is given. Prints:
 - per phase, the CPU seconds per 1,000 events of each process: the API (with its
   forwarder), the worker (or the no-op worker), the Temporal dev server and PostgreSQL
   (this database's backends and the cluster's WAL writer, background writer and
-  checkpointer; SQLite runs inside the API and worker); and the load generator's own.
+  checkpointer; SQLite runs inside the API and worker); and the load generator's own;
+- with --rounds N, N-1 further rounds of the no-op floor and the full load back to back,
+  each round's worker CPU per event against the no-op's just before it, and the median.
 """
 
 from __future__ import annotations
