@@ -1,8 +1,10 @@
-"""Segment definitions and membership rows for the segments API, CLI and dashboard tests.
-The rows are written straight into the database, as the segment evaluation writes them."""
+"""Segment definitions and membership rows for the segments API, CLI and dashboard tests,
+and the clicks the segments read. The rows are written straight into the database, as the
+segment evaluation (and the click tracker) writes them."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,8 @@ from stripe_lifecycle.storage.db import SessionMaker
 from stripe_lifecycle.storage.models import (
     Customer,
     CustomerSegmentFacts,
+    Message,
+    MessageClick,
     SegmentChange,
     SegmentEvent,
     SegmentMember,
@@ -116,4 +120,29 @@ async def add_facts(
                 customer_id=customer_id, facts=facts, segments=segments, evaluated_at=evaluated_at
             )
         )
+        await session.commit()
+
+
+async def click(sessionmaker: SessionMaker, customer_id: str, at: datetime) -> None:
+    """A click at `at` on a tracked link of an email the customer was sent."""
+    message_id = str(uuid.uuid4())
+    async with sessionmaker() as session:
+        session.add(
+            Message(
+                id=message_id,
+                send_key=f"upgrade-{customer_id}/{message_id}",
+                customer_id=customer_id,
+                workflow_id=f"upgrade-{customer_id}",
+                lifecycle="upgrade",
+                automation="upgrade-a",
+                step="0-upgrade-offer",
+                template="upgrade/offer",
+                to="ada@example.com",
+                status="sent",
+                transport="outbox",
+                created_at=at,
+                sent_at=at,
+            )
+        )
+        session.add(MessageClick(message_id=message_id, link="offer", clicked_at=at))
         await session.commit()

@@ -6,7 +6,6 @@ first inserted and then replaced."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,15 +18,15 @@ from temporalio.testing import ActivityEnvironment
 from stripe_lifecycle.activities.interface import EvaluateSegments, SegmentsEvaluation
 from stripe_lifecycle.activities.segments import SegmentActivities
 from stripe_lifecycle.domain.segments import parse_segments
-from stripe_lifecycle.storage.db import SessionMaker, create_engine, create_sessionmaker
+from stripe_lifecycle.storage.db import create_engine, create_sessionmaker
 from stripe_lifecycle.storage.models import (
     CustomerSegmentFacts,
-    Message,
-    MessageClick,
     SegmentEvent,
     SegmentMember,
 )
 from stripe_lifecycle.storage.segments import record_usage
+
+from .segment_helpers import click
 
 CUSTOMER = "cus_evaluated"
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
@@ -56,30 +55,6 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 def facts(plan: str) -> dict[str, Any]:
     return {"status": "active", "plan": plan, "usage": {}, "last_click_at": None}
-
-
-async def clicked(sessionmaker: SessionMaker, at: datetime) -> None:
-    message_id = str(uuid.uuid4())
-    async with sessionmaker() as session:
-        session.add(
-            Message(
-                id=message_id,
-                send_key=f"trial-{CUSTOMER}/{message_id}",
-                customer_id=CUSTOMER,
-                workflow_id=f"trial-{CUSTOMER}",
-                lifecycle="trial",
-                automation="trial-default",
-                step="0-welcome",
-                template="trial/welcome",
-                to="ada@example.com",
-                status="sent",
-                transport="outbox",
-                created_at=at,
-                sent_at=at,
-            )
-        )
-        session.add(MessageClick(message_id=message_id, link="start", clicked_at=at))
-        await session.commit()
 
 
 async def test_an_evaluation_reads_what_the_database_holds_and_records_each_change_once(
@@ -131,7 +106,7 @@ async def test_an_evaluation_reads_what_the_database_holds_and_records_each_chan
     # The app reports usage and the customer clicks: both read from the database.
     async with sessionmaker() as session:
         await record_usage(session, CUSTOMER, "projects", 12)
-    await clicked(sessionmaker, NOW - timedelta(days=3))
+    await click(sessionmaker, CUSTOMER, NOW - timedelta(days=3))
     second = await evaluate(activities, "Pro", NOW, first.segments)
     assert second.segments == ["on-pro", "heavy-users", "engaged", "retiring"]
     assert [change.segment for change in second.entered] == ["heavy-users", "engaged"]

@@ -16,12 +16,13 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from stripe_lifecycle.domain import ids
-from stripe_lifecycle.storage.models import CustomerSegmentFacts, Message, MessageClick
+from stripe_lifecycle.storage.models import CustomerSegmentFacts
 from stripe_lifecycle.storage.segments import record_usage
 from stripe_lifecycle.temporal_setup import ensure_segment_sweep_schedule
 from stripe_lifecycle.workflows.segments import SegmentSweepWorkflow, SweepInput
 
 from .conftest import WorkerRig
+from .segment_helpers import click
 from .signal_recorder import SegmentsSignalRecorder
 from .workflow_helpers import DAY, pause_as_operator, schedule_in_effect
 
@@ -105,7 +106,9 @@ async def test_a_month_later_the_sweep_tells_the_customers_whose_segments_turned
             )
         await record_usage(session, f"cus_reported_{tag}", "seats_used", 9)
         await session.commit()
-    await click(skipping_rig, f"cus_cools_{tag}", datetime.fromtimestamp(now - 10 * DAY, UTC))
+    await click(
+        skipping_rig.sessionmaker, f"cus_cools_{tag}", datetime.fromtimestamp(now - 10 * DAY, UTC)
+    )
     recorder_queue = f"{skipping_rig.task_queue}-customers"
     # The stand-ins wait forever: time moves only by the month this test sleeps, not to
     # whenever the server would time them out.
@@ -140,7 +143,7 @@ async def _sweep_a_month_later(
         assert (at_once.customers, at_once.changed, at_once.offered) == (5, 0, 0)
         assert (at_once.first, at_once.usage) == (0, 1)
         await env.sleep(timedelta(days=30))
-        await click(skipping_rig, f"cus_clicks_{tag}", await env.get_current_time())
+        await click(skipping_rig.sessionmaker, f"cus_clicks_{tag}", await env.get_current_time())
         await env.sleep(timedelta(days=1))
         later = await sweep("later")
         assert (later.customers, later.changed) == (5, 3)
@@ -156,31 +159,6 @@ async def _sweep_a_month_later(
         # Told at every sweep until its workflow evaluates again (this stand-in does not).
         "reported": ["usage reported", "usage reported"],
     }
-
-
-async def click(rig: WorkerRig, customer_id: str, at: datetime) -> None:
-    """A click on a tracked link of an email the customer was sent."""
-    message_id = str(uuid.uuid4())
-    async with rig.sessionmaker() as session:
-        session.add(
-            Message(
-                id=message_id,
-                send_key=f"upgrade-{customer_id}/0-upgrade-offer",
-                customer_id=customer_id,
-                workflow_id=f"upgrade-{customer_id}",
-                lifecycle="upgrade",
-                automation="upgrade-a",
-                step="0-upgrade-offer",
-                template="upgrade/offer",
-                to="ada@example.com",
-                status="sent",
-                transport="outbox",
-                created_at=at,
-                sent_at=at,
-            )
-        )
-        session.add(MessageClick(message_id=message_id, link="offer", clicked_at=at))
-        await session.commit()
 
 
 async def test_the_sweep_schedule_is_created_once_and_follows_the_interval(
