@@ -72,15 +72,18 @@ def _plan(cls: type) -> _Plan:
     hints = typing.get_type_hints(cls)
     fields = dataclasses.fields(cls)
     return _Plan(
-        fields=tuple((field.name, _reader(hints[field.name])) for field in fields),
+        fields=tuple(
+            (field.name, _reader(hints[field.name]) or _by_sdk(hints[field.name]))
+            for field in fields
+        ),
         late=frozenset(field.name for field in fields if not field.init),
         hints={field.name: hints[field.name] for field in fields},
     )
 
 
-def _reader(hint: Any) -> Reader:
-    """What reads a JSON value of `hint` as the SDK's `value_to_type` would, or raises
-    `_NotSure` where that takes the SDK's rules (which then read the whole field)."""
+def _reader(hint: Any) -> Reader | None:
+    """What reads a JSON value of `hint` as the SDK's `value_to_type` would (raising
+    `_NotSure` for a value it is not sure of), or None where only the SDK's rules do."""
     if hint is Any:
         return _same
     if hint in _SAME_VALUE:
@@ -105,22 +108,27 @@ def _reader(hint: Any) -> Reader:
         [member] = [arg for arg in args if arg is not type(None)]
         read = _reader(member)
         # The SDK tries each member in turn. Every reader here but `_same` refuses None,
-        # so None is the NoneType member's (`_same` gives None too); a member the SDK's
-        # rules read might take None itself, and is left to them whole.
-        return _not_sure if read is _not_sure else _optional(read)
+        # so None is the NoneType member's (`_same` gives None too); a member only the
+        # SDK's rules read might take None itself, and the union is left to them whole.
+        return None if read is None else _optional(read)
     if origin is list and len(args) == 1:
-        return _list_of(_reader(args[0]))
+        item = _reader(args[0])
+        return None if item is None else _list_of(item)
     if origin is dict and len(args) == 2 and args[0] is str:
-        return _str_keyed(None if args[1] is Any else _reader(args[1]))
-    return _not_sure
+        value = _reader(args[1])
+        return None if value is None else _str_keyed(value)
+    return None
+
+
+def _by_sdk(hint: Any) -> Reader:
+    def read(value: Any) -> Any:
+        return value_to_type(hint, value, _CHAIN)
+
+    return read
 
 
 def _same(value: Any) -> Any:
     return value
-
-
-def _not_sure(_value: Any) -> Any:
-    raise _NotSure
 
 
 def _exactly(cls: type) -> Reader:
@@ -172,11 +180,11 @@ def _list_of(item: Reader) -> Reader:
     return read
 
 
-def _str_keyed(item: Reader | None) -> Reader:
+def _str_keyed(item: Reader) -> Reader:
     def read(value: Any) -> Any:
         if type(value) is not dict:
             raise _NotSure
-        if item is None:
+        if item is _same:
             return dict(value)
         return {key: item(each) for key, each in value.items()}
 
