@@ -469,8 +469,8 @@ async def main(args: argparse.Namespace) -> None:
                 applied += args.events
                 await inbox.wait_applied(applied)
                 round_used = await meter.end()
-                ratios.append(round_used["worker"] / round_noop["no-op worker"])
                 noop_cpu, worker_cpu = round_noop["no-op worker"], round_used["worker"]
+                ratios.append(worker_cpu / noop_cpu)
                 print(
                     f"round {round_}: no-op worker {noop_cpu * 1000 / args.events:.2f}, "
                     f"worker {worker_cpu * 1000 / args.events:.2f} CPU s/1,000 events "
