@@ -266,12 +266,18 @@ async def test_the_api_starts_while_the_database_is_down_and_delivers_once_it_is
 
                 await eventually(both_applied, "both events applied", timeout=30.0)
             assert (await http.get("/readyz")).status_code == 200
+
+            async def all_forwarded() -> bool:
+                async with direct() as session:
+                    rows = (await session.execute(select(WebhookEvent))).scalars().all()
+                return {row.status for row in rows} == {InboxStatus.FORWARDED}
+
+            # The forwarder marks a row forwarded after its signal lands, and the workflow
+            # may apply the event before the mark commits: waited for while the API runs.
+            await eventually(all_forwarded, "every stored event marked forwarded", timeout=30.0)
         assert sorted(await signalled_event_ids(dev_env.client, ada)) == sorted(
             [stored_before["id"], retried["id"]]
         )
-        async with direct() as session:
-            rows = (await session.execute(select(WebhookEvent))).scalars().all()
-        assert {row.status for row in rows} == {InboxStatus.FORWARDED}
     finally:
         await engine.dispose()
 
